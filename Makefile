@@ -1,0 +1,64 @@
+# llmspend task runner. `make help` lists the targets.
+SHELL := /bin/bash
+PYTHON ?= python3
+VENV := .venv
+PY := $(VENV)/bin/python
+STAMP := $(VENV)/.installed
+DEMO_OUT ?= demo-out
+PYTEST_ARGS ?=
+
+.DEFAULT_GOAL := help
+
+.PHONY: help
+help: ## list the targets
+	@grep -hE '^[a-zA-Z_-]+:.*?## ' $(MAKEFILE_LIST) | awk 'BEGIN {FS = ":.*?## "}; {printf "  \033[36m%-12s\033[0m %s\n", $$1, $$2}'
+
+$(STAMP): pyproject.toml
+	$(PYTHON) -m venv $(VENV)
+	$(PY) -m pip install -q --upgrade pip
+	$(PY) -m pip install -q -e '.[dev]'
+	touch $(STAMP)
+
+.PHONY: venv
+venv: $(STAMP) ## create .venv and install llmspend with the dev extra
+
+.PHONY: demo
+demo: $(STAMP) ## run the demo against the bundled simulated provider and show the result
+	$(PY) scripts/demo.py --out $(DEMO_OUT)
+
+.PHONY: test
+test: $(STAMP) lint typecheck ## run lint, type checks and the whole test suite
+	@set +e; $(PY) -m pytest $(PYTEST_ARGS); rc=$$?; \
+	if [ $$rc -eq 5 ]; then echo "pytest: no tests were collected"; exit 1; fi; exit $$rc
+
+.PHONY: pytest
+pytest: $(STAMP) ## run only the test suite (PYTEST_ARGS=... to pass options)
+	@set +e; $(PY) -m pytest $(PYTEST_ARGS); rc=$$?; \
+	if [ $$rc -eq 5 ]; then echo "pytest: no tests were collected"; exit 1; fi; exit $$rc
+
+.PHONY: lint
+lint: $(STAMP) ## ruff lint and format check
+	$(VENV)/bin/ruff check llmspend tests benchmarks scripts
+	$(VENV)/bin/ruff format --check llmspend tests benchmarks scripts
+
+.PHONY: format
+format: $(STAMP) ## format the code with ruff
+	$(VENV)/bin/ruff check --fix llmspend tests benchmarks scripts
+	$(VENV)/bin/ruff format llmspend tests benchmarks scripts
+
+.PHONY: typecheck
+typecheck: $(STAMP) ## mypy over the package
+	$(VENV)/bin/mypy
+
+.PHONY: bench
+bench: $(STAMP) ## run the benchmarks (ratios against baselines measured in the same run)
+	$(PY) benchmarks/ingest.py
+	$(PY) benchmarks/pricing.py
+
+.PHONY: clean
+clean: ## remove build artefacts and caches (keeps .venv)
+	rm -rf build dist *.egg-info .pytest_cache .mypy_cache .ruff_cache $(DEMO_OUT)
+
+.PHONY: distclean
+distclean: clean ## also remove .venv
+	rm -rf $(VENV)

@@ -1,0 +1,246 @@
+"""llmspend: LLM spend made visible and bounded where it happens, in notebooks.
+
+The public surface is listed in ``__all__``; everything else is private. Heavy libraries
+(pandas, SQLAlchemy's dialects, provider SDKs) are imported on first use, so
+``import llmspend`` stays light.
+"""
+
+from __future__ import annotations
+
+from typing import TYPE_CHECKING, Any
+
+from .errors import (
+    BudgetError,
+    BudgetExceeded,
+    ConfigError,
+    IngestError,
+    LLMSpendError,
+    PriceFileError,
+    PricingError,
+    SchemaTooNewError,
+    StoreError,
+    ValidationError,
+)
+
+if TYPE_CHECKING:
+    import datetime as dt
+    from decimal import Decimal
+
+    import pandas as pd
+
+    from .budgets.spec import Budget, BudgetStatus
+    from .pricing import Price
+    from .tracker import Tracker
+
+__version__ = "0.1.0"
+
+__all__ = [
+    "Budget",
+    "BudgetError",
+    "BudgetExceeded",
+    "BudgetStatus",
+    "ConfigError",
+    "IngestError",
+    "LLMSpendError",
+    "PriceFileError",
+    "PricingError",
+    "SchemaTooNewError",
+    "StoreError",
+    "Tracker",
+    "ValidationError",
+    "__version__",
+    "attribute",
+    "budget_history",
+    "budget_status",
+    "delete_budget",
+    "ingest",
+    "install",
+    "list_budgets",
+    "price",
+    "records",
+    "set_budget",
+    "uninstall",
+    "update_budget",
+]
+
+from .attribution import attribute
+
+
+def install(
+    database_url: str | None = None,
+    *,
+    org: str | None = None,
+    project: str | None = None,
+    user: str | None = None,
+) -> Tracker:
+    """Hook the provider SDKs and record every call into the store at ``database_url``.
+
+    Idempotent; covers clients created before and after, sync and async, streaming and
+    not, and SDKs imported later. ``org``/``project``/``user`` set the process-wide
+    attribution defaults (else ``LLMSPEND_ORG``/``LLMSPEND_PROJECT``/``LLMSPEND_USER``,
+    ``JUPYTERHUB_USER`` or the OS user, and ``"default"``).
+    """
+    from .installer import install as _install
+
+    return _install(database_url, org=org, project=project, user=user)
+
+
+def uninstall() -> None:
+    """Remove llmspend's hooks, restoring the SDKs exactly. The store stays readable."""
+    from .installer import uninstall as _uninstall
+
+    _uninstall()
+
+
+def records(since: Any = None, until: Any = None, **filters: Any) -> pd.DataFrame:
+    """Usage records as a DataFrame, one row per call (money as exact ``Decimal``).
+
+    ``since`` (inclusive) and ``until`` (exclusive) accept datetimes (naive means UTC),
+    dates, ISO strings and spans such as ``"7d"``. Filters (``org``, ``project``, ``user``,
+    ``provider``, ``model``, ``api``, ``status``, ``price_status``, ``session_id``,
+    ``request_id``) take a name or a list of names.
+    """
+    from .tracker import get_tracker
+
+    return get_tracker().records(since, until, **filters)
+
+
+def ingest(rows: Any) -> int:
+    """Bulk-load usage rows (a DataFrame or an iterable of dicts with ``records()`` columns).
+
+    Every row is validated first: one bad row rejects the whole call with an
+    :class:`IngestError` naming the row and field, and nothing is written. Rows without
+    ``cost_usd`` are priced as of their own ``ts``. Returns the number of rows written.
+    """
+    from .tracker import get_tracker
+
+    return get_tracker().ingest(rows)
+
+
+def price(
+    model: str,
+    *,
+    provider: str | None = None,
+    input_tokens: int = 0,
+    cached_input_tokens: int = 0,
+    cache_write_tokens: int = 0,
+    output_tokens: int = 0,
+    reasoning_tokens: int = 0,
+    at: dt.datetime | str | None = None,
+) -> Price:
+    """Price a usage exactly (``Decimal`` USD), as of ``at`` (default: now).
+
+    ``input_tokens`` includes cached and cache-write tokens; ``output_tokens`` includes
+    reasoning tokens. An unknown model gives ``status="unknown"`` and no cost.
+    """
+    from .tracker import get_tracker
+
+    return get_tracker().pricebook.price(
+        model,
+        provider=provider,
+        input_tokens=input_tokens,
+        cached_input_tokens=cached_input_tokens,
+        cache_write_tokens=cache_write_tokens,
+        output_tokens=output_tokens,
+        reasoning_tokens=reasoning_tokens,
+        at=at,
+    )
+
+
+def set_budget(
+    scope: str,
+    name: str,
+    limit: str | Decimal | int,
+    period: str = "month",
+    *,
+    mode: str = "hard",
+    thresholds: Any = (0.5, 0.8, 1.0),
+    timezone: str = "UTC",
+    week_start: int = 0,
+    unpriced: str = "refuse",
+    webhook_url: str | None = None,
+) -> Budget:
+    """Create or replace a budget; every change is audited.
+
+    ``scope`` is ``"org"``, ``"project"`` or ``"user"``; ``name`` is ``"acme"``,
+    ``"acme/churn"``, ``"acme/ana"`` (the user across the org) or ``"acme/churn/ana"`` (the
+    user within a project); a ``*`` in place of the last part sets a default for every
+    child without its own budget (``"acme/*"``). ``limit`` is USD (> 0). ``period``:
+    day, week, month, quarter, year or total, on calendar boundaries in ``timezone``
+    (weeks start on ``week_start``, 0 = Monday). ``mode="hard"`` refuses calls that could
+    exceed the limit before they are sent; ``"soft"`` lets them through and alerts.
+    ``thresholds`` are fractions in (0, 1] at which alerts fire. ``unpriced``: what a
+    hard budget does with a call whose model has no price (``"refuse"`` or ``"allow"``).
+    """
+    from .budgets.manage import set_budget as _set
+    from .tracker import get_tracker
+
+    return _set(
+        get_tracker().store,
+        scope,
+        name,
+        limit,
+        period,
+        mode=mode,
+        thresholds=thresholds,
+        timezone=timezone,
+        week_start=week_start,
+        unpriced=unpriced,
+        webhook_url=webhook_url,
+    )
+
+
+def update_budget(scope: str, name: str, **changes: Any) -> Budget:
+    """Change some fields of an existing budget (``limit``, ``period``, ``mode``, ...)."""
+    from .budgets.manage import update_budget as _update
+    from .tracker import get_tracker
+
+    return _update(get_tracker().store, scope, name, **changes)
+
+
+def delete_budget(scope: str, name: str) -> None:
+    """Delete a budget (audited). Deleting a default removes the budgets made from it."""
+    from .budgets.manage import delete_budget as _delete
+    from .tracker import get_tracker
+
+    _delete(get_tracker().store, scope, name)
+
+
+def list_budgets(scope: str | None = None) -> list[Budget]:
+    """Every budget set, defaults included."""
+    from .budgets.manage import list_budgets as _list
+    from .tracker import get_tracker
+
+    return _list(get_tracker().store, scope)
+
+
+def budget_status(scope: str | None = None, name: str | None = None) -> list[BudgetStatus]:
+    """Spent, reserved, limit, remaining, % used, state and projection per budget."""
+    from .budgets.manage import budget_status as _status
+    from .tracker import get_tracker
+
+    return _status(get_tracker().store, scope, name)
+
+
+def budget_history(scope: str, name: str) -> pd.DataFrame:
+    """Every period of one budget so far, newest first."""
+    from .budgets.manage import budget_history as _history
+    from .tracker import get_tracker
+
+    return _history(get_tracker().store, scope, name)
+
+
+_LAZY = {
+    "Tracker": ("tracker", "Tracker"),
+    "Budget": ("budgets.spec", "Budget"),
+    "BudgetStatus": ("budgets.spec", "BudgetStatus"),
+}
+
+
+def __getattr__(name: str) -> Any:  # lazy, so that `import llmspend` stays light
+    if name in _LAZY:
+        import importlib
+
+        module, attr = _LAZY[name]
+        return getattr(importlib.import_module(f".{module}", __name__), attr)
+    raise AttributeError(f"module 'llmspend' has no attribute {name!r}")

@@ -1,0 +1,87 @@
+"""Where things live and how llmspend is configured.
+
+Resolution order for every setting: an explicit argument, then an environment variable,
+then a default. Environment variables:
+
+``LLMSPEND_HOME``            data directory (default: the per-user data dir of platformdirs)
+``LLMSPEND_DATABASE_URL``    SQLAlchemy URL of the store (default: SQLite in the home)
+``LLMSPEND_PRICES``          path of a price-override TOML file
+``LLMSPEND_ORG`` / ``LLMSPEND_PROJECT`` / ``LLMSPEND_USER``   default attribution
+"""
+
+from __future__ import annotations
+
+import getpass
+import os
+from dataclasses import dataclass
+from pathlib import Path
+
+from .errors import ConfigError, StoreError
+
+__all__ = ["Settings", "default_attribution", "resolve_database_url", "resolve_home"]
+
+
+def resolve_home(home: str | os.PathLike[str] | None = None) -> Path:
+    """The data directory: ``home``, ``$LLMSPEND_HOME`` or the per-user data directory."""
+    if home is None:
+        home = os.environ.get("LLMSPEND_HOME") or None
+    if home is None:
+        import platformdirs
+
+        home = platformdirs.user_data_dir("llmspend", appauthor=False)
+    return Path(home).expanduser()
+
+
+def _ensure_writable_dir(path: Path) -> None:
+    try:
+        path.mkdir(parents=True, exist_ok=True)
+    except OSError as exc:
+        raise StoreError(
+            f"cannot create the llmspend data directory {str(path)!r}: {exc.strerror or exc}; "
+            "set LLMSPEND_HOME to a writable directory or pass database_url"
+        ) from None
+    if not os.access(path, os.W_OK | os.X_OK):
+        raise StoreError(
+            f"the llmspend data directory {str(path)!r} is not writable; "
+            "set LLMSPEND_HOME to a writable directory or pass database_url"
+        )
+
+
+def resolve_database_url(database_url: str | None = None) -> str:
+    """The store's SQLAlchemy URL; creates the data directory for the default SQLite file."""
+    url = database_url or os.environ.get("LLMSPEND_DATABASE_URL") or None
+    if url is not None:
+        if not isinstance(url, str) or not url.strip():
+            raise ConfigError(f"database_url must be a non-empty string, got {url!r}")
+        return url.strip()
+    home = resolve_home()
+    _ensure_writable_dir(home)
+    return f"sqlite:///{home / 'llmspend.sqlite'}"
+
+
+def default_attribution() -> tuple[str, str, str]:
+    """(org, project, user) defaults: env vars, then JupyterHub/OS user, then "default"."""
+    org = os.environ.get("LLMSPEND_ORG") or "default"
+    project = os.environ.get("LLMSPEND_PROJECT") or "default"
+    user = os.environ.get("LLMSPEND_USER") or os.environ.get("JUPYTERHUB_USER") or ""
+    if not user:
+        try:
+            user = getpass.getuser()
+        except Exception:  # no passwd entry (containers)
+            user = "default"
+    return org, project, user
+
+
+@dataclass(frozen=True)
+class Settings:
+    """Resolved settings of one tracker."""
+
+    database_url: str
+    prices_path: str | None = None
+
+    @classmethod
+    def resolve(cls, database_url: str | None = None, prices_path: str | None = None) -> Settings:
+        return cls(
+            database_url=resolve_database_url(database_url),
+            prices_path=prices_path or os.environ.get("LLMSPEND_PRICES") or None,
+        )

@@ -1,0 +1,143 @@
+"""Every error llmspend raises on purpose.
+
+The tree::
+
+    LLMSpendError                      base of everything below
+    ├── ConfigError                    bad settings, environment variables or files
+    │   └── PriceFileError             a bad price-override file (names file, entry, field)
+    ├── StoreError                     the store cannot be opened, migrated or reached
+    │   └── SchemaTooNewError          the database was migrated by a newer llmspend
+    ├── ValidationError                bad input to a public function (also a ValueError)
+    │   └── IngestError                a bad row given to ``ingest`` (names row and field)
+    ├── PricingError                   a usage that cannot be priced (e.g. subset > total)
+    ├── BudgetError                    a bad budget definition or an unknown budget
+    └── BudgetExceeded                 a call refused by a hard budget before it was sent
+
+``ValidationError`` and its children also derive from :class:`ValueError`, so code that
+already catches ``ValueError`` keeps working.
+"""
+
+from __future__ import annotations
+
+import datetime as _dt
+from decimal import Decimal
+
+__all__ = [
+    "BudgetError",
+    "BudgetExceeded",
+    "ConfigError",
+    "IngestError",
+    "LLMSpendError",
+    "PriceFileError",
+    "PricingError",
+    "SchemaTooNewError",
+    "StoreError",
+    "ValidationError",
+]
+
+
+class LLMSpendError(Exception):
+    """Base of every error llmspend raises on purpose."""
+
+
+class ConfigError(LLMSpendError):
+    """A setting, environment variable or configuration file is invalid."""
+
+
+class PriceFileError(ConfigError):
+    """A price-override file is invalid; the message names the file, entry and field."""
+
+    def __init__(self, path: str, entry: str | None, field: str | None, problem: str) -> None:
+        self.path = path
+        self.entry = entry
+        self.field = field
+        self.problem = problem
+        where = path
+        if entry:
+            where += f", entry {entry!r}"
+        if field:
+            where += f", field {field!r}"
+        super().__init__(f"{where}: {problem}")
+
+
+class StoreError(LLMSpendError):
+    """The store cannot be opened, migrated or reached."""
+
+
+class SchemaTooNewError(StoreError):
+    """The database schema was written by a newer version of llmspend."""
+
+
+class ValidationError(LLMSpendError, ValueError):
+    """Bad input to a public function; nothing was changed."""
+
+
+class IngestError(ValidationError):
+    """A row given to ``ingest`` is invalid; nothing was written."""
+
+    def __init__(self, row: int, field: str | None, problem: str) -> None:
+        self.row = row
+        self.field = field
+        self.problem = problem
+        where = f"row {row}" + (f", field {field!r}" if field else "")
+        super().__init__(f"ingest rejected {where}: {problem} (nothing was written)")
+
+
+class PricingError(ValidationError):
+    """A usage cannot be priced as given (for example a subset larger than its total)."""
+
+
+class BudgetError(ValidationError):
+    """A budget definition is invalid, or a named budget does not exist."""
+
+
+class BudgetExceeded(LLMSpendError):
+    """A call was refused by a hard budget before any request was sent.
+
+    Carries the budget's name (``budget``), ``scope``, ``period``, ``limit``, ``spent``,
+    ``reserved`` and the call's ``estimate`` (all Decimal USD) and ``resets_at`` (an aware
+    datetime, or ``None`` for a ``total`` budget).
+    """
+
+    def __init__(
+        self,
+        *,
+        budget: str,
+        scope: str,
+        period: str,
+        limit: Decimal,
+        spent: Decimal,
+        reserved: Decimal,
+        estimate: Decimal | None,
+        resets_at: _dt.datetime | None,
+        reason: str | None = None,
+    ) -> None:
+        self.budget = budget
+        self.scope = scope
+        self.period = period
+        self.limit = limit
+        self.spent = spent
+        self.reserved = reserved
+        self.estimate = estimate
+        self.resets_at = resets_at
+        self.reason = reason
+        super().__init__(self._message())
+
+    def _message(self) -> str:
+        def usd(x: Decimal) -> str:
+            return f"${x:,.6f}".rstrip("0").rstrip(".") if x != x.to_integral() else f"${x:,.2f}"
+
+        est = "an unknown cost (unpriced model)" if self.estimate is None else usd(self.estimate)
+        reset = (
+            "it never resets (total budget)"
+            if self.resets_at is None
+            else f"it resets at {self.resets_at.isoformat()}"
+        )
+        msg = (
+            f"hard {self.scope} budget {self.budget!r} ({self.period}) would be exceeded: "
+            f"limit {usd(self.limit)}, spent {usd(self.spent)}, reserved {usd(self.reserved)}, "
+            f"this call's estimate {est}; {reset}. Nothing was sent."
+        )
+        if self.reason:
+            msg += f" ({self.reason})"
+        return msg

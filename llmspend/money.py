@@ -1,0 +1,70 @@
+"""Exact money: integers of nanodollars in the store, ``Decimal`` USD at the API.
+
+Every conversion between the two happens here. Floats are refused: a binary float cannot
+say $0.10 exactly, and sums of them drift.
+"""
+
+from __future__ import annotations
+
+from decimal import ROUND_HALF_EVEN, Decimal, InvalidOperation
+
+from .errors import ValidationError
+
+__all__ = ["NANOS_PER_USD", "format_usd", "nanos_to_usd", "parse_usd", "usd_to_nanos"]
+
+NANOS_PER_USD = 1_000_000_000
+
+
+def usd_to_nanos(value: Decimal | int | str) -> int:
+    """Convert USD to integer nanodollars, rounding half-even below a nanodollar."""
+    if isinstance(value, (bool, float)):
+        raise ValidationError(f"money must be a Decimal, int or str, not {type(value).__name__}")
+    if isinstance(value, int):
+        return value * NANOS_PER_USD
+    dec = value if isinstance(value, Decimal) else parse_usd(value)
+    if not dec.is_finite():
+        raise ValidationError(f"money must be finite, got {value!r}")
+    return int((dec * NANOS_PER_USD).to_integral_value(rounding=ROUND_HALF_EVEN))
+
+
+def nanos_to_usd(nanos: int | None) -> Decimal | None:
+    """Convert integer nanodollars to an exact ``Decimal`` USD (``None`` stays ``None``)."""
+    if nanos is None:
+        return None
+    if not nanos:
+        return Decimal(0)
+    value = Decimal(int(nanos)).scaleb(-9).normalize()
+    # normalize() writes 100 as 1E+2; keep plain notation for whole amounts
+    return value.quantize(Decimal(1)) if value.as_tuple().exponent > 0 else value  # type: ignore[operator]
+
+
+def parse_usd(text: str | Decimal | int) -> Decimal:
+    """Parse a USD amount such as ``"12.5"``, ``"$1,234.56"`` or ``Decimal("3")``."""
+    if isinstance(text, (bool, float)):
+        raise ValidationError(f"money must be a Decimal, int or str, not {type(text).__name__}")
+    if isinstance(text, Decimal):
+        dec = text
+    elif isinstance(text, int):
+        dec = Decimal(text)
+    elif isinstance(text, str):
+        cleaned = text.strip().replace(",", "").replace("_", "")
+        if cleaned.startswith("$"):
+            cleaned = cleaned[1:]
+        try:
+            dec = Decimal(cleaned)
+        except InvalidOperation:
+            raise ValidationError(f"not an amount of money: {text!r}") from None
+    else:
+        raise ValidationError(f"money must be a Decimal, int or str, not {type(text).__name__}")
+    if not dec.is_finite():
+        raise ValidationError(f"money must be finite, got {text!r}")
+    return dec
+
+
+def format_usd(value: Decimal | None, places: int = 2) -> str:
+    """Format money for people: ``$1,234.56``; small non-zero amounts keep their digits."""
+    if value is None:
+        return "n/a"
+    if value != 0 and abs(value) < Decimal("0.01") and places == 2:
+        return f"${value:,.6f}".rstrip("0")
+    return f"${value:,.{places}f}"

@@ -1,0 +1,242 @@
+"""Opening a store: engines with the right settings, migrations applied on first use.
+
+SQLite gets WAL, a busy timeout, foreign keys and ``synchronous=NORMAL``; SQLAlchemy
+emits ``BEGIN`` itself so that write transactions can take the lock up front
+(``BEGIN IMMEDIATE``) and never fail half-way with "database is locked". PostgreSQL goes
+through psycopg 3. Errors from deep inside SQLAlchemy are turned into ``StoreError``\\s
+that say what is wrong and what to do.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import threading
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+from sqlalchemy import Connection, Engine, create_engine, event, exc, text
+from sqlalchemy.engine import make_url
+
+from ..errors import ConfigError, SchemaTooNewError, StoreError
+
+__all__ = ["Store", "current_revisions", "forget_store", "open_store", "safe_url", "upgrade"]
+
+SQLITE_BUSY_TIMEOUT_MS = 30_000
+_MIGRATIONS = Path(__file__).with_name("migrations")
+_VERSION_TABLE = "llmspend_alembic_version"
+_PG_MIGRATION_LOCK = 0x11A5E9D  # advisory lock key serializing migrations across kernels
+
+
+def safe_url(url: str) -> str:
+    try:
+        return make_url(url).render_as_string(hide_password=True)
+    except Exception:
+        return "<unparseable URL>"
+
+
+def _normalize_url(url: str) -> Any:
+    try:
+        parsed = make_url(url)
+    except exc.ArgumentError:
+        raise ConfigError(
+            f"not a database URL: {url!r} (expected e.g. 'sqlite:///path/to/llmspend.sqlite' "
+            "or 'postgresql://user@host/db')"
+        ) from None
+    if parsed.drivername in ("postgresql", "postgres"):
+        parsed = parsed.set(drivername="postgresql+psycopg")
+    return parsed
+
+
+def _sqlite_events(engine: Engine) -> None:
+    @event.listens_for(engine, "connect")
+    def _on_connect(dbapi_connection: Any, _record: Any) -> None:
+        dbapi_connection.isolation_level = None  # SQLAlchemy emits BEGIN itself (below)
+        cur = dbapi_connection.cursor()
+        try:
+            cur.execute(f"PRAGMA busy_timeout = {SQLITE_BUSY_TIMEOUT_MS}")
+            cur.execute("PRAGMA journal_mode = WAL")
+            cur.execute("PRAGMA synchronous = NORMAL")
+            cur.execute("PRAGMA foreign_keys = ON")
+        finally:
+            cur.close()
+
+    @event.listens_for(engine, "begin")
+    def _on_begin(conn: Connection) -> None:
+        immediate = conn.get_execution_options().get("llmspend_immediate", False)
+        conn.exec_driver_sql("BEGIN IMMEDIATE" if immediate else "BEGIN")
+
+
+class Store:
+    """An open, migrated store: one engine and the helpers every module uses."""
+
+    def __init__(self, engine: Engine, url: str) -> None:
+        self.engine = engine
+        self.url = url
+        self.dialect = engine.dialect.name
+        self.is_sqlite = self.dialect == "sqlite"
+
+    def __repr__(self) -> str:
+        return f"Store({safe_url(self.url)!r})"
+
+    @contextlib.contextmanager
+    def begin(self, *, write: bool = False) -> Iterator[Connection]:
+        """A transaction. ``write=True`` takes SQLite's write lock at BEGIN."""
+        try:
+            conn = self.engine.connect()
+        except exc.OperationalError as e:
+            raise StoreError(f"cannot reach the store {safe_url(self.url)}: {_reason(e)}") from e
+        with conn:
+            if write and self.is_sqlite:
+                conn = conn.execution_options(llmspend_immediate=True)
+            with conn.begin():
+                yield conn
+
+    def dispose(self) -> None:
+        self.engine.dispose()
+
+
+def _reason(e: BaseException) -> str:
+    orig = getattr(e, "orig", None)
+    return str(orig or e).strip().splitlines()[0] if str(orig or e).strip() else type(e).__name__
+
+
+def _alembic_config(connection: Connection) -> Any:
+    from alembic.config import Config
+
+    cfg = Config()
+    cfg.set_main_option("script_location", str(_MIGRATIONS))
+    cfg.attributes["connection"] = connection
+    return cfg
+
+
+def _script_heads() -> tuple[set[str], set[str]]:
+    from alembic.script import ScriptDirectory
+
+    script = ScriptDirectory(str(_MIGRATIONS), version_locations=[str(_MIGRATIONS / "versions")])
+    known = {rev.revision for rev in script.walk_revisions()}
+    return set(script.get_heads()), known
+
+
+def _current_revisions(conn: Connection) -> set[str]:
+    from alembic.runtime.migration import MigrationContext
+
+    ctx = MigrationContext.configure(conn, opts={"version_table": _VERSION_TABLE})
+    return set(ctx.get_current_heads())
+
+
+def upgrade(store: Store) -> list[str]:
+    """Apply pending migrations (idempotent; safe with many kernels). Returns new heads."""
+    from alembic import command
+
+    heads, known = _script_heads()
+    with store.begin(write=True) as conn:
+        if store.dialect == "postgresql":
+            conn.execute(text("SELECT pg_advisory_xact_lock(:k)"), {"k": _PG_MIGRATION_LOCK})
+        current = _current_revisions(conn)
+        unknown = current - known
+        if unknown:
+            raise SchemaTooNewError(
+                f"the store {safe_url(store.url)} has schema revision "
+                f"{', '.join(sorted(unknown))}, which this llmspend does not know: it was "
+                "migrated by a newer llmspend. Upgrade llmspend (pip install -U llmspend)."
+            )
+        if current != heads:
+            command.upgrade(_alembic_config(conn), "heads")
+    return sorted(heads)
+
+
+def current_revisions(store: Store) -> list[str]:
+    """The schema revisions recorded in the store (empty for a new database)."""
+    try:
+        with store.engine.connect() as conn:
+            return sorted(_current_revisions(conn))
+    except exc.DBAPIError as e:
+        raise StoreError(f"cannot read the store {safe_url(store.url)}: {_reason(e)}") from None
+
+
+_opened: dict[str, Store] = {}
+_opened_lock = threading.Lock()
+
+
+def open_store(url: str, *, migrate: bool = True) -> Store:
+    """Open (and by default migrate) the store at ``url``; cached per URL and process."""
+    with _opened_lock:
+        store = _opened.get(url)
+        if store is not None:
+            return store
+        store = _create(url)
+        try:
+            if migrate:
+                _ensure_schema(store)
+        except BaseException:
+            store.dispose()
+            raise
+        _opened[url] = store
+        return store
+
+
+def forget_store(url: str) -> None:
+    """Drop a cached store (tests, switching stores)."""
+    with _opened_lock:
+        store = _opened.pop(url, None)
+    if store is not None:
+        store.dispose()
+
+
+def _create(url: str) -> Store:
+    parsed = _normalize_url(url)
+    kwargs: dict[str, Any] = {}
+    if parsed.get_backend_name() == "sqlite":
+        db = parsed.database
+        if db and db != ":memory:" and not parsed.query.get("uri"):
+            parent = Path(db).expanduser().resolve().parent
+            if not parent.is_dir():
+                raise StoreError(
+                    f"cannot open the SQLite store {db!r}: directory {str(parent)!r} does not exist"
+                )
+        kwargs["connect_args"] = {"timeout": SQLITE_BUSY_TIMEOUT_MS / 1000}
+    else:
+        kwargs["pool_pre_ping"] = True
+    try:
+        engine = create_engine(parsed, **kwargs)
+    except exc.NoSuchModuleError:
+        raise ConfigError(
+            f"unsupported database URL {safe_url(url)!r}: no SQLAlchemy dialect "
+            f"{parsed.drivername!r} (PostgreSQL needs: pip install 'llmspend[postgres]')"
+        ) from None
+    except ImportError as e:
+        raise ConfigError(
+            f"the driver for {safe_url(url)!r} is not installed ({e.name or e}); for "
+            "PostgreSQL: pip install 'llmspend[postgres]'"
+        ) from None
+    except exc.ArgumentError as e:
+        raise ConfigError(f"bad database URL {safe_url(url)!r}: {e}") from None
+    if engine.dialect.name == "sqlite":
+        _sqlite_events(engine)
+    return Store(engine, url)
+
+
+def _ensure_schema(store: Store) -> None:
+    heads, known = _script_heads()
+    try:
+        with store.engine.connect() as conn:
+            current = _current_revisions(conn)
+            conn.rollback()
+    except exc.OperationalError as e:
+        raise StoreError(f"cannot open the store {safe_url(store.url)}: {_reason(e)}") from None
+    except exc.DBAPIError as e:
+        raise StoreError(f"cannot read the store {safe_url(store.url)}: {_reason(e)}") from None
+    if current - known:
+        raise SchemaTooNewError(
+            f"the store {safe_url(store.url)} has schema revision "
+            f"{', '.join(sorted(current - known))}, which this llmspend does not know: it was "
+            "migrated by a newer llmspend. Upgrade llmspend (pip install -U llmspend)."
+        )
+    if current != heads:
+        try:
+            upgrade(store)
+        except exc.OperationalError as e:
+            raise StoreError(
+                f"cannot migrate the store {safe_url(store.url)}: {_reason(e)}"
+            ) from None

@@ -1,0 +1,240 @@
+"""The store's tables, as SQLAlchemy 2 typed ORM models.
+
+Money is integer nanodollars (``*_nanos``); timestamps are naive UTC. Every table is
+prefixed ``llmspend_``. The schema itself is created and changed only by the Alembic
+migrations in ``llmspend/store/migrations``; a test checks the two agree.
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+
+from sqlalchemy import (
+    BigInteger,
+    Boolean,
+    DateTime,
+    Float,
+    ForeignKey,
+    Index,
+    Integer,
+    MetaData,
+    String,
+    Text,
+    UniqueConstraint,
+)
+from sqlalchemy.orm import DeclarativeBase, Mapped, mapped_column
+
+__all__ = [
+    "Alert",
+    "AuditEntry",
+    "Base",
+    "Budget",
+    "BudgetPeriod",
+    "Org",
+    "Project",
+    "Reservation",
+    "UsageRecord",
+    "User",
+]
+
+# A BIGINT primary key that is still SQLite's rowid alias (autoincrementing).
+BigId = BigInteger().with_variant(Integer(), "sqlite")
+
+NAMING = {
+    "ix": "ix_%(column_0_label)s",
+    "uq": "uq_%(table_name)s_%(column_0_name)s",
+    "fk": "fk_%(table_name)s_%(column_0_name)s_%(referred_table_name)s",
+    "pk": "pk_%(table_name)s",
+}
+
+
+class Base(DeclarativeBase):
+    metadata = MetaData(naming_convention=NAMING)
+
+
+class Org(Base):
+    __tablename__ = "llmspend_orgs"
+
+    id: Mapped[int] = mapped_column(BigId, primary_key=True)
+    name: Mapped[str] = mapped_column(String(200), unique=True)
+    created_at: Mapped[dt.datetime] = mapped_column(DateTime())
+
+
+class Project(Base):
+    __tablename__ = "llmspend_projects"
+    __table_args__ = (UniqueConstraint("org_id", "name", name="uq_llmspend_projects_org_name"),)
+
+    id: Mapped[int] = mapped_column(BigId, primary_key=True)
+    org_id: Mapped[int] = mapped_column(ForeignKey("llmspend_orgs.id", ondelete="CASCADE"))
+    name: Mapped[str] = mapped_column(String(200))
+    created_at: Mapped[dt.datetime] = mapped_column(DateTime())
+
+
+class User(Base):
+    __tablename__ = "llmspend_users"
+    __table_args__ = (UniqueConstraint("org_id", "name", name="uq_llmspend_users_org_name"),)
+
+    id: Mapped[int] = mapped_column(BigId, primary_key=True)
+    org_id: Mapped[int] = mapped_column(ForeignKey("llmspend_orgs.id", ondelete="CASCADE"))
+    name: Mapped[str] = mapped_column(String(200))
+    created_at: Mapped[dt.datetime] = mapped_column(DateTime())
+
+
+class UsageRecord(Base):
+    """One row per billed (or refused, or failed) provider call."""
+
+    __tablename__ = "llmspend_usage"
+    # Only a ts index: analytics read rollups, drill-down reads ts ranges. Further indexes
+    # slowed inserts ~3x and sometimes made planner choices worse (checked with EXPLAIN).
+    __table_args__ = (Index("ix_llmspend_usage_ts", "ts"),)
+
+    id: Mapped[int] = mapped_column(BigId, primary_key=True)
+    ts: Mapped[dt.datetime] = mapped_column(DateTime())
+    request_id: Mapped[str | None] = mapped_column(String(200))
+    provider: Mapped[str] = mapped_column(String(32))
+    api: Mapped[str] = mapped_column(String(64))
+    model: Mapped[str] = mapped_column(String(200))
+    requested_model: Mapped[str | None] = mapped_column(String(200))
+    org_name: Mapped[str] = mapped_column(String(200))
+    project_name: Mapped[str] = mapped_column(String(200))
+    user_name: Mapped[str] = mapped_column(String(200))
+    input_tokens: Mapped[int] = mapped_column(BigInteger, default=0)
+    cached_input_tokens: Mapped[int] = mapped_column(BigInteger, default=0)
+    cache_write_tokens: Mapped[int] = mapped_column(BigInteger, default=0)
+    output_tokens: Mapped[int] = mapped_column(BigInteger, default=0)
+    reasoning_tokens: Mapped[int] = mapped_column(BigInteger, default=0)
+    cost_nanos: Mapped[int | None] = mapped_column(BigInteger)
+    estimate_nanos: Mapped[int | None] = mapped_column(BigInteger)
+    price_status: Mapped[str] = mapped_column(String(16))
+    price_ref: Mapped[str | None] = mapped_column(String(200))
+    status: Mapped[str] = mapped_column(String(16))
+    error_type: Mapped[str | None] = mapped_column(String(200))
+    latency_ms: Mapped[float | None] = mapped_column(Float)
+    streamed: Mapped[bool] = mapped_column(Boolean, default=False)
+    usage_estimated: Mapped[bool] = mapped_column(Boolean, default=False)
+    tags: Mapped[str | None] = mapped_column(Text)
+    session_id: Mapped[str | None] = mapped_column(String(64))
+    notebook_path: Mapped[str | None] = mapped_column(String(500))
+
+
+class Budget(Base):
+    """A budget on an org, project or user, or a default (``default_for``) for children."""
+
+    __tablename__ = "llmspend_budgets"
+    __table_args__ = (
+        UniqueConstraint("scope", "name", "default_for", name="uq_llmspend_budgets_key"),
+        Index("ix_llmspend_budgets_org", "org_name"),
+    )
+
+    id: Mapped[int] = mapped_column(BigId, primary_key=True)
+    scope: Mapped[str] = mapped_column(String(16))
+    name: Mapped[str] = mapped_column(String(500))
+    # "" for an explicit budget; "project" / "user" for a default set on a parent.
+    default_for: Mapped[str] = mapped_column(String(16), default="")
+    org_name: Mapped[str] = mapped_column(String(200))
+    project_name: Mapped[str | None] = mapped_column(String(200))
+    user_name: Mapped[str | None] = mapped_column(String(200))
+    limit_nanos: Mapped[int] = mapped_column(BigInteger)
+    period: Mapped[str] = mapped_column(String(16))
+    mode: Mapped[str] = mapped_column(String(8))
+    thresholds: Mapped[str] = mapped_column(Text)  # JSON list of fraction strings
+    timezone: Mapped[str] = mapped_column(String(64))
+    week_start: Mapped[int] = mapped_column(Integer, default=0)  # 0 = Monday
+    unpriced_policy: Mapped[str | None] = mapped_column(String(16))
+    webhook_url: Mapped[str | None] = mapped_column(Text)
+    # Set on a budget materialized from a default for one child; cleared when set explicitly.
+    derived_from: Mapped[int | None] = mapped_column(
+        ForeignKey("llmspend_budgets.id", ondelete="CASCADE")
+    )
+    created_at: Mapped[dt.datetime] = mapped_column(DateTime())
+    updated_at: Mapped[dt.datetime] = mapped_column(DateTime())
+    created_by: Mapped[str | None] = mapped_column(String(200))
+
+
+class BudgetPeriod(Base):
+    """The counters of one budget in one period: spent and reserved, in nanodollars."""
+
+    __tablename__ = "llmspend_budget_periods"
+    __table_args__ = (
+        UniqueConstraint("budget_id", "period_start", name="uq_llmspend_budget_periods_start"),
+    )
+
+    id: Mapped[int] = mapped_column(BigId, primary_key=True)
+    budget_id: Mapped[int] = mapped_column(ForeignKey("llmspend_budgets.id", ondelete="CASCADE"))
+    period_start: Mapped[dt.datetime] = mapped_column(DateTime())
+    period_end: Mapped[dt.datetime | None] = mapped_column(DateTime())
+    limit_nanos: Mapped[int] = mapped_column(BigInteger)
+    spent_nanos: Mapped[int] = mapped_column(BigInteger, default=0)
+    reserved_nanos: Mapped[int] = mapped_column(BigInteger, default=0)
+    calls: Mapped[int] = mapped_column(BigInteger, default=0)
+    updated_at: Mapped[dt.datetime] = mapped_column(DateTime())
+
+
+class Reservation(Base):
+    """An amount held on one budget period for one in-flight call, until its lease ends."""
+
+    __tablename__ = "llmspend_reservations"
+    __table_args__ = (
+        Index("ix_llmspend_reservations_token", "token"),
+        Index("ix_llmspend_reservations_lease", "lease_expires_at"),
+    )
+
+    id: Mapped[int] = mapped_column(BigId, primary_key=True)
+    token: Mapped[str] = mapped_column(String(36))
+    period_id: Mapped[int] = mapped_column(
+        ForeignKey("llmspend_budget_periods.id", ondelete="CASCADE"), index=True
+    )
+    amount_nanos: Mapped[int] = mapped_column(BigInteger)
+    created_at: Mapped[dt.datetime] = mapped_column(DateTime())
+    lease_expires_at: Mapped[dt.datetime] = mapped_column(DateTime())
+    owner: Mapped[str | None] = mapped_column(String(200))  # host:pid of the kernel
+
+
+class Alert(Base):
+    """A threshold crossed (or a refusal) on a budget, once per budget, period and threshold."""
+
+    __tablename__ = "llmspend_alerts"
+    __table_args__ = (
+        UniqueConstraint(
+            "budget_id", "period_start", "kind", "threshold_ppm", name="uq_llmspend_alerts_once"
+        ),
+        Index("ix_llmspend_alerts_ts", "ts"),
+    )
+
+    id: Mapped[int] = mapped_column(BigId, primary_key=True)
+    ts: Mapped[dt.datetime] = mapped_column(DateTime())
+    kind: Mapped[str] = mapped_column(String(16), default="threshold")  # or "refused"
+    budget_id: Mapped[int | None] = mapped_column(
+        ForeignKey("llmspend_budgets.id", ondelete="SET NULL")
+    )
+    budget_name: Mapped[str] = mapped_column(String(500))
+    scope: Mapped[str] = mapped_column(String(16))
+    period_start: Mapped[dt.datetime] = mapped_column(DateTime())
+    threshold_ppm: Mapped[int] = mapped_column(Integer)  # fraction x 1e6
+    percent_used: Mapped[float] = mapped_column(Float)
+    spent_nanos: Mapped[int] = mapped_column(BigInteger)
+    limit_nanos: Mapped[int] = mapped_column(BigInteger)
+    call_cost_nanos: Mapped[int | None] = mapped_column(BigInteger)
+    org_name: Mapped[str] = mapped_column(String(200))
+    project_name: Mapped[str | None] = mapped_column(String(200))
+    user_name: Mapped[str | None] = mapped_column(String(200))
+    meta: Mapped[str | None] = mapped_column("metadata", Text)
+    acknowledged: Mapped[bool] = mapped_column(Boolean, default=False)
+    acknowledged_at: Mapped[dt.datetime | None] = mapped_column(DateTime())
+    acknowledged_by: Mapped[str | None] = mapped_column(String(200))
+
+
+class AuditEntry(Base):
+    """Who changed which budget when, from what to what."""
+
+    __tablename__ = "llmspend_audit"
+    __table_args__ = (Index("ix_llmspend_audit_ts", "ts"),)
+
+    id: Mapped[int] = mapped_column(BigId, primary_key=True)
+    ts: Mapped[dt.datetime] = mapped_column(DateTime())
+    actor: Mapped[str] = mapped_column(String(200))
+    action: Mapped[str] = mapped_column(String(16))  # create / update / delete
+    budget_key: Mapped[str] = mapped_column(String(600))
+    budget_id: Mapped[int | None] = mapped_column(BigInteger)
+    old: Mapped[str | None] = mapped_column(Text)
+    new: Mapped[str | None] = mapped_column(Text)

@@ -1,0 +1,69 @@
+"""Parsing times the way every public function accepts them.
+
+``since``/``until`` take datetimes (naive means UTC), dates (midnight UTC), ISO strings and
+relative spans such as ``"30m"``, ``"24h"``, ``"7d"``, ``"2w"`` (counted back from now).
+Everything is returned as a naive UTC datetime, the form the store keeps.
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+import re
+from typing import Any
+
+from .errors import ValidationError
+
+__all__ = ["parse_span", "parse_when", "to_naive_utc", "utcnow"]
+
+_SPAN = re.compile(r"^\s*(\d+(?:\.\d+)?)\s*(s|sec|m|min|h|hr|d|day|days|w|wk|weeks?)\s*$", re.I)
+_UNIT_SECONDS = {"s": 1, "m": 60, "h": 3600, "d": 86400, "w": 604800}
+
+
+def utcnow() -> dt.datetime:
+    """Now, as a naive UTC datetime."""
+    return dt.datetime.now(dt.timezone.utc).replace(tzinfo=None)
+
+
+def to_naive_utc(value: dt.datetime) -> dt.datetime:
+    if value.tzinfo is not None:
+        value = value.astimezone(dt.timezone.utc).replace(tzinfo=None)
+    return value
+
+
+def parse_span(text: str) -> dt.timedelta:
+    """``"15m"`` → 15 minutes. Raises ``ValidationError`` for anything else."""
+    m = _SPAN.match(text) if isinstance(text, str) else None
+    if not m:
+        raise ValidationError(f"not a time span: {text!r} (use e.g. '30m', '24h', '7d', '2w')")
+    unit = m.group(2).lower()[0]
+    seconds = float(m.group(1)) * _UNIT_SECONDS[unit]
+    return dt.timedelta(seconds=seconds)
+
+
+def parse_when(
+    value: Any, *, name: str = "time", now: dt.datetime | None = None
+) -> dt.datetime | None:
+    """Parse a since/until value into a naive UTC datetime (``None`` stays ``None``)."""
+    if value is None:
+        return None
+    if hasattr(value, "to_pydatetime"):  # pandas.Timestamp
+        value = value.to_pydatetime()
+    if isinstance(value, dt.datetime):
+        return to_naive_utc(value)
+    if isinstance(value, dt.date):
+        return dt.datetime(value.year, value.month, value.day)
+    if isinstance(value, str):
+        text = value.strip()
+        if _SPAN.match(text):
+            return (now or utcnow()) - parse_span(text)
+        try:
+            parsed = dt.datetime.fromisoformat(text.replace("Z", "+00:00"))
+        except ValueError:
+            raise ValidationError(
+                f"{name}: cannot parse {value!r} as a time (use a datetime, a date, an ISO "
+                "string such as '2026-01-31T12:00', or a span such as '7d')"
+            ) from None
+        return to_naive_utc(parsed)
+    raise ValidationError(
+        f"{name}: expected a datetime, date, ISO string or span, not {type(value).__name__}"
+    )

@@ -1,0 +1,184 @@
+"""The one swappable object behind the module-level API.
+
+``llmspend.records()``, ``llmspend.ingest()``, ``llmspend.price()`` and friends delegate to
+the current :class:`Tracker`, created on first use from the environment (the store stays
+readable without ``install()``). ``install()`` replaces it and marks it installed, which
+is what the provider hooks look for; tests can replace it too.
+
+Extension points used by the budget, alert and analytics modules:
+
+``before_call_hooks``   ``f(call)`` before a request is sent (may raise BudgetExceeded)
+``in_record_hooks``     ``f(conn, call, row)`` inside the transaction that writes the row
+``after_record_hooks``  ``f(call, row)`` after commit (listeners; must not raise)
+"""
+
+from __future__ import annotations
+
+import collections
+import logging
+import threading
+from collections.abc import Callable
+from typing import TYPE_CHECKING, Any
+
+from .config import Settings, default_attribution
+from .store.engine import Store, open_store
+
+if TYPE_CHECKING:
+    import pandas as pd
+    from sqlalchemy import Connection
+
+    from .pipeline import Call
+    from .pricing import PriceBook
+
+__all__ = ["Tracker", "get_tracker", "installed_tracker", "set_tracker"]
+
+log = logging.getLogger("llmspend")
+
+RECENT_CALLS = 200
+
+
+class Tracker:
+    """A store, a price book and attribution defaults: everything a call needs."""
+
+    def __init__(
+        self,
+        database_url: str | None = None,
+        *,
+        org: str | None = None,
+        project: str | None = None,
+        user: str | None = None,
+        prices_path: str | None = None,
+    ) -> None:
+        from .attribution import validate_name
+
+        self.settings = Settings.resolve(database_url, prices_path)
+        self.store: Store = open_store(self.settings.database_url)
+        d_org, d_project, d_user = default_attribution()
+        self.org = validate_name("org", org or d_org)
+        self.project = validate_name("project", project or d_project)
+        self.user = validate_name("user", user or d_user)
+        self._pricebook: PriceBook | None = None
+        self._lock = threading.Lock()
+        self._known_entities: set[tuple[str, str, str]] = set()
+        self.recent: collections.deque[dict[str, Any]] = collections.deque(maxlen=RECENT_CALLS)
+        self.before_call_hooks: list[Callable[[Call], None]] = []
+        self.in_record_hooks: list[Callable[[Connection, Call, dict[str, Any]], None]] = []
+        self.after_record_hooks: list[Callable[[Call, dict[str, Any]], None]] = []
+        self.refusal_hooks: list[Callable[[Call, Exception], None]] = []
+        from .budgets.enforce import BudgetGuard
+
+        self.guard = BudgetGuard(self)
+        self.guard.install()
+
+    def __repr__(self) -> str:
+        return (
+            f"Tracker(store={self.store!r}, org={self.org!r}, project={self.project!r}, "
+            f"user={self.user!r})"
+        )
+
+    @property
+    def defaults(self) -> tuple[str, str, str]:
+        return self.org, self.project, self.user
+
+    def set_defaults(
+        self, *, org: str | None = None, project: str | None = None, user: str | None = None
+    ) -> None:
+        from .attribution import validate_name
+
+        org = validate_name("org", org) if org is not None else self.org
+        project = validate_name("project", project) if project is not None else self.project
+        user = validate_name("user", user) if user is not None else self.user
+        self.org, self.project, self.user = org, project, user
+
+    @property
+    def pricebook(self) -> PriceBook:
+        if self._pricebook is None:
+            with self._lock:
+                if self._pricebook is None:
+                    from .pricing import PriceBook
+
+                    self._pricebook = PriceBook(self.settings.prices_path)
+        return self._pricebook
+
+    def price_nanos(self, *args: Any, **kwargs: Any) -> tuple[int | None, str, str | None]:
+        """The pricing fast path (see ``PriceBook.price_nanos``)."""
+        return self.pricebook.price_nanos(*args, **kwargs)
+
+    # -- the call pipeline ----------------------------------------------------------------
+    def before_call(self, call: Call) -> None:
+        for hook in self.before_call_hooks:
+            hook(call)
+
+    def refused(self, call: Call, exc: Exception) -> None:
+        """Record a call a budget refused (nothing was sent), and tell the listeners."""
+        call.finish(None, status="refused", error=exc)
+        for hook in self.refusal_hooks:
+            try:
+                hook(call, exc)
+            except Exception:
+                log.exception("llmspend refusal listener failed")
+
+    def record_call(self, call: Call, row: dict[str, Any]) -> None:
+        """Commit one call's row, with whatever must change in the same transaction."""
+        from .store.hierarchy import ensure_entities
+        from .usage import insert_usage
+
+        key = (row["org_name"], row["project_name"], row["user_name"])
+        with self.store.begin(write=True) as conn:
+            if key not in self._known_entities:
+                ensure_entities(conn, [key])
+            insert_usage(conn, [row])
+            for hook in self.in_record_hooks:
+                hook(conn, call, row)
+        self._known_entities.add(key)
+        self.recent.append(row)
+        for after in self.after_record_hooks:
+            try:
+                after(call, row)
+            except Exception:  # a listener must never break the caller's call
+                log.exception("llmspend listener failed")
+
+    # -- records -------------------------------------------------------------------------
+    def records(self, since: Any = None, until: Any = None, **filters: Any) -> pd.DataFrame:
+        from .usage import fetch_records
+
+        return fetch_records(self.store, since, until, **filters)
+
+    def ingest(self, rows: Any) -> int:
+        from .usage import ingest_rows
+
+        return ingest_rows(self.store, rows, defaults=self.defaults, pricer=self)
+
+
+_current: Tracker | None = None
+_installed = False
+_current_lock = threading.RLock()
+
+
+def get_tracker() -> Tracker:
+    """The current tracker, created from the environment on first use."""
+    global _current
+    tracker = _current
+    if tracker is None:
+        with _current_lock:
+            if _current is None:
+                _current = Tracker()
+            tracker = _current
+    return tracker
+
+
+def installed_tracker() -> Tracker | None:
+    """The tracker provider hooks record into, or ``None`` when not installed."""
+    return _current if _installed else None
+
+
+def set_tracker(tracker: Tracker | None, *, installed: bool | None = None) -> Tracker | None:
+    """Replace the current tracker (``None`` resets to lazy creation); returns the old one."""
+    global _current, _installed
+    with _current_lock:
+        old, _current = _current, tracker
+        if installed is not None:
+            _installed = installed
+        elif tracker is None:
+            _installed = False
+    return old

@@ -1,0 +1,471 @@
+"""Usage records: the ``records()`` frame and bulk ``ingest()``.
+
+``ingest`` validates every row before writing anything (an ``IngestError`` names the row
+and field), prices rows that carry no ``cost_usd`` at their own timestamp, and writes in
+batches inside one transaction, so a failure leaves the store unchanged.
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+import json
+import math
+import numbers
+from collections.abc import Iterable, Mapping, Sequence
+from decimal import Decimal, InvalidOperation
+from typing import TYPE_CHECKING, Any, Protocol
+
+from sqlalchemy import Connection, select
+
+from .errors import IngestError, ValidationError
+from .money import nanos_to_usd, usd_to_nanos
+from .store.hierarchy import ensure_entities
+from .store.models import UsageRecord
+from .timeutil import parse_when
+
+if TYPE_CHECKING:
+    import pandas as pd
+
+    from .store.engine import Store
+
+__all__ = ["FILTERS", "RECORD_COLUMNS", "fetch_records", "ingest_rows"]
+
+#: Columns of ``records()``, in order.
+RECORD_COLUMNS: tuple[str, ...] = (
+    "id", "ts", "request_id", "provider", "api", "model", "requested_model",
+    "org", "project", "user",
+    "input_tokens", "cached_input_tokens", "cache_write_tokens", "output_tokens",
+    "reasoning_tokens", "cost_usd", "estimate_usd", "price_status", "price_ref", "status",
+    "error_type", "latency_ms", "streamed", "usage_estimated", "tags", "session_id",
+    "notebook_path",
+)  # fmt: skip
+
+STATUSES = frozenset({"ok", "error", "refused", "partial"})
+PRICE_STATUSES = frozenset({"priced", "override", "unknown", "imported"})
+
+#: records() filter name → store column.
+FILTERS: dict[str, Any] = {
+    "org": UsageRecord.org_name,
+    "project": UsageRecord.project_name,
+    "user": UsageRecord.user_name,
+    "provider": UsageRecord.provider,
+    "model": UsageRecord.model,
+    "api": UsageRecord.api,
+    "status": UsageRecord.status,
+    "price_status": UsageRecord.price_status,
+    "session_id": UsageRecord.session_id,
+    "request_id": UsageRecord.request_id,
+}
+
+_TOKEN_FIELDS = (
+    "input_tokens", "cached_input_tokens", "cache_write_tokens", "output_tokens",
+    "reasoning_tokens",
+)  # fmt: skip
+_MAX_TOKENS = 2**62
+_STR_LIMITS = {
+    "request_id": 200, "provider": 32, "api": 64, "model": 200, "requested_model": 200,
+    "org": 200, "project": 200, "user": 200, "price_ref": 200, "error_type": 200,
+    "session_id": 64, "notebook_path": 500,
+}  # fmt: skip
+_BATCH = 5000
+
+
+class Pricer(Protocol):
+    def price_nanos(
+        self,
+        provider: str,
+        model: str,
+        input_tokens: int,
+        cached_input_tokens: int,
+        cache_write_tokens: int,
+        output_tokens: int,
+        reasoning_tokens: int,
+        at_epoch: float,
+        response_model: str | None = None,
+    ) -> tuple[int | None, str, str | None]: ...
+
+
+def _missing(v: Any) -> bool:
+    if v is None:
+        return True
+    if isinstance(v, float) and math.isnan(v):
+        return True
+    # pandas NA / NaT
+    return type(v).__name__ in ("NAType", "NaTType")
+
+
+def _tokens(v: Any, row: int, field: str) -> int:
+    if type(v) is int:
+        if 0 <= v < _MAX_TOKENS:
+            return v
+        raise IngestError(row, field, f"token counts must be between 0 and 2**62, got {v}")
+    if _missing(v):
+        return 0
+    if isinstance(v, bool) or not isinstance(v, numbers.Real):
+        raise IngestError(row, field, f"expected a whole number of tokens, got {v!r}")
+    f = float(v)
+    if not f.is_integer():
+        raise IngestError(row, field, f"expected a whole number of tokens, got {v!r}")
+    return _tokens(int(f), row, field)
+
+
+def _text(v: Any, row: int, field: str, *, required: bool = False) -> str | None:
+    if type(v) is str and v:
+        if len(v) > _STR_LIMITS[field]:
+            raise IngestError(row, field, f"longer than {_STR_LIMITS[field]} characters")
+        return v
+    if _missing(v) or v == "":
+        if required:
+            raise IngestError(row, field, "is required and missing")
+        return None
+    raise IngestError(row, field, f"expected text, got {type(v).__name__} {v!r}")
+
+
+def _ts(v: Any, row: int) -> dt.datetime:
+    if _missing(v):
+        raise IngestError(row, "ts", "is required and missing")
+    if isinstance(v, (dt.datetime, dt.date, str)) or hasattr(v, "to_pydatetime"):
+        try:
+            parsed = parse_when(v, name="ts")
+        except ValidationError:
+            raise IngestError(row, "ts", f"cannot parse {v!r} as a timestamp") from None
+        assert parsed is not None
+        return parsed
+    raise IngestError(row, "ts", f"expected a datetime or ISO string, got {type(v).__name__}")
+
+
+def _money_nanos(v: Any, row: int, field: str) -> int | None:
+    if _missing(v):
+        return None
+    if isinstance(v, bool):
+        raise IngestError(row, field, f"expected an amount of USD, got {v!r}")
+    try:
+        if isinstance(v, float):  # e.g. from a CSV read by pandas: take the shortest repr
+            if not math.isfinite(v):
+                raise IngestError(row, field, f"must be finite, got {v!r}")
+            dec = Decimal(repr(v))
+        elif isinstance(v, (Decimal, int, str, numbers.Integral)):
+            dec = Decimal(v) if not isinstance(v, str) else Decimal(v.strip())
+        else:
+            raise IngestError(row, field, f"expected an amount of USD, got {type(v).__name__}")
+    except InvalidOperation:
+        raise IngestError(row, field, f"not an amount of USD: {v!r}") from None
+    if not dec.is_finite() or dec < 0:
+        raise IngestError(row, field, f"must be a finite amount >= 0, got {v!r}")
+    return usd_to_nanos(dec)
+
+
+def _flag(v: Any, row: int, field: str) -> bool:
+    if _missing(v):
+        return False
+    if isinstance(v, bool) or type(v).__name__ == "bool_":
+        return bool(v)
+    if v in (0, 1):
+        return bool(v)
+    raise IngestError(row, field, f"expected true or false, got {v!r}")
+
+
+def _tags(v: Any, row: int) -> str | None:
+    if _missing(v):
+        return None
+    if isinstance(v, str):
+        try:
+            v = json.loads(v)
+        except ValueError:
+            raise IngestError(row, "tags", "a string must be a JSON object") from None
+    if not isinstance(v, Mapping):
+        raise IngestError(row, "tags", f"expected a mapping of tags, got {type(v).__name__}")
+    if not v:
+        return None
+    out = {}
+    for key, val in v.items():
+        if not isinstance(key, str) or not isinstance(val, (str, int, float, bool)):
+            raise IngestError(row, "tags", f"tag {key!r} must map text to a scalar")
+        out[key] = val
+    return json.dumps(out, sort_keys=True, separators=(",", ":"))
+
+
+def _latency(v: Any, row: int) -> float | None:
+    if _missing(v):
+        return None
+    if isinstance(v, bool) or not isinstance(v, numbers.Real) or not math.isfinite(v) or v < 0:
+        raise IngestError(row, "latency_ms", f"expected a duration >= 0 in ms, got {v!r}")
+    return float(v)
+
+
+def _rows_of(rows: Any) -> Sequence[Mapping[str, Any]]:
+    if hasattr(rows, "to_dict") and hasattr(rows, "columns"):
+        return rows.to_dict("records")  # type: ignore[no-any-return]
+    if isinstance(rows, Mapping):
+        raise ValidationError("ingest takes a DataFrame or an iterable of dicts, not one dict")
+    if isinstance(rows, (str, bytes)):
+        raise ValidationError("ingest takes a DataFrame or an iterable of dicts")
+    try:
+        return list(rows)
+    except TypeError:
+        raise ValidationError(
+            f"ingest takes a DataFrame or an iterable of dicts, not {type(rows).__name__}"
+        ) from None
+
+
+_OPTIONAL_TEXT = {
+    "request_id": "request_id", "api": "api", "requested_model": "requested_model",
+    "org": "org_name", "project": "project_name", "user": "user_name",
+    "error_type": "error_type", "session_id": "session_id", "notebook_path": "notebook_path",
+}  # fmt: skip
+
+
+def validate_row(
+    i: int, r: Mapping[str, Any], defaults: tuple[str, str, str], pricer: Pricer
+) -> dict[str, Any]:
+    """Validate and normalize one ingest row into store columns (prices it if needed).
+
+    Only the columns present are checked (absent ones take their defaults), which keeps
+    bulk ingest fast for the common, narrow rows.
+    """
+    if not isinstance(r, Mapping):
+        raise IngestError(i, None, f"expected a mapping of columns, got {type(r).__name__}")
+    out: dict[str, Any] = {
+        "ts": _ts(r.get("ts"), i),
+        "request_id": None, "provider": _text(r.get("provider"), i, "provider", required=True),
+        "api": "unknown", "model": _text(r.get("model"), i, "model", required=True),
+        "requested_model": None, "org_name": defaults[0], "project_name": defaults[1],
+        "user_name": defaults[2], "input_tokens": 0, "cached_input_tokens": 0,
+        "cache_write_tokens": 0, "output_tokens": 0, "reasoning_tokens": 0,
+        "cost_nanos": None, "estimate_nanos": None, "price_status": None, "price_ref": None,
+        "status": "ok", "error_type": None, "latency_ms": None, "streamed": False,
+        "usage_estimated": False, "tags": None, "session_id": None, "notebook_path": None,
+    }  # fmt: skip
+    cost: int | None = None
+    pstatus: Any = None
+    for key, value in r.items():
+        if key in _OPTIONAL_TEXT:
+            text = _text(value, i, key)
+            if text is not None:
+                out[_OPTIONAL_TEXT[key]] = text
+        elif key in _TOKEN_FIELDS:
+            out[key] = _tokens(value, i, key)
+        elif key in ("ts", "provider", "model", "id"):
+            continue
+        elif key == "cost_usd":
+            if cost is None:
+                cost = _money_nanos(value, i, "cost_usd")
+        elif key == "cost_nanos":
+            if not _missing(value):
+                if isinstance(value, bool) or not isinstance(value, numbers.Integral) or value < 0:
+                    raise IngestError(i, key, f"expected whole nanodollars >= 0, got {value!r}")
+                cost = int(value)
+        elif key == "estimate_usd":
+            out["estimate_nanos"] = _money_nanos(value, i, key)
+        elif key == "status":
+            if not _missing(value):
+                if value not in STATUSES:
+                    raise IngestError(i, key, f"must be one of {sorted(STATUSES)}, got {value!r}")
+                out["status"] = value
+        elif key == "price_status":
+            if not _missing(value):
+                if value not in PRICE_STATUSES:
+                    raise IngestError(
+                        i, key, f"must be one of {sorted(PRICE_STATUSES)}, got {value!r}"
+                    )
+                pstatus = value
+        elif key == "price_ref":
+            out["price_ref"] = _text(value, i, key)
+        elif key == "latency_ms":
+            out["latency_ms"] = _latency(value, i)
+        elif key in ("streamed", "usage_estimated"):
+            out[key] = _flag(value, i, key)
+        elif key == "tags":
+            out["tags"] = _tags(value, i)
+        else:
+            raise IngestError(i, str(key), "unknown column")
+    inp, cached, cwrite = out["input_tokens"], out["cached_input_tokens"], out["cache_write_tokens"]
+    if cached + cwrite > inp:
+        raise IngestError(
+            i, "cached_input_tokens",
+            f"cached ({cached}) + cache-write ({cwrite}) tokens exceed input tokens ({inp})",
+        )  # fmt: skip
+    if out["reasoning_tokens"] > out["output_tokens"]:
+        raise IngestError(
+            i,
+            "reasoning_tokens",
+            f"reasoning tokens ({out['reasoning_tokens']}) exceed output tokens "
+            f"({out['output_tokens']})",
+        )
+    if cost is not None:
+        out["cost_nanos"] = cost
+        out["price_status"] = "imported" if pstatus in (None, "unknown") else pstatus
+    elif pstatus == "unknown":
+        out["price_status"] = "unknown"
+    else:
+        epoch = out["ts"].replace(tzinfo=dt.timezone.utc).timestamp()
+        out["cost_nanos"], out["price_status"], out["price_ref"] = pricer.price_nanos(
+            out["provider"], out["model"], inp, cached, cwrite, out["output_tokens"],
+            out["reasoning_tokens"], epoch,
+        )  # fmt: skip
+    return out
+
+
+def ingest_rows(
+    store: Store,
+    rows: Any,
+    *,
+    defaults: tuple[str, str, str],
+    pricer: Pricer,
+    on_write: Any = None,
+) -> int:
+    """Validate all ``rows``, then write them in one transaction. Returns the count."""
+    source = _rows_of(rows)
+    clean = [validate_row(i, r, defaults, pricer) for i, r in enumerate(source)]
+    if not clean:
+        return 0
+    write_usage(store, clean, on_write=on_write)
+    return len(clean)
+
+
+_INSERT_COLUMNS = (
+    "ts", "request_id", "provider", "api", "model", "requested_model", "org_name",
+    "project_name", "user_name", "input_tokens", "cached_input_tokens", "cache_write_tokens",
+    "output_tokens", "reasoning_tokens", "cost_nanos", "estimate_nanos", "price_status",
+    "price_ref", "status", "error_type", "latency_ms", "streamed", "usage_estimated", "tags",
+    "session_id", "notebook_path",
+)  # fmt: skip
+
+
+def _insert_sql(dialect: str) -> str:
+    mark = "?" if dialect == "sqlite" else "%s"
+    # Only constant identifiers are formatted in; every value is a bound parameter.
+    return (
+        f"INSERT INTO {UsageRecord.__tablename__} ({', '.join(_INSERT_COLUMNS)}) "  # noqa: S608
+        f"VALUES ({', '.join([mark] * len(_INSERT_COLUMNS))})"
+    )
+
+
+def _sqlite_ts(value: dt.datetime) -> str:
+    # The exact text form SQLAlchemy's SQLite DateTime type writes and reads back.
+    return value.strftime("%Y-%m-%d %H:%M:%S.%f")
+
+
+def insert_usage(conn: Connection, rows: list[dict[str, Any]]) -> None:
+    """Insert validated usage rows on an open transaction, in batches.
+
+    Goes through the DBAPI's executemany with positional parameters: the same statement
+    SQLAlchemy would send, without per-value Python processing (≈2x faster at 1M rows).
+    """
+    sqlite = conn.dialect.name == "sqlite"
+    sql = _insert_sql(conn.dialect.name)
+    cols = _INSERT_COLUMNS
+    for start in range(0, len(rows), _BATCH):
+        batch = rows[start : start + _BATCH]
+        if sqlite:
+            params = [(_sqlite_ts(c["ts"]), *[c[k] for k in cols[1:]]) for c in batch]
+        else:
+            params = [tuple(c[k] for k in cols) for c in batch]
+        if len(params) == 1:
+            conn.exec_driver_sql(sql, params[0])
+        else:
+            conn.exec_driver_sql(sql, params)  # type: ignore[arg-type]
+
+
+def write_usage(store: Store, clean: list[dict[str, Any]], *, on_write: Any = None) -> None:
+    """Insert validated usage rows (and what depends on them) in one transaction."""
+    with store.begin(write=True) as conn:
+        ensure_entities(conn, {(c["org_name"], c["project_name"], c["user_name"]) for c in clean})
+        insert_usage(conn, clean)
+        if on_write is not None:
+            on_write(conn, clean)
+
+
+_TEXT_COLUMNS = (
+    "request_id", "provider", "api", "model", "requested_model", "org", "project", "user",
+    "price_status", "price_ref", "status", "error_type", "session_id", "notebook_path",
+)  # fmt: skip
+
+_SELECT_COLUMNS = [
+    UsageRecord.id, UsageRecord.ts, UsageRecord.request_id, UsageRecord.provider,
+    UsageRecord.api, UsageRecord.model, UsageRecord.requested_model, UsageRecord.org_name,
+    UsageRecord.project_name, UsageRecord.user_name, UsageRecord.input_tokens,
+    UsageRecord.cached_input_tokens, UsageRecord.cache_write_tokens, UsageRecord.output_tokens,
+    UsageRecord.reasoning_tokens, UsageRecord.cost_nanos, UsageRecord.estimate_nanos,
+    UsageRecord.price_status, UsageRecord.price_ref, UsageRecord.status, UsageRecord.error_type,
+    UsageRecord.latency_ms, UsageRecord.streamed, UsageRecord.usage_estimated, UsageRecord.tags,
+    UsageRecord.session_id, UsageRecord.notebook_path,
+]  # fmt: skip
+
+
+def _as_list(name: str, value: Any) -> list[str]:
+    values = [value] if isinstance(value, str) else value
+    try:
+        values = list(values)
+    except TypeError:
+        raise ValidationError(f"filter {name}: expected a name or a list of names") from None
+    if not values or not all(isinstance(v, str) and v for v in values):
+        raise ValidationError(f"filter {name}: expected a name or a non-empty list of names")
+    return values
+
+
+def build_filters(filters: Mapping[str, Any], columns: Mapping[str, Any] = FILTERS) -> list[Any]:
+    """WHERE clauses for name filters; unknown names are a ``ValidationError``."""
+    clauses = []
+    for name, value in filters.items():
+        if name not in columns:
+            raise ValidationError(
+                f"unknown filter {name!r}; use one of: {', '.join(sorted(columns))}"
+            )
+        if value is None:
+            continue
+        values = _as_list(name, value)
+        col = columns[name]
+        clauses.append(col == values[0] if len(values) == 1 else col.in_(values))
+    return clauses
+
+
+def fetch_records(
+    store: Store,
+    since: Any = None,
+    until: Any = None,
+    *,
+    limit: int | None = None,
+    newest_first: bool = False,
+    **filters: Any,
+) -> pd.DataFrame:
+    """The ``records()`` frame: one row per call, money as exact ``Decimal``."""
+    import pandas as pd
+
+    lo = parse_when(since, name="since")
+    hi = parse_when(until, name="until")
+    stmt = select(*_SELECT_COLUMNS).where(*build_filters(filters))
+    if lo is not None:
+        stmt = stmt.where(UsageRecord.ts >= lo)
+    if hi is not None:
+        stmt = stmt.where(UsageRecord.ts < hi)
+    if newest_first:
+        stmt = stmt.order_by(UsageRecord.id.desc())
+    else:
+        stmt = stmt.order_by(UsageRecord.ts, UsageRecord.id)
+    if limit is not None:
+        stmt = stmt.limit(limit)
+    with store.begin() as conn:
+        rows = conn.execute(stmt).all()
+    return records_frame(rows, pd)
+
+
+def records_frame(rows: Iterable[Sequence[Any]], pd: Any) -> pd.DataFrame:
+    cols = list(zip(*rows, strict=True)) if rows else [()] * len(RECORD_COLUMNS)
+    data: dict[str, Any] = dict(zip(RECORD_COLUMNS, (list(c) for c in cols), strict=True))
+    data["ts"] = pd.to_datetime(pd.Series(data["ts"], dtype="datetime64[us]")).dt.tz_localize("UTC")
+    for money in ("cost_usd", "estimate_usd"):
+        data[money] = pd.Series([nanos_to_usd(v) for v in data[money]], dtype=object)
+    data["tags"] = pd.Series([json.loads(t) if t else {} for t in data["tags"]], dtype=object)
+    for flag in ("streamed", "usage_estimated"):
+        data[flag] = pd.Series([bool(v) for v in data[flag]], dtype=bool)
+    for tok in ("id", *_TOKEN_FIELDS):
+        data[tok] = pd.Series(data[tok], dtype="int64")
+    data["latency_ms"] = pd.Series(data["latency_ms"], dtype="float64")
+    for name in _TEXT_COLUMNS:  # object dtype keeps None as None (pandas 3 would say NaN)
+        data[name] = pd.Series(data[name], dtype=object)
+    return pd.DataFrame(data, columns=list(RECORD_COLUMNS))
+
+
+def sum_cost_nanos(values: Iterable[int | None]) -> int:
+    return sum(v for v in values if v is not None)

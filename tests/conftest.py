@@ -1,0 +1,114 @@
+from __future__ import annotations
+
+import os
+from collections.abc import Iterator
+
+import pytest
+
+from tests.pgserver import PgServer, PgUnavailable
+
+IN_CI = bool(os.environ.get("CI"))
+
+_ENV_VARS = (
+    "LLMSPEND_HOME", "LLMSPEND_DATABASE_URL", "LLMSPEND_PRICES", "LLMSPEND_ORG",
+    "LLMSPEND_PROJECT", "LLMSPEND_USER", "JUPYTERHUB_USER",
+)  # fmt: skip
+
+
+@pytest.fixture(autouse=True)
+def _isolated_env(
+    tmp_path_factory: pytest.TempPathFactory, monkeypatch: pytest.MonkeyPatch
+) -> Iterator[None]:
+    """Every test gets its own data directory and no llmspend settings from outside."""
+    for var in _ENV_VARS:
+        monkeypatch.delenv(var, raising=False)
+    monkeypatch.setenv("LLMSPEND_HOME", str(tmp_path_factory.mktemp("home")))
+    monkeypatch.setenv("LLMSPEND_USER", "tester")
+    from llmspend.tracker import set_tracker
+
+    set_tracker(None)
+    yield
+    set_tracker(None)
+
+
+@pytest.fixture(scope="session")
+def pg_server() -> Iterator[PgServer]:
+    try:
+        server = PgServer().start()
+    except PgUnavailable as exc:
+        if IN_CI:
+            pytest.fail(f"CI needs a PostgreSQL server and none could be started: {exc}")
+        pytest.skip(f"no PostgreSQL server: {exc}")
+    yield server
+    server.stop()
+
+
+@pytest.fixture(params=["sqlite", pytest.param("postgres", marks=pytest.mark.postgres)])
+def store_url(request: pytest.FixtureRequest, tmp_path) -> Iterator[str]:  # type: ignore[no-untyped-def]
+    """A fresh, empty store URL: a SQLite file, or a new database on the test cluster."""
+    from llmspend.store.engine import forget_store
+
+    if request.param == "sqlite":
+        url = f"sqlite:///{tmp_path / 'store.sqlite'}"
+    else:
+        url = request.getfixturevalue("pg_server").create_database()
+    yield url
+    forget_store(url)
+
+
+@pytest.fixture
+def tracker(store_url: str):  # type: ignore[no-untyped-def]
+    """The current tracker, on a fresh store (SQLite and PostgreSQL)."""
+    from llmspend.tracker import Tracker, set_tracker
+
+    t = Tracker(store_url, org="acme", project="churn", user="ana")
+    set_tracker(t)
+    yield t
+    set_tracker(None)
+
+
+@pytest.fixture(scope="session")
+def sim():  # type: ignore[no-untyped-def]
+    """The bundled simulated provider on 127.0.0.1, shared by the session."""
+    from llmspend.sim import SimServer
+
+    server = SimServer()
+    server.start()
+    yield server
+    server.stop()
+
+
+@pytest.fixture
+def fresh_sim(sim):  # type: ignore[no-untyped-def]
+    """The session's simulator with its request log and behaviours reset."""
+    sim.reset()
+    return sim
+
+
+def _install(url: str):  # type: ignore[no-untyped-def]
+    import llmspend
+
+    return llmspend.install(url, org="acme", project="churn", user="ana")
+
+
+@pytest.fixture
+def installed(tmp_path):  # type: ignore[no-untyped-def]
+    """llmspend installed on a fresh SQLite store; uninstalled afterwards."""
+    import llmspend
+    from llmspend.store.engine import forget_store
+
+    url = f"sqlite:///{tmp_path / 'installed.sqlite'}"
+    tracker = _install(url)
+    yield tracker
+    llmspend.uninstall()
+    forget_store(url)
+
+
+@pytest.fixture
+def installed_any(store_url: str):  # type: ignore[no-untyped-def]
+    """llmspend installed on a fresh store, SQLite and PostgreSQL."""
+    import llmspend
+
+    tracker = _install(store_url)
+    yield tracker
+    llmspend.uninstall()

@@ -1,0 +1,194 @@
+"""``ingest`` and ``records``: exact round trips, exact sums, all-or-nothing validation."""
+
+from __future__ import annotations
+
+import datetime as dt
+import random
+from decimal import Decimal
+
+import pandas as pd
+import pytest
+
+import llmspend
+from llmspend.errors import IngestError
+
+UTC = dt.timezone.utc
+
+
+def full_row(i: int) -> dict:
+    return {
+        "ts": dt.datetime(2026, 3, 1, 12, 0, 0, 123456, tzinfo=UTC) + dt.timedelta(minutes=i),
+        "request_id": f"req-{i}",
+        "provider": "openai",
+        "api": "chat.completions",
+        "model": "gpt-4o-mini",
+        "requested_model": "my-deployment",
+        "org": "acme",
+        "project": "churn",
+        "user": "ana",
+        "input_tokens": 1200,
+        "cached_input_tokens": 512,
+        "cache_write_tokens": 8,
+        "output_tokens": 350,
+        "reasoning_tokens": 100,
+        "cost_usd": Decimal("0.000123457"),
+        "estimate_usd": Decimal("0.0002"),
+        "price_status": "priced",
+        "price_ref": "genai-prices:openai/gpt-4o-mini",
+        "status": "ok",
+        "error_type": None,
+        "latency_ms": 123.5,
+        "streamed": True,
+        "usage_estimated": False,
+        "tags": {"exp": "a", "n": 3},
+        "session_id": "kernel-1",
+        "notebook_path": "work/nb.ipynb",
+    }
+
+
+def test_round_trip_every_column(tracker) -> None:  # type: ignore[no-untyped-def]
+    rows = [full_row(i) for i in range(3)]
+    rows[1].update(status="error", error_type="RateLimitError", cost_usd=Decimal(0), streamed=False)
+    assert llmspend.ingest(rows) == 3
+    df = llmspend.records()
+    assert len(df) == 3
+    for got, want in zip(df.to_dict("records"), rows, strict=True):
+        for key, value in want.items():
+            assert got[key] == value, key
+    # records() → ingest → records() is the identity (but for ids)
+    tracker2_rows = df.drop(columns=["id"])
+    assert llmspend.ingest(tracker2_rows) == 3
+    after = llmspend.records()
+    again = after[after.id > df.id.max()].drop(columns=["id"]).reset_index(drop=True)
+    pd.testing.assert_frame_equal(again, tracker2_rows.reset_index(drop=True))
+
+
+def test_defaults_for_missing_columns(tracker) -> None:  # type: ignore[no-untyped-def]
+    llmspend.ingest(
+        [
+            {
+                "ts": "2026-03-01T10:00:00Z",
+                "provider": "openai",
+                "model": "x-model",
+                "cost_usd": "0.5",
+            }
+        ]
+    )
+    row = llmspend.records().iloc[0]
+    assert (row.org, row.project, row.user) == ("acme", "churn", "ana")
+    assert row.status == "ok" and row.price_status == "imported"
+    assert row.cost_usd == Decimal("0.5")
+    assert row.ts == pd.Timestamp("2026-03-01T10:00:00Z")
+
+
+def test_sum_of_100k_sub_cent_costs_is_exact(tracker) -> None:  # type: ignore[no-untyped-def]
+    rnd = random.Random(7)
+    base = dt.datetime(2026, 1, 1)
+    costs = [Decimal(rnd.randint(1, 9_999_999)) / Decimal(10**9) for _ in range(100_000)]
+    rows = (
+        {"ts": base + dt.timedelta(seconds=i), "provider": "openai", "model": "m", "cost_usd": c}
+        for i, c in enumerate(costs)
+    )
+    assert llmspend.ingest(rows) == 100_000
+    assert sum(llmspend.records()["cost_usd"]) == sum(costs)
+    with tracker.store.begin() as conn:
+        total = conn.exec_driver_sql("SELECT sum(cost_nanos) FROM llmspend_usage").scalar()
+    assert Decimal(int(total)) / Decimal(10**9) == sum(costs)
+
+
+BAD = [
+    ({"model": None}, "model", "required"),
+    ({"model": ""}, "model", "required"),
+    ({"input_tokens": -1}, "input_tokens", "between 0"),
+    ({"output_tokens": 1.5}, "output_tokens", "whole number"),
+    ({"output_tokens": "12"}, "output_tokens", "whole number"),
+    ({"output_tokens": [1]}, "output_tokens", "whole number"),
+    ({"ts": "yesterday-ish"}, "ts", "cannot parse"),
+    ({"ts": None}, "ts", "required"),
+    ({"ts": 12345}, "ts", "expected a datetime"),
+    ({"cost_usd": "-1"}, "cost_usd", ">= 0"),
+    ({"cost_usd": "abc"}, "cost_usd", "not an amount"),
+    ({"cost_usd": float("inf")}, "cost_usd", "finite"),
+    ({"status": "weird"}, "status", "one of"),
+    ({"tags": ["a"]}, "tags", "mapping"),
+    ({"colour": "blue"}, "colour", "unknown column"),
+    ({"cached_input_tokens": 5, "input_tokens": 4}, "cached_input_tokens", "exceed"),
+    ({"reasoning_tokens": 5, "output_tokens": 4}, "reasoning_tokens", "exceed"),
+    ({"latency_ms": -3}, "latency_ms", ">= 0"),
+    ({"org": 42}, "org", "expected text"),
+    ({"streamed": "yes"}, "streamed", "true or false"),
+]
+
+
+@pytest.mark.parametrize("patch, field, message", BAD, ids=[b[1] + ":" + b[2] for b in BAD])
+def test_bad_row_rejects_everything(tracker, patch: dict, field: str, message: str) -> None:  # type: ignore[no-untyped-def]
+    llmspend.ingest([full_row(0)])
+    rows = [full_row(i) for i in range(1, 5)]
+    rows[2].update(patch)
+    with pytest.raises(IngestError, match=message) as info:
+        llmspend.ingest(rows)
+    assert info.value.row == 2
+    assert info.value.field == field
+    assert f"row 2, field {field!r}" in str(info.value)
+    assert len(llmspend.records()) == 1  # unchanged
+
+
+def test_bad_container_types(tracker) -> None:  # type: ignore[no-untyped-def]
+    with pytest.raises(llmspend.ValidationError):
+        llmspend.ingest({"ts": "2026-01-01"})
+    with pytest.raises(llmspend.ValidationError):
+        llmspend.ingest(42)
+    with pytest.raises(IngestError, match="row 0"):
+        llmspend.ingest(["not a dict"])
+    assert llmspend.ingest([]) == 0
+
+
+def test_records_filters_and_time_window(tracker) -> None:  # type: ignore[no-untyped-def]
+    rows = []
+    for i, (user, model) in enumerate([("ana", "a"), ("bob", "b"), ("ana", "b"), ("cy", "a")]):
+        rows.append(
+            {
+                "ts": dt.datetime(2026, 3, 1 + i),
+                "provider": "openai",
+                "model": model,
+                "user": user,
+                "cost_usd": "1",
+            }
+        )
+    llmspend.ingest(rows)
+    assert list(llmspend.records(user="ana").model) == ["a", "b"]
+    assert list(llmspend.records(user=["bob", "cy"]).user) == ["bob", "cy"]
+    assert list(llmspend.records(since="2026-03-02", until=dt.date(2026, 3, 4)).user) == [
+        "bob",
+        "ana",
+    ]
+    tz = dt.timezone(dt.timedelta(hours=5))
+    assert len(llmspend.records(since=dt.datetime(2026, 3, 2, 5, tzinfo=tz))) == 3
+    assert len(llmspend.records(model="a", user="cy")) == 1
+    with pytest.raises(llmspend.ValidationError, match="unknown filter"):
+        llmspend.records(colour="red")
+    with pytest.raises(llmspend.ValidationError, match="cannot parse"):
+        llmspend.records(since="last tuesday")
+    with pytest.raises(llmspend.ValidationError):
+        llmspend.records(user=[])
+
+
+def test_hierarchy_rows_created(tracker) -> None:  # type: ignore[no-untyped-def]
+    llmspend.ingest(
+        [
+            {
+                "ts": "2026-01-01",
+                "provider": "openai",
+                "model": "m",
+                "org": "o1",
+                "project": "p1",
+                "user": "u1",
+                "cost_usd": 1,
+            }
+        ]
+    )
+    with tracker.store.begin() as conn:
+        orgs = {r[0] for r in conn.exec_driver_sql("SELECT name FROM llmspend_orgs")}
+        projects = {r[0] for r in conn.exec_driver_sql("SELECT name FROM llmspend_projects")}
+        users = {r[0] for r in conn.exec_driver_sql("SELECT name FROM llmspend_users")}
+    assert "o1" in orgs and "p1" in projects and "u1" in users

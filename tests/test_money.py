@@ -1,0 +1,41 @@
+from __future__ import annotations
+
+from decimal import Decimal
+
+import pytest
+from hypothesis import given
+from hypothesis import strategies as st
+
+from llmspend.errors import ValidationError
+from llmspend.money import format_usd, nanos_to_usd, parse_usd, usd_to_nanos
+
+
+def test_round_trip_exact() -> None:
+    assert usd_to_nanos(Decimal("0.000000123")) == 123
+    assert nanos_to_usd(123) == Decimal("0.000000123")
+    assert usd_to_nanos("1.5") == 1_500_000_000
+    assert usd_to_nanos(2) == 2_000_000_000
+    assert nanos_to_usd(None) is None
+
+
+def test_sub_nanodollar_rounds_half_even() -> None:
+    assert usd_to_nanos(Decimal("0.0000000005")) == 0
+    assert usd_to_nanos(Decimal("0.0000000015")) == 2
+
+
+@pytest.mark.parametrize("bad", [0.1, float("nan"), True, "abc", "NaN", "inf", None, [1]])
+def test_floats_and_junk_are_refused(bad: object) -> None:
+    with pytest.raises(ValidationError):
+        usd_to_nanos(bad)  # type: ignore[arg-type]
+
+
+def test_parse_and_format() -> None:
+    assert parse_usd("$1,234.56") == Decimal("1234.56")
+    assert format_usd(Decimal("1234.5")) == "$1,234.50"
+    assert format_usd(Decimal("0.000123")) == "$0.000123"
+    assert format_usd(None) == "n/a"
+
+
+@given(st.integers(min_value=0, max_value=2**62))
+def test_nanos_round_trip_property(n: int) -> None:
+    assert usd_to_nanos(nanos_to_usd(n)) == n  # type: ignore[arg-type]

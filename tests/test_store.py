@@ -1,0 +1,171 @@
+"""The store: migrations, settings, and clear errors instead of SQLAlchemy tracebacks."""
+
+from __future__ import annotations
+
+import sqlite3
+import subprocess
+import sys
+
+import pytest
+from sqlalchemy import create_engine, inspect, text
+
+import llmspend
+from llmspend.errors import ConfigError, LLMSpendError, SchemaTooNewError, StoreError
+from llmspend.store.engine import current_revisions, forget_store, open_store, upgrade
+from llmspend.store.models import Base
+
+EXPECTED_TABLES = {
+    "llmspend_usage", "llmspend_orgs", "llmspend_projects", "llmspend_users",
+    "llmspend_budgets", "llmspend_budget_periods", "llmspend_reservations",
+    "llmspend_alerts", "llmspend_audit", "llmspend_alembic_version",
+}  # fmt: skip
+
+
+def test_migrations_create_schema_from_empty(store_url: str) -> None:
+    store = open_store(store_url)
+    tables = set(inspect(store.engine).get_table_names())
+    assert EXPECTED_TABLES <= tables
+    assert current_revisions(store) != []
+
+
+def test_models_match_migrated_schema(store_url: str) -> None:
+    from alembic.autogenerate import compare_metadata
+    from alembic.runtime.migration import MigrationContext
+
+    store = open_store(store_url)
+    with store.engine.connect() as conn:
+        ctx = MigrationContext.configure(
+            conn, opts={"version_table": "llmspend_alembic_version", "compare_type": True}
+        )
+        diff = compare_metadata(ctx, Base.metadata)
+    assert diff == []
+
+
+def test_upgrade_twice_is_a_noop(store_url: str) -> None:
+    store = open_store(store_url)
+    before = current_revisions(store)
+    with store.begin() as conn:
+        n_tables = len(inspect(conn).get_table_names())
+    assert upgrade(store) == before
+    assert upgrade(store) == before
+    with store.begin() as conn:
+        assert len(inspect(conn).get_table_names()) == n_tables
+
+
+def test_database_newer_than_code_is_a_clear_error(store_url: str) -> None:
+    store = open_store(store_url)
+    with store.begin(write=True) as conn:
+        conn.execute(text("UPDATE llmspend_alembic_version SET version_num = 'zz_future'"))
+    forget_store(store_url)
+    with pytest.raises(SchemaTooNewError, match="newer llmspend"):
+        open_store(store_url)
+    with pytest.raises(SchemaTooNewError):
+        llmspend.Tracker(store_url)
+
+
+@pytest.mark.parametrize(
+    "url, error, message",
+    [
+        ("not a url", ConfigError, "not a database URL"),
+        ("nosuchdb://x/y", ConfigError, "unsupported database URL"),
+        ("sqlite:////nonexistent-dir/sub/x.sqlite", StoreError, "does not exist"),
+        ("postgresql+psycopg://u:secretpw@127.0.0.1:1/db", StoreError, "cannot"),
+    ],
+)
+def test_bad_database_url_is_a_clear_error(url: str, error: type, message: str) -> None:
+    with pytest.raises(error, match=message) as info:
+        llmspend.Tracker(url)
+    assert "secretpw" not in str(info.value)
+    assert isinstance(info.value, LLMSpendError)
+
+
+def test_env_database_url_is_used(tmp_path, monkeypatch: pytest.MonkeyPatch) -> None:
+    url = f"sqlite:///{tmp_path / 'env.sqlite'}"
+    monkeypatch.setenv("LLMSPEND_DATABASE_URL", url)
+    assert llmspend.records().empty
+    assert (tmp_path / "env.sqlite").exists()
+
+
+def test_default_store_lives_in_llmspend_home(tmp_path, monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv("LLMSPEND_HOME", str(tmp_path / "home"))
+    assert llmspend.records().empty
+    assert (tmp_path / "home" / "llmspend.sqlite").exists()
+
+
+def test_unwritable_home_as_any_user(tmp_path, monkeypatch: pytest.MonkeyPatch) -> None:
+    # A path below a regular file cannot be created, whoever we are (root included).
+    blocker = tmp_path / "file"
+    blocker.write_text("x")
+    monkeypatch.setenv("LLMSPEND_HOME", str(blocker / "home"))
+    with pytest.raises(StoreError, match="cannot create the llmspend data directory"):
+        llmspend.records()
+
+
+def test_sqlite_settings(tmp_path) -> None:
+    url = f"sqlite:///{tmp_path / 's.sqlite'}"
+    store = open_store(url)
+    with store.begin() as conn:
+        assert conn.exec_driver_sql("PRAGMA journal_mode").scalar() == "wal"
+        assert conn.exec_driver_sql("PRAGMA foreign_keys").scalar() == 1
+        assert conn.exec_driver_sql("PRAGMA busy_timeout").scalar() >= 5000
+    forget_store(url)
+
+
+def test_ts_range_query_uses_the_ts_index(tmp_path) -> None:
+    url = f"sqlite:///{tmp_path / 's.sqlite'}"
+    open_store(url)
+    con = sqlite3.connect(tmp_path / "s.sqlite")
+    plan = " ".join(
+        str(r)
+        for r in con.execute(
+            "EXPLAIN QUERY PLAN SELECT * FROM llmspend_usage WHERE ts >= ? AND ts < ? "
+            "ORDER BY ts, id",
+            ("2026-01-01", "2026-02-01"),
+        )
+    )
+    con.close()
+    assert "ix_llmspend_usage_ts" in plan
+    forget_store(url)
+
+
+@pytest.mark.postgres
+def test_ts_range_query_uses_the_ts_index_on_postgres(pg_server) -> None:  # type: ignore[no-untyped-def]
+    url = pg_server.create_database()
+    store = open_store(url)
+    with store.begin() as conn:
+        conn.exec_driver_sql("SET enable_seqscan = off")
+        plan = " ".join(
+            r[0]
+            for r in conn.exec_driver_sql(
+                "EXPLAIN SELECT * FROM llmspend_usage WHERE ts >= '2026-01-01' AND ts < '2026-02-01'"
+            )
+        )
+    assert "ix_llmspend_usage_ts" in plan
+    forget_store(url)
+
+
+def test_concurrent_first_use_migrates_once(tmp_path) -> None:
+    url = f"sqlite:///{tmp_path / 'race.sqlite'}"
+    code = "import sys, llmspend; t = llmspend.Tracker(sys.argv[1]); print(len(llmspend.records()))"
+    procs = [
+        subprocess.Popen(
+            [sys.executable, "-c", code, url],
+            stdout=subprocess.PIPE,
+            stderr=subprocess.PIPE,
+            text=True,
+        )
+        for _ in range(4)
+    ]
+    for p in procs:
+        out, err = p.communicate(timeout=120)
+        assert p.returncode == 0, err
+    eng = create_engine(url)
+    with eng.connect() as conn:
+        assert conn.exec_driver_sql("SELECT count(*) FROM llmspend_alembic_version").scalar() == 1
+    eng.dispose()
+
+
+def test_store_readable_without_install(tracker) -> None:  # type: ignore[no-untyped-def]
+    df = llmspend.records()
+    assert df.empty
+    assert list(df.columns)[:4] == ["id", "ts", "request_id", "provider"]
