@@ -1,0 +1,53 @@
+"""``install()`` / ``uninstall()``: hook the SDKs and choose where calls are recorded."""
+
+from __future__ import annotations
+
+import threading
+
+from .config import resolve_database_url
+from .tracker import Tracker, installed_tracker, set_tracker
+
+__all__ = ["install", "uninstall"]
+
+_lock = threading.Lock()
+
+
+def install(
+    database_url: str | None = None,
+    *,
+    org: str | None = None,
+    project: str | None = None,
+    user: str | None = None,
+) -> Tracker:
+    """Hook the provider SDKs and record every call into the store at ``database_url``.
+
+    Idempotent: a second call updates the attribution defaults, and switches stores only
+    when given another ``database_url``. Covers clients created before and after, sync and
+    async, and SDKs imported later.
+    """
+    from .providers import apply_patches
+
+    with _lock:
+        current = installed_tracker()
+        same_store = current is not None and (
+            database_url is None
+            or resolve_database_url(database_url) == current.settings.database_url
+        )
+        if current is not None and same_store:
+            current.set_defaults(org=org, project=project, user=user)
+            tracker = current
+        else:
+            tracker = Tracker(database_url, org=org, project=project, user=user)
+            set_tracker(tracker, installed=True)
+        apply_patches()
+        return tracker
+
+
+def uninstall() -> None:
+    """Remove llmspend's hooks; the SDKs are restored exactly. The store stays readable."""
+    from .providers import remove_patches
+
+    with _lock:
+        remove_patches()
+        current = installed_tracker()
+        set_tracker(current, installed=False)

@@ -1,0 +1,273 @@
+"""One pipeline per provider call, in one place.
+
+    attribution → pre-call estimate → budget check → the call → usage → price → record
+    (with budget settlement and alert decisions in the same transaction) → listeners
+
+Provider hooks only translate: they call :func:`begin_call` with what the request says
+(before anything is sent), make the call, and hand the usage they read back to
+:meth:`Call.finish`. Everything else — estimates, budgets, pricing, the row, alerts —
+happens here, the same way for every provider.
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+import json
+import logging
+import os
+import socket
+import threading
+import time
+import warnings
+from collections.abc import Mapping
+from dataclasses import dataclass
+from typing import TYPE_CHECKING, Any
+
+from .attribution import current_overrides
+from .timeutil import utcnow
+
+if TYPE_CHECKING:
+    from .tracker import Tracker
+
+__all__ = ["Call", "Usage", "begin_call", "estimate_input_tokens"]
+
+log = logging.getLogger("llmspend")
+
+#: Output tokens assumed for the worst case when neither the request nor the price data
+#: gives a cap.
+DEFAULT_OUTPUT_CAP = 32_768
+_PER_MESSAGE_OVERHEAD = 8
+
+
+@dataclass(slots=True)
+class Usage:
+    """Tokens as llmspend normalizes them: input includes cached and cache-write tokens,
+    output includes reasoning tokens."""
+
+    input_tokens: int = 0
+    cached_input_tokens: int = 0
+    cache_write_tokens: int = 0
+    output_tokens: int = 0
+    reasoning_tokens: int = 0
+
+    def clamp(self) -> Usage:
+        """Make a provider's odd numbers consistent (never negative, subsets within totals)."""
+        inp = max(0, int(self.input_tokens or 0))
+        out = max(0, int(self.output_tokens or 0))
+        cached = min(max(0, int(self.cached_input_tokens or 0)), inp)
+        cw = min(max(0, int(self.cache_write_tokens or 0)), inp - cached)
+        reasoning = min(max(0, int(self.reasoning_tokens or 0)), out)
+        return Usage(inp, cached, cw, out, reasoning)
+
+
+def _text_bytes(obj: Any, depth: int = 0) -> int:
+    if isinstance(obj, str):
+        return len(obj.encode("utf-8", "surrogatepass"))
+    if isinstance(obj, (bytes, bytearray)):
+        return len(obj)
+    if depth > 32:
+        return 0
+    if isinstance(obj, Mapping):
+        return sum(_text_bytes(v, depth + 1) for v in obj.values()) + _PER_MESSAGE_OVERHEAD
+    if isinstance(obj, (list, tuple)):
+        return sum(_text_bytes(v, depth + 1) for v in obj)
+    return 0
+
+
+def estimate_input_tokens(payload: Any) -> int:
+    """A hard upper bound on input tokens, computed offline.
+
+    A BPE token covers at least one byte, so the UTF-8 length of every string in the
+    request (plus a small per-object overhead for the chat template) bounds the tokens.
+    """
+    return _text_bytes(payload)
+
+
+_session_id: str | None = None
+
+
+def session_id() -> str:
+    """The Jupyter kernel id when running in a kernel, else ``host:pid``."""
+    global _session_id
+    if _session_id is None:
+        sid = None
+        try:
+            import sys
+
+            if "ipykernel" in sys.modules:
+                from ipykernel import get_connection_file  # type: ignore[import-not-found]
+
+                name = os.path.basename(get_connection_file())
+                sid = name.removeprefix("kernel-").removesuffix(".json")
+        except Exception:
+            sid = None
+        _session_id = (sid or f"{socket.gethostname()}:{os.getpid()}")[:64]
+    return _session_id
+
+
+def notebook_path() -> str | None:
+    return os.environ.get("JPY_SESSION_NAME") or None
+
+
+class Call:
+    """One provider call, from before it is sent until its row is committed."""
+
+    __slots__ = (
+        "tracker", "provider", "api", "model", "streamed", "org", "project", "user", "tags",
+        "ts", "t0", "input_upper", "output_cap", "estimate_nanos", "reservation", "_done",
+        "_lock", "row",
+    )  # fmt: skip
+
+    def __init__(
+        self,
+        tracker: Tracker,
+        provider: str,
+        api: str,
+        model: str,
+        *,
+        streamed: bool,
+        input_upper: int,
+        output_cap: int | None,
+    ) -> None:
+        self.tracker = tracker
+        self.provider = provider
+        self.api = api
+        self.model = model or "unknown"
+        self.streamed = streamed
+        over = current_overrides()
+        self.org = over.org or tracker.org
+        self.project = over.project or tracker.project
+        self.user = over.user or tracker.user
+        self.tags = dict(over.tags)
+        self.ts = utcnow()
+        self.t0 = time.perf_counter()
+        self.input_upper = input_upper
+        self.output_cap = output_cap
+        self.estimate_nanos: int | None = None
+        self.reservation: Any = None
+        self._done = False
+        self._lock = threading.Lock()
+        self.row: dict[str, Any] | None = None
+
+    def __repr__(self) -> str:
+        return (
+            f"<Call {self.provider}/{self.api} {self.model} {self.org}/{self.project}/{self.user}>"
+        )
+
+    @property
+    def done(self) -> bool:
+        return self._done
+
+    def finish(
+        self,
+        usage: Usage | None,
+        *,
+        status: str = "ok",
+        response_model: str | None = None,
+        request_id: str | None = None,
+        error: BaseException | None = None,
+        usage_estimated: bool = False,
+    ) -> dict[str, Any] | None:
+        """Price and record the call once (later calls are ignored). Never raises."""
+        with self._lock:
+            if self._done:
+                return None
+            self._done = True
+        try:
+            return self._record(usage, status, response_model, request_id, error, usage_estimated)
+        except Exception as exc:  # recording must never break the caller's call
+            log.error("llmspend could not record a %s call: %s", self.provider, exc, exc_info=True)
+            warnings.warn(f"llmspend could not record a call: {exc}", RuntimeWarning, stacklevel=3)
+            return None
+
+    def _record(
+        self,
+        usage: Usage | None,
+        status: str,
+        response_model: str | None,
+        request_id: str | None,
+        error: BaseException | None,
+        usage_estimated: bool,
+    ) -> dict[str, Any]:
+        tracker = self.tracker
+        u = usage.clamp() if usage is not None else Usage()
+        model = response_model or self.model
+        if usage is None and status in ("error", "refused"):
+            cost, pstatus, ref = 0, "priced", None
+        else:
+            epoch = self.ts.replace(tzinfo=dt.timezone.utc).timestamp()
+            cost, pstatus, ref = tracker.pricebook.price_nanos(
+                self.provider, model, u.input_tokens, u.cached_input_tokens,
+                u.cache_write_tokens, u.output_tokens, u.reasoning_tokens, epoch,
+                response_model=None if model == self.model else model,
+            )  # fmt: skip
+            if cost is None and pstatus == "unknown":
+                pstatus = "unknown"
+        row = {
+            "ts": self.ts,
+            "request_id": (request_id or None) and str(request_id)[:200],
+            "provider": self.provider,
+            "api": self.api,
+            "model": model[:200],
+            "requested_model": self.model[:200] if model != self.model else None,
+            "org_name": self.org,
+            "project_name": self.project,
+            "user_name": self.user,
+            "input_tokens": u.input_tokens,
+            "cached_input_tokens": u.cached_input_tokens,
+            "cache_write_tokens": u.cache_write_tokens,
+            "output_tokens": u.output_tokens,
+            "reasoning_tokens": u.reasoning_tokens,
+            "cost_nanos": cost,
+            "estimate_nanos": self.estimate_nanos,
+            "price_status": pstatus,
+            "price_ref": ref,
+            "status": status,
+            "error_type": type(error).__name__ if error is not None else None,
+            "latency_ms": round((time.perf_counter() - self.t0) * 1000, 3),
+            "streamed": self.streamed,
+            "usage_estimated": usage_estimated,
+            "tags": json.dumps(self.tags, sort_keys=True, separators=(",", ":"), default=str)
+            if self.tags
+            else None,
+            "session_id": session_id(),
+            "notebook_path": notebook_path(),
+        }
+        self.row = row
+        tracker.record_call(self, row)
+        return row
+
+
+def begin_call(
+    provider: str,
+    api: str,
+    model: str,
+    *,
+    payload: Any = None,
+    input_tokens: int | None = None,
+    max_output_tokens: int | None = None,
+    streamed: bool = False,
+) -> Call | None:
+    """Start a call: attribution, estimate and budget check, before anything is sent.
+
+    Returns ``None`` when llmspend is not installed (the hook then stays out of the way).
+    Raises :class:`~llmspend.BudgetExceeded` when a hard budget refuses the call; the
+    refusal is recorded.
+    """
+    from .tracker import installed_tracker
+
+    tracker = installed_tracker()
+    if tracker is None:
+        return None
+    upper = input_tokens if input_tokens is not None else estimate_input_tokens(payload)
+    call = Call(
+        tracker,
+        provider,
+        api,
+        model,
+        streamed=streamed,
+        input_upper=upper,
+        output_cap=max_output_tokens,
+    )
+    tracker.before_call(call)
+    return call
