@@ -1,0 +1,385 @@
+"""Enforcement: reserve the worst case before a call, settle the actual cost after.
+
+Before a request leaves, every budget that applies to the call's (org, project, user) is
+found (defaults are materialized into a budget of the child's own), its current period
+row is made (lazily: the first call of a period rolls it over, no background job), leases
+that expired are reclaimed, and the call's worst-case cost is reserved on all of them in
+ONE transaction: a conditional ``UPDATE ... WHERE spent + reserved + x <= limit`` per hard
+budget, in ascending id order (a consistent lock order). If any refuses, the transaction
+rolls back — nothing is held — and ``BudgetExceeded`` is raised before any byte is sent.
+After the call, the reservation is settled to the actual cost in the same transaction
+that writes the call's row. A kernel that dies leaves reservations whose lease expires.
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+import os
+import socket
+import uuid
+from dataclasses import dataclass, field
+from typing import TYPE_CHECKING, Any
+
+from sqlalchemy import Connection, delete, func, insert, or_, select, update
+
+from ..errors import BudgetExceeded, ConfigError
+from ..money import nanos_to_usd
+from ..store.models import Budget as BudgetRow
+from ..store.models import BudgetPeriod, Reservation, UsageRecord
+from ..timeutil import utcnow
+from .periods import period_bounds
+
+if TYPE_CHECKING:
+    from ..pipeline import Call
+    from ..tracker import Tracker
+
+__all__ = ["BudgetGuard", "lease_seconds"]
+
+_DEFAULT_LEASE = 600.0
+
+
+def lease_seconds() -> float:
+    raw = os.environ.get("LLMSPEND_LEASE_SECONDS")
+    if not raw:
+        return _DEFAULT_LEASE
+    try:
+        value = float(raw)
+    except ValueError:
+        raise ConfigError(
+            f"LLMSPEND_LEASE_SECONDS must be a number of seconds, got {raw!r}"
+        ) from None
+    if not value > 0:
+        raise ConfigError(f"LLMSPEND_LEASE_SECONDS must be > 0, got {raw!r}")
+    return value
+
+
+@dataclass
+class Held:
+    """What one call holds: the token of its reservation rows and the periods charged."""
+
+    token: str
+    periods: list[int] = field(default_factory=list)  # period ids to charge at settle
+    budgets: list[int] = field(default_factory=list)
+    amount: int = 0
+
+
+_BUDGET_COLS = (
+    BudgetRow.id,
+    BudgetRow.scope,
+    BudgetRow.name,
+    BudgetRow.default_for,
+    BudgetRow.org_name,
+    BudgetRow.project_name,
+    BudgetRow.user_name,
+    BudgetRow.limit_nanos,
+    BudgetRow.period,
+    BudgetRow.mode,
+    BudgetRow.timezone,
+    BudgetRow.week_start,
+    BudgetRow.unpriced_policy,
+    BudgetRow.derived_from,
+    BudgetRow.thresholds,
+    BudgetRow.webhook_url,
+)
+
+
+def candidate_budgets(conn: Connection, org: str, project: str, user: str) -> list[Any]:
+    """Every budget row that could apply to (org, project, user), defaults included."""
+    stmt = select(*_BUDGET_COLS).where(
+        BudgetRow.org_name == org,
+        or_(BudgetRow.project_name.is_(None), BudgetRow.project_name.in_((project, "*"))),
+        or_(BudgetRow.user_name.is_(None), BudgetRow.user_name.in_((user, "*"))),
+    )
+    return list(conn.execute(stmt).all())
+
+
+def resolve(rows: list[Any], project: str, user: str) -> tuple[list[Any], list[tuple[Any, str]]]:
+    """Split candidates into budgets that apply and defaults that must be materialized.
+
+    Returns (applicable rows, [(default row, child budget name)]).
+    """
+    by_key = {(r.scope, r.project_name, r.user_name): r for r in rows if not r.default_for}
+    applicable = [r for r in rows if r.scope == "org" and not r.default_for]
+    todo: list[tuple[Any, str]] = []
+    defaults = {(r.scope, r.project_name, r.user_name): r for r in rows if r.default_for}
+    org = rows[0].org_name if rows else ""
+    slots = (
+        (("project", project, None), ("project", "*", None), f"{org}/{project}"),
+        (("user", None, user), ("user", None, "*"), f"{org}/{user}"),
+        (("user", project, user), ("user", project, "*"), f"{org}/{project}/{user}"),
+    )
+    for explicit_key, default_key, child_name in slots:
+        row = by_key.get(explicit_key)
+        if row is not None:
+            applicable.append(row)
+        elif default_key in defaults:
+            todo.append((defaults[default_key], child_name))
+    return applicable, todo
+
+
+def materialize(conn: Connection, default: Any, child_name: str, now: dt.datetime) -> Any:
+    """The child's own budget made from a default (created once; concurrent-safe)."""
+    parts = child_name.split("/")
+    if default.scope == "project":
+        project, user = parts[1], None
+    elif len(parts) == 2:
+        project, user = None, parts[1]
+    else:
+        project, user = parts[1], parts[2]
+    values = {
+        "scope": default.scope,
+        "name": child_name,
+        "default_for": "",
+        "org_name": default.org_name,
+        "project_name": project,
+        "user_name": user,
+        "limit_nanos": default.limit_nanos,
+        "period": default.period,
+        "mode": default.mode,
+        "thresholds": default.thresholds,
+        "timezone": default.timezone,
+        "week_start": default.week_start,
+        "unpriced_policy": default.unpriced_policy,
+        "webhook_url": default.webhook_url,
+        "derived_from": default.id,
+        "created_at": now,
+        "updated_at": now,
+        "created_by": "default",
+    }
+    conn.execute(_insert_ignore(conn, BudgetRow.__table__).values(**values))
+    return conn.execute(
+        select(*_BUDGET_COLS).where(
+            BudgetRow.scope == default.scope,
+            BudgetRow.name == child_name,
+            BudgetRow.default_for == "",
+        )
+    ).one()
+
+
+def _insert_ignore(conn: Connection, table: Any) -> Any:
+    if conn.dialect.name == "postgresql":
+        from sqlalchemy.dialects.postgresql import insert as pg_insert
+
+        return pg_insert(table).on_conflict_do_nothing()
+    from sqlalchemy.dialects.sqlite import insert as sqlite_insert
+
+    return sqlite_insert(table).on_conflict_do_nothing()
+
+
+def scope_filter(budget: Any) -> list[Any]:
+    """WHERE clauses selecting the usage rows a budget counts."""
+    clauses = [UsageRecord.org_name == budget.org_name]
+    if budget.project_name and budget.project_name != "*":
+        clauses.append(UsageRecord.project_name == budget.project_name)
+    if budget.user_name and budget.user_name != "*":
+        clauses.append(UsageRecord.user_name == budget.user_name)
+    return clauses
+
+
+def ensure_period(conn: Connection, budget: Any, now: dt.datetime) -> Any:
+    """The budget's current period row, created (with spend already recorded) if new."""
+    start, end = period_bounds(budget.period, budget.timezone, now, week_start=budget.week_start)
+    cols = (
+        BudgetPeriod.id,
+        BudgetPeriod.period_start,
+        BudgetPeriod.period_end,
+        BudgetPeriod.limit_nanos,
+        BudgetPeriod.spent_nanos,
+        BudgetPeriod.reserved_nanos,
+        BudgetPeriod.calls,
+    )
+    q = select(*cols).where(BudgetPeriod.budget_id == budget.id, BudgetPeriod.period_start == start)
+    row = conn.execute(q).first()
+    if row is not None:
+        return row
+    window = [UsageRecord.ts >= start] + ([UsageRecord.ts < end] if end is not None else [])
+    spent, calls = conn.execute(
+        select(func.coalesce(func.sum(UsageRecord.cost_nanos), 0), func.count()).where(
+            *scope_filter(budget), *window, UsageRecord.status != "refused"
+        )
+    ).one()
+    conn.execute(
+        _insert_ignore(conn, BudgetPeriod.__table__).values(
+            budget_id=budget.id,
+            period_start=start,
+            period_end=end,
+            limit_nanos=budget.limit_nanos,
+            spent_nanos=int(spent),
+            reserved_nanos=0,
+            calls=int(calls),
+            updated_at=now,
+        )
+    )
+    return conn.execute(q).one()
+
+
+def reclaim_expired(conn: Connection, period_ids: list[int], now: dt.datetime) -> int:
+    """Give back what expired leases held on these periods. Returns the number reclaimed."""
+    if not period_ids:
+        return 0
+    expired = conn.execute(
+        select(Reservation.id, Reservation.period_id, Reservation.amount_nanos).where(
+            Reservation.period_id.in_(period_ids), Reservation.lease_expires_at < now
+        )
+    ).all()
+    if not expired:
+        return 0
+    per_period: dict[int, int] = {}
+    for _, pid, amount in expired:
+        per_period[pid] = per_period.get(pid, 0) + amount
+    conn.execute(delete(Reservation).where(Reservation.id.in_([r[0] for r in expired])))
+    for pid, amount in sorted(per_period.items()):
+        conn.execute(
+            update(BudgetPeriod)
+            .where(BudgetPeriod.id == pid)
+            .values(
+                reserved_nanos=func.max(BudgetPeriod.reserved_nanos - amount, 0)
+                if conn.dialect.name == "sqlite"
+                else func.greatest(BudgetPeriod.reserved_nanos - amount, 0)
+            )
+        )
+    return len(expired)
+
+
+class BudgetGuard:
+    """The budget stage of the call pipeline, wired into a tracker."""
+
+    def __init__(self, tracker: Tracker) -> None:
+        self.tracker = tracker
+        self.owner = f"{socket.gethostname()}:{os.getpid()}"[:200]
+
+    def install(self) -> None:
+        self.tracker.before_call_hooks.append(self.before_call)
+        self.tracker.in_record_hooks.append(self.settle)
+
+    # -- before the call -----------------------------------------------------------------
+    def before_call(self, call: Call) -> None:
+        store = self.tracker.store
+        with store.begin() as conn:
+            rows = candidate_budgets(conn, call.org, call.project, call.user)
+        if not rows:
+            return
+        applicable, todo = resolve(rows, call.project, call.user)
+        if not applicable and not todo:
+            return
+        estimate = self.estimate(call)
+        call.estimate_nanos = estimate
+        refusal: BudgetExceeded | None = None
+        now = utcnow()
+        with store.begin(write=True) as conn:
+            # Re-read inside the write transaction: another kernel may have changed budgets.
+            rows = candidate_budgets(conn, call.org, call.project, call.user)
+            applicable, todo = resolve(rows, call.project, call.user)
+            applicable += [materialize(conn, d, name, now) for d, name in todo]
+            applicable.sort(key=lambda b: b.id)
+            periods = [(b, ensure_period(conn, b, now)) for b in applicable]
+            reclaim_expired(conn, [p.id for _, p in periods], now)
+            held = Held(token=str(uuid.uuid4()))
+            for budget, period in sorted(periods, key=lambda bp: bp[1].id):
+                amount = estimate
+                if amount is None:
+                    if budget.mode == "hard" and (budget.unpriced_policy or "refuse") == "refuse":
+                        refusal = self._refusal(conn, budget, period.id, None, "unpriced model")
+                        break
+                    amount = 0
+                stmt = (
+                    update(BudgetPeriod)
+                    .where(BudgetPeriod.id == period.id)
+                    .values(reserved_nanos=BudgetPeriod.reserved_nanos + amount, updated_at=now)
+                )
+                if budget.mode == "hard":
+                    stmt = stmt.where(
+                        BudgetPeriod.spent_nanos + BudgetPeriod.reserved_nanos + amount
+                        <= BudgetPeriod.limit_nanos
+                    )
+                if conn.execute(stmt).rowcount != 1:
+                    refusal = self._refusal(conn, budget, period.id, amount, None)
+                    break
+                held.periods.append(period.id)
+                held.budgets.append(budget.id)
+                held.amount = amount
+            if refusal is not None:
+                conn.rollback()
+            elif held.periods:
+                lease = now + dt.timedelta(seconds=lease_seconds())
+                conn.execute(
+                    insert(Reservation),
+                    [
+                        {
+                            "token": held.token,
+                            "period_id": pid,
+                            "amount_nanos": held.amount,
+                            "created_at": now,
+                            "lease_expires_at": lease,
+                            "owner": self.owner,
+                        }
+                        for pid in held.periods
+                    ],
+                )
+                call.reservation = held
+        if refusal is not None:
+            self.tracker.refused(call, refusal)
+            raise refusal
+
+    def estimate(self, call: Call) -> int | None:
+        """Worst-case cost in nanodollars (``None`` if the model cannot be priced)."""
+        from ..pipeline import DEFAULT_OUTPUT_CAP
+
+        book = self.tracker.pricebook
+        out = call.output_cap
+        if out is None:
+            out = book.output_cap(call.provider, call.model) or DEFAULT_OUTPUT_CAP
+        epoch = call.ts.replace(tzinfo=dt.timezone.utc).timestamp()
+        return book.worst_case_nanos(call.provider, call.model, call.input_upper, out, epoch)
+
+    def _refusal(
+        self, conn: Connection, budget: Any, period_id: int, amount: int | None, reason: str | None
+    ) -> BudgetExceeded:
+        p = conn.execute(
+            select(
+                BudgetPeriod.spent_nanos,
+                BudgetPeriod.reserved_nanos,
+                BudgetPeriod.limit_nanos,
+                BudgetPeriod.period_end,
+            ).where(BudgetPeriod.id == period_id)
+        ).one()
+        resets = None if p.period_end is None else p.period_end.replace(tzinfo=dt.timezone.utc)
+        return BudgetExceeded(
+            budget=budget.name,
+            scope=budget.scope,
+            period=budget.period,
+            limit=nanos_to_usd(p.limit_nanos),
+            spent=nanos_to_usd(p.spent_nanos),
+            reserved=nanos_to_usd(p.reserved_nanos),
+            estimate=None if amount is None else nanos_to_usd(amount),
+            resets_at=resets,
+            reason=reason,
+        )
+
+    # -- after the call (inside the record's transaction) -----------------------------------
+    def settle(self, conn: Connection, call: Call, row: dict[str, Any]) -> None:
+        held: Held | None = call.reservation
+        if held is None or not held.periods:
+            return
+        cost = row.get("cost_nanos") or 0
+        if row.get("status") == "refused":
+            cost = 0
+        released = conn.execute(
+            delete(Reservation)
+            .where(Reservation.token == held.token)
+            .returning(Reservation.period_id, Reservation.amount_nanos)
+        ).all()
+        still_held = {pid: amount for pid, amount in released}
+        now = utcnow()
+        for pid in sorted(held.periods):
+            conn.execute(
+                update(BudgetPeriod)
+                .where(BudgetPeriod.id == pid)
+                .values(
+                    reserved_nanos=BudgetPeriod.reserved_nanos - still_held.get(pid, 0),
+                    spent_nanos=BudgetPeriod.spent_nanos + cost,
+                    calls=BudgetPeriod.calls + 1,
+                    updated_at=now,
+                )
+            )
+        call.reservation = None

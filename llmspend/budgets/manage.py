@@ -1,0 +1,466 @@
+"""Setting, changing, listing and deleting budgets; their status and history.
+
+Everything lives in the store (never only in a cache) and every change is audited in
+``llmspend_audit``: who, when, and the definition before and after.
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+import json
+from decimal import Decimal
+from typing import TYPE_CHECKING, Any
+
+from sqlalchemy import Connection, select, update
+
+from ..config import default_attribution
+from ..errors import BudgetError
+from ..money import nanos_to_usd
+from ..store.hierarchy import ensure_entities
+from ..store.models import AuditEntry, BudgetPeriod
+from ..store.models import Budget as BudgetRow
+from ..timeutil import utcnow
+from .enforce import _BUDGET_COLS, ensure_period, reclaim_expired
+from .periods import period_bounds
+from .spec import (
+    MODES,
+    UNPRICED_POLICIES,
+    Budget,
+    BudgetKey,
+    BudgetStatus,
+    check_choice,
+    check_period,
+    check_timezone,
+    parse_key,
+    parse_limit,
+    parse_thresholds,
+    thresholds_from_json,
+    thresholds_json,
+)
+
+if TYPE_CHECKING:
+    import pandas as pd
+
+    from ..store.engine import Store
+
+__all__ = [
+    "budget_history",
+    "budget_status",
+    "delete_budget",
+    "get_budget",
+    "list_budgets",
+    "set_budget",
+    "update_budget",
+]
+
+DEFAULT_THRESHOLDS = (Decimal("0.5"), Decimal("0.8"), Decimal("1.0"))
+_DEFINITION = (
+    "limit_nanos",
+    "period",
+    "mode",
+    "thresholds",
+    "timezone",
+    "week_start",
+    "unpriced_policy",
+    "webhook_url",
+)
+
+
+def _actor(actor: str | None) -> str:
+    return (actor or default_attribution()[2])[:200]
+
+
+def _definition(row: Any) -> dict[str, Any]:
+    d = {k: getattr(row, k) for k in _DEFINITION}
+    d["limit_usd"] = str(nanos_to_usd(d.pop("limit_nanos")))
+    d["thresholds"] = json.loads(d["thresholds"])
+    return d
+
+
+def _audit(
+    conn: Connection,
+    actor: str,
+    action: str,
+    key: str,
+    budget_id: int | None,
+    old: dict[str, Any] | None,
+    new: dict[str, Any] | None,
+) -> None:
+    conn.execute(
+        AuditEntry.__table__.insert().values(
+            ts=utcnow(),
+            actor=actor,
+            action=action,
+            budget_key=key[:600],
+            budget_id=budget_id,
+            old=None if old is None else json.dumps(old, sort_keys=True),
+            new=None if new is None else json.dumps(new, sort_keys=True),
+        )
+    )
+
+
+def _find(conn: Connection, key: BudgetKey) -> Any:
+    return conn.execute(
+        select(*_BUDGET_COLS).where(
+            BudgetRow.scope == key.scope,
+            BudgetRow.name == key.name,
+            BudgetRow.default_for == key.default_for,
+        )
+    ).first()
+
+
+def _to_budget(row: Any, created: dt.datetime, updated: dt.datetime) -> Budget:
+    return Budget(
+        id=row.id,
+        scope=row.scope,
+        name=row.name,
+        limit_usd=nanos_to_usd(row.limit_nanos),  # type: ignore[arg-type]
+        period=row.period,
+        mode=row.mode,
+        thresholds=thresholds_from_json(row.thresholds),
+        timezone=row.timezone,
+        week_start=row.week_start,
+        is_default=bool(row.default_for),
+        inherited=row.derived_from is not None,
+        unpriced_policy=row.unpriced_policy or "refuse",
+        webhook_url=row.webhook_url,
+        created_at=created,
+        updated_at=updated,
+    )
+
+
+def _load(conn: Connection, budget_id: int) -> Budget:
+    row = conn.execute(
+        select(*_BUDGET_COLS, BudgetRow.created_at, BudgetRow.updated_at).where(
+            BudgetRow.id == budget_id
+        )
+    ).one()
+    return _to_budget(row, row.created_at, row.updated_at)
+
+
+def _validated(
+    limit: Any,
+    period: Any,
+    mode: Any,
+    thresholds: Any,
+    timezone: Any,
+    week_start: Any,
+    unpriced: Any,
+    webhook_url: Any,
+) -> dict[str, Any]:
+    if isinstance(week_start, bool) or not isinstance(week_start, int) or not 0 <= week_start <= 6:
+        raise BudgetError(f"week_start must be 0 (Monday) to 6 (Sunday), got {week_start!r}")
+    if webhook_url is not None and (
+        not isinstance(webhook_url, str) or not webhook_url.startswith(("http://", "https://"))
+    ):
+        raise BudgetError(f"webhook_url must be an http(s) URL, got {webhook_url!r}")
+    return {
+        "limit_nanos": parse_limit(limit),
+        "period": check_period(period),
+        "mode": check_choice("mode", mode, MODES),
+        "thresholds": thresholds_json(parse_thresholds(thresholds)),
+        "timezone": check_timezone(timezone),
+        "week_start": week_start,
+        "unpriced_policy": check_choice("unpriced policy", unpriced, UNPRICED_POLICIES),
+        "webhook_url": webhook_url,
+    }
+
+
+def _propagate(conn: Connection, budget_id: int, values: dict[str, Any], now: dt.datetime) -> None:
+    """A changed definition reaches the current period's limit and derived children."""
+    children = [
+        r[0] for r in conn.execute(select(BudgetRow.id).where(BudgetRow.derived_from == budget_id))
+    ]
+    if children:
+        conn.execute(
+            update(BudgetRow).where(BudgetRow.id.in_(children)).values(**values, updated_at=now)
+        )
+    for bid in [budget_id, *children]:
+        budget = conn.execute(select(*_BUDGET_COLS).where(BudgetRow.id == bid)).one()
+        if budget.default_for:
+            continue
+        start, _ = period_bounds(budget.period, budget.timezone, now, week_start=budget.week_start)
+        conn.execute(
+            update(BudgetPeriod)
+            .where(BudgetPeriod.budget_id == bid, BudgetPeriod.period_start == start)
+            .values(limit_nanos=budget.limit_nanos, updated_at=now)
+        )
+
+
+def set_budget(
+    store: Store,
+    scope: str,
+    name: str,
+    limit: Any,
+    period: str = "month",
+    *,
+    mode: str = "hard",
+    thresholds: Any = DEFAULT_THRESHOLDS,
+    timezone: str = "UTC",
+    week_start: int = 0,
+    unpriced: str = "refuse",
+    webhook_url: str | None = None,
+    actor: str | None = None,
+) -> Budget:
+    """Create or replace the budget ``scope``/``name`` (see ``llmspend.set_budget``)."""
+    key = parse_key(scope, name)
+    values = _validated(
+        limit, period, mode, thresholds, timezone, week_start, unpriced, webhook_url
+    )
+    who = _actor(actor)
+    now = utcnow()
+    with store.begin(write=True) as conn:
+        ensure_entities(conn, [(key.org, _real(key.project), _real(key.user))])
+        old = _find(conn, key)
+        if old is None:
+            res = conn.execute(
+                BudgetRow.__table__.insert().values(
+                    scope=key.scope,
+                    name=key.name,
+                    default_for=key.default_for,
+                    org_name=key.org,
+                    project_name=key.project,
+                    user_name=key.user,
+                    created_at=now,
+                    updated_at=now,
+                    created_by=who,
+                    derived_from=None,
+                    **values,
+                )
+            )
+            budget_id = int(res.inserted_primary_key[0])  # type: ignore[index]
+            new_row = conn.execute(select(*_BUDGET_COLS).where(BudgetRow.id == budget_id)).one()
+            _audit(conn, who, "create", key.label, budget_id, None, _definition(new_row))
+        else:
+            budget_id = old.id
+            conn.execute(
+                update(BudgetRow)
+                .where(BudgetRow.id == budget_id)
+                .values(**values, derived_from=None, updated_at=now)
+            )
+            new_row = conn.execute(select(*_BUDGET_COLS).where(BudgetRow.id == budget_id)).one()
+            _audit(
+                conn, who, "update", key.label, budget_id, _definition(old), _definition(new_row)
+            )
+            _propagate(conn, budget_id, values, now)
+        if not key.default_for:
+            ensure_period(conn, new_row, now)
+        return _load(conn, budget_id)
+
+
+def _real(part: str | None) -> str | None:
+    return None if part in (None, "*") else part
+
+
+def update_budget(
+    store: Store, scope: str, name: str, *, actor: str | None = None, **changes: Any
+) -> Budget:
+    """Change some fields of an existing budget; the others keep their values."""
+    allowed = {
+        "limit",
+        "period",
+        "mode",
+        "thresholds",
+        "timezone",
+        "week_start",
+        "unpriced",
+        "webhook_url",
+    }
+    unknown = set(changes) - allowed
+    if unknown:
+        raise BudgetError(
+            f"cannot update {', '.join(sorted(unknown))}; use: {', '.join(sorted(allowed))}"
+        )
+    current = get_budget(store, scope, name)
+    merged = {
+        "limit": current.limit_usd,
+        "period": current.period,
+        "mode": current.mode,
+        "thresholds": current.thresholds,
+        "timezone": current.timezone,
+        "week_start": current.week_start,
+        "unpriced": current.unpriced_policy,
+        "webhook_url": current.webhook_url,
+    }
+    merged.update({k: v for k, v in changes.items()})
+    limit = merged.pop("limit")
+    period = merged.pop("period")
+    return set_budget(store, scope, name, limit, period, actor=actor, **merged)
+
+
+def get_budget(store: Store, scope: str, name: str) -> Budget:
+    key = parse_key(scope, name)
+    with store.begin() as conn:
+        row = _find(conn, key)
+        if row is None:
+            raise BudgetError(f"no {key.label} budget; see list_budgets() for the budgets set")
+        return _load(conn, row.id)
+
+
+def delete_budget(store: Store, scope: str, name: str, *, actor: str | None = None) -> None:
+    """Delete a budget (a default takes its derived children with it). History is audited."""
+    key = parse_key(scope, name)
+    who = _actor(actor)
+    with store.begin(write=True) as conn:
+        row = _find(conn, key)
+        if row is None:
+            raise BudgetError(f"no {key.label} budget to delete")
+        _audit(conn, who, "delete", key.label, row.id, _definition(row), None)
+        conn.execute(BudgetRow.__table__.delete().where(BudgetRow.id == row.id))
+
+
+def list_budgets(store: Store, scope: str | None = None) -> list[Budget]:
+    if scope is not None:
+        check_choice("scope", scope, ("org", "project", "user"))
+    stmt = select(*_BUDGET_COLS, BudgetRow.created_at, BudgetRow.updated_at).order_by(
+        BudgetRow.org_name, BudgetRow.scope, BudgetRow.name
+    )
+    if scope is not None:
+        stmt = stmt.where(BudgetRow.scope == scope)
+    with store.begin() as conn:
+        return [_to_budget(r, r.created_at, r.updated_at) for r in conn.execute(stmt)]
+
+
+def _state(spent: int, limit: int, thresholds: tuple[Decimal, ...]) -> str:
+    if spent >= limit:
+        return "exceeded"
+    warn = max((t for t in thresholds if t < 1), default=Decimal("0.8"))
+    return "warning" if Decimal(spent) >= warn * limit else "ok"
+
+
+def _status(budget: Any, period: Any, now: dt.datetime) -> BudgetStatus:
+    limit, spent, reserved = period.limit_nanos, period.spent_nanos, max(period.reserved_nanos, 0)
+    projected: Decimal | None = None
+    if period.period_end is not None:
+        elapsed = (now - period.period_start).total_seconds()
+        length = (period.period_end - period.period_start).total_seconds()
+        if elapsed > 0:
+            projected = (
+                Decimal(spent) * Decimal(length) / Decimal(elapsed) / Decimal(10**9)
+            ).quantize(Decimal("0.000001"))
+    percent = float(Decimal(spent) * 100 / Decimal(limit)) if limit else 0.0
+    utc = dt.timezone.utc
+    return BudgetStatus(
+        budget=budget.name,
+        scope=budget.scope,
+        mode=budget.mode,
+        period=budget.period,
+        period_start=period.period_start.replace(tzinfo=utc),
+        period_end=None if period.period_end is None else period.period_end.replace(tzinfo=utc),
+        limit_usd=nanos_to_usd(limit),
+        spent_usd=nanos_to_usd(spent),  # type: ignore[arg-type]
+        reserved_usd=nanos_to_usd(reserved),
+        remaining_usd=nanos_to_usd(max(limit - spent - reserved, 0)),  # type: ignore[arg-type]
+        percent_used=round(percent, 4),
+        state=_state(spent, limit, thresholds_from_json(budget.thresholds)),
+        projected_usd=projected,
+        calls=int(period.calls),
+        inherited=budget.derived_from is not None,
+        timezone=budget.timezone,
+    )
+
+
+def budget_status(
+    store: Store, scope: str | None = None, name: str | None = None
+) -> list[BudgetStatus]:
+    """Status of every concrete budget (or one scope, or one budget) in its current period."""
+    stmt = select(*_BUDGET_COLS).where(BudgetRow.default_for == "")
+    if scope is not None:
+        check_choice("scope", scope, ("org", "project", "user"))
+        stmt = stmt.where(BudgetRow.scope == scope)
+    if name is not None:
+        if scope is None:
+            raise BudgetError("budget_status(name=...) needs a scope too")
+        key = parse_key(scope, name)
+        stmt = stmt.where(BudgetRow.name == key.name)
+    now = utcnow()
+    out = []
+    with store.begin(write=True) as conn:
+        budgets = list(
+            conn.execute(stmt.order_by(BudgetRow.org_name, BudgetRow.scope, BudgetRow.name))
+        )
+        if name is not None and not budgets:
+            raise BudgetError(f"no {scope} budget {name!r}")
+        periods = [(b, ensure_period(conn, b, now)) for b in budgets]
+        reclaim_expired(conn, [p.id for _, p in periods], now)
+        for b, p in periods:
+            fresh = conn.execute(
+                select(
+                    BudgetPeriod.id,
+                    BudgetPeriod.period_start,
+                    BudgetPeriod.period_end,
+                    BudgetPeriod.limit_nanos,
+                    BudgetPeriod.spent_nanos,
+                    BudgetPeriod.reserved_nanos,
+                    BudgetPeriod.calls,
+                ).where(BudgetPeriod.id == p.id)
+            ).one()
+            out.append(_status(b, fresh, now))
+    return out
+
+
+def budget_history(store: Store, scope: str, name: str) -> pd.DataFrame:
+    """Every period of a budget so far: start, end, limit, spent, calls (newest first)."""
+    import pandas as pd
+
+    key = parse_key(scope, name)
+    with store.begin() as conn:
+        row = _find(conn, key)
+        if row is None:
+            raise BudgetError(f"no {key.label} budget")
+        periods = conn.execute(
+            select(
+                BudgetPeriod.period_start,
+                BudgetPeriod.period_end,
+                BudgetPeriod.limit_nanos,
+                BudgetPeriod.spent_nanos,
+                BudgetPeriod.calls,
+            )
+            .where(BudgetPeriod.budget_id == row.id)
+            .order_by(BudgetPeriod.period_start.desc())
+        ).all()
+    utc = dt.timezone.utc
+    return pd.DataFrame(
+        {
+            "period_start": [p.period_start.replace(tzinfo=utc) for p in periods],
+            "period_end": [
+                None if p.period_end is None else p.period_end.replace(tzinfo=utc) for p in periods
+            ],
+            "limit_usd": pd.Series([nanos_to_usd(p.limit_nanos) for p in periods], dtype=object),
+            "spent_usd": pd.Series([nanos_to_usd(p.spent_nanos) for p in periods], dtype=object),
+            "calls": pd.Series([int(p.calls) for p in periods], dtype="int64"),
+        },
+        columns=["period_start", "period_end", "limit_usd", "spent_usd", "calls"],
+    )
+
+
+def audit_log(store: Store, scope: str | None = None, name: str | None = None) -> pd.DataFrame:
+    """The audit trail of budget changes (oldest first)."""
+    import pandas as pd
+
+    stmt = select(
+        AuditEntry.ts,
+        AuditEntry.actor,
+        AuditEntry.action,
+        AuditEntry.budget_key,
+        AuditEntry.old,
+        AuditEntry.new,
+    ).order_by(AuditEntry.id)
+    if scope is not None and name is not None:
+        stmt = stmt.where(AuditEntry.budget_key == parse_key(scope, name).label)
+    with store.begin() as conn:
+        rows = conn.execute(stmt).all()
+    return pd.DataFrame(
+        [
+            {
+                "ts": r.ts.replace(tzinfo=dt.timezone.utc),
+                "actor": r.actor,
+                "action": r.action,
+                "budget": r.budget_key,
+                "old": json.loads(r.old) if r.old else None,
+                "new": json.loads(r.new) if r.new else None,
+            }
+            for r in rows
+        ],
+        columns=["ts", "actor", "action", "budget", "old", "new"],
+    )

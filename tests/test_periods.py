@@ -1,0 +1,92 @@
+"""Calendar periods in the budget's own time zone, DST included."""
+
+from __future__ import annotations
+
+import datetime as dt
+
+import pytest
+
+from llmspend.budgets.periods import TOTAL_START, period_bounds
+from llmspend.errors import BudgetError
+
+
+def utc(*args: int) -> dt.datetime:
+    return dt.datetime(*args)  # naive UTC, as the store keeps it
+
+
+def test_day_in_utc() -> None:
+    assert period_bounds("day", "UTC", utc(2026, 3, 5, 13)) == (utc(2026, 3, 5), utc(2026, 3, 6))
+
+
+def test_day_in_a_non_utc_zone() -> None:
+    # 2026-03-05 02:00 UTC is still March 4th in New York (UTC-5 in winter).
+    start, end = period_bounds("day", "America/New_York", utc(2026, 3, 5, 2))
+    assert (start, end) == (utc(2026, 3, 4, 5), utc(2026, 3, 5, 5))
+
+
+def test_day_across_spring_forward_is_23_hours() -> None:
+    # Europe/Berlin springs forward on 2026-03-29: that day has 23 hours.
+    start, end = period_bounds("day", "Europe/Berlin", utc(2026, 3, 29, 12))
+    assert start == utc(2026, 3, 28, 23)  # 00:00 CET = 23:00 UTC the day before
+    assert end == utc(2026, 3, 29, 22)  # 00:00 CEST = 22:00 UTC
+    assert end - start == dt.timedelta(hours=23)
+
+
+def test_day_across_fall_back_is_25_hours() -> None:
+    start, end = period_bounds("day", "Europe/Berlin", utc(2026, 10, 25, 12))
+    assert end - start == dt.timedelta(hours=25)
+
+
+def test_month_with_dst_change_inside() -> None:
+    start, end = period_bounds("month", "America/New_York", utc(2026, 3, 20))
+    assert start == utc(2026, 3, 1, 5)  # EST
+    assert end == utc(2026, 4, 1, 4)  # EDT
+
+
+def test_month_roll_over() -> None:
+    assert period_bounds("month", "UTC", utc(2026, 1, 31, 23, 59, 59)) == (
+        utc(2026, 1, 1),
+        utc(2026, 2, 1),
+    )
+    assert period_bounds("month", "UTC", utc(2026, 2, 1)) == (utc(2026, 2, 1), utc(2026, 3, 1))
+    assert period_bounds("month", "UTC", utc(2026, 12, 15)) == (utc(2026, 12, 1), utc(2027, 1, 1))
+
+
+def test_week_starts_monday_unless_configured() -> None:
+    # 2026-11-26 is a Thursday.
+    assert period_bounds("week", "UTC", utc(2026, 11, 26)) == (utc(2026, 11, 23), utc(2026, 11, 30))
+    sunday = period_bounds("week", "UTC", utc(2026, 11, 26), week_start=6)
+    assert sunday == (utc(2026, 11, 22), utc(2026, 11, 29))
+
+
+def test_quarter_and_year() -> None:
+    assert period_bounds("quarter", "UTC", utc(2026, 5, 9)) == (utc(2026, 4, 1), utc(2026, 7, 1))
+    assert period_bounds("year", "Asia/Tokyo", utc(2026, 6, 1)) == (
+        utc(2025, 12, 31, 15),
+        utc(2026, 12, 31, 15),
+    )
+
+
+def test_total_never_resets() -> None:
+    assert period_bounds("total", "UTC", utc(2030, 1, 1)) == (TOTAL_START, None)
+
+
+def test_every_instant_is_inside_its_period() -> None:
+    at = utc(2026, 1, 1)
+    for hours in range(0, 24 * 400, 7):
+        t = at + dt.timedelta(hours=hours)
+        for period in ("day", "week", "month", "quarter", "year"):
+            for tz in ("UTC", "Europe/Berlin", "America/Santiago", "Australia/Lord_Howe"):
+                start, end = period_bounds(period, tz, t)
+                assert end is not None and start <= t < end
+
+
+@pytest.mark.parametrize("bad", ["Mars/Olympus", "", "utc+1"])
+def test_unknown_timezone(bad: str) -> None:
+    with pytest.raises(BudgetError, match="time zone|timezone"):
+        period_bounds("day", bad, utc(2026, 1, 1))
+
+
+def test_unknown_period() -> None:
+    with pytest.raises(BudgetError, match="unknown period"):
+        period_bounds("fortnight", "UTC", utc(2026, 1, 1))
