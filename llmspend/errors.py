@@ -13,6 +13,9 @@ The tree::
     ├── BudgetError                    a bad budget definition or an unknown budget
     └── BudgetExceeded                 a call refused by a hard budget before it was sent
 
+    LLMSpendWarning (a UserWarning)    things worth knowing that do not stop anything
+    └── UnknownModelWarning            (in ``llmspend.pricing``) a model with no price
+
 ``ValidationError`` and its children also derive from :class:`ValueError`, so code that
 already catches ``ValueError`` keeps working.
 """
@@ -28,6 +31,7 @@ __all__ = [
     "ConfigError",
     "IngestError",
     "LLMSpendError",
+    "LLMSpendWarning",
     "PriceFileError",
     "PricingError",
     "SchemaTooNewError",
@@ -38,6 +42,10 @@ __all__ = [
 
 class LLMSpendError(Exception):
     """Base of every error llmspend raises on purpose."""
+
+
+class LLMSpendWarning(UserWarning):
+    """Base of the warnings llmspend issues (unknown models, records it could not write)."""
 
 
 class ConfigError(LLMSpendError):

@@ -33,7 +33,10 @@ def test_errors_share_one_root() -> None:
 
     for name in errors.__all__:
         cls = getattr(errors, name)
-        assert issubclass(cls, llmspend.LLMSpendError)
+        assert issubclass(cls, (llmspend.LLMSpendError, errors.LLMSpendWarning))
+    from llmspend.pricing import UnknownModelWarning
+
+    assert issubclass(UnknownModelWarning, errors.LLMSpendWarning)
     assert issubclass(llmspend.BudgetExceeded, llmspend.LLMSpendError)
 
 

@@ -1,0 +1,602 @@
+"""Price-override files: your own prices, aliases and discounts on top of genai-prices.
+
+Point ``LLMSPEND_PRICES`` (or ``PriceBook(overrides_path=...)``) at a TOML file::
+
+    # A custom model, or a replacement for genai-prices' price of a known model.
+    [[model]]
+    provider = "openai"            # optional: llmspend or genai-prices provider id (omitted: any)
+    id = "my-finetune"             # the exact model name (case-insensitive), or instead
+    # match = "ft:gpt-4o-mini-2024-07-18:acme::*"    # a glob; exactly one of id / match
+    input_mtok = "0.30"            # required: USD per million input tokens
+    output_mtok = "1.20"           # required: USD per million output tokens
+    cached_input_mtok = "0.15"     # optional: cached input tokens (default: the input price)
+    cache_write_mtok = "0.30"      # optional: cache-write tokens (default: the input price)
+    reasoning_mtok = "1.20"        # optional: reasoning tokens (default: the output price)
+    effective = 2025-01-01         # optional: applies from this UTC date; several entries for
+                                   # the same id/match make a price history
+    max_output_tokens = 16384      # optional: reported by model_output_cap()
+
+    [[model.tiers]]                # optional: when a request has MORE input tokens than
+    above_input_tokens = 200000    # this, the whole request is billed at the tier's prices
+    input_mtok = "0.60"            # (prices not given here keep their base value)
+    output_mtok = "2.40"
+
+    [[alias]]                      # price a name (e.g. an Azure deployment) as another model
+    provider = "azure"             # optional
+    name = "my-gpt4o-deployment"   # exact name or glob, case-insensitive
+    model = "gpt-4o"               # the model to price it as (looked up like any model)
+
+    [[discount]]                   # a negotiated discount, applied to list and override prices
+    provider = "openai"            # provider and/or model (a glob); at least one of the two
+    model = "gpt-4o*"
+    percent = "12.5"               # 0 to 100
+
+Prices are strings (preferred), integers or floats; a float is converted through ``str`` so
+``0.3`` means exactly 0.3. Dates are TOML dates or ``"YYYY-MM-DD"`` strings.
+
+Matching: an ``id`` entry beats a ``match`` glob, a provider-specific entry beats a
+provider-less one, then the first in the file wins; all entries with that same
+provider/id/match form the model's history. Before its earliest ``effective`` date a model
+keeps genai-prices' price (if it has one). The first matching ``[[alias]]`` and
+``[[discount]]`` apply. Any unknown key, missing field, negative price, bad date, percent
+outside [0, 100] or TOML syntax error raises :class:`~llmspend.errors.PriceFileError`
+naming the file, the entry (e.g. ``model #2 (my-finetune)``) and the field.
+
+This module also holds the *price spec* layer shared with genai-prices' data: a spec (price
+key → Decimal or tiers) compiles into :class:`Rates`, exact integer rates in nanodollars.
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+import fnmatch
+import math
+import os
+import sys
+from collections.abc import Iterable, Mapping
+from dataclasses import dataclass
+from decimal import Decimal, InvalidOperation
+from fractions import Fraction
+from typing import TYPE_CHECKING, Any
+
+from .errors import PriceFileError
+
+if TYPE_CHECKING:
+    from genai_prices.types import ModelPrice, Provider
+    from genai_prices.units import UnitDef
+
+__all__ = [
+    "Alias",
+    "Discount",
+    "GenAI",
+    "ModelOverride",
+    "Overrides",
+    "PriceSpec",
+    "Rates",
+    "compile_spec",
+    "exact_usd",
+    "genai",
+    "genai_provider",
+    "infer_provider",
+    "load_overrides",
+    "normalize_provider",
+    "price_at",
+    "spec_of",
+    "token_priced",
+]
+
+_NANOS = 10**9
+#: our usage fields → genai-prices usage keys, in the order of the rate vectors
+_VAR = {
+    "input_tokens": 0,
+    "cache_read_tokens": 1,
+    "cache_write_tokens": 2,
+    "output_tokens": 3,
+    "output_reasoning_tokens": 4,
+}
+
+#: genai-prices price key → a flat price, or ``(base, ((above_input_tokens, price), ...))``.
+PriceSpec = dict[str, "Decimal | tuple[Decimal, tuple[tuple[int, Decimal], ...]]"]
+
+_PROVIDER_ALIASES = {
+    "xai": "x-ai",
+    "grok": "x-ai",
+    "gemini": "google",
+    "google-genai": "google",
+    "google-gla": "google",
+    "vertex": "google",
+    "vertexai": "google",
+    "google-vertex": "google",
+    "azure-openai": "azure",
+    "azure_openai": "azure",
+    "openai_compatible": "openai-compatible",
+}
+
+#: override-file price field → genai-prices price key
+_PRICE_FIELDS = {
+    "input_mtok": "input_mtok",
+    "cached_input_mtok": "cache_read_mtok",
+    "cache_write_mtok": "cache_write_mtok",
+    "output_mtok": "output_mtok",
+    "reasoning_mtok": "output_reasoning_mtok",
+}
+_MODEL_KEYS = frozenset(
+    {"provider", "id", "match", "effective", "max_output_tokens", "tiers", *_PRICE_FIELDS}
+)
+_TIER_KEYS = frozenset({"above_input_tokens", *_PRICE_FIELDS})
+_ALIAS_KEYS = frozenset({"provider", "name", "model"})
+_DISCOUNT_KEYS = frozenset({"provider", "model", "percent"})
+_GLOB_CHARS = frozenset("*?[")
+
+
+def normalize_provider(name: str | None) -> str | None:
+    """Map an llmspend provider name (``xai``, ``gemini``...) to its genai-prices id."""
+    if name is None:
+        return None
+    key = name.strip().lower()
+    if not key:
+        return None
+    return _PROVIDER_ALIASES.get(key, key)
+
+
+def _name_matches(pattern: str, is_glob: bool, name: str) -> bool:
+    return fnmatch.fnmatchcase(name, pattern) if is_glob else name == pattern
+
+
+@dataclass(frozen=True, slots=True)
+class ModelOverride:
+    """One ``[[model]]`` entry: prices (genai-prices keys) for a model from a date."""
+
+    index: int
+    provider: str | None
+    pattern: str
+    is_glob: bool
+    prices: PriceSpec
+    effective: dt.date | None
+    max_output_tokens: int | None
+
+    def matches(self, providers: Iterable[str | None], name: str) -> bool:
+        if self.provider is not None and self.provider not in providers:
+            return False
+        return _name_matches(self.pattern, self.is_glob, name)
+
+
+@dataclass(frozen=True, slots=True)
+class Alias:
+    """One ``[[alias]]`` entry: price ``name`` as ``model``."""
+
+    index: int
+    provider: str | None
+    name: str
+    is_glob: bool
+    model: str
+
+    def matches(self, providers: Iterable[str | None], name: str) -> bool:
+        if self.provider is not None and self.provider not in providers:
+            return False
+        return _name_matches(self.name, self.is_glob, name)
+
+
+@dataclass(frozen=True, slots=True)
+class Discount:
+    """One ``[[discount]]`` entry: ``percent`` off for a provider and/or model glob."""
+
+    index: int
+    provider: str | None
+    model: str | None
+    percent: Decimal
+
+    def matches(self, providers: Iterable[str | None], names: Iterable[str]) -> bool:
+        if self.provider is not None and self.provider not in providers:
+            return False
+        return self.model is None or any(fnmatch.fnmatchcase(n, self.model) for n in names)
+
+
+@dataclass(frozen=True, slots=True)
+class Overrides:
+    """A parsed, validated override file."""
+
+    path: str
+    models: tuple[ModelOverride, ...] = ()
+    aliases: tuple[Alias, ...] = ()
+    discounts: tuple[Discount, ...] = ()
+
+    def model_entries(
+        self, providers: Iterable[str | None], name: str
+    ) -> tuple[ModelOverride, ...]:
+        """The entries pricing ``name`` (one id/match key), oldest ``effective`` first."""
+        provs = tuple(providers)
+        hits = [m for m in self.models if m.matches(provs, name)]
+        if not hits:
+            return ()
+        best = min(hits, key=lambda m: (m.is_glob, m.provider is None, m.index))
+        same = [
+            m
+            for m in hits
+            if (m.provider, m.pattern, m.is_glob) == (best.provider, best.pattern, best.is_glob)
+        ]
+        return tuple(
+            sorted(same, key=lambda m: (m.effective is not None, m.effective or dt.date.min))
+        )
+
+    def alias_for(self, providers: Iterable[str | None], name: str) -> Alias | None:
+        provs = tuple(providers)
+        return next((a for a in self.aliases if a.matches(provs, name)), None)
+
+    def discount_for(
+        self, providers: Iterable[str | None], names: Iterable[str]
+    ) -> Discount | None:
+        provs, names_ = tuple(providers), tuple(names)
+        return next((d for d in self.discounts if d.matches(provs, names_)), None)
+
+
+# -- loading ----------------------------------------------------------------------------
+
+
+def _toml_load(path: str) -> dict[str, Any]:
+    if sys.version_info >= (3, 11):
+        import tomllib
+    else:  # pragma: no cover - pyproject needs `tomli; python_version < '3.11'`
+        import tomli as tomllib
+    try:
+        with open(path, "rb") as fh:
+            return tomllib.load(fh)
+    except FileNotFoundError:
+        raise PriceFileError(path, None, None, "file not found") from None
+    except OSError as exc:
+        raise PriceFileError(path, None, None, f"cannot read: {exc.strerror or exc}") from None
+    except tomllib.TOMLDecodeError as exc:
+        raise PriceFileError(path, None, None, f"invalid TOML: {exc}") from None
+
+
+class _Entry:
+    """Validation helpers bound to one entry, so every error names file, entry and field."""
+
+    def __init__(self, path: str, kind: str, index: int, raw: object, keys: frozenset[str]):
+        self.path = path
+        ident = None
+        if isinstance(raw, Mapping):
+            ident = raw.get("id") or raw.get("match") or raw.get("name") or raw.get("model")
+        self.label = f"{kind} #{index}" + (f" ({ident})" if isinstance(ident, str) else "")
+        if not isinstance(raw, Mapping):
+            self.fail(None, f"must be a table, got {type(raw).__name__}")
+        self.raw: Mapping[str, Any] = raw  # type: ignore[assignment]
+        for key in self.raw:
+            if key not in keys:
+                self.fail(key, f"unknown key (allowed: {', '.join(sorted(keys))})")
+
+    def fail(self, field: str | None, problem: str) -> Any:
+        raise PriceFileError(self.path, self.label, field, problem)
+
+    def text(self, field: str, *, required: bool = False) -> str | None:
+        value = self.raw.get(field)
+        if value is None:
+            if required:
+                self.fail(field, "missing required field")
+            return None
+        if not isinstance(value, str) or not value.strip():
+            self.fail(field, f"must be a non-empty string, got {value!r}")
+        return str(value).strip().lower()
+
+    def amount(self, field: str, value: object) -> Decimal | None:
+        if value is None:
+            return None
+        if isinstance(value, bool) or not isinstance(value, (str, int, float)):
+            self.fail(field, f"must be a number or a numeric string, got {value!r}")
+        try:
+            dec = Decimal(str(value).strip())
+        except InvalidOperation:
+            return self.fail(field, f"not a number: {value!r}")
+        if not dec.is_finite():
+            self.fail(field, f"must be finite, got {value!r}")
+        if dec < 0:
+            self.fail(field, f"must not be negative, got {value!r}")
+        return dec
+
+    def date(self, field: str) -> dt.date | None:
+        value = self.raw.get(field)
+        if value is None:
+            return None
+        if isinstance(value, dt.datetime):
+            self.fail(field, f"must be a date (YYYY-MM-DD), not a date-time: {value!r}")
+        if isinstance(value, dt.date):
+            return value
+        if isinstance(value, str):
+            try:
+                return dt.date.fromisoformat(value.strip())
+            except ValueError:
+                pass
+        return self.fail(field, f"not a date (use YYYY-MM-DD): {value!r}")
+
+    def whole(self, field: str, value: object, minimum: int = 0) -> int:
+        if isinstance(value, bool) or not isinstance(value, int) or value < minimum:
+            return self.fail(field, f"must be a whole number >= {minimum}, got {value!r}")
+        return value
+
+
+def _parse_model(path: str, index: int, raw: object) -> ModelOverride:
+    e = _Entry(path, "model", index, raw, _MODEL_KEYS)
+    ident, match = e.text("id"), e.text("match")
+    if (ident is None) == (match is None):
+        e.fail("id", "give exactly one of 'id' (exact name) or 'match' (glob)")
+    pattern = ident if ident is not None else match
+    assert pattern is not None
+    prices: PriceSpec = {}
+    base: dict[str, Decimal] = {}
+    for field, key in _PRICE_FIELDS.items():
+        value = e.amount(field, e.raw.get(field))
+        if value is None and field in ("input_mtok", "output_mtok"):
+            e.fail(field, "missing required field (USD per million tokens)")
+        if value is not None:
+            base[key] = value
+    tiers_raw = e.raw.get("tiers", [])
+    if not isinstance(tiers_raw, list):
+        e.fail("tiers", "must be an array of tables ([[model.tiers]])")
+    tiers: dict[str, list[tuple[int, Decimal]]] = {}
+    seen: set[int] = set()
+    for t_index, tier in enumerate(tiers_raw, 1):
+        field = f"tiers[{t_index}]"
+        if not isinstance(tier, Mapping):
+            e.fail(field, "must be a table")
+        for key in tier:
+            if key not in _TIER_KEYS:
+                e.fail(f"{field}.{key}", f"unknown key (allowed: {', '.join(sorted(_TIER_KEYS))})")
+        if "above_input_tokens" not in tier:
+            e.fail(f"{field}.above_input_tokens", "missing required field")
+        start = e.whole(f"{field}.above_input_tokens", tier.get("above_input_tokens"))
+        if start in seen:
+            e.fail(f"{field}.above_input_tokens", f"duplicate tier threshold {start}")
+        seen.add(start)
+        for tfield, key in _PRICE_FIELDS.items():
+            value = e.amount(f"{field}.{tfield}", tier.get(tfield))
+            if value is None:
+                continue
+            if key not in base:
+                e.fail(f"{field}.{tfield}", f"tier price without a base price {tfield!r}")
+            tiers.setdefault(key, []).append((start, value))
+    for key, value in base.items():
+        if key in tiers:
+            prices[key] = (value, tuple(sorted(tiers[key])))
+        else:
+            prices[key] = value
+    max_out = None
+    if "max_output_tokens" in e.raw:
+        max_out = e.whole("max_output_tokens", e.raw["max_output_tokens"], minimum=1)
+    return ModelOverride(
+        index=index,
+        provider=normalize_provider(e.text("provider")),
+        pattern=pattern,
+        is_glob=match is not None,
+        prices=prices,
+        effective=e.date("effective"),
+        max_output_tokens=max_out,
+    )
+
+
+def _parse_alias(path: str, index: int, raw: object) -> Alias:
+    e = _Entry(path, "alias", index, raw, _ALIAS_KEYS)
+    name = e.text("name", required=True)
+    model = e.text("model", required=True)
+    assert name is not None and model is not None
+    if name == model:
+        e.fail("model", "an alias cannot point to itself")
+    return Alias(
+        index=index,
+        provider=normalize_provider(e.text("provider")),
+        name=name,
+        is_glob=bool(_GLOB_CHARS & set(name)),
+        model=model,
+    )
+
+
+def _parse_discount(path: str, index: int, raw: object) -> Discount:
+    e = _Entry(path, "discount", index, raw, _DISCOUNT_KEYS)
+    provider, model = e.text("provider"), e.text("model")
+    if provider is None and model is None:
+        e.fail("provider", "give a provider and/or a model glob")
+    percent = e.amount("percent", e.raw.get("percent"))
+    if percent is None:
+        e.fail("percent", "missing required field")
+    assert percent is not None
+    if percent > 100:
+        e.fail("percent", f"must be between 0 and 100, got {e.raw['percent']!r}")
+    return Discount(
+        index=index, provider=normalize_provider(provider), model=model, percent=percent
+    )
+
+
+_TABLES = {"model": _parse_model, "alias": _parse_alias, "discount": _parse_discount}
+
+
+def load_overrides(path: str | os.PathLike[str]) -> Overrides:
+    """Read and validate an override file; raises :class:`PriceFileError` on any problem."""
+    spath = os.fspath(path)
+    doc = _toml_load(spath)
+    parsed: dict[str, list[Any]] = {name: [] for name in _TABLES}
+    for key, value in doc.items():
+        if key not in _TABLES:
+            raise PriceFileError(
+                spath, None, key, "unknown table (expected [[model]], [[alias]] or [[discount]])"
+            )
+        if not isinstance(value, list):
+            raise PriceFileError(spath, None, key, f"must be an array of tables ([[{key}]])")
+        for index, raw in enumerate(value, 1):
+            parsed[key].append(_TABLES[key](spath, index, raw))
+    seen: dict[tuple[object, ...], int] = {}
+    for m in parsed["model"]:
+        ident = (m.provider, m.pattern, m.is_glob, m.effective)
+        if ident in seen:
+            raise PriceFileError(
+                spath,
+                f"model #{m.index} ({m.pattern})",
+                "effective",
+                f"duplicates model #{seen[ident]} (same provider, {'match' if m.is_glob else 'id'}"
+                " and effective date)",
+            )
+        seen[ident] = m.index
+    return Overrides(
+        path=spath,
+        models=tuple(parsed["model"]),
+        aliases=tuple(parsed["alias"]),
+        discounts=tuple(parsed["discount"]),
+    )
+
+
+# -- price specs → exact integer rates (shared by genai-prices data and overrides) -----
+
+
+@dataclass(frozen=True, slots=True)
+class Rates:
+    """Linear rates over (input, cached, cache-write, output, reasoning, 1): nanos = k·x / den."""
+
+    ki: int
+    kc: int
+    kw: int
+    ko: int
+    kr: int
+    k0: int
+    den: int
+    inp: tuple[int, ...]  # the input-direction part, nanos = inp·x / io_den
+    out: tuple[int, ...]  # the output-direction part, nanos = out·x / io_den
+    io_den: int
+
+
+# -- genai-prices access (imported on first use: it takes ~0.2 s) ----------------------
+
+
+@dataclass(frozen=True, slots=True)
+class GenAI:
+    """genai-prices' bundled data: providers (in data order), by id, and units by price key."""
+
+    providers: tuple[Provider, ...]
+    by_id: dict[str, Provider]
+    units: dict[str, UnitDef]  # price key → unit
+
+
+_genai_state: GenAI | None = None
+
+
+def genai() -> GenAI:
+    """genai-prices' bundled providers and units, imported on first use (~0.2 s)."""
+    global _genai_state
+    if _genai_state is None:
+        from genai_prices.data import providers
+        from genai_prices.data_units import unit_data
+        from genai_prices.units import UnitRegistry
+
+        registry = UnitRegistry(unit_data)
+        units = {u.price_key: u for u in registry.units.values()}
+        _genai_state = GenAI(tuple(providers), {p.id: p for p in providers}, units)
+    return _genai_state
+
+
+def genai_provider(provider_id: str) -> Provider | None:
+    """The genai-prices provider for an id (or its ``provider_match``), else None."""
+    g = genai()
+    if provider_id in g.by_id:
+        return g.by_id[provider_id]
+    return next(
+        (p for p in g.providers if p.provider_match and p.provider_match.is_match(provider_id)),
+        None,
+    )
+
+
+def infer_provider(name: str) -> Provider | None:
+    """The first genai-prices provider whose ``model_match`` accepts a model name."""
+    return next(
+        (p for p in genai().providers if p.model_match and p.model_match.is_match(name)), None
+    )
+
+
+def spec_of(model_price: ModelPrice) -> PriceSpec:
+    """A genai-prices ``ModelPrice`` as a :data:`PriceSpec`."""
+    from genai_prices.types import TieredPrices
+
+    spec: PriceSpec = {}
+    for key, value in model_price.__dict__.items():
+        if key.startswith("_") or value is None:
+            continue
+        if isinstance(value, TieredPrices):
+            spec[key] = (value.base, tuple((t.start, t.price) for t in value.tiers))
+        else:
+            spec[key] = value
+    return spec
+
+
+# -- compiling a price into integer rates ----------------------------------------------
+
+
+def price_at(
+    value: Decimal | tuple[Decimal, tuple[tuple[int, Decimal], ...]], above: int | None
+) -> Decimal:
+    """The price in force for requests with more than ``above`` input tokens (None: base)."""
+    if isinstance(value, Decimal):
+        return value
+    chosen = value[0]
+    for start, price in value[1]:
+        if above is not None and start <= above:
+            chosen = price
+    return chosen
+
+
+def compile_spec(spec: PriceSpec, factor: Fraction) -> tuple[Rates, tuple[tuple[int, Rates], ...]]:
+    """Integer rates for a price (genai-prices' leaf decomposition, ``calc_unit_price``)."""
+    all_units = genai().units
+    units = [(all_units[k], v) for k, v in spec.items() if k in all_units]
+    order = sorted(
+        (u for u, _ in units if u.usage_key != "requests"),
+        key=lambda u: (-len(u.dimensions), u.usage_key),
+    )
+    leaf: dict[str, tuple[int, ...]] = {}
+    for unit in order:  # a unit's leaf count = its count minus its priced descendants' leaves
+        vec = [0] * 6
+        if unit.usage_key in _VAR:
+            vec[_VAR[unit.usage_key]] = 1
+        for other in order:
+            if other is not unit and unit.dimensions.items() <= other.dimensions.items():
+                vec = [a - b for a, b in zip(vec, leaf[other.usage_key], strict=True)]
+        leaf[unit.usage_key] = tuple(vec)
+    leaf["requests"] = (0, 0, 0, 0, 0, 1)
+
+    def rates(above: int | None) -> Rates:
+        tot, inp, out = [Fraction(0)] * 6, [Fraction(0)] * 6, [Fraction(0)] * 6
+        for unit, value in units:
+            rate = Fraction(price_at(value, above)) * _NANOS * factor / unit.per
+            direction = unit.dimensions.get("direction")
+            for j, count in enumerate(leaf[unit.usage_key]):
+                if count:
+                    tot[j] += rate * count
+                    if direction == "input":
+                        inp[j] += rate * count
+                    elif direction == "output":
+                        out[j] += rate * count
+        den = math.lcm(*(f.denominator for f in tot))
+        k = [int(f * den) for f in tot]
+        io_den = math.lcm(*(f.denominator for f in (*inp, *out)))
+        ins, outs = (tuple(int(f * io_den) for f in part) for part in (inp, out))
+        return Rates(k[0], k[1], k[2], k[3], k[4], k[5], den, ins, outs, io_den)
+
+    thresholds = sorted({s for _, v in units if not isinstance(v, Decimal) for s, _ in v[1]})
+    return rates(None), tuple((t, rates(t)) for t in reversed(thresholds))
+
+
+def token_priced(spec: PriceSpec) -> bool:
+    """Whether llmspend's token counts can price this spec (not only per minute/page...)."""
+    return any(k in spec for k in ("input_mtok", "output_mtok", "requests_kcount"))
+
+
+def exact_usd(nanos: Fraction) -> Decimal:
+    """``nanos / 1e9`` as an exact Decimal (rates have power-of-ten denominators)."""
+    num, den = nanos.numerator, nanos.denominator * _NANOS
+    rest, twos, fives = den, 0, 0
+    while rest % 2 == 0:
+        rest, twos = rest // 2, twos + 1
+    while rest % 5 == 0:
+        rest, fives = rest // 5, fives + 1
+    if rest != 1:  # pragma: no cover - not reachable with decimal prices
+        return Decimal(num) / Decimal(den)
+    k = max(twos, fives)
+    n = num * (10**k // den)
+    while k and n % 10 == 0:
+        n, k = n // 10, k - 1
+    return Decimal(f"{n}e-{k}") if k else Decimal(n)
