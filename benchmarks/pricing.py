@@ -23,7 +23,7 @@ MODELS = [  # (llmspend provider, model, genai-prices provider id)
     ("deepseek", "deepseek-chat", "deepseek"),
 ]
 USAGE = (250_000, 50_000, 0, 4_000, 1_500)  # input, cached, cache write, output, reasoning
-AT = dt.datetime(2026, 11, 20, 12, tzinfo=dt.timezone.utc)
+AT = dt.datetime(2026, 11, 20, 12, tzinfo=dt.UTC)
 
 
 def per_call_us(fn: Callable[[], object], number: int) -> float:

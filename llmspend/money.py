@@ -7,6 +7,7 @@ say $0.10 exactly, and sums of them drift.
 from __future__ import annotations
 
 from decimal import ROUND_HALF_EVEN, Decimal, InvalidOperation
+from typing import overload
 
 from .errors import ValidationError
 
@@ -27,6 +28,10 @@ def usd_to_nanos(value: Decimal | int | str) -> int:
     return int((dec * NANOS_PER_USD).to_integral_value(rounding=ROUND_HALF_EVEN))
 
 
+@overload
+def nanos_to_usd(nanos: int) -> Decimal: ...
+@overload
+def nanos_to_usd(nanos: None) -> None: ...
 def nanos_to_usd(nanos: int | None) -> Decimal | None:
     """Convert integer nanodollars to an exact ``Decimal`` USD (``None`` stays ``None``)."""
     if nanos is None:

@@ -95,7 +95,7 @@ def session_id() -> str:
             import sys
 
             if "ipykernel" in sys.modules:
-                from ipykernel import get_connection_file  # type: ignore[import-not-found]
+                from ipykernel import get_connection_file
 
                 name = os.path.basename(get_connection_file())
                 sid = name.removeprefix("kernel-").removesuffix(".json")
@@ -192,10 +192,11 @@ class Call:
         tracker = self.tracker
         u = usage.clamp() if usage is not None else Usage()
         model = response_model or self.model
+        cost: int | None
         if usage is None and status in ("error", "refused"):
             cost, pstatus, ref = 0, "priced", None
         else:
-            epoch = self.ts.replace(tzinfo=dt.timezone.utc).timestamp()
+            epoch = self.ts.replace(tzinfo=dt.UTC).timestamp()
             cost, pstatus, ref = tracker.pricebook.price_nanos(
                 self.provider, model, u.input_tokens, u.cached_input_tokens,
                 u.cache_write_tokens, u.output_tokens, u.reasoning_tokens, epoch,

@@ -192,9 +192,9 @@ def _to_epoch(at: object) -> float:
         except ValueError:
             raise PricingError(f"at: cannot parse {at!r} as a date or time (ISO 8601)") from None
     if isinstance(at, dt.datetime):
-        return (at if at.tzinfo else at.replace(tzinfo=dt.timezone.utc)).timestamp()
+        return (at if at.tzinfo else at.replace(tzinfo=dt.UTC)).timestamp()
     if isinstance(at, dt.date):
-        return dt.datetime(at.year, at.month, at.day, tzinfo=dt.timezone.utc).timestamp()
+        return dt.datetime(at.year, at.month, at.day, tzinfo=dt.UTC).timestamp()
     raise PricingError(f"at: expected a datetime, date or ISO string, not {type(at).__name__}")
 
 
@@ -587,7 +587,7 @@ class PriceBook:
 
 def _utc_seconds(value: dt.time) -> float:
     if value.tzinfo is not None:
-        value = dt.datetime.combine(dt.date(1970, 1, 1), value).astimezone(dt.timezone.utc).time()
+        value = dt.datetime.combine(dt.date(1970, 1, 1), value).astimezone(dt.UTC).time()
     return value.hour * 3600 + value.minute * 60 + value.second + value.microsecond / 1e6
 
 

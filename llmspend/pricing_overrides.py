@@ -52,7 +52,6 @@ import datetime as dt
 import fnmatch
 import math
 import os
-import sys
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass
 from decimal import Decimal, InvalidOperation
@@ -234,10 +233,8 @@ class Overrides:
 
 
 def _toml_load(path: str) -> dict[str, Any]:
-    if sys.version_info >= (3, 11):
-        import tomllib
-    else:  # pragma: no cover - pyproject needs `tomli; python_version < '3.11'`
-        import tomli as tomllib
+    import tomllib
+
     try:
         with open(path, "rb") as fh:
             return tomllib.load(fh)

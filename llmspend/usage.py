@@ -145,7 +145,11 @@ def _money_nanos(v: Any, row: int, field: str) -> int | None:
                 raise IngestError(row, field, f"must be finite, got {v!r}")
             dec = Decimal(repr(v))
         elif isinstance(v, (Decimal, int, str, numbers.Integral)):
-            dec = Decimal(v) if not isinstance(v, str) else Decimal(v.strip())
+            dec = (
+                Decimal(v.strip())
+                if isinstance(v, str)
+                else Decimal(int(v) if not isinstance(v, Decimal) else v)
+            )
         else:
             raise IngestError(row, field, f"expected an amount of USD, got {type(v).__name__}")
     except InvalidOperation:
@@ -195,7 +199,7 @@ def _latency(v: Any, row: int) -> float | None:
 
 def _rows_of(rows: Any) -> Sequence[Mapping[str, Any]]:
     if hasattr(rows, "to_dict") and hasattr(rows, "columns"):
-        return rows.to_dict("records")  # type: ignore[no-any-return]
+        return rows.to_dict("records")
     if isinstance(rows, Mapping):
         raise ValidationError("ingest takes a DataFrame or an iterable of dicts, not one dict")
     if isinstance(rows, (str, bytes)):
@@ -298,7 +302,7 @@ def validate_row(
     elif pstatus == "unknown":
         out["price_status"] = "unknown"
     else:
-        epoch = out["ts"].replace(tzinfo=dt.timezone.utc).timestamp()
+        epoch = out["ts"].replace(tzinfo=dt.UTC).timestamp()
         out["cost_nanos"], out["price_status"], out["price_ref"] = pricer.price_nanos(
             out["provider"], out["model"], inp, cached, cwrite, out["output_tokens"],
             out["reasoning_tokens"], epoch,
@@ -364,7 +368,7 @@ def insert_usage(conn: Connection, rows: list[dict[str, Any]]) -> None:
         if len(params) == 1:
             conn.exec_driver_sql(sql, params[0])
         else:
-            conn.exec_driver_sql(sql, params)  # type: ignore[arg-type]
+            conn.exec_driver_sql(sql, params)
 
 
 def write_usage(store: Store, clean: list[dict[str, Any]], *, on_write: Any = None) -> None:

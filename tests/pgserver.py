@@ -7,6 +7,7 @@ belongs to the ``postgres`` system user and is driven through ``runuser``.
 
 from __future__ import annotations
 
+import contextlib
 import glob
 import os
 import shutil
@@ -73,10 +74,8 @@ class PgServer:
         raise PgUnavailable("PostgreSQL did not start listening")
 
     def stop(self) -> None:
-        try:
+        with contextlib.suppress(Exception):
             self._run("pg_ctl", "-D", str(self.datadir), "-m", "immediate", "stop")
-        except Exception:
-            pass
         shutil.rmtree(self.root, ignore_errors=True)
 
     def url(self, db: str = "postgres") -> str:

@@ -12,7 +12,7 @@ import pytest
 import llmspend
 from llmspend.errors import IngestError
 
-UTC = dt.timezone.utc
+UTC = dt.UTC
 
 
 def full_row(i: int) -> dict:

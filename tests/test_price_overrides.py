@@ -16,7 +16,7 @@ from hypothesis import strategies as st
 from llmspend.errors import PriceFileError
 from llmspend.pricing import PriceBook, UnknownModelWarning, default_pricebook
 
-UTC = dt.timezone.utc
+UTC = dt.UTC
 NOW = dt.datetime(2026, 11, 20, 12, 0, tzinfo=UTC)
 
 

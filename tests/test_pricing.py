@@ -28,7 +28,7 @@ from llmspend.pricing import (
     model_output_cap,
 )
 
-UTC = dt.timezone.utc
+UTC = dt.UTC
 NOW = dt.datetime(2026, 11, 20, 12, 0, tzinfo=UTC)
 
 

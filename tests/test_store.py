@@ -24,7 +24,7 @@ EXPECTED_TABLES = {
 def test_migrations_create_schema_from_empty(store_url: str) -> None:
     store = open_store(store_url)
     tables = set(inspect(store.engine).get_table_names())
-    assert EXPECTED_TABLES <= tables
+    assert tables >= EXPECTED_TABLES
     assert current_revisions(store) != []
 
 
@@ -137,7 +137,8 @@ def test_ts_range_query_uses_the_ts_index_on_postgres(pg_server) -> None:  # typ
         plan = " ".join(
             r[0]
             for r in conn.exec_driver_sql(
-                "EXPLAIN SELECT * FROM llmspend_usage WHERE ts >= '2026-01-01' AND ts < '2026-02-01'"
+                "EXPLAIN SELECT * FROM llmspend_usage "
+                "WHERE ts >= '2026-01-01' AND ts < '2026-02-01'"
             )
         )
     assert "ix_llmspend_usage_ts" in plan
@@ -157,7 +158,7 @@ def test_concurrent_first_use_migrates_once(tmp_path) -> None:
         for _ in range(4)
     ]
     for p in procs:
-        out, err = p.communicate(timeout=120)
+        _out, err = p.communicate(timeout=120)
         assert p.returncode == 0, err
     eng = create_engine(url)
     with eng.connect() as conn:

@@ -204,7 +204,7 @@ def ensure_period(conn: Connection, budget: Any, now: dt.datetime) -> Any:
             period_start=start,
             period_end=end,
             limit_nanos=budget.limit_nanos,
-            spent_nanos=int(spent),
+            spent_nanos=int(spent or 0),
             reserved_nanos=0,
             calls=int(calls),
             updated_at=now,
@@ -329,7 +329,7 @@ class BudgetGuard:
         out = call.output_cap
         if out is None:
             out = book.output_cap(call.provider, call.model) or DEFAULT_OUTPUT_CAP
-        epoch = call.ts.replace(tzinfo=dt.timezone.utc).timestamp()
+        epoch = call.ts.replace(tzinfo=dt.UTC).timestamp()
         return book.worst_case_nanos(call.provider, call.model, call.input_upper, out, epoch)
 
     def _refusal(
@@ -343,7 +343,7 @@ class BudgetGuard:
                 BudgetPeriod.period_end,
             ).where(BudgetPeriod.id == period_id)
         ).one()
-        resets = None if p.period_end is None else p.period_end.replace(tzinfo=dt.timezone.utc)
+        resets = None if p.period_end is None else p.period_end.replace(tzinfo=dt.UTC)
         return BudgetExceeded(
             budget=budget.name,
             scope=budget.scope,

@@ -11,7 +11,7 @@ import json
 from decimal import Decimal
 from typing import TYPE_CHECKING, Any
 
-from sqlalchemy import Connection, select, update
+from sqlalchemy import Connection, delete, insert, select, update
 
 from ..config import default_attribution
 from ..errors import BudgetError
@@ -87,7 +87,7 @@ def _audit(
     new: dict[str, Any] | None,
 ) -> None:
     conn.execute(
-        AuditEntry.__table__.insert().values(
+        insert(AuditEntry).values(
             ts=utcnow(),
             actor=actor,
             action=action,
@@ -114,7 +114,7 @@ def _to_budget(row: Any, created: dt.datetime, updated: dt.datetime) -> Budget:
         id=row.id,
         scope=row.scope,
         name=row.name,
-        limit_usd=nanos_to_usd(row.limit_nanos),  # type: ignore[arg-type]
+        limit_usd=nanos_to_usd(row.limit_nanos),
         period=row.period,
         mode=row.mode,
         thresholds=thresholds_from_json(row.thresholds),
@@ -214,7 +214,7 @@ def set_budget(
         old = _find(conn, key)
         if old is None:
             res = conn.execute(
-                BudgetRow.__table__.insert().values(
+                insert(BudgetRow).values(
                     scope=key.scope,
                     name=key.name,
                     default_for=key.default_for,
@@ -282,10 +282,10 @@ def update_budget(
         "unpriced": current.unpriced_policy,
         "webhook_url": current.webhook_url,
     }
-    merged.update({k: v for k, v in changes.items()})
+    merged.update(changes)
     limit = merged.pop("limit")
     period = merged.pop("period")
-    return set_budget(store, scope, name, limit, period, actor=actor, **merged)
+    return set_budget(store, scope, name, limit, period, actor=actor, **merged)  # type: ignore[arg-type]
 
 
 def get_budget(store: Store, scope: str, name: str) -> Budget:
@@ -306,7 +306,7 @@ def delete_budget(store: Store, scope: str, name: str, *, actor: str | None = No
         if row is None:
             raise BudgetError(f"no {key.label} budget to delete")
         _audit(conn, who, "delete", key.label, row.id, _definition(row), None)
-        conn.execute(BudgetRow.__table__.delete().where(BudgetRow.id == row.id))
+        conn.execute(delete(BudgetRow).where(BudgetRow.id == row.id))
 
 
 def list_budgets(store: Store, scope: str | None = None) -> list[Budget]:
@@ -339,7 +339,7 @@ def _status(budget: Any, period: Any, now: dt.datetime) -> BudgetStatus:
                 Decimal(spent) * Decimal(length) / Decimal(elapsed) / Decimal(10**9)
             ).quantize(Decimal("0.000001"))
     percent = float(Decimal(spent) * 100 / Decimal(limit)) if limit else 0.0
-    utc = dt.timezone.utc
+    utc = dt.UTC
     return BudgetStatus(
         budget=budget.name,
         scope=budget.scope,
@@ -348,9 +348,9 @@ def _status(budget: Any, period: Any, now: dt.datetime) -> BudgetStatus:
         period_start=period.period_start.replace(tzinfo=utc),
         period_end=None if period.period_end is None else period.period_end.replace(tzinfo=utc),
         limit_usd=nanos_to_usd(limit),
-        spent_usd=nanos_to_usd(spent),  # type: ignore[arg-type]
+        spent_usd=nanos_to_usd(spent),
         reserved_usd=nanos_to_usd(reserved),
-        remaining_usd=nanos_to_usd(max(limit - spent - reserved, 0)),  # type: ignore[arg-type]
+        remaining_usd=nanos_to_usd(max(limit - spent - reserved, 0)),
         percent_used=round(percent, 4),
         state=_state(spent, limit, thresholds_from_json(budget.thresholds)),
         projected_usd=projected,
@@ -419,7 +419,7 @@ def budget_history(store: Store, scope: str, name: str) -> pd.DataFrame:
             .where(BudgetPeriod.budget_id == row.id)
             .order_by(BudgetPeriod.period_start.desc())
         ).all()
-    utc = dt.timezone.utc
+    utc = dt.UTC
     return pd.DataFrame(
         {
             "period_start": [p.period_start.replace(tzinfo=utc) for p in periods],
@@ -453,7 +453,7 @@ def audit_log(store: Store, scope: str | None = None, name: str | None = None) -
     return pd.DataFrame(
         [
             {
-                "ts": r.ts.replace(tzinfo=dt.timezone.utc),
+                "ts": r.ts.replace(tzinfo=dt.UTC),
                 "actor": r.actor,
                 "action": r.action,
                 "budget": r.budget_key,

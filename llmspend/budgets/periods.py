@@ -17,7 +17,7 @@ __all__ = ["PERIODS", "TOTAL_START", "period_bounds", "zone"]
 
 PERIODS = ("day", "week", "month", "quarter", "year", "total")
 TOTAL_START = dt.datetime(1970, 1, 1)
-UTC = dt.timezone.utc
+UTC = dt.UTC
 
 
 def zone(name: str) -> ZoneInfo:

@@ -10,7 +10,7 @@ from . import common_options, database_url
 __all__ = ["register"]
 
 
-def register(sub: argparse._SubParsersAction) -> None:  # type: ignore[type-arg]
+def register(sub: argparse._SubParsersAction) -> None:
     parser = sub.add_parser("db", help="manage the store's schema")
     dbsub = parser.add_subparsers(dest="db_command", metavar="ACTION")
     dbsub.required = True
