@@ -25,10 +25,12 @@ from .errors import (
 
 if TYPE_CHECKING:
     import datetime as dt
+    from collections.abc import Callable
     from decimal import Decimal
 
     import pandas as pd
 
+    from .alerting.events import BudgetThresholdReached
     from .budgets.spec import Budget, BudgetStatus
     from .pricing import Price
     from .tracker import Tracker
@@ -40,6 +42,7 @@ __all__ = [
     "BudgetError",
     "BudgetExceeded",
     "BudgetStatus",
+    "BudgetThresholdReached",
     "ConfigError",
     "IngestError",
     "LLMSpendError",
@@ -51,6 +54,8 @@ __all__ = [
     "Tracker",
     "ValidationError",
     "__version__",
+    "acknowledge_alerts",
+    "alerts",
     "attribute",
     "budget_history",
     "budget_status",
@@ -58,9 +63,11 @@ __all__ = [
     "ingest",
     "install",
     "list_budgets",
+    "on_alert",
     "price",
     "records",
     "set_budget",
+    "set_webhook",
     "uninstall",
     "update_budget",
 ]
@@ -232,7 +239,45 @@ def budget_history(scope: str, name: str) -> pd.DataFrame:
     return _history(get_tracker().store, scope, name)
 
 
+def alerts(since: Any = None, until: Any = None, **filters: Any) -> pd.DataFrame:
+    """Budget alerts as a DataFrame (oldest first).
+
+    Columns: ``id``, ``ts``, ``kind`` (``threshold`` or ``refused``), ``budget``, ``scope``,
+    ``org``, ``project``, ``user``, ``threshold`` (fraction), ``percent_used``,
+    ``spent_usd``, ``limit_usd``, ``call_cost_usd``, ``period_start``, ``acknowledged``,
+    ``metadata``. Filters: ``org``, ``project``, ``user``, ``budget``, ``scope``, ``kind``,
+    and ``acknowledged=True/False``.
+    """
+    from .alerting.query import fetch_alerts
+    from .tracker import get_tracker
+
+    return fetch_alerts(get_tracker().store, since, until, **filters)
+
+
+def acknowledge_alerts(ids: int | list[int] | None = None) -> int:
+    """Acknowledge alerts by id (all unacknowledged ones when ``ids`` is None)."""
+    from .alerting.query import acknowledge
+    from .tracker import get_tracker
+
+    return acknowledge(get_tracker().store, ids)
+
+
+def on_alert(callback: Callable[[BudgetThresholdReached], Any]) -> None:
+    """Call ``callback(event)`` for every ``BudgetThresholdReached`` this process fires."""
+    from .alerting.listeners import on_alert as _on_alert
+
+    _on_alert(callback)
+
+
+def set_webhook(url: str | None, *, format: str = "auto") -> None:
+    """POST every alert to ``url`` as JSON (``format="slack"``: Slack's ``{"text"}``)."""
+    from .alerting.listeners import set_webhook as _set_webhook
+
+    _set_webhook(url, format=format)
+
+
 _LAZY = {
+    "BudgetThresholdReached": ("alerting.events", "BudgetThresholdReached"),
     "Tracker": ("tracker", "Tracker"),
     "Budget": ("budgets.spec", "Budget"),
     "BudgetStatus": ("budgets.spec", "BudgetStatus"),

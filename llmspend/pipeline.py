@@ -115,7 +115,7 @@ class Call:
     __slots__ = (
         "tracker", "provider", "api", "model", "streamed", "org", "project", "user", "tags",
         "ts", "t0", "input_upper", "output_cap", "estimate_nanos", "reservation", "_done",
-        "_lock", "row",
+        "_lock", "row", "events",
     )  # fmt: skip
 
     def __init__(
@@ -148,6 +148,7 @@ class Call:
         self._done = False
         self._lock = threading.Lock()
         self.row: dict[str, Any] | None = None
+        self.events: list[Any] = []  # alert events decided while recording
 
     def __repr__(self) -> str:
         return (

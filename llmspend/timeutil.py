@@ -19,9 +19,18 @@ _SPAN = re.compile(r"^\s*(\d+(?:\.\d+)?)\s*(s|sec|m|min|h|hr|d|day|days|w|wk|wee
 _UNIT_SECONDS = {"s": 1, "m": 60, "h": 3600, "d": 86400, "w": 604800}
 
 
+_offset = dt.timedelta(0)
+
+
 def utcnow() -> dt.datetime:
-    """Now, as a naive UTC datetime."""
-    return dt.datetime.now(dt.UTC).replace(tzinfo=None)
+    """Now, as a naive UTC datetime (shifted by :func:`shift_clock`, for tests)."""
+    return dt.datetime.now(dt.UTC).replace(tzinfo=None) + _offset
+
+
+def shift_clock(delta: dt.timedelta) -> None:
+    """Move llmspend's clock by ``delta`` (time travel for tests of periods and leases)."""
+    global _offset
+    _offset = delta
 
 
 def to_naive_utc(value: dt.datetime) -> dt.datetime:

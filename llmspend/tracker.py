@@ -69,6 +69,10 @@ class Tracker:
 
         self.guard = BudgetGuard(self)
         self.guard.install()
+        from .alerting import AlertHub
+
+        self.alerts = AlertHub(self)
+        self.alerts.install()
 
     def __repr__(self) -> str:
         return (

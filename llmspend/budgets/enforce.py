@@ -383,3 +383,7 @@ class BudgetGuard:
                 )
             )
         call.reservation = None
+        if row.get("status") != "refused":
+            from ..alerting.events import decide_thresholds
+
+            call.events.extend(decide_thresholds(conn, call, sorted(held.periods), cost))

@@ -35,6 +35,7 @@ __all__ = [
     "Reservation",
     "UsageRecord",
     "User",
+    "WebhookDelivery",
 ]
 
 # A BIGINT primary key that is still SQLite's rowid alias (autoincrementing).
@@ -238,3 +239,22 @@ class AuditEntry(Base):
     budget_id: Mapped[int | None] = mapped_column(BigInteger)
     old: Mapped[str | None] = mapped_column(Text)
     new: Mapped[str | None] = mapped_column(Text)
+
+
+class WebhookDelivery(Base):
+    """The outcome of POSTing one alert to one webhook (after its retries)."""
+
+    __tablename__ = "llmspend_webhook_deliveries"
+    __table_args__ = (Index("ix_llmspend_webhook_deliveries_ts", "ts"),)
+
+    id: Mapped[int] = mapped_column(BigId, primary_key=True)
+    ts: Mapped[dt.datetime] = mapped_column(DateTime())
+    alert_id: Mapped[int | None] = mapped_column(
+        ForeignKey("llmspend_alerts.id", ondelete="SET NULL")
+    )
+    # Only scheme://host of the URL: webhook URLs often carry a secret token in the path.
+    target: Mapped[str] = mapped_column(String(300))
+    status: Mapped[str] = mapped_column(String(16))  # delivered / failed
+    attempts: Mapped[int] = mapped_column(Integer)
+    http_status: Mapped[int | None] = mapped_column(Integer)
+    error: Mapped[str | None] = mapped_column(String(500))

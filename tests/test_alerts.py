@@ -1,0 +1,276 @@
+"""Alerts: once per threshold per period, persisted, delivered to every listener."""
+
+from __future__ import annotations
+
+import datetime as dt
+import http.server
+import json
+import logging
+import subprocess
+import sys
+import threading
+from decimal import Decimal
+
+import pytest
+
+import llmspend
+from llmspend.alerting.listeners import remove_alert_callback, set_webhook
+from llmspend.alerting.query import fetch_deliveries
+from llmspend.alerting.webhooks import sender
+from llmspend.errors import BudgetExceeded
+from llmspend.pipeline import Usage, begin_call
+from llmspend.timeutil import shift_clock
+
+
+def spend(inp: int = 1000, out: int = 100, **attr) -> None:  # type: ignore[no-untyped-def]
+    with llmspend.attribute(**attr):
+        c = begin_call(
+            "openai", "chat.completions", "gpt-4o-mini", input_tokens=inp, max_output_tokens=out
+        )
+    assert c is not None
+    c.finish(Usage(input_tokens=inp, output_tokens=out))
+
+
+ONE = Decimal("0.00021")  # gpt-4o-mini, 1000 in / 100 out
+
+
+@pytest.fixture
+def events():  # type: ignore[no-untyped-def]
+    got: list = []
+    llmspend.on_alert(got.append)
+    yield got
+    remove_alert_callback(got.append)
+
+
+@pytest.fixture(autouse=True)
+def _reset_clock_and_webhook():  # type: ignore[no-untyped-def]
+    yield
+    shift_clock(dt.timedelta(0))
+    set_webhook(None)
+
+
+def test_thresholds_fire_once_each_in_order_and_again_next_period(installed, events) -> None:  # type: ignore[no-untyped-def]
+    llmspend.set_budget(
+        "project", "acme/churn", ONE * 4, "day", mode="soft", thresholds=(0.5, 0.8, 1.0)
+    )
+    spend()  # 25 %
+    assert events == []
+    spend()  # 50 %
+    assert [e.threshold for e in events] == [Decimal("0.5")]
+    spend(inp=3000)  # 2.4 calls' worth in one call: crosses 80 % and 100 % at once
+    assert [e.threshold for e in events] == [Decimal("0.5"), Decimal("0.8"), Decimal("1")]
+    spend()  # stays above: nothing new
+    assert len(events) == 3
+    e = events[1]
+    assert (e.budget, e.scope, e.org, e.project, e.user) == (
+        "acme/churn",
+        "project",
+        "acme",
+        "churn",
+        "ana",
+    )
+    assert e.limit_usd == ONE * 4 and e.spent_usd == ONE * 2 + e.call_cost_usd
+    assert (
+        e.call_cost_usd
+        == llmspend.price("gpt-4o-mini", input_tokens=3000, output_tokens=100).total_usd
+    )
+    assert e.percent_used == pytest.approx(float(e.spent_usd / e.limit_usd * 100))
+    assert e.metadata["provider"] == "openai" and e.metadata["model"] == "gpt-4o-mini"
+    frame = llmspend.alerts()
+    assert list(frame.threshold) == [Decimal("0.5"), Decimal("0.8"), Decimal("1")]
+    assert list(frame.id) == [ev.id for ev in events]
+    assert not frame.acknowledged.any()
+    # next day: a new period, the thresholds fire again
+    shift_clock(dt.timedelta(days=1))
+    spend()
+    spend()
+    assert [e.threshold for e in events][3:] == [Decimal("0.5")]
+    assert events[3].period_start > events[0].period_start
+
+
+def test_tags_reach_the_metadata(installed, events) -> None:  # type: ignore[no-untyped-def]
+    llmspend.set_budget("user", "acme/ana", ONE, "day", mode="soft", thresholds=(1.0,))
+    with llmspend.attribute(tags={"experiment": "a7"}):
+        spend()
+    assert events[0].metadata["tags"] == {"experiment": "a7"}
+
+
+def test_hard_budget_alerts_when_it_refuses(installed, events) -> None:  # type: ignore[no-untyped-def]
+    llmspend.set_budget("project", "acme/churn", ONE, "day", thresholds=(1.0,))
+    spend()
+    for _ in range(3):
+        with pytest.raises(BudgetExceeded):
+            spend()
+    kinds = [(e.kind, e.threshold) for e in events]
+    assert kinds == [("threshold", Decimal(1)), ("refused", Decimal(0))]  # refusal: once per period
+    assert list(llmspend.alerts(kind="refused").budget) == ["acme/churn"]
+
+
+def test_acknowledge(installed, events) -> None:  # type: ignore[no-untyped-def]
+    llmspend.set_budget("project", "acme/churn", ONE * 2, "day", mode="soft")
+    spend()
+    spend()
+    ids = [e.id for e in events]
+    assert llmspend.acknowledge_alerts(ids[0]) == 1
+    assert list(llmspend.alerts(acknowledged=False).id) == ids[1:]
+    assert llmspend.acknowledge_alerts() == len(ids) - 1
+    assert llmspend.alerts().acknowledged.all()
+    with pytest.raises(llmspend.ValidationError, match="no alert with id 999"):
+        llmspend.acknowledge_alerts([999])
+    with pytest.raises(llmspend.ValidationError):
+        llmspend.acknowledge_alerts(["x"])  # type: ignore[list-item]
+
+
+def test_a_raising_listener_breaks_nothing(installed, events, caplog) -> None:  # type: ignore[no-untyped-def]
+    def bad(_event):  # type: ignore[no-untyped-def]
+        raise RuntimeError("listener bug")
+
+    llmspend.on_alert(bad)
+    try:
+        llmspend.set_budget("project", "acme/churn", ONE, "day", mode="soft", thresholds=(1.0,))
+        with caplog.at_level(logging.INFO, logger="llmspend.alerts"):
+            spend()  # does not raise
+        assert len(events) == 1  # the other listener still ran
+        assert "listener bug" in caplog.text
+        assert "reached 100 %" in caplog.text  # and the logging listener
+        assert len(llmspend.records()) == 1
+    finally:
+        remove_alert_callback(bad)
+
+
+def test_on_alert_needs_a_callable() -> None:
+    with pytest.raises(llmspend.ValidationError):
+        llmspend.on_alert("not callable")  # type: ignore[arg-type]
+    with pytest.raises(llmspend.ValidationError):
+        set_webhook("ftp://example")
+
+
+class _Hook(http.server.BaseHTTPRequestHandler):
+    mode = "ok"
+    bodies: list = []
+    release = threading.Event()
+
+    def do_POST(self) -> None:  # noqa: N802
+        body = self.rfile.read(int(self.headers["Content-Length"]))
+        type(self).bodies.append(json.loads(body))
+        if self.mode == "hang":
+            type(self).release.wait(10)
+            return
+        code = 200 if self.mode == "ok" else 500
+        self.send_response(code)
+        self.send_header("Content-Length", "2")
+        self.end_headers()
+        self.wfile.write(b"ok")
+
+    def log_message(self, *args) -> None:  # type: ignore[no-untyped-def]
+        pass
+
+
+@pytest.fixture
+def hook_server(monkeypatch):  # type: ignore[no-untyped-def]
+    monkeypatch.setenv("LLMSPEND_WEBHOOK_TIMEOUT", "0.5")
+    monkeypatch.setenv("LLMSPEND_WEBHOOK_RETRIES", "2")
+    monkeypatch.setenv("LLMSPEND_WEBHOOK_BACKOFF", "0.01")
+    _Hook.bodies = []
+    _Hook.release = threading.Event()
+    server = http.server.ThreadingHTTPServer(("127.0.0.1", 0), _Hook)
+    threading.Thread(target=server.serve_forever, daemon=True).start()
+    yield server
+    _Hook.release.set()
+    server.shutdown()
+    server.server_close()
+
+
+def test_webhook_receives_json(installed, hook_server) -> None:  # type: ignore[no-untyped-def]
+    _Hook.mode = "ok"
+    url = f"http://127.0.0.1:{hook_server.server_port}/hooks/SECRET-TOKEN"
+    llmspend.set_budget(
+        "project", "acme/churn", ONE, "day", mode="soft", thresholds=(1.0,), webhook_url=url
+    )
+    spend()
+    assert sender().wait(10)
+    (body,) = _Hook.bodies
+    assert body["event"] == "llmspend.budget.threshold"
+    assert body["alert"]["budget"] == "acme/churn" and body["alert"]["threshold"] == "1"
+    assert Decimal(body["alert"]["spent_usd"]) == ONE
+    assert "reached 100 %" in body["text"]
+    (d,) = fetch_deliveries(installed.store).to_dict("records")
+    assert d["status"] == "delivered" and d["attempts"] == 1 and d["http_status"] == 200
+    assert "SECRET" not in d["target"]  # only scheme://host is stored
+
+
+def test_slack_format_and_global_webhook(installed, hook_server) -> None:  # type: ignore[no-untyped-def]
+    _Hook.mode = "ok"
+    set_webhook(f"http://127.0.0.1:{hook_server.server_port}/", format="slack")
+    llmspend.set_budget("project", "acme/churn", ONE, "day", mode="soft", thresholds=(1.0,))
+    spend()
+    assert sender().wait(10)
+    assert list(_Hook.bodies[0]) == ["text"]
+
+
+@pytest.mark.parametrize("mode", ["error", "hang"])
+def test_failing_webhook_is_retried_recorded_and_never_blocks_the_call(
+    installed, hook_server, mode
+) -> None:  # type: ignore[no-untyped-def]
+    _Hook.mode = mode
+    url = f"http://127.0.0.1:{hook_server.server_port}/"
+    llmspend.set_budget(
+        "project", "acme/churn", ONE, "day", mode="soft", thresholds=(1.0,), webhook_url=url
+    )
+    spend()  # returns although the webhook server has not answered (it cannot, in "hang")
+    assert len(llmspend.records()) == 1
+    assert sender().wait(15)
+    (d,) = fetch_deliveries(installed.store).to_dict("records")
+    assert d["status"] == "failed" and d["attempts"] == 3
+    assert len(_Hook.bodies) == 3
+    assert ("HTTP 500" in d["error"]) if mode == "error" else ("timed out" in d["error"].lower())
+
+
+WORKER = r"""
+import sys, time, llmspend
+from llmspend.pipeline import Usage, begin_call
+url, start = sys.argv[1], float(sys.argv[2])
+llmspend.install(url, org="acme", project="churn", user="ana")
+fired = []
+llmspend.on_alert(fired.append)
+while time.time() < start:
+    time.sleep(0.001)
+for _ in range(3):
+    c = begin_call("openai", "chat.completions", "gpt-4o-mini", input_tokens=1000, max_output_tokens=100)
+    c.finish(Usage(input_tokens=1000, output_tokens=100))
+print(len(fired))
+"""
+
+
+def test_eight_processes_crossing_at_once_make_one_alert_row(tmp_path) -> None:
+    import time
+
+    url = f"sqlite:///{tmp_path / 'shared.sqlite'}"
+    llmspend.install(url, org="acme", project="churn", user="ana")
+    try:
+        # 24 calls in all; 50 % is crossed around the 12th, 100 % at the 24th.
+        llmspend.set_budget(
+            "project", "acme/churn", ONE * 24, "day", mode="soft", thresholds=(0.5, 1.0)
+        )
+        start = time.time() + 3
+        procs = [
+            subprocess.Popen(
+                [sys.executable, "-c", WORKER, url, str(start)],
+                stdout=subprocess.PIPE,
+                stderr=subprocess.PIPE,
+                text=True,
+            )
+            for _ in range(8)
+        ]
+        fired = 0
+        for p in procs:
+            out, err = p.communicate(timeout=120)
+            assert p.returncode == 0, err
+            fired += int(out.strip().splitlines()[-1])
+        frame = llmspend.alerts()
+        assert list(frame.threshold) == [Decimal("0.5"), Decimal("1")]
+        assert fired == 2  # exactly one process fired each event
+        (s,) = llmspend.budget_status("project", "acme/churn")
+        assert s.spent_usd == ONE * 24 and s.calls == 24
+    finally:
+        llmspend.uninstall()
