@@ -10,6 +10,7 @@ import subprocess
 import sys
 import threading
 from decimal import Decimal
+from typing import ClassVar
 
 import pytest
 
@@ -147,10 +148,10 @@ def test_on_alert_needs_a_callable() -> None:
 
 class _Hook(http.server.BaseHTTPRequestHandler):
     mode = "ok"
-    bodies: list = []
+    bodies: ClassVar[list] = []
     release = threading.Event()
 
-    def do_POST(self) -> None:  # noqa: N802
+    def do_POST(self) -> None:
         body = self.rfile.read(int(self.headers["Content-Length"]))
         type(self).bodies.append(json.loads(body))
         if self.mode == "hang":
@@ -236,7 +237,8 @@ llmspend.on_alert(fired.append)
 while time.time() < start:
     time.sleep(0.001)
 for _ in range(3):
-    c = begin_call("openai", "chat.completions", "gpt-4o-mini", input_tokens=1000, max_output_tokens=100)
+    c = begin_call("openai", "chat.completions", "gpt-4o-mini",
+                   input_tokens=1000, max_output_tokens=100)
     c.finish(Usage(input_tokens=1000, output_tokens=100))
 print(len(fired))
 """
