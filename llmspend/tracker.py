@@ -10,6 +10,7 @@ Extension points used by the budget, alert and analytics modules:
 ``before_call_hooks``   ``f(call)`` before a request is sent (may raise BudgetExceeded)
 ``in_record_hooks``     ``f(conn, call, row)`` inside the transaction that writes the row
 ``after_record_hooks``  ``f(call, row)`` after commit (listeners; must not raise)
+``ingest_hooks``        ``f(conn, rows)`` inside the transaction that writes ingested rows
 """
 
 from __future__ import annotations
@@ -65,10 +66,12 @@ class Tracker:
         self.in_record_hooks: list[Callable[[Connection, Call, dict[str, Any]], None]] = []
         self.after_record_hooks: list[Callable[[Call, dict[str, Any]], None]] = []
         self.refusal_hooks: list[Callable[[Call, Exception], None]] = []
+        self.ingest_hooks: list[Callable[[Connection, list[dict[str, Any]]], None]] = []
         from .budgets.enforce import BudgetGuard
 
         self.guard = BudgetGuard(self)
         self.guard.install()
+        self.ingest_hooks.append(self.guard.count_ingested)
         from .alerting import AlertHub
 
         self.alerts = AlertHub(self)
@@ -151,7 +154,11 @@ class Tracker:
     def ingest(self, rows: Any) -> int:
         from .usage import ingest_rows
 
-        return ingest_rows(self.store, rows, defaults=self.defaults, pricer=self)
+        def on_write(conn: Connection, clean: list[dict[str, Any]]) -> None:
+            for hook in self.ingest_hooks:
+                hook(conn, clean)
+
+        return ingest_rows(self.store, rows, defaults=self.defaults, pricer=self, on_write=on_write)
 
 
 _current: Tracker | None = None

@@ -314,3 +314,23 @@ def test_month_roll_over_keeps_history(tracker) -> None:  # type: ignore[no-unty
     hist = llmspend.budget_history("org", "acme")
     starts = [t.to_pydatetime().replace(tzinfo=None) for t in hist.period_start]
     assert dt.datetime(2026, 1, 1) in starts and dt.datetime(2026, 2, 1) in starts
+
+
+def test_ingested_history_counts_in_existing_periods(tracker) -> None:  # type: ignore[no-untyped-def]
+    llmspend.set_budget("project", "acme/churn", "10", "day")
+    now = utcnow()
+    llmspend.ingest(
+        [
+            {"ts": now, "provider": "openai", "model": "m", "cost_usd": "1.5", "project": "churn"},
+            {"ts": now, "provider": "openai", "model": "m", "cost_usd": "2", "project": "other"},
+            {
+                "ts": now - dt.timedelta(days=3),
+                "provider": "openai",
+                "model": "m",
+                "cost_usd": "4",
+                "project": "churn",
+            },
+        ]
+    )
+    (s,) = llmspend.budget_status("project", "acme/churn")
+    assert s.spent_usd == Decimal("1.5") and s.calls == 1

@@ -356,6 +356,49 @@ class BudgetGuard:
             reason=reason,
         )
 
+    # -- ingested history ------------------------------------------------------------------
+    def count_ingested(self, conn: Connection, rows: list[dict[str, Any]]) -> None:
+        """Add ingested rows to the periods that already exist, so status agrees with
+        ``records()`` (periods made later count existing rows when they are made)."""
+        periods = conn.execute(
+            select(
+                BudgetPeriod.id,
+                BudgetPeriod.period_start,
+                BudgetPeriod.period_end,
+                BudgetRow.org_name,
+                BudgetRow.project_name,
+                BudgetRow.user_name,
+            ).join(BudgetRow, BudgetRow.id == BudgetPeriod.budget_id)
+        ).all()
+        if not periods:
+            return
+        now = utcnow()
+        for p in periods:
+            spent = calls = 0
+            for r in rows:
+                if r["status"] == "refused" or r["org_name"] != p.org_name:
+                    continue
+                if p.project_name not in (None, "*") and r["project_name"] != p.project_name:
+                    continue
+                if p.user_name not in (None, "*") and r["user_name"] != p.user_name:
+                    continue
+                if r["ts"] < p.period_start or (
+                    p.period_end is not None and r["ts"] >= p.period_end
+                ):
+                    continue
+                spent += r["cost_nanos"] or 0
+                calls += 1
+            if calls:
+                conn.execute(
+                    update(BudgetPeriod)
+                    .where(BudgetPeriod.id == p.id)
+                    .values(
+                        spent_nanos=BudgetPeriod.spent_nanos + spent,
+                        calls=BudgetPeriod.calls + calls,
+                        updated_at=now,
+                    )
+                )
+
     # -- after the call (inside the record's transaction) -----------------------------------
     def settle(self, conn: Connection, call: Call, row: dict[str, Any]) -> None:
         held: Held | None = call.reservation
