@@ -63,12 +63,14 @@ __all__ = [
     "ingest",
     "install",
     "list_budgets",
+    "load_ipython_extension",
     "on_alert",
     "price",
     "records",
     "set_budget",
     "set_webhook",
     "uninstall",
+    "unload_ipython_extension",
     "update_budget",
 ]
 
@@ -284,7 +286,25 @@ _LAZY = {
 }
 
 
+def load_ipython_extension(ipython: Any) -> None:
+    """``%load_ext llmspend``: install the hooks and register the magics."""
+    from .notebook.extension import load
+
+    load(ipython)
+
+
+def unload_ipython_extension(ipython: Any) -> None:
+    """``%unload_ext llmspend``: uninstall the hooks (the SDKs are restored exactly)."""
+    from .notebook.extension import unload
+
+    unload(ipython)
+
+
 def __getattr__(name: str) -> Any:  # lazy, so that `import llmspend` stays light
+    if name == "analytics":
+        import importlib
+
+        return importlib.import_module(".analytics", __name__)
     if name in _LAZY:
         import importlib
 
