@@ -217,3 +217,31 @@ class BudgetStatus:
     calls: int = 0
     inherited: bool = False
     timezone: str = "UTC"
+
+
+def parse_limit_period(text: str) -> tuple[str, str | None]:
+    """The compact ``"100/month"`` form → ("100", "month"); ``"100"`` → ("100", None)."""
+    if not isinstance(text, str) or not text.strip():
+        raise BudgetError(f"expected a limit such as '100' or '100/month', got {text!r}")
+    limit, sep, period = text.strip().partition("/")
+    if sep and not period:
+        raise BudgetError(f"expected a period after '/', e.g. '100/month', got {text!r}")
+    parse_limit(limit)
+    return limit, (check_period(period) if sep else None)
+
+
+def parse_alert_percents(text: str) -> tuple[Decimal, ...]:
+    """``"50,80,100"`` (percent) → fractions (0.5, 0.8, 1); ``"none"`` → ()."""
+    if not isinstance(text, str):
+        raise BudgetError(f"expected percentages such as '50,80,100', got {text!r}")
+    if text.strip().lower() in ("", "none", "off"):
+        return ()
+    out = []
+    for part in text.split(","):
+        try:
+            out.append(Decimal(part.strip().rstrip("%")) / 100)
+        except InvalidOperation:
+            raise BudgetError(
+                f"alert thresholds are percentages such as '50,80,100', got {text!r}"
+            ) from None
+    return parse_thresholds(out)

@@ -1,0 +1,187 @@
+"""``llmspend budget {set,list,status,delete,history}``."""
+
+from __future__ import annotations
+
+import argparse
+import dataclasses
+
+from . import common_options, database_url
+from .output import print_json, print_table
+
+__all__ = ["register"]
+
+STATUS_COLUMNS = (
+    "budget",
+    "scope",
+    "mode",
+    "period",
+    "spent_usd",
+    "reserved_usd",
+    "limit_usd",
+    "percent_used",
+    "state",
+    "period_end",
+)
+LIST_COLUMNS = (
+    "scope",
+    "name",
+    "limit_usd",
+    "period",
+    "mode",
+    "thresholds",
+    "timezone",
+    "is_default",
+    "inherited",
+)
+
+
+def register(sub: argparse._SubParsersAction) -> None:  # type: ignore[type-arg]
+    parser = sub.add_parser("budget", help="set, list, show and delete budgets")
+    bsub = parser.add_subparsers(dest="budget_command", metavar="ACTION")
+    bsub.required = True
+
+    p = bsub.add_parser(
+        "set",
+        help="create or replace a budget",
+        description="Create or replace a budget, e.g. "
+        "`llmspend budget set project acme/churn 100/month --hard --alert 50,80,100`.",
+    )
+    p.add_argument("scope", choices=("org", "project", "user"))
+    p.add_argument("name", help="acme | acme/churn | acme/ana | acme/churn/ana | acme/* ...")
+    p.add_argument("limit", help="USD, optionally with its period: 100 or 100/month")
+    p.add_argument("--period", help="day, week, month, quarter, year or total (default month)")
+    mode = p.add_mutually_exclusive_group()
+    mode.add_argument(
+        "--hard", dest="mode", action="store_const", const="hard", help="refuse calls (default)"
+    )
+    mode.add_argument(
+        "--soft", dest="mode", action="store_const", const="soft", help="allow and alert"
+    )
+    p.add_argument(
+        "--alert", default="50,80,100", help="alert thresholds in percent (default 50,80,100)"
+    )
+    p.add_argument("--tz", default="UTC", help="IANA time zone of the period boundaries")
+    p.add_argument("--week-start", type=int, default=0, help="0 = Monday ... 6 = Sunday")
+    p.add_argument("--unpriced", choices=("refuse", "allow"), default="refuse")
+    p.add_argument("--webhook", default=None, help="URL to POST this budget's alerts to")
+    p.add_argument("--json", action="store_true", help="print JSON for scripts")
+    common_options(p)
+    p.set_defaults(func=_set, mode="hard")
+
+    p = bsub.add_parser("list", help="list budgets (defaults included)")
+    p.add_argument("--scope", choices=("org", "project", "user"))
+    p.add_argument("--json", action="store_true", help="print JSON for scripts")
+    common_options(p)
+    p.set_defaults(func=_list)
+
+    p = bsub.add_parser("status", help="spent / reserved / limit per budget, this period")
+    p.add_argument("scope", nargs="?", choices=("org", "project", "user"))
+    p.add_argument("name", nargs="?")
+    p.add_argument("--json", action="store_true", help="print JSON for scripts")
+    common_options(p)
+    p.set_defaults(func=_status)
+
+    p = bsub.add_parser("delete", help="delete a budget (audited)")
+    p.add_argument("scope", choices=("org", "project", "user"))
+    p.add_argument("name")
+    p.add_argument("--json", action="store_true", help="print JSON for scripts")
+    common_options(p)
+    p.set_defaults(func=_delete)
+
+    p = bsub.add_parser("history", help="past periods of one budget")
+    p.add_argument("scope", choices=("org", "project", "user"))
+    p.add_argument("name")
+    p.add_argument("--json", action="store_true", help="print JSON for scripts")
+    common_options(p)
+    p.set_defaults(func=_history)
+
+
+def _store(args: argparse.Namespace):  # type: ignore[no-untyped-def]
+    from ..tracker import Tracker
+
+    return Tracker(database_url(args)).store
+
+
+def _set(args: argparse.Namespace) -> int:
+    from ..budgets.manage import set_budget
+    from ..budgets.spec import parse_alert_percents, parse_limit_period
+
+    limit, period = parse_limit_period(args.limit)
+    if period and args.period and period != args.period:
+        from ..errors import BudgetError
+
+        raise BudgetError(
+            f"two periods given: {period!r} in {args.limit!r} and --period {args.period!r}"
+        )
+    budget = set_budget(
+        _store(args),
+        args.scope,
+        args.name,
+        limit,
+        period or args.period or "month",
+        mode=args.mode,
+        thresholds=parse_alert_percents(args.alert),
+        timezone=args.tz,
+        week_start=args.week_start,
+        unpriced=args.unpriced,
+        webhook_url=args.webhook,
+    )
+    if args.json:
+        print_json(budget)
+    else:
+        alerts = ", ".join(f"{(t * 100).normalize():f} %" for t in budget.thresholds) or "none"
+        print(
+            f"set {budget.scope} budget {budget.name}: ${budget.limit_usd:,} per {budget.period} "
+            f"({budget.mode}), alerts at {alerts}"
+        )
+    return 0
+
+
+def _list(args: argparse.Namespace) -> int:
+    from ..budgets.manage import list_budgets
+
+    budgets = list_budgets(_store(args), args.scope)
+    if args.json:
+        print_json(budgets)
+    else:
+        rows = []
+        for b in budgets:
+            row = dataclasses.asdict(b)
+            row["thresholds"] = ",".join(f"{(t * 100).normalize():f}" for t in b.thresholds)
+            rows.append(row)
+        print_table(rows, LIST_COLUMNS)
+    return 0
+
+
+def _status(args: argparse.Namespace) -> int:
+    from ..budgets.manage import budget_status
+
+    statuses = budget_status(_store(args), args.scope, args.name)
+    if args.json:
+        print_json(statuses)
+    else:
+        print_table([dataclasses.asdict(s) for s in statuses], STATUS_COLUMNS)
+    return 0
+
+
+def _delete(args: argparse.Namespace) -> int:
+    from ..budgets.manage import delete_budget
+
+    delete_budget(_store(args), args.scope, args.name)
+    if args.json:
+        print_json({"deleted": {"scope": args.scope, "name": args.name}})
+    else:
+        print(f"deleted {args.scope} budget {args.name}")
+    return 0
+
+
+def _history(args: argparse.Namespace) -> int:
+    from ..budgets.manage import budget_history
+
+    frame = budget_history(_store(args), args.scope, args.name)
+    rows = frame.to_dict("records")
+    if args.json:
+        print_json(rows)
+    else:
+        print_table(rows, ("period_start", "period_end", "limit_usd", "spent_usd", "calls"))
+    return 0
