@@ -17,7 +17,8 @@ from typing import TYPE_CHECKING, Any
 from sqlalchemy import Connection, select
 
 from ..money import nanos_to_usd
-from ..store.models import Alert, BudgetPeriod
+from ..store.fastsql import SQL, py_time, run
+from ..store.models import Alert
 from ..store.models import Budget as BudgetRow
 from ..timeutil import utcnow
 
@@ -141,32 +142,25 @@ def _thresholds_ppm(thresholds_json: str, mode: str) -> list[int]:
     return sorted(values)
 
 
+_CROSSING = (
+    "SELECT p.id, p.period_start, p.spent_nanos, p.limit_nanos, b.id AS budget_id, b.name, "
+    "b.scope, b.mode, b.thresholds, b.webhook_url FROM llmspend_budget_periods p "
+    "JOIN llmspend_budgets b ON b.id = p.budget_id WHERE p.id IN ({ids}) ORDER BY b.id"
+)
+
+
 def decide_thresholds(
     conn: Connection, call: Call, period_ids: list[int], cost_nanos: int
 ) -> list[BudgetThresholdReached]:
     """Insert the alert rows this call's settlement crossed; return their events in order."""
-    rows = conn.execute(
-        select(
-            BudgetPeriod.id,
-            BudgetPeriod.period_start,
-            BudgetPeriod.spent_nanos,
-            BudgetPeriod.limit_nanos,
-            BudgetRow.id.label("budget_id"),
-            BudgetRow.name,
-            BudgetRow.scope,
-            BudgetRow.mode,
-            BudgetRow.thresholds,
-            BudgetRow.webhook_url,
-        )
-        .join(BudgetRow, BudgetRow.id == BudgetPeriod.budget_id)
-        .where(BudgetPeriod.id.in_(period_ids))
-        .order_by(BudgetRow.id)
-    ).all()
+    ids = ", ".join(str(int(i)) for i in period_ids)  # integers from the store, not input
+    rows = run(conn, SQL(_CROSSING.replace("{ids}", ids))).all()
     now = utcnow()
     events = []
     for r in rows:
         if r.limit_nanos <= 0:
             continue
+        pstart = py_time(r.period_start)
         for ppm in _thresholds_ppm(r.thresholds, r.mode):
             if r.spent_nanos * PPM < ppm * r.limit_nanos:
                 break
@@ -176,7 +170,7 @@ def decide_thresholds(
                 "budget_id": r.budget_id,
                 "budget_name": r.name,
                 "scope": r.scope,
-                "period_start": r.period_start,
+                "period_start": pstart,
                 "threshold_ppm": ppm,
                 "percent_used": round(r.spent_nanos * 100 / r.limit_nanos, 4),
                 "spent_nanos": r.spent_nanos,

@@ -18,12 +18,13 @@ import os
 import socket
 import uuid
 from dataclasses import dataclass, field
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, NamedTuple
 
-from sqlalchemy import Connection, delete, func, insert, or_, select, update
+from sqlalchemy import Connection, delete, func, select, update
 
 from ..errors import BudgetExceeded, ConfigError
 from ..money import nanos_to_usd
+from ..store.fastsql import SQL, db_time, py_time, run
 from ..store.models import Budget as BudgetRow
 from ..store.models import BudgetPeriod, Reservation, UsageRecord
 from ..timeutil import utcnow
@@ -83,14 +84,22 @@ _BUDGET_COLS = (
 )
 
 
+# Only these constant column names are formatted into the statements below.
+_COLS = ", ".join(c.key for c in _BUDGET_COLS)
+_CANDIDATES = SQL(
+    f"SELECT {_COLS} FROM llmspend_budgets WHERE org_name = :org "  # noqa: S608
+    "AND (project_name IS NULL OR project_name = :project OR project_name = '*') "
+    "AND (user_name IS NULL OR user_name = :user OR user_name = '*')"
+)
+_BY_KEY = SQL(
+    f"SELECT {_COLS} FROM llmspend_budgets "  # noqa: S608
+    "WHERE scope = :scope AND name = :name AND default_for = ''"
+)
+
+
 def candidate_budgets(conn: Connection, org: str, project: str, user: str) -> list[Any]:
     """Every budget row that could apply to (org, project, user), defaults included."""
-    stmt = select(*_BUDGET_COLS).where(
-        BudgetRow.org_name == org,
-        or_(BudgetRow.project_name.is_(None), BudgetRow.project_name.in_((project, "*"))),
-        or_(BudgetRow.user_name.is_(None), BudgetRow.user_name.in_((user, "*"))),
-    )
-    return list(conn.execute(stmt).all())
+    return list(run(conn, _CANDIDATES, {"org": org, "project": project, "user": user}).all())
 
 
 def resolve(rows: list[Any], project: str, user: str) -> tuple[list[Any], list[tuple[Any, str]]]:
@@ -147,13 +156,7 @@ def materialize(conn: Connection, default: Any, child_name: str, now: dt.datetim
         "created_by": "default",
     }
     conn.execute(_insert_ignore(conn, BudgetRow.__table__).values(**values))
-    return conn.execute(
-        select(*_BUDGET_COLS).where(
-            BudgetRow.scope == default.scope,
-            BudgetRow.name == child_name,
-            BudgetRow.default_for == "",
-        )
-    ).one()
+    return run(conn, _BY_KEY, {"scope": default.scope, "name": child_name}).one()
 
 
 def _insert_ignore(conn: Connection, table: Any) -> Any:
@@ -176,22 +179,41 @@ def scope_filter(budget: Any) -> list[Any]:
     return clauses
 
 
-def ensure_period(conn: Connection, budget: Any, now: dt.datetime) -> Any:
+_PERIOD = SQL(
+    "SELECT id, period_start, period_end, limit_nanos, spent_nanos, reserved_nanos, calls "
+    "FROM llmspend_budget_periods WHERE budget_id = :budget_id AND period_start = :start"
+)
+
+
+class Period(NamedTuple):
+    id: int
+    period_start: dt.datetime
+    period_end: dt.datetime | None
+    limit_nanos: int
+    spent_nanos: int
+    reserved_nanos: int
+    calls: int
+
+
+def _period(row: Any) -> Period:
+    return Period(
+        row.id,
+        py_time(row.period_start),
+        py_time(row.period_end),
+        row.limit_nanos,  # type: ignore[arg-type]
+        row.spent_nanos,
+        row.reserved_nanos,
+        row.calls,
+    )
+
+
+def ensure_period(conn: Connection, budget: Any, now: dt.datetime) -> Period:
     """The budget's current period row, created (with spend already recorded) if new."""
     start, end = period_bounds(budget.period, budget.timezone, now, week_start=budget.week_start)
-    cols = (
-        BudgetPeriod.id,
-        BudgetPeriod.period_start,
-        BudgetPeriod.period_end,
-        BudgetPeriod.limit_nanos,
-        BudgetPeriod.spent_nanos,
-        BudgetPeriod.reserved_nanos,
-        BudgetPeriod.calls,
-    )
-    q = select(*cols).where(BudgetPeriod.budget_id == budget.id, BudgetPeriod.period_start == start)
-    row = conn.execute(q).first()
+    key = {"budget_id": budget.id, "start": db_time(conn, start)}
+    row = run(conn, _PERIOD, key).first()
     if row is not None:
-        return row
+        return _period(row)
     window = [UsageRecord.ts >= start] + ([UsageRecord.ts < end] if end is not None else [])
     spent, calls = conn.execute(
         select(func.coalesce(func.sum(UsageRecord.cost_nanos), 0), func.count()).where(
@@ -210,18 +232,25 @@ def ensure_period(conn: Connection, budget: Any, now: dt.datetime) -> Any:
             updated_at=now,
         )
     )
-    return conn.execute(q).one()
+    return _period(run(conn, _PERIOD, key).one())
+
+
+_EXPIRED = SQL(
+    "SELECT id, period_id, amount_nanos FROM llmspend_reservations "
+    "WHERE lease_expires_at < :now AND period_id IN ({ids})"
+)
+_RELEASE = SQL(
+    "UPDATE llmspend_budget_periods SET reserved_nanos = CASE WHEN reserved_nanos > :amount "
+    "THEN reserved_nanos - :amount ELSE 0 END WHERE id = :id"
+)
 
 
 def reclaim_expired(conn: Connection, period_ids: list[int], now: dt.datetime) -> int:
     """Give back what expired leases held on these periods. Returns the number reclaimed."""
     if not period_ids:
         return 0
-    expired = conn.execute(
-        select(Reservation.id, Reservation.period_id, Reservation.amount_nanos).where(
-            Reservation.period_id.in_(period_ids), Reservation.lease_expires_at < now
-        )
-    ).all()
+    ids = ", ".join(str(int(i)) for i in period_ids)  # integers from the store, not input
+    expired = run(conn, SQL(_EXPIRED.text.replace("{ids}", ids)), {"now": db_time(conn, now)}).all()
     if not expired:
         return 0
     per_period: dict[int, int] = {}
@@ -229,16 +258,33 @@ def reclaim_expired(conn: Connection, period_ids: list[int], now: dt.datetime) -
         per_period[pid] = per_period.get(pid, 0) + amount
     conn.execute(delete(Reservation).where(Reservation.id.in_([r[0] for r in expired])))
     for pid, amount in sorted(per_period.items()):
-        conn.execute(
-            update(BudgetPeriod)
-            .where(BudgetPeriod.id == pid)
-            .values(
-                reserved_nanos=func.max(BudgetPeriod.reserved_nanos - amount, 0)
-                if conn.dialect.name == "sqlite"
-                else func.greatest(BudgetPeriod.reserved_nanos - amount, 0)
-            )
-        )
+        run(conn, _RELEASE, {"amount": amount, "id": pid})
     return len(expired)
+
+
+_RESERVE_HARD = SQL(
+    "UPDATE llmspend_budget_periods SET reserved_nanos = reserved_nanos + :amount, "
+    "updated_at = :now WHERE id = :id AND spent_nanos + reserved_nanos + :amount <= limit_nanos"
+)
+_RESERVE_SOFT = SQL(
+    "UPDATE llmspend_budget_periods SET reserved_nanos = reserved_nanos + :amount, "
+    "updated_at = :now WHERE id = :id"
+)
+_HOLD = SQL(
+    "INSERT INTO llmspend_reservations (token, period_id, amount_nanos, created_at, "
+    "lease_expires_at, owner) VALUES (:token, :period_id, :amount, :now, :lease, :owner)"
+)
+_UNHOLD = SQL(
+    "DELETE FROM llmspend_reservations WHERE token = :token RETURNING period_id, amount_nanos"
+)
+_SETTLE = SQL(
+    "UPDATE llmspend_budget_periods SET reserved_nanos = reserved_nanos - :held, "
+    "spent_nanos = spent_nanos + :cost, calls = calls + 1, updated_at = :now WHERE id = :id"
+)
+_REFUSAL = SQL(
+    "SELECT spent_nanos, reserved_nanos, limit_nanos, period_end FROM llmspend_budget_periods "
+    "WHERE id = :id"
+)
 
 
 class BudgetGuard:
@@ -282,17 +328,9 @@ class BudgetGuard:
                         refusal = self._refusal(conn, budget, period.id, None, "unpriced model")
                         break
                     amount = 0
-                stmt = (
-                    update(BudgetPeriod)
-                    .where(BudgetPeriod.id == period.id)
-                    .values(reserved_nanos=BudgetPeriod.reserved_nanos + amount, updated_at=now)
-                )
-                if budget.mode == "hard":
-                    stmt = stmt.where(
-                        BudgetPeriod.spent_nanos + BudgetPeriod.reserved_nanos + amount
-                        <= BudgetPeriod.limit_nanos
-                    )
-                if conn.execute(stmt).rowcount != 1:
+                stmt = _RESERVE_HARD if budget.mode == "hard" else _RESERVE_SOFT
+                params = {"amount": amount, "now": db_time(conn, now), "id": period.id}
+                if run(conn, stmt, params).rowcount != 1:
                     refusal = self._refusal(conn, budget, period.id, amount, None)
                     break
                 held.periods.append(period.id)
@@ -301,21 +339,20 @@ class BudgetGuard:
             if refusal is not None:
                 conn.rollback()
             elif held.periods:
-                lease = now + dt.timedelta(seconds=lease_seconds())
-                conn.execute(
-                    insert(Reservation),
-                    [
+                lease = db_time(conn, now + dt.timedelta(seconds=lease_seconds()))
+                for pid in held.periods:
+                    run(
+                        conn,
+                        _HOLD,
                         {
                             "token": held.token,
                             "period_id": pid,
-                            "amount_nanos": held.amount,
-                            "created_at": now,
-                            "lease_expires_at": lease,
+                            "amount": held.amount,
+                            "now": db_time(conn, now),
+                            "lease": lease,
                             "owner": self.owner,
-                        }
-                        for pid in held.periods
-                    ],
-                )
+                        },
+                    )
                 call.reservation = held
         if refusal is not None:
             self.tracker.refused(call, refusal)
@@ -335,15 +372,8 @@ class BudgetGuard:
     def _refusal(
         self, conn: Connection, budget: Any, period_id: int, amount: int | None, reason: str | None
     ) -> BudgetExceeded:
-        p = conn.execute(
-            select(
-                BudgetPeriod.spent_nanos,
-                BudgetPeriod.reserved_nanos,
-                BudgetPeriod.limit_nanos,
-                BudgetPeriod.period_end,
-            ).where(BudgetPeriod.id == period_id)
-        ).one()
-        resets = None if p.period_end is None else p.period_end.replace(tzinfo=dt.UTC)
+        p = run(conn, _REFUSAL, {"id": period_id}).one()
+        end = py_time(p.period_end)
         return BudgetExceeded(
             budget=budget.name,
             scope=budget.scope,
@@ -352,7 +382,7 @@ class BudgetGuard:
             spent=nanos_to_usd(p.spent_nanos),
             reserved=nanos_to_usd(p.reserved_nanos),
             estimate=None if amount is None else nanos_to_usd(amount),
-            resets_at=resets,
+            resets_at=None if end is None else end.replace(tzinfo=dt.UTC),
             reason=reason,
         )
 
@@ -407,23 +437,12 @@ class BudgetGuard:
         cost = row.get("cost_nanos") or 0
         if row.get("status") == "refused":
             cost = 0
-        released = conn.execute(
-            delete(Reservation)
-            .where(Reservation.token == held.token)
-            .returning(Reservation.period_id, Reservation.amount_nanos)
-        ).all()
+        released = run(conn, _UNHOLD, {"token": held.token}).all()
         still_held = {pid: amount for pid, amount in released}
-        now = utcnow()
+        now = db_time(conn, utcnow())
         for pid in sorted(held.periods):
-            conn.execute(
-                update(BudgetPeriod)
-                .where(BudgetPeriod.id == pid)
-                .values(
-                    reserved_nanos=BudgetPeriod.reserved_nanos - still_held.get(pid, 0),
-                    spent_nanos=BudgetPeriod.spent_nanos + cost,
-                    calls=BudgetPeriod.calls + 1,
-                    updated_at=now,
-                )
+            run(
+                conn, _SETTLE, {"held": still_held.get(pid, 0), "cost": cost, "now": now, "id": pid}
             )
         call.reservation = None
         if row.get("status") != "refused":
