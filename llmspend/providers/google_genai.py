@@ -1,0 +1,280 @@
+"""llmspend plugin for ``google-genai`` (``from google import genai``), the current Gemini SDK.
+
+Hook points (``google.genai.models``, class level, so clients created before ``install()``,
+``client.aio`` and chats are all covered):
+
+* ``Models._generate_content`` / ``_generate_content_stream`` and the ``AsyncModels``
+  twins — one invocation per HTTP request. The public ``generate_content`` loops over
+  them for automatic function calling (AFC) and automatic continuation, so recording
+  here gives one row per billed request; chats call the public methods, so nothing is
+  counted twice.
+* ``Models.generate_content`` / ``generate_content_stream`` (and async) — a fallback
+  only: they pass straight through while the private hook above is in place, and record
+  (one row per public call, with a warning logged once) on an SDK version without it.
+* ``Models.embed_content`` / ``AsyncModels.embed_content`` — one request each.
+
+Streams are observed chunk by chunk without changing what the caller receives (the same
+chunk objects, in the same order); see :class:`~.gemini_usage.StreamObserver`.
+"""
+
+from __future__ import annotations
+
+import inspect
+import logging
+from collections.abc import Iterator
+from typing import Any
+
+from ..pipeline import Call, Usage
+from . import Patch, register_provider
+from .gemini_usage import (
+    ObservedAsyncIterator,
+    StreamObserver,
+    field,
+    finish_response,
+    max_output_tokens,
+    request_upper_bound,
+    start_call,
+    wrapper_in_chain,
+)
+
+__all__ = ["GoogleGenAIPlugin"]
+
+log = logging.getLogger("llmspend")
+
+MODULE = "google.genai.models"
+GENERATE = "generate_content"
+EMBED = "embed_content"
+
+
+# -- reading the request ---------------------------------------------------------------------
+
+
+def _arg(args: tuple[Any, ...], kwargs: dict[str, Any], name: str, index: int) -> Any:
+    if name in kwargs:
+        return kwargs[name]
+    return args[index] if len(args) > index else None
+
+
+def _request(args: tuple[Any, ...], kwargs: dict[str, Any]) -> tuple[Any, int, int | None]:
+    """(model, input upper bound, max output tokens) of a ``generate_content``-shaped call."""
+    model = _arg(args, kwargs, "model", 0)
+    contents = _arg(args, kwargs, "contents", 1)
+    config = _arg(args, kwargs, "config", 2)
+    upper = request_upper_bound(
+        contents, field(config, "system_instruction"), field(config, "tools")
+    )
+    return model, upper, max_output_tokens(config)
+
+
+# -- non-streamed requests -------------------------------------------------------------------
+
+
+def _generate(wrapped: Any, instance: Any, args: tuple[Any, ...], kwargs: dict[str, Any]) -> Any:
+    """One ``generateContent`` request (sync)."""
+    model, upper, max_out = _request(args, kwargs)
+    call = start_call(GENERATE, model, input_upper=upper, max_output=max_out, streamed=False)
+    if call is None:
+        return wrapped(*args, **kwargs)
+    try:
+        response = wrapped(*args, **kwargs)
+    except BaseException as exc:
+        call.finish(None, status="error", error=exc)
+        raise
+    finish_response(call, response, upper)
+    return response
+
+
+async def _agenerate(
+    wrapped: Any, instance: Any, args: tuple[Any, ...], kwargs: dict[str, Any]
+) -> Any:
+    """One ``generateContent`` request (async)."""
+    model, upper, max_out = _request(args, kwargs)
+    call = start_call(GENERATE, model, input_upper=upper, max_output=max_out, streamed=False)
+    if call is None:
+        return await wrapped(*args, **kwargs)
+    try:
+        response = await wrapped(*args, **kwargs)
+    except BaseException as exc:
+        call.finish(None, status="error", error=exc)
+        raise
+    finish_response(call, response, upper)
+    return response
+
+
+def _embed_request(args: tuple[Any, ...], kwargs: dict[str, Any]) -> tuple[Any, Any, int]:
+    model = _arg(args, kwargs, "model", 0)
+    contents = _arg(args, kwargs, "contents", 1)
+    return model, contents, request_upper_bound(contents)
+
+
+def _finish_embed(call: Call, response: Any, upper: int) -> None:
+    """Embedding usage: ``usage_metadata``, else per-embedding statistics, else estimated."""
+    if field(response, "usage_metadata") is None:
+        counts = [
+            field(field(e, "statistics"), "token_count")
+            for e in field(response, "embeddings") or ()
+        ]
+        if counts and all(isinstance(c, (int, float)) and c >= 0 for c in counts):
+            call.finish(Usage(int(sum(counts))))
+            return
+    finish_response(call, response, upper)
+
+
+def _embed(wrapped: Any, instance: Any, args: tuple[Any, ...], kwargs: dict[str, Any]) -> Any:
+    """``Models.embed_content``: one request."""
+    model, _, upper = _embed_request(args, kwargs)
+    call = start_call(EMBED, model, input_upper=upper, max_output=None, streamed=False)
+    if call is None:
+        return wrapped(*args, **kwargs)
+    try:
+        response = wrapped(*args, **kwargs)
+    except BaseException as exc:
+        call.finish(None, status="error", error=exc)
+        raise
+    _finish_embed(call, response, upper)
+    return response
+
+
+async def _aembed(
+    wrapped: Any, instance: Any, args: tuple[Any, ...], kwargs: dict[str, Any]
+) -> Any:
+    """``AsyncModels.embed_content``: one request."""
+    model, _, upper = _embed_request(args, kwargs)
+    call = start_call(EMBED, model, input_upper=upper, max_output=None, streamed=False)
+    if call is None:
+        return await wrapped(*args, **kwargs)
+    try:
+        response = await wrapped(*args, **kwargs)
+    except BaseException as exc:
+        call.finish(None, status="error", error=exc)
+        raise
+    _finish_embed(call, response, upper)
+    return response
+
+
+# -- streamed requests -----------------------------------------------------------------------
+
+
+def _stream(wrapped: Any, instance: Any, args: tuple[Any, ...], kwargs: dict[str, Any]) -> Any:
+    """``_generate_content_stream`` is a generator function: so is its replacement.
+
+    Nothing is sent until the first ``next()``; the call begins there too, so a budget
+    refusal surfaces at the first iteration, before the request.
+    """
+    return _observe_stream(wrapped, args, kwargs)
+
+
+def _observe_stream(wrapped: Any, args: tuple[Any, ...], kwargs: dict[str, Any]) -> Iterator[Any]:
+    model, upper, max_out = _request(args, kwargs)
+    call = start_call(GENERATE, model, input_upper=upper, max_output=max_out, streamed=True)
+    if call is None:
+        yield from wrapped(*args, **kwargs)
+        return
+    observer = StreamObserver(call, upper)
+    inner = None
+    try:
+        inner = iter(wrapped(*args, **kwargs))
+        for chunk in inner:
+            observer.observe(chunk)
+            yield chunk
+    except GeneratorExit:  # the caller closed (or dropped) the stream
+        observer.abandon()
+        raise
+    except BaseException as exc:
+        observer.fail(exc)
+        raise
+    else:
+        observer.complete()
+    finally:
+        close = getattr(inner, "close", None)
+        if close is not None:
+            close()
+
+
+async def _astream(
+    wrapped: Any, instance: Any, args: tuple[Any, ...], kwargs: dict[str, Any]
+) -> Any:
+    """``AsyncModels._generate_content_stream``: awaiting it sends the request and returns
+    an async iterator; ours yields the very same chunks while observing them."""
+    model, upper, max_out = _request(args, kwargs)
+    call = start_call(GENERATE, model, input_upper=upper, max_output=max_out, streamed=True)
+    if call is None:
+        return await wrapped(*args, **kwargs)
+    observer = StreamObserver(call, upper)
+    try:
+        stream = await wrapped(*args, **kwargs)
+    except BaseException as exc:
+        observer.fail(exc)
+        raise
+    # A plain async iterator (not an async generator): when the SDK drops it, it goes at
+    # once, and the SDK's own stream is finalized exactly as it would be without llmspend.
+    observed = ObservedAsyncIterator(stream, observer)
+    observer.settle_on_gc(observed)
+    return observed
+
+
+# -- fallback on the public methods ------------------------------------------------------------
+
+_PRIVATE = {
+    "generate_content": ("_generate_content", _generate, _agenerate),
+    "generate_content_stream": ("_generate_content_stream", _stream, _astream),
+}
+_OURS = frozenset({_generate, _agenerate, _stream, _astream})
+_warned: set[str] = set()
+
+
+def _private_hooked(instance: Any, private: str) -> bool:
+    """Whether our wrapper sits on ``type(instance).<private>`` (the per-request hook)."""
+    try:
+        attr = inspect.getattr_static(type(instance), private, None)
+    except Exception:
+        return False
+    return wrapper_in_chain(attr, _OURS)
+
+
+def _fallback(public: str, is_async: bool) -> Any:
+    private, sync_hook, async_hook = _PRIVATE[public]
+    hook = async_hook if is_async else sync_hook
+
+    def wrapper(wrapped: Any, instance: Any, args: tuple[Any, ...], kwargs: dict[str, Any]) -> Any:
+        if _private_hooked(instance, private):
+            return wrapped(*args, **kwargs)
+        if public not in _warned:
+            _warned.add(public)
+            log.warning(
+                "llmspend: google-genai %s has no %s hook on this SDK version; recording one "
+                "row per %s call (requests made by automatic function calling are merged)",
+                type(instance).__name__, private, public,
+            )  # fmt: skip
+        return hook(wrapped, instance, args, kwargs)
+
+    wrapper.__name__ = f"_fallback_{'async_' if is_async else ''}{public}"
+    return wrapper
+
+
+_PUBLIC = {
+    (cls, name): _fallback(name, cls == "AsyncModels")
+    for cls in ("Models", "AsyncModels")
+    for name in ("generate_content", "generate_content_stream")
+}
+
+
+class GoogleGenAIPlugin:
+    """The ``google-genai`` provider plugin."""
+
+    name = "google_genai"
+
+    def patches(self) -> list[Patch]:
+        """Per-request hooks first, then the public fallbacks and embeddings."""
+        return [
+            Patch(MODULE, "Models._generate_content", _generate),
+            Patch(MODULE, "Models._generate_content_stream", _stream),
+            Patch(MODULE, "AsyncModels._generate_content", _agenerate),
+            Patch(MODULE, "AsyncModels._generate_content_stream", _astream),
+            *(Patch(MODULE, f"{cls}.{name}", w) for (cls, name), w in _PUBLIC.items()),
+            Patch(MODULE, "Models.embed_content", _embed),
+            Patch(MODULE, "AsyncModels.embed_content", _aembed),
+        ]
+
+
+register_provider(GoogleGenAIPlugin())

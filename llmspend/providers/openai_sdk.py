@@ -1,0 +1,360 @@
+"""llmspend plugin for the ``openai`` SDK (OpenAI, Azure OpenAI, xAI, OpenRouter and any
+OpenAI-compatible host).
+
+Hook points (class level, applied by ``install()``, removed exactly by ``uninstall()``):
+
+* ``openai._base_client.SyncAPIClient.request`` and ``AsyncAPIClient.request``. Every SDK
+  request passes there — ``create``, ``parse``, the ``.stream()`` helpers,
+  ``with_raw_response`` / ``with_streaming_response`` (even when first accessed before
+  ``install()``: they capture bound *resource* methods, which still call ``request``),
+  module-level ``openai.chat...`` and clients created before or after ``install()``.
+  Retries happen inside ``request``, so one hooked call is one billed call.
+
+What is tracked is decided by ``options.url`` (see :data:`ROUTES`, POST only); everything
+else (model lists, files, ``input_tokens`` counting...) passes straight through. A
+``GET /responses/{id}`` (``retrieve``, also ``stream=True``) or ``cancel`` is looked at only
+when it concerns a background response still awaiting its usage (see
+:mod:`.openai_calls`).
+
+Streams: chat/completions streams carry usage only with
+``stream_options={"include_usage": True}``. ``LLMSPEND_STREAM_USAGE`` chooses:
+
+* ``auto`` (default): inject it for known providers (openai, azure, xai, openrouter) and
+  hide the extra usage-only chunk, so the caller sees exactly the chunks it would see
+  without llmspend; other hosts are never sent extra parameters and are settled from an
+  estimate (``usage_estimated``).
+* ``inject``: inject for every host. ``estimate``: never inject.
+
+A caller who asked for ``include_usage`` keeps their usage chunk. Raw responses
+(``with_raw_response`` / ``with_streaming_response``) are never injected into, since the
+caller may read their bytes.
+"""
+
+from __future__ import annotations
+
+import copy as _copy
+import logging
+import os
+from collections.abc import Mapping
+from typing import Any, NamedTuple
+from urllib.parse import urlsplit
+
+from ..pipeline import begin_call
+from . import Patch, register_provider
+from .openai_calls import INPUT_FIELDS, LEDGER, CallContext
+from .openai_streams import observe_raw, observe_stream, settle_bytes
+
+__all__ = [
+    "KNOWN_PROVIDERS",
+    "ROUTES",
+    "OpenAIPlugin",
+    "detect_provider",
+    "provider_for_host",
+    "stream_usage_mode",
+]
+
+log = logging.getLogger("llmspend")
+
+MODULE = "openai._base_client"
+
+#: Request path → the ``api`` recorded. Only POSTs to these paths are billed calls.
+ROUTES: dict[str, str] = {
+    "/chat/completions": "chat.completions",
+    "/completions": "completions",
+    "/responses": "responses",
+    "/responses/compact": "responses.compact",
+    "/embeddings": "embeddings",
+    "/images/generations": "images.generations",
+    "/images/edits": "images.edits",
+    "/images/variations": "images.variations",
+    "/audio/transcriptions": "audio.transcriptions",
+    "/audio/translations": "audio.translations",
+    "/audio/speech": "audio.speech",
+}
+#: Providers known to accept ``stream_options.include_usage`` (injected in ``auto`` mode).
+KNOWN_PROVIDERS = frozenset({"openai", "azure", "xai", "openrouter"})
+_USAGE_OPTION_APIS = frozenset({"chat.completions", "completions"})
+_RAW_HEADER = "X-Stainless-Raw-Response"
+_AZURE_HOSTS = (".openai.azure.com", ".cognitiveservices.azure.com", ".services.ai.azure.com")
+_AZURE_CLASSES = frozenset({"BaseAzureClient", "AzureOpenAI", "AsyncAzureOpenAI"})
+_MODES = frozenset({"auto", "inject", "estimate"})
+
+
+# -- provider detection ------------------------------------------------------------------------
+
+
+def provider_for_host(host: str) -> str:
+    """The llmspend provider name for an API host."""
+    host = host.lower().rstrip(".")
+    if host == "api.openai.com" or host.endswith(".api.openai.com"):
+        return "openai"
+    if host == "x.ai" or host.endswith(".x.ai"):
+        return "xai"
+    if host.endswith("openrouter.ai"):
+        return "openrouter"
+    if host.endswith(_AZURE_HOSTS):
+        return "azure"
+    return "openai-compatible"
+
+
+_provider_cache: dict[tuple[type, str], str] = {}
+
+
+def detect_provider(client: Any) -> str:
+    """The provider of an ``openai`` client: Azure classes, else by ``base_url.host``."""
+    try:
+        host = str(client.base_url.host)
+    except Exception:
+        host = ""
+    key = (type(client), host)
+    provider = _provider_cache.get(key)
+    if provider is None:
+        names = {cls.__name__ for cls in type(client).__mro__}
+        provider = "azure" if names & _AZURE_CLASSES else provider_for_host(host)
+        if len(_provider_cache) < 256:
+            _provider_cache[key] = provider
+    return provider
+
+
+def stream_usage_mode() -> str:
+    """``LLMSPEND_STREAM_USAGE``: ``auto`` (default), ``inject`` or ``estimate``."""
+    mode = os.environ.get("LLMSPEND_STREAM_USAGE", "auto").strip().lower()
+    return mode if mode in _MODES else "auto"
+
+
+# -- reading the request -----------------------------------------------------------------------
+
+
+class _Plan(NamedTuple):
+    provider: str
+    api: str
+    body: Mapping[str, Any]
+    streamed: bool
+    raw: bool
+
+
+def _options_of(args: tuple[Any, ...], kwargs: dict[str, Any]) -> Any:
+    return args[1] if len(args) > 1 else kwargs.get("options")
+
+
+def _route(url: str) -> str | None:
+    api = ROUTES.get(url)
+    if api is None and "://" in url:
+        path = urlsplit(url).path.rstrip("/")
+        api = next((v for k, v in ROUTES.items() if path.endswith(k)), None)
+    return api
+
+
+def _pending_id(options: Any) -> str | None:
+    """The id of a parked background response this request retrieves or cancels."""
+    parts = options.url.split("/")
+    if len(parts) < 3 or parts[1] != "responses" or parts[2] not in LEDGER:
+        return None
+    method = str(options.method).lower()
+    if (len(parts) == 3 and method == "get") or (parts[3:] == ["cancel"] and method == "post"):
+        return parts[2]
+    return None
+
+
+def _plan(instance: Any, args: tuple[Any, ...], kwargs: dict[str, Any]) -> _Plan | str | None:
+    """What to track for this request: a plan, a parked response id, or ``None``."""
+    options = _options_of(args, kwargs)
+    api = _route(options.url)
+    if api is None:
+        return _pending_id(options) if LEDGER else None
+    if str(options.method).lower() != "post":
+        return None
+    body = options.json_data if isinstance(options.json_data, Mapping) else {}
+    if options.extra_json:
+        body = {**body, **options.extra_json}
+    headers = options.headers
+    raw = isinstance(headers, Mapping) and bool(headers.get(_RAW_HEADER))
+    streamed = bool(kwargs.get("stream"))
+    return _Plan(detect_provider(instance), api, body, streamed, raw)
+
+
+def _max_output(api: str, body: Mapping[str, Any]) -> int | None:
+    if api.startswith("responses"):
+        value = body.get("max_output_tokens")
+    elif api in _USAGE_OPTION_APIS:
+        value = body.get("max_completion_tokens") or body.get("max_tokens")
+    else:
+        return None
+    if not isinstance(value, int) or isinstance(value, bool) or value <= 0:
+        return None
+    n = body.get("n")
+    return value * n if isinstance(n, int) and not isinstance(n, bool) and n > 1 else value
+
+
+def _inject_usage(plan: _Plan) -> bool:
+    """Whether to add ``stream_options.include_usage`` to this streamed request."""
+    if not plan.streamed or plan.raw or plan.api not in _USAGE_OPTION_APIS:
+        return False
+    asked = plan.body.get("stream_options")
+    if isinstance(asked, Mapping) and asked.get("include_usage"):
+        return False
+    mode = stream_usage_mode()
+    return mode == "inject" or (mode == "auto" and plan.provider in KNOWN_PROVIDERS)
+
+
+def _with_usage_option(
+    args: tuple[Any, ...], kwargs: dict[str, Any]
+) -> tuple[tuple[Any, ...], dict[str, Any]]:
+    """Arguments with a copy of the options asking for usage in the stream."""
+    options = _options_of(args, kwargs)
+    copy = _copy.copy(options)  # shallow: the caller's options and body stay untouched
+    body = dict(options.json_data) if isinstance(options.json_data, Mapping) else {}
+    asked = body.get("stream_options")
+    body["stream_options"] = {
+        **(asked if isinstance(asked, Mapping) else {}),
+        "include_usage": True,
+    }
+    copy.json_data = body
+    if options.extra_json and "stream_options" in options.extra_json:
+        copy.extra_json = {**options.extra_json, "stream_options": body["stream_options"]}
+    if len(args) > 1:
+        return (args[0], copy, *args[2:]), kwargs
+    return args, {**kwargs, "options": copy}
+
+
+def _begin(
+    instance: Any, args: tuple[Any, ...], kwargs: dict[str, Any]
+) -> tuple[CallContext | str | None, tuple[Any, ...], dict[str, Any]]:
+    """Start the call (budget check included) and adjust the request if needed."""
+    try:
+        plan = _plan(instance, args, kwargs)
+    except Exception:  # an unexpected request shape: stay out of the way
+        log.debug("llmspend could not read an openai request", exc_info=True)
+        plan = None
+    if plan is None or isinstance(plan, str):
+        return plan, args, kwargs
+    body = plan.body
+    model = body.get("model")
+    call = begin_call(
+        plan.provider,
+        plan.api,
+        model if isinstance(model, str) else "",
+        payload=[body[k] for k in INPUT_FIELDS if k in body],
+        max_output_tokens=_max_output(plan.api, body),
+        streamed=plan.streamed,
+    )  # may raise BudgetExceeded: nothing has been sent
+    if call is None:
+        return None, args, kwargs
+    injected = False
+    try:
+        if _inject_usage(plan):
+            args, kwargs = _with_usage_option(args, kwargs)
+            injected = True
+    except Exception:
+        log.debug("llmspend could not ask for stream usage", exc_info=True)
+    return CallContext(call, plan.api, plan.provider, body, injected=injected), args, kwargs
+
+
+# -- reading the result ------------------------------------------------------------------------
+
+_Types = tuple[tuple[type[Any], ...], tuple[type[Any], ...], type[Any], type[Any]]
+_sdk_types: _Types | None = None
+
+
+def _types() -> _Types:
+    """(stream classes, raw response classes, binary content class, httpx2.Response)."""
+    global _sdk_types
+    if _sdk_types is None:
+        import httpx2
+        from openai._legacy_response import HttpxBinaryResponseContent, LegacyAPIResponse
+        from openai._response import BaseAPIResponse
+        from openai._streaming import AsyncStream, Stream
+
+        raw = (LegacyAPIResponse, BaseAPIResponse)
+        _sdk_types = ((Stream, AsyncStream), raw, HttpxBinaryResponseContent, httpx2.Response)
+    return _sdk_types
+
+
+def _observe(ctx: CallContext, result: Any, *, is_async: bool) -> Any:
+    """Settle now (complete results) or arrange to settle later (streams, raw bodies)."""
+    try:
+        streams, raws, binary, http_response = _types()
+        if isinstance(result, streams):
+            observe_stream(ctx, result, is_async=is_async)
+        elif isinstance(result, raws):
+            observe_raw(ctx, result, result.http_response, is_async=is_async)
+        elif isinstance(result, http_response):
+            observe_raw(ctx, result, result, is_async=is_async)
+        elif isinstance(result, binary):  # audio.speech: bytes, or SSE with usage
+            http = result.response
+            rid = http.headers.get("x-request-id")
+            ctype = http.headers.get("content-type", "")
+            settle_bytes(ctx, http.content, ctype, rid, ended=True)
+        else:
+            ctx.finish_result(result)
+    except Exception:  # recording must never break the caller's call
+        log.exception("llmspend could not read an openai %s result", ctx.api)
+        ctx.finish_estimate("ok")
+    return result
+
+
+def _resume(response_id: str, result: Any, *, is_async: bool) -> Any:
+    """A retrieve/cancel of a parked background response: settle it once it is final."""
+    try:
+        ctx = LEDGER.get(response_id)
+        streams, raws, _, _ = _types()
+        if ctx is None or isinstance(result, raws):
+            return result
+        if isinstance(result, streams):
+            observe_stream(ctx, result, is_async=is_async, resume=True)
+        else:
+            LEDGER.resolve(response_id, result)
+    except Exception:
+        log.exception("llmspend could not read a retrieved response")
+    return result
+
+
+# -- the hooks -----------------------------------------------------------------------------------
+
+
+def _request(wrapped: Any, instance: Any, args: tuple[Any, ...], kwargs: dict[str, Any]) -> Any:
+    """``SyncAPIClient.request``: one billed call (retries included)."""
+    ctx, args, kwargs = _begin(instance, args, kwargs)
+    if ctx is None:
+        return wrapped(*args, **kwargs)
+    if isinstance(ctx, str):
+        return _resume(ctx, wrapped(*args, **kwargs), is_async=False)
+    try:
+        result = wrapped(*args, **kwargs)
+    except BaseException as exc:
+        ctx.fail(exc)
+        raise
+    return _observe(ctx, result, is_async=False)
+
+
+async def _arequest(
+    wrapped: Any, instance: Any, args: tuple[Any, ...], kwargs: dict[str, Any]
+) -> Any:
+    """``AsyncAPIClient.request``: one billed call (retries included)."""
+    ctx, args, kwargs = _begin(instance, args, kwargs)
+    if ctx is None:
+        return await wrapped(*args, **kwargs)
+    if isinstance(ctx, str):
+        return _resume(ctx, await wrapped(*args, **kwargs), is_async=True)
+    try:
+        result = await wrapped(*args, **kwargs)
+    except BaseException as exc:
+        ctx.fail(exc)
+        raise
+    return _observe(ctx, result, is_async=True)
+
+
+class OpenAIPlugin:
+    """The built-in ``openai`` SDK provider plugin."""
+
+    name = "openai"
+
+    def patches(self) -> list[Patch]:
+        """The two request hooks (see the module docstring)."""
+        return [
+            Patch(MODULE, "SyncAPIClient.request", _request),
+            Patch(MODULE, "AsyncAPIClient.request", _arequest),
+        ]
+
+
+register_provider(OpenAIPlugin())
