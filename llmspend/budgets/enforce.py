@@ -301,8 +301,9 @@ class BudgetGuard:
     # -- before the call -----------------------------------------------------------------
     def before_call(self, call: Call) -> None:
         store = self.tracker.store
-        with store.begin() as conn:
-            rows = candidate_budgets(conn, call.org, call.project, call.user)
+        rows = store.fetch(
+            _CANDIDATES, {"org": call.org, "project": call.project, "user": call.user}
+        )
         if not rows:
             return
         applicable, todo = resolve(rows, call.project, call.user)

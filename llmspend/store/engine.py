@@ -92,6 +92,20 @@ class Store:
             with conn.begin():
                 yield conn
 
+    def fetch(self, sql: Any, params: dict[str, Any] | None = None) -> list[Any]:
+        """Run one read-only statement outside any transaction (the hot path's lookups).
+
+        On SQLite the DBAPI connection is in autocommit, so a lone SELECT needs no
+        BEGIN/COMMIT; on PostgreSQL the pool's reset ends the implicit transaction.
+        """
+        from .fastsql import run
+
+        try:
+            with self.engine.connect() as conn:
+                return run(conn, sql, params).all()
+        except exc.OperationalError as e:
+            raise StoreError(f"cannot reach the store {safe_url(self.url)}: {_reason(e)}") from e
+
     def dispose(self) -> None:
         self.engine.dispose()
 

@@ -1,0 +1,77 @@
+"""Latency llmspend adds to a call: price + reserve + settle + record (DESIGN §10).
+
+Makes the same chat-completion call to the bundled simulator through the real openai SDK,
+alternating between llmspend installed and not (interleaved, so machine noise hits both
+alike), with and without budgets, on a SQLite store. Prints median and p99 of each and the
+added latency. Targets: median <= 0.3 ms, p99 <= 2 ms on SQLite.
+
+    python benchmarks/overhead.py [--calls 2000] [--budgets]
+"""
+
+from __future__ import annotations
+
+import argparse
+import statistics
+import tempfile
+import time
+
+
+def pct(values: list[float], q: float) -> float:
+    values = sorted(values)
+    return values[min(len(values) - 1, int(q * len(values)))]
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser(description=__doc__)
+    ap.add_argument("--calls", type=int, default=2000)
+    ap.add_argument("--database-url", default=None)
+    args = ap.parse_args()
+
+    import openai
+
+    import llmspend
+    from llmspend.sim import SimServer
+
+    with tempfile.TemporaryDirectory() as tmp, SimServer() as sim:
+        url = args.database_url or f"sqlite:///{tmp}/overhead.sqlite"
+        client = openai.OpenAI(api_key="x", base_url=sim.openai_base_url, max_retries=0)
+        msgs = [{"role": "user", "content": "How many tokens is this sentence?"}]
+
+        def one() -> float:
+            t0 = time.perf_counter()
+            client.chat.completions.create(model="gpt-4o-mini", messages=msgs, max_tokens=50)
+            return time.perf_counter() - t0
+
+        for label, budgets in (("no budgets", False), ("3 budgets (org, project, user)", True)):
+            llmspend.install(url, org="bench", project="p", user="u")
+            if budgets:
+                llmspend.set_budget("org", "bench", "1000000", "month")
+                llmspend.set_budget("project", "bench/p", "100000", "month", mode="soft")
+                llmspend.set_budget("user", "bench/u", "10000", "day")
+            llmspend.uninstall()
+            for _ in range(200):  # warm both paths
+                one()
+            base: list[float] = []
+            ours: list[float] = []
+            for i in range(args.calls * 2):
+                if i % 2:
+                    llmspend.install(url, org="bench", project="p", user="u")
+                    ours.append(one())
+                    llmspend.uninstall()
+                else:
+                    base.append(one())
+            added_med = (statistics.median(ours) - statistics.median(base)) * 1000
+            added_p99 = (pct(ours, 0.99) - pct(base, 0.99)) * 1000
+            print(
+                f"{label:32} without: median {statistics.median(base) * 1000:.3f} ms, "
+                f"p99 {pct(base, 0.99) * 1000:.3f} ms | with: median "
+                f"{statistics.median(ours) * 1000:.3f} ms, p99 {pct(ours, 0.99) * 1000:.3f} ms"
+            )
+            print(
+                f"{'':32} added: median {added_med:.3f} ms (target <= 0.3), "
+                f"p99 {added_p99:.3f} ms (target <= 2)"
+            )
+
+
+if __name__ == "__main__":
+    main()

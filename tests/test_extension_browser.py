@@ -1,0 +1,208 @@
+"""The JupyterLab extension in a real JupyterLab and headless Chromium.
+
+A store with budgets for acme/churn/ana and $4 of history; JupyterLab runs with that
+store and context. The meter must show the headline budget, change after a notebook cell
+makes a call against the simulated provider, announce the threshold it crossed as a
+notification, and open the panel, where the alert can be acknowledged. Screenshots go to
+``artifacts/extension/``.
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+import importlib.util
+import json
+import os
+import sys
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+import llmspend
+from tests.labserver import LabServer, chromium, open_notebook, require_browser, run_all_cells
+
+ARTIFACTS = Path(__file__).resolve().parents[1] / "artifacts" / "extension"
+TIMEOUT_MS = 60_000
+
+pytestmark = pytest.mark.slow
+
+
+def require_extension() -> None:
+    """The extension must be built and installed (``make extension``): skip without it,
+    fail under CI."""
+    labext = Path(sys.prefix, "share", "jupyter", "labextensions", "llmspend-jupyterlab")
+    reason = None
+    if importlib.util.find_spec("llmspend_jupyterlab") is None:
+        reason = "llmspend_jupyterlab is not installed (make extension)"
+    elif not (labext / "package.json").is_file():
+        reason = f"the labextension is not built/installed at {labext} (make extension)"
+    if reason is None:
+        return
+    if os.environ.get("CI"):
+        pytest.fail(f"CI builds the extension before the tests: {reason}")
+    pytest.skip(reason)
+
+
+def notebook(sim_url: str) -> dict[str, Any]:
+    """A notebook whose one cell makes a $1.0002 gpt-4o call through the simulator."""
+    source = "\n".join(
+        [
+            "import llmspend, openai",
+            "llmspend.install()  # the store and context come from the server's environment",
+            f"client = openai.OpenAI(api_key='sim', base_url='{sim_url}', max_retries=0)",
+            "reply = client.chat.completions.create(",
+            "    model='gpt-4o', max_tokens=20,",
+            "    messages=[{'role': 'user', 'content': '#sim:tokens=400000 a long prompt'}])",
+            "print('cost', llmspend.records().iloc[-1]['cost_usd'])",
+        ]
+    )
+    return {
+        "cells": [
+            {
+                "cell_type": "code",
+                "execution_count": None,
+                "id": "spend",
+                "metadata": {},
+                "outputs": [],
+                "source": source,
+            }
+        ],
+        "metadata": {
+            "kernelspec": {"display_name": "Python 3", "language": "python", "name": "python3"}
+        },
+        "nbformat": 4,
+        "nbformat_minor": 5,
+    }
+
+
+@pytest.fixture
+def store(tmp_path: Path) -> Iterator[str]:
+    """acme (org, $100/month), acme/churn (project, $10/month), acme/ana (user, $50/month),
+    all soft, and $4.00 of acme/churn/ana calls today."""
+    from llmspend.store.engine import forget_store
+    from llmspend.tracker import Tracker, set_tracker
+
+    url = f"sqlite:///{tmp_path / 'store.sqlite'}"
+    set_tracker(Tracker(url, org="acme", project="churn", user="ana"))
+    llmspend.set_budget("org", "acme", "100", "month", mode="soft")
+    llmspend.set_budget("project", "acme/churn", "10", "month", mode="soft")
+    llmspend.set_budget("user", "acme/ana", "50", "month", mode="soft")
+    now = dt.datetime.now(dt.UTC)
+    llmspend.ingest(
+        [
+            {"ts": now, "provider": "openai", "model": "gpt-4o-mini", "cost_usd": cost}
+            for cost in ("2.50", "1.25", "0.25")
+        ]
+    )
+    yield url
+    set_tracker(None)
+    forget_store(url)
+
+
+def decline_news(lab: LabServer) -> None:
+    """Answer JupyterLab's "notified about official Jupyter news?" prompt ahead (no)."""
+    lab.api(
+        "/lab/api/settings/@jupyterlab/apputils-extension:notification",
+        method="PUT",
+        body={"raw": json.dumps({"fetchNews": "false", "checkForUpdates": False})},
+    )
+
+
+def wait_meter(page: Any, text: str) -> None:
+    page.wait_for_function(
+        "t => (document.querySelector('#llmspend-meter')?.textContent || '') === t",
+        arg=text,
+        timeout=TIMEOUT_MS,
+    )
+
+
+def test_meter_panel_and_notification_in_jupyterlab(tmp_path: Path, store: str, sim: Any) -> None:
+    require_browser()
+    require_extension()
+    ARTIFACTS.mkdir(parents=True, exist_ok=True)
+    root = tmp_path / "root"
+    root.mkdir()
+    (root / "spend.ipynb").write_text(json.dumps(notebook(sim.openai_base_url)))
+    env = {
+        "LLMSPEND_DATABASE_URL": store,
+        "LLMSPEND_ORG": "acme",
+        "LLMSPEND_PROJECT": "churn",
+        "LLMSPEND_USER": "ana",
+    }
+    with LabServer(root, env=env) as lab, chromium() as browser:
+        # the routes answer with the token, and the same numbers the meter will show
+        status = lab.api("/llmspend/status")
+        assert status["headline"]["budget"] == "acme/churn"
+        assert status["headline"]["spent_usd"] == "4"
+
+        decline_news(lab)
+        page = browser.new_page(viewport={"width": 1400, "height": 900})
+        page.set_default_timeout(TIMEOUT_MS)
+        try:
+            open_notebook(page, lab, "spend.ipynb")
+            wait_meter(page, "$4.00 · 40 % of acme/churn month")
+            meter = page.locator("#llmspend-meter")
+            assert meter.get_attribute("data-level") == "ok"
+            assert "acme/churn/ana" in (meter.get_attribute("title") or "")
+            page.screenshot(path=str(ARTIFACTS / "1-meter.png"))
+
+            # a call in the notebook: the meter follows and the 50 % alert is announced
+            run_all_cells(page)
+            outputs = page.locator(".jp-OutputArea-output").all_text_contents()
+            assert any(o.startswith("cost ") for o in outputs), outputs
+            project = llmspend.budget_status("project", "acme/churn")[0]
+            assert 50 <= project.percent_used < 51
+            spent = f"${project.spent_usd:,.2f}"
+            wait_meter(page, f"{spent} · 50 % of acme/churn month")
+            toast = page.locator(".Toastify__toast", has_text="acme/churn reached 50 %")
+            toast.first.wait_for(state="visible")
+            assert "$10.00" in toast.first.inner_text()
+            assert page.locator(".Toastify__toast", has_text="reached").count() == 1
+            page.wait_for_function(  # slid in completely: the screenshot shows all of it
+                """() => [...document.querySelectorAll('.Toastify__toast')].every(
+                    t => t.getBoundingClientRect().right <= window.innerWidth)"""
+            )
+            page.screenshot(path=str(ARTIFACTS / "2-notification.png"))
+            alerts = llmspend.alerts()
+            assert list(alerts["threshold"]) == [0.5] and not alerts["acknowledged"].any()
+
+            # the meter opens the panel: budgets per level, spend, and the alert
+            meter.click()
+            panel = page.locator("#llmspend-panel")
+            panel.wait_for(state="visible")
+            budgets = panel.locator("[data-llmspend=budget]")
+            budgets.nth(2).wait_for()
+            assert [budgets.nth(i).get_attribute("data-budget") for i in range(3)] == [
+                "org:acme",
+                "project:acme/churn",
+                "user:acme/ana",
+            ]
+            churn = panel.locator("[data-budget='project:acme/churn']")
+            assert f"{spent} of $10.00" in churn.inner_text()
+            panel.locator("[data-llmspend=period]", has_text=spent).wait_for()
+            panel.locator("[data-llmspend=top-model]", has_text="gpt-4o-mini · $4.00").wait_for()
+            ack = panel.locator("[data-llmspend=ack]")
+            ack.wait_for()
+            page.screenshot(path=str(ARTIFACTS / "3-panel.png"))
+
+            ack.click()  # the only write: through the authenticated, XSRF-checked POST
+            panel.locator(".jp-LLMSpendPanel-acked").wait_for()
+            assert llmspend.alerts()["acknowledged"].all()
+            toast.first.wait_for(state="detached")  # its notification is closed too
+            page.screenshot(path=str(ARTIFACTS / "4-acknowledged.png"))
+
+            # past the warning threshold (80 %) the meter turns amber
+            llmspend.ingest(
+                [{"ts": dt.datetime.now(dt.UTC), "provider": "openai", "model": "gpt-4o",
+                  "cost_usd": "3.50"}]
+            )  # fmt: skip
+            page.evaluate("() => window.jupyterapp.commands.execute('llmspend:refresh')")
+            wait_meter(page, "$8.50 · 85 % of acme/churn month")
+            assert meter.get_attribute("data-level") == "warning"
+            page.screenshot(path=str(ARTIFACTS / "5-warning.png"))
+        except Exception:
+            page.screenshot(path=str(ARTIFACTS / "failure.png"))
+            print(lab.log_tail(80))
+            raise
