@@ -87,7 +87,8 @@ class AlertNotice:
         return (
             f'<div class="llmspend-alert" style="border-left:4px solid {colour};'
             f'padding:2px 8px;margin:2px 0;font-size:90%;color:{colour}">'
-            f"⚠ {html.escape(self.event.message)}</div>"
+            # "&#36;" rather than "$": JupyterLab typesets $...$ in HTML output as LaTeX
+            f"⚠ {html.escape(self.event.message).replace('$', '&#36;')}</div>"
         )
 
 
