@@ -7,6 +7,7 @@ The public surface is listed in ``__all__``; everything else is private. Heavy l
 
 from __future__ import annotations
 
+import logging as _logging
 from typing import TYPE_CHECKING, Any
 
 from .errors import (
@@ -20,6 +21,7 @@ from .errors import (
     PricingError,
     SchemaTooNewError,
     StoreError,
+    StoreUnavailable,
     ValidationError,
 )
 
@@ -37,6 +39,9 @@ if TYPE_CHECKING:
 
 __version__ = "0.1.0"
 
+# A library never configures logging; this only keeps "no handler" fallbacks quiet.
+_logging.getLogger("llmspend").addHandler(_logging.NullHandler())
+
 __all__ = [
     "Budget",
     "BudgetError",
@@ -51,6 +56,7 @@ __all__ = [
     "PricingError",
     "SchemaTooNewError",
     "StoreError",
+    "StoreUnavailable",
     "Tracker",
     "ValidationError",
     "__version__",
@@ -59,6 +65,7 @@ __all__ = [
     "attribute",
     "budget_history",
     "budget_status",
+    "dashboard",
     "delete_budget",
     "ingest",
     "install",
@@ -74,7 +81,7 @@ __all__ = [
     "update_budget",
 ]
 
-from .attribution import attribute
+from .attribution import attribute  # noqa: E402  (after the logging set-up above)
 
 
 def install(
@@ -269,6 +276,20 @@ def on_alert(callback: Callable[[BudgetThresholdReached], Any]) -> None:
     from .alerting.listeners import on_alert as _on_alert
 
     _on_alert(callback)
+
+
+def dashboard(**options: Any) -> Any:
+    """A live ipywidgets dashboard: budget gauges per level, spending trend, breakdowns
+    by model/user/project, recent alerts and real-time metrics.
+
+    Refreshes by itself (throttled) as calls are recorded in this kernel, and filters by
+    org, project, user and period. Options: ``org``, ``project``, ``user``, ``period``
+    (``"24h"``, ``"7d"``, ``"30d"``, ``"month"``), ``live`` (default ``True``) and
+    ``min_interval`` (seconds between live refreshes, default 2).
+    """
+    from .notebook.widgets import dashboard as _dashboard
+
+    return _dashboard(**options)
 
 
 def set_webhook(url: str | None, *, format: str = "auto") -> None:

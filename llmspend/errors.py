@@ -6,7 +6,8 @@ The tree::
     ├── ConfigError                    bad settings, environment variables or files
     │   └── PriceFileError             a bad price-override file (names file, entry, field)
     ├── StoreError                     the store cannot be opened, migrated or reached
-    │   └── SchemaTooNewError          the database was migrated by a newer llmspend
+    │   ├── SchemaTooNewError          the database was migrated by a newer llmspend
+    │   └── StoreUnavailable           the store is down: a call under a hard budget not sent
     ├── ValidationError                bad input to a public function (also a ValueError)
     │   └── IngestError                a bad row given to ``ingest`` (names row and field)
     ├── PricingError                   a usage that cannot be priced (e.g. subset > total)
@@ -36,6 +37,7 @@ __all__ = [
     "PricingError",
     "SchemaTooNewError",
     "StoreError",
+    "StoreUnavailable",
     "ValidationError",
 ]
 
@@ -74,6 +76,15 @@ class StoreError(LLMSpendError):
 
 class SchemaTooNewError(StoreError):
     """The database schema was written by a newer version of llmspend."""
+
+
+class StoreUnavailable(StoreError):
+    """The store could not be reached before a call, and the policy fails closed.
+
+    Calls under hard budgets are not sent while budgets cannot be checked
+    (``LLMSPEND_STORE_DOWN=closed``, or ``auto`` — the default — when this process last
+    saw a hard budget for the caller, or never reached the store). Nothing was sent.
+    """
 
 
 class ValidationError(LLMSpendError, ValueError):
@@ -130,6 +141,10 @@ class BudgetExceeded(LLMSpendError):
         self.resets_at = resets_at
         self.reason = reason
         super().__init__(self._message())
+
+    def _render_traceback_(self) -> list[str]:
+        """IPython shows this one line instead of dozens of SDK frames."""
+        return [f"BudgetExceeded: {self}"]
 
     def _message(self) -> str:
         def usd(x: Decimal) -> str:

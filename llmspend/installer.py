@@ -5,7 +5,7 @@ from __future__ import annotations
 import threading
 
 from .config import resolve_database_url
-from .tracker import Tracker, installed_tracker, set_tracker
+from .tracker import Tracker, current_tracker, installed_tracker, set_tracker
 
 __all__ = ["install", "uninstall"]
 
@@ -28,7 +28,9 @@ def install(
     from .providers import apply_patches
 
     with _lock:
-        current = installed_tracker()
+        # Reuse the current tracker (installed or not) when it is on the same store: its
+        # caches stay warm, and an uninstall/install cycle keeps the same defaults.
+        current = current_tracker()
         same_store = current is not None and (
             database_url is None
             or resolve_database_url(database_url) == current.settings.database_url
@@ -36,6 +38,7 @@ def install(
         if current is not None and same_store:
             current.set_defaults(org=org, project=project, user=user)
             tracker = current
+            set_tracker(tracker, installed=True)
         else:
             tracker = Tracker(database_url, org=org, project=project, user=user)
             set_tracker(tracker, installed=True)

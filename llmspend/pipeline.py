@@ -18,6 +18,7 @@ import os
 import socket
 import threading
 import time
+import uuid
 import warnings
 from collections.abc import Mapping
 from dataclasses import dataclass
@@ -234,6 +235,7 @@ class Call:
             else None,
             "session_id": session_id(),
             "notebook_path": notebook_path(),
+            "record_uid": uuid.uuid4().hex,
         }
         self.row = row
         tracker.record_call(self, row)

@@ -31,7 +31,7 @@ if TYPE_CHECKING:
     from .pipeline import Call
     from .pricing import PriceBook
 
-__all__ = ["Tracker", "get_tracker", "installed_tracker", "set_tracker"]
+__all__ = ["Tracker", "current_tracker", "get_tracker", "installed_tracker", "set_tracker"]
 
 log = logging.getLogger("llmspend")
 
@@ -67,6 +67,11 @@ class Tracker:
         self.after_record_hooks: list[Callable[[Call, dict[str, Any]], None]] = []
         self.refusal_hooks: list[Callable[[Call, Exception], None]] = []
         self.ingest_hooks: list[Callable[[Connection, list[dict[str, Any]]], None]] = []
+        from .spool import Spool
+
+        self.spool = Spool(self.settings.database_url)
+        self._spool_pending = bool(self.spool.pending())
+        self._spool_warned = False
         from .budgets.enforce import BudgetGuard
 
         self.guard = BudgetGuard(self)
@@ -76,6 +81,11 @@ class Tracker:
 
         self.alerts = AlertHub(self)
         self.alerts.install()
+        from .analytics.rollups import install_rollups
+
+        install_rollups(self)
+        if self._spool_pending:  # calls journaled while the store was down
+            self.replay_spool()
 
     def __repr__(self) -> str:
         return (
@@ -126,17 +136,30 @@ class Tracker:
                 log.exception("llmspend refusal listener failed")
 
     def record_call(self, call: Call, row: dict[str, Any]) -> None:
-        """Commit one call's row, with whatever must change in the same transaction."""
+        """Commit one call's row, with whatever must change in the same transaction.
+
+        If the store cannot take it, the row is spooled locally and replayed later
+        (exactly once); the caller's call is never failed for it.
+        """
+        from sqlalchemy.exc import DBAPIError
+
+        from .errors import StoreError
         from .store.hierarchy import ensure_entities
         from .usage import insert_usage
 
         key = (row["org_name"], row["project_name"], row["user_name"])
-        with self.store.begin(write=True) as conn:
-            if key not in self._known_entities:
-                ensure_entities(conn, [key])
-            insert_usage(conn, [row])
-            for hook in self.in_record_hooks:
-                hook(conn, call, row)
+        try:
+            with self.store.begin(write=True) as conn:
+                if key not in self._known_entities:
+                    ensure_entities(conn, [key])
+                insert_usage(conn, [row])
+                for hook in self.in_record_hooks:
+                    hook(conn, call, row)
+        except (StoreError, DBAPIError) as exc:
+            self._spool_row(row, exc)
+            call.events = []
+            self.recent.append(row)
+            return
         self._known_entities.add(key)
         self.recent.append(row)
         for after in self.after_record_hooks:
@@ -144,6 +167,42 @@ class Tracker:
                 after(call, row)
             except Exception:  # a listener must never break the caller's call
                 log.exception("llmspend listener failed")
+        if self._spool_pending:
+            self.replay_spool()
+
+    def _spool_row(self, row: dict[str, Any], exc: Exception) -> None:
+        import warnings
+
+        from .errors import LLMSpendWarning
+
+        path = self.spool.write(row)
+        self._spool_pending = True
+        reason = str(getattr(exc, "orig", None) or exc).splitlines()[0][:200]
+        log.warning("llmspend: store unavailable (%s); call spooled to %s", reason, path)
+        if not self._spool_warned:
+            self._spool_warned = True
+            warnings.warn(
+                f"llmspend: the store is unavailable ({reason}); calls are journaled in "
+                f"{self.spool.dir} and will be written when it is back",
+                LLMSpendWarning,
+                stacklevel=4,
+            )
+
+    def replay_spool(self) -> int:
+        """Write spooled calls into the store (each exactly once). Returns rows inserted."""
+        from sqlalchemy.exc import DBAPIError
+
+        from .errors import StoreError
+
+        try:
+            n = self.spool.replay(self)
+        except (StoreError, DBAPIError) as exc:
+            log.warning("llmspend: spool replay postponed: %s", exc)
+            return 0
+        self._spool_pending = bool(self.spool.pending())
+        if not self._spool_pending:
+            self._spool_warned = False
+        return n
 
     # -- records -------------------------------------------------------------------------
     def records(self, since: Any = None, until: Any = None, **filters: Any) -> pd.DataFrame:
@@ -176,6 +235,11 @@ def get_tracker() -> Tracker:
                 _current = Tracker()
             tracker = _current
     return tracker
+
+
+def current_tracker() -> Tracker | None:
+    """The current tracker if one exists (never creates one)."""
+    return _current
 
 
 def installed_tracker() -> Tracker | None:

@@ -239,6 +239,7 @@ def validate_row(
         "cost_nanos": None, "estimate_nanos": None, "price_status": None, "price_ref": None,
         "status": "ok", "error_type": None, "latency_ms": None, "streamed": False,
         "usage_estimated": False, "tags": None, "session_id": None, "notebook_path": None,
+        "record_uid": None,
     }  # fmt: skip
     cost: int | None = None
     pstatus: Any = None
@@ -332,7 +333,7 @@ _INSERT_COLUMNS = (
     "project_name", "user_name", "input_tokens", "cached_input_tokens", "cache_write_tokens",
     "output_tokens", "reasoning_tokens", "cost_nanos", "estimate_nanos", "price_status",
     "price_ref", "status", "error_type", "latency_ms", "streamed", "usage_estimated", "tags",
-    "session_id", "notebook_path",
+    "session_id", "notebook_path", "record_uid",
 )  # fmt: skip
 
 
@@ -348,6 +349,15 @@ def _insert_sql(dialect: str) -> str:
 def _sqlite_ts(value: dt.datetime) -> str:
     # The exact text form SQLAlchemy's SQLite DateTime type writes and reads back.
     return value.strftime("%Y-%m-%d %H:%M:%S.%f")
+
+
+def insert_once(conn: Connection, row: dict[str, Any]) -> bool:
+    """Insert one row unless its ``record_uid`` is already stored. True if inserted."""
+    sql = _insert_sql(conn.dialect.name) + " ON CONFLICT (record_uid) DO NOTHING"
+    params = tuple(row[k] for k in _INSERT_COLUMNS)
+    if conn.dialect.name == "sqlite":
+        params = (_sqlite_ts(row["ts"]), *params[1:])
+    return conn.exec_driver_sql(sql, params).rowcount == 1
 
 
 def insert_usage(conn: Connection, rows: list[dict[str, Any]]) -> None:

@@ -73,6 +73,16 @@ class PgServer:
                 time.sleep(0.1)
         raise PgUnavailable("PostgreSQL did not start listening")
 
+    def pause(self) -> None:
+        """Stop the server but keep its data (an outage)."""
+        self._run("pg_ctl", "-D", str(self.datadir), "-m", "fast", "-w", "stop")
+
+    def resume(self) -> None:
+        opts = f"-h 127.0.0.1 -p {self.port} -k {self.root} -F -c max_connections=200"
+        self._run(
+            "pg_ctl", "-D", str(self.datadir), "-l", str(self.logfile), "-o", opts, "-w", "start"
+        )
+
     def stop(self) -> None:
         with contextlib.suppress(Exception):
             self._run("pg_ctl", "-D", str(self.datadir), "-m", "immediate", "stop")

@@ -16,7 +16,7 @@ from typing import TYPE_CHECKING, Any
 
 from sqlalchemy import Connection, select
 
-from ..money import nanos_to_usd
+from ..money import format_usd, nanos_to_usd
 from ..store.fastsql import SQL, py_time, run
 from ..store.models import Alert
 from ..store.models import Budget as BudgetRow
@@ -54,16 +54,15 @@ class BudgetThresholdReached:
 
     @property
     def message(self) -> str:
+        spent, limit = format_usd(self.spent_usd), format_usd(self.limit_usd)
         if self.kind == "refused":
             return (
                 f"llmspend: {self.scope} budget {self.budget!r} refused a call: "
-                f"${self.spent_usd:,.2f} of ${self.limit_usd:,.2f} spent "
-                f"({self.percent_used:.1f} %)"
+                f"{spent} of {limit} spent ({self.percent_used:.1f} %)"
             )
         return (
             f"llmspend: {self.scope} budget {self.budget!r} reached "
-            f"{self.threshold * 100:.0f} % — ${self.spent_usd:,.4f} of ${self.limit_usd:,.2f} "
-            f"({self.percent_used:.1f} %)"
+            f"{self.threshold * 100:.0f} % — {spent} of {limit} ({self.percent_used:.1f} %)"
         )
 
     def to_json(self) -> dict[str, Any]:

@@ -85,7 +85,8 @@ class AlertNotice:
             "#b00020" if self.event.kind == "refused" or self.event.threshold >= 1 else "#8a6d00"
         )
         return (
-            f'<div class="llmspend-alert" style="border-left:4px solid {colour};'
+            f'<div class="llmspend-alert mathjax_ignore tex2jax_ignore" '
+            f'style="border-left:4px solid {colour};'
             f'padding:2px 8px;margin:2px 0;font-size:90%;color:{colour}">'
             # "&#36;" rather than "$": JupyterLab typesets $...$ in HTML output as LaTeX
             f"⚠ {html.escape(self.event.message).replace('$', '&#36;')}</div>"

@@ -14,6 +14,7 @@ that writes the call's row. A kernel that dies leaves reservations whose lease e
 from __future__ import annotations
 
 import datetime as dt
+import logging
 import os
 import socket
 import uuid
@@ -22,19 +23,21 @@ from typing import TYPE_CHECKING, Any, NamedTuple
 
 from sqlalchemy import Connection, delete, func, select, update
 
-from ..errors import BudgetExceeded, ConfigError
+from ..errors import BudgetExceeded, ConfigError, StoreUnavailable
 from ..money import nanos_to_usd
 from ..store.fastsql import SQL, db_time, py_time, run
 from ..store.models import Budget as BudgetRow
 from ..store.models import BudgetPeriod, Reservation, UsageRecord
 from ..timeutil import utcnow
-from .periods import period_bounds
+from .periods import TOTAL_START, period_bounds
 
 if TYPE_CHECKING:
     from ..pipeline import Call
     from ..tracker import Tracker
 
 __all__ = ["BudgetGuard", "lease_seconds"]
+
+log = logging.getLogger("llmspend")
 
 _DEFAULT_LEASE = 600.0
 
@@ -198,9 +201,9 @@ class Period(NamedTuple):
 def _period(row: Any) -> Period:
     return Period(
         row.id,
-        py_time(row.period_start),
+        py_time(row.period_start) or TOTAL_START,
         py_time(row.period_end),
-        row.limit_nanos,  # type: ignore[arg-type]
+        row.limit_nanos,
         row.spent_nanos,
         row.reserved_nanos,
         row.calls,
@@ -293,6 +296,8 @@ class BudgetGuard:
     def __init__(self, tracker: Tracker) -> None:
         self.tracker = tracker
         self.owner = f"{socket.gethostname()}:{os.getpid()}"[:200]
+        # Whether a hard budget applied to (org, project, user) at the last lookup.
+        self._hard_seen: dict[tuple[str, str, str], bool] = {}
 
     def install(self) -> None:
         self.tracker.before_call_hooks.append(self.before_call)
@@ -300,10 +305,44 @@ class BudgetGuard:
 
     # -- before the call -----------------------------------------------------------------
     def before_call(self, call: Call) -> None:
+        from sqlalchemy.exc import DBAPIError
+
+        from ..errors import StoreError
+
+        try:
+            self._before_call(call)
+        except (StoreError, DBAPIError) as exc:
+            if isinstance(exc, StoreUnavailable):
+                raise
+            self._store_down(call, exc)
+
+    def _store_down(self, call: Call, exc: Exception) -> None:
+        """The store cannot be reached before a call: fail closed or open, by policy."""
+        policy = os.environ.get("LLMSPEND_STORE_DOWN", "auto").lower()
+        if policy not in ("auto", "closed", "open"):
+            raise ConfigError(
+                f"LLMSPEND_STORE_DOWN must be auto, closed or open, got {policy!r}"
+            ) from None
+        key = (call.org, call.project, call.user)
+        hard = self._hard_seen.get(key, True)  # never checked in this process: assume so
+        if policy == "open" or (policy == "auto" and not hard):
+            log.warning("llmspend: store unavailable, call not checked against budgets: %s", exc)
+            return
+        reason = str(getattr(exc, "orig", None) or exc).splitlines()[0][:200]
+        refusal = StoreUnavailable(
+            f"the llmspend store is unavailable ({reason}), so hard budgets cannot be checked "
+            f"for {call.org}/{call.project}/{call.user}; the call was not sent "
+            "(LLMSPEND_STORE_DOWN=open lets calls through unchecked)"
+        )
+        self.tracker.refused(call, refusal)
+        raise refusal from None
+
+    def _before_call(self, call: Call) -> None:
         store = self.tracker.store
         rows = store.fetch(
             _CANDIDATES, {"org": call.org, "project": call.project, "user": call.user}
         )
+        self._hard_seen[(call.org, call.project, call.user)] = any(r.mode == "hard" for r in rows)
         if not rows:
             return
         applicable, todo = resolve(rows, call.project, call.user)

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import argparse
 import dataclasses
+from typing import Any
 
 from . import common_options, database_url
 from .output import print_json, print_table
@@ -35,7 +36,7 @@ LIST_COLUMNS = (
 )
 
 
-def register(sub: argparse._SubParsersAction) -> None:  # type: ignore[type-arg]
+def register(sub: argparse._SubParsersAction) -> None:
     parser = sub.add_parser("budget", help="set, list, show and delete budgets")
     bsub = parser.add_subparsers(dest="budget_command", metavar="ACTION")
     bsub.required = True
@@ -96,7 +97,7 @@ def register(sub: argparse._SubParsersAction) -> None:  # type: ignore[type-arg]
     p.set_defaults(func=_history)
 
 
-def _store(args: argparse.Namespace):  # type: ignore[no-untyped-def]
+def _store(args: argparse.Namespace):
     from ..tracker import Tracker
 
     return Tracker(database_url(args)).store
@@ -179,7 +180,9 @@ def _history(args: argparse.Namespace) -> int:
     from ..budgets.manage import budget_history
 
     frame = budget_history(_store(args), args.scope, args.name)
-    rows = frame.to_dict("records")
+    rows: list[dict[str, Any]] = [
+        {str(k): v for k, v in r.items()} for r in frame.to_dict("records")
+    ]
     if args.json:
         print_json(rows)
     else:

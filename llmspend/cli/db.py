@@ -1,4 +1,4 @@
-"""``llmspend db upgrade`` / ``llmspend db current``: the store's schema."""
+"""``llmspend db upgrade`` / ``current`` / ``rebuild-rollups``: the store's schema and rollups."""
 
 from __future__ import annotations
 
@@ -22,6 +22,13 @@ def register(sub: argparse._SubParsersAction) -> None:
     common_options(cur)
     cur.add_argument("--json", action="store_true", help="print JSON for scripts")
     cur.set_defaults(func=_current)
+    reb = dbsub.add_parser(
+        "rebuild-rollups",
+        help="recompute the analytics rollups from the raw usage rows (one transaction)",
+    )
+    common_options(reb)
+    reb.add_argument("--json", action="store_true", help="print JSON for scripts")
+    reb.set_defaults(func=_rebuild_rollups)
 
 
 def _upgrade(args: argparse.Namespace) -> int:
@@ -42,6 +49,28 @@ def _current(args: argparse.Namespace) -> int:
     url = resolve_database_url(database_url(args))
     store = open_store(url, migrate=False)
     _print(args, store, current_revisions(store), "current")
+    return 0
+
+
+def _rebuild_rollups(args: argparse.Namespace) -> int:
+    import time
+
+    from ..analytics.rollups import rebuild_rollups
+    from ..config import resolve_database_url
+    from ..store.engine import open_store, safe_url
+
+    url = resolve_database_url(database_url(args))
+    store = open_store(url)
+    t0 = time.perf_counter()
+    counts = rebuild_rollups(store)
+    seconds = round(time.perf_counter() - t0, 3)
+    if args.json:
+        print(json.dumps({"database_url": safe_url(store.url), **counts, "seconds": seconds}))
+    else:
+        print(
+            f"rebuilt rollups in {safe_url(store.url)}: {counts['hourly']:,} hourly and "
+            f"{counts['daily']:,} daily rows in {seconds:.2f} s"
+        )
     return 0
 
 

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import argparse
+from typing import Any
 
 from . import common_options, database_url
 from .output import print_json
@@ -17,7 +18,7 @@ def add_filters(p: argparse.ArgumentParser) -> None:
         p.add_argument(f"--{name}", action="append", help=f"only this {name} (repeatable)")
 
 
-def filters_of(args: argparse.Namespace) -> dict[str, list[str]]:
+def filters_of(args: argparse.Namespace) -> dict[str, Any]:
     return {
         name: getattr(args, name)
         for name in ("org", "project", "user", "provider", "model")
@@ -25,7 +26,7 @@ def filters_of(args: argparse.Namespace) -> dict[str, list[str]]:
     }
 
 
-def register(sub: argparse._SubParsersAction) -> None:  # type: ignore[type-arg]
+def register(sub: argparse._SubParsersAction) -> None:
     p = sub.add_parser("export", help="write usage records to CSV or Parquet")
     p.add_argument("file", help="output file (.csv or .parquet)")
     p.add_argument("--format", choices=("csv", "parquet"), help="default: from the file name")

@@ -10,7 +10,7 @@ from .output import print_json
 __all__ = ["register"]
 
 
-def register(sub: argparse._SubParsersAction) -> None:  # type: ignore[type-arg]
+def register(sub: argparse._SubParsersAction) -> None:
     p = sub.add_parser(
         "import",
         help="load usage from CSV or Parquet (validated first; nothing is written on error)",

@@ -10,6 +10,7 @@ that say what is wrong and what to do.
 from __future__ import annotations
 
 import contextlib
+import os
 import threading
 from collections.abc import Iterator
 from pathlib import Path
@@ -23,6 +24,24 @@ from ..errors import ConfigError, SchemaTooNewError, StoreError
 __all__ = ["Store", "current_revisions", "forget_store", "open_store", "safe_url", "upgrade"]
 
 SQLITE_BUSY_TIMEOUT_MS = 30_000
+
+
+def _busy_timeout_ms() -> int:
+    """How long SQLite waits for a lock (``LLMSPEND_SQLITE_BUSY_TIMEOUT``, ms; default 30 s)."""
+    raw = os.environ.get("LLMSPEND_SQLITE_BUSY_TIMEOUT")
+    if not raw:
+        return SQLITE_BUSY_TIMEOUT_MS
+    try:
+        value = int(raw)
+    except ValueError:
+        raise ConfigError(
+            f"LLMSPEND_SQLITE_BUSY_TIMEOUT must be milliseconds, got {raw!r}"
+        ) from None
+    if value < 0:
+        raise ConfigError(f"LLMSPEND_SQLITE_BUSY_TIMEOUT must be >= 0, got {raw!r}")
+    return value
+
+
 _MIGRATIONS = Path(__file__).with_name("migrations")
 _VERSION_TABLE = "llmspend_alembic_version"
 _PG_MIGRATION_LOCK = 0x11A5E9D  # advisory lock key serializing migrations across kernels
@@ -49,12 +68,14 @@ def _normalize_url(url: str) -> Any:
 
 
 def _sqlite_events(engine: Engine) -> None:
+    busy = _busy_timeout_ms()
+
     @event.listens_for(engine, "connect")
     def _on_connect(dbapi_connection: Any, _record: Any) -> None:
         dbapi_connection.isolation_level = None  # SQLAlchemy emits BEGIN itself (below)
         cur = dbapi_connection.cursor()
         try:
-            cur.execute(f"PRAGMA busy_timeout = {SQLITE_BUSY_TIMEOUT_MS}")
+            cur.execute(f"PRAGMA busy_timeout = {int(busy)}")
             cur.execute("PRAGMA journal_mode = WAL")
             cur.execute("PRAGMA synchronous = NORMAL")
             cur.execute("PRAGMA foreign_keys = ON")
@@ -209,7 +230,7 @@ def _create(url: str) -> Store:
                 raise StoreError(
                     f"cannot open the SQLite store {db!r}: directory {str(parent)!r} does not exist"
                 )
-        kwargs["connect_args"] = {"timeout": SQLITE_BUSY_TIMEOUT_MS / 1000}
+        kwargs["connect_args"] = {"timeout": _busy_timeout_ms() / 1000}
     else:
         kwargs["pool_pre_ping"] = True
     try:

@@ -87,7 +87,10 @@ class UsageRecord(Base):
     __tablename__ = "llmspend_usage"
     # Only a ts index: analytics read rollups, drill-down reads ts ranges. Further indexes
     # slowed inserts ~3x and sometimes made planner choices worse (checked with EXPLAIN).
-    __table_args__ = (Index("ix_llmspend_usage_ts", "ts"),)
+    __table_args__ = (
+        Index("ix_llmspend_usage_ts", "ts"),
+        Index("ix_llmspend_usage_record_uid", "record_uid", unique=True),
+    )
 
     id: Mapped[int] = mapped_column(BigId, primary_key=True)
     ts: Mapped[dt.datetime] = mapped_column(DateTime())
@@ -116,6 +119,8 @@ class UsageRecord(Base):
     tags: Mapped[str | None] = mapped_column(Text)
     session_id: Mapped[str | None] = mapped_column(String(64))
     notebook_path: Mapped[str | None] = mapped_column(String(500))
+    # A live call's unique id: replaying the spool inserts each call at most once.
+    record_uid: Mapped[str | None] = mapped_column(String(32))
 
 
 class Budget(Base):
@@ -258,3 +263,47 @@ class WebhookDelivery(Base):
     attempts: Mapped[int] = mapped_column(Integer)
     http_status: Mapped[int | None] = mapped_column(Integer)
     error: Mapped[str | None] = mapped_column(String(500))
+
+
+# -- analytics rollups (maintained by llmspend.analytics.rollups) -----------------------------
+
+
+class _RollupBucket:
+    """Columns shared by the rollup tables: a time bucket, the five dimensions, the sums.
+
+    The primary key (bucket first) is both the upsert's conflict target and the index every
+    analytics query range-scans; on SQLite the tables are ``WITHOUT ROWID``, so rows are
+    stored in that order. ``cost_nanos`` sums the known costs; ``unpriced_calls`` counts
+    calls whose cost is unknown.
+    """
+
+    bucket: Mapped[dt.datetime] = mapped_column(DateTime(), primary_key=True)
+    org_name: Mapped[str] = mapped_column(String(200), primary_key=True)
+    project_name: Mapped[str] = mapped_column(String(200), primary_key=True)
+    user_name: Mapped[str] = mapped_column(String(200), primary_key=True)
+    provider: Mapped[str] = mapped_column(String(32), primary_key=True)
+    model: Mapped[str] = mapped_column(String(200), primary_key=True)
+    calls: Mapped[int] = mapped_column(BigInteger, default=0)
+    error_calls: Mapped[int] = mapped_column(BigInteger, default=0)
+    refused_calls: Mapped[int] = mapped_column(BigInteger, default=0)
+    unpriced_calls: Mapped[int] = mapped_column(BigInteger, default=0)
+    input_tokens: Mapped[int] = mapped_column(BigInteger, default=0)
+    cached_input_tokens: Mapped[int] = mapped_column(BigInteger, default=0)
+    cache_write_tokens: Mapped[int] = mapped_column(BigInteger, default=0)
+    output_tokens: Mapped[int] = mapped_column(BigInteger, default=0)
+    reasoning_tokens: Mapped[int] = mapped_column(BigInteger, default=0)
+    cost_nanos: Mapped[int] = mapped_column(BigInteger, default=0)
+
+
+class RollupHourly(_RollupBucket, Base):
+    """Usage summed per UTC hour (``bucket`` = the hour's start, naive UTC) and dimensions."""
+
+    __tablename__ = "llmspend_rollup_hourly"
+    __table_args__ = {"sqlite_with_rowid": False}  # noqa: RUF012  (SQLAlchemy reads it)
+
+
+class RollupDaily(_RollupBucket, Base):
+    """Usage summed per UTC day (``bucket`` = midnight UTC) and dimensions."""
+
+    __tablename__ = "llmspend_rollup_daily"
+    __table_args__ = {"sqlite_with_rowid": False}  # noqa: RUF012  (SQLAlchemy reads it)

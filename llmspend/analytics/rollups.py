@@ -1,0 +1,296 @@
+"""Rollups: usage pre-aggregated per hour and per day, maintained with every write.
+
+Two tables, ``llmspend_rollup_hourly`` and ``llmspend_rollup_daily``, hold one row per UTC
+bucket × org × project × user × provider × model with the sums of :data:`MEASURES`. They
+change only in the transaction that writes the usage rows they summarize:
+
+* a live call: an ``in_record_hooks`` entry upserts one hourly and one daily row;
+* ``ingest()``: an ``ingest_hooks`` entry sums the whole batch in Python first, then
+  upserts each (bucket, dimensions) once, in sorted order (a consistent lock order);
+
+always with ``INSERT ... ON CONFLICT (key) DO UPDATE SET col = col + excluded.col``, so
+concurrent writers add up instead of overwriting each other. Because the sums are
+integers (nanodollars, tokens, counts), a rollup equals the raw rows it covers, exactly;
+:func:`rebuild_rollups` recomputes both tables from the raw rows and gives identical
+tables (use it after deleting or editing raw rows by hand).
+
+Any other code that inserts into ``llmspend_usage`` must call :func:`add_rows` in the same
+transaction.
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+from collections.abc import Callable, Iterable, Mapping, Sequence
+from typing import TYPE_CHECKING, Any
+
+from sqlalchemy import Connection, Table, case, func, insert, literal_column, select, text
+
+from ..store.models import RollupDaily, RollupHourly, UsageRecord
+
+if TYPE_CHECKING:
+    from ..pipeline import Call
+    from ..store.engine import Store
+    from ..tracker import Tracker
+
+__all__ = [
+    "DIMENSION_COLUMNS",
+    "MEASURES",
+    "add_rows",
+    "install_rollups",
+    "rebuild_rollups",
+    "record_hook",
+]
+
+#: Store columns of the rollup key, after the bucket.
+DIMENSION_COLUMNS: tuple[str, ...] = ("org_name", "project_name", "user_name", "provider", "model")
+
+#: The summed columns of both rollup tables, in table order.
+MEASURES: tuple[str, ...] = (
+    "calls", "error_calls", "refused_calls", "unpriced_calls", "input_tokens",
+    "cached_input_tokens", "cache_write_tokens", "output_tokens", "reasoning_tokens",
+    "cost_nanos",
+)  # fmt: skip
+
+_TABLES: tuple[Table, Table] = (RollupHourly.__table__, RollupDaily.__table__)  # type: ignore[assignment]
+_COLUMNS = ("bucket", *DIMENSION_COLUMNS, *MEASURES)
+_BATCH = 5000
+
+
+class _Upsert:
+    """One table's upsert, compiled once per dialect to the DBAPI's own SQL and params."""
+
+    __slots__ = ("names", "positional", "sql")
+
+    def __init__(self, table: Table, conn: Connection) -> None:
+        if conn.dialect.name == "postgresql":
+            from sqlalchemy.dialects.postgresql import insert as dialect_insert
+        elif conn.dialect.name == "sqlite":
+            from sqlalchemy.dialects.sqlite import insert as dialect_insert  # type: ignore[assignment]
+        else:  # pragma: no cover - only SQLite and PostgreSQL are supported stores
+            raise NotImplementedError(f"rollups need SQLite or PostgreSQL, not {conn.dialect.name}")
+        ins = dialect_insert(table)
+        stmt = ins.on_conflict_do_update(
+            index_elements=[table.c[c] for c in ("bucket", *DIMENSION_COLUMNS)],
+            set_={m: table.c[m] + ins.excluded[m] for m in MEASURES},
+        )
+        compiled = stmt.compile(dialect=conn.dialect, column_keys=list(_COLUMNS))
+        self.sql = compiled.string
+        self.positional = bool(compiled.positional)
+        self.names: tuple[str, ...] = tuple(compiled.positiontup or ())
+        if self.positional and self.names != _COLUMNS:  # pragma: no cover - a SQLAlchemy change
+            raise RuntimeError(f"unexpected parameter order in the rollup upsert: {self.names}")
+
+    def run(self, conn: Connection, params: list[tuple[Any, ...]]) -> None:
+        if not params:
+            return
+        if self.positional:
+            args: Any = params
+        else:
+            args = [dict(zip(_COLUMNS, p, strict=True)) for p in params]
+        for start in range(0, len(args), _BATCH):
+            batch = args[start : start + _BATCH]
+            conn.exec_driver_sql(self.sql, batch[0] if len(batch) == 1 else batch)
+
+
+_upserts: dict[tuple[str, str], _Upsert] = {}
+
+
+def _upsert(conn: Connection, table: Table) -> _Upsert:
+    key = (conn.dialect.name, table.name)
+    up = _upserts.get(key)
+    if up is None:
+        up = _upserts[key] = _Upsert(table, conn)
+    return up
+
+
+def _sqlite_bucket(value: dt.datetime) -> str:
+    # The exact text SQLAlchemy's SQLite DateTime writes (and the usage rows use).
+    return value.strftime("%Y-%m-%d %H:%M:%S.%f")
+
+
+def _measures(row: Mapping[str, Any]) -> list[int]:
+    status = row["status"]
+    cost = row["cost_nanos"]
+    return [
+        1,
+        1 if status == "error" else 0,
+        1 if status == "refused" else 0,
+        1 if cost is None else 0,
+        row["input_tokens"],
+        row["cached_input_tokens"],
+        row["cache_write_tokens"],
+        row["output_tokens"],
+        row["reasoning_tokens"],
+        cost or 0,
+    ]
+
+
+def record_hook(conn: Connection, call: Call | None, row: Mapping[str, Any]) -> None:
+    """``in_record_hooks`` entry: add one call's row to its hourly and daily buckets."""
+    ts: dt.datetime = row["ts"]
+    dims = (row["org_name"], row["project_name"], row["user_name"], row["provider"], row["model"])
+    sums = _measures(row)
+    if conn.dialect.name == "sqlite":
+        day = f"{ts:%Y-%m-%d} 00:00:00.000000"
+        hour = f"{ts:%Y-%m-%d %H}:00:00.000000"
+        # One statement per table straight on the DBAPI connection, inside the caller's
+        # transaction: the cheapest path (the per-call latency budget is a fraction of a ms).
+        raw = conn.connection.driver_connection
+        hourly, daily = _upsert(conn, _TABLES[0]), _upsert(conn, _TABLES[1])
+        raw.execute(hourly.sql, (hour, *dims, *sums))  # type: ignore[union-attr]
+        raw.execute(daily.sql, (day, *dims, *sums))  # type: ignore[union-attr]
+        return
+    hour_ts = ts.replace(minute=0, second=0, microsecond=0)
+    _upsert(conn, _TABLES[0]).run(conn, [(hour_ts, *dims, *sums)])
+    _upsert(conn, _TABLES[1]).run(conn, [(hour_ts.replace(hour=0), *dims, *sums)])
+
+
+def add_rows(conn: Connection, rows: Iterable[Mapping[str, Any]]) -> None:
+    """Add usage rows (dicts with store column names) to the rollups, on ``conn``'s
+    transaction: summed per bucket in Python first, then one upsert per bucket."""
+    hourly: dict[tuple[Any, ...], list[int]] = {}
+    for row in rows:
+        ts: dt.datetime = row["ts"]
+        key = (
+            ts.replace(minute=0, second=0, microsecond=0),
+            row["org_name"],
+            row["project_name"],
+            row["user_name"],
+            row["provider"],
+            row["model"],
+        )
+        cost = row["cost_nanos"]
+        status = row["status"]
+        acc = hourly.get(key)
+        if acc is None:
+            hourly[key] = _measures(row)
+            continue
+        acc[0] += 1
+        if status == "error":
+            acc[1] += 1
+        elif status == "refused":
+            acc[2] += 1
+        if cost is None:
+            acc[3] += 1
+        else:
+            acc[9] += cost
+        acc[4] += row["input_tokens"]
+        acc[5] += row["cached_input_tokens"]
+        acc[6] += row["cache_write_tokens"]
+        acc[7] += row["output_tokens"]
+        acc[8] += row["reasoning_tokens"]
+    if not hourly:
+        return
+    daily: dict[tuple[Any, ...], list[int]] = {}
+    for key, sums in hourly.items():
+        dkey = (key[0].replace(hour=0), *key[1:])
+        acc = daily.get(dkey)
+        if acc is None:
+            daily[dkey] = list(sums)
+        else:
+            for i, v in enumerate(sums):
+                acc[i] += v
+    sqlite = conn.dialect.name == "sqlite"
+    for table, sums_by_key in zip(_TABLES, (hourly, daily), strict=True):
+        params = [
+            (_sqlite_bucket(k[0]) if sqlite else k[0], *k[1:], *(int(v) for v in s))
+            for k, s in sorted(sums_by_key.items())
+        ]
+        _upsert(conn, table).run(conn, params)
+
+
+def ingest_hook(conn: Connection, rows: list[dict[str, Any]]) -> None:
+    """``ingest_hooks`` entry: add an ingested batch to the rollups."""
+    add_rows(conn, rows)
+
+
+def install_rollups(tracker: Tracker) -> None:
+    """Wire rollup maintenance into a tracker's write paths (idempotent)."""
+    hooks: list[tuple[list[Any], Callable[..., None]]] = [
+        (tracker.in_record_hooks, record_hook),
+        (tracker.ingest_hooks, ingest_hook),
+    ]
+    for hook_list, hook in hooks:
+        if hook not in hook_list:
+            hook_list.append(hook)
+
+
+# -- rebuilding ------------------------------------------------------------------------------
+
+
+def _bucket_expr(conn: Connection, column: Any, unit: str) -> Any:
+    if conn.dialect.name == "postgresql":
+        return func.date_trunc(unit, column)
+    # SQLite keeps DateTime as 'YYYY-MM-DD HH:MM:SS.ffffff' text: cut and pad it.
+    width, pad = (13, ":00:00.000000") if unit == "hour" else (10, " 00:00:00.000000")
+    return func.substr(column, 1, width).op("||")(literal_column(f"'{pad}'"))
+
+
+def _sums_from_usage() -> list[Any]:
+    u = UsageRecord
+    one: Any = literal_column("1")
+    zero: Any = literal_column("0")
+    return [
+        func.count(),
+        func.coalesce(func.sum(case((u.status == "error", one), else_=zero)), zero),
+        func.coalesce(func.sum(case((u.status == "refused", one), else_=zero)), zero),
+        func.coalesce(func.sum(case((u.cost_nanos.is_(None), one), else_=zero)), zero),
+        *(func.coalesce(func.sum(getattr(u, m)), zero) for m in MEASURES[4:]),
+    ]
+
+
+def rebuild_in(conn: Connection) -> tuple[int, int]:
+    """Recompute both rollup tables from the raw rows on ``conn``'s (write) transaction."""
+    hourly, daily = _TABLES
+    if conn.dialect.name == "postgresql":
+        # Writers upsert after inserting their usage row: hold them off until we commit,
+        # so every row is counted exactly once (by us, or by its own upsert afterwards).
+        conn.execute(text(f"LOCK TABLE {hourly.name}, {daily.name} IN EXCLUSIVE MODE"))
+    conn.execute(hourly.delete())
+    conn.execute(daily.delete())
+    u = UsageRecord
+    hour = _bucket_expr(conn, u.ts, "hour")
+    dims = [u.org_name, u.project_name, u.user_name, u.provider, u.model]
+    by: list[Any] = [literal_column(str(i)) for i in range(1, 7)]
+    conn.execute(
+        insert(hourly).from_select(
+            list(_COLUMNS), select(hour, *dims, *_sums_from_usage()).group_by(*by)
+        )
+    )
+    day = _bucket_expr(conn, hourly.c.bucket, "day")
+    conn.execute(
+        insert(daily).from_select(
+            list(_COLUMNS),
+            select(
+                day,
+                *(hourly.c[d] for d in DIMENSION_COLUMNS),
+                *(func.sum(hourly.c[m]) for m in MEASURES),
+            ).group_by(*by),
+        )
+    )
+    n_hourly = conn.execute(select(func.count()).select_from(hourly)).scalar_one()
+    n_daily = conn.execute(select(func.count()).select_from(daily)).scalar_one()
+    return int(n_hourly), int(n_daily)
+
+
+def rebuild_rollups(store: Store | None = None) -> dict[str, int]:
+    """Recreate the rollups from the raw usage rows, in one write transaction.
+
+    Returns ``{"hourly": rows, "daily": rows}``. The result is identical to the tables the
+    write hooks maintain; run it after changing raw rows by hand.
+    """
+    if store is None:
+        from ..tracker import get_tracker
+
+        store = get_tracker().store
+    with store.begin(write=True) as conn:
+        n_hourly, n_daily = rebuild_in(conn)
+    return {"hourly": n_hourly, "daily": n_daily}
+
+
+def rollup_rows(conn: Connection, table: str = "hourly") -> Sequence[tuple[Any, ...]]:
+    """Every row of one rollup table in key order (for checks and tests)."""
+    t = _TABLES[0] if table == "hourly" else _TABLES[1]
+    cols = [t.c[c] for c in _COLUMNS]
+    return [tuple(r) for r in conn.execute(select(*cols).order_by(*cols[:6])).all()]

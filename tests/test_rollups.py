@@ -1,0 +1,237 @@
+"""Rollups stay equal to the raw rows: after ingest, live calls, failures, migration, rebuild."""
+
+from __future__ import annotations
+
+import datetime as dt
+import sqlite3
+from collections import defaultdict
+from typing import Any
+
+import pytest
+from sqlalchemy import insert
+
+import llmspend
+from llmspend import analytics
+from llmspend.analytics.rollups import MEASURES, rebuild_rollups, rollup_rows
+from llmspend.pipeline import Usage, begin_call
+from llmspend.timeutil import utcnow
+from tests.test_analytics import expect, got, make_rows
+
+
+def snapshot(tracker: Any) -> tuple[list, list]:
+    with tracker.store.begin() as conn:
+        return list(rollup_rows(conn, "hourly")), list(rollup_rows(conn, "daily"))
+
+
+def from_records() -> tuple[list, list]:
+    """The rollup tables computed independently from records()."""
+    df = llmspend.records()
+    tables: list[list] = []
+    for unit in ("h", "D"):
+        sums: dict[tuple, list[int]] = defaultdict(lambda: [0] * len(MEASURES))
+        for r in df.to_dict("records"):
+            bucket = r["ts"].floor(unit).tz_localize(None).to_pydatetime()
+            key = (bucket, r["org"], r["project"], r["user"], r["provider"], r["model"])
+            cost = r["cost_usd"]
+            vals = (
+                1,
+                r["status"] == "error",
+                r["status"] == "refused",
+                cost is None,
+                r["input_tokens"],
+                r["cached_input_tokens"],
+                r["cache_write_tokens"],
+                r["output_tokens"],
+                r["reasoning_tokens"],
+                0 if cost is None else int(cost.scaleb(9)),
+            )
+            acc = sums[key]
+            for i, v in enumerate(vals):
+                acc[i] += int(v)
+        tables.append(sorted(k + tuple(v) for k, v in sums.items()))
+    return tables[0], tables[1]
+
+
+def assert_consistent(tracker: Any) -> None:
+    before = snapshot(tracker)
+    assert before == from_records()
+    counts = rebuild_rollups(tracker.store)
+    assert snapshot(tracker) == before
+    assert counts == {"hourly": len(before[0]), "daily": len(before[1])}
+
+
+def test_ingest_keeps_rollups_exact_and_a_rebuild_is_identical(tracker) -> None:  # type: ignore[no-untyped-def]
+    now = utcnow()
+    with pytest.warns(llmspend.LLMSpendWarning):
+        llmspend.ingest(make_rows(700, now, days=3, seed=1))
+    llmspend.ingest(make_rows(300, now, days=3, seed=2))  # adds to existing buckets
+    assert_consistent(tracker)
+
+
+def test_live_calls_update_rollups(installed_any) -> None:  # type: ignore[no-untyped-def]
+    tracker = installed_any
+    usages = [Usage(1200, 512, 0, 350, 0), Usage(10, 0, 0, 0, 0), Usage(5000, 0, 100, 900, 300)]
+    models = ["gpt-4o-mini", "gpt-4o", "house-model-y"]
+    with pytest.warns(llmspend.LLMSpendWarning):
+        for i in range(12):
+            with llmspend.attribute(
+                user=("ana", "bob")[i % 2], project=("churn", "web")[i % 3 % 2]
+            ):
+                call = begin_call(
+                    "openai",
+                    "chat.completions",
+                    models[i % 3],
+                    input_tokens=100,
+                    max_output_tokens=100,
+                )
+                assert call is not None
+                if i % 5 == 4:
+                    call.finish(None, status="error", error=TimeoutError())
+                else:
+                    call.finish(usages[i % 3])
+        llmspend.ingest(make_rows(50, utcnow(), days=1, seed=3))
+    df = llmspend.records()
+    assert len(df) == 12 + 50 + 6
+    assert_consistent(tracker)
+    for keys in (["model"], ["user", "project", "status"]):
+        assert got(analytics.cost_breakdown(by=keys), keys) == expect(df, keys)
+    since = df["ts"].min() + dt.timedelta(microseconds=1)
+    rt = analytics.realtime_metrics(since=since)
+    assert rt["calls"].iloc[0] == len(df[df["ts"] >= since])
+
+
+def test_a_failed_record_transaction_leaves_rollups_unchanged(installed) -> None:  # type: ignore[no-untyped-def]
+    tracker = installed
+    call = begin_call("openai", "chat.completions", "gpt-4o-mini", input_tokens=10)
+    assert call is not None
+    call.finish(Usage(10, 0, 0, 5, 0))
+    before = snapshot(tracker)
+
+    def fail(conn: Any, call: Any, row: Any) -> None:
+        raise RuntimeError("disk on fire")
+
+    tracker.in_record_hooks.append(fail)
+    try:
+        call = begin_call("openai", "chat.completions", "gpt-4o-mini", input_tokens=10)
+        assert call is not None
+        with pytest.warns(RuntimeWarning, match="could not record"):
+            call.finish(Usage(10, 0, 0, 5, 0))
+    finally:
+        tracker.in_record_hooks.remove(fail)
+    assert len(llmspend.records()) == 1
+    assert snapshot(tracker) == before
+
+
+@pytest.mark.filterwarnings("ignore:llmspend has no price")
+def test_ingest_that_fails_validation_writes_no_rollups(tracker) -> None:  # type: ignore[no-untyped-def]
+    rows = make_rows(20, utcnow(), days=1, seed=4)
+    rows[-1]["input_tokens"] = -1
+    with pytest.raises(llmspend.IngestError):
+        llmspend.ingest(rows)
+    assert snapshot(tracker) == ([], [])
+
+
+@pytest.mark.filterwarnings("ignore:llmspend has no price")
+def test_rebuild_repairs_rollups_after_raw_rows_change(tracker) -> None:  # type: ignore[no-untyped-def]
+    from sqlalchemy import delete
+
+    from llmspend.store.models import UsageRecord
+
+    llmspend.ingest(make_rows(200, utcnow(), days=2, seed=5))
+    with tracker.store.begin(write=True) as conn:
+        conn.execute(delete(UsageRecord).where(UsageRecord.model == "gpt-4o"))
+    assert snapshot(tracker) != from_records()
+    analytics.rebuild_rollups()  # the current tracker's store
+    assert snapshot(tracker) == from_records()
+
+
+def test_migration_backfills_existing_usage(store_url: str) -> None:
+    """A store with history at revision 0002 gets filled rollups when upgraded to 0003."""
+    from alembic import command
+    from sqlalchemy import create_engine
+
+    from llmspend.store.engine import _alembic_config, open_store
+    from llmspend.store.models import UsageRecord
+    from llmspend.tracker import Tracker, set_tracker
+
+    engine = create_engine(store_url.replace("postgresql://", "postgresql+psycopg://", 1))
+    with engine.begin() as conn:
+        command.upgrade(_alembic_config(conn), "0002")
+        base = dt.datetime(2026, 5, 1, 10, 17, 3, 250_000)
+        conn.execute(
+            insert(UsageRecord.__table__),
+            [
+                {
+                    "ts": base + dt.timedelta(minutes=47 * i),
+                    "provider": "openai",
+                    "api": "chat.completions",
+                    "model": ("gpt-4o", "gpt-4o-mini")[i % 2],
+                    "org_name": "acme",
+                    "project_name": "churn",
+                    "user_name": ("ana", "bob")[i % 3 % 2],
+                    "input_tokens": 100 + i,
+                    "cached_input_tokens": i,
+                    "cache_write_tokens": 0,
+                    "output_tokens": 7 * i,
+                    "reasoning_tokens": 0,
+                    "cost_nanos": None if i % 7 == 0 else 1000 * i,
+                    "price_status": "priced",
+                    "status": ("ok", "ok", "error", "refused")[i % 4],
+                    "streamed": False,
+                    "usage_estimated": False,
+                }
+                for i in range(60)
+            ],
+        )
+    engine.dispose()
+    store = open_store(store_url)  # migrates to head: creates and fills the rollups
+    tracker = Tracker(store_url)
+    set_tracker(tracker)
+    try:
+        filled = snapshot(tracker)
+        assert len(filled[0]) > 10
+        assert filled == from_records()
+        rebuild_rollups(store)
+        assert snapshot(tracker) == filled
+    finally:
+        set_tracker(None)
+
+
+def test_cli_rebuild_rollups(tmp_path, capsys) -> None:  # type: ignore[no-untyped-def]
+    import json
+
+    from llmspend.cli import main
+    from llmspend.store.engine import forget_store
+    from llmspend.tracker import Tracker, set_tracker
+
+    url = f"sqlite:///{tmp_path / 'cli.sqlite'}"
+    set_tracker(Tracker(url))
+    with pytest.warns(llmspend.LLMSpendWarning):
+        llmspend.ingest(make_rows(100, utcnow(), days=2, seed=6))
+    assert main(["db", "rebuild-rollups", "--database-url", url, "--json"]) == 0
+    out = json.loads(capsys.readouterr().out)
+    assert out["hourly"] > 0 and out["daily"] > 0
+    assert main(["--database-url", url, "db", "rebuild-rollups"]) == 0
+    assert "rebuilt rollups" in capsys.readouterr().out
+    forget_store(url)
+
+
+def test_rollup_range_scans_use_the_primary_key(tmp_path) -> None:
+    from llmspend.store.engine import forget_store, open_store
+
+    url = f"sqlite:///{tmp_path / 'plan.sqlite'}"
+    open_store(url)
+    con = sqlite3.connect(tmp_path / "plan.sqlite")
+    for table in ("llmspend_rollup_hourly", "llmspend_rollup_daily"):
+        plan = " ".join(
+            str(r)
+            for r in con.execute(
+                f"EXPLAIN QUERY PLAN SELECT model, sum(cost_nanos) FROM {table} "
+                "WHERE (bucket >= ? AND bucket < ?) OR (bucket >= ? AND bucket < ?) "
+                "GROUP BY model",
+                ("2026-01-01", "2026-01-02", "2026-02-01", "2026-02-03"),
+            )
+        )
+        assert "PRIMARY KEY" in plan and "bucket>? AND bucket<?" in plan, plan
+    con.close()
+    forget_store(url)

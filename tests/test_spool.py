@@ -1,0 +1,134 @@
+"""Store outages: calls under hard budgets fail closed; recorded calls are spooled and
+replayed exactly once when the store is back."""
+
+from __future__ import annotations
+
+import shutil
+import sqlite3
+
+import openai
+import pytest
+
+import llmspend
+from llmspend.errors import StoreUnavailable
+from llmspend.store.engine import forget_store
+from tests.pgserver import PgServer, PgUnavailable
+
+MSG = [{"role": "user", "content": "hello there"}]
+
+
+def ask(sim) -> None:  # type: ignore[no-untyped-def]
+    client = openai.OpenAI(api_key="x", base_url=sim.openai_base_url, max_retries=0)
+    client.chat.completions.create(model="gpt-4o-mini", messages=MSG, max_tokens=20)
+
+
+@pytest.fixture
+def locked_sqlite(tmp_path, monkeypatch):  # type: ignore[no-untyped-def]
+    """A SQLite store, and a way to hold its write lock from another connection."""
+    monkeypatch.setenv("LLMSPEND_SQLITE_BUSY_TIMEOUT", "100")
+    path = tmp_path / "locked.sqlite"
+    url = f"sqlite:///{path}"
+    tracker = llmspend.install(url, org="acme", project="churn", user="ana")
+    other = sqlite3.connect(path, isolation_level=None, timeout=0.1)
+    yield tracker, other
+    other.close()
+    llmspend.uninstall()
+    forget_store(url)
+
+
+def test_locked_store_spools_and_replays_exactly_once(locked_sqlite, fresh_sim) -> None:  # type: ignore[no-untyped-def]
+    tracker, other = locked_sqlite
+    other.execute("BEGIN IMMEDIATE")  # another writer holds the lock past our busy timeout
+    with pytest.warns(llmspend.LLMSpendWarning, match="journaled"):
+        ask(fresh_sim)  # no budgets: the call goes through and its row is spooled
+    ask(fresh_sim)
+    assert fresh_sim.request_count == 2
+    spooled = tracker.spool.pending()
+    assert len(spooled) == 2
+    saved = [p.read_bytes() for p in spooled]
+    other.execute("COMMIT")
+    ask(fresh_sim)  # the store is back: this call is written, and the spool replayed
+    rec = llmspend.records()
+    assert len(rec) == 3 and rec.cost_usd.notna().all()
+    assert tracker.spool.pending() == []
+    # a crash between insert and unlink, or a second kernel replaying: still exactly once
+    for data, p in zip(saved, spooled, strict=True):
+        p.write_bytes(data)
+    assert tracker.replay_spool() == 0
+    assert len(llmspend.records()) == 3
+
+
+def test_hard_budget_fails_closed_while_the_store_is_locked(locked_sqlite, fresh_sim) -> None:  # type: ignore[no-untyped-def]
+    _, other = locked_sqlite
+    llmspend.set_budget("project", "acme/churn", "10", "month")
+    ask(fresh_sim)  # checked and recorded while the store works
+    other.execute("BEGIN IMMEDIATE")
+    with (
+        pytest.raises(StoreUnavailable, match="call was not sent"),
+        pytest.warns(llmspend.LLMSpendWarning),
+    ):
+        ask(fresh_sim)
+    assert fresh_sim.request_count == 1  # nothing was sent
+    other.execute("COMMIT")
+    ask(fresh_sim)
+    rec = llmspend.records()
+    assert list(rec.status) == ["ok", "refused", "ok"]  # the refusal was spooled, then replayed
+    (status,) = llmspend.budget_status("project", "acme/churn")
+    assert status.spent_usd == sum(rec.cost_usd) and status.reserved_usd == 0
+
+
+def test_policy_open_lets_calls_through(locked_sqlite, fresh_sim, monkeypatch) -> None:  # type: ignore[no-untyped-def]
+    tracker, other = locked_sqlite
+    llmspend.set_budget("project", "acme/churn", "10", "month")
+    monkeypatch.setenv("LLMSPEND_STORE_DOWN", "open")
+    other.execute("BEGIN IMMEDIATE")
+    with pytest.warns(llmspend.LLMSpendWarning):
+        ask(fresh_sim)
+    assert fresh_sim.request_count == 1
+    other.execute("COMMIT")
+    tracker.replay_spool()
+    assert len(llmspend.records()) == 1
+
+
+def test_bad_policy_is_a_clear_error(locked_sqlite, fresh_sim, monkeypatch) -> None:  # type: ignore[no-untyped-def]
+    _, other = locked_sqlite
+    llmspend.set_budget("project", "acme/churn", "10", "month")
+    monkeypatch.setenv("LLMSPEND_STORE_DOWN", "sometimes")
+    other.execute("BEGIN IMMEDIATE")
+    with pytest.raises(llmspend.ConfigError, match="LLMSPEND_STORE_DOWN"):
+        ask(fresh_sim)
+    other.execute("COMMIT")
+
+
+@pytest.mark.postgres
+def test_postgres_outage_spools_then_replays(fresh_sim, tmp_path) -> None:  # type: ignore[no-untyped-def]
+    import os
+
+    try:
+        server = PgServer().start()
+    except PgUnavailable as exc:
+        if os.environ.get("CI"):
+            pytest.fail(f"no PostgreSQL server in CI: {exc}")
+        pytest.skip(str(exc))
+    try:
+        url = server.create_database()
+        tracker = llmspend.install(url, org="acme", project="churn", user="bob")
+        llmspend.set_budget("user", "acme/ana", "5", "day")  # hard, but not bob's
+        ask(fresh_sim)
+        server.pause()  # the team's database goes away
+        with pytest.warns(llmspend.LLMSpendWarning):
+            ask(fresh_sim)  # bob has no hard budget: the call goes out and is spooled
+        with llmspend.attribute(user="ana"), pytest.raises(StoreUnavailable):
+            ask(fresh_sim)  # ana's hard budget cannot be checked: fail closed
+        assert fresh_sim.request_count == 2
+        assert len(tracker.spool.pending()) == 2  # bob's call and ana's refusal
+        server.resume()
+        tracker.store.engine.dispose()  # drop connections the outage broke
+        ask(fresh_sim)
+        rec = llmspend.records()
+        assert sorted(rec.status) == ["ok", "ok", "ok", "refused"]
+        assert tracker.spool.pending() == []
+    finally:
+        llmspend.uninstall()
+        server.stop()
+        shutil.rmtree(tmp_path, ignore_errors=True)
