@@ -56,8 +56,26 @@ def _require_pyarrow() -> None:
 
 
 def write_records(frame: pd.DataFrame, path: str | os.PathLike[str], fmt: str | None = None) -> int:
-    """Write a ``records()`` frame to CSV or Parquet; returns the number of rows."""
+    """Write a ``records()`` frame to CSV or Parquet; returns the number of rows.
+
+    The file appears whole or not at all (written to a temporary name, then renamed).
+    """
     fmt = detect_format(path, fmt)
+    target = Path(path).expanduser()
+    if not target.parent.is_dir():
+        raise ValidationError(f"no such directory: {str(target.parent)!r}")
+    tmp = target.with_name(f".{target.name}.tmp")
+    try:
+        n = _write(frame, tmp, fmt)
+        os.replace(tmp, target)
+    except OSError as exc:
+        raise ValidationError(f"cannot write {str(target)!r}: {exc.strerror or exc}") from None
+    finally:
+        tmp.unlink(missing_ok=True)
+    return n
+
+
+def _write(frame: pd.DataFrame, path: Path, fmt: str) -> int:
     out = frame.copy()
     if "tags" in out:
         out["tags"] = [json.dumps(t, sort_keys=True) if t else "" for t in out["tags"]]

@@ -95,7 +95,7 @@ def test_budget_commands(store_url: str) -> None:
         (["budget", "set", "org", "acme", "0"], 1, "greater than 0"),
         (["budget", "set", "org", "acme", "abc/month"], 1, "amount of USD"),
         (["budget", "set", "org", "acme", "5/fortnight"], 1, "unknown period"),
-        (["budget", "set", "org", "acme", "5", "--alert", "50,200"], 1, r"\(0, 1\]"),
+        (["budget", "set", "org", "acme", "5", "--alert", "50,200"], 1, r"\(0, 100\]"),
         (["budget", "set", "org", "acme", "5", "--tz", "Mars/Base"], 1, "unknown time zone"),
         (["budget", "set", "project", "acme", "5"], 1, "org/project"),
         (["budget", "delete", "org", "nobody"], 1, "no org nobody budget"),

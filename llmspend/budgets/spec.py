@@ -219,29 +219,53 @@ class BudgetStatus:
     timezone: str = "UTC"
 
 
+#: Period names people type, in magics and on the command line.
+PERIOD_ALIASES = {
+    "day": "day", "daily": "day", "d": "day",
+    "week": "week", "weekly": "week", "w": "week", "wk": "week",
+    "month": "month", "monthly": "month", "mo": "month", "m": "month",
+    "quarter": "quarter", "quarterly": "quarter", "q": "quarter",
+    "year": "year", "yearly": "year", "annual": "year", "y": "year", "yr": "year",
+    "total": "total", "ever": "total",
+}  # fmt: skip
+
+
 def parse_limit_period(text: str) -> tuple[str, str | None]:
-    """The compact ``"100/month"`` form → ("100", "month"); ``"100"`` → ("100", None)."""
+    """The compact ``"100/month"`` form → ("100", "month"); ``"$5"`` → ("$5", None).
+
+    Period aliases (``daily``, ``mo``, ...) are accepted; the limit itself is validated.
+    """
     if not isinstance(text, str) or not text.strip():
-        raise BudgetError(f"expected a limit such as '100' or '100/month', got {text!r}")
+        raise BudgetError(f"expected LIMIT[/PERIOD] such as 100/month, got {text!r}")
     limit, sep, period = text.strip().partition("/")
-    if sep and not period:
-        raise BudgetError(f"expected a period after '/', e.g. '100/month', got {text!r}")
-    parse_limit(limit)
-    return limit, (check_period(period) if sep else None)
+    if not limit.strip():
+        raise BudgetError(f"expected LIMIT[/PERIOD] such as 100/month, got {text!r}")
+    parse_limit(limit.strip())
+    if not sep:
+        return limit.strip(), None
+    key = period.strip().lower()
+    if key not in PERIOD_ALIASES:
+        raise BudgetError(
+            f"unknown period {period!r} in {text!r}; use day, week, month, quarter, year or total"
+        )
+    return limit.strip(), PERIOD_ALIASES[key]
 
 
 def parse_alert_percents(text: str) -> tuple[Decimal, ...]:
-    """``"50,80,100"`` (percent) → fractions (0.5, 0.8, 1); ``"none"`` → ()."""
+    """``"50,80,100"`` (percent of the limit) → fractions (0.5, 0.8, 1); ``"none"`` → ()."""
     if not isinstance(text, str):
         raise BudgetError(f"expected percentages such as '50,80,100', got {text!r}")
-    if text.strip().lower() in ("", "none", "off"):
+    if text.strip().lower() in ("", "none", "off", "no"):
         return ()
     out = []
     for part in text.split(","):
         try:
-            out.append(Decimal(part.strip().rstrip("%")) / 100)
+            value = Decimal(part.strip().removesuffix("%").strip())
         except InvalidOperation:
             raise BudgetError(
-                f"alert thresholds are percentages such as '50,80,100', got {text!r}"
+                f"alert thresholds are percentages of the limit such as 50,80,100, got {text!r}"
             ) from None
-    return parse_thresholds(out)
+        if not value.is_finite() or not 0 < value <= 100:
+            raise BudgetError(f"alert percentages must be in (0, 100], got {part.strip()!r}")
+        out.append(value / 100)
+    return tuple(sorted(set(out)))

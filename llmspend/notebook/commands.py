@@ -9,7 +9,6 @@ return something that displays well: a :class:`~llmspend.notebook.render.Table`,
 
 from __future__ import annotations
 
-import json
 import os
 import threading
 from collections.abc import Mapping, Sequence
@@ -297,46 +296,18 @@ def spend_report(
     return frame
 
 
-def _export_frame(frame: pd.DataFrame) -> pd.DataFrame:
-    frame = frame.copy()
-    if "tags" in frame.columns:
-        frame["tags"] = [
-            json.dumps(t, sort_keys=True) if isinstance(t, Mapping) and t else None
-            for t in frame["tags"]
-        ]
-    return frame
-
-
 def spend_export(
     path: str | os.PathLike[str], since: Any = None, until: Any = None, **filters: Any
 ) -> Note:
     """Write ``records()`` to ``path`` (``.csv`` or ``.parquet``); money stays exact."""
     import llmspend
 
+    from ..exchange import write_records
+
     target = Path(path).expanduser()
-    suffix = target.suffix.lower()
-    if suffix not in (".csv", ".parquet"):
+    if target.suffix.lower() not in (".csv", ".parquet"):
         raise ValidationError(f"export to a .csv or .parquet file, got {str(path)!r}")
-    frame = _export_frame(llmspend.records(since, until, **_clean_filters(filters)))
-    if not target.parent.is_dir():
-        raise ValidationError(f"no such directory: {str(target.parent)!r}")
-    tmp = target.with_name(f".{target.name}.tmp")
-    try:
-        if suffix == ".csv":
-            frame.to_csv(tmp, index=False)
-        else:
-            try:
-                import pyarrow  # noqa: F401
-            except ImportError:
-                raise ValidationError(
-                    "Parquet export needs pyarrow: pip install 'llmspend[parquet]'"
-                ) from None
-            frame.to_parquet(tmp, index=False)
-        os.replace(tmp, target)
-    except OSError as exc:
-        raise ValidationError(f"cannot write {str(target)!r}: {exc.strerror or exc}") from None
-    finally:
-        if tmp.exists():
-            tmp.unlink()
+    frame = llmspend.records(since, until, **_clean_filters(filters))
+    write_records(frame, target)
     total = sum((c for c in frame["cost_usd"] if c is not None), Decimal(0)) if len(frame) else 0
     return Note(f"exported {len(frame):,} calls ({fmt_usd(Decimal(total))}) to {target}")

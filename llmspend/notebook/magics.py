@@ -17,6 +17,7 @@ from IPython.core.magic import Magics, line_magic, magics_class
 from IPython.core.magic_arguments import argument, magic_arguments
 from IPython.utils.process import arg_split
 
+from ..budgets import spec
 from ..errors import LLMSpendError
 from . import commands
 
@@ -30,14 +31,7 @@ __all__ = [
 
 T = TypeVar("T")
 
-PERIOD_ALIASES = {
-    "day": "day", "daily": "day", "d": "day",
-    "week": "week", "weekly": "week", "w": "week", "wk": "week",
-    "month": "month", "monthly": "month", "mo": "month", "m": "month",
-    "quarter": "quarter", "quarterly": "quarter", "q": "quarter",
-    "year": "year", "yearly": "year", "annual": "year", "y": "year", "yr": "year",
-    "total": "total", "ever": "total",
-}  # fmt: skip
+PERIOD_ALIASES = spec.PERIOD_ALIASES
 SCOPES = ("org", "project", "user")
 _NEGATIVE = re.compile(r"^-\$?\d")
 _DAYS = ("mon", "tue", "wed", "thu", "fri", "sat", "sun")
@@ -77,36 +71,12 @@ def run(fn: Callable[..., T], *args: Any, **kwargs: Any) -> T:
 
 def parse_limit_period(text: str) -> tuple[str, str | None]:
     """``"100/month"`` → ``("100", "month")``; ``"$5"`` → ``("$5", None)``."""
-    amount, sep, period = text.partition("/")
-    if not amount.strip():
-        raise UsageError(f"expected LIMIT[/PERIOD] such as 100/month, got {text!r}")
-    if not sep:
-        return amount.strip(), None
-    key = period.strip().lower()
-    if key not in PERIOD_ALIASES:
-        raise UsageError(
-            f"unknown period {period!r} in {text!r}; use day, week, month, quarter, year or total"
-        )
-    return amount.strip(), PERIOD_ALIASES[key]
+    return run(spec.parse_limit_period, text)
 
 
 def parse_alerts(text: str) -> tuple[Decimal, ...]:
     """``"50,80,100"`` (percent of the limit) → fractions; ``"none"`` → no alerts."""
-    if text.strip().lower() in ("none", "off", "no"):
-        return ()
-    out = []
-    for part in text.split(","):
-        p = part.strip().removesuffix("%").strip()
-        try:
-            value = Decimal(p)
-        except InvalidOperation:
-            raise UsageError(
-                f"--alert takes percentages of the limit such as 50,80,100, got {text!r}"
-            ) from None
-        if not value.is_finite() or not 0 < value <= 100:
-            raise UsageError(f"--alert percentages must be in (0, 100], got {part.strip()!r}")
-        out.append(value / 100)
-    return tuple(sorted(set(out)))
+    return run(spec.parse_alert_percents, text)
 
 
 def parse_week_start(text: str) -> int:
