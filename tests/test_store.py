@@ -170,3 +170,36 @@ def test_store_readable_without_install(tracker) -> None:  # type: ignore[no-unt
     df = llmspend.records()
     assert df.empty
     assert list(df.columns)[:4] == ["id", "ts", "request_id", "provider"]
+
+
+def test_upgrade_from_the_oldest_schema_keeps_data(store_url: str) -> None:
+    """A store made by the first release upgrades in place; its rows survive and count."""
+    from alembic import command
+    from alembic.config import Config
+
+    from llmspend.store.engine import _MIGRATIONS, _create
+
+    store = _create(store_url)
+    with store.begin(write=True) as conn:
+        cfg = Config()
+        cfg.set_main_option("script_location", str(_MIGRATIONS))
+        cfg.attributes["connection"] = conn
+        command.upgrade(cfg, "0001")
+        conn.exec_driver_sql(
+            "INSERT INTO llmspend_usage (ts, provider, api, model, org_name, project_name, "
+            "user_name, input_tokens, cached_input_tokens, cache_write_tokens, output_tokens, "
+            "reasoning_tokens, cost_nanos, price_status, status, streamed, usage_estimated) "
+            "VALUES ('2026-01-05 10:00:00.000000', 'openai', 'chat.completions', 'gpt-4o', "
+            "'acme', 'churn', 'ana', 10, 0, 0, 5, 0, 1500, 'priced', 'ok', false, false)"
+        )
+    store.dispose()
+    tracker = llmspend.Tracker(store_url)
+    assert current_revisions(tracker.store) == upgrade(tracker.store)
+    rows = llmspend.Tracker(store_url).records()
+    assert list(rows.model) == ["gpt-4o"] and str(rows.cost_usd.iloc[0]) == "0.0000015"
+    import llmspend.analytics as analytics
+    from llmspend.tracker import set_tracker
+
+    set_tracker(tracker)
+    frame = analytics.cost_breakdown(by="model", since="2026-01-01", until="2026-02-01")
+    assert str(frame.cost_usd.iloc[0]) == "0.0000015"  # the rollups were filled from history
