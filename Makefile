@@ -77,8 +77,11 @@ typecheck: $(STAMP) ## mypy over the package
 
 .PHONY: bench
 bench: $(STAMP) ## run the benchmarks (ratios against baselines measured in the same run)
-	$(PY) benchmarks/ingest.py
 	$(PY) benchmarks/pricing.py
+	$(PY) benchmarks/overhead.py
+	$(PY) benchmarks/ingest.py
+	$(PY) benchmarks/reservations.py
+	$(PY) benchmarks/analytics.py
 
 .PHONY: clean
 clean: ## remove build artefacts and caches (keeps .venv)
