@@ -265,14 +265,41 @@ def reclaim_expired(conn: Connection, period_ids: list[int], now: dt.datetime) -
     return len(expired)
 
 
+# {ids}: integer period ids read from the store, in ascending order (the lock order).
 _RESERVE_HARD = SQL(
     "UPDATE llmspend_budget_periods SET reserved_nanos = reserved_nanos + :amount, "
-    "updated_at = :now WHERE id = :id AND spent_nanos + reserved_nanos + :amount <= limit_nanos"
+    "updated_at = :now WHERE id IN ({ids}) "
+    "AND spent_nanos + reserved_nanos + :amount <= limit_nanos"
 )
 _RESERVE_SOFT = SQL(
     "UPDATE llmspend_budget_periods SET reserved_nanos = reserved_nanos + :amount, "
-    "updated_at = :now WHERE id = :id"
+    "updated_at = :now WHERE id IN ({ids})"
 )
+_CURRENT = SQL(
+    "SELECT budget_id, id, period_start, period_end, limit_nanos, spent_nanos, reserved_nanos, "
+    "calls FROM llmspend_budget_periods WHERE budget_id IN ({ids}) AND period_start <= :now "
+    "AND (period_end IS NULL OR period_end > :now)"
+)
+
+
+def current_periods(
+    conn: Connection, budgets: list[Any], now: dt.datetime
+) -> list[tuple[Any, Period]]:
+    """The current period of each budget: one query, creating only the missing ones."""
+    if not budgets:
+        return []
+    ids = ", ".join(str(int(b.id)) for b in budgets)
+    found: dict[tuple[int, dt.datetime | None], Any] = {}
+    for r in run(conn, SQL(_CURRENT.text.replace("{ids}", ids)), {"now": db_time(conn, now)}).all():
+        found[(r.budget_id, py_time(r.period_start))] = r
+    out = []
+    for b in budgets:
+        start, _ = period_bounds(b.period, b.timezone, now, week_start=b.week_start)
+        row = found.get((b.id, start))
+        out.append((b, _period(row) if row is not None else ensure_period(conn, b, now)))
+    return out
+
+
 _HOLD = SQL(
     "INSERT INTO llmspend_reservations (token, period_id, amount_nanos, created_at, "
     "lease_expires_at, owner) VALUES (:token, :period_id, :amount, :now, :lease, :owner)"
@@ -282,7 +309,7 @@ _UNHOLD = SQL(
 )
 _SETTLE = SQL(
     "UPDATE llmspend_budget_periods SET reserved_nanos = reserved_nanos - :held, "
-    "spent_nanos = spent_nanos + :cost, calls = calls + 1, updated_at = :now WHERE id = :id"
+    "spent_nanos = spent_nanos + :cost, calls = calls + 1, updated_at = :now WHERE id IN ({ids})"
 )
 _REFUSAL = SQL(
     "SELECT spent_nanos, reserved_nanos, limit_nanos, period_end FROM llmspend_budget_periods "
@@ -358,45 +385,81 @@ class BudgetGuard:
             applicable, todo = resolve(rows, call.project, call.user)
             applicable += [materialize(conn, d, name, now) for d, name in todo]
             applicable.sort(key=lambda b: b.id)
-            periods = [(b, ensure_period(conn, b, now)) for b in applicable]
+            periods = current_periods(conn, applicable, now)
             reclaim_expired(conn, [p.id for _, p in periods], now)
             held = Held(token=str(uuid.uuid4()))
-            for budget, period in sorted(periods, key=lambda bp: bp[1].id):
-                amount = estimate
-                if amount is None:
-                    if budget.mode == "hard" and (budget.unpriced_policy or "refuse") == "refuse":
-                        refusal = self._refusal(conn, budget, period.id, None, "unpriced model")
-                        break
-                    amount = 0
-                stmt = _RESERVE_HARD if budget.mode == "hard" else _RESERVE_SOFT
-                params = {"amount": amount, "now": db_time(conn, now), "id": period.id}
-                if run(conn, stmt, params).rowcount != 1:
-                    refusal = self._refusal(conn, budget, period.id, amount, None)
-                    break
-                held.periods.append(period.id)
-                held.budgets.append(budget.id)
-                held.amount = amount
+            amount = estimate
+            if amount is None:
+                refusing = [
+                    (b, p)
+                    for b, p in periods
+                    if b.mode == "hard" and (b.unpriced_policy or "refuse") == "refuse"
+                ]
+                if refusing:
+                    b, p = refusing[0]
+                    refusal = self._refusal(conn, b, p.id, None, "unpriced model")
+                amount = 0
+            if refusal is None:
+                refusal = self._reserve(conn, periods, amount, now)
             if refusal is not None:
                 conn.rollback()
-            elif held.periods:
+            else:
+                held.periods = sorted(p.id for _, p in periods)
+                held.budgets = [b.id for b, _ in periods]
+                held.amount = amount
                 lease = db_time(conn, now + dt.timedelta(seconds=lease_seconds()))
-                for pid in held.periods:
-                    run(
-                        conn,
-                        _HOLD,
+                stamp = db_time(conn, now)
+                cursor = conn.connection.dbapi_connection.cursor()  # type: ignore[union-attr]
+                cursor.executemany(
+                    _HOLD.render(conn.dialect.name),
+                    [
                         {
                             "token": held.token,
                             "period_id": pid,
-                            "amount": held.amount,
-                            "now": db_time(conn, now),
+                            "amount": amount,
+                            "now": stamp,
                             "lease": lease,
                             "owner": self.owner,
-                        },
-                    )
+                        }
+                        for pid in held.periods
+                    ],
+                )
                 call.reservation = held
         if refusal is not None:
             self.tracker.refused(call, refusal)
             raise refusal
+
+    def _reserve(
+        self, conn: Connection, periods: list[tuple[Any, Period]], amount: int, now: dt.datetime
+    ) -> BudgetExceeded | None:
+        """A conditional UPDATE per hard budget (one per kind on SQLite, whose writers are
+        serialized anyway; row by row in id order on PostgreSQL, the consistent lock order)."""
+        stamp = db_time(conn, now)
+        hard = sorted(p.id for b, p in periods if b.mode == "hard")
+        soft = sorted(p.id for b, p in periods if b.mode != "hard")
+        groups = [hard] if conn.dialect.name == "sqlite" else [[i] for i in hard]
+        for group in groups if hard else []:
+            ids = ", ".join(str(int(i)) for i in group)  # integers from the store
+            sql = SQL(_RESERVE_HARD.text.replace("{ids}", ids))
+            if run(conn, sql, {"amount": amount, "now": stamp}).rowcount != len(group):
+                conn.rollback()  # nothing is held; find which budget refused, for the message
+                for budget, period in periods:
+                    p = run(conn, _REFUSAL, {"id": period.id}).one()
+                    if (
+                        budget.mode == "hard"
+                        and p.spent_nanos + p.reserved_nanos + amount > p.limit_nanos
+                    ):
+                        return self._refusal(conn, budget, period.id, amount, None)
+                budget, period = next((b, p) for b, p in periods if b.mode == "hard")
+                return self._refusal(conn, budget, period.id, amount, "concurrent reservations")
+        if soft:
+            ids = ", ".join(str(int(i)) for i in soft)
+            run(
+                conn,
+                SQL(_RESERVE_SOFT.text.replace("{ids}", ids)),
+                {"amount": amount, "now": stamp},
+            )
+        return None
 
     def estimate(self, call: Call) -> int | None:
         """Worst-case cost in nanodollars (``None`` if the model cannot be priced)."""
@@ -480,10 +543,15 @@ class BudgetGuard:
         released = run(conn, _UNHOLD, {"token": held.token}).all()
         still_held = {pid: amount for pid, amount in released}
         now = db_time(conn, utcnow())
+        groups: dict[tuple[int, int], list[int]] = {}
         for pid in sorted(held.periods):
-            run(
-                conn, _SETTLE, {"held": still_held.get(pid, 0), "cost": cost, "now": now, "id": pid}
-            )
+            # one UPDATE per amount on SQLite; row by row, in id order, on PostgreSQL
+            key = (still_held.get(pid, 0), 0 if conn.dialect.name == "sqlite" else pid)
+            groups.setdefault(key, []).append(pid)
+        for (amount, _), pids in sorted(groups.items(), key=lambda kv: kv[1][0]):
+            ids = ", ".join(str(int(i)) for i in pids)  # integers from the store
+            sql = SQL(_SETTLE.text.replace("{ids}", ids))
+            run(conn, sql, {"held": amount, "cost": cost, "now": now})
         call.reservation = None
         if row.get("status") != "refused":
             from ..alerting.events import decide_thresholds
