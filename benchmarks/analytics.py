@@ -134,6 +134,34 @@ def load(tracker: Tracker, rows: int) -> float:
     return seconds
 
 
+def per_call_overhead(calls: int = 3000) -> tuple[float, float]:
+    """Median µs of one call through the real pipeline (price, record, budgets), with and
+    without the rollup hook, interleaved in rounds on a fresh SQLite store."""
+    from llmspend.analytics.rollups import record_hook
+    from llmspend.pipeline import Usage, begin_call
+
+    tracker = Tracker(f"sqlite:///{Path(tempfile.mkdtemp()) / 'calls.sqlite'}")
+    old = set_tracker(tracker, installed=True)
+    samples: dict[bool, list[float]] = {True: [], False: []}
+    try:
+        for rnd in range(10):
+            with_hook = rnd % 2 == 0
+            if not with_hook:
+                tracker.in_record_hooks.remove(record_hook)
+            for _ in range(calls // 10):
+                t0 = time.perf_counter()
+                call = begin_call("openai", "chat.completions", "gpt-4o-mini", input_tokens=1200,
+                                  max_output_tokens=400)  # fmt: skip
+                assert call is not None
+                call.finish(Usage(1200, 512, 0, 350, 0))
+                samples[with_hook].append((time.perf_counter() - t0) * 1e6)
+            if not with_hook:
+                tracker.in_record_hooks.append(record_hook)
+    finally:
+        set_tracker(old, installed=False)
+    return statistics.median(samples[True]), statistics.median(samples[False])
+
+
 def median_ms(fn: Callable[[], Any], repeat: int) -> float:
     fn()  # warm-up: caches, compiled statements
     times = []
@@ -197,7 +225,14 @@ def main() -> None:
     parser.add_argument("--db", default=None, help="SQLite file (default: a temporary one)")
     parser.add_argument("--reuse", action="store_true", help="use the data already there")
     parser.add_argument("--repeat", type=int, default=5)
+    parser.add_argument("--skip-per-call", action="store_true")
     args = parser.parse_args()
+    if not args.skip_per_call:
+        with_us, without_us = per_call_overhead()
+        print(
+            f"per call (SQLite, full pipeline): {with_us:.0f} µs with rollups, {without_us:.0f} µs "
+            f"without: +{with_us - without_us:.0f} µs"
+        )
     if args.pg_url:
         url = args.pg_url
     else:

@@ -555,3 +555,17 @@ def test_import_llmspend_does_not_import_pandas() -> None:
     code = "import sys, llmspend; assert 'pandas' not in sys.modules; print('ok')"
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=60)
     assert out.stdout.strip() == "ok", out.stderr
+
+
+def test_contract_names_take_since_until_and_filters() -> None:
+    import inspect
+
+    names = ("spending_trends", "cost_breakdown", "usage_comparison", "realtime_metrics",
+             "usage_report", "aggregated_spending", "budget_utilization",
+             "budget_recommendations", "alerts_summary", "dashboard_data")  # fmt: skip
+    for name in names:
+        assert name in analytics.__all__
+        params = inspect.signature(getattr(analytics, name)).parameters
+        for arg in ("since", "until", "org", "project", "user", "provider", "model"):
+            assert arg in params, (name, arg)
+        assert getattr(analytics, name).__doc__

@@ -216,22 +216,37 @@ def test_cli_rebuild_rollups(tmp_path, capsys) -> None:  # type: ignore[no-untyp
     forget_store(url)
 
 
-def test_rollup_range_scans_use_the_primary_key(tmp_path) -> None:
-    from llmspend.store.engine import forget_store, open_store
+def test_rollup_range_scans_use_the_primary_key(tmp_path) -> None:  # type: ignore[no-untyped-def]
+    """Every statement the engine sends for a multi-range query searches the primary key
+    (an OR of ranges would scan the whole WITHOUT ROWID table: hence UNION ALL)."""
+    from sqlalchemy import event
+
+    from llmspend.analytics.query import aggregate
+    from llmspend.store.engine import forget_store
+    from llmspend.tracker import Tracker
 
     url = f"sqlite:///{tmp_path / 'plan.sqlite'}"
-    open_store(url)
+    tracker = Tracker(url)
+    seen: list[tuple[str, Any]] = []
+
+    @event.listens_for(tracker.store.engine, "before_cursor_execute")
+    def keep(conn, cursor, statement, params, context, executemany):  # type: ignore[no-untyped-def]
+        if "llmspend_rollup" in statement:
+            seen.append((statement, params))
+
+    base = dt.datetime(2026, 3, 1)
+    bounds = [base + dt.timedelta(days=d, hours=5) for d in range(30)]  # UTC-5 local days
+    aggregate(tracker.store, bounds, ("model",), {"org": "acme"})
+    assert {"llmspend_rollup_daily", "llmspend_rollup_hourly"} <= {
+        t
+        for stmt, _ in seen
+        for t in ("llmspend_rollup_daily", "llmspend_rollup_hourly")
+        if f"FROM {t}" in stmt
+    }
     con = sqlite3.connect(tmp_path / "plan.sqlite")
-    for table in ("llmspend_rollup_hourly", "llmspend_rollup_daily"):
-        plan = " ".join(
-            str(r)
-            for r in con.execute(
-                f"EXPLAIN QUERY PLAN SELECT model, sum(cost_nanos) FROM {table} "
-                "WHERE (bucket >= ? AND bucket < ?) OR (bucket >= ? AND bucket < ?) "
-                "GROUP BY model",
-                ("2026-01-01", "2026-01-02", "2026-02-01", "2026-02-03"),
-            )
-        )
-        assert "PRIMARY KEY" in plan and "bucket>? AND bucket<?" in plan, plan
+    for statement, params in seen:
+        plan = [str(r[3]) for r in con.execute("EXPLAIN QUERY PLAN " + statement, params)]
+        scans = [p for p in plan if p.startswith(("SCAN", "SEARCH")) and "rollup" in p]
+        assert scans and all("USING PRIMARY KEY (bucket>? AND bucket<?)" in p for p in scans), plan
     con.close()
     forget_store(url)

@@ -127,9 +127,8 @@ def parse_keys(by: Any, *, what: str = "by") -> tuple[str, ...]:
 
 def check_filters(filters: Mapping[str, Any]) -> dict[str, Any]:
     """Keep the filters that are set; unknown names or bad values are a ValidationError."""
-    clean = {k: v for k, v in filters.items() if v is not None}
-    build_filters(clean)  # validates names and values the way records() does
-    return clean
+    build_filters(filters)  # validates names and values the way records() does
+    return {k: v for k, v in filters.items() if v is not None}
 
 
 def data_bounds(conn: Connection) -> tuple[dt.datetime, dt.datetime] | None:

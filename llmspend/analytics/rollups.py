@@ -22,6 +22,7 @@ from __future__ import annotations
 
 import datetime as dt
 from collections.abc import Callable, Iterable, Mapping, Sequence
+from operator import add, itemgetter
 from typing import TYPE_CHECKING, Any
 
 from sqlalchemy import Connection, Table, case, func, insert, literal_column, select, text
@@ -93,11 +94,11 @@ class _Upsert:
             conn.exec_driver_sql(self.sql, batch[0] if len(batch) == 1 else batch)
 
 
-_upserts: dict[tuple[str, str], _Upsert] = {}
+_upserts: dict[tuple[str, str, str], _Upsert] = {}
 
 
 def _upsert(conn: Connection, table: Table) -> _Upsert:
-    key = (conn.dialect.name, table.name)
+    key = (conn.dialect.name, conn.dialect.driver, table.name)
     up = _upserts.get(key)
     if up is None:
         up = _upserts[key] = _Upsert(table, conn)
@@ -146,57 +147,59 @@ def record_hook(conn: Connection, call: Call | None, row: Mapping[str, Any]) -> 
     _upsert(conn, _TABLES[1]).run(conn, [(hour_ts.replace(hour=0), *dims, *sums)])
 
 
+_ROW_FIELDS = itemgetter(
+    "ts", "org_name", "project_name", "user_name", "provider", "model", "status", "cost_nanos",
+    "input_tokens", "cached_input_tokens", "cache_write_tokens", "output_tokens",
+    "reasoning_tokens",
+)  # fmt: skip
+_HOUR = dt.timedelta(hours=1)
+
+
 def add_rows(conn: Connection, rows: Iterable[Mapping[str, Any]]) -> None:
     """Add usage rows (dicts with store column names) to the rollups, on ``conn``'s
     transaction: summed per bucket in Python first, then one upsert per bucket."""
     hourly: dict[tuple[Any, ...], list[int]] = {}
+    start = end = None
     for row in rows:
-        ts: dt.datetime = row["ts"]
-        key = (
-            ts.replace(minute=0, second=0, microsecond=0),
-            row["org_name"],
-            row["project_name"],
-            row["user_name"],
-            row["provider"],
-            row["model"],
-        )
-        cost = row["cost_nanos"]
-        status = row["status"]
+        ts, org, project, user, provider, model, status, cost, i, c, w, o, r = _ROW_FIELDS(row)
+        if start is None or not start <= ts < end:  # rows mostly come in time order
+            start = ts.replace(minute=0, second=0, microsecond=0)
+            end = start + _HOUR
+        key = (start, org, project, user, provider, model)
+        sums = [
+            1,
+            1 if status == "error" else 0,
+            1 if status == "refused" else 0,
+            1 if cost is None else 0,
+            i, c, w, o, r,
+            cost or 0,
+        ]  # fmt: skip
         acc = hourly.get(key)
-        if acc is None:
-            hourly[key] = _measures(row)
-            continue
-        acc[0] += 1
-        if status == "error":
-            acc[1] += 1
-        elif status == "refused":
-            acc[2] += 1
-        if cost is None:
-            acc[3] += 1
-        else:
-            acc[9] += cost
-        acc[4] += row["input_tokens"]
-        acc[5] += row["cached_input_tokens"]
-        acc[6] += row["cache_write_tokens"]
-        acc[7] += row["output_tokens"]
-        acc[8] += row["reasoning_tokens"]
+        hourly[key] = sums if acc is None else list(map(add, acc, sums))
     if not hourly:
         return
     daily: dict[tuple[Any, ...], list[int]] = {}
+    days: dict[dt.datetime, dt.datetime] = {}
     for key, sums in hourly.items():
-        dkey = (key[0].replace(hour=0), *key[1:])
+        day = days.get(key[0])
+        if day is None:
+            day = days[key[0]] = key[0].replace(hour=0)
+        dkey = (day, *key[1:])
         acc = daily.get(dkey)
-        if acc is None:
-            daily[dkey] = list(sums)
-        else:
-            for i, v in enumerate(sums):
-                acc[i] += v
+        daily[dkey] = sums if acc is None else list(map(add, acc, sums))
     sqlite = conn.dialect.name == "sqlite"
     for table, sums_by_key in zip(_TABLES, (hourly, daily), strict=True):
-        params = [
-            (_sqlite_bucket(k[0]) if sqlite else k[0], *k[1:], *(int(v) for v in s))
-            for k, s in sorted(sums_by_key.items())
-        ]
+        items: Iterable[tuple[tuple[Any, ...], list[int]]] = sums_by_key.items()
+        if sqlite:  # one writer at a time: no lock order to keep; buckets as SQLite text
+            text: dict[dt.datetime, str] = {}
+            params = []
+            for k, v in items:
+                b = text.get(k[0])
+                if b is None:
+                    b = text[k[0]] = _sqlite_bucket(k[0])
+                params.append((b, *k[1:], *v))
+        else:  # upsert in key order, so concurrent writers lock rows in the same order
+            params = [(*k, *v) for k, v in sorted(items)]
         _upsert(conn, table).run(conn, params)
 
 

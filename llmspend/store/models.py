@@ -33,6 +33,8 @@ __all__ = [
     "Org",
     "Project",
     "Reservation",
+    "RollupDaily",
+    "RollupHourly",
     "UsageRecord",
     "User",
     "WebhookDelivery",
