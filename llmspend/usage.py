@@ -375,8 +375,8 @@ def insert_usage(conn: Connection, rows: list[dict[str, Any]]) -> None:
             params = [(_sqlite_ts(c["ts"]), *[c[k] for k in cols[1:]]) for c in batch]
         else:
             params = [tuple(c[k] for k in cols) for c in batch]
-        if len(params) == 1:
-            conn.exec_driver_sql(sql, params[0])
+        if len(params) == 1:  # a live call: straight to the DBAPI cursor (hot path)
+            conn.connection.dbapi_connection.cursor().execute(sql, params[0])  # type: ignore[union-attr]
         else:
             conn.exec_driver_sql(sql, params)
 
