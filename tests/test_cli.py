@@ -30,7 +30,7 @@ def test_help_on_every_command() -> None:
     for argv in (
         [], ["budget"], ["budget", "set"], ["budget", "list"], ["budget", "status"],
         ["budget", "delete"], ["budget", "history"], ["db"], ["db", "upgrade"], ["export"],
-        ["import"], ["prices"], ["sim"], ["sim", "serve"],
+        ["import"], ["prices"], ["sim"], ["sim", "serve"], ["report"],
     ):  # fmt: skip
         out = run(None, *argv, "--help")
         assert out.returncode == 0, (argv, out.stderr)
