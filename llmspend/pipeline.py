@@ -37,6 +37,8 @@ log = logging.getLogger("llmspend")
 #: Output tokens assumed for the worst case when neither the request nor the price data
 #: gives a cap.
 DEFAULT_OUTPUT_CAP = 32_768
+#: No real call reports more; larger numbers from a broken server are clamped.
+MAX_TOKENS = 2**40
 _PER_MESSAGE_OVERHEAD = 8
 
 
@@ -52,9 +54,10 @@ class Usage:
     reasoning_tokens: int = 0
 
     def clamp(self) -> Usage:
-        """Make a provider's odd numbers consistent (never negative, subsets within totals)."""
-        inp = max(0, int(self.input_tokens or 0))
-        out = max(0, int(self.output_tokens or 0))
+        """Make a provider's odd numbers consistent (never negative, subsets within totals,
+        totals below 2**40 so that no cost can overflow a BIGINT)."""
+        inp = min(max(0, int(self.input_tokens or 0)), MAX_TOKENS)
+        out = min(max(0, int(self.output_tokens or 0)), MAX_TOKENS)
         cached = min(max(0, int(self.cached_input_tokens or 0)), inp)
         cw = min(max(0, int(self.cache_write_tokens or 0)), inp - cached)
         reasoning = min(max(0, int(self.reasoning_tokens or 0)), out)

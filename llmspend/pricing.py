@@ -418,7 +418,10 @@ class PriceBook:
     def _plan(self, provider: Any, model: Any, response_model: Any, stacklevel: int) -> _Plan:
         key = (provider, model, response_model)
         with self._lock:
-            plan = self._plans.get(key)
+            try:
+                plan = self._plans.get(key)
+            except TypeError:  # unhashable junk (e.g. a signaling NaN): rejected just below
+                plan = None
             if plan is not None:
                 return plan
             for name, value in (("model", model), ("provider", provider),

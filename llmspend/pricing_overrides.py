@@ -244,6 +244,9 @@ def _toml_load(path: str) -> dict[str, Any]:
         raise PriceFileError(path, None, None, f"cannot read: {exc.strerror or exc}") from None
     except tomllib.TOMLDecodeError as exc:
         raise PriceFileError(path, None, None, f"invalid TOML: {exc}") from None
+    except (ValueError, UnicodeDecodeError, RecursionError) as exc:  # NUL in path, bad bytes
+        problem = f"cannot read as TOML: {type(exc).__name__}: {exc}"
+        raise PriceFileError(path, None, None, problem) from None
 
 
 class _Entry:
@@ -288,6 +291,10 @@ class _Entry:
             self.fail(field, f"must be finite, got {value!r}")
         if dec < 0:
             self.fail(field, f"must not be negative, got {value!r}")
+        if dec > 10**6:
+            self.fail(field, f"must be at most 1,000,000 (USD per million tokens), got {value!r}")
+        if dec and dec.as_tuple().exponent < -15:  # type: ignore[operator]
+            self.fail(field, f"has more than 15 decimal places, got {value!r}")
         return dec
 
     def date(self, field: str) -> dt.date | None:

@@ -17,6 +17,10 @@ __all__ = ["parse_span", "parse_when", "to_naive_utc", "utcnow"]
 
 _SPAN = re.compile(r"^\s*(\d+(?:\.\d+)?)\s*(s|sec|m|min|h|hr|d|day|days|w|wk|weeks?)\s*$", re.I)
 _UNIT_SECONDS = {"s": 1, "m": 60, "h": 3600, "d": 86400, "w": 604800}
+_MAX_SPAN_SECONDS = 100 * 366 * 86400
+#: The times llmspend stores and queries: anything outside is a typo, not history.
+MIN_TIME = dt.datetime(1970, 1, 1)
+MAX_TIME = dt.datetime(9999, 1, 1)
 
 
 _offset = dt.timedelta(0)
@@ -46,6 +50,8 @@ def parse_span(text: str) -> dt.timedelta:
         raise ValidationError(f"not a time span: {text!r} (use e.g. '30m', '24h', '7d', '2w')")
     unit = m.group(2).lower()[0]
     seconds = float(m.group(1)) * _UNIT_SECONDS[unit]
+    if seconds > _MAX_SPAN_SECONDS:
+        raise ValidationError(f"time span {text!r} is longer than 100 years")
     return dt.timedelta(seconds=seconds)
 
 
@@ -53,12 +59,24 @@ def parse_when(
     value: Any, *, name: str = "time", now: dt.datetime | None = None
 ) -> dt.datetime | None:
     """Parse a since/until value into a naive UTC datetime (``None`` stays ``None``)."""
+    parsed = _parse_when(value, name, now)
+    if parsed is not None and not MIN_TIME <= parsed < MAX_TIME:
+        raise ValidationError(f"{name}: {value!r} is outside 1970-01-01 .. 9998-12-31")
+    return parsed
+
+
+def _parse_when(value: Any, name: str, now: dt.datetime | None) -> dt.datetime | None:
     if value is None:
         return None
+    if type(value).__name__ == "NaTType":
+        raise ValidationError(f"{name}: got NaT (not a time)")
     if hasattr(value, "to_pydatetime"):  # pandas.Timestamp
         value = value.to_pydatetime()
     if isinstance(value, dt.datetime):
-        return to_naive_utc(value)
+        try:
+            return to_naive_utc(value)
+        except OverflowError:
+            raise ValidationError(f"{name}: {value!r} is out of range") from None
     if isinstance(value, dt.date):
         return dt.datetime(value.year, value.month, value.day)
     if isinstance(value, str):
@@ -72,7 +90,10 @@ def parse_when(
                 f"{name}: cannot parse {value!r} as a time (use a datetime, a date, an ISO "
                 "string such as '2026-01-31T12:00', or a span such as '7d')"
             ) from None
-        return to_naive_utc(parsed)
+        try:
+            return to_naive_utc(parsed)
+        except OverflowError:
+            raise ValidationError(f"{name}: {value!r} is out of range") from None
     raise ValidationError(
         f"{name}: expected a datetime, date, ISO string or span, not {type(value).__name__}"
     )

@@ -141,7 +141,7 @@ class Tracker:
         If the store cannot take it, the row is spooled locally and replayed later
         (exactly once); the caller's call is never failed for it.
         """
-        from sqlalchemy.exc import DBAPIError
+        from sqlalchemy.exc import InterfaceError, OperationalError
 
         from .errors import StoreError
         from .store.hierarchy import ensure_entities
@@ -155,7 +155,7 @@ class Tracker:
                 insert_usage(conn, [row])
                 for hook in self.in_record_hooks:
                     hook(conn, call, row)
-        except (StoreError, DBAPIError) as exc:
+        except (StoreError, OperationalError, InterfaceError) as exc:  # transient: journal it
             self._spool_row(row, exc)
             call.events = []
             self.recent.append(row)
@@ -208,6 +208,11 @@ class Tracker:
     def records(self, since: Any = None, until: Any = None, **filters: Any) -> pd.DataFrame:
         from .usage import fetch_records
 
+        for reserved in ("limit", "newest_first"):  # options, not filters: not public here
+            if reserved in filters:
+                from .errors import ValidationError
+
+                raise ValidationError(f"unknown filter {reserved!r}")
         return fetch_records(self.store, since, until, **filters)
 
     def ingest(self, rows: Any) -> int:

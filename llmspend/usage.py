@@ -17,6 +17,7 @@ from typing import TYPE_CHECKING, Any, Protocol
 
 from sqlalchemy import Connection, select
 
+from .attribution import validate_name
 from .errors import IngestError, ValidationError
 from .money import nanos_to_usd, usd_to_nanos
 from .store.hierarchy import ensure_entities
@@ -61,7 +62,9 @@ _TOKEN_FIELDS = (
     "input_tokens", "cached_input_tokens", "cache_write_tokens", "output_tokens",
     "reasoning_tokens",
 )  # fmt: skip
-_MAX_TOKENS = 2**62
+_MAX_TOKENS = 2**40  # as in the pipeline: keeps every cost and sum inside a BIGINT
+_MAX_USD = Decimal(10**9)  # one call costing $1B is a typo; keeps sums inside BIGINT
+_MAX_NANOS = 10**18
 _STR_LIMITS = {
     "request_id": 200, "provider": 32, "api": 64, "model": 200, "requested_model": 200,
     "org": 200, "project": 200, "user": 200, "price_ref": 200, "error_type": 200,
@@ -98,7 +101,7 @@ def _tokens(v: Any, row: int, field: str) -> int:
     if type(v) is int:
         if 0 <= v < _MAX_TOKENS:
             return v
-        raise IngestError(row, field, f"token counts must be between 0 and 2**62, got {v}")
+        raise IngestError(row, field, f"token counts must be between 0 and 2**40, got {v}")
     if _missing(v):
         return 0
     if isinstance(v, bool) or not isinstance(v, numbers.Real):
@@ -154,8 +157,8 @@ def _money_nanos(v: Any, row: int, field: str) -> int | None:
             raise IngestError(row, field, f"expected an amount of USD, got {type(v).__name__}")
     except InvalidOperation:
         raise IngestError(row, field, f"not an amount of USD: {v!r}") from None
-    if not dec.is_finite() or dec < 0:
-        raise IngestError(row, field, f"must be a finite amount >= 0, got {v!r}")
+    if not dec.is_finite() or dec < 0 or dec >= _MAX_USD:
+        raise IngestError(row, field, f"must be a finite amount >= 0 and < $1B, got {v!r}")
     return usd_to_nanos(dec)
 
 
@@ -164,7 +167,7 @@ def _flag(v: Any, row: int, field: str) -> bool:
         return False
     if isinstance(v, bool) or type(v).__name__ == "bool_":
         return bool(v)
-    if v in (0, 1):
+    if isinstance(v, int) and v in (0, 1):
         return bool(v)
     raise IngestError(row, field, f"expected true or false, got {v!r}")
 
@@ -185,6 +188,8 @@ def _tags(v: Any, row: int) -> str | None:
     for key, val in v.items():
         if not isinstance(key, str) or not isinstance(val, (str, int, float, bool)):
             raise IngestError(row, "tags", f"tag {key!r} must map text to a scalar")
+        if isinstance(val, float) and not math.isfinite(val):
+            raise IngestError(row, "tags", f"tag {key!r} must be finite, got {val!r}")
         out[key] = val
     return json.dumps(out, sort_keys=True, separators=(",", ":"))
 
@@ -192,7 +197,11 @@ def _tags(v: Any, row: int) -> str | None:
 def _latency(v: Any, row: int) -> float | None:
     if _missing(v):
         return None
-    if isinstance(v, bool) or not isinstance(v, numbers.Real) or not math.isfinite(v) or v < 0:
+    try:
+        ok = not isinstance(v, bool) and isinstance(v, numbers.Real) and 0 <= float(v) < 1e12
+    except OverflowError:
+        ok = False
+    if not ok:
         raise IngestError(row, "latency_ms", f"expected a duration >= 0 in ms, got {v!r}")
     return float(v)
 
@@ -247,6 +256,11 @@ def validate_row(
         if key in _OPTIONAL_TEXT:
             text = _text(value, i, key)
             if text is not None:
+                if key in ("org", "project", "user"):
+                    try:
+                        validate_name(key, text)
+                    except ValidationError as exc:
+                        raise IngestError(i, key, str(exc)) from None
                 out[_OPTIONAL_TEXT[key]] = text
         elif key in _TOKEN_FIELDS:
             out[key] = _tokens(value, i, key)
@@ -257,19 +271,23 @@ def validate_row(
                 cost = _money_nanos(value, i, "cost_usd")
         elif key == "cost_nanos":
             if not _missing(value):
-                if isinstance(value, bool) or not isinstance(value, numbers.Integral) or value < 0:
+                if (
+                    isinstance(value, bool)
+                    or not isinstance(value, numbers.Integral)
+                    or not 0 <= int(value) < _MAX_NANOS
+                ):
                     raise IngestError(i, key, f"expected whole nanodollars >= 0, got {value!r}")
                 cost = int(value)
         elif key == "estimate_usd":
             out["estimate_nanos"] = _money_nanos(value, i, key)
         elif key == "status":
             if not _missing(value):
-                if value not in STATUSES:
+                if not isinstance(value, str) or value not in STATUSES:
                     raise IngestError(i, key, f"must be one of {sorted(STATUSES)}, got {value!r}")
                 out["status"] = value
         elif key == "price_status":
             if not _missing(value):
-                if value not in PRICE_STATUSES:
+                if not isinstance(value, str) or value not in PRICE_STATUSES:
                     raise IngestError(
                         i, key, f"must be one of {sorted(PRICE_STATUSES)}, got {value!r}"
                     )

@@ -50,7 +50,8 @@ class BudgetThresholdReached:
     acknowledged: bool = False
     metadata: dict[str, Any] = field(default_factory=dict)
     kind: str = "threshold"
-    webhook_url: str | None = None
+    # Where this budget's alerts go; its path is often a credential, so never in repr().
+    webhook_url: str | None = field(default=None, repr=False)
 
     @property
     def message(self) -> str:

@@ -38,7 +38,7 @@ def check_tz(tz: Any) -> dt.tzinfo:
             return UTC
         try:
             return ZoneInfo(tz)
-        except (ZoneInfoNotFoundError, ValueError):
+        except (ZoneInfoNotFoundError, ValueError, OSError):  # "America" is a directory
             pass
     raise ValidationError(
         f"tz: unknown time zone {tz!r} (use an IANA name such as 'UTC' or 'Europe/Berlin')"

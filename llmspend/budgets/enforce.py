@@ -52,8 +52,10 @@ def lease_seconds() -> float:
         raise ConfigError(
             f"LLMSPEND_LEASE_SECONDS must be a number of seconds, got {raw!r}"
         ) from None
-    if not value > 0:
-        raise ConfigError(f"LLMSPEND_LEASE_SECONDS must be > 0, got {raw!r}")
+    if not 0 < value <= 7 * 86400:  # also refuses nan and inf
+        raise ConfigError(
+            f"LLMSPEND_LEASE_SECONDS must be a number of seconds in (0, 604800], got {raw!r}"
+        )
     return value
 
 

@@ -25,7 +25,7 @@ def zone(name: str) -> ZoneInfo:
         raise BudgetError(f"timezone must be an IANA name such as 'Europe/Berlin', got {name!r}")
     try:
         return ZoneInfo(name)
-    except (ZoneInfoNotFoundError, ValueError):
+    except (ZoneInfoNotFoundError, ValueError, OSError):  # e.g. "America" is a directory
         raise BudgetError(
             f"unknown time zone {name!r} (use an IANA name such as 'UTC' or 'Europe/Berlin')"
         ) from None

@@ -51,6 +51,15 @@ def _pre_run_cell(info: Any = None) -> None:
 def _post_run_cell(result: Any = None) -> None:
     from .cellcost import cell_cost
 
+    error = getattr(result, "error_in_exec", None)
+    if isinstance(error, KeyboardInterrupt):  # the streams the cell was reading are over
+        try:
+            from ..providers.openai_streams import settle_interrupted
+
+            settle_interrupted(error)
+        except Exception:
+            log.exception("llmspend could not settle interrupted streams")
+
     cell_cost.post_run_cell(result)
 
 

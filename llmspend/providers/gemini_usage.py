@@ -139,7 +139,7 @@ def parse_usage(md: Any) -> Usage | None:
         cached_input_tokens=cached,
         output_tokens=candidates + thoughts,
         reasoning_tokens=thoughts,
-    )
+    ).clamp()  # a broken report never yields subsets above totals or absurd counts
 
 
 def _raw_body_usage(response: Any) -> Any:

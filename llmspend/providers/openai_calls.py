@@ -116,7 +116,7 @@ def normalize_usage(usage: Any, api: str = "") -> Usage | None:
         extra = total - inp - out
         out += extra
         reasoning = max(reasoning, extra)
-    return Usage(inp, cached, cache_write, out, reasoning)
+    return Usage(inp, cached, cache_write, out, reasoning).clamp()
 
 
 def result_text_bytes(api: str, obj: Any) -> int:

@@ -49,6 +49,7 @@ class StreamObserver:
     __slots__ = (
         "__weakref__", "_fin", "complete", "ctx", "error", "finished", "iterating", "kind",
         "model", "out_bytes", "request_id", "response_id", "resume", "settled", "usage",
+        "started",
     )  # fmt: skip
 
     def __init__(self, ctx: CallContext, request_id: str | None, *, resume: bool = False) -> None:
@@ -67,6 +68,7 @@ class StreamObserver:
         self.iterating = False
         self.settled = False
         self._fin: weakref.finalize[Any, Any] | None = None
+        self.started = False  # the caller has received at least one item
 
     # -- reading items -------------------------------------------------------------------
     def see(self, item: Any) -> bool:
@@ -179,6 +181,7 @@ class StreamObserver:
         if self.settled:
             return
         self.settled = True
+        OPEN.discard(self)
         if self._fin is not None:
             self._fin.detach()
         ctx = self.ctx
@@ -229,6 +232,7 @@ def _sync_items(source: Iterator[Any], obs: StreamObserver) -> Iterator[Any]:
                 return
             obs.iterating = False
             if obs.see(item):
+                obs.started = True
                 yield item
     except GeneratorExit:  # collected unfinished (the SDK never closes its iterator)
         obs.iterating = False
@@ -252,6 +256,7 @@ async def _async_items(source: AsyncIterator[Any], obs: StreamObserver) -> Async
                 return
             obs.iterating = False
             if obs.see(item):
+                obs.started = True
                 yield item
     except GeneratorExit:
         obs.iterating = False
@@ -271,6 +276,23 @@ def observe_stream(ctx: CallContext, stream: Any, *, is_async: bool, resume: boo
     source = stream._iterator
     stream._iterator = _async_items(source, obs) if is_async else _sync_items(source, obs)
     obs._fin = weakref.finalize(stream, obs.abandon)
+    OPEN.add(obs)
+
+
+#: Streams handed to the caller and not settled yet (held weakly).
+OPEN: weakref.WeakSet[StreamObserver] = weakref.WeakSet()
+
+
+def settle_interrupted(error: BaseException) -> int:
+    """Settle, as ``partial``, every stream the caller had started reading and left
+    unsettled: a notebook cell ended by ``error`` (Ctrl-C) is done with them, though its
+    globals and ``sys.last_traceback`` keep them alive. Returns how many were settled."""
+    n = 0
+    for obs in list(OPEN):
+        if obs.started and not obs.settled:
+            obs.settle(cut=True, error=error)
+            n += 1
+    return n
 
 
 # -- byte taps on httpx2 responses -----------------------------------------------------------

@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import contextlib
 import os
+import re
 import threading
 from collections.abc import Iterator
 from pathlib import Path
@@ -54,13 +55,18 @@ def safe_url(url: str) -> str:
         return "<unparseable URL>"
 
 
+def _redacted(url: str) -> str:
+    """The URL for a message, password hidden even when it does not parse."""
+    return re.sub(r"(://[^:/@]*:)[^@/]*@", r"\1***@", str(url))
+
+
 def _normalize_url(url: str) -> Any:
     try:
         parsed = make_url(url)
-    except exc.ArgumentError:
+    except (exc.ArgumentError, ValueError, TypeError):
         raise ConfigError(
-            f"not a database URL: {url!r} (expected e.g. 'sqlite:///path/to/llmspend.sqlite' "
-            "or 'postgresql://user@host/db')"
+            f"not a database URL: {_redacted(url)!r} (expected e.g. "
+            "'sqlite:///path/to/llmspend.sqlite' or 'postgresql://user@host/db')"
         ) from None
     if parsed.drivername in ("postgresql", "postgres"):
         parsed = parsed.set(drivername="postgresql+psycopg")
@@ -220,6 +226,13 @@ def forget_store(url: str) -> None:
 
 
 def _create(url: str) -> Store:
+    try:
+        return _create_engine(url)
+    except (ValueError, TypeError) as e:  # e.g. a NUL byte in a path, a port that is no number
+        raise ConfigError(f"bad database URL {_redacted(url)!r}: {e}") from None
+
+
+def _create_engine(url: str) -> Store:
     parsed = _normalize_url(url)
     kwargs: dict[str, Any] = {}
     if parsed.get_backend_name() == "sqlite":
@@ -262,6 +275,8 @@ def _ensure_schema(store: Store) -> None:
         raise StoreError(f"cannot open the store {safe_url(store.url)}: {_reason(e)}") from None
     except exc.DBAPIError as e:
         raise StoreError(f"cannot read the store {safe_url(store.url)}: {_reason(e)}") from None
+    except (ValueError, TypeError) as e:  # driver options that are not what they should be
+        raise ConfigError(f"bad database URL {_redacted(store.url)!r}: {e}") from None
     if current - known:
         raise SchemaTooNewError(
             f"the store {safe_url(store.url)} has schema revision "
