@@ -35,8 +35,12 @@ class SQL:
         self._row: Any = None
 
     def row_class(self, description: Any) -> Any:
-        if self._row is None or self._row._fields != tuple(d[0] for d in description):
-            self._row = namedtuple("Row", [d[0] for d in description])  # type: ignore[misc]
+        fields = tuple(d[0] for d in description)
+        if self._row is None or self._row._fields != fields:
+            row = _ROW_CLASSES.get(fields)
+            if row is None:  # one class per column list, shared by statements built per call
+                row = _ROW_CLASSES[fields] = namedtuple("Row", fields)
+            self._row = row
         return self._row
 
     def render(self, dialect: str) -> str:
