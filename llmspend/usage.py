@@ -22,6 +22,8 @@ from .errors import IngestError, ValidationError
 from .money import nanos_to_usd, usd_to_nanos
 from .store.hierarchy import ensure_entities
 from .store.models import UsageRecord
+from .timeutil import MAX_TIME as _MAX_TIME
+from .timeutil import MIN_TIME as _MIN_TIME
 from .timeutil import parse_when
 
 if TYPE_CHECKING:
@@ -65,6 +67,7 @@ _TOKEN_FIELDS = (
 _MAX_TOKENS = 2**40  # as in the pipeline: keeps every cost and sum inside a BIGINT
 _MAX_USD = Decimal(10**9)  # one call costing $1B is a typo; keeps sums inside BIGINT
 _MAX_NANOS = 10**18
+_VALID_NAMES: set[str] = set()  # org/project/user names already checked
 _STR_LIMITS = {
     "request_id": 200, "provider": 32, "api": 64, "model": 200, "requested_model": 200,
     "org": 200, "project": 200, "user": 200, "price_ref": 200, "error_type": 200,
@@ -125,6 +128,8 @@ def _text(v: Any, row: int, field: str, *, required: bool = False) -> str | None
 
 
 def _ts(v: Any, row: int) -> dt.datetime:
+    if type(v) is dt.datetime and v.tzinfo is None and _MIN_TIME <= v < _MAX_TIME:
+        return v  # the common case, fast
     if _missing(v):
         raise IngestError(row, "ts", "is required and missing")
     if isinstance(v, (dt.datetime, dt.date, str)) or hasattr(v, "to_pydatetime"):
@@ -195,6 +200,8 @@ def _tags(v: Any, row: int) -> str | None:
 
 
 def _latency(v: Any, row: int) -> float | None:
+    if type(v) is float and 0 <= v < 1e12:  # the common case, fast
+        return v
     if _missing(v):
         return None
     try:
@@ -256,11 +263,13 @@ def validate_row(
         if key in _OPTIONAL_TEXT:
             text = _text(value, i, key)
             if text is not None:
-                if key in ("org", "project", "user"):
+                if key in ("org", "project", "user") and text not in _VALID_NAMES:
                     try:
                         validate_name(key, text)
                     except ValidationError as exc:
                         raise IngestError(i, key, str(exc)) from None
+                    if len(_VALID_NAMES) < 100_000:
+                        _VALID_NAMES.add(text)
                 out[_OPTIONAL_TEXT[key]] = text
         elif key in _TOKEN_FIELDS:
             out[key] = _tokens(value, i, key)
@@ -366,7 +375,7 @@ def _insert_sql(dialect: str) -> str:
 
 def _sqlite_ts(value: dt.datetime) -> str:
     # The exact text form SQLAlchemy's SQLite DateTime type writes and reads back.
-    return value.strftime("%Y-%m-%d %H:%M:%S.%f")
+    return value.isoformat(sep=" ", timespec="microseconds")
 
 
 def insert_once(conn: Connection, row: dict[str, Any]) -> bool:

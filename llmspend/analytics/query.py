@@ -377,7 +377,7 @@ def _combine(
 
 def _sqlite_text(value: dt.datetime) -> str:
     # The text SQLAlchemy's SQLite DateTime stores, which sorts like the time it encodes.
-    return value.strftime("%Y-%m-%d %H:%M:%S.%f")
+    return value.isoformat(sep=" ", timespec="microseconds")
 
 
 def _key_value(value: Any, how: Any) -> Any:

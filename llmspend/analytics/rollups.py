@@ -107,7 +107,7 @@ def _upsert(conn: Connection, table: Table) -> _Upsert:
 
 def _sqlite_bucket(value: dt.datetime) -> str:
     # The exact text SQLAlchemy's SQLite DateTime writes (and the usage rows use).
-    return value.strftime("%Y-%m-%d %H:%M:%S.%f")
+    return value.isoformat(sep=" ", timespec="microseconds")
 
 
 def _measures(row: Mapping[str, Any]) -> list[int]:

@@ -90,7 +90,7 @@ def db_time(conn: Connection, value: dt.datetime | None) -> Any:
     """A naive UTC datetime as the column stores it (SQLAlchemy's SQLite text form)."""
     if value is None or conn.dialect.name != "sqlite":
         return value
-    return value.strftime("%Y-%m-%d %H:%M:%S.%f")
+    return value.isoformat(sep=" ", timespec="microseconds")
 
 
 def py_time(value: Any) -> dt.datetime | None:
