@@ -26,7 +26,7 @@ import logging
 import math
 import threading
 import weakref
-from collections.abc import Mapping
+from collections.abc import Awaitable, Callable, Mapping
 from typing import Any
 
 import wrapt
@@ -286,6 +286,37 @@ def start_call(
     except Exception as exc:
         log.error("llmspend could not start a Gemini call; not recorded: %s", exc, exc_info=True)
         return None
+
+
+def run_recorded(
+    call: Call | None, send: Callable[[], Any], settle: Callable[[Call, Any], None]
+) -> Any:
+    """Send one request for ``call``: an error is recorded and re-raised unchanged, a
+    response is handed to ``settle(call, response)``. Without a call (not installed) just send."""
+    if call is None:
+        return send()
+    try:
+        response = send()
+    except BaseException as exc:
+        call.finish(None, status="error", error=exc)
+        raise
+    settle(call, response)
+    return response
+
+
+async def arun_recorded(
+    call: Call | None, send: Callable[[], Awaitable[Any]], settle: Callable[[Call, Any], None]
+) -> Any:
+    """:func:`run_recorded` for a coroutine."""
+    if call is None:
+        return await send()
+    try:
+        response = await send()
+    except BaseException as exc:
+        call.finish(None, status="error", error=exc)
+        raise
+    settle(call, response)
+    return response
 
 
 def finish_response(call: Call, response: Any, input_upper: int) -> None:

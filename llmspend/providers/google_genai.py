@@ -29,10 +29,12 @@ from . import Patch, register_provider
 from .gemini_usage import (
     ObservedAsyncIterator,
     StreamObserver,
+    arun_recorded,
     field,
     finish_response,
     max_output_tokens,
     request_upper_bound,
+    run_recorded,
     start_call,
     wrapper_in_chain,
 )
@@ -73,15 +75,9 @@ def _generate(wrapped: Any, instance: Any, args: tuple[Any, ...], kwargs: dict[s
     """One ``generateContent`` request (sync)."""
     model, upper, max_out = _request(args, kwargs)
     call = start_call(GENERATE, model, input_upper=upper, max_output=max_out, streamed=False)
-    if call is None:
-        return wrapped(*args, **kwargs)
-    try:
-        response = wrapped(*args, **kwargs)
-    except BaseException as exc:
-        call.finish(None, status="error", error=exc)
-        raise
-    finish_response(call, response, upper)
-    return response
+    return run_recorded(
+        call, lambda: wrapped(*args, **kwargs), lambda c, r: finish_response(c, r, upper)
+    )
 
 
 async def _agenerate(
@@ -90,15 +86,9 @@ async def _agenerate(
     """One ``generateContent`` request (async)."""
     model, upper, max_out = _request(args, kwargs)
     call = start_call(GENERATE, model, input_upper=upper, max_output=max_out, streamed=False)
-    if call is None:
-        return await wrapped(*args, **kwargs)
-    try:
-        response = await wrapped(*args, **kwargs)
-    except BaseException as exc:
-        call.finish(None, status="error", error=exc)
-        raise
-    finish_response(call, response, upper)
-    return response
+    return await arun_recorded(
+        call, lambda: wrapped(*args, **kwargs), lambda c, r: finish_response(c, r, upper)
+    )
 
 
 def _embed_request(args: tuple[Any, ...], kwargs: dict[str, Any]) -> tuple[Any, Any, int]:
@@ -124,15 +114,9 @@ def _embed(wrapped: Any, instance: Any, args: tuple[Any, ...], kwargs: dict[str,
     """``Models.embed_content``: one request."""
     model, _, upper = _embed_request(args, kwargs)
     call = start_call(EMBED, model, input_upper=upper, max_output=None, streamed=False)
-    if call is None:
-        return wrapped(*args, **kwargs)
-    try:
-        response = wrapped(*args, **kwargs)
-    except BaseException as exc:
-        call.finish(None, status="error", error=exc)
-        raise
-    _finish_embed(call, response, upper)
-    return response
+    return run_recorded(
+        call, lambda: wrapped(*args, **kwargs), lambda c, r: _finish_embed(c, r, upper)
+    )
 
 
 async def _aembed(
@@ -141,15 +125,9 @@ async def _aembed(
     """``AsyncModels.embed_content``: one request."""
     model, _, upper = _embed_request(args, kwargs)
     call = start_call(EMBED, model, input_upper=upper, max_output=None, streamed=False)
-    if call is None:
-        return await wrapped(*args, **kwargs)
-    try:
-        response = await wrapped(*args, **kwargs)
-    except BaseException as exc:
-        call.finish(None, status="error", error=exc)
-        raise
-    _finish_embed(call, response, upper)
-    return response
+    return await arun_recorded(
+        call, lambda: wrapped(*args, **kwargs), lambda c, r: _finish_embed(c, r, upper)
+    )
 
 
 # -- streamed requests -----------------------------------------------------------------------

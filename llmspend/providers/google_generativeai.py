@@ -33,10 +33,12 @@ from .gemini_usage import (
     ObservedAsyncIterator,
     ObservedIterator,
     StreamObserver,
+    arun_recorded,
     field,
     finish_response,
     max_output_tokens,
     request_upper_bound,
+    run_recorded,
     start_call,
     text_tokens,
     usage_of,
@@ -100,15 +102,11 @@ def _generate(wrapped: Any, instance: Any, args: tuple[Any, ...], kwargs: dict[s
     """``GenerativeModel.generate_content``: one request."""
     model, upper, max_out, stream = _request(instance, args, kwargs)
     call = start_call(GENERATE, model, input_upper=upper, max_output=max_out, streamed=stream)
-    if call is None:
-        return wrapped(*args, **kwargs)
-    try:
-        response = wrapped(*args, **kwargs)
-    except BaseException as exc:
-        call.finish(None, status="error", error=exc)
-        raise
-    _settle(call, response, upper, stream, is_async=False)
-    return response
+    return run_recorded(
+        call,
+        lambda: wrapped(*args, **kwargs),
+        lambda c, r: _settle(c, r, upper, stream, is_async=False),
+    )
 
 
 async def _agenerate(
@@ -117,15 +115,11 @@ async def _agenerate(
     """``GenerativeModel.generate_content_async``: one request (gRPC)."""
     model, upper, max_out, stream = _request(instance, args, kwargs)
     call = start_call(GENERATE, model, input_upper=upper, max_output=max_out, streamed=stream)
-    if call is None:
-        return await wrapped(*args, **kwargs)
-    try:
-        response = await wrapped(*args, **kwargs)
-    except BaseException as exc:
-        call.finish(None, status="error", error=exc)
-        raise
-    _settle(call, response, upper, stream, is_async=True)
-    return response
+    return await arun_recorded(
+        call,
+        lambda: wrapped(*args, **kwargs),
+        lambda c, r: _settle(c, r, upper, stream, is_async=True),
+    )
 
 
 # -- embed_content ---------------------------------------------------------------------------
@@ -192,19 +186,15 @@ def _embed(wrapped: Any, instance: Any, args: tuple[Any, ...], kwargs: dict[str,
         _in_embed.reset(token)
 
 
+def _finish_embed(call: Call, result: Any, items: list[Any]) -> None:
+    usage, estimated = _embed_usage(result, items)
+    call.finish(usage, usage_estimated=estimated)
+
+
 def _embed_one(wrapped: Any, model: str, kwargs: dict[str, Any], items: list[Any]) -> Any:
     upper = request_upper_bound(items)
     call = start_call(EMBED, model, input_upper=upper, max_output=None, streamed=False)
-    if call is None:
-        return wrapped(**kwargs)
-    try:
-        result = wrapped(**kwargs)
-    except BaseException as exc:
-        call.finish(None, status="error", error=exc)
-        raise
-    usage, estimated = _embed_usage(result, items)
-    call.finish(usage, usage_estimated=estimated)
-    return result
+    return run_recorded(call, lambda: wrapped(**kwargs), lambda c, r: _finish_embed(c, r, items))
 
 
 async def _aembed(
@@ -227,16 +217,9 @@ async def _aembed(
 async def _aembed_one(wrapped: Any, model: str, kwargs: dict[str, Any], items: list[Any]) -> Any:
     upper = request_upper_bound(items)
     call = start_call(EMBED, model, input_upper=upper, max_output=None, streamed=False)
-    if call is None:
-        return await wrapped(**kwargs)
-    try:
-        result = await wrapped(**kwargs)
-    except BaseException as exc:
-        call.finish(None, status="error", error=exc)
-        raise
-    usage, estimated = _embed_usage(result, items)
-    call.finish(usage, usage_estimated=estimated)
-    return result
+    return await arun_recorded(
+        call, lambda: wrapped(**kwargs), lambda c, r: _finish_embed(c, r, items)
+    )
 
 
 # -- the plugin ------------------------------------------------------------------------------
