@@ -506,7 +506,3 @@ def records_frame(rows: Iterable[Sequence[Any]], pd: Any) -> pd.DataFrame:
     for name in _TEXT_COLUMNS:  # object dtype keeps None as None (pandas 3 would say NaN)
         data[name] = pd.Series(data[name], dtype=object)
     return pd.DataFrame(data, columns=list(RECORD_COLUMNS))
-
-
-def sum_cost_nanos(values: Iterable[int | None]) -> int:
-    return sum(v for v in values if v is not None)

@@ -65,7 +65,6 @@ class Held:
 
     token: str
     periods: list[int] = field(default_factory=list)  # period ids to charge at settle
-    budgets: list[int] = field(default_factory=list)
     amount: int = 0
 
 
@@ -407,7 +406,6 @@ class BudgetGuard:
                 conn.rollback()
             else:
                 held.periods = sorted(p.id for _, p in periods)
-                held.budgets = [b.id for b, _ in periods]
                 held.amount = amount
                 lease = db_time(conn, now + dt.timedelta(seconds=lease_seconds()))
                 stamp = db_time(conn, now)
