@@ -276,3 +276,30 @@ def test_eight_processes_crossing_at_once_make_one_alert_row(tmp_path) -> None:
         assert s.spent_usd == ONE * 24 and s.calls == 24
     finally:
         llmspend.uninstall()
+
+
+def test_real_sdk_calls_crossing_50_80_100_fire_three_events_in_order(
+    installed, events, sim
+) -> None:  # type: ignore[no-untyped-def]
+    import openai
+
+    client = openai.OpenAI(api_key="x", base_url=sim.openai_base_url, max_retries=0)
+
+    def ask() -> None:
+        client.chat.completions.create(
+            model="gpt-4o-mini", messages=[{"role": "user", "content": "same words"}], max_tokens=20
+        )
+
+    ask()  # what one call costs
+    one = llmspend.records().cost_usd.iloc[-1]
+    assert one > 0
+    llmspend.set_budget(
+        "project", "acme/churn", one * 5, "day", mode="soft", thresholds=(0.5, 0.8, 1.0)
+    )
+    # the first call already counts: 20 %; then 40 %, 60 % (50 % crossed), 80 %, 100 %
+    for _ in range(4):
+        ask()
+    assert [e.threshold for e in events] == [Decimal("0.5"), Decimal("0.8"), Decimal("1")]
+    assert [e.spent_usd for e in events] == [one * 3, one * 4, one * 5]
+    assert all(e.call_cost_usd == one and e.metadata["model"] == "gpt-4o-mini" for e in events)
+    assert list(llmspend.alerts().threshold) == [Decimal("0.5"), Decimal("0.8"), Decimal("1")]

@@ -227,3 +227,35 @@ def test_prices_command() -> None:
     assert out.returncode == 0, out.stderr
     data = json.loads(out.stdout)
     assert "gpt-4o-mini" in json.dumps(data)
+
+
+def test_sim_serve_answers_the_real_sdk_and_stops_on_sigint() -> None:
+    import signal
+    import socket
+
+    import openai
+
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        port = s.getsockname()[1]
+    proc = subprocess.Popen(
+        [sys.executable, "-m", "llmspend", "sim", "serve", "--port", str(port)],
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+    )
+    try:
+        client = openai.OpenAI(api_key="x", base_url=f"http://127.0.0.1:{port}/v1", max_retries=5)
+        reply = client.chat.completions.create(
+            model="gpt-4o-mini", messages=[{"role": "user", "content": "hi"}], max_tokens=5
+        )
+        assert reply.usage is not None and reply.usage.completion_tokens == 5
+    finally:
+        proc.send_signal(signal.SIGINT)
+        proc.communicate(timeout=30)
+    assert proc.returncode in (0, 130)
+
+
+def test_sim_serve_bad_port_is_a_clear_error() -> None:
+    out = run(None, "sim", "serve", "--port", "99999")
+    assert out.returncode != 0 and "Traceback" not in out.stderr

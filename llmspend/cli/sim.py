@@ -29,7 +29,7 @@ def run_serve(args: argparse.Namespace) -> int:
         from ..errors import ConfigError
 
         raise ConfigError(str(exc)) from exc
-    except OSError as exc:  # port in use
+    except (OSError, OverflowError) as exc:  # port in use, or no port at all
         from ..errors import ConfigError
 
         raise ConfigError(f"cannot listen on {args.host}:{args.port}: {exc}") from exc
