@@ -8,7 +8,8 @@ is what the provider hooks look for; tests can replace it too.
 Extension points used by the budget, alert and analytics modules:
 
 ``before_call_hooks``   ``f(call)`` before a request is sent (may raise BudgetExceeded)
-``in_record_hooks``     ``f(conn, call, row)`` inside the transaction that writes the row
+``in_record_hooks``     ``f(tx, call, row)`` inside the transaction that writes the row
+                        (``tx`` is a :class:`~llmspend.store.fastsql.Tx`)
 ``after_record_hooks``  ``f(call, row)`` after commit (listeners; must not raise)
 ``ingest_hooks``        ``f(conn, rows)`` inside the transaction that writes ingested rows
 """
@@ -30,6 +31,7 @@ if TYPE_CHECKING:
 
     from .pipeline import Call
     from .pricing import PriceBook
+    from .store.fastsql import Tx
 
 __all__ = ["Tracker", "current_tracker", "get_tracker", "installed_tracker", "set_tracker"]
 
@@ -63,7 +65,7 @@ class Tracker:
         self._known_entities: set[tuple[str, str, str]] = set()
         self.recent: collections.deque[dict[str, Any]] = collections.deque(maxlen=RECENT_CALLS)
         self.before_call_hooks: list[Callable[[Call], None]] = []
-        self.in_record_hooks: list[Callable[[Connection, Call, dict[str, Any]], None]] = []
+        self.in_record_hooks: list[Callable[[Tx, Call, dict[str, Any]], None]] = []
         self.after_record_hooks: list[Callable[[Call, dict[str, Any]], None]] = []
         self.refusal_hooks: list[Callable[[Call, Exception], None]] = []
         self.ingest_hooks: list[Callable[[Connection, list[dict[str, Any]]], None]] = []
@@ -149,12 +151,12 @@ class Tracker:
 
         key = (row["org_name"], row["project_name"], row["user_name"])
         try:
-            with self.store.begin(write=True) as conn:
+            with self.store.tx(write=True) as tx:
                 if key not in self._known_entities:
-                    ensure_entities(conn, [key])
-                insert_usage(conn, [row])
+                    ensure_entities(tx, [key])
+                insert_usage(tx, [row])
                 for hook in self.in_record_hooks:
-                    hook(conn, call, row)
+                    hook(tx, call, row)
         except (StoreError, OperationalError, InterfaceError) as exc:  # transient: journal it
             self._spool_row(row, exc)
             call.events = []

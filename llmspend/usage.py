@@ -8,6 +8,7 @@ batches inside one transaction, so a failure leaves the store unchanged.
 from __future__ import annotations
 
 import datetime as dt
+import functools
 import json
 import math
 import numbers
@@ -20,6 +21,7 @@ from sqlalchemy import Connection, select
 from .attribution import validate_name
 from .errors import IngestError, ValidationError
 from .money import nanos_to_usd, usd_to_nanos
+from .store.fastsql import Tx
 from .store.hierarchy import ensure_entities
 from .store.models import UsageRecord
 from .timeutil import MAX_TIME as _MAX_TIME
@@ -364,6 +366,7 @@ _INSERT_COLUMNS = (
 )  # fmt: skip
 
 
+@functools.cache
 def _insert_sql(dialect: str) -> str:
     mark = "?" if dialect == "sqlite" else "%s"
     # Only constant identifiers are formatted in; every value is a bound parameter.
@@ -387,25 +390,25 @@ def insert_once(conn: Connection, row: dict[str, Any]) -> bool:
     return conn.exec_driver_sql(sql, params).rowcount == 1
 
 
-def insert_usage(conn: Connection, rows: list[dict[str, Any]]) -> None:
+def insert_usage(conn: Connection | Tx, rows: list[dict[str, Any]]) -> None:
     """Insert validated usage rows on an open transaction, in batches.
 
     Goes through the DBAPI's executemany with positional parameters: the same statement
     SQLAlchemy would send, without per-value Python processing (≈2x faster at 1M rows).
     """
-    sqlite = conn.dialect.name == "sqlite"
-    sql = _insert_sql(conn.dialect.name)
+    tx = Tx.of(conn)
+    sql = _insert_sql(tx.dialect.name)
     cols = _INSERT_COLUMNS
     for start in range(0, len(rows), _BATCH):
         batch = rows[start : start + _BATCH]
-        if sqlite:
+        if tx.sqlite:
             params = [(_sqlite_ts(c["ts"]), *[c[k] for k in cols[1:]]) for c in batch]
         else:
             params = [tuple(c[k] for k in cols) for c in batch]
-        if len(params) == 1:  # a live call: straight to the DBAPI cursor (hot path)
-            conn.connection.dbapi_connection.cursor().execute(sql, params[0])  # type: ignore[union-attr]
+        if len(params) == 1:  # a live call (the hot path)
+            tx.execute(sql, params[0])
         else:
-            conn.exec_driver_sql(sql, params)
+            tx.executemany(sql, params)
 
 
 def write_usage(store: Store, clean: list[dict[str, Any]], *, on_write: Any = None) -> None:

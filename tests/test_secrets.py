@@ -428,16 +428,13 @@ PACKAGE = Path(llmspend.__file__).parent
 #: that SQLAlchemy compiled. Keyed by (file, expression); anything else formatted into a
 #: statement fails the test below.
 ALLOWED_IN_SQL: dict[tuple[str, str], str] = {
-    ("budgets/enforce.py", "', '.join((c.key for c in _BUDGET_COLS))"):
+    ("budgets/enforce.py", "', '.join([c.key for c in _BUDGET_COLS] + ['created_at'])"):
         "column names of the Budget model",
-    ("budgets/enforce.py", "', '.join((str(int(i)) for i in period_ids))"):
-        "period ids, each passed through int()",
-    ("budgets/enforce.py", "', '.join((str(int(i)) for i in group))"): "ids through int()",
-    ("budgets/enforce.py", "', '.join((str(int(i)) for i in soft))"): "ids through int()",
-    ("budgets/enforce.py", "', '.join((str(int(i)) for i in pids))"): "ids through int()",
-    ("budgets/enforce.py", "', '.join((str(int(b.id)) for b in budgets))"): "ids through int()",
-    ("alerting/events.py", "', '.join((str(int(i)) for i in period_ids))"):
-        "period ids, each passed through int()",
+    ("budgets/enforce.py", "', '.join((f'b.{c}' for c in _COLS.split(', ')))"):
+        "the same column names, qualified",
+    ("budgets/enforce.py", "' AND '.join(where)"): "constant WHERE clauses (values bound)",
+    ("budgets/enforce.py", "', '.join((str(int(i)) for i in ids))"):
+        "ids read from the store, each passed through int() (_ids)",
     ("usage.py", "UsageRecord.__tablename__"): "a model's table name",
     ("usage.py", "', '.join(_INSERT_COLUMNS)"): "constant column names",
     ("usage.py", "', '.join([mark] * len(_INSERT_COLUMNS))"): "DBAPI placeholders",

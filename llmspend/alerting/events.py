@@ -12,13 +12,13 @@ import datetime as dt
 import json
 from dataclasses import dataclass, field
 from decimal import Decimal
-from typing import TYPE_CHECKING, Any
+from functools import lru_cache
+from typing import TYPE_CHECKING, Any, NamedTuple
 
 from sqlalchemy import Connection, select
 
 from ..money import format_usd, nanos_to_usd
-from ..store.fastsql import SQL, py_time, run
-from ..store.models import Alert
+from ..store.fastsql import SQL, Tx, db_time
 from ..store.models import Budget as BudgetRow
 from ..timeutil import utcnow
 
@@ -87,17 +87,23 @@ class BudgetThresholdReached:
         }
 
 
-def _insert_returning_id(conn: Connection, values: dict[str, Any]) -> int | None:
-    stmt: Any
-    if conn.dialect.name == "postgresql":
-        from sqlalchemy.dialects.postgresql import insert as pg_insert
+_INSERT_ALERT = SQL(
+    "INSERT INTO llmspend_alerts (ts, kind, budget_id, budget_name, scope, period_start, "
+    "threshold_ppm, percent_used, spent_nanos, limit_nanos, call_cost_nanos, org_name, "
+    "project_name, user_name, metadata, acknowledged) VALUES (:ts, :kind, :budget_id, "
+    ":budget_name, :scope, :period_start, :threshold_ppm, :percent_used, :spent_nanos, "
+    ":limit_nanos, :call_cost_nanos, :org_name, :project_name, :user_name, :meta, "
+    ":acknowledged) ON CONFLICT DO NOTHING RETURNING id"
+)
 
-        stmt = pg_insert(Alert).values(**values).on_conflict_do_nothing()
-    else:
-        from sqlalchemy.dialects.sqlite import insert as sqlite_insert
 
-        stmt = sqlite_insert(Alert).values(**values).on_conflict_do_nothing()
-    row = conn.execute(stmt.returning(Alert.id)).first()
+def _insert_returning_id(conn: Connection | Tx, values: dict[str, Any]) -> int | None:
+    """Insert the alert row unless it exists (the unique key makes it once); its id."""
+    tx = Tx.of(conn)
+    params = dict(values)
+    params["ts"] = db_time(tx, values["ts"])
+    params["period_start"] = db_time(tx, values["period_start"])
+    row = tx.run(_INSERT_ALERT, params).first()
     return None if row is None else int(row[0])
 
 
@@ -135,56 +141,74 @@ def _event(
     )
 
 
-def _thresholds_ppm(thresholds_json: str, mode: str) -> list[int]:
+@lru_cache(maxsize=1024)
+def _thresholds_ppm(thresholds_json: str, mode: str) -> tuple[int, ...]:
     values = {int(Decimal(t) * PPM) for t in json.loads(thresholds_json or "[]")}
     if mode == "soft":
         values.add(PPM)  # soft budgets always say when they pass 100 %
-    return sorted(values)
+    return tuple(sorted(values))
 
 
-_CROSSING = (
-    "SELECT p.id, p.period_start, p.spent_nanos, p.limit_nanos, b.id AS budget_id, b.name, "
-    "b.scope, b.mode, b.thresholds, b.webhook_url FROM llmspend_budget_periods p "
-    "JOIN llmspend_budgets b ON b.id = p.budget_id WHERE p.id IN ({ids}) ORDER BY b.id"
-)
+class PeriodState(NamedTuple):
+    """A budget period just after a call's cost was added to it."""
+
+    period_id: int
+    spent_nanos: int
+    limit_nanos: int
+    period_start: dt.datetime
+    budget: Any  # the budget's row: id, name, scope, mode, thresholds, webhook_url
 
 
 def decide_thresholds(
-    conn: Connection, call: Call, period_ids: list[int], cost_nanos: int
+    tx: Tx,
+    call: Call,
+    periods: list[PeriodState],
+    cost_nanos: int,
+    fired: set[tuple[Any, ...]] | None = None,
 ) -> list[BudgetThresholdReached]:
-    """Insert the alert rows this call's settlement crossed; return their events in order."""
-    ids = ", ".join(str(int(i)) for i in period_ids)  # integers from the store, not input
-    rows = run(conn, SQL(_CROSSING.replace("{ids}", ids))).all()
+    """Insert the alert rows this call's settlement crossed; return their events in order.
+
+    ``fired`` remembers the alerts whose row is known to exist, so that a period past a
+    threshold does not try the insert again on every later call.
+    """
+    fired = set() if fired is None else fired
     now = utcnow()
     events = []
-    for r in rows:
-        if r.limit_nanos <= 0:
+    for p in periods:
+        if p.limit_nanos <= 0:
             continue
-        pstart = py_time(r.period_start)
-        for ppm in _thresholds_ppm(r.thresholds, r.mode):
-            if r.spent_nanos * PPM < ppm * r.limit_nanos:
+        b = p.budget
+        for ppm in _thresholds_ppm(b.thresholds, b.mode):
+            if p.spent_nanos * PPM < ppm * p.limit_nanos:
                 break
+            key = (b.id, b.created_at, p.period_start, ppm)
+            if key in fired:
+                continue
             values = {
                 "ts": now,
                 "kind": "threshold",
-                "budget_id": r.budget_id,
-                "budget_name": r.name,
-                "scope": r.scope,
-                "period_start": pstart,
+                "budget_id": b.id,
+                "budget_name": b.name,
+                "scope": b.scope,
+                "period_start": p.period_start,
                 "threshold_ppm": ppm,
-                "percent_used": round(r.spent_nanos * 100 / r.limit_nanos, 4),
-                "spent_nanos": r.spent_nanos,
-                "limit_nanos": r.limit_nanos,
+                "percent_used": round(p.spent_nanos * 100 / p.limit_nanos, 4),
+                "spent_nanos": p.spent_nanos,
+                "limit_nanos": p.limit_nanos,
                 "call_cost_nanos": cost_nanos,
                 "org_name": call.org,
                 "project_name": call.project,
                 "user_name": call.user,
-                "meta": json.dumps(_metadata(call, r.mode), sort_keys=True, default=str),
+                "meta": json.dumps(_metadata(call, b.mode), sort_keys=True, default=str),
                 "acknowledged": False,
             }
-            alert_id = _insert_returning_id(conn, values)
-            if alert_id is not None:
-                events.append(_event(alert_id, values, r.mode, r.webhook_url))
+            alert_id = _insert_returning_id(tx, values)
+            if alert_id is None:
+                # The row exists (committed: the insert saw it). Ours is not remembered
+                # until a later call finds it, since this transaction may yet roll back.
+                fired.add(key)
+            else:
+                events.append(_event(alert_id, values, b.mode, b.webhook_url))
     return events
 
 

@@ -1,14 +1,19 @@
 """Enforcement: reserve the worst case before a call, settle the actual cost after.
 
 Before a request leaves, every budget that applies to the call's (org, project, user) is
-found (defaults are materialized into a budget of the child's own), its current period
-row is made (lazily: the first call of a period rolls it over, no background job), leases
-that expired are reclaimed, and the call's worst-case cost is reserved on all of them in
-ONE transaction: a conditional ``UPDATE ... WHERE spent + reserved + x <= limit`` per hard
-budget, in ascending id order (a consistent lock order). If any refuses, the transaction
-rolls back — nothing is held — and ``BudgetExceeded`` is raised before any byte is sent.
-After the call, the reservation is settled to the actual cost in the same transaction
-that writes the call's row. A kernel that dies leaves reservations whose lease expires.
+found with its current period (one read), and the call's worst-case cost is reserved on
+all of them in ONE write transaction: a conditional ``UPDATE ... WHERE spent + reserved +
+x <= limit`` on the hard budgets (one statement on SQLite, whose writers are serialized;
+row by row in ascending id order on PostgreSQL, a consistent lock order), and the hold
+rows. If any budget refuses, the transaction rolls back — nothing is held.
+
+When something must be made first — a default turned into the child's own budget, the
+first period of a new day or month (roll-over is lazy: no background job) — or when a
+reservation is refused, a preparing transaction re-reads everything under the write
+lock, makes what is missing and reclaims the holds of expired leases (a kernel that died
+mid-call), then the reservation is tried once more. Still refused: ``BudgetExceeded`` is
+raised before any byte is sent. After the call, the reservation is settled to the actual
+cost in the same transaction that writes the call's row.
 """
 
 from __future__ import annotations
@@ -21,15 +26,15 @@ import uuid
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any, NamedTuple
 
-from sqlalchemy import Connection, delete, func, select, update
+from sqlalchemy import Connection, select, update
 
 from ..errors import BudgetExceeded, ConfigError, StoreUnavailable
 from ..money import nanos_to_usd
-from ..store.fastsql import SQL, db_time, py_time, run
+from ..store.fastsql import SQL, Tx, db_time, py_time, run
 from ..store.models import Budget as BudgetRow
-from ..store.models import BudgetPeriod, Reservation, UsageRecord
+from ..store.models import BudgetPeriod
 from ..timeutil import utcnow
-from .periods import TOTAL_START, period_bounds
+from .periods import TOTAL_START, current_bounds
 
 if TYPE_CHECKING:
     from ..pipeline import Call
@@ -59,13 +64,23 @@ def lease_seconds() -> float:
     return value
 
 
+class Target(NamedTuple):
+    """One budget that applies to a call, and the id and start of its current period."""
+
+    period_id: int
+    period_start: dt.datetime
+    budget: Any  # a row of _BUDGET_COLS
+
+
 @dataclass
 class Held:
-    """What one call holds: the token of its reservation rows and the periods charged."""
+    """What one call holds: the token of its hold rows and the periods charged."""
 
     token: str
     periods: list[int] = field(default_factory=list)  # period ids to charge at settle
     amount: int = 0
+    # Per period id: its budget and start, for the alert decision at settle.
+    targets: dict[int, Target] = field(default_factory=dict)
 
 
 _BUDGET_COLS = (
@@ -88,8 +103,10 @@ _BUDGET_COLS = (
 )
 
 
-# Only these constant column names are formatted into the statements below.
-_COLS = ", ".join(c.key for c in _BUDGET_COLS)
+# Only these constant column names are formatted into the statements below. The hot
+# path's rows also carry created_at: with (id, created_at) a budget deleted and set again
+# (SQLite may give it the same id) is never mistaken for the old one.
+_COLS = ", ".join([c.key for c in _BUDGET_COLS] + ["created_at"])
 _CANDIDATES = SQL(
     f"SELECT {_COLS} FROM llmspend_budgets WHERE org_name = :org "  # noqa: S608
     "AND (project_name IS NULL OR project_name = :project OR project_name = '*') "
@@ -101,9 +118,23 @@ _BY_KEY = SQL(
 )
 
 
-def candidate_budgets(conn: Connection, org: str, project: str, user: str) -> list[Any]:
+def candidate_budgets(conn: Connection | Tx, org: str, project: str, user: str) -> list[Any]:
     """Every budget row that could apply to (org, project, user), defaults included."""
     return list(run(conn, _CANDIDATES, {"org": org, "project": project, "user": user}).all())
+
+
+# The hot path's one read: the candidates with the period row that contains :now (several
+# when a budget's period kind was changed; the one starting where it should is used).
+_LOOKUP = SQL(
+    "SELECT "
+    + ", ".join(f"b.{c}" for c in _COLS.split(", "))
+    + ", p.id AS period_id, p.period_start AS period_start "
+    "FROM llmspend_budgets b LEFT JOIN llmspend_budget_periods p ON p.budget_id = b.id "
+    "AND p.period_start <= :now AND (p.period_end IS NULL OR p.period_end > :now) "
+    "WHERE b.org_name = :org "
+    "AND (b.project_name IS NULL OR b.project_name = :project OR b.project_name = '*') "
+    "AND (b.user_name IS NULL OR b.user_name = :user OR b.user_name = '*')"
+)
 
 
 def resolve(rows: list[Any], project: str, user: str) -> tuple[list[Any], list[tuple[Any, str]]]:
@@ -130,8 +161,44 @@ def resolve(rows: list[Any], project: str, user: str) -> tuple[list[Any], list[t
     return applicable, todo
 
 
-def materialize(conn: Connection, default: Any, child_name: str, now: dt.datetime) -> Any:
+def _known_targets(rows: list[Any], project: str, user: str, now: dt.datetime) -> Any:
+    """From the hot-path lookup: ``(targets, complete)``.
+
+    ``targets`` are the budgets that apply with their current periods, in id order;
+    ``complete`` is false when something must be made first (a default's child budget,
+    a period not started yet), and ``targets`` is then empty if no budget applies at all.
+    """
+    budgets: dict[int, Any] = {}
+    periods: dict[int, tuple[int, dt.datetime]] = {}
+    for r in rows:
+        budgets.setdefault(r.id, r)
+        if r.period_id is not None:
+            start = py_time(r.period_start)
+            if start == current_bounds(r.period, r.timezone, now, week_start=r.week_start)[0]:
+                periods[r.id] = (r.period_id, start)
+    applicable, todo = resolve(list(budgets.values()), project, user)
+    if not applicable and not todo:
+        return [], True
+    if todo or any(b.id not in periods for b in applicable):
+        return None, False
+    targets = [Target(*periods[b.id], b) for b in applicable]
+    targets.sort(key=lambda t: t.budget.id)
+    return targets, True
+
+
+_MATERIALIZE = SQL(
+    "INSERT INTO llmspend_budgets (scope, name, default_for, org_name, project_name, "
+    "user_name, limit_nanos, period, mode, thresholds, timezone, week_start, "
+    "unpriced_policy, webhook_url, derived_from, created_at, updated_at, created_by) "
+    "VALUES (:scope, :name, '', :org_name, :project_name, :user_name, :limit_nanos, :period, "
+    ":mode, :thresholds, :timezone, :week_start, :unpriced_policy, :webhook_url, "
+    ":derived_from, :now, :now, 'default') ON CONFLICT DO NOTHING"
+)
+
+
+def materialize(conn: Connection | Tx, default: Any, child_name: str, now: dt.datetime) -> Any:
     """The child's own budget made from a default (created once; concurrent-safe)."""
+    tx = Tx.of(conn)
     parts = child_name.split("/")
     if default.scope == "project":
         project, user = parts[1], None
@@ -139,53 +206,37 @@ def materialize(conn: Connection, default: Any, child_name: str, now: dt.datetim
         project, user = None, parts[1]
     else:
         project, user = parts[1], parts[2]
-    values = {
-        "scope": default.scope,
-        "name": child_name,
-        "default_for": "",
-        "org_name": default.org_name,
-        "project_name": project,
-        "user_name": user,
-        "limit_nanos": default.limit_nanos,
-        "period": default.period,
-        "mode": default.mode,
-        "thresholds": default.thresholds,
-        "timezone": default.timezone,
-        "week_start": default.week_start,
-        "unpriced_policy": default.unpriced_policy,
-        "webhook_url": default.webhook_url,
-        "derived_from": default.id,
-        "created_at": now,
-        "updated_at": now,
-        "created_by": "default",
-    }
-    conn.execute(_insert_ignore(conn, BudgetRow.__table__).values(**values))
-    return run(conn, _BY_KEY, {"scope": default.scope, "name": child_name}).one()
-
-
-def _insert_ignore(conn: Connection, table: Any) -> Any:
-    if conn.dialect.name == "postgresql":
-        from sqlalchemy.dialects.postgresql import insert as pg_insert
-
-        return pg_insert(table).on_conflict_do_nothing()
-    from sqlalchemy.dialects.sqlite import insert as sqlite_insert
-
-    return sqlite_insert(table).on_conflict_do_nothing()
-
-
-def scope_filter(budget: Any) -> list[Any]:
-    """WHERE clauses selecting the usage rows a budget counts."""
-    clauses = [UsageRecord.org_name == budget.org_name]
-    if budget.project_name and budget.project_name != "*":
-        clauses.append(UsageRecord.project_name == budget.project_name)
-    if budget.user_name and budget.user_name != "*":
-        clauses.append(UsageRecord.user_name == budget.user_name)
-    return clauses
+    tx.run(
+        _MATERIALIZE,
+        {
+            "scope": default.scope,
+            "name": child_name,
+            "org_name": default.org_name,
+            "project_name": project,
+            "user_name": user,
+            "limit_nanos": default.limit_nanos,
+            "period": default.period,
+            "mode": default.mode,
+            "thresholds": default.thresholds,
+            "timezone": default.timezone,
+            "week_start": default.week_start,
+            "unpriced_policy": default.unpriced_policy,
+            "webhook_url": default.webhook_url,
+            "derived_from": default.id,
+            "now": db_time(tx, now),
+        },
+    )
+    return tx.run(_BY_KEY, {"scope": default.scope, "name": child_name}).one()
 
 
 _PERIOD = SQL(
     "SELECT id, period_start, period_end, limit_nanos, spent_nanos, reserved_nanos, calls "
     "FROM llmspend_budget_periods WHERE budget_id = :budget_id AND period_start = :start"
+)
+_NEW_PERIOD = SQL(
+    "INSERT INTO llmspend_budget_periods (budget_id, period_start, period_end, limit_nanos, "
+    "spent_nanos, reserved_nanos, calls, updated_at) VALUES (:budget_id, :start, :end, "
+    ":limit_nanos, :spent, 0, :calls, :now) ON CONFLICT DO NOTHING"
 )
 
 
@@ -211,32 +262,48 @@ def _period(row: Any) -> Period:
     )
 
 
-def ensure_period(conn: Connection, budget: Any, now: dt.datetime) -> Period:
+def _spent_sql(budget: Any, bounded: bool) -> SQL:
+    """What a budget's usage rows add up to in a window (refused calls cost nothing)."""
+    where = ["org_name = :org"]
+    if budget.project_name and budget.project_name != "*":
+        where.append("project_name = :project")
+    if budget.user_name and budget.user_name != "*":
+        where.append("user_name = :user")
+    where += ["ts >= :start"] + (["ts < :end"] if bounded else []) + ["status != 'refused'"]
+    return SQL(
+        "SELECT COALESCE(SUM(cost_nanos), 0) AS spent, COUNT(*) AS calls "
+        "FROM llmspend_usage WHERE " + " AND ".join(where)  # constant clauses only
+    )
+
+
+def ensure_period(conn: Connection | Tx, budget: Any, now: dt.datetime) -> Period:
     """The budget's current period row, created (with spend already recorded) if new."""
-    start, end = period_bounds(budget.period, budget.timezone, now, week_start=budget.week_start)
-    key = {"budget_id": budget.id, "start": db_time(conn, start)}
-    row = run(conn, _PERIOD, key).first()
+    tx = Tx.of(conn)
+    start, end = current_bounds(budget.period, budget.timezone, now, week_start=budget.week_start)
+    key = {"budget_id": budget.id, "start": db_time(tx, start)}
+    row = tx.run(_PERIOD, key).first()
     if row is not None:
         return _period(row)
-    window = [UsageRecord.ts >= start] + ([UsageRecord.ts < end] if end is not None else [])
-    spent, calls = conn.execute(
-        select(func.coalesce(func.sum(UsageRecord.cost_nanos), 0), func.count()).where(
-            *scope_filter(budget), *window, UsageRecord.status != "refused"
-        )
-    ).one()
-    conn.execute(
-        _insert_ignore(conn, BudgetPeriod.__table__).values(
-            budget_id=budget.id,
-            period_start=start,
-            period_end=end,
-            limit_nanos=budget.limit_nanos,
-            spent_nanos=int(spent or 0),
-            reserved_nanos=0,
-            calls=int(calls),
-            updated_at=now,
-        )
+    window = {
+        "org": budget.org_name,
+        "project": budget.project_name,
+        "user": budget.user_name,
+        "start": db_time(tx, start),
+        "end": db_time(tx, end),
+    }
+    spent, calls = tx.run(_spent_sql(budget, end is not None), window).one()
+    tx.run(
+        _NEW_PERIOD,
+        {
+            **key,
+            "end": db_time(tx, end),
+            "limit_nanos": budget.limit_nanos,
+            "spent": int(spent or 0),
+            "calls": int(calls),
+            "now": db_time(tx, now),
+        },
     )
-    return _period(run(conn, _PERIOD, key).one())
+    return _period(tx.run(_PERIOD, key).one())
 
 
 _EXPIRED = SQL(
@@ -249,33 +316,30 @@ _RELEASE = SQL(
 )
 
 
-def reclaim_expired(conn: Connection, period_ids: list[int], now: dt.datetime) -> int:
+def _ids(ids: Any) -> str:
+    return ", ".join(str(int(i)) for i in ids)  # integers from the store, never input
+
+
+def reclaim_expired(conn: Connection | Tx, period_ids: list[int], now: dt.datetime) -> int:
     """Give back what expired leases held on these periods. Returns the number reclaimed."""
     if not period_ids:
         return 0
-    ids = ", ".join(str(int(i)) for i in period_ids)  # integers from the store, not input
-    expired = run(conn, SQL(_EXPIRED.text.replace("{ids}", ids)), {"now": db_time(conn, now)}).all()
+    tx = Tx.of(conn)
+    sql = SQL(_EXPIRED.text.replace("{ids}", _ids(period_ids)))
+    expired = tx.run(sql, {"now": db_time(tx, now)}).all()
     if not expired:
         return 0
     per_period: dict[int, int] = {}
     for _, pid, amount in expired:
         per_period[pid] = per_period.get(pid, 0) + amount
-    conn.execute(delete(Reservation).where(Reservation.id.in_([r[0] for r in expired])))
+    for chunk in range(0, len(expired), 500):
+        ids = _ids(r[0] for r in expired[chunk : chunk + 500])
+        tx.run(SQL(f"DELETE FROM llmspend_reservations WHERE id IN ({ids})"))  # noqa: S608
     for pid, amount in sorted(per_period.items()):
-        run(conn, _RELEASE, {"amount": amount, "id": pid})
+        tx.run(_RELEASE, {"amount": amount, "id": pid})
     return len(expired)
 
 
-# {ids}: integer period ids read from the store, in ascending order (the lock order).
-_RESERVE_HARD = SQL(
-    "UPDATE llmspend_budget_periods SET reserved_nanos = reserved_nanos + :amount, "
-    "updated_at = :now WHERE id IN ({ids}) "
-    "AND spent_nanos + reserved_nanos + :amount <= limit_nanos"
-)
-_RESERVE_SOFT = SQL(
-    "UPDATE llmspend_budget_periods SET reserved_nanos = reserved_nanos + :amount, "
-    "updated_at = :now WHERE id IN ({ids})"
-)
 _CURRENT = SQL(
     "SELECT budget_id, id, period_start, period_end, limit_nanos, spent_nanos, reserved_nanos, "
     "calls FROM llmspend_budget_periods WHERE budget_id IN ({ids}) AND period_start <= :now "
@@ -284,23 +348,61 @@ _CURRENT = SQL(
 
 
 def current_periods(
-    conn: Connection, budgets: list[Any], now: dt.datetime
+    conn: Connection | Tx, budgets: list[Any], now: dt.datetime
 ) -> list[tuple[Any, Period]]:
     """The current period of each budget: one query, creating only the missing ones."""
     if not budgets:
         return []
-    ids = ", ".join(str(int(b.id)) for b in budgets)
+    tx = Tx.of(conn)
     found: dict[tuple[int, dt.datetime | None], Any] = {}
-    for r in run(conn, SQL(_CURRENT.text.replace("{ids}", ids)), {"now": db_time(conn, now)}).all():
+    sql = SQL(_CURRENT.text.replace("{ids}", _ids(b.id for b in budgets)))
+    for r in tx.run(sql, {"now": db_time(tx, now)}).all():
         found[(r.budget_id, py_time(r.period_start))] = r
     out = []
     for b in budgets:
-        start, _ = period_bounds(b.period, b.timezone, now, week_start=b.week_start)
+        start, _ = current_bounds(b.period, b.timezone, now, week_start=b.week_start)
         row = found.get((b.id, start))
-        out.append((b, _period(row) if row is not None else ensure_period(conn, b, now)))
+        out.append((b, _period(row) if row is not None else ensure_period(tx, b, now)))
     return out
 
 
+class _Statements:
+    """Statements made per set of period ids, kept: the same few sets come on every call."""
+
+    def __init__(self, make: Any) -> None:
+        self._make = make
+        self._made: dict[Any, Any] = {}
+
+    def get(self, *key: Any) -> Any:
+        stmt = self._made.get(key)
+        if stmt is None:
+            if len(self._made) > 1024:
+                self._made.clear()
+            stmt = self._made[key] = self._make(*key)
+        return stmt
+
+
+def _reserve_sqlite(hard: tuple[int, ...], soft: tuple[int, ...]) -> SQL:
+    ids = _ids(hard + soft)
+    fits = "spent_nanos + reserved_nanos + :amount <= limit_nanos"
+    cond = (
+        "" if not hard else f" AND {fits}" if not soft else f" AND (id IN ({_ids(soft)}) OR {fits})"
+    )
+    return SQL(
+        "UPDATE llmspend_budget_periods SET reserved_nanos = reserved_nanos + :amount, "  # noqa: S608
+        f"updated_at = :now WHERE id IN ({ids}){cond}"
+    )
+
+
+_RESERVE_SQLITE = _Statements(_reserve_sqlite)
+_RESERVE_HARD = SQL(
+    "UPDATE llmspend_budget_periods SET reserved_nanos = reserved_nanos + :amount, "
+    "updated_at = :now WHERE id = :id AND spent_nanos + reserved_nanos + :amount <= limit_nanos"
+)
+_RESERVE_SOFT = SQL(
+    "UPDATE llmspend_budget_periods SET reserved_nanos = reserved_nanos + :amount, "
+    "updated_at = :now WHERE id = :id"
+)
 _HOLD = SQL(
     "INSERT INTO llmspend_reservations (token, period_id, amount_nanos, created_at, "
     "lease_expires_at, owner) VALUES (:token, :period_id, :amount, :now, :lease, :owner)"
@@ -308,9 +410,12 @@ _HOLD = SQL(
 _UNHOLD = SQL(
     "DELETE FROM llmspend_reservations WHERE token = :token RETURNING period_id, amount_nanos"
 )
-_SETTLE = SQL(
-    "UPDATE llmspend_budget_periods SET reserved_nanos = reserved_nanos - :held, "
-    "spent_nanos = spent_nanos + :cost, calls = calls + 1, updated_at = :now WHERE id IN ({ids})"
+_SETTLE = _Statements(
+    lambda ids: SQL(
+        "UPDATE llmspend_budget_periods SET reserved_nanos = reserved_nanos - :held, "  # noqa: S608
+        "spent_nanos = spent_nanos + :cost, calls = calls + 1, updated_at = :now "
+        f"WHERE id IN ({_ids(ids)}) RETURNING id, spent_nanos, limit_nanos"
+    )
 )
 _REFUSAL = SQL(
     "SELECT spent_nanos, reserved_nanos, limit_nanos, period_end FROM llmspend_budget_periods "
@@ -326,6 +431,8 @@ class BudgetGuard:
         self.owner = f"{socket.gethostname()}:{os.getpid()}"[:200]
         # Whether a hard budget applied to (org, project, user) at the last lookup.
         self._hard_seen: dict[tuple[str, str, str], bool] = {}
+        # Alerts whose row exists, not tried again: (budget id, created, period start, ppm).
+        self.fired: set[tuple[Any, ...]] = set()
 
     def install(self) -> None:
         self.tracker.before_call_hooks.append(self.before_call)
@@ -367,99 +474,128 @@ class BudgetGuard:
 
     def _before_call(self, call: Call) -> None:
         store = self.tracker.store
-        rows = store.fetch(
-            _CANDIDATES, {"org": call.org, "project": call.project, "user": call.user}
-        )
+        now = utcnow()
+        with store.tx() as tx:
+            params = {"org": call.org, "project": call.project, "user": call.user}
+            rows = tx.run(_LOOKUP, {**params, "now": db_time(tx, now)}).all()
         self._hard_seen[(call.org, call.project, call.user)] = any(r.mode == "hard" for r in rows)
         if not rows:
             return
-        applicable, todo = resolve(rows, call.project, call.user)
-        if not applicable and not todo:
+        targets, complete = _known_targets(rows, call.project, call.user, now)
+        if complete and not targets:
             return
         estimate = self.estimate(call)
         call.estimate_nanos = estimate
-        refusal: BudgetExceeded | None = None
-        now = utcnow()
-        with store.begin(write=True) as conn:
-            # Re-read inside the write transaction: another kernel may have changed budgets.
-            rows = candidate_budgets(conn, call.org, call.project, call.user)
-            applicable, todo = resolve(rows, call.project, call.user)
-            applicable += [materialize(conn, d, name, now) for d, name in todo]
-            applicable.sort(key=lambda b: b.id)
-            periods = current_periods(conn, applicable, now)
-            reclaim_expired(conn, [p.id for _, p in periods], now)
-            held = Held(token=str(uuid.uuid4()))
-            amount = estimate
-            if amount is None:
-                refusing = [
-                    (b, p)
-                    for b, p in periods
-                    if b.mode == "hard" and (b.unpriced_policy or "refuse") == "refuse"
-                ]
-                if refusing:
-                    b, p = refusing[0]
-                    refusal = self._refusal(conn, b, p.id, None, "unpriced model")
-                amount = 0
+        prepared = not complete
+        if prepared:
+            targets = self._prepare(call, now)
+        while targets:
+            refusal = self._unpriced(targets) if estimate is None else None
             if refusal is None:
-                refusal = self._reserve(conn, periods, amount, now)
-            if refusal is not None:
-                conn.rollback()
-            else:
-                held.periods = sorted(p.id for _, p in periods)
-                held.amount = amount
-                lease = db_time(conn, now + dt.timedelta(seconds=lease_seconds()))
-                stamp = db_time(conn, now)
-                cursor = conn.connection.dbapi_connection.cursor()  # type: ignore[union-attr]
-                cursor.executemany(
-                    _HOLD.render(conn.dialect.name),
-                    [
-                        {
-                            "token": held.token,
-                            "period_id": pid,
-                            "amount": amount,
-                            "now": stamp,
-                            "lease": lease,
-                            "owner": self.owner,
-                        }
-                        for pid in held.periods
-                    ],
-                )
-                call.reservation = held
-        if refusal is not None:
+                call.reservation = self._reserve(targets, estimate or 0, now)
+                if call.reservation is not None:
+                    return
+                if not prepared:  # budgets changed, or expired leases may be in the way
+                    prepared = True
+                    targets = self._prepare(call, now)
+                    continue
+                refusal = self._refusal_for(targets, estimate or 0)
             self.tracker.refused(call, refusal)
             raise refusal
 
-    def _reserve(
-        self, conn: Connection, periods: list[tuple[Any, Period]], amount: int, now: dt.datetime
-    ) -> BudgetExceeded | None:
-        """A conditional UPDATE per hard budget (one per kind on SQLite, whose writers are
-        serialized anyway; row by row in id order on PostgreSQL, the consistent lock order)."""
-        stamp = db_time(conn, now)
-        hard = sorted(p.id for b, p in periods if b.mode == "hard")
-        soft = sorted(p.id for b, p in periods if b.mode != "hard")
-        groups = [hard] if conn.dialect.name == "sqlite" else [[i] for i in hard]
-        for group in groups if hard else []:
-            ids = ", ".join(str(int(i)) for i in group)  # integers from the store
-            sql = SQL(_RESERVE_HARD.text.replace("{ids}", ids))
-            if run(conn, sql, {"amount": amount, "now": stamp}).rowcount != len(group):
-                conn.rollback()  # nothing is held; find which budget refused, for the message
-                for budget, period in periods:
-                    p = run(conn, _REFUSAL, {"id": period.id}).one()
-                    if (
-                        budget.mode == "hard"
-                        and p.spent_nanos + p.reserved_nanos + amount > p.limit_nanos
-                    ):
-                        return self._refusal(conn, budget, period.id, amount, None)
-                budget, period = next((b, p) for b, p in periods if b.mode == "hard")
-                return self._refusal(conn, budget, period.id, amount, "concurrent reservations")
-        if soft:
-            ids = ", ".join(str(int(i)) for i in soft)
-            run(
-                conn,
-                SQL(_RESERVE_SOFT.text.replace("{ids}", ids)),
-                {"amount": amount, "now": stamp},
+    def _prepare(self, call: Call, now: dt.datetime) -> list[Target]:
+        """Under the write lock: the budgets that apply now, with every missing default
+        child and current period made, and the holds of expired leases given back."""
+        with self.tracker.store.tx(write=True) as tx:
+            rows = candidate_budgets(tx, call.org, call.project, call.user)
+            applicable, todo = resolve(rows, call.project, call.user)
+            applicable += [materialize(tx, d, name, now) for d, name in todo]
+            applicable.sort(key=lambda b: b.id)
+            periods = current_periods(tx, applicable, now)
+            reclaim_expired(tx, [p.id for _, p in periods], now)
+        return [Target(p.id, p.period_start, b) for b, p in periods]
+
+    def _reserve(self, targets: list[Target], amount: int, now: dt.datetime) -> Held | None:
+        """One write transaction: reserve ``amount`` on every target and write the holds;
+        ``None`` (and nothing held) if a hard budget has no room."""
+        with self.tracker.store.tx(write=True) as tx:
+            stamp = db_time(tx, now)
+            if tx.sqlite:  # one writer at a time: one statement for all of them
+                hard = tuple(t.period_id for t in targets if t.budget.mode == "hard")
+                soft = tuple(t.period_id for t in targets if t.budget.mode != "hard")
+                sql = _RESERVE_SQLITE.get(hard, soft)
+                granted = tx.run(sql, {"amount": amount, "now": stamp}).rowcount == len(targets)
+            else:  # row by row in id order: the consistent lock order
+                granted = True
+                for t in targets:
+                    sql = _RESERVE_HARD if t.budget.mode == "hard" else _RESERVE_SOFT
+                    params = {"amount": amount, "now": stamp, "id": t.period_id}
+                    if tx.run(sql, params).rowcount != 1:
+                        granted = False
+                        break
+            if not granted:
+                tx.rollback()
+                return None
+            held = Held(
+                token=uuid.uuid4().hex,
+                periods=sorted(t.period_id for t in targets),
+                amount=amount,
+                targets={t.period_id: t for t in targets},
             )
+            lease = db_time(tx, now + dt.timedelta(seconds=lease_seconds()))
+            tx.executemany(
+                _HOLD,
+                [
+                    {
+                        "token": held.token,
+                        "period_id": pid,
+                        "amount": amount,
+                        "now": stamp,
+                        "lease": lease,
+                        "owner": self.owner,
+                    }
+                    for pid in held.periods
+                ],
+            )
+            return held
+
+    def _unpriced(self, targets: list[Target]) -> BudgetExceeded | None:
+        """A call whose model has no price, under a hard budget that refuses those."""
+        for t in targets:
+            if t.budget.mode == "hard" and (t.budget.unpriced_policy or "refuse") == "refuse":
+                return self._refusal(t, None, "unpriced model")
         return None
+
+    def _refusal_for(self, targets: list[Target], amount: int) -> BudgetExceeded:
+        """The refusal of a reservation that did not fit: the budget without room."""
+        hard = [t for t in targets if t.budget.mode == "hard"]
+        with self.tracker.store.tx() as tx:
+            for t in hard:
+                p = tx.run(_REFUSAL, {"id": t.period_id}).one()
+                if p.spent_nanos + p.reserved_nanos + amount > p.limit_nanos:
+                    return self._exceeded(t, p, amount, None)
+            p = tx.run(_REFUSAL, {"id": hard[0].period_id}).one()
+        return self._exceeded(hard[0], p, amount, "concurrent reservations")
+
+    def _refusal(self, t: Target, amount: int | None, reason: str | None) -> BudgetExceeded:
+        with self.tracker.store.tx() as tx:
+            p = tx.run(_REFUSAL, {"id": t.period_id}).one()
+        return self._exceeded(t, p, amount, reason)
+
+    @staticmethod
+    def _exceeded(t: Target, p: Any, amount: int | None, reason: str | None) -> BudgetExceeded:
+        end = py_time(p.period_end)
+        return BudgetExceeded(
+            budget=t.budget.name,
+            scope=t.budget.scope,
+            period=t.budget.period,
+            limit=nanos_to_usd(p.limit_nanos),
+            spent=nanos_to_usd(p.spent_nanos),
+            reserved=nanos_to_usd(p.reserved_nanos),
+            estimate=None if amount is None else nanos_to_usd(amount),
+            resets_at=None if end is None else end.replace(tzinfo=dt.UTC),
+            reason=reason,
+        )
 
     def estimate(self, call: Call) -> int | None:
         """Worst-case cost in nanodollars (``None`` if the model cannot be priced)."""
@@ -471,23 +607,6 @@ class BudgetGuard:
             out = book.output_cap(call.provider, call.model) or DEFAULT_OUTPUT_CAP
         epoch = call.ts.replace(tzinfo=dt.UTC).timestamp()
         return book.worst_case_nanos(call.provider, call.model, call.input_upper, out, epoch)
-
-    def _refusal(
-        self, conn: Connection, budget: Any, period_id: int, amount: int | None, reason: str | None
-    ) -> BudgetExceeded:
-        p = run(conn, _REFUSAL, {"id": period_id}).one()
-        end = py_time(p.period_end)
-        return BudgetExceeded(
-            budget=budget.name,
-            scope=budget.scope,
-            period=budget.period,
-            limit=nanos_to_usd(p.limit_nanos),
-            spent=nanos_to_usd(p.spent_nanos),
-            reserved=nanos_to_usd(p.reserved_nanos),
-            estimate=None if amount is None else nanos_to_usd(amount),
-            resets_at=None if end is None else end.replace(tzinfo=dt.UTC),
-            reason=reason,
-        )
 
     # -- ingested history ------------------------------------------------------------------
     def count_ingested(self, conn: Connection, rows: list[dict[str, Any]]) -> None:
@@ -533,27 +652,33 @@ class BudgetGuard:
                 )
 
     # -- after the call (inside the record's transaction) -----------------------------------
-    def settle(self, conn: Connection, call: Call, row: dict[str, Any]) -> None:
+    def settle(self, tx: Tx, call: Call, row: dict[str, Any]) -> None:
         held: Held | None = call.reservation
         if held is None or not held.periods:
             return
         cost = row.get("cost_nanos") or 0
         if row.get("status") == "refused":
             cost = 0
-        released = run(conn, _UNHOLD, {"token": held.token}).all()
-        still_held = {pid: amount for pid, amount in released}
-        now = db_time(conn, utcnow())
+        # What is still held (a hold whose lease expired may have been given back).
+        still_held = dict(tx.run(_UNHOLD, {"token": held.token}).all())
+        now = db_time(tx, utcnow())
         groups: dict[tuple[int, int], list[int]] = {}
-        for pid in sorted(held.periods):
+        for pid in held.periods:  # ascending
             # one UPDATE per amount on SQLite; row by row, in id order, on PostgreSQL
-            key = (still_held.get(pid, 0), 0 if conn.dialect.name == "sqlite" else pid)
+            key = (still_held.get(pid, 0), 0 if tx.sqlite else pid)
             groups.setdefault(key, []).append(pid)
+        settled = []
         for (amount, _), pids in sorted(groups.items(), key=lambda kv: kv[1][0]):
-            ids = ", ".join(str(int(i)) for i in pids)  # integers from the store
-            sql = SQL(_SETTLE.text.replace("{ids}", ids))
-            run(conn, sql, {"held": amount, "cost": cost, "now": now})
+            sql = _SETTLE.get(tuple(pids))
+            settled += tx.run(sql, {"held": amount, "cost": cost, "now": now}).all()
         call.reservation = None
         if row.get("status") != "refused":
-            from ..alerting.events import decide_thresholds
+            from ..alerting.events import PeriodState, decide_thresholds
 
-            call.events.extend(decide_thresholds(conn, call, sorted(held.periods), cost))
+            states = [
+                PeriodState(r.id, r.spent_nanos, r.limit_nanos, *held.targets[r.id][1:])
+                for r in settled
+                if r.id in held.targets
+            ]
+            states.sort(key=lambda st: st.budget.id)
+            call.events.extend(decide_thresholds(tx, call, states, cost, self.fired))

@@ -13,7 +13,7 @@ from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 
 from ..errors import BudgetError
 
-__all__ = ["PERIODS", "TOTAL_START", "period_bounds", "zone"]
+__all__ = ["PERIODS", "TOTAL_START", "current_bounds", "period_bounds", "zone"]
 
 PERIODS = ("day", "week", "month", "quarter", "year", "total")
 TOTAL_START = dt.datetime(1970, 1, 1)
@@ -78,3 +78,22 @@ def period_bounds(
             )
         return period_bounds(period, tz_name, end, week_start=week_start)
     return start, end
+
+
+_bounds: dict[tuple[str, str, int], tuple[dt.datetime, dt.datetime | None]] = {}
+
+
+def current_bounds(
+    period: str, tz_name: str, at: dt.datetime, *, week_start: int = 0
+) -> tuple[dt.datetime, dt.datetime | None]:
+    """:func:`period_bounds`, remembered until ``at`` leaves the period (the hot path asks
+    for the same few periods on every call)."""
+    key = (period, tz_name, week_start)
+    hit = _bounds.get(key)
+    if hit is not None and hit[0] <= at and (hit[1] is None or at < hit[1]):
+        return hit
+    bounds = period_bounds(period, tz_name, at, week_start=week_start)
+    if len(_bounds) > 4096:  # as many as there are distinct (period, zone, week start)
+        _bounds.clear()
+    _bounds[key] = bounds
+    return bounds

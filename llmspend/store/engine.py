@@ -13,6 +13,7 @@ import contextlib
 import os
 import re
 import threading
+import weakref
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
@@ -21,6 +22,7 @@ from sqlalchemy import Connection, Engine, create_engine, event, exc, text
 from sqlalchemy.engine import make_url
 
 from ..errors import ConfigError, SchemaTooNewError, StoreError
+from .fastsql import Tx
 
 __all__ = ["Store", "current_revisions", "forget_store", "open_store", "safe_url", "upgrade"]
 
@@ -73,6 +75,14 @@ def _normalize_url(url: str) -> Any:
     return parsed
 
 
+_SQLITE_PRAGMAS = (
+    "PRAGMA busy_timeout = {busy}",
+    "PRAGMA journal_mode = WAL",
+    "PRAGMA synchronous = NORMAL",
+    "PRAGMA foreign_keys = ON",
+)
+
+
 def _sqlite_events(engine: Engine) -> None:
     busy = _busy_timeout_ms()
 
@@ -81,10 +91,8 @@ def _sqlite_events(engine: Engine) -> None:
         dbapi_connection.isolation_level = None  # SQLAlchemy emits BEGIN itself (below)
         cur = dbapi_connection.cursor()
         try:
-            cur.execute(f"PRAGMA busy_timeout = {int(busy)}")
-            cur.execute("PRAGMA journal_mode = WAL")
-            cur.execute("PRAGMA synchronous = NORMAL")
-            cur.execute("PRAGMA foreign_keys = ON")
+            for pragma in _SQLITE_PRAGMAS:
+                cur.execute(pragma.format(busy=int(busy)))
         finally:
             cur.close()
 
@@ -92,6 +100,17 @@ def _sqlite_events(engine: Engine) -> None:
     def _on_begin(conn: Connection) -> None:
         immediate = conn.get_execution_options().get("llmspend_immediate", False)
         conn.exec_driver_sql("BEGIN IMMEDIATE" if immediate else "BEGIN")
+
+
+class _Direct:
+    """A thread's own SQLite connection for the hot path (weakly tracked for dispose)."""
+
+    __slots__ = ("__weakref__", "busy", "conn", "pid")
+
+    def __init__(self, conn: Any) -> None:
+        self.conn = conn
+        self.pid = os.getpid()
+        self.busy = False
 
 
 class Store:
@@ -102,6 +121,15 @@ class Store:
         self.url = url
         self.dialect = engine.dialect.name
         self.is_sqlite = self.dialect == "sqlite"
+        # The hot path's SQLite connections, one per thread, opened like the engine's.
+        db = engine.url.database
+        self._sqlite_path: str | None = None
+        if self.is_sqlite and db and db != ":memory:" and not engine.url.query.get("uri"):
+            self._sqlite_path = db
+            self._busy_ms = _busy_timeout_ms()  # as the engine's connections got it
+        self._local = threading.local()
+        self._directs: weakref.WeakSet[_Direct] = weakref.WeakSet()
+        self._directs_lock = threading.Lock()
 
     def __repr__(self) -> str:
         return f"Store({safe_url(self.url)!r})"
@@ -119,21 +147,100 @@ class Store:
             with conn.begin():
                 yield conn
 
-    def fetch(self, sql: Any, params: dict[str, Any] | None = None) -> list[Any]:
-        """Run one read-only statement outside any transaction (the hot path's lookups).
+    @contextlib.contextmanager
+    def tx(self, *, write: bool = False) -> Iterator[Tx]:
+        """A transaction straight on a DBAPI connection: the per-call hot path.
 
-        On SQLite the DBAPI connection is in autocommit, so a lone SELECT needs no
-        BEGIN/COMMIT; on PostgreSQL the pool's reset ends the implicit transaction.
+        SQLite uses a connection of the thread's own (opened with the engine's settings,
+        kept for the next call); ``write=True`` takes the write lock at ``BEGIN
+        IMMEDIATE``, and without it statements run in autocommit (a lone SELECT needs no
+        BEGIN/COMMIT). PostgreSQL checks a connection out of the engine's pool. Commits on
+        success, rolls back on any exception; driver errors come out as SQLAlchemy's
+        (``sqlalchemy.exc.OperationalError`` and friends), like the rest of the store.
         """
-        from .fastsql import run
+        driver = self.engine.dialect.loaded_dbapi
+        direct = self._direct() if self._sqlite_path is not None else None
+        pooled = direct is None
+        if direct is None:
+            try:
+                dbapi: Any = self.engine.raw_connection()
+            except (exc.OperationalError, driver.OperationalError) as e:
+                raise StoreError(
+                    f"cannot reach the store {safe_url(self.url)}: {_reason(e)}"
+                ) from e
+        else:
+            dbapi = direct.conn
+            direct.busy = True
+        try:
+            if write and self.is_sqlite:
+                dbapi.execute("BEGIN IMMEDIATE")
+            yield Tx(dbapi, self.engine.dialect)
+            dbapi.commit()
+        except BaseException as e:
+            with contextlib.suppress(Exception):
+                dbapi.rollback()
+            if isinstance(e, driver.Error):
+                broken = isinstance(e, driver.OperationalError | driver.InterfaceError)
+                if broken and direct is not None:
+                    self._drop_direct(direct)
+                    direct = None
+                elif broken:
+                    with contextlib.suppress(Exception):
+                        dbapi.invalidate()
+                raise exc.DBAPIError.instance(
+                    None, None, e, driver.Error, dialect=self.engine.dialect
+                ) from e
+            raise
+        finally:
+            if direct is not None:
+                direct.busy = False
+            if pooled:
+                with contextlib.suppress(Exception):
+                    dbapi.close()  # back to the pool
+
+    def _direct(self) -> _Direct | None:
+        """This thread's SQLite connection (``None`` when it is in use: nested use)."""
+        d: _Direct | None = getattr(self._local, "d", None)
+        if d is not None and d.pid == os.getpid():
+            return None if d.busy else d
+        import sqlite3
 
         try:
-            with self.engine.connect() as conn:
-                return run(conn, sql, params).all()
-        except exc.OperationalError as e:
-            raise StoreError(f"cannot reach the store {safe_url(self.url)}: {_reason(e)}") from e
+            conn = sqlite3.connect(
+                self._sqlite_path,  # type: ignore[arg-type]
+                timeout=self._busy_ms / 1000,
+                isolation_level=None,
+                check_same_thread=False,
+            )
+            for pragma in _SQLITE_PRAGMAS:
+                conn.execute(pragma.format(busy=self._busy_ms))
+        except sqlite3.Error as e:
+            raise StoreError(f"cannot reach the store {safe_url(self.url)}: {e}") from e
+        d = self._local.d = _Direct(conn)
+        with self._directs_lock:
+            self._directs.add(d)
+        return d
+
+    def _drop_direct(self, d: _Direct) -> None:
+        if getattr(self._local, "d", None) is d:
+            del self._local.d
+        with contextlib.suppress(Exception):
+            d.conn.close()
+
+    def fetch(self, sql: Any, params: dict[str, Any] | None = None) -> list[Any]:
+        """Run one read-only statement outside any write transaction (hot-path lookups)."""
+        with self.tx() as tx:
+            return tx.run(sql, params).all()
 
     def dispose(self) -> None:
+        with self._directs_lock:
+            directs = list(self._directs)
+            self._directs.clear()
+        for d in directs:
+            if d.pid == os.getpid():
+                with contextlib.suppress(Exception):
+                    d.conn.close()
+        self._local = threading.local()
         self.engine.dispose()
 
 

@@ -16,7 +16,7 @@ from typing import Any
 
 from sqlalchemy import Connection
 
-__all__ = ["SQL", "db_time", "py_time", "run"]
+__all__ = ["SQL", "Tx", "db_time", "py_time", "run"]
 
 _NAMED = re.compile(r"(?<!:):([A-Za-z_][A-Za-z0-9_]*)")
 
@@ -79,14 +79,61 @@ class Result:
         return row
 
 
-def run(conn: Connection, sql: SQL, params: dict[str, Any] | None = None) -> Result:
+class Tx:
+    """One open transaction on a DBAPI connection: all the per-call hot path needs.
+
+    :meth:`Store.tx <llmspend.store.engine.Store.tx>` opens one without SQLAlchemy's
+    Connection machinery (whose checkout, events and bookkeeping cost more than the
+    statements themselves); :meth:`of` wraps the transaction of an open SQLAlchemy
+    Connection, so that the same functions serve the hot path and everything else.
+    ``dialect`` is the SQLAlchemy dialect (``tx.dialect.name`` is ``sqlite`` or
+    ``postgresql``).
+    """
+
+    __slots__ = ("dbapi", "dialect", "sqlite")
+
+    def __init__(self, dbapi: Any, dialect: Any) -> None:
+        self.dbapi = dbapi
+        self.dialect = dialect
+        self.sqlite: bool = dialect.name == "sqlite"
+
+    @classmethod
+    def of(cls, conn: Connection | Tx) -> Tx:
+        if isinstance(conn, Tx):
+            return conn
+        return cls(conn.connection.dbapi_connection, conn.dialect)
+
+    def run(self, sql: SQL, params: Any = None) -> Result:
+        cursor = self.dbapi.cursor()
+        cursor.execute(sql.render(self.dialect.name), params or {})
+        return Result(cursor, sql)
+
+    def execute(self, statement: str, params: Any = ()) -> Any:
+        """A statement already in the driver's own paramstyle; returns the cursor."""
+        cursor = self.dbapi.cursor()
+        cursor.execute(statement, params)
+        return cursor
+
+    def executemany(self, statement: SQL | str, seq: Any) -> None:
+        if isinstance(statement, SQL):
+            statement = statement.render(self.dialect.name)
+        self.dbapi.cursor().executemany(statement, seq)
+
+    def rollback(self) -> None:
+        """End the transaction, undoing it; later statements run in a new one."""
+        self.dbapi.rollback()
+
+
+def run(conn: Connection | Tx, sql: SQL, params: dict[str, Any] | None = None) -> Result:
     """Execute on the DBAPI connection of ``conn``'s open transaction (no SQLAlchemy layer)."""
+    if isinstance(conn, Tx):
+        return conn.run(sql, params)
     cursor = conn.connection.dbapi_connection.cursor()  # type: ignore[union-attr]
     cursor.execute(sql.render(conn.dialect.name), params or {})
     return Result(cursor, sql)
 
 
-def db_time(conn: Connection, value: dt.datetime | None) -> Any:
+def db_time(conn: Connection | Tx, value: dt.datetime | None) -> Any:
     """A naive UTC datetime as the column stores it (SQLAlchemy's SQLite text form)."""
     if value is None or conn.dialect.name != "sqlite":
         return value
