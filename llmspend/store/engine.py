@@ -10,6 +10,7 @@ that say what is wrong and what to do.
 from __future__ import annotations
 
 import contextlib
+import logging
 import os
 import re
 import threading
@@ -27,6 +28,8 @@ from .fastsql import Tx
 __all__ = ["Store", "current_revisions", "forget_store", "open_store", "safe_url", "upgrade"]
 
 SQLITE_BUSY_TIMEOUT_MS = 30_000
+
+log = logging.getLogger("llmspend")
 
 
 def _busy_timeout_ms() -> int:
@@ -102,6 +105,71 @@ def _sqlite_events(engine: Engine) -> None:
         conn.exec_driver_sql("BEGIN IMMEDIATE" if immediate else "BEGIN")
 
 
+class _Checkpointer:
+    """SQLite's WAL checkpoints, run by a background thread off the calls' path.
+
+    A checkpoint copies the write-ahead log back into the database file and fsyncs it:
+    milliseconds, which SQLite's automatic checkpoint would charge to whichever call's
+    commit crossed 1,000 pages (the p99 of a call). The hot path's connections turn the
+    automatic checkpoint off and tell this thread how many transactions they committed;
+    it checkpoints (PASSIVE: it never blocks a writer) every :attr:`EVERY` of them, and
+    whatever is pending after a few idle seconds. Other connections of the store keep
+    SQLite's default, and the last connection to close checkpoints too.
+    """
+
+    EVERY = 64  # write transactions between checkpoints (≈ 1,000 WAL pages of calls)
+    IDLE = 2.0  # seconds
+
+    def __init__(self, path: str, busy_ms: int) -> None:
+        self.path = path
+        self.busy_ms = busy_ms
+        self.pending = 0
+        self._wake = threading.Event()
+        self._stopping = False
+        self.pid = os.getpid()
+        self._thread = threading.Thread(target=self._run, name="llmspend-checkpoint", daemon=True)
+        self._thread.start()
+
+    def committed(self) -> None:
+        self.pending += 1
+        if self.pending >= self.EVERY:
+            self._wake.set()
+
+    def _run(self) -> None:
+        import sqlite3
+
+        conn = None
+        try:
+            conn = sqlite3.connect(self.path, timeout=self.busy_ms / 1000, isolation_level=None)
+            while not self._stopping:
+                self._wake.wait(self.IDLE)
+                self._wake.clear()
+                if self.pending:
+                    self.pending = 0
+                    try:
+                        conn.execute("PRAGMA wal_checkpoint(PASSIVE)").fetchall()
+                    except sqlite3.Error as e:  # e.g. the disk is full: try again later
+                        log.debug("llmspend: background WAL checkpoint failed: %s", e)
+        except sqlite3.Error as e:
+            log.debug("llmspend: background WAL checkpoints cannot run: %s", e)
+        finally:
+            self._stopping = True
+            if conn is not None:
+                with contextlib.suppress(Exception):
+                    conn.execute("PRAGMA wal_checkpoint(PASSIVE)")
+                    conn.close()
+
+    @property
+    def alive(self) -> bool:
+        return not self._stopping and self.pid == os.getpid()
+
+    def stop(self) -> None:
+        self._stopping = True
+        self._wake.set()
+        if self.pid == os.getpid() and self._thread is not threading.current_thread():
+            self._thread.join(timeout=10)
+
+
 class _Direct:
     """A thread's own SQLite connection for the hot path (weakly tracked for dispose)."""
 
@@ -130,6 +198,7 @@ class Store:
         self._local = threading.local()
         self._directs: weakref.WeakSet[_Direct] = weakref.WeakSet()
         self._directs_lock = threading.Lock()
+        self._checkpointer: _Checkpointer | None = None
 
     def __repr__(self) -> str:
         return f"Store({safe_url(self.url)!r})"
@@ -176,6 +245,8 @@ class Store:
                 dbapi.execute("BEGIN IMMEDIATE")
             yield Tx(dbapi, self.engine.dialect)
             dbapi.commit()
+            if write and direct is not None:
+                self._committed()
         except BaseException as e:
             with contextlib.suppress(Exception):
                 dbapi.rollback()
@@ -214,12 +285,37 @@ class Store:
             )
             for pragma in _SQLITE_PRAGMAS:
                 conn.execute(pragma.format(busy=self._busy_ms))
+            if self._checkpoints():  # checkpoints in the background, not in our commits
+                conn.execute("PRAGMA wal_autocheckpoint = 0")
         except sqlite3.Error as e:
             raise StoreError(f"cannot reach the store {safe_url(self.url)}: {e}") from e
         d = self._local.d = _Direct(conn)
         with self._directs_lock:
             self._directs.add(d)
         return d
+
+    def _checkpoints(self) -> bool:
+        """This process's background checkpointer, started if needed; False if it cannot
+        run (then the connection keeps SQLite's automatic checkpoint)."""
+        with self._directs_lock:
+            ck = self._checkpointer
+            if ck is None or not ck.alive:
+                try:
+                    ck = self._checkpointer = _Checkpointer(
+                        self._sqlite_path,  # type: ignore[arg-type]
+                        self._busy_ms,
+                    )
+                except RuntimeError:  # no new threads (the interpreter is shutting down)
+                    self._checkpointer = None
+                    return False
+            return True
+
+    def _committed(self) -> None:
+        ck = self._checkpointer
+        if ck is not None and ck.alive:
+            ck.committed()
+        elif self._checkpoints() and self._checkpointer is not None:  # it stopped: restart
+            self._checkpointer.committed()
 
     def _drop_direct(self, d: _Direct) -> None:
         if getattr(self._local, "d", None) is d:
@@ -241,6 +337,9 @@ class Store:
                 with contextlib.suppress(Exception):
                     d.conn.close()
         self._local = threading.local()
+        ck, self._checkpointer = self._checkpointer, None
+        if ck is not None:
+            ck.stop()
         self.engine.dispose()
 
 
