@@ -30,7 +30,7 @@ from sqlalchemy import Connection, select, update
 
 from ..errors import BudgetExceeded, ConfigError, StoreUnavailable
 from ..money import nanos_to_usd
-from ..store.fastsql import SQL, Tx, db_time, py_time, run
+from ..store.fastsql import SQL, Tx, db_time, db_time_for, py_time, run
 from ..store.models import Budget as BudgetRow
 from ..store.models import BudgetPeriod
 from ..timeutil import utcnow
@@ -517,47 +517,49 @@ class BudgetGuard:
 
     def _reserve(self, targets: list[Target], amount: int, now: dt.datetime) -> Held | None:
         """One write transaction: reserve ``amount`` on every target and write the holds;
-        ``None`` (and nothing held) if a hard budget has no room."""
-        with self.tracker.store.tx(write=True) as tx:
-            stamp = db_time(tx, now)
-            if tx.sqlite:  # one writer at a time: one statement for all of them
-                hard = tuple(t.period_id for t in targets if t.budget.mode == "hard")
-                soft = tuple(t.period_id for t in targets if t.budget.mode != "hard")
-                sql = _RESERVE_SQLITE.get(hard, soft)
-                granted = tx.run(sql, {"amount": amount, "now": stamp}).rowcount == len(targets)
+        ``None`` (and nothing held) if a hard budget has no room. Everything is prepared
+        before the write lock is taken, which is then held for two statements."""
+        store = self.tracker.store
+        held = Held(
+            token=uuid.uuid4().hex,
+            periods=sorted(t.period_id for t in targets),
+            amount=amount,
+            targets={t.period_id: t for t in targets},
+        )
+        sqlite = store.is_sqlite
+        stamp = db_time_for(sqlite, now)
+        lease = db_time_for(sqlite, now + dt.timedelta(seconds=lease_seconds()))
+        holds = [
+            {
+                "token": held.token,
+                "period_id": pid,
+                "amount": amount,
+                "now": stamp,
+                "lease": lease,
+                "owner": self.owner,
+            }
+            for pid in held.periods
+        ]
+        params = {"amount": amount, "now": stamp}
+        if sqlite:  # one writer at a time: one statement for all of them
+            hard = tuple(t.period_id for t in targets if t.budget.mode == "hard")
+            soft = tuple(t.period_id for t in targets if t.budget.mode != "hard")
+            sql = _RESERVE_SQLITE.get(hard, soft)
+        with store.tx(write=True) as tx:
+            if sqlite:
+                granted = tx.run(sql, params).rowcount == len(targets)
             else:  # row by row in id order: the consistent lock order
                 granted = True
                 for t in targets:
-                    sql = _RESERVE_HARD if t.budget.mode == "hard" else _RESERVE_SOFT
-                    params = {"amount": amount, "now": stamp, "id": t.period_id}
-                    if tx.run(sql, params).rowcount != 1:
+                    stmt = _RESERVE_HARD if t.budget.mode == "hard" else _RESERVE_SOFT
+                    if tx.run(stmt, {**params, "id": t.period_id}).rowcount != 1:
                         granted = False
                         break
             if not granted:
                 tx.rollback()
                 return None
-            held = Held(
-                token=uuid.uuid4().hex,
-                periods=sorted(t.period_id for t in targets),
-                amount=amount,
-                targets={t.period_id: t for t in targets},
-            )
-            lease = db_time(tx, now + dt.timedelta(seconds=lease_seconds()))
-            tx.executemany(
-                _HOLD,
-                [
-                    {
-                        "token": held.token,
-                        "period_id": pid,
-                        "amount": amount,
-                        "now": stamp,
-                        "lease": lease,
-                        "owner": self.owner,
-                    }
-                    for pid in held.periods
-                ],
-            )
-            return held
+            tx.executemany(_HOLD, holds)
+        return held
 
     def _unpriced(self, targets: list[Target]) -> BudgetExceeded | None:
         """A call whose model has no price, under a hard budget that refuses those."""

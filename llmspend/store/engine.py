@@ -244,7 +244,8 @@ class Store:
             if write and self.is_sqlite:
                 dbapi.execute("BEGIN IMMEDIATE")
             yield Tx(dbapi, self.engine.dialect)
-            dbapi.commit()
+            if write or direct is None:  # a direct read ran in autocommit: nothing to end
+                dbapi.commit()
             if write and direct is not None:
                 self._committed()
         except BaseException as e:

@@ -16,7 +16,7 @@ from typing import Any
 
 from sqlalchemy import Connection
 
-__all__ = ["SQL", "Tx", "db_time", "py_time", "run"]
+__all__ = ["SQL", "Tx", "db_time", "db_time_for", "py_time", "run"]
 
 _NAMED = re.compile(r"(?<!:):([A-Za-z_][A-Za-z0-9_]*)")
 
@@ -135,7 +135,12 @@ def run(conn: Connection | Tx, sql: SQL, params: dict[str, Any] | None = None) -
 
 def db_time(conn: Connection | Tx, value: dt.datetime | None) -> Any:
     """A naive UTC datetime as the column stores it (SQLAlchemy's SQLite text form)."""
-    if value is None or conn.dialect.name != "sqlite":
+    return db_time_for(conn.dialect.name == "sqlite", value)
+
+
+def db_time_for(sqlite: bool, value: dt.datetime | None) -> Any:
+    """:func:`db_time` for a store known to be SQLite or not."""
+    if value is None or not sqlite:
         return value
     return value.isoformat(sep=" ", timespec="microseconds")
 
