@@ -18,7 +18,6 @@ import os
 import socket
 import threading
 import time
-import uuid
 import warnings
 from collections.abc import Mapping
 from dataclasses import dataclass
@@ -238,11 +237,14 @@ class Call:
             else None,
             "session_id": session_id(),
             "notebook_path": notebook_path(),
-            "record_uid": uuid.uuid4().hex,
+            "record_uid": os.urandom(16).hex(),
         }
         self.row = row
         tracker.record_call(self, row)
         return row
+
+
+_installed_tracker: Any = None
 
 
 def begin_call(
@@ -261,9 +263,12 @@ def begin_call(
     Raises :class:`~llmspend.BudgetExceeded` when a hard budget refuses the call; the
     refusal is recorded.
     """
-    from .tracker import installed_tracker
+    global _installed_tracker
+    if _installed_tracker is None:  # imported on first use: `import llmspend` stays light
+        from .tracker import installed_tracker
 
-    tracker = installed_tracker()
+        _installed_tracker = installed_tracker
+    tracker = _installed_tracker()
     if tracker is None:
         return None
     upper = input_tokens if input_tokens is not None else estimate_input_tokens(payload)

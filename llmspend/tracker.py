@@ -143,12 +143,7 @@ class Tracker:
         If the store cannot take it, the row is spooled locally and replayed later
         (exactly once); the caller's call is never failed for it.
         """
-        from sqlalchemy.exc import InterfaceError, OperationalError
-
-        from .errors import StoreError
-        from .store.hierarchy import ensure_entities
-        from .usage import insert_usage
-
+        ensure_entities, insert_usage, transient = _record_parts()
         key = (row["org_name"], row["project_name"], row["user_name"])
         try:
             with self.store.tx(write=True) as tx:
@@ -157,7 +152,7 @@ class Tracker:
                 insert_usage(tx, [row])
                 for hook in self.in_record_hooks:
                     hook(tx, call, row)
-        except (StoreError, OperationalError, InterfaceError) as exc:  # transient: journal it
+        except transient as exc:  # the store is unavailable: journal the row
             self._spool_row(row, exc)
             call.events = []
             self.recent.append(row)
@@ -225,6 +220,23 @@ class Tracker:
                 hook(conn, clean)
 
         return ingest_rows(self.store, rows, defaults=self.defaults, pricer=self, on_write=on_write)
+
+
+_parts: Any = None
+
+
+def _record_parts() -> Any:
+    """What recording a call needs, imported once (the store has loaded SQLAlchemy)."""
+    global _parts
+    if _parts is None:
+        from sqlalchemy.exc import InterfaceError, OperationalError
+
+        from .errors import StoreError
+        from .store.hierarchy import ensure_entities
+        from .usage import insert_usage
+
+        _parts = (ensure_entities, insert_usage, (StoreError, OperationalError, InterfaceError))
+    return _parts
 
 
 _current: Tracker | None = None

@@ -439,6 +439,8 @@ ALLOWED_IN_SQL: dict[tuple[str, str], str] = {
     ("usage.py", "', '.join(_INSERT_COLUMNS)"): "constant column names",
     ("usage.py", "', '.join([mark] * len(_INSERT_COLUMNS))"): "DBAPI placeholders",
     ("store/engine.py", "int(busy)"): "PRAGMA busy_timeout takes no bound parameter; int()",
+    ("store/engine.py", "int(self.RESTART_WAIT_MS)"): "PRAGMA busy_timeout; a constant, int()",
+    ("store/engine.py", "int(self.busy_ms)"): "PRAGMA busy_timeout; the store's setting, int()",
     ("analytics/rollups.py", "compiled.string"): "a statement compiled by SQLAlchemy",
     ("analytics/rollups.py", "hourly.sql"): "the compiled rollup upsert (compiled.string)",
     ("analytics/rollups.py", "daily.sql"): "the compiled rollup upsert (compiled.string)",

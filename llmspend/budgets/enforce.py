@@ -27,9 +27,12 @@ from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any, NamedTuple
 
 from sqlalchemy import Connection, select, update
+from sqlalchemy.exc import DBAPIError
 
-from ..errors import BudgetExceeded, ConfigError, StoreUnavailable
+from ..alerting.events import PeriodState, decide_thresholds
+from ..errors import BudgetExceeded, ConfigError, StoreError, StoreUnavailable
 from ..money import nanos_to_usd
+from ..pipeline import DEFAULT_OUTPUT_CAP
 from ..store.fastsql import SQL, Tx, db_time, db_time_for, py_time, run
 from ..store.models import Budget as BudgetRow
 from ..store.models import BudgetPeriod
@@ -440,10 +443,6 @@ class BudgetGuard:
 
     # -- before the call -----------------------------------------------------------------
     def before_call(self, call: Call) -> None:
-        from sqlalchemy.exc import DBAPIError
-
-        from ..errors import StoreError
-
         try:
             self._before_call(call)
         except (StoreError, DBAPIError) as exc:
@@ -472,16 +471,41 @@ class BudgetGuard:
         self.tracker.refused(call, refusal)
         raise refusal from None
 
-    def _before_call(self, call: Call) -> None:
-        store = self.tracker.store
-        now = utcnow()
-        with store.tx() as tx:
+    def _lookup(self, call: Call, now: dt.datetime) -> tuple[list[Target] | None, bool, bool]:
+        """``(targets, complete, any hard budget)`` for the call (see _known_targets).
+
+        With a thread's own SQLite connection, the answer is remembered until another
+        connection commits (``PRAGMA data_version``) or a period ends: a kernel alone on
+        its store then reads nothing here. Anything this connection writes that could
+        change the answer goes through :meth:`_prepare`, which forgets it.
+        """
+        key = (call.org, call.project, call.user)
+        with self.tracker.store.tx() as tx:
+            memo = tx.memo
+            if memo is not None:
+                version = tx.data_version()
+                hit = memo.get(key)
+                if hit is not None and hit[0] == version and (hit[1] is None or now < hit[1]):
+                    return hit[2]
             params = {"org": call.org, "project": call.project, "user": call.user}
             rows = tx.run(_LOOKUP, {**params, "now": db_time(tx, now)}).all()
-        self._hard_seen[(call.org, call.project, call.user)] = any(r.mode == "hard" for r in rows)
-        if not rows:
-            return
         targets, complete = _known_targets(rows, call.project, call.user, now)
+        found = (targets, complete, any(r.mode == "hard" for r in rows))
+        if memo is not None and complete:
+            ends = [
+                current_bounds(b.period, b.timezone, now, week_start=b.week_start)[1]
+                for b in (t.budget for t in targets or ())
+            ]
+            until = min((e for e in ends if e is not None), default=None)
+            if len(memo) > 1024:
+                memo.clear()
+            memo[key] = (version, until, found)
+        return found
+
+    def _before_call(self, call: Call) -> None:
+        now = utcnow()
+        targets, complete, hard = self._lookup(call, now)
+        self._hard_seen[(call.org, call.project, call.user)] = hard
         if complete and not targets:
             return
         estimate = self.estimate(call)
@@ -507,6 +531,8 @@ class BudgetGuard:
         """Under the write lock: the budgets that apply now, with every missing default
         child and current period made, and the holds of expired leases given back."""
         with self.tracker.store.tx(write=True) as tx:
+            if tx.memo is not None:
+                tx.memo.clear()  # what this connection writes does not change data_version
             rows = candidate_budgets(tx, call.org, call.project, call.user)
             applicable, todo = resolve(rows, call.project, call.user)
             applicable += [materialize(tx, d, name, now) for d, name in todo]
@@ -601,8 +627,6 @@ class BudgetGuard:
 
     def estimate(self, call: Call) -> int | None:
         """Worst-case cost in nanodollars (``None`` if the model cannot be priced)."""
-        from ..pipeline import DEFAULT_OUTPUT_CAP
-
         book = self.tracker.pricebook
         out = call.output_cap
         if out is None:
@@ -675,8 +699,6 @@ class BudgetGuard:
             settled += tx.run(sql, {"held": amount, "cost": cost, "now": now}).all()
         call.reservation = None
         if row.get("status") != "refused":
-            from ..alerting.events import PeriodState, decide_thresholds
-
             states = [
                 PeriodState(r.id, r.spent_nanos, r.limit_nanos, *held.targets[r.id][1:])
                 for r in settled

@@ -119,6 +119,8 @@ class _Checkpointer:
 
     EVERY = 64  # write transactions between checkpoints (≈ 1,000 WAL pages of calls)
     IDLE = 2.0  # seconds
+    LOG_LIMIT = 4000  # frames (pages, ≈ 16 MB) in the log after a checkpoint: then RESTART
+    RESTART_WAIT_MS = 100
 
     def __init__(self, path: str, busy_ms: int) -> None:
         self.path = path
@@ -147,7 +149,7 @@ class _Checkpointer:
                 if self.pending:
                     self.pending = 0
                     try:
-                        conn.execute("PRAGMA wal_checkpoint(PASSIVE)").fetchall()
+                        self._checkpoint(conn)
                     except sqlite3.Error as e:  # e.g. the disk is full: try again later
                         log.debug("llmspend: background WAL checkpoint failed: %s", e)
         except sqlite3.Error as e:
@@ -158,6 +160,25 @@ class _Checkpointer:
                 with contextlib.suppress(Exception):
                     conn.execute("PRAGMA wal_checkpoint(PASSIVE)")
                     conn.close()
+
+    def _checkpoint(self, conn: Any) -> None:
+        """PASSIVE, and RESTART when the log has grown past :attr:`LOG_LIMIT` frames.
+
+        SQLite starts writing the log from its beginning again only when a transaction
+        begins with every frame copied back; under back-to-back writes a checkpoint that
+        runs beside them never quite catches up, so the log would grow without end. A
+        RESTART checkpoint holds writers back until it is done (here at most
+        :attr:`RESTART_WAIT_MS` waiting for them, then it tries again next time), and the
+        next transaction starts the log afresh. Calls seconds apart, as in a notebook,
+        never need it; back-to-back calls meet it once every few hundred calls.
+        """
+        _, frames, _ = conn.execute("PRAGMA wal_checkpoint(PASSIVE)").fetchone()
+        if frames > self.LOG_LIMIT:
+            conn.execute(f"PRAGMA busy_timeout = {int(self.RESTART_WAIT_MS)}")
+            try:
+                conn.execute("PRAGMA wal_checkpoint(RESTART)").fetchall()
+            finally:
+                conn.execute(f"PRAGMA busy_timeout = {int(self.busy_ms)}")
 
     @property
     def alive(self) -> bool:
@@ -173,12 +194,13 @@ class _Checkpointer:
 class _Direct:
     """A thread's own SQLite connection for the hot path (weakly tracked for dispose)."""
 
-    __slots__ = ("__weakref__", "busy", "conn", "pid")
+    __slots__ = ("__weakref__", "busy", "conn", "memo", "pid")
 
     def __init__(self, conn: Any) -> None:
         self.conn = conn
         self.pid = os.getpid()
         self.busy = False
+        self.memo: dict[Any, Any] = {}  # see Tx.memo
 
 
 class Store:
@@ -243,7 +265,7 @@ class Store:
         try:
             if write and self.is_sqlite:
                 dbapi.execute("BEGIN IMMEDIATE")
-            yield Tx(dbapi, self.engine.dialect)
+            yield Tx(dbapi, self.engine.dialect, None if direct is None else direct.memo)
             if write or direct is None:  # a direct read ran in autocommit: nothing to end
                 dbapi.commit()
             if write and direct is not None:

@@ -90,12 +90,19 @@ class Tx:
     ``postgresql``).
     """
 
-    __slots__ = ("dbapi", "dialect", "sqlite")
+    __slots__ = ("dbapi", "dialect", "memo", "sqlite")
 
-    def __init__(self, dbapi: Any, dialect: Any) -> None:
+    def __init__(self, dbapi: Any, dialect: Any, memo: dict[Any, Any] | None = None) -> None:
         self.dbapi = dbapi
         self.dialect = dialect
         self.sqlite: bool = dialect.name == "sqlite"
+        # Kept with a thread's own SQLite connection, for results that stay true while
+        # data_version() does not change; None where there is no such connection.
+        self.memo = memo
+
+    def data_version(self) -> int:
+        """SQLite's ``PRAGMA data_version``: changes when another connection commits."""
+        return int(self.dbapi.execute("PRAGMA data_version").fetchone()[0])
 
     @classmethod
     def of(cls, conn: Connection | Tx) -> Tx:
