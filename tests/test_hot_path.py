@@ -167,12 +167,12 @@ def test_wal_checkpoints_run_in_the_background_and_keep_the_log_small(
         # thread copies them back every 64 transactions and restarts the log once it
         # passes 500 pages, so the file never grows far past that.
         assert wal.stat().st_size <= 8_000_000
-        names = [t.name for t in threading.enumerate()]
-        assert "llmspend-checkpoint" in names
+        checkpointer = open_store(url)._checkpointer
+        assert checkpointer is not None and checkpointer._thread.is_alive()
     finally:
         llmspend.uninstall()
         forget_store(url)
-    assert all(t.name != "llmspend-checkpoint" or not t.is_alive() for t in threading.enumerate())
+    assert not checkpointer._thread.is_alive()  # disposing the store stops its thread
     assert len(sqlite3.connect(path).execute("SELECT id FROM llmspend_usage").fetchall()) >= 600
 
 
