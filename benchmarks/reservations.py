@@ -15,12 +15,12 @@ from __future__ import annotations
 
 import argparse
 import multiprocessing as mp
-import sys
 import tempfile
 import time
 from decimal import Decimal
-from pathlib import Path
 from typing import Any
+
+from pgcluster import postgres  # benchmarks/pgcluster.py (run as a script)
 
 PER_CALL = 1000  # input tokens; 0 output: gpt-4o-mini input = $0.00015 per call
 
@@ -165,7 +165,7 @@ def main() -> None:
     with tempfile.TemporaryDirectory() as tmp:
         bench(f"sqlite:///{tmp}/bench.sqlite", "sqlite", args.procs, args.calls)
     if not args.no_pg:
-        url, server, note = _postgres(args.pg_url)
+        url, server, note = postgres(args.pg_url)
         if url is None:
             print(f"postgres: not measured ({note})")
         else:
@@ -175,23 +175,6 @@ def main() -> None:
                 if server is not None:
                     server.stop()
     print("targets: SQLite >= 5,000/s, PostgreSQL >= 1,000/s, overspend $0")
-
-
-def _postgres(pg_url: str | None) -> tuple[str | None, Any, str]:
-    """(url, server to stop, note): the given URL, or a throwaway cluster as the tests
-    start one (tests/pgserver.py; needs the PostgreSQL server binaries)."""
-    if pg_url:
-        return pg_url, None, "given"
-    sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
-    try:
-        from tests.pgserver import PgServer, PgUnavailable
-    except ImportError as exc:
-        return None, None, f"cannot start a cluster: {exc}"
-    try:
-        server = PgServer().start()
-    except PgUnavailable as exc:
-        return None, None, str(exc)
-    return server.create_database(), server, "throwaway cluster"
 
 
 if __name__ == "__main__":

@@ -54,6 +54,8 @@ from decimal import Decimal
 from pathlib import Path
 from typing import Any
 
+from pgcluster import postgres  # benchmarks/pgcluster.py (run as a script)
+
 ROOT = Path(__file__).resolve().parent.parent
 MODEL = "gpt-4o-mini"
 MAX_TOKENS = 24
@@ -408,22 +410,6 @@ def _report(org: str, soak: Phase) -> bool:
     return not failed
 
 
-def _postgres(args: argparse.Namespace) -> tuple[str | None, Any, str]:
-    """(url, server to stop, note): ``--pg-url``, or a throwaway cluster."""
-    if args.pg_url:
-        return args.pg_url, None, "given"
-    sys.path.insert(0, str(ROOT))
-    try:
-        from tests.pgserver import PgServer, PgUnavailable
-    except ImportError as exc:
-        return None, None, f"cannot start a cluster: {exc}"
-    try:
-        server = PgServer().start()
-    except PgUnavailable as exc:
-        return None, None, str(exc)
-    return server.create_database(), server, "throwaway cluster"
-
-
 def main() -> int:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawTextHelpFormatter)
     ap.add_argument("--procs", type=int, default=16)
@@ -448,7 +434,7 @@ def main() -> int:
         os.environ["LLMSPEND_HOME"] = home  # workers inherit it: spools stay in here
         ok &= soak_store("SQLite", f"sqlite:///{home}/soak.sqlite", args, sim)
         if not args.no_pg:
-            url, server, note = _postgres(args)
+            url, server, note = postgres(args.pg_url)
             if url is None:
                 print(f"\n== PostgreSQL: skipped ({note})")
             else:

@@ -346,11 +346,6 @@ class Store:
         with contextlib.suppress(Exception):
             d.conn.close()
 
-    def fetch(self, sql: Any, params: dict[str, Any] | None = None) -> list[Any]:
-        """Run one read-only statement outside any write transaction (hot-path lookups)."""
-        with self.tx() as tx:
-            return tx.run(sql, params).all()
-
     def dispose(self) -> None:
         with self._directs_lock:
             directs = list(self._directs)
