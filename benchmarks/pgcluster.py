@@ -3,22 +3,35 @@ the tests start one (``tests/pgserver.py``; needs the PostgreSQL server binaries
 
 from __future__ import annotations
 
+import contextlib
 import sys
+from collections.abc import Iterator
 from pathlib import Path
-from typing import Any
 
 
-def postgres(pg_url: str | None) -> tuple[str | None, Any, str]:
-    """(url, server to stop or None, note); url is None when no server could be had."""
+@contextlib.contextmanager
+def postgres(pg_url: str | None) -> Iterator[tuple[str | None, str]]:
+    """``(url, note)``; url is None (and note says why) when no server could be had. A
+    throwaway cluster is stopped on exit."""
     if pg_url:
-        return pg_url, None, "given"
+        yield pg_url, "given"
+        return
     sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
     try:
         from tests.pgserver import PgServer, PgUnavailable
     except ImportError as exc:
-        return None, None, f"cannot start a cluster: {exc}"
+        yield None, f"cannot start a cluster: {exc}"
+        return
     try:
         server = PgServer().start()
     except PgUnavailable as exc:
-        return None, None, str(exc)
-    return server.create_database(), server, "throwaway cluster"
+        yield None, str(exc)
+        return
+    url = server.create_database()
+    try:
+        yield url, "throwaway cluster"
+    finally:
+        from llmspend.store.engine import forget_store
+
+        forget_store(url)
+        server.stop()

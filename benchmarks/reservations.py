@@ -165,15 +165,11 @@ def main() -> None:
     with tempfile.TemporaryDirectory() as tmp:
         bench(f"sqlite:///{tmp}/bench.sqlite", "sqlite", args.procs, args.calls)
     if not args.no_pg:
-        url, server, note = postgres(args.pg_url)
-        if url is None:
-            print(f"postgres: not measured ({note})")
-        else:
-            try:
+        with postgres(args.pg_url) as (url, note):
+            if url is None:
+                print(f"postgres: not measured ({note})")
+            else:
                 bench(url, "postgres", args.procs, args.calls)
-            finally:
-                if server is not None:
-                    server.stop()
     print("targets: SQLite >= 5,000/s, PostgreSQL >= 1,000/s, overspend $0")
 
 

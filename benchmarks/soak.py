@@ -434,18 +434,11 @@ def main() -> int:
         os.environ["LLMSPEND_HOME"] = home  # workers inherit it: spools stay in here
         ok &= soak_store("SQLite", f"sqlite:///{home}/soak.sqlite", args, sim)
         if not args.no_pg:
-            url, server, note = postgres(args.pg_url)
-            if url is None:
-                print(f"\n== PostgreSQL: skipped ({note})")
-            else:
-                try:
+            with postgres(args.pg_url) as (url, note):
+                if url is None:
+                    print(f"\n== PostgreSQL: skipped ({note})")
+                else:
                     ok &= soak_store(f"PostgreSQL ({note})", url, args, sim)
-                finally:
-                    if server is not None:
-                        from llmspend.store.engine import forget_store
-
-                        forget_store(url)
-                        server.stop()
     print("\nsoak:", "all invariants held" if ok else "INVARIANTS FAILED")
     return 0 if ok else 1
 
