@@ -6,7 +6,7 @@ import datetime as dt
 
 import pytest
 
-from llmspend.budgets.periods import TOTAL_START, period_bounds
+from llmspend.budgets.periods import TOTAL_START, current_bounds, period_bounds
 from llmspend.errors import BudgetError
 
 
@@ -79,6 +79,20 @@ def test_every_instant_is_inside_its_period() -> None:
             for tz in ("UTC", "Europe/Berlin", "America/Santiago", "Australia/Lord_Howe"):
                 start, end = period_bounds(period, tz, t)
                 assert end is not None and start <= t < end
+
+
+def test_remembered_bounds_follow_the_clock_across_dst_and_roll_overs() -> None:
+    # The hot path's cache must give period_bounds' answer at every instant, forwards and
+    # back (a test clock may move either way), across DST changes and period ends.
+    at = utc(2026, 3, 27)
+    steps = [dt.timedelta(minutes=m) for m in range(0, 60 * 24 * 40, 97)]
+    for t in [at + s for s in steps] + [at + s for s in reversed(steps)]:
+        for period in ("day", "week", "month"):
+            for tz in ("Europe/Berlin", "America/New_York", "UTC"):
+                assert current_bounds(period, tz, t) == period_bounds(period, tz, t)
+        assert current_bounds("week", "UTC", t, week_start=6) == period_bounds(
+            "week", "UTC", t, week_start=6
+        )
 
 
 @pytest.mark.parametrize("bad", ["Mars/Olympus", "", "utc+1"])
