@@ -203,3 +203,72 @@ def test_upgrade_from_the_oldest_schema_keeps_data(store_url: str) -> None:
     set_tracker(tracker)
     frame = analytics.cost_breakdown(by="model", since="2026-01-01", until="2026-02-01")
     assert str(frame.cost_usd.iloc[0]) == "0.0000015"  # the rollups were filled from history
+
+
+def test_holds_in_flight_survive_the_reservation_table_migration(store_url: str) -> None:
+    """0005 turns one hold row per period into one per call, and back, losing nothing held:
+    a call held across the upgrade still settles, and an expired one is still reclaimed."""
+    import datetime as dt
+
+    from alembic import command
+    from alembic.config import Config
+
+    from llmspend.pipeline import Usage, begin_call
+    from llmspend.store.engine import _MIGRATIONS
+    from llmspend.timeutil import shift_clock
+    from llmspend.tracker import get_tracker
+
+    def migrate(store: object, revision: str, down: bool = False) -> None:
+        with store.begin(write=True) as conn:  # type: ignore[attr-defined]
+            cfg = Config()
+            cfg.set_main_option("script_location", str(_MIGRATIONS))
+            cfg.attributes["connection"] = conn
+            (command.downgrade if down else command.upgrade)(cfg, revision)
+
+    def holds(store: object) -> list[tuple[object, ...]]:
+        with store.begin() as conn:  # type: ignore[attr-defined]
+            return sorted(map(tuple, conn.exec_driver_sql("SELECT * FROM llmspend_reservations")))
+
+    def reserved() -> list[object]:
+        return [s.reserved_usd for s in llmspend.budget_status()]
+
+    llmspend.install(store_url, org="acme", project="churn", user="ana")
+    try:
+        llmspend.set_budget("project", "acme/churn", "10", "month")
+        llmspend.set_budget("user", "acme/ana", "10", "month")
+        first = begin_call(
+            "openai", "chat.completions", "gpt-4o-mini", payload="hi", max_output_tokens=10
+        )
+        second = begin_call(
+            "openai", "chat.completions", "gpt-4o-mini", payload="hello", max_output_tokens=10
+        )
+        assert first is not None and second is not None
+        one, two = first.estimate_nanos, second.estimate_nanos
+        assert one and two and one != two
+        before = reserved()
+        assert [int(r * 10**9) for r in before] == [one + two, one + two]
+        store = get_tracker().store
+        (p1, p2) = sorted(first.reservation.periods)
+        assert sorted((h[1], h[2]) for h in holds(store)) == sorted(
+            [(f"{p1},{p2}", one), (f"{p1},{p2}", two)]
+        )
+
+        migrate(store, "0004", down=True)
+        per_period = holds(store)
+        assert sorted((h[2], h[3]) for h in per_period) == sorted(
+            [(p1, one), (p2, one), (p1, two), (p2, two)]
+        )
+        migrate(store, "head")
+        assert sorted((h[1], h[2]) for h in holds(store)) == sorted(
+            [(f"{p1},{p2}", one), (f"{p1},{p2}", two)]
+        )
+        assert reserved() == before
+
+        first.finish(Usage(input_tokens=1, output_tokens=1))  # settles what it still holds
+        assert [int(r * 10**9) for r in reserved()] == [two, two]
+        shift_clock(dt.timedelta(seconds=601))  # the second call's lease runs out
+        assert reserved() == [0, 0]  # given back once, on both periods
+        assert holds(store) == []
+    finally:
+        shift_clock(dt.timedelta(0))
+        llmspend.uninstall()

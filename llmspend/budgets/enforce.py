@@ -4,8 +4,9 @@ Before a request leaves, every budget that applies to the call's (org, project, 
 found with its current period (one read), and the call's worst-case cost is reserved on
 all of them in ONE write transaction: a conditional ``UPDATE ... WHERE spent + reserved +
 x <= limit`` on the hard budgets (one statement on SQLite, whose writers are serialized;
-row by row in ascending id order on PostgreSQL, a consistent lock order), and the hold
-rows. If any budget refuses, the transaction rolls back — nothing is held.
+row by row in ascending id order on PostgreSQL, a consistent lock order), and one hold
+row naming the periods (``llmspend_reservations``, keyed by the call's token, with a
+lease). If any budget refuses, the transaction rolls back — nothing is held.
 
 When something must be made first — a default turned into the child's own budget, the
 first period of a new day or month (roll-over is lazy: no background job) — or when a
@@ -77,7 +78,7 @@ class Target(NamedTuple):
 
 @dataclass
 class Held:
-    """What one call holds: the token of its hold rows and the periods charged."""
+    """What one call holds: the token of its hold row and the periods charged."""
 
     token: str
     periods: list[int] = field(default_factory=list)  # period ids to charge at settle
@@ -310,8 +311,8 @@ def ensure_period(conn: Connection | Tx, budget: Any, now: dt.datetime) -> Perio
 
 
 _EXPIRED = SQL(
-    "SELECT id, period_id, amount_nanos FROM llmspend_reservations "
-    "WHERE lease_expires_at < :now AND period_id IN ({ids})"
+    "DELETE FROM llmspend_reservations WHERE lease_expires_at < :now "
+    "RETURNING period_ids, amount_nanos"
 )
 _RELEASE = SQL(
     "UPDATE llmspend_budget_periods SET reserved_nanos = CASE WHEN reserved_nanos > :amount "
@@ -323,22 +324,19 @@ def _ids(ids: Any) -> str:
     return ", ".join(str(int(i)) for i in ids)  # integers from the store, never input
 
 
-def reclaim_expired(conn: Connection | Tx, period_ids: list[int], now: dt.datetime) -> int:
-    """Give back what expired leases held on these periods. Returns the number reclaimed."""
-    if not period_ids:
-        return 0
+def reclaim_expired(conn: Connection | Tx, now: dt.datetime) -> int:
+    """Give back what the calls whose lease has expired held. Returns how many calls.
+
+    One ``DELETE ... RETURNING``: each expired hold is given back by exactly one
+    transaction, however many reclaim at once.
+    """
     tx = Tx.of(conn)
-    sql = SQL(_EXPIRED.text.replace("{ids}", _ids(period_ids)))
-    expired = tx.run(sql, {"now": db_time(tx, now)}).all()
-    if not expired:
-        return 0
+    expired = tx.run(_EXPIRED, {"now": db_time(tx, now)}).all()
     per_period: dict[int, int] = {}
-    for _, pid, amount in expired:
-        per_period[pid] = per_period.get(pid, 0) + amount
-    for chunk in range(0, len(expired), 500):
-        ids = _ids(r[0] for r in expired[chunk : chunk + 500])
-        tx.run(SQL(f"DELETE FROM llmspend_reservations WHERE id IN ({ids})"))  # noqa: S608
-    for pid, amount in sorted(per_period.items()):
+    for period_ids, amount in expired:
+        for pid in period_ids.split(","):
+            per_period[int(pid)] = per_period.get(int(pid), 0) + amount
+    for pid, amount in sorted(per_period.items()):  # in id order: the consistent lock order
         tx.run(_RELEASE, {"amount": amount, "id": pid})
     return len(expired)
 
@@ -407,12 +405,10 @@ _RESERVE_SOFT = SQL(
     "updated_at = :now WHERE id = :id"
 )
 _HOLD = SQL(
-    "INSERT INTO llmspend_reservations (token, period_id, amount_nanos, created_at, "
-    "lease_expires_at, owner) VALUES (:token, :period_id, :amount, :now, :lease, :owner)"
+    "INSERT INTO llmspend_reservations (token, period_ids, amount_nanos, created_at, "
+    "lease_expires_at, owner) VALUES (:token, :period_ids, :amount, :now, :lease, :owner)"
 )
-_UNHOLD = SQL(
-    "DELETE FROM llmspend_reservations WHERE token = :token RETURNING period_id, amount_nanos"
-)
+_UNHOLD = SQL("DELETE FROM llmspend_reservations WHERE token = :token RETURNING amount_nanos")
 _SETTLE = _Statements(
     lambda ids: SQL(
         "UPDATE llmspend_budget_periods SET reserved_nanos = reserved_nanos - :held, "  # noqa: S608
@@ -538,11 +534,11 @@ class BudgetGuard:
             applicable += [materialize(tx, d, name, now) for d, name in todo]
             applicable.sort(key=lambda b: b.id)
             periods = current_periods(tx, applicable, now)
-            reclaim_expired(tx, [p.id for _, p in periods], now)
+            reclaim_expired(tx, now)
         return [Target(p.id, p.period_start, b) for b, p in periods]
 
     def _reserve(self, targets: list[Target], amount: int, now: dt.datetime) -> Held | None:
-        """One write transaction: reserve ``amount`` on every target and write the holds;
+        """One write transaction: reserve ``amount`` on every target and write the hold;
         ``None`` (and nothing held) if a hard budget has no room. Everything is prepared
         before the write lock is taken, which is then held for two statements."""
         store = self.tracker.store
@@ -554,18 +550,14 @@ class BudgetGuard:
         )
         sqlite = store.is_sqlite
         stamp = db_time_for(sqlite, now)
-        lease = db_time_for(sqlite, now + dt.timedelta(seconds=lease_seconds()))
-        holds = [
-            {
-                "token": held.token,
-                "period_id": pid,
-                "amount": amount,
-                "now": stamp,
-                "lease": lease,
-                "owner": self.owner,
-            }
-            for pid in held.periods
-        ]
+        hold = {
+            "token": held.token,
+            "period_ids": ",".join(map(str, held.periods)),
+            "amount": amount,
+            "now": stamp,
+            "lease": db_time_for(sqlite, now + dt.timedelta(seconds=lease_seconds())),
+            "owner": self.owner,
+        }
         params = {"amount": amount, "now": stamp}
         if sqlite:  # one writer at a time: one statement for all of them
             hard = tuple(t.period_id for t in targets if t.budget.mode == "hard")
@@ -584,7 +576,7 @@ class BudgetGuard:
             if not granted:
                 tx.rollback()
                 return None
-            tx.executemany(_HOLD, holds)
+            tx.run(_HOLD, hold)
         return held
 
     def _unpriced(self, targets: list[Target]) -> BudgetExceeded | None:
@@ -685,18 +677,19 @@ class BudgetGuard:
         cost = row.get("cost_nanos") or 0
         if row.get("status") == "refused":
             cost = 0
-        # What is still held (a hold whose lease expired may have been given back).
-        still_held = dict(tx.run(_UNHOLD, {"token": held.token}).all())
-        now = db_time(tx, utcnow())
-        groups: dict[tuple[int, int], list[int]] = {}
-        for pid in held.periods:  # ascending
-            # one UPDATE per amount on SQLite; row by row, in id order, on PostgreSQL
-            key = (still_held.get(pid, 0), 0 if tx.sqlite else pid)
-            groups.setdefault(key, []).append(pid)
+        # What is still held: nothing if the lease expired and the hold was given back.
+        still = tx.run(_UNHOLD, {"token": held.token}).first()
+        params = {
+            "held": 0 if still is None else still.amount_nanos,
+            "cost": cost,
+            "now": db_time(tx, utcnow()),
+        }
+        # One UPDATE on SQLite (one writer at a time); on PostgreSQL row by row in
+        # ascending id order, the lock order every transaction keeps.
+        groups = [tuple(held.periods)] if tx.sqlite else [(pid,) for pid in held.periods]
         settled = []
-        for (amount, _), pids in sorted(groups.items(), key=lambda kv: kv[1][0]):
-            sql = _SETTLE.get(tuple(pids))
-            settled += tx.run(sql, {"held": amount, "cost": cost, "now": now}).all()
+        for ids in groups:
+            settled += tx.run(_SETTLE.get(ids), params).all()
         call.reservation = None
         if row.get("status") != "refused":
             states = [

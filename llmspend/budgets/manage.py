@@ -382,7 +382,7 @@ def budget_status(
         if name is not None and not budgets:
             raise BudgetError(f"no {scope} budget {name!r}")
         periods = [(b, ensure_period(conn, b, now)) for b in budgets]
-        reclaim_expired(conn, [p.id for _, p in periods], now)
+        reclaim_expired(conn, now)
         for b, p in periods:
             fresh = conn.execute(
                 select(

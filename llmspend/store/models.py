@@ -179,19 +179,19 @@ class BudgetPeriod(Base):
 
 
 class Reservation(Base):
-    """An amount held on one budget period for one in-flight call, until its lease ends."""
+    """What one in-flight call holds, until it settles or its lease ends: the same amount
+    on each of the budget periods listed in ``period_ids`` (comma-separated ids).
+
+    One row per call, keyed by its token and without secondary indexes (on SQLite
+    ``WITHOUT ROWID``): a reservation writes one B-tree entry and its settlement deletes
+    it. The table only ever holds the calls in flight, so finding expired leases scans it.
+    """
 
     __tablename__ = "llmspend_reservations"
-    __table_args__ = (
-        Index("ix_llmspend_reservations_token", "token"),
-        Index("ix_llmspend_reservations_lease", "lease_expires_at"),
-    )
+    __table_args__ = {"sqlite_with_rowid": False}  # noqa: RUF012  (SQLAlchemy reads it)
 
-    id: Mapped[int] = mapped_column(BigId, primary_key=True)
-    token: Mapped[str] = mapped_column(String(36))
-    period_id: Mapped[int] = mapped_column(
-        ForeignKey("llmspend_budget_periods.id", ondelete="CASCADE"), index=True
-    )
+    token: Mapped[str] = mapped_column(String(36), primary_key=True)
+    period_ids: Mapped[str] = mapped_column(Text)
     amount_nanos: Mapped[int] = mapped_column(BigInteger)
     created_at: Mapped[dt.datetime] = mapped_column(DateTime())
     lease_expires_at: Mapped[dt.datetime] = mapped_column(DateTime())
