@@ -57,6 +57,31 @@ def test_a_budget_set_by_another_process_applies_to_the_very_next_call(installed
     assert len(llmspend.records(status="ok")) == 4
 
 
+def test_remembered_budgets_meet_changes_by_another_process_at_the_next_call(installed) -> None:  # type: ignore[no-untyped-def]
+    """With budgets remembered, the reservation itself checks whether another connection
+    committed, and reads the budgets again under the write lock if so."""
+    url = installed.settings.database_url
+    llmspend.set_budget("project", "acme/churn", ONE * 100, "day")
+    spend()
+    spend()  # remembered: reserved in one transaction, nothing read before it
+    done = _cli(url, "budget", "set", "user", "acme/churn/ana", str(ONE * 3), "--period", "day")
+    assert done.returncode == 0, done.stderr
+    spend()  # the new user budget (2 of 3 spent already) applies at once, beside the other
+    with pytest.raises(BudgetExceeded) as info:
+        spend()
+    assert info.value.budget == "acme/churn/ana"
+    done = _cli(url, "budget", "set", "project", "acme/churn", str(ONE * 3), "--period", "day")
+    assert done.returncode == 0, done.stderr
+    done = _cli(url, "budget", "delete", "user", "acme/churn/ana")
+    assert done.returncode == 0, done.stderr
+    with pytest.raises(BudgetExceeded) as info:  # the project's limit was lowered: 3 spent
+        spend()
+    assert info.value.budget == "acme/churn"
+    statuses = {s.budget: s for s in llmspend.budget_status()}
+    assert statuses["acme/churn"].spent_usd == ONE * 3 and statuses["acme/churn"].reserved_usd == 0
+    assert len(llmspend.records(status="ok")) == 3
+
+
 def test_a_budget_changed_in_this_process_applies_at_once(installed) -> None:  # type: ignore[no-untyped-def]
     llmspend.set_budget("project", "acme/churn", ONE * 10, "day")
     spend()
@@ -194,3 +219,15 @@ def test_a_budget_deleted_and_set_again_alerts_again(installed) -> None:  # type
         from llmspend.alerting.listeners import remove_alert_callback
 
         remove_alert_callback(got.append)
+
+
+def test_live_rows_get_unique_ids_in_time_order(installed) -> None:  # type: ignore[no-untyped-def]
+    """Record ids start with the time, so live rows append to the unique index's last page
+    (a random id would land on a random page of a large store)."""
+    for _ in range(8):
+        spend()
+    path = installed.settings.database_url.removeprefix("sqlite:///")
+    with sqlite3.connect(path) as conn:
+        uids = [u for (u,) in conn.execute("SELECT record_uid FROM llmspend_usage ORDER BY id")]
+    assert len(uids) == 8 == len(set(uids)) and uids == sorted(uids)
+    assert all(len(u) == 32 and int(u, 16) >= 0 for u in uids)

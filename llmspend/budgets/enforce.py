@@ -23,7 +23,6 @@ import datetime as dt
 import logging
 import os
 import socket
-import uuid
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any, NamedTuple
 
@@ -74,6 +73,10 @@ class Target(NamedTuple):
     period_id: int
     period_start: dt.datetime
     budget: Any  # a row of _BUDGET_COLS
+
+
+#: A lookup's answer: (targets or None, complete, whether any budget is hard).
+Found = tuple[list[Target] | None, bool, bool]
 
 
 @dataclass
@@ -467,7 +470,7 @@ class BudgetGuard:
         self.tracker.refused(call, refusal)
         raise refusal from None
 
-    def _lookup(self, call: Call, now: dt.datetime) -> tuple[list[Target] | None, bool, bool]:
+    def _lookup(self, call: Call, now: dt.datetime) -> Found:
         """``(targets, complete, any hard budget)`` for the call (see _known_targets).
 
         With a thread's own SQLite connection, the answer is remembered until another
@@ -477,16 +480,22 @@ class BudgetGuard:
         """
         key = (call.org, call.project, call.user)
         with self.tracker.store.tx() as tx:
-            memo = tx.memo
-            if memo is not None:
+            version = None
+            if tx.memo is not None:
                 version = tx.data_version()
-                hit = memo.get(key)
+                hit = tx.memo.get(key)
                 if hit is not None and hit[0] == version and (hit[1] is None or now < hit[1]):
                     return hit[2]
-            params = {"org": call.org, "project": call.project, "user": call.user}
-            rows = tx.run(_LOOKUP, {**params, "now": db_time(tx, now)}).all()
-        targets, complete = _known_targets(rows, call.project, call.user, now)
+            return self._read(tx, key, now, version)
+
+    def _read(self, tx: Tx, key: tuple[str, str, str], now: dt.datetime, version: Any) -> Found:
+        """The lookup query on ``tx``, its answer remembered with ``version`` when complete."""
+        org, project, user = key
+        params = {"org": org, "project": project, "user": user, "now": db_time(tx, now)}
+        rows = tx.run(_LOOKUP, params).all()
+        targets, complete = _known_targets(rows, project, user, now)
         found = (targets, complete, any(r.mode == "hard" for r in rows))
+        memo = tx.memo
         if memo is not None and complete:
             ends = [
                 current_bounds(b.period, b.timezone, now, week_start=b.week_start)[1]
@@ -500,12 +509,21 @@ class BudgetGuard:
 
     def _before_call(self, call: Call) -> None:
         now = utcnow()
+        key = (call.org, call.project, call.user)
+        estimate: int | None = None
+        memo = self.tracker.store.thread_memo()
+        hit = None if memo is None else memo.get(key)
+        if hit is not None and hit[2][0] and (hit[1] is None or now < hit[1]):
+            # Budgets applied at the last look: check and reserve in one transaction.
+            estimate = call.estimate_nanos = self.estimate(call)
+            if estimate is not None and self._reserve_remembered(call, key, hit, estimate, now):
+                return
         targets, complete, hard = self._lookup(call, now)
-        self._hard_seen[(call.org, call.project, call.user)] = hard
+        self._hard_seen[key] = hard
         if complete and not targets:
             return
-        estimate = self.estimate(call)
-        call.estimate_nanos = estimate
+        if estimate is None:
+            estimate = call.estimate_nanos = self.estimate(call)
         prepared = not complete
         if prepared:
             targets = self._prepare(call, now)
@@ -522,6 +540,31 @@ class BudgetGuard:
                 refusal = self._refusal_for(targets, estimate or 0)
             self.tracker.refused(call, refusal)
             raise refusal
+
+    def _reserve_remembered(
+        self, call: Call, key: tuple[str, str, str], hit: Any, amount: int, now: dt.datetime
+    ) -> bool:
+        """Reserve on the remembered targets in one write transaction, which first checks
+        that no other connection has committed since (else reads the budgets again, under
+        the write lock). False, with nothing held, when anything else is needed — budgets
+        to make or to re-read outside, a refusal to explain: the full path then runs."""
+        with self.tracker.store.tx(write=True) as tx:
+            if tx.memo is None:  # nested use: another connection, without the memo
+                return False
+            version = tx.data_version()
+            targets = hit[2][0]
+            if version != hit[0]:
+                targets, complete, hard = self._read(tx, key, now, version)
+                self._hard_seen[key] = hard
+                if not complete or not targets:
+                    tx.rollback()
+                    return False
+            held = self._hold(tx, *self._hold_plan(targets, amount, now))
+            if held is None:
+                tx.rollback()
+                return False
+        call.reservation = held
+        return True
 
     def _prepare(self, call: Call, now: dt.datetime) -> list[Target]:
         """Under the write lock: the budgets that apply now, with every missing default
@@ -541,14 +584,22 @@ class BudgetGuard:
         """One write transaction: reserve ``amount`` on every target and write the hold;
         ``None`` (and nothing held) if a hard budget has no room. Everything is prepared
         before the write lock is taken, which is then held for two statements."""
-        store = self.tracker.store
+        plan = self._hold_plan(targets, amount, now)
+        with self.tracker.store.tx(write=True) as tx:
+            held = self._hold(tx, *plan)
+            if held is None:
+                tx.rollback()
+        return held
+
+    def _hold_plan(self, targets: list[Target], amount: int, now: dt.datetime) -> Any:
+        """What :meth:`_hold` sends, made before the write lock is taken."""
+        sqlite = self.tracker.store.is_sqlite
         held = Held(
-            token=uuid.uuid4().hex,
+            token=os.urandom(16).hex(),
             periods=sorted(t.period_id for t in targets),
             amount=amount,
             targets={t.period_id: t for t in targets},
         )
-        sqlite = store.is_sqlite
         stamp = db_time_for(sqlite, now)
         hold = {
             "token": held.token,
@@ -558,25 +609,27 @@ class BudgetGuard:
             "lease": db_time_for(sqlite, now + dt.timedelta(seconds=lease_seconds())),
             "owner": self.owner,
         }
-        params = {"amount": amount, "now": stamp}
+        sql = None
         if sqlite:  # one writer at a time: one statement for all of them
             hard = tuple(t.period_id for t in targets if t.budget.mode == "hard")
             soft = tuple(t.period_id for t in targets if t.budget.mode != "hard")
             sql = _RESERVE_SQLITE.get(hard, soft)
-        with store.tx(write=True) as tx:
-            if sqlite:
-                granted = tx.run(sql, params).rowcount == len(targets)
-            else:  # row by row in id order: the consistent lock order
-                granted = True
-                for t in targets:
-                    stmt = _RESERVE_HARD if t.budget.mode == "hard" else _RESERVE_SOFT
-                    if tx.run(stmt, {**params, "id": t.period_id}).rowcount != 1:
-                        granted = False
-                        break
-            if not granted:
-                tx.rollback()
+        return held, hold, sql, sorted(targets, key=lambda t: t.period_id)
+
+    @staticmethod
+    def _hold(tx: Tx, held: Held, hold: dict[str, Any], sql: Any, targets: list[Target]) -> Any:
+        """Reserve and write the hold on ``tx``; ``None`` if a hard budget has no room (the
+        caller then rolls back)."""
+        params = {"amount": held.amount, "now": hold["now"]}
+        if sql is not None:
+            if tx.run(sql, params).rowcount != len(targets):
                 return None
-            tx.run(_HOLD, hold)
+        else:  # row by row in period id order, as settle and reclaim: one lock order
+            for t in targets:
+                stmt = _RESERVE_HARD if t.budget.mode == "hard" else _RESERVE_SOFT
+                if tx.run(stmt, {**params, "id": t.period_id}).rowcount != 1:
+                    return None
+        tx.run(_HOLD, hold)
         return held
 
     def _unpriced(self, targets: list[Target]) -> BudgetExceeded | None:

@@ -292,6 +292,14 @@ class Store:
                 with contextlib.suppress(Exception):
                     dbapi.close()  # back to the pool
 
+    def thread_memo(self) -> dict[Any, Any] | None:
+        """The memo of this thread's own SQLite connection (see ``Tx.memo``), if it has
+        one and is not in a transaction; opens nothing."""
+        d: _Direct | None = getattr(self._local, "d", None)
+        if d is None or d.busy or d.pid != os.getpid():
+            return None
+        return d.memo
+
     def _direct(self) -> _Direct | None:
         """This thread's SQLite connection (``None`` when it is in use: nested use)."""
         d: _Direct | None = getattr(self._local, "d", None)
