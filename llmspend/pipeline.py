@@ -117,8 +117,8 @@ class Call:
 
     __slots__ = (
         "tracker", "provider", "api", "model", "streamed", "org", "project", "user", "tags",
-        "ts", "t0", "input_upper", "output_cap", "estimate_nanos", "reservation", "_done",
-        "_lock", "row", "events",
+        "ts", "t0", "_input_upper", "_payload", "output_cap", "estimate_nanos", "reservation",
+        "_done", "_lock", "row", "events",
     )  # fmt: skip
 
     def __init__(
@@ -129,8 +129,9 @@ class Call:
         model: str,
         *,
         streamed: bool,
-        input_upper: int,
+        input_upper: int | None,
         output_cap: int | None,
+        payload: Any = None,
     ) -> None:
         self.tracker = tracker
         self.provider = provider
@@ -144,7 +145,8 @@ class Call:
         self.tags = dict(over.tags)
         self.ts = utcnow()
         self.t0 = time.perf_counter()
-        self.input_upper = input_upper
+        self._input_upper = input_upper
+        self._payload = payload
         self.output_cap = output_cap
         self.estimate_nanos: int | None = None
         self.reservation: Any = None
@@ -157,6 +159,15 @@ class Call:
         return (
             f"<Call {self.provider}/{self.api} {self.model} {self.org}/{self.project}/{self.user}>"
         )
+
+    @property
+    def input_upper(self) -> int:
+        """The bound on input tokens: given, or counted from the request payload when first
+        asked for (only budgets need it, before the request is sent)."""
+        if self._input_upper is None:
+            self._input_upper = estimate_input_tokens(self._payload)
+            self._payload = None
+        return self._input_upper
 
     @property
     def done(self) -> bool:
@@ -273,15 +284,15 @@ def begin_call(
     tracker = _installed_tracker()
     if tracker is None:
         return None
-    upper = input_tokens if input_tokens is not None else estimate_input_tokens(payload)
     call = Call(
         tracker,
         provider,
         api,
         model,
         streamed=streamed,
-        input_upper=upper,
+        input_upper=input_tokens,
         output_cap=max_output_tokens,
+        payload=payload,
     )
     tracker.before_call(call)
     return call
