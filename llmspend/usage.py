@@ -367,7 +367,6 @@ _INSERT_COLUMNS = (
 
 
 @functools.cache
-@functools.cache
 def _insert_sql(dialect: str) -> str:
     mark = "?" if dialect == "sqlite" else "%s"
     # Only constant identifiers are formatted in; every value is a bound parameter.

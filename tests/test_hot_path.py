@@ -230,4 +230,30 @@ def test_live_rows_get_unique_ids_in_time_order(installed) -> None:  # type: ign
     with sqlite3.connect(path) as conn:
         uids = [u for (u,) in conn.execute("SELECT record_uid FROM llmspend_usage ORDER BY id")]
     assert len(uids) == 8 == len(set(uids)) and uids == sorted(uids)
-    assert all(len(u) == 32 and int(u, 16) >= 0 for u in uids)
+    assert all(len(u) == 32 and set(u) <= set("0123456789abcdef") for u in uids)
+
+
+def test_a_call_held_on_a_deleted_budget_does_not_release_what_its_successor_holds(
+    installed,
+) -> None:  # type: ignore[no-untyped-def]
+    """SQLite may give a new period the id of a deleted one: a hold made before the delete
+    must not take its amount off the new period when it settles."""
+    llmspend.set_budget("project", "acme/churn", ONE * 100, "day")
+    old = begin_call(
+        "openai", "chat.completions", "gpt-4o-mini", input_tokens=1000, max_output_tokens=100
+    )
+    assert old is not None and old.reservation is not None
+    llmspend.delete_budget("project", "acme/churn")
+    llmspend.set_budget("project", "acme/churn", ONE * 100, "day")
+    new = begin_call(
+        "openai", "chat.completions", "gpt-4o-mini", input_tokens=1000, max_output_tokens=100
+    )
+    assert new is not None and new.reservation is not None
+    (before,) = llmspend.budget_status("project", "acme/churn")
+    assert before.reserved_usd == ONE
+    old.finish(Usage(input_tokens=1000, output_tokens=100))
+    (after,) = llmspend.budget_status("project", "acme/churn")
+    assert after.reserved_usd == ONE  # still the new call's hold
+    new.finish(Usage(input_tokens=1000, output_tokens=100))
+    (done,) = llmspend.budget_status("project", "acme/churn")
+    assert done.reserved_usd == 0

@@ -411,7 +411,30 @@ _HOLD = SQL(
     "INSERT INTO llmspend_reservations (token, period_ids, amount_nanos, created_at, "
     "lease_expires_at, owner) VALUES (:token, :period_ids, :amount, :now, :lease, :owner)"
 )
-_UNHOLD = SQL("DELETE FROM llmspend_reservations WHERE token = :token RETURNING amount_nanos")
+_UNHOLD = SQL(
+    "DELETE FROM llmspend_reservations WHERE token = :token RETURNING period_ids, amount_nanos"
+)
+_HOLDS = SQL("SELECT token, period_ids FROM llmspend_reservations")
+_REHOLD = SQL("UPDATE llmspend_reservations SET period_ids = :period_ids WHERE token = :token")
+_DROP_HOLD = SQL("DELETE FROM llmspend_reservations WHERE token = :token")
+
+
+def forget_periods(conn: Connection | Tx, period_ids: set[int]) -> None:
+    """Take periods being deleted out of the holds that name them, in the deleting
+    transaction: SQLite may give a later period the same id, which a hold must not charge."""
+    if not period_ids:
+        return
+    tx = Tx.of(conn)
+    for token, ids in tx.run(_HOLDS).all():
+        kept = [i for i in ids.split(",") if int(i) not in period_ids]
+        if len(kept) == len(ids.split(",")):
+            continue
+        if kept:
+            tx.run(_REHOLD, {"token": token, "period_ids": ",".join(kept)})
+        else:
+            tx.run(_DROP_HOLD, {"token": token})
+
+
 _SETTLE = _Statements(
     lambda ids: SQL(
         "UPDATE llmspend_budget_periods SET reserved_nanos = reserved_nanos - :held, "  # noqa: S608
@@ -730,19 +753,22 @@ class BudgetGuard:
         cost = row.get("cost_nanos") or 0
         if row.get("status") == "refused":
             cost = 0
-        # What is still held: nothing if the lease expired and the hold was given back.
         still = tx.run(_UNHOLD, {"token": held.token}).first()
-        params = {
-            "held": 0 if still is None else still.amount_nanos,
-            "cost": cost,
-            "now": db_time(tx, utcnow()),
-        }
-        # One UPDATE on SQLite (one writer at a time); on PostgreSQL row by row in
-        # ascending id order, the lock order every transaction keeps.
-        groups = [tuple(held.periods)] if tx.sqlite else [(pid,) for pid in held.periods]
+        # What is still held, and on which periods: nothing if the lease expired and the
+        # hold was given back; not on a period deleted since (its id may be reused).
+        named = set() if still is None else {int(i) for i in still.period_ids.split(",")}
+        amount = 0 if still is None else still.amount_nanos
+        now = db_time(tx, utcnow())
+        # One UPDATE per amount on SQLite (one writer at a time); on PostgreSQL row by row
+        # in ascending id order, the lock order every transaction keeps.
+        groups: dict[tuple[int, int], list[int]] = {}
+        for pid in held.periods:  # ascending
+            key = (amount if pid in named else 0, 0 if tx.sqlite else pid)
+            groups.setdefault(key, []).append(pid)
         settled = []
-        for ids in groups:
-            settled += tx.run(_SETTLE.get(ids), params).all()
+        for (release, _), ids in sorted(groups.items(), key=lambda kv: kv[1][0]):
+            params = {"held": release, "cost": cost, "now": now}
+            settled += tx.run(_SETTLE.get(tuple(ids)), params).all()
         call.reservation = None
         if row.get("status") != "refused":
             states = [

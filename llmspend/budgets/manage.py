@@ -20,7 +20,7 @@ from ..store.hierarchy import ensure_entities
 from ..store.models import AuditEntry, BudgetPeriod
 from ..store.models import Budget as BudgetRow
 from ..timeutil import utcnow
-from .enforce import _BUDGET_COLS, ensure_period, reclaim_expired
+from .enforce import _BUDGET_COLS, ensure_period, forget_periods, reclaim_expired
 from .periods import period_bounds
 from .spec import (
     MODES,
@@ -306,6 +306,9 @@ def delete_budget(store: Store, scope: str, name: str, *, actor: str | None = No
         if row is None:
             raise BudgetError(f"no {key.label} budget to delete")
         _audit(conn, who, "delete", key.label, row.id, _definition(row), None)
+        doomed = select(BudgetPeriod.id).join(BudgetRow, BudgetRow.id == BudgetPeriod.budget_id)
+        doomed = doomed.where((BudgetRow.id == row.id) | (BudgetRow.derived_from == row.id))
+        forget_periods(conn, set(conn.execute(doomed).scalars()))
         conn.execute(delete(BudgetRow).where(BudgetRow.id == row.id))
 
 

@@ -82,7 +82,9 @@ def downgrade() -> None:
         _OLD,
         sa.Column("id", sa.BigInteger().with_variant(sa.Integer(), "sqlite"), nullable=False),
         sa.Column("token", sa.String(length=36), nullable=False),
-        sa.Column("period_id", sa.Integer(), nullable=False),
+        sa.Column(
+            "period_id", sa.BigInteger().with_variant(sa.Integer(), "sqlite"), nullable=False
+        ),
         sa.Column("amount_nanos", sa.BigInteger(), nullable=False),
         sa.Column("created_at", sa.DateTime(), nullable=False),
         sa.Column("lease_expires_at", sa.DateTime(), nullable=False),
