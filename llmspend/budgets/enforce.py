@@ -426,8 +426,9 @@ def forget_periods(conn: Connection | Tx, period_ids: set[int]) -> None:
         return
     tx = Tx.of(conn)
     for token, ids in tx.run(_HOLDS).all():
-        kept = [i for i in ids.split(",") if int(i) not in period_ids]
-        if len(kept) == len(ids.split(",")):
+        named = ids.split(",")
+        kept = [i for i in named if int(i) not in period_ids]
+        if len(kept) == len(named):
             continue
         if kept:
             tx.run(_REHOLD, {"token": token, "period_ids": ",".join(kept)})
@@ -572,8 +573,6 @@ class BudgetGuard:
         the write lock). False, with nothing held, when anything else is needed — budgets
         to make or to re-read outside, a refusal to explain: the full path then runs."""
         with self.tracker.store.tx(write=True) as tx:
-            if tx.memo is None:  # nested use: another connection, without the memo
-                return False
             version = tx.data_version()
             targets = hit[2][0]
             if version != hit[0]:
@@ -606,7 +605,7 @@ class BudgetGuard:
     def _reserve(self, targets: list[Target], amount: int, now: dt.datetime) -> Held | None:
         """One write transaction: reserve ``amount`` on every target and write the hold;
         ``None`` (and nothing held) if a hard budget has no room. Everything is prepared
-        before the write lock is taken, which is then held for two statements."""
+        before the write lock is taken (on SQLite then held for two statements)."""
         plan = self._hold_plan(targets, amount, now)
         with self.tracker.store.tx(write=True) as tx:
             held = self._hold(tx, *plan)
