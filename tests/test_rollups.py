@@ -122,6 +122,76 @@ def test_a_failed_record_transaction_leaves_rollups_unchanged(installed) -> None
     assert snapshot(tracker) == before
 
 
+def _live_calls(n: int) -> None:
+    for i in range(n):
+        call = begin_call("openai", "chat.completions", "gpt-4o-mini", input_tokens=10)
+        assert call is not None
+        call.finish(Usage(100 + i, i, 0, 5 * i, 0))
+
+
+def _mark(tracker: Any) -> tuple[int, int]:
+    """(rolled_through, highest usage id)."""
+    with tracker.store.begin() as conn:
+        row = conn.exec_driver_sql(
+            "SELECT rolled_through, (SELECT max(id) FROM llmspend_usage) FROM llmspend_rollup_state"
+        ).one()
+    return int(row[0]), int(row[1] or 0)
+
+
+def test_sqlite_calls_reach_the_rollups_before_the_next_read(installed) -> None:  # type: ignore[no-untyped-def]
+    """On SQLite a call only appends its row; every analytics read first sums the rows
+    past the mark into the rollups, so what it answers is exact."""
+    tracker = installed
+    _live_calls(3)
+    assert got(analytics.cost_breakdown(by="model"), ["model"]) == expect(
+        llmspend.records(), ["model"]
+    )
+    caught_up = snapshot(tracker)
+    assert caught_up == from_records()
+    last = _mark(tracker)[1]
+    assert _mark(tracker) == (last, last)
+
+    _live_calls(4)
+    assert snapshot(tracker) == caught_up  # the calls wrote no rollup row...
+    assert _mark(tracker) == (last, last + 4)  # ...and are past the mark
+    frame = analytics.spending_trends(granularity="hour")
+    assert int(frame["calls"].sum()) == 7
+    assert snapshot(tracker) == from_records()
+    assert _mark(tracker) == (last + 4, last + 4)
+
+
+def test_the_rollup_mark_migrates_both_ways_without_losing_a_row(installed_any) -> None:  # type: ignore[no-untyped-def]
+    """Down from 0006 the rollups are complete again (the rows past the mark summed in);
+    up again, the mark starts at the highest id."""
+    from alembic import command
+    from alembic.config import Config
+    from sqlalchemy import inspect
+
+    from llmspend.store.engine import _MIGRATIONS
+
+    def migrate(revision: str, down: bool = False) -> None:
+        with tracker.store.begin(write=True) as conn:
+            cfg = Config()
+            cfg.set_main_option("script_location", str(_MIGRATIONS))
+            cfg.attributes["connection"] = conn
+            (command.downgrade if down else command.upgrade)(cfg, revision)
+
+    tracker = installed_any
+    _live_calls(2)
+    analytics.cost_breakdown()  # caught up
+    _live_calls(3)  # on SQLite: past the mark
+    migrate("0005", down=True)
+    with tracker.store.begin() as conn:
+        assert "llmspend_rollup_state" not in inspect(conn).get_table_names()
+    assert snapshot(tracker) == from_records()
+    migrate("head")
+    last = _mark(tracker)[1]
+    assert _mark(tracker) == (last, last)
+    _live_calls(1)
+    analytics.cost_breakdown()
+    assert snapshot(tracker) == from_records()
+
+
 @pytest.mark.filterwarnings("ignore:llmspend has no price")
 def test_ingest_that_fails_validation_writes_no_rollups(tracker) -> None:  # type: ignore[no-untyped-def]
     rows = make_rows(20, utcnow(), days=1, seed=4)

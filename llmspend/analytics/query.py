@@ -412,7 +412,9 @@ def aggregate(
         for level, segs in steps:
             _run_level(store, level, segs, keys, filters, acc)
     else:
-        with store.begin() as conn:
+        from .rollups import up_to_date
+
+        with up_to_date(store).begin() as conn:
             if conn.dialect.name == "postgresql":
                 if len(steps) > 1:
                     # One snapshot for every level: a concurrent write is seen by all or none.

@@ -1,21 +1,30 @@
-"""Rollups: usage pre-aggregated per hour and per day, maintained with every write.
+"""Rollups: usage pre-aggregated per hour and per day.
 
 Two tables, ``llmspend_rollup_hourly`` and ``llmspend_rollup_daily``, hold one row per UTC
-bucket × org × project × user × provider × model with the sums of :data:`MEASURES`. They
-change only in the transaction that writes the usage rows they summarize:
-
-* a live call: an ``in_record_hooks`` entry upserts one hourly and one daily row;
-* ``ingest()``: an ``ingest_hooks`` entry sums the whole batch in Python first, then
-  upserts each (bucket, dimensions) once, in sorted order (a consistent lock order);
-
-always with ``INSERT ... ON CONFLICT (key) DO UPDATE SET col = col + excluded.col``, so
+bucket × org × project × user × provider × model with the sums of :data:`MEASURES`,
+added with ``INSERT ... ON CONFLICT (key) DO UPDATE SET col = col + excluded.col``, so
 concurrent writers add up instead of overwriting each other. Because the sums are
-integers (nanodollars, tokens, counts), a rollup equals the raw rows it covers, exactly;
+integers (nanodollars, tokens, counts), a rollup equals the raw rows it covers, exactly.
+
+How rows reach them depends on the store:
+
+* **PostgreSQL**: in the transaction that writes the rows — a live call upserts one hourly
+  and one daily row (an ``in_record_hooks`` entry); ``ingest()`` sums its batch in Python
+  first, then upserts each (bucket, dimensions) once, in sorted order (a consistent lock
+  order).
+* **SQLite**: after it. Writers take turns there, so usage ids are committed in ascending
+  order, and ``llmspend_rollup_state.rolled_through`` marks how far the rollups go: a live
+  call only appends its row (the two upserts were the costliest statements of a call),
+  and :func:`catch_up` sums the rows past the mark into both tables and moves the mark,
+  in one write transaction. It runs before every analytics read
+  (:func:`up_to_date`), with every ``ingest()`` and spool replay, and in
+  :func:`rebuild_rollups`.
+
 :func:`rebuild_rollups` recomputes both tables from the raw rows and gives identical
 tables (use it after deleting or editing raw rows by hand).
 
-Any other code that inserts into ``llmspend_usage`` must call :func:`add_rows` in the same
-transaction.
+Any other code that inserts into ``llmspend_usage`` must call :func:`add_rows` (PostgreSQL)
+or :func:`catch_up` (SQLite) in the same transaction.
 """
 
 from __future__ import annotations
@@ -27,7 +36,7 @@ from typing import TYPE_CHECKING, Any
 
 from sqlalchemy import Connection, Table, case, func, insert, literal_column, select, text
 
-from ..store.fastsql import Tx
+from ..store.fastsql import SQL, Tx
 from ..store.models import RollupDaily, RollupHourly, UsageRecord
 
 if TYPE_CHECKING:
@@ -39,9 +48,11 @@ __all__ = [
     "DIMENSION_COLUMNS",
     "MEASURES",
     "add_rows",
+    "catch_up",
     "install_rollups",
     "rebuild_rollups",
     "record_hook",
+    "up_to_date",
 ]
 
 #: Store columns of the rollup key, after the bucket.
@@ -132,7 +143,10 @@ def _measures(row: Mapping[str, Any]) -> list[int]:
 
 
 def record_hook(tx: Tx, call: Call | None, row: Mapping[str, Any]) -> None:
-    """``in_record_hooks`` entry: add one call's row to its hourly and daily buckets."""
+    """``in_record_hooks`` entry: add one call's row to its hourly and daily buckets
+    (PostgreSQL; on SQLite the row is summed in later by :func:`catch_up`)."""
+    if tx.sqlite:
+        return
     ts: dt.datetime = row["ts"]
     dims = (row["org_name"], row["project_name"], row["user_name"], row["provider"], row["model"])
     sums = _measures(row)
@@ -159,7 +173,7 @@ _ROW_FIELDS = itemgetter(
 _HOUR = dt.timedelta(hours=1)
 
 
-def add_rows(conn: Connection, rows: Iterable[Mapping[str, Any]]) -> None:
+def add_rows(conn: Connection | Tx, rows: Iterable[Mapping[str, Any]]) -> None:
     """Add usage rows (dicts with store column names) to the rollups, on ``conn``'s
     transaction: summed per bucket in Python first, then one upsert per bucket."""
     hourly: dict[tuple[Any, ...], list[int]] = {}
@@ -208,8 +222,81 @@ def add_rows(conn: Connection, rows: Iterable[Mapping[str, Any]]) -> None:
 
 
 def ingest_hook(conn: Connection, rows: list[dict[str, Any]]) -> None:
-    """``ingest_hooks`` entry: add an ingested batch to the rollups."""
-    add_rows(conn, rows)
+    """``ingest_hooks`` entry: add an ingested batch (just inserted) to the rollups; on
+    SQLite, with the rows past the mark before it."""
+    if conn.dialect.name == "sqlite":
+        catch_up(conn, inserted=rows)
+    else:
+        add_rows(conn, rows)
+
+
+# -- SQLite: catching up with the rows past the mark -----------------------------------------
+
+_PENDING = SQL(
+    "SELECT rolled_through, (SELECT max(id) FROM llmspend_usage) AS last "
+    "FROM llmspend_rollup_state WHERE id = 1"
+)
+_MARK = SQL("UPDATE llmspend_rollup_state SET rolled_through = :last WHERE id = 1")
+
+
+def _fold(table: str, bucket: str) -> SQL:
+    """Sum the usage rows in ``(mark, last]`` into one rollup table (constant text only)."""
+    key = f"bucket, {', '.join(DIMENSION_COLUMNS)}"
+    return SQL(
+        f"INSERT INTO {table} ({', '.join(_COLUMNS)}) "  # noqa: S608
+        f"SELECT {bucket}, {', '.join(DIMENSION_COLUMNS)}, count(*), "
+        "sum(CASE WHEN status = 'error' THEN 1 ELSE 0 END), "
+        "sum(CASE WHEN status = 'refused' THEN 1 ELSE 0 END), "
+        "sum(CASE WHEN cost_nanos IS NULL THEN 1 ELSE 0 END), "
+        + ", ".join(f"coalesce(sum({m}), 0)" for m in MEASURES[4:])
+        + " FROM llmspend_usage WHERE id > :mark AND id <= :last GROUP BY 1, 2, 3, 4, 5, 6 "
+        f"ON CONFLICT ({key}) DO UPDATE SET "
+        + ", ".join(f"{m} = {table}.{m} + excluded.{m}" for m in MEASURES)
+    )
+
+
+_FOLDS = (
+    _fold("llmspend_rollup_hourly", "substr(ts, 1, 13) || ':00:00.000000'"),
+    _fold("llmspend_rollup_daily", "substr(ts, 1, 10) || ' 00:00:00.000000'"),
+)
+
+
+def catch_up(conn: Connection | Tx, *, inserted: Sequence[Mapping[str, Any]] = ()) -> int:
+    """On SQLite, sum the usage rows past the mark into the rollups and move the mark, on
+    ``conn``'s write transaction. Returns how many ids it covered (0 on PostgreSQL).
+
+    ``inserted``: rows this transaction has just inserted (the highest ids, as SQLite
+    gives a new row the highest id plus one); they are summed in Python, which is faster
+    for a large batch than reading them back.
+    """
+    tx = Tx.of(conn)
+    if not tx.sqlite:
+        return 0
+    mark, last = tx.run(_PENDING).one()
+    if last is None or last <= mark:
+        return 0
+    before = {"mark": mark, "last": last - len(inserted)}
+    if before["last"] > mark:
+        for fold in _FOLDS:
+            tx.run(fold, before)
+    if inserted:
+        add_rows(conn, inserted)
+    tx.run(_MARK, {"last": last})
+    return int(last - mark)
+
+
+def up_to_date(store: Store) -> Store:
+    """``store`` with its rollups covering every stored row (what analytics reads first).
+
+    One read when nothing is pending; else one short write transaction on SQLite.
+    """
+    if store.is_sqlite:
+        with store.tx() as tx:
+            mark, last = tx.run(_PENDING).one()
+        if last is not None and last > mark:
+            with store.tx(write=True) as tx:
+                catch_up(tx)
+    return store
 
 
 def install_rollups(tracker: Tracker) -> None:
@@ -276,6 +363,8 @@ def rebuild_in(conn: Connection) -> tuple[int, int]:
             ).group_by(*by),
         )
     )
+    if conn.dialect.name == "sqlite":  # every row is in them now
+        Tx.of(conn).run(_MARK, {"last": conn.execute(select(func.max(u.id))).scalar() or 0})
     n_hourly = conn.execute(select(func.count()).select_from(hourly)).scalar_one()
     n_daily = conn.execute(select(func.count()).select_from(daily)).scalar_one()
     return int(n_hourly), int(n_daily)

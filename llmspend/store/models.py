@@ -35,6 +35,7 @@ __all__ = [
     "Reservation",
     "RollupDaily",
     "RollupHourly",
+    "RollupState",
     "UsageRecord",
     "User",
     "WebhookDelivery",
@@ -309,3 +310,20 @@ class RollupDaily(_RollupBucket, Base):
 
     __tablename__ = "llmspend_rollup_daily"
     __table_args__ = {"sqlite_with_rowid": False}  # noqa: RUF012  (SQLAlchemy reads it)
+
+
+class RollupState(Base):
+    """How far the rollups cover the usage rows, on SQLite: every row with an id up to
+    ``rolled_through`` is in them, later rows are not yet (one row, ``id`` = 1).
+
+    SQLite's writers take turns, so ids are committed in ascending order: a live call
+    only appends its row, and the rows past the mark are summed into the rollups later
+    (by the background checkpointer, and before any analytics read), in one write
+    transaction with the mark. PostgreSQL assigns ids out of commit order; there every
+    write adds its rows to the rollups itself and the mark is not used.
+    """
+
+    __tablename__ = "llmspend_rollup_state"
+
+    id: Mapped[int] = mapped_column(Integer, primary_key=True)
+    rolled_through: Mapped[int] = mapped_column(BigInteger, default=0)
