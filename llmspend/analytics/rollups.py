@@ -386,7 +386,9 @@ def rebuild_rollups(store: Store | None = None) -> dict[str, int]:
 
 
 def rollup_rows(conn: Connection, table: str = "hourly") -> Sequence[tuple[Any, ...]]:
-    """Every row of one rollup table in key order (for checks and tests)."""
+    """Every row of one rollup table in key order, as stored (for checks and tests; on
+    SQLite the rows past the mark are not in them until :func:`up_to_date` or
+    :func:`catch_up` runs)."""
     t = _TABLES[0] if table == "hourly" else _TABLES[1]
     cols = [t.c[c] for c in _COLUMNS]
     return [tuple(r) for r in conn.execute(select(*cols).order_by(*cols[:6])).all()]
