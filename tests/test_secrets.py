@@ -427,6 +427,7 @@ PACKAGE = Path(llmspend.__file__).parent
 #: The only things llmspend formats into SQL text: constant identifiers, integers, and SQL
 #: that SQLAlchemy compiled. Keyed by (file, expression); anything else formatted into a
 #: statement fails the test below.
+_MARK_MIGRATION = "store/migrations/versions/0006_rollup_mark.py"
 ALLOWED_IN_SQL: dict[tuple[str, str], str] = {
     ("budgets/enforce.py", "', '.join([c.key for c in _BUDGET_COLS] + ['created_at'])"):
         "column names of the Budget model",
@@ -446,6 +447,18 @@ ALLOWED_IN_SQL: dict[tuple[str, str], str] = {
     ("analytics/rollups.py", "daily.sql"): "the compiled rollup upsert (compiled.string)",
     ("analytics/rollups.py", "hourly.name"): "a model's table name (LOCK TABLE)",
     ("analytics/rollups.py", "daily.name"): "a model's table name (LOCK TABLE)",
+    ("analytics/rollups.py", "table"): "one of the two rollup table names (_FOLDS)",
+    ("analytics/rollups.py", "bucket"): "a constant bucket expression over ts (_FOLDS)",
+    ("analytics/rollups.py", "', '.join(_COLUMNS)"): "constant column names",
+    ("analytics/rollups.py", "', '.join(DIMENSION_COLUMNS)"): "constant column names",
+    ("analytics/rollups.py", "', '.join((f'coalesce(sum({m}), 0)' for m in MEASURES[4:]))"):
+        "sum() over constant column names",
+    ("analytics/rollups.py", "', '.join((f'{m} = {table}.{m} + excluded.{m}' for m in MEASURES))"):
+        "constant column and table names",
+    (_MARK_MIGRATION, "', '.join(_MEASURES)"):
+        "constant column names (a migration)",
+    (_MARK_MIGRATION, "', '.join((f'sum({m})' for m in _MEASURES))"):
+        "sum() over constant column names (a migration)",
     ("store/migrations/versions/0003_rollups.py", "', '.join(_MEASURES)"):
         "constant column names (a migration)",
     ("store/migrations/versions/0003_rollups.py", "', '.join((f'sum({m})' for m in _MEASURES))"):
