@@ -43,15 +43,11 @@ CALLS = MEASURES.index("calls")
 
 
 def resolve_store(store: Store | None) -> Store:
-    """The store analytics reads (the current tracker's by default), its rollups brought
-    up to date first (see :func:`~llmspend.analytics.rollups.up_to_date`)."""
-    from .rollups import up_to_date
-
     if store is not None:
-        return up_to_date(store)
+        return store
     from ..tracker import get_tracker
 
-    return up_to_date(get_tracker().store)
+    return get_tracker().store
 
 
 def window(since: Any, until: Any) -> tuple[dt.datetime | None, dt.datetime | None]:

@@ -401,6 +401,10 @@ def aggregate(
     ``bounds`` are naive UTC datetimes, non-decreasing; :data:`LO_INF` / :data:`HI_INF`
     mean unbounded. ``keys`` are validated names (:func:`parse_keys`); ``filters`` are
     ``records()`` filters (:func:`check_filters`). Groups without calls are left out.
+
+    Given a store, it first brings the rollups up to date (SQLite: the rows past the mark,
+    see :func:`~llmspend.analytics.rollups.up_to_date`); given an open connection, that is
+    the caller's to do.
     """
     filters = filters or {}
     if len(bounds) < 2 or any(b > c for b, c in pairwise(bounds)):

@@ -16,8 +16,8 @@ How rows reach them depends on the store:
   order, and ``llmspend_rollup_state.rolled_through`` marks how far the rollups go: a live
   call only appends its row (the two upserts were the costliest statements of a call),
   and :func:`catch_up` sums the rows past the mark into both tables and moves the mark,
-  in one write transaction. It runs before every analytics read
-  (:func:`up_to_date`), with every ``ingest()`` and spool replay, and in
+  in one write transaction. It runs before every read of the rollups (``aggregate``
+  calls :func:`up_to_date`), with every ``ingest()`` and spool replay, and in
   :func:`rebuild_rollups`.
 
 :func:`rebuild_rollups` recomputes both tables from the raw rows and gives identical
