@@ -21,7 +21,7 @@ from sqlalchemy import Connection, select
 from .attribution import validate_name
 from .errors import IngestError, ValidationError
 from .money import nanos_to_usd, usd_to_nanos
-from .store.fastsql import Tx
+from .store.fastsql import Tx, db_time_for
 from .store.hierarchy import ensure_entities
 from .store.models import UsageRecord
 from .timeutil import MAX_TIME as _MAX_TIME
@@ -376,17 +376,12 @@ def _insert_sql(dialect: str) -> str:
     )
 
 
-def _sqlite_ts(value: dt.datetime) -> str:
-    # The exact text form SQLAlchemy's SQLite DateTime type writes and reads back.
-    return value.isoformat(sep=" ", timespec="microseconds")
-
-
 def insert_once(conn: Connection, row: dict[str, Any]) -> bool:
     """Insert one row unless its ``record_uid`` is already stored. True if inserted."""
     sql = _insert_sql(conn.dialect.name) + " ON CONFLICT (record_uid) DO NOTHING"
     params = tuple(row[k] for k in _INSERT_COLUMNS)
     if conn.dialect.name == "sqlite":
-        params = (_sqlite_ts(row["ts"]), *params[1:])
+        params = (db_time_for(True, row["ts"]), *params[1:])
     return conn.exec_driver_sql(sql, params).rowcount == 1
 
 
@@ -402,7 +397,7 @@ def insert_usage(conn: Connection | Tx, rows: list[dict[str, Any]]) -> None:
     for start in range(0, len(rows), _BATCH):
         batch = rows[start : start + _BATCH]
         if tx.sqlite:
-            params = [(_sqlite_ts(c["ts"]), *[c[k] for k in cols[1:]]) for c in batch]
+            params = [(db_time_for(True, c["ts"]), *[c[k] for k in cols[1:]]) for c in batch]
         else:
             params = [tuple(c[k] for k in cols) for c in batch]
         if len(params) == 1:  # a live call (the hot path)

@@ -50,6 +50,7 @@ from sqlalchemy import (
 )
 
 from ..errors import ValidationError
+from ..store.fastsql import db_time_for
 from ..store.models import UsageRecord
 from ..usage import build_filters
 from .plan import HI_INF, LO_INF, Level, Segment, plan
@@ -342,7 +343,7 @@ def _combine(
     acc: Acc,
 ) -> None:
     """Add (or subtract) each row's sums to its periods."""
-    starts: list[Any] = [_sqlite_text(s.lo) if sqlite else s.lo for s in segs]
+    starts: list[Any] = [db_time_for(sqlite, s.lo) for s in segs]
     m0 = o + n_keys
     simple = all(g[1] is None for g in getters)
     for row in rows:
@@ -373,11 +374,6 @@ def _combine(
             else:
                 for i, v in enumerate(values):
                     slot[i] -= v
-
-
-def _sqlite_text(value: dt.datetime) -> str:
-    # The text SQLAlchemy's SQLite DateTime stores, which sorts like the time it encodes.
-    return value.isoformat(sep=" ", timespec="microseconds")
 
 
 def _key_value(value: Any, how: Any) -> Any:

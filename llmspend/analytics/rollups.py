@@ -23,8 +23,9 @@ How rows reach them depends on the store:
 :func:`rebuild_rollups` recomputes both tables from the raw rows and gives identical
 tables (use it after deleting or editing raw rows by hand).
 
-Any other code that inserts into ``llmspend_usage`` must call :func:`add_rows` (PostgreSQL)
-or :func:`catch_up` (SQLite) in the same transaction.
+Any other code that inserts into ``llmspend_usage`` must call :func:`add_rows` in the same
+transaction on PostgreSQL; on SQLite nothing (the next catch-up sums its rows; add_rows
+would count them twice).
 """
 
 from __future__ import annotations
@@ -36,7 +37,7 @@ from typing import TYPE_CHECKING, Any
 
 from sqlalchemy import Connection, Table, case, func, insert, literal_column, select, text
 
-from ..store.fastsql import SQL, Tx
+from ..store.fastsql import SQL, Tx, db_time_for
 from ..store.models import RollupDaily, RollupHourly, UsageRecord
 
 if TYPE_CHECKING:
@@ -118,11 +119,6 @@ def _upsert(conn: Connection | Tx, table: Table) -> _Upsert:
     if up is None:
         up = _upserts[key] = _Upsert(table, conn)
     return up
-
-
-def _sqlite_bucket(value: dt.datetime) -> str:
-    # The exact text SQLAlchemy's SQLite DateTime writes (and the usage rows use).
-    return value.isoformat(sep=" ", timespec="microseconds")
 
 
 def _measures(row: Mapping[str, Any]) -> list[int]:
@@ -214,7 +210,7 @@ def add_rows(conn: Connection | Tx, rows: Iterable[Mapping[str, Any]]) -> None:
             for k, v in items:
                 b = text.get(k[0])
                 if b is None:
-                    b = text[k[0]] = _sqlite_bucket(k[0])
+                    b = text[k[0]] = db_time_for(True, k[0])
                 params.append((b, *k[1:], *v))
         else:  # upsert in key order, so concurrent writers lock rows in the same order
             params = [(*k, *v) for k, v in sorted(items)]
