@@ -237,7 +237,9 @@ def budget_status(scope: str | None = None, name: str | None = None) -> list[Bud
     from .budgets.manage import budget_status as _status
     from .tracker import get_tracker
 
-    return _status(get_tracker().store, scope, name)
+    tracker = get_tracker()
+    tracker.guard.release_standing()  # holds kept for calls not yet made are not spending
+    return _status(tracker.store, scope, name)
 
 
 def budget_history(scope: str, name: str) -> pd.DataFrame:

@@ -42,6 +42,8 @@ def install(
         else:
             tracker = Tracker(database_url, org=org, project=project, user=user)
             set_tracker(tracker, installed=True)
+            if current is not None:  # its calls are over: what it holds for them goes back
+                current.guard.release_standing()
         apply_patches()
         return tracker
 
@@ -54,3 +56,5 @@ def uninstall() -> None:
         remove_patches()
         current = installed_tracker()
         set_tracker(current, installed=False)
+        if current is not None:
+            current.guard.release_standing()

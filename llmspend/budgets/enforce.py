@@ -23,6 +23,7 @@ import datetime as dt
 import logging
 import os
 import socket
+import time
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any, NamedTuple
 
@@ -38,6 +39,7 @@ from ..store.models import Budget as BudgetRow
 from ..store.models import BudgetPeriod
 from ..timeutil import utcnow
 from .periods import TOTAL_START, current_bounds
+from .standing import IDLE_SECONDS, StandingHolds
 
 if TYPE_CHECKING:
     from ..pipeline import Call
@@ -88,6 +90,14 @@ class Held:
     amount: int = 0
     # Per period id: its budget and start, for the alert decision at settle.
     targets: dict[int, Target] = field(default_factory=dict)
+    # Set when it was made on a thread's SQLite connection (``memo`` is that connection's)
+    # with no other commit since the budgets were read (that ``data_version``): it may
+    # then stand for the thread's next call (see standing.py) until ``until`` (half its
+    # lease, or the period's end).
+    version: int | None = None
+    until: dt.datetime | None = None
+    memo: Any = None
+    keeping: Any = None  # what settling it while it stands sends, made once (see settle)
 
 
 _BUDGET_COLS = (
@@ -335,13 +345,24 @@ def reclaim_expired(conn: Connection | Tx, now: dt.datetime) -> int:
     """
     tx = Tx.of(conn)
     expired = tx.run(_EXPIRED, {"now": db_time(tx, now)}).all()
+    _release(tx, expired)
+    return len(expired)
+
+
+def give_back(tx: Tx, holds: list[Held]) -> None:
+    """Delete these holds and give back what each still holds (nothing if its lease ran
+    out and it was reclaimed; only on the periods it still names)."""
+    _release(tx, [row for h in holds for row in tx.run(_UNHOLD, {"token": h.token}).all()])
+
+
+def _release(tx: Tx, deleted: list[Any]) -> None:
+    """Take deleted holds' ``(period_ids, amount_nanos)`` off the periods' reserved."""
     per_period: dict[int, int] = {}
-    for period_ids, amount in expired:
+    for period_ids, amount in deleted:
         for pid in period_ids.split(","):
             per_period[int(pid)] = per_period.get(int(pid), 0) + amount
     for pid, amount in sorted(per_period.items()):  # in id order: the consistent lock order
         tx.run(_RELEASE, {"amount": amount, "id": pid})
-    return len(expired)
 
 
 _CURRENT = SQL(
@@ -443,10 +464,28 @@ _SETTLE = _Statements(
         f"WHERE id IN ({_ids(ids)}) RETURNING id, spent_nanos, limit_nanos"
     )
 )
+# A standing hold's settlement (SQLite): the cost is added and the hold stays reserved,
+# only if the hold row is still there naming the same periods (else nothing changes).
+_KEEP = _Statements(
+    lambda ids: SQL(
+        "UPDATE llmspend_budget_periods SET spent_nanos = spent_nanos + :cost, "  # noqa: S608
+        "calls = calls + 1, updated_at = :now "
+        f"WHERE id IN ({_ids(ids)}) AND (SELECT period_ids FROM llmspend_reservations "
+        "WHERE token = :token) = :period_ids "
+        "RETURNING id, spent_nanos, limit_nanos, reserved_nanos"
+    )
+)
 _REFUSAL = SQL(
     "SELECT spent_nanos, reserved_nanos, limit_nanos, period_end FROM llmspend_budget_periods "
     "WHERE id = :id"
 )
+_OTHERS_HOLDS = SQL(
+    "SELECT period_ids FROM llmspend_reservations WHERE owner IS NULL OR owner != :owner"
+)
+
+#: How long a call refused only because of other processes' holds waits for them to be
+#: settled or given back (a standing hold is given back after IDLE_SECONDS idle).
+REFUSAL_WAIT_SECONDS = IDLE_SECONDS + 1.0
 
 
 class BudgetGuard:
@@ -459,6 +498,7 @@ class BudgetGuard:
         self._hard_seen: dict[tuple[str, str, str], bool] = {}
         # Alerts whose row exists, not tried again: (budget id, created, period start, ppm).
         self.fired: set[tuple[Any, ...]] = set()
+        self.standing = StandingHolds(self._give_back)
 
     def install(self) -> None:
         self.tracker.before_call_hooks.append(self.before_call)
@@ -535,13 +575,22 @@ class BudgetGuard:
         now = utcnow()
         key = (call.org, call.project, call.user)
         estimate: int | None = None
+        standing = self.standing.take(key)
         memo = self.tracker.store.thread_memo()
         hit = None if memo is None else memo.get(key)
         if hit is not None and hit[2][0] and (hit[1] is None or now < hit[1]):
-            # Budgets applied at the last look: check and reserve in one transaction.
+            # Budgets applied at the last look: use the hold the thread's last call kept,
+            # or check and reserve in one transaction.
             estimate = call.estimate_nanos = self.estimate(call)
-            if estimate is not None and self._reserve_remembered(call, key, hit, estimate, now):
+            if standing is not None and self._stands(standing, hit, estimate, now):
+                call.reservation = standing
                 return
+            if estimate is not None and self._reserve_remembered(
+                call, key, hit, estimate, now, standing
+            ):
+                return
+        if standing is not None:
+            self._give_back([standing])
         targets, complete, hard = self._lookup(call, now)
         self._hard_seen[key] = hard
         if complete and not targets:
@@ -551,6 +600,7 @@ class BudgetGuard:
         prepared = not complete
         if prepared:
             targets = self._prepare(call, now)
+        waited_until = None
         while targets:
             refusal = self._unpriced(targets) if estimate is None else None
             if refusal is None:
@@ -561,39 +611,76 @@ class BudgetGuard:
                     prepared = True
                     targets = self._prepare(call, now)
                     continue
+                if waited_until is None:
+                    waited_until = time.monotonic() + REFUSAL_WAIT_SECONDS
+                if time.monotonic() < waited_until and self._others_in_the_way(
+                    targets, estimate or 0
+                ):
+                    time.sleep(0.05)  # until they settle, or give back a standing hold
+                    now = utcnow()
+                    continue
                 refusal = self._refusal_for(targets, estimate or 0)
             self.tracker.refused(call, refusal)
             raise refusal
 
+    def _stands(self, held: Held, hit: Any, estimate: int | None, now: dt.datetime) -> bool:
+        """Whether the hold the thread's last call kept serves this call as it is: the
+        same budgets and periods, room for this call's worst case, and no commit by any
+        other connection since it was made (so it is still there, and still fits)."""
+        if estimate is None or estimate > held.amount or held.version != hit[0]:
+            return False
+        if held.until is None or now >= held.until:
+            return False
+        if held.periods != sorted(t.period_id for t in hit[2][0]):
+            return False
+        with self.tracker.store.tx() as tx:
+            return tx.data_version() == held.version
+
     def _reserve_remembered(
-        self, call: Call, key: tuple[str, str, str], hit: Any, amount: int, now: dt.datetime
+        self,
+        call: Call,
+        key: tuple[str, str, str],
+        hit: Any,
+        amount: int,
+        now: dt.datetime,
+        standing: Held | None,
     ) -> bool:
         """Reserve on the remembered targets in one write transaction, which first checks
         that no other connection has committed since (else reads the budgets again, under
-        the write lock). False, with nothing held, when anything else is needed — budgets
-        to make or to re-read outside, a refusal to explain: the full path then runs."""
+        the write lock) and gives back ``standing``, a hold that does not serve. False,
+        with nothing changed, when anything else is needed — budgets to make or to re-read
+        outside, a refusal to explain: the full path then runs."""
         with self.tracker.store.tx(write=True) as tx:
             version = tx.data_version()
             targets = hit[2][0]
-            if version != hit[0]:
+            quiet = version == hit[0]
+            if not quiet:
                 targets, complete, hard = self._read(tx, key, now, version)
                 self._hard_seen[key] = hard
                 if not complete or not targets:
                     tx.rollback()
                     return False
+            if standing is not None:
+                give_back(tx, [standing])
             held = self._hold(tx, *self._hold_plan(targets, amount, now))
             if held is None:
                 tx.rollback()
                 return False
+        if quiet and tx.memo is not None:  # may stand for the next call (see settle)
+            held.version, held.memo = version, tx.memo
+            half_lease = now + dt.timedelta(seconds=lease_seconds() / 2)
+            held.until = half_lease if hit[1] is None else min(half_lease, hit[1])
         call.reservation = held
         return True
 
     def _prepare(self, call: Call, now: dt.datetime) -> list[Target]:
         """Under the write lock: the budgets that apply now, with every missing default
-        child and current period made, and the holds of expired leases given back."""
+        child and current period made, and the holds of expired leases and this process's
+        standing holds given back."""
         with self.tracker.store.tx(write=True) as tx:
             if tx.memo is not None:
                 tx.memo.clear()  # what this connection writes does not change data_version
+            give_back(tx, self.standing.take_all())
             rows = candidate_budgets(tx, call.org, call.project, call.user)
             applicable, todo = resolve(rows, call.project, call.user)
             applicable += [materialize(tx, d, name, now) for d, name in todo]
@@ -660,6 +747,28 @@ class BudgetGuard:
             if t.budget.mode == "hard" and (t.budget.unpriced_policy or "refuse") == "refuse":
                 return self._refusal(t, None, "unpriced model")
         return None
+
+    def _others_in_the_way(self, targets: list[Target], amount: int) -> bool:
+        """Whether a refused reservation would fit but for other processes' holds (calls
+        in flight, or holds standing for their next call): worth waiting for. Holds of
+        this process's threads are not waited for (an asyncio task waiting here would keep
+        its siblings from settling)."""
+        hard = {t.period_id for t in targets if t.budget.mode == "hard"}
+        with self.tracker.store.tx() as tx:
+            for pid in hard:
+                p = tx.run(_REFUSAL, {"id": pid}).one()
+                if p.spent_nanos + amount > p.limit_nanos:
+                    return False  # no room even when every hold is settled
+            holds = tx.run(_OTHERS_HOLDS, {"owner": self.owner}).all()
+        return any(hard.intersection(map(int, h.period_ids.split(","))) for h in holds)
+
+    def _give_back(self, holds: list[Held]) -> None:
+        with self.tracker.store.tx(write=True) as tx:
+            give_back(tx, holds)
+
+    def release_standing(self) -> None:
+        """Give back the holds this process keeps for its threads' next calls."""
+        self.standing.release_all()
 
     def _refusal_for(self, targets: list[Target], amount: int) -> BudgetExceeded:
         """The refusal of a reservation that did not fit: the budget without room."""
@@ -749,15 +858,69 @@ class BudgetGuard:
         held: Held | None = call.reservation
         if held is None or not held.periods:
             return
-        cost = row.get("cost_nanos") or 0
-        if row.get("status") == "refused":
-            cost = 0
+        call.reservation = None
+        refused = row.get("status") == "refused"
+        cost = 0 if refused else row.get("cost_nanos") or 0
+        now = utcnow()
+        settled = None
+        if held.version is not None and not refused:
+            settled = self._settle_keeping(tx, call, held, cost, now)
+        if settled is None:
+            settled = self._settle_releasing(tx, held, cost, now)
+        if not refused:  # the rows settled: (id, spent_nanos, limit_nanos, ...)
+            states = [
+                PeriodState(r[0], r[1], r[2], *held.targets[r[0]][1:])
+                for r in settled
+                if r[0] in held.targets
+            ]
+            states.sort(key=lambda st: st.budget.id)
+            call.events.extend(decide_thresholds(tx, call, states, cost, self.fired))
+
+    def _settle_keeping(
+        self, tx: Tx, call: Call, held: Held, cost: int, now: dt.datetime
+    ) -> list[Any] | None:
+        """Settle and keep the hold standing for the thread's next call, if it may stand
+        and every hard budget has room for it after this call's cost. ``None`` (nothing
+        changed) when the hold is gone or was changed since: the usual settlement runs."""
+        key = (call.org, call.project, call.user)
+        if held.amount <= 0 or held.until is None or now >= held.until:
+            return None
+        if tx.memo is not held.memo:  # settled on another connection than it was made on
+            return None
+        if not self.standing.vacant(key):  # another task of this thread keeps one
+            return None
+        if held.keeping is None:
+            hard = frozenset(p for p, t in held.targets.items() if t.budget.mode == "hard")
+            held.keeping = (
+                _KEEP.get(tuple(held.periods)).text,
+                ",".join(map(str, held.periods)),
+                hard,
+            )
+        sql, period_ids, hard = held.keeping
+        params = {"cost": cost, "now": db_time_for(True, now), "token": held.token,
+                  "period_ids": period_ids}  # fmt: skip
+        settled = tx.execute(sql, params).fetchall()  # SQLite: plain tuples, in its style
+        if not settled:
+            return None
+        room = len(settled) == len(held.periods) and all(
+            spent + reserved <= limit for pid, spent, limit, reserved in settled if pid in hard
+        )
+        if room:
+            self.standing.keep(key, held)
+        else:
+            give_back(tx, [held])
+        return settled
+
+    @staticmethod
+    def _settle_releasing(tx: Tx, held: Held, cost: int, now: dt.datetime) -> list[Any]:
+        """Delete the hold, give back what it still holds and add the cost: the periods'
+        rows after it."""
         still = tx.run(_UNHOLD, {"token": held.token}).first()
         # What is still held, and on which periods: nothing if the lease expired and the
         # hold was given back; not on a period deleted since (its id may be reused).
         named = set() if still is None else {int(i) for i in still.period_ids.split(",")}
         amount = 0 if still is None else still.amount_nanos
-        now = db_time(tx, utcnow())
+        stamp = db_time(tx, now)
         # One UPDATE per amount on SQLite (one writer at a time); on PostgreSQL row by row
         # in ascending id order, the lock order every transaction keeps.
         groups: dict[tuple[int, int], list[int]] = {}
@@ -766,14 +929,6 @@ class BudgetGuard:
             groups.setdefault(key, []).append(pid)
         settled = []
         for (release, _), ids in sorted(groups.items(), key=lambda kv: kv[1][0]):
-            params = {"held": release, "cost": cost, "now": now}
+            params = {"held": release, "cost": cost, "now": stamp}
             settled += tx.run(_SETTLE.get(tuple(ids)), params).all()
-        call.reservation = None
-        if row.get("status") != "refused":
-            states = [
-                PeriodState(r.id, r.spent_nanos, r.limit_nanos, *held.targets[r.id][1:])
-                for r in settled
-                if r.id in held.targets
-            ]
-            states.sort(key=lambda st: st.budget.id)
-            call.events.extend(decide_thresholds(tx, call, states, cost, self.fired))
+        return settled
