@@ -25,7 +25,7 @@ from ..timeutil import utcnow
 if TYPE_CHECKING:
     from ..pipeline import Call
 
-__all__ = ["BudgetThresholdReached", "decide_refusal", "decide_thresholds"]
+__all__ = ["BudgetThresholdReached", "decide_refusal", "decide_thresholds", "reaches_a_threshold"]
 
 PPM = 1_000_000
 
@@ -147,6 +147,13 @@ def _thresholds_ppm(thresholds_json: str, mode: str) -> tuple[int, ...]:
     if mode == "soft":
         values.add(PPM)  # soft budgets always say when they pass 100 %
     return tuple(sorted(values))
+
+
+def reaches_a_threshold(spent_nanos: int, limit_nanos: int, budget: Any) -> bool:
+    """Whether a period with this spend is at or past the budget's first threshold (only
+    then can settling a call there alert)."""
+    ppms = _thresholds_ppm(budget.thresholds, budget.mode)
+    return bool(ppms) and limit_nanos > 0 and spent_nanos * PPM >= ppms[0] * limit_nanos
 
 
 class PeriodState(NamedTuple):

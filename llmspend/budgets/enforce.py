@@ -30,7 +30,7 @@ from typing import TYPE_CHECKING, Any, NamedTuple
 from sqlalchemy import Connection, select, update
 from sqlalchemy.exc import DBAPIError
 
-from ..alerting.events import PeriodState, decide_thresholds
+from ..alerting.events import PeriodState, decide_thresholds, reaches_a_threshold
 from ..errors import BudgetExceeded, ConfigError, StoreError, StoreUnavailable
 from ..money import nanos_to_usd
 from ..pipeline import DEFAULT_OUTPUT_CAP
@@ -633,8 +633,7 @@ class BudgetGuard:
             return False
         if held.periods != sorted(t.period_id for t in hit[2][0]):
             return False
-        with self.tracker.store.tx() as tx:
-            return tx.data_version() == held.version
+        return self.tracker.store.thread_data_version() == held.version
 
     def _reserve_remembered(
         self,
@@ -867,12 +866,14 @@ class BudgetGuard:
             settled = self._settle_keeping(tx, call, held, cost, now)
         if settled is None:
             settled = self._settle_releasing(tx, held, cost, now)
-        if not refused:  # the rows settled: (id, spent_nanos, limit_nanos, ...)
-            states = [
-                PeriodState(r[0], r[1], r[2], *held.targets[r[0]][1:])
-                for r in settled
-                if r[0] in held.targets
-            ]
+        if refused:
+            return
+        states = [  # the rows settled: (id, spent_nanos, limit_nanos, ...)
+            PeriodState(r[0], r[1], r[2], *held.targets[r[0]][1:])
+            for r in settled
+            if r[0] in held.targets and reaches_a_threshold(r[1], r[2], held.targets[r[0]].budget)
+        ]
+        if states:
             states.sort(key=lambda st: st.budget.id)
             call.events.extend(decide_thresholds(tx, call, states, cost, self.fired))
 

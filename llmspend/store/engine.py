@@ -300,6 +300,18 @@ class Store:
             return None
         return d.memo
 
+    def thread_data_version(self) -> int | None:
+        """``PRAGMA data_version`` on this thread's own SQLite connection (see
+        ``Tx.data_version``); ``None`` if it has none free or the read fails (whatever
+        runs next on the store meets the failure and reports it)."""
+        d: _Direct | None = getattr(self._local, "d", None)
+        if d is None or d.busy or d.pid != os.getpid():
+            return None
+        try:
+            return int(d.conn.execute("PRAGMA data_version").fetchone()[0])
+        except Exception:
+            return None
+
     def _direct(self) -> _Direct | None:
         """This thread's SQLite connection (``None`` when it is in use: nested use)."""
         d: _Direct | None = getattr(self._local, "d", None)
