@@ -49,6 +49,15 @@ def store_path(tracker: Any) -> str:
     return str(tracker.settings.database_url.removeprefix("sqlite:///"))
 
 
+def two_calls(tracker: Any, limit: Decimal = ONE * 100) -> str:
+    """A daily project budget of ``limit`` and two calls made under it (the first reads
+    the budgets; the second finds them remembered and keeps its hold standing)."""
+    llmspend.set_budget("project", "acme/churn", limit, "day")
+    spend()
+    spend()
+    return store_path(tracker)
+
+
 def wait_for(check: Any, seconds: float = 20.0) -> Any:
     deadline = time.monotonic() + seconds
     while not (got := check()) and time.monotonic() < deadline:
@@ -57,10 +66,7 @@ def wait_for(check: Any, seconds: float = 20.0) -> Any:
 
 
 def test_back_to_back_calls_reuse_one_hold_and_give_it_back_when_idle(installed) -> None:  # type: ignore[no-untyped-def]
-    path = store_path(installed)
-    llmspend.set_budget("project", "acme/churn", ONE * 100, "day")
-    spend()
-    spend()
+    path = two_calls(installed)
     spent, reserved, tokens = outside(path)
     assert (spent, reserved, len(tokens)) == (ONE * 2, ONE, 1)  # one call's worst case stands
     for _ in range(3):
@@ -74,10 +80,7 @@ def test_back_to_back_calls_reuse_one_hold_and_give_it_back_when_idle(installed)
 
 
 def test_a_status_read_in_the_kernel_gives_its_standing_hold_back(installed) -> None:  # type: ignore[no-untyped-def]
-    path = store_path(installed)
-    llmspend.set_budget("project", "acme/churn", ONE * 100, "day")
-    spend()
-    spend()
+    path = two_calls(installed)
     _, reserved, before = outside(path)
     assert reserved == ONE
     (s,) = llmspend.budget_status("project", "acme/churn")
@@ -89,10 +92,7 @@ def test_a_status_read_in_the_kernel_gives_its_standing_hold_back(installed) -> 
 
 
 def test_a_hold_stands_only_while_the_budget_has_room_for_another_call(installed) -> None:  # type: ignore[no-untyped-def]
-    path = store_path(installed)
-    llmspend.set_budget("project", "acme/churn", ONE * 3, "day")
-    spend()
-    spend()
+    path = two_calls(installed, limit=ONE * 3)
     assert outside(path)[:2] == (ONE * 2, ONE)  # 2 spent + 1 held fits the limit of 3
     spend()  # the third call uses it; a fourth would not fit, so nothing is kept
     assert outside(path) == (ONE * 3, 0, [])
@@ -103,10 +103,7 @@ def test_a_hold_stands_only_while_the_budget_has_room_for_another_call(installed
 
 @pytest.mark.parametrize("how", ["uninstall", "install on another store"])
 def test_uninstall_or_a_new_store_gives_the_standing_hold_back(installed, tmp_path, how) -> None:  # type: ignore[no-untyped-def]
-    path = store_path(installed)
-    llmspend.set_budget("project", "acme/churn", ONE * 100, "day")
-    spend()
-    spend()
+    path = two_calls(installed)
     assert outside(path)[1] == ONE
     if how == "uninstall":
         llmspend.uninstall()
@@ -120,10 +117,7 @@ def test_uninstall_or_a_new_store_gives_the_standing_hold_back(installed, tmp_pa
 def test_a_budget_lowered_by_another_process_is_met_by_the_next_call(installed) -> None:  # type: ignore[no-untyped-def]
     """A commit by another connection makes the hold unusable: it is given back in the
     transaction of the next call's reservation, which meets the new limit."""
-    path = store_path(installed)
-    llmspend.set_budget("project", "acme/churn", ONE * 100, "day")
-    spend()
-    spend()
+    path = two_calls(installed)
     assert len(outside(path)[2]) == 1
     with sqlite3.connect(path) as conn:  # another kernel lowers the limit to what is spent
         conn.execute("UPDATE llmspend_budget_periods SET limit_nanos = spent_nanos + 1")
