@@ -13,8 +13,11 @@ first period of a new day or month (roll-over is lazy: no background job) — or
 reservation is refused, a preparing transaction re-reads everything under the write
 lock, makes what is missing and reclaims the holds of expired leases (a kernel that died
 mid-call), then the reservation is tried once more. Still refused: ``BudgetExceeded`` is
-raised before any byte is sent. After the call, the reservation is settled to the actual
-cost in the same transaction that writes the call's row.
+raised before any byte is sent — unless the budgets would have room but for other
+processes' holds: the call then waits for those (up to ``REFUSAL_WAIT_SECONDS``) first.
+After the call, the reservation is settled to the actual cost in the same transaction
+that writes the call's row; on SQLite that settlement may keep the hold standing for the
+thread's next call (see :mod:`.standing`).
 """
 
 from __future__ import annotations
