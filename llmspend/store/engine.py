@@ -308,7 +308,7 @@ class Store:
         if d is None or d.busy or d.pid != os.getpid():
             return None
         try:
-            return int(d.conn.execute("PRAGMA data_version").fetchone()[0])
+            return Tx(d.conn, self.engine.dialect).data_version()
         except Exception:
             return None
 
