@@ -5,15 +5,24 @@ alternating between llmspend installed and not (interleaved, so machine noise hi
 alike), with and without budgets, on a SQLite store. Prints median and p99 of each and the
 added latency. Targets: median <= 0.3 ms, p99 <= 2 ms on SQLite.
 
-    python benchmarks/overhead.py [--calls 2000] [--budgets]
+The simulator runs in a process of its own (``llmspend sim serve``), as a provider does:
+on a thread of the calling process its request handling would take turns with the call
+for the GIL, which no real call pays. ``--sim-in-process`` runs it on a thread anyway.
+
+    python benchmarks/overhead.py [--calls 2000] [--sim-in-process]
 """
 
 from __future__ import annotations
 
 import argparse
+import contextlib
+import re
 import statistics
+import subprocess
+import sys
 import tempfile
 import time
+from collections.abc import Iterator
 
 
 def pct(values: list[float], q: float) -> float:
@@ -21,21 +30,48 @@ def pct(values: list[float], q: float) -> float:
     return values[min(len(values) - 1, int(q * len(values)))]
 
 
+@contextlib.contextmanager
+def sim_process() -> Iterator[str]:
+    """``llmspend sim serve`` on a free port, in a child process: its OpenAI base URL."""
+    cmd = [sys.executable, "-m", "llmspend", "sim", "serve", "--port", "0"]
+    with subprocess.Popen(cmd, stdout=subprocess.PIPE, text=True) as proc:
+        try:
+            line = proc.stdout.readline() if proc.stdout else ""
+            found = re.search(r"OpenAI base_url (\S+)\)", line)
+            if not found:
+                raise RuntimeError(f"the simulator did not start: {line!r}")
+            yield found.group(1)
+        finally:
+            proc.terminate()
+            proc.wait(timeout=10)
+
+
+@contextlib.contextmanager
+def sim_thread() -> Iterator[str]:
+    from llmspend.sim import SimServer
+
+    with SimServer() as sim:
+        yield sim.openai_base_url
+
+
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__)
     ap.add_argument("--calls", type=int, default=2000)
     ap.add_argument("--block", type=int, default=20, help="calls per interleaved block")
     ap.add_argument("--database-url", default=None)
+    ap.add_argument(
+        "--sim-in-process", action="store_true", help="run the simulator on a thread of this one"
+    )
     args = ap.parse_args()
 
     import openai
 
     import llmspend
-    from llmspend.sim import SimServer
 
-    with tempfile.TemporaryDirectory() as tmp, SimServer() as sim:
+    sim = sim_thread() if args.sim_in_process else sim_process()
+    with tempfile.TemporaryDirectory() as tmp, sim as base_url:
         url = args.database_url or f"sqlite:///{tmp}/overhead.sqlite"
-        client = openai.OpenAI(api_key="x", base_url=sim.openai_base_url, max_retries=0)
+        client = openai.OpenAI(api_key="x", base_url=base_url, max_retries=0)
         msgs = [{"role": "user", "content": "How many tokens is this sentence?"}]
 
         def one() -> float:
