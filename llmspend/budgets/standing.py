@@ -30,12 +30,13 @@ from __future__ import annotations
 
 import atexit
 import logging
-import os
 import threading
 import time
 import weakref
 from collections.abc import Callable
 from typing import Any
+
+from .. import _process
 
 __all__ = ["IDLE_SECONDS", "StandingHolds"]
 
@@ -63,7 +64,7 @@ class StandingHolds:
 
     @staticmethod
     def _slot(key: tuple[str, str, str]) -> _Slot:
-        return (os.getpid(), threading.get_ident(), key)
+        return (_process.pid, threading.get_ident(), key)
 
     def take(self, key: tuple[str, str, str]) -> Any:
         """This thread's hold for ``key``, no longer standing (``None`` if there is none).
@@ -92,7 +93,7 @@ class StandingHolds:
     def take_all(self, kept_before: float | None = None) -> list[Any]:
         """Take this process's standing holds (only those kept before ``kept_before``):
         the caller gives them back."""
-        pid = os.getpid()
+        pid = _process.pid
         with self._lock:
             slots = [
                 slot
@@ -114,7 +115,7 @@ class StandingHolds:
             log.warning("llmspend: could not give back %d standing hold(s)", len(holds))
 
     def _release_idle(self) -> None:
-        pid = os.getpid()
+        pid = _process.pid
         while True:
             time.sleep(IDLE_SECONDS / 4)
             holds = self.take_all(kept_before=time.monotonic() - IDLE_SECONDS)

@@ -22,8 +22,9 @@ from typing import Any
 from sqlalchemy import Connection, Engine, create_engine, event, exc, text
 from sqlalchemy.engine import make_url
 
+from .. import _process
 from ..errors import ConfigError, SchemaTooNewError, StoreError
-from .fastsql import Tx
+from .fastsql import Tx, data_version
 
 __all__ = ["Store", "current_revisions", "forget_store", "open_store", "safe_url", "upgrade"]
 
@@ -128,7 +129,7 @@ class _Checkpointer:
         self.pending = 0
         self._wake = threading.Event()
         self._stopping = False
-        self.pid = os.getpid()
+        self.pid = _process.pid
         self._thread = threading.Thread(target=self._run, name="llmspend-checkpoint", daemon=True)
         self._thread.start()
 
@@ -182,12 +183,12 @@ class _Checkpointer:
 
     @property
     def alive(self) -> bool:
-        return not self._stopping and self.pid == os.getpid()
+        return not self._stopping and self.pid == _process.pid
 
     def stop(self) -> None:
         self._stopping = True
         self._wake.set()
-        if self.pid == os.getpid() and self._thread is not threading.current_thread():
+        if self.pid == _process.pid and self._thread is not threading.current_thread():
             self._thread.join(timeout=10)
 
 
@@ -198,7 +199,7 @@ class _Direct:
 
     def __init__(self, conn: Any) -> None:
         self.conn = conn
-        self.pid = os.getpid()
+        self.pid = _process.pid
         self.busy = False
         self.memo: dict[Any, Any] = {}  # see Tx.memo
 
@@ -296,7 +297,7 @@ class Store:
         """The memo of this thread's own SQLite connection (see ``Tx.memo``), if it has
         one and is not in a transaction; opens nothing."""
         d: _Direct | None = getattr(self._local, "d", None)
-        if d is None or d.busy or d.pid != os.getpid():
+        if d is None or d.busy or d.pid != _process.pid:
             return None
         return d.memo
 
@@ -305,17 +306,17 @@ class Store:
         ``Tx.data_version``); ``None`` if it has none free or the read fails (whatever
         runs next on the store meets the failure and reports it)."""
         d: _Direct | None = getattr(self._local, "d", None)
-        if d is None or d.busy or d.pid != os.getpid():
+        if d is None or d.busy or d.pid != _process.pid:
             return None
         try:
-            return Tx(d.conn, self.engine.dialect).data_version()
+            return data_version(d.conn)
         except Exception:
             return None
 
     def _direct(self) -> _Direct | None:
         """This thread's SQLite connection (``None`` when it is in use: nested use)."""
         d: _Direct | None = getattr(self._local, "d", None)
-        if d is not None and d.pid == os.getpid():
+        if d is not None and d.pid == _process.pid:
             return None if d.busy else d
         import sqlite3
 
@@ -371,7 +372,7 @@ class Store:
             directs = list(self._directs)
             self._directs.clear()
         for d in directs:
-            if d.pid == os.getpid():
+            if d.pid == _process.pid:
                 with contextlib.suppress(Exception):
                     d.conn.close()
         self._local = threading.local()

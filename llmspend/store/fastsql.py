@@ -16,7 +16,7 @@ from typing import Any
 
 from sqlalchemy import Connection
 
-__all__ = ["SQL", "Tx", "db_time", "db_time_for", "py_time", "run"]
+__all__ = ["SQL", "Tx", "data_version", "db_time", "db_time_for", "py_time", "run"]
 
 _NAMED = re.compile(r"(?<!:):([A-Za-z_][A-Za-z0-9_]*)")
 
@@ -102,7 +102,7 @@ class Tx:
 
     def data_version(self) -> int:
         """SQLite's ``PRAGMA data_version``: changes when another connection commits."""
-        return int(self.dbapi.execute("PRAGMA data_version").fetchone()[0])
+        return data_version(self.dbapi)
 
     @classmethod
     def of(cls, conn: Connection | Tx) -> Tx:
@@ -129,6 +129,11 @@ class Tx:
     def rollback(self) -> None:
         """End the transaction, undoing it; later statements run in a new one."""
         self.dbapi.rollback()
+
+
+def data_version(dbapi: Any) -> int:
+    """``PRAGMA data_version`` on a sqlite3 connection (see :meth:`Tx.data_version`)."""
+    return int(dbapi.execute("PRAGMA data_version").fetchone()[0])
 
 
 def run(conn: Connection | Tx, sql: SQL, params: dict[str, Any] | None = None) -> Result:
