@@ -117,8 +117,8 @@ class Call:
 
     __slots__ = (
         "tracker", "provider", "api", "model", "streamed", "org", "project", "user", "tags",
-        "ts", "t0", "_input_upper", "_payload", "output_cap", "estimate_nanos", "reservation",
-        "_done", "_lock", "row", "events",
+        "ts", "epoch", "t0", "_input_upper", "_payload", "output_cap", "estimate_nanos",
+        "reservation", "_done", "_lock", "row", "events",
     )  # fmt: skip
 
     def __init__(
@@ -144,6 +144,7 @@ class Call:
         self.user = over.user or tracker.user
         self.tags = dict(over.tags)
         self.ts = utcnow()
+        self.epoch = self.ts.replace(tzinfo=dt.UTC).timestamp()  # for the price in force
         self.t0 = time.perf_counter()
         self._input_upper = input_upper
         self._payload = payload
@@ -211,10 +212,9 @@ class Call:
         if usage is None and status in ("error", "refused"):
             cost, pstatus, ref = 0, "priced", None
         else:
-            epoch = self.ts.replace(tzinfo=dt.UTC).timestamp()
             cost, pstatus, ref = tracker.pricebook.price_nanos(
                 self.provider, model, u.input_tokens, u.cached_input_tokens,
-                u.cache_write_tokens, u.output_tokens, u.reasoning_tokens, epoch,
+                u.cache_write_tokens, u.output_tokens, u.reasoning_tokens, self.epoch,
                 response_model=None if model == self.model else model,
             )  # fmt: skip
             if cost is None and pstatus == "unknown":

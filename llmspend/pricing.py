@@ -333,8 +333,12 @@ class PriceBook:
         that costs more), at the tier ``input_tokens`` reaches, plus per-request fees;
         rounded up.
         """
-        _check_usage(input_tokens, 0, 0, output_tokens, 0)
-        plan = self._plan(provider, model, None, 3)
+        i, o = input_tokens, output_tokens
+        if not (type(i) is type(o) is int and i >= 0 and o >= 0):
+            _check_usage(i, 0, 0, o, 0)
+        plan = self._plans.get((provider, model, None))  # the fast path, as in price_nanos
+        if plan is None:
+            plan = self._plan(provider, model, None, 3)
         if plan.first is None:
             return None
         rt = plan.window(at_epoch).rates(input_tokens)

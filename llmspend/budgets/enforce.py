@@ -100,6 +100,7 @@ class Held:
     version: int | None = None
     until: dt.datetime | None = None
     memo: Any = None
+    source: Any = None  # the remembered targets it was made for (``is`` tells them apart)
     keeping: Any = None  # what settling it while it stands sends, made once (see settle)
 
 
@@ -575,7 +576,7 @@ class BudgetGuard:
         return found
 
     def _before_call(self, call: Call) -> None:
-        now = utcnow()
+        now = call.ts
         key = (call.org, call.project, call.user)
         estimate: int | None = None
         standing = self.standing.take(key)
@@ -634,7 +635,7 @@ class BudgetGuard:
             return False
         if held.until is None or now >= held.until:
             return False
-        if held.periods != sorted(t.period_id for t in hit[2][0]):
+        if hit[2][0] is not held.source and held.periods != sorted(t.period_id for t in hit[2][0]):
             return False
         return self.tracker.store.thread_data_version() == held.version
 
@@ -669,7 +670,7 @@ class BudgetGuard:
                 tx.rollback()
                 return False
         if quiet and tx.memo is not None:  # may stand for the next call (see settle)
-            held.version, held.memo = version, tx.memo
+            held.version, held.memo, held.source = version, tx.memo, targets
             half_lease = now + dt.timedelta(seconds=lease_seconds() / 2)
             held.until = half_lease if hit[1] is None else min(half_lease, hit[1])
         call.reservation = held
@@ -809,8 +810,7 @@ class BudgetGuard:
         out = call.output_cap
         if out is None:
             out = book.output_cap(call.provider, call.model) or DEFAULT_OUTPUT_CAP
-        epoch = call.ts.replace(tzinfo=dt.UTC).timestamp()
-        return book.worst_case_nanos(call.provider, call.model, call.input_upper, out, epoch)
+        return book.worst_case_nanos(call.provider, call.model, call.input_upper, out, call.epoch)
 
     # -- ingested history ------------------------------------------------------------------
     def count_ingested(self, conn: Connection, rows: list[dict[str, Any]]) -> None:
