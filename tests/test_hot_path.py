@@ -267,3 +267,28 @@ def test_a_call_held_on_a_deleted_budget_does_not_release_what_its_successor_hol
     new.finish(Usage(input_tokens=1000, output_tokens=100))
     (done,) = llmspend.budget_status("project", "acme/churn")
     assert done.reserved_usd == 0
+
+
+def test_a_forked_child_records_on_a_connection_of_its_own(installed) -> None:  # type: ignore[no-untyped-def]
+    """The process id is read once, and again in a child after fork: the child must not
+    take its parent's SQLite connection (or standing holds) for its own."""
+    from llmspend import _process
+
+    spend()  # the parent's thread connection is open
+    read, write = os.pipe()
+    pid = os.fork()
+    if pid == 0:  # the child: report, never return into pytest
+        try:
+            said = b"ok" if _process.pid == os.getpid() else b"stale process id"
+            spend()
+        except BaseException as exc:  # reported to the parent
+            said = repr(exc).encode()[:300]
+        os.write(write, said)
+        os._exit(0)
+    os.close(write)
+    with os.fdopen(read, "rb") as pipe:
+        said = pipe.read()
+    os.waitpid(pid, 0)
+    assert said == b"ok"
+    assert _process.pid == os.getpid()
+    assert len(llmspend.records()) == 2
