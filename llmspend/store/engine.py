@@ -195,13 +195,104 @@ class _Checkpointer:
 class _Direct:
     """A thread's own SQLite connection for the hot path (weakly tracked for dispose)."""
 
-    __slots__ = ("__weakref__", "busy", "conn", "memo", "pid")
+    __slots__ = ("__weakref__", "busy", "committed", "conn", "memo", "pid", "serial")
 
     def __init__(self, conn: Any) -> None:
         self.conn = conn
         self.pid = _process.pid
         self.busy = False
         self.memo: dict[Any, Any] = {}  # see Tx.memo
+        self.serial = 0  # transactions begun on it
+        self.committed = -1  # the serial of the last write transaction it committed
+
+
+class _TxScope:
+    """The context manager of :meth:`Store.tx` (a class: it runs on every call)."""
+
+    __slots__ = ("dbapi", "direct", "store", "tx", "write")
+
+    def __init__(self, store: Store, write: bool) -> None:
+        self.store = store
+        self.write = write
+        self.direct: _Direct | None = None
+        self.dbapi: Any = None
+        self.tx: Tx | None = None
+
+    def __enter__(self) -> Tx:
+        store = self.store
+        dialect = store.engine.dialect
+        direct = store._direct() if store._sqlite_path is not None else None
+        serial = follows = None
+        if direct is None:
+            try:
+                self.dbapi = store.engine.raw_connection()
+            except (exc.OperationalError, dialect.loaded_dbapi.OperationalError) as e:
+                raise StoreError(
+                    f"cannot reach the store {safe_url(store.url)}: {_reason(e)}"
+                ) from e
+        else:
+            self.direct, self.dbapi = direct, direct.conn
+            direct.busy = True
+            follows = direct.committed if direct.committed == direct.serial else None
+            direct.serial = serial = direct.serial + 1
+        try:
+            if self.write and store.is_sqlite:
+                self.dbapi.execute("BEGIN IMMEDIATE")
+        except BaseException as e:
+            self.__exit__(type(e), e, None)  # raises driver errors as SQLAlchemy's
+            raise
+        memo = None if direct is None else direct.memo
+        self.tx = Tx(self.dbapi, dialect, memo, serial, follows)
+        return self.tx
+
+    def __exit__(self, kind: Any, error: Any, tb: Any) -> None:
+        direct = self.direct
+        try:
+            if error is None:
+                try:
+                    if self.write or direct is None:  # a direct read ran in autocommit
+                        self.dbapi.commit()
+                except BaseException as e:
+                    self._failed(e)
+                    raise
+                if direct is not None and self.write:
+                    if self.tx is not None and self.tx.serial is not None:  # not rolled back
+                        direct.committed = direct.serial
+                    self.store._committed()
+            else:
+                self._failed(error)
+        finally:
+            if direct is not None:
+                direct.busy = False
+            else:
+                self._close_pooled()
+
+    def _failed(self, e: BaseException) -> None:
+        """Roll back; a driver error is raised again as SQLAlchemy's (a broken SQLite
+        connection of the thread's own is dropped, a broken pooled one invalidated)."""
+        store, direct = self.store, self.direct
+        with contextlib.suppress(Exception):
+            self.dbapi.rollback()
+        driver = store.engine.dialect.loaded_dbapi
+        if not isinstance(e, driver.Error):
+            return
+        if isinstance(e, driver.OperationalError | driver.InterfaceError):
+            if direct is not None:
+                direct.busy = False
+                store._drop_direct(direct)
+                self.direct = None
+                self.dbapi = None  # nothing to give back to the pool
+            else:
+                with contextlib.suppress(Exception):
+                    self.dbapi.invalidate()
+        raise exc.DBAPIError.instance(
+            None, None, e, driver.Error, dialect=store.engine.dialect
+        ) from e
+
+    def _close_pooled(self) -> None:
+        if self.dbapi is not None:
+            with contextlib.suppress(Exception):
+                self.dbapi.close()  # back to the pool
 
 
 class Store:
@@ -239,8 +330,7 @@ class Store:
             with conn.begin():
                 yield conn
 
-    @contextlib.contextmanager
-    def tx(self, *, write: bool = False) -> Iterator[Tx]:
+    def tx(self, *, write: bool = False) -> _TxScope:
         """A transaction straight on a DBAPI connection: the per-call hot path.
 
         SQLite uses a connection of the thread's own (opened with the engine's settings,
@@ -249,49 +339,9 @@ class Store:
         BEGIN/COMMIT). PostgreSQL checks a connection out of the engine's pool. Commits on
         success, rolls back on any exception; driver errors come out as SQLAlchemy's
         (``sqlalchemy.exc.OperationalError`` and friends), like the rest of the store.
+        Used as ``with store.tx(write=True) as tx:``.
         """
-        driver = self.engine.dialect.loaded_dbapi
-        direct = self._direct() if self._sqlite_path is not None else None
-        pooled = direct is None
-        if direct is None:
-            try:
-                dbapi: Any = self.engine.raw_connection()
-            except (exc.OperationalError, driver.OperationalError) as e:
-                raise StoreError(
-                    f"cannot reach the store {safe_url(self.url)}: {_reason(e)}"
-                ) from e
-        else:
-            dbapi = direct.conn
-            direct.busy = True
-        try:
-            if write and self.is_sqlite:
-                dbapi.execute("BEGIN IMMEDIATE")
-            yield Tx(dbapi, self.engine.dialect, None if direct is None else direct.memo)
-            if write or direct is None:  # a direct read ran in autocommit: nothing to end
-                dbapi.commit()
-            if write and direct is not None:
-                self._committed()
-        except BaseException as e:
-            with contextlib.suppress(Exception):
-                dbapi.rollback()
-            if isinstance(e, driver.Error):
-                broken = isinstance(e, driver.OperationalError | driver.InterfaceError)
-                if broken and direct is not None:
-                    self._drop_direct(direct)
-                    direct = None
-                elif broken:
-                    with contextlib.suppress(Exception):
-                        dbapi.invalidate()
-                raise exc.DBAPIError.instance(
-                    None, None, e, driver.Error, dialect=self.engine.dialect
-                ) from e
-            raise
-        finally:
-            if direct is not None:
-                direct.busy = False
-            if pooled:
-                with contextlib.suppress(Exception):
-                    dbapi.close()  # back to the pool
+        return _TxScope(self, write)
 
     def thread_memo(self) -> dict[Any, Any] | None:
         """The memo of this thread's own SQLite connection (see ``Tx.memo``), if it has

@@ -90,15 +90,27 @@ class Tx:
     ``postgresql``).
     """
 
-    __slots__ = ("dbapi", "dialect", "memo", "sqlite")
+    __slots__ = ("dbapi", "dialect", "follows", "memo", "serial", "sqlite")
 
-    def __init__(self, dbapi: Any, dialect: Any, memo: dict[Any, Any] | None = None) -> None:
+    def __init__(
+        self,
+        dbapi: Any,
+        dialect: Any,
+        memo: dict[Any, Any] | None = None,
+        serial: int | None = None,
+        follows: int | None = None,
+    ) -> None:
         self.dbapi = dbapi
         self.dialect = dialect
         self.sqlite: bool = dialect.name == "sqlite"
         # Kept with a thread's own SQLite connection, for results that stay true while
         # data_version() does not change; None where there is no such connection.
         self.memo = memo
+        # On a thread's own SQLite connection: this transaction's number on it, and the
+        # number of the one before if that one committed a write (else None). With
+        # data_version() unchanged too, nothing was written since that one committed.
+        self.serial = serial
+        self.follows = follows
 
     def data_version(self) -> int:
         """SQLite's ``PRAGMA data_version``: changes when another connection commits."""
@@ -128,6 +140,7 @@ class Tx:
 
     def rollback(self) -> None:
         """End the transaction, undoing it; later statements run in a new one."""
+        self.serial = None  # what was read in it may not be what the store keeps
         self.dbapi.rollback()
 
 
