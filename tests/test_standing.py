@@ -127,6 +127,39 @@ def test_a_budget_lowered_by_another_process_is_met_by_the_next_call(installed) 
     assert outside(path) == (ONE * 2, 0, [])
 
 
+def test_a_settlement_meets_what_another_kernel_committed_while_the_call_was_out(installed) -> None:  # type: ignore[no-untyped-def]
+    """Settlements after the first keep the periods' rows in memory instead of reading
+    them back; a commit by another connection while a call is out must not be missed."""
+    path = two_calls(installed, limit=ONE * 10)
+    spend()  # settled from what the last settlement left: 3 spent, 1 held
+    assert outside(path)[:2] == (ONE * 3, ONE)
+    c = begin_call(
+        "openai", "chat.completions", "gpt-4o-mini", input_tokens=1000, max_output_tokens=100
+    )
+    assert c is not None  # sent on the standing hold
+    with sqlite3.connect(path) as conn:  # another kernel settles 6 calls meanwhile
+        conn.execute("UPDATE llmspend_budget_periods SET spent_nanos = spent_nanos + ?",
+                     (int(ONE * 6 * NANOS),))  # fmt: skip
+    c.finish(Usage(input_tokens=1000, output_tokens=100))
+    # 10 spent: no room for another call, so the hold is given back, not kept.
+    assert outside(path) == (ONE * 10, 0, [])
+
+
+def test_a_settlement_meets_what_this_thread_wrote_for_another_user(installed) -> None:  # type: ignore[no-untyped-def]
+    """Another user's calls on the same thread write through the same connection (no
+    data_version change): the next settlement of the first user's hold still counts them."""
+    path = two_calls(installed, limit=ONE * 10)
+    spend()  # ana: 3 spent, her hold of 1 standing
+    with llmspend.attribute(user="bob"):
+        for _ in range(5):  # bob's calls on the same project budget
+            spend()
+    spent, reserved, tokens = outside(path)
+    assert (spent, reserved, len(tokens)) == (ONE * 8, ONE * 2, 2)  # both holds stand
+    spend()  # ana: 9 spent + bob's hold of 1 leaves no room for her next call
+    spent, reserved, tokens = outside(path)
+    assert (spent, reserved, len(tokens)) == (ONE * 9, ONE, 1)
+
+
 KERNEL = r"""
 import sys, llmspend
 from llmspend.pipeline import Usage, begin_call

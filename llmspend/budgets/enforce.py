@@ -101,6 +101,8 @@ class Held:
     until: dt.datetime | None = None
     memo: Any = None
     source: Any = None  # the remembered targets it was made for (``is`` tells them apart)
+    # (transaction number, the periods' rows) of the settlement that last kept it standing.
+    mirror: tuple[int, list[Any]] | None = None
     keeping: Any = None  # what settling it while it stands sends, made once (see settle)
 
 
@@ -477,6 +479,21 @@ _KEEP = _Statements(
         f"WHERE id IN ({_ids(ids)}) AND (SELECT period_ids FROM llmspend_reservations "
         "WHERE token = :token) = :period_ids "
         "RETURNING id, spent_nanos, limit_nanos, reserved_nanos"
+    )
+)
+# The same when the periods' rows are known (see _settle_keeping), and reading them back.
+_KEEP_KNOWN = _Statements(
+    lambda ids: SQL(
+        "UPDATE llmspend_budget_periods SET spent_nanos = spent_nanos + :cost, "  # noqa: S608
+        "calls = calls + 1, updated_at = :now "
+        f"WHERE id IN ({_ids(ids)}) AND (SELECT period_ids FROM llmspend_reservations "
+        "WHERE token = :token) = :period_ids"
+    )
+)
+_KEPT = _Statements(
+    lambda ids: SQL(
+        "SELECT id, spent_nanos, limit_nanos, reserved_nanos "  # noqa: S608
+        f"FROM llmspend_budget_periods WHERE id IN ({_ids(ids)}) ORDER BY id"
     )
 )
 _REFUSAL = SQL(
@@ -894,23 +911,43 @@ class BudgetGuard:
         if not self.standing.vacant(key):  # another task of this thread keeps one
             return None
         if held.keeping is None:
+            ids = tuple(held.periods)
             hard = frozenset(p for p, t in held.targets.items() if t.budget.mode == "hard")
             held.keeping = (
-                _KEEP.get(tuple(held.periods)).text,
+                _KEEP.get(ids).text,
+                _KEEP_KNOWN.get(ids).text,
+                _KEPT.get(ids).text,
                 ",".join(map(str, held.periods)),
                 hard,
             )
-        sql, period_ids, hard = held.keeping
+        keep_sql, known_sql, read_sql, period_ids, hard = held.keeping
         params = {"cost": cost, "now": db_time_for(True, now), "token": held.token,
                   "period_ids": period_ids}  # fmt: skip
-        settled = tx.execute(sql, params).fetchall()  # SQLite: plain tuples, in its style
-        if not settled:
-            return None
+        mirror, held.mirror = held.mirror, None
+        version = tx.data_version()
+        # SQLite's statements take plain tuples and give them back, in its own style.
+        if mirror is not None and tx.follows == mirror[0] and version == held.version:
+            # Nothing was written since the settlement that left ``mirror``: not by another
+            # connection (data_version), not by this one (its last transaction was that
+            # one). So the periods are as it read them back, and need not be read again.
+            changed = tx.execute(known_sql, params).rowcount
+            if not changed:
+                return None
+            if changed == len(held.periods):
+                settled = [(p, spent + cost, lim, res) for p, spent, lim, res in mirror[1]]
+            else:
+                settled = tx.execute(read_sql).fetchall()
+        else:
+            settled = tx.execute(keep_sql, params).fetchall()
+            if not settled:
+                return None
         room = len(settled) == len(held.periods) and all(
             spent + reserved <= limit for pid, spent, limit, reserved in settled if pid in hard
         )
         if room:
             self.standing.keep(key, held)
+            if version == held.version and tx.serial is not None:
+                held.mirror = (tx.serial, settled)
         else:
             give_back(tx, [held])
         return settled
