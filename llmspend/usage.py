@@ -12,6 +12,7 @@ import functools
 import json
 import math
 import numbers
+import operator
 from collections.abc import Iterable, Mapping, Sequence
 from decimal import Decimal, InvalidOperation
 from typing import TYPE_CHECKING, Any, Protocol
@@ -366,6 +367,11 @@ _INSERT_COLUMNS = (
 )  # fmt: skip
 
 
+# A row's values in column order, and all but ``ts`` (which SQLite stores as text).
+_VALUES = operator.itemgetter(*_INSERT_COLUMNS)
+_AFTER_TS = operator.itemgetter(*_INSERT_COLUMNS[1:])
+
+
 @functools.cache
 def _insert_sql(dialect: str) -> str:
     mark = "?" if dialect == "sqlite" else "%s"
@@ -379,9 +385,10 @@ def _insert_sql(dialect: str) -> str:
 def insert_once(conn: Connection, row: dict[str, Any]) -> bool:
     """Insert one row unless its ``record_uid`` is already stored. True if inserted."""
     sql = _insert_sql(conn.dialect.name) + " ON CONFLICT (record_uid) DO NOTHING"
-    params = tuple(row[k] for k in _INSERT_COLUMNS)
     if conn.dialect.name == "sqlite":
-        params = (db_time_for(True, row["ts"]), *params[1:])
+        params = (db_time_for(True, row["ts"]), *_AFTER_TS(row))
+    else:
+        params = _VALUES(row)
     return conn.exec_driver_sql(sql, params).rowcount == 1
 
 
@@ -393,13 +400,12 @@ def insert_usage(conn: Connection | Tx, rows: list[dict[str, Any]]) -> None:
     """
     tx = Tx.of(conn)
     sql = _insert_sql(tx.dialect.name)
-    cols = _INSERT_COLUMNS
     for start in range(0, len(rows), _BATCH):
         batch = rows[start : start + _BATCH]
         if tx.sqlite:
-            params = [(db_time_for(True, c["ts"]), *[c[k] for k in cols[1:]]) for c in batch]
+            params = [(db_time_for(True, c["ts"]), *_AFTER_TS(c)) for c in batch]
         else:
-            params = [tuple(c[k] for k in cols) for c in batch]
+            params = [_VALUES(c) for c in batch]
         if len(params) == 1:  # a live call (the hot path)
             tx.execute(sql, params[0])
         else:
