@@ -672,6 +672,46 @@ def test_normalize_usage_shapes() -> None:
     assert u is not None and (u.input_tokens, u.output_tokens, u.reasoning_tokens) == (9, 7, 3)
 
 
+@pytest.mark.parametrize("make", ["model_validate", "construct"])
+def test_normalize_usage_reads_the_sdks_models_and_the_fields_they_do_not_declare(
+    make: str,
+) -> None:
+    """The SDK's pydantic types: declared fields, fields a provider added (kept as
+    extras: here ``cache_write_tokens`` and xAI-style reasoning outside the output), and
+    fields a provider left out, alike as the SDK validates or constructs them."""
+    from openai.types import CompletionUsage
+    from openai.types.responses import ResponseUsage
+
+    chat = {
+        "prompt_tokens": 100, "completion_tokens": 30, "total_tokens": 140,
+        "prompt_tokens_details": {"cached_tokens": 30, "cache_write_tokens": 5},
+        "completion_tokens_details": {"reasoning_tokens": 4}, "num_sources_used": 2,
+    }  # fmt: skip
+    model = CompletionUsage.construct(**chat) if make == "construct" else None
+    model = model or CompletionUsage.model_validate(chat)
+    u = normalize_usage(model, "chat.completions")
+    assert u is not None
+    assert (u.input_tokens, u.cached_input_tokens, u.cache_write_tokens) == (100, 30, 5)
+    assert (u.output_tokens, u.reasoning_tokens) == (40, 10)
+    # A server that answers chat completions with Responses-style usage: only extras.
+    odd = CompletionUsage.construct(input_tokens=9, output_tokens=7)
+    u = normalize_usage(odd, "chat.completions")
+    assert u is not None and (u.input_tokens, u.output_tokens) == (9, 7)
+    bare = CompletionUsage.model_validate({"prompt_tokens": 7, "completion_tokens": 2,
+                                           "total_tokens": 9})  # fmt: skip
+    u = normalize_usage(bare, "chat.completions")
+    assert u is not None and (u.input_tokens, u.cached_input_tokens, u.output_tokens) == (7, 0, 2)
+    resp = {
+        "input_tokens": 9, "output_tokens": 7, "total_tokens": 16,
+        "input_tokens_details": {"cached_tokens": 2, "cache_write_tokens": 1},
+        "output_tokens_details": {"reasoning_tokens": 3},
+    }  # fmt: skip
+    u = normalize_usage(ResponseUsage.model_validate(resp), "responses")
+    assert u is not None
+    assert (u.input_tokens, u.cached_input_tokens, u.cache_write_tokens) == (9, 2, 1)
+    assert (u.output_tokens, u.reasoning_tokens) == (7, 3)
+
+
 @pytest.mark.parametrize("bad", [None, -5, "many", {"prompt_tokens": [1]}])
 def test_malformed_usage_from_the_wire_is_estimated(
     installed: Any, fresh_sim: SimServer, bad: Any

@@ -49,12 +49,26 @@ class ResponseFailedError(Exception):
     """Names a Responses API result whose status is ``failed`` (recorded as ``error_type``)."""
 
 
+_NOT_A_MODEL = object()
+
+
 def field(obj: Any, name: str) -> Any:
-    """``obj[name]`` for a dict, ``obj.name`` for a model, else ``None``; never raises."""
+    """``obj[name]`` for a dict, ``obj.name`` for a model, else ``None``; never raises.
+
+    A pydantic model (the SDK's types) keeps its fields in ``__dict__`` and the fields a
+    provider added beyond them in ``__pydantic_extra__``: read there, a field the provider
+    did not send costs no AttributeError raised and caught inside pydantic.
+    """
     if obj is None:
         return None
     if type(obj) is dict:
         return obj.get(name)
+    values = getattr(obj, "__dict__", None)
+    if values is not None and name in values:
+        return values[name]
+    extra = getattr(obj, "__pydantic_extra__", _NOT_A_MODEL)
+    if extra is not _NOT_A_MODEL:
+        return extra.get(name) if type(extra) is dict else None
     try:
         return getattr(obj, name, None)
     except Exception:
