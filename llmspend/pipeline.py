@@ -64,17 +64,22 @@ class Usage:
 
 
 def _text_bytes(obj: Any, depth: int = 0) -> int:
-    if isinstance(obj, str):
-        return len(obj.encode("utf-8", "surrogatepass"))
+    # Plain dicts and lists first: the ABC check of Mapping costs more than the rest.
+    if isinstance(obj, str):  # an ASCII string's length is its UTF-8 length
+        return len(obj) if obj.isascii() else len(obj.encode("utf-8", "surrogatepass"))
     if isinstance(obj, (bytes, bytearray)):
         return len(obj)
     if depth > 32:
         return 0
-    if isinstance(obj, Mapping):
-        return sum(_text_bytes(v, depth + 1) for v in obj.values()) + _PER_MESSAGE_OVERHEAD
+    n = 0
+    if type(obj) is dict or isinstance(obj, Mapping):
+        for v in obj.values():
+            n += _text_bytes(v, depth + 1)
+        return n + _PER_MESSAGE_OVERHEAD
     if isinstance(obj, (list, tuple)):
-        return sum(_text_bytes(v, depth + 1) for v in obj)
-    return 0
+        for v in obj:
+            n += _text_bytes(v, depth + 1)
+    return n
 
 
 def estimate_input_tokens(payload: Any) -> int:
