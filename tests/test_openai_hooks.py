@@ -627,6 +627,15 @@ def test_detect_provider_by_host(base_url: str, expected: str) -> None:
     assert detect_provider(openai.AsyncOpenAI(api_key="x", base_url=base_url)) == expected
 
 
+def test_a_client_whose_base_url_changes_is_detected_anew() -> None:
+    client = openai.OpenAI(api_key="x", base_url="https://api.openai.com/v1")
+    assert detect_provider(client) == "openai"
+    client.base_url = "https://api.x.ai/v1"
+    assert detect_provider(client) == "xai"
+    client.base_url = "https://api.openai.com/v1"
+    assert detect_provider(client) == "openai"
+
+
 def test_detect_azure_by_class() -> None:
     for cls in (openai.AzureOpenAI, openai.AsyncAzureOpenAI):
         az = cls(azure_endpoint="http://127.0.0.1:1", api_version="2024-10-21", api_key="x")

@@ -97,22 +97,28 @@ def provider_for_host(host: str) -> str:
     return "openai-compatible"
 
 
-_provider_cache: dict[tuple[type, str], str] = {}
+# id(base_url) -> (base_url, client class, provider). Kept here, a URL (immutable) cannot be
+# collected and its id reused by another; reading a URL's host costs more than the rest.
+_provider_cache: dict[int, tuple[Any, type, str]] = {}
 
 
 def detect_provider(client: Any) -> str:
     """The provider of an ``openai`` client: Azure classes, else by ``base_url.host``."""
     try:
-        host = str(client.base_url.host)
+        url = client.base_url
+    except Exception:
+        url = None
+    hit = _provider_cache.get(id(url))
+    if hit is not None and hit[0] is url and hit[1] is type(client):
+        return hit[2]
+    try:
+        host = str(url.host)
     except Exception:
         host = ""
-    key = (type(client), host)
-    provider = _provider_cache.get(key)
-    if provider is None:
-        names = {cls.__name__ for cls in type(client).__mro__}
-        provider = "azure" if names & _AZURE_CLASSES else provider_for_host(host)
-        if len(_provider_cache) < 256:
-            _provider_cache[key] = provider
+    names = {cls.__name__ for cls in type(client).__mro__}
+    provider = "azure" if names & _AZURE_CLASSES else provider_for_host(host)
+    if len(_provider_cache) < 256:
+        _provider_cache[id(url)] = (url, type(client), provider)
     return provider
 
 
