@@ -5,7 +5,7 @@ stayed locked past its busy timeout), the row is written to
 ``$LLMSPEND_HOME/spool/<store>/<record_uid>.json`` (atomically: a temporary file, then a
 rename) instead of being lost. The next time this process records a call successfully,
 and when a tracker opens the store, the spool is replayed: each row is inserted with
-``ON CONFLICT (record_uid) DO NOTHING`` and only a row actually inserted updates budget
+``ON CONFLICT (ts, record_uid) DO NOTHING`` and only a row actually inserted updates budget
 counters and rollups, so a row replayed twice (two kernels, or a crash between insert
 and unlink) is still counted once. The file is removed after its transaction commits.
 

@@ -383,8 +383,9 @@ def _insert_sql(dialect: str) -> str:
 
 
 def insert_once(conn: Connection, row: dict[str, Any]) -> bool:
-    """Insert one row unless its ``record_uid`` is already stored. True if inserted."""
-    sql = _insert_sql(conn.dialect.name) + " ON CONFLICT (record_uid) DO NOTHING"
+    """Insert one row unless it is already stored (its ``ts`` and ``record_uid``). True if
+    inserted."""
+    sql = _insert_sql(conn.dialect.name) + " ON CONFLICT (ts, record_uid) DO NOTHING"
     if conn.dialect.name == "sqlite":
         params = (db_time_for(True, row["ts"]), *_AFTER_TS(row))
     else:

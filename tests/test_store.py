@@ -272,3 +272,52 @@ def test_holds_in_flight_survive_the_reservation_table_migration(store_url: str)
     finally:
         shift_clock(dt.timedelta(0))
         llmspend.uninstall()
+
+
+def test_the_usage_index_migration_keeps_spooled_calls_replayed_once(store_url: str) -> None:
+    """0007 folds the ts and record_uid indexes into one unique (ts, record_uid): down and
+    up again with live rows in the table, a replayed call still meets its row."""
+    import sqlalchemy as sa
+    from alembic import command
+    from alembic.config import Config
+
+    from llmspend.pipeline import Usage, begin_call
+    from llmspend.store.engine import _MIGRATIONS
+    from llmspend.tracker import get_tracker
+    from llmspend.usage import insert_once
+
+    def migrate(revision: str, down: bool = False) -> None:
+        with store.begin(write=True) as conn:
+            cfg = Config()
+            cfg.set_main_option("script_location", str(_MIGRATIONS))
+            cfg.attributes["connection"] = conn
+            (command.downgrade if down else command.upgrade)(cfg, revision)
+
+    def indexes() -> set[tuple[str, tuple[str, ...], bool]]:
+        insp = sa.inspect(store.engine)
+        return {
+            (i["name"], tuple(i["column_names"]), bool(i["unique"]))
+            for i in insp.get_indexes("llmspend_usage")
+        }
+
+    llmspend.install(store_url, org="acme", project="churn", user="ana")
+    try:
+        store = get_tracker().store
+        call = begin_call("openai", "chat.completions", "gpt-4o-mini", input_tokens=10)
+        assert call is not None
+        row = call.finish(Usage(input_tokens=10, output_tokens=5))
+        assert row is not None
+        assert indexes() == {("ix_llmspend_usage_ts_uid", ("ts", "record_uid"), True)}
+        migrate("0006", down=True)
+        assert indexes() == {
+            ("ix_llmspend_usage_ts", ("ts",), False),
+            ("ix_llmspend_usage_record_uid", ("record_uid",), True),
+        }
+        migrate("head")
+        assert indexes() == {("ix_llmspend_usage_ts_uid", ("ts", "record_uid"), True)}
+        with store.begin(write=True) as conn:
+            assert not insert_once(conn, row)  # the spool replaying the same call
+            assert insert_once(conn, {**row, "record_uid": "0" * 32})  # another call
+        assert len(llmspend.records()) == 2
+    finally:
+        llmspend.uninstall()
