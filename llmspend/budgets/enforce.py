@@ -481,13 +481,12 @@ _KEEP = _Statements(
         "RETURNING id, spent_nanos, limit_nanos, reserved_nanos"
     )
 )
-# The same when the periods' rows are known (see _settle_keeping), and reading them back.
+# The same when the periods' rows and the hold row are known to be as the last settlement
+# left them (see _settle_keeping), and reading the periods' rows back.
 _KEEP_KNOWN = _Statements(
     lambda ids: SQL(
         "UPDATE llmspend_budget_periods SET spent_nanos = spent_nanos + :cost, "  # noqa: S608
-        "calls = calls + 1, updated_at = :now "
-        f"WHERE id IN ({_ids(ids)}) AND (SELECT period_ids FROM llmspend_reservations "
-        "WHERE token = :token) = :period_ids"
+        f"calls = calls + 1, updated_at = :now WHERE id IN ({_ids(ids)})"
     )
 )
 _KEPT = _Statements(
@@ -929,7 +928,8 @@ class BudgetGuard:
         if mirror is not None and tx.follows == mirror[0] and version == held.version:
             # Nothing was written since the settlement that left ``mirror``: not by another
             # connection (data_version), not by this one (its last transaction was that
-            # one). So the periods are as it read them back, and need not be read again.
+            # one). So the hold row is still there, and the periods are as it read them
+            # back: neither needs reading again.
             changed = tx.execute(known_sql, params).rowcount
             if not changed:
                 return None
