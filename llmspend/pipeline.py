@@ -15,6 +15,7 @@ import datetime as dt
 import json
 import logging
 import os
+import random
 import socket
 import threading
 import time
@@ -90,6 +91,12 @@ def estimate_input_tokens(payload: Any) -> int:
     """
     return _text_bytes(payload)
 
+
+# The random half of a record id: seeded from os.urandom, and again in a child after fork
+# (a system call per id would cost more than the rest of the id; the global ``random`` is
+# the user's to seed).
+_uid_random = random.Random()  # uniqueness, not secrecy
+os.register_at_fork(after_in_child=_uid_random.seed)
 
 _session_id: str | None = None
 
@@ -255,7 +262,7 @@ class Call:
             "notebook_path": notebook_path(),
             # Time first: live rows append at the right edge of the unique index (one hot
             # page) instead of landing on a random page of a large store.
-            "record_uid": f"{time.time_ns():016x}{os.urandom(8).hex()}",
+            "record_uid": f"{time.time_ns():016x}{_uid_random.getrandbits(64):016x}",
         }
         self.row = row
         tracker.record_call(self, row)

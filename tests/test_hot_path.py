@@ -291,4 +291,8 @@ def test_a_forked_child_records_on_a_connection_of_its_own(installed) -> None:  
     os.waitpid(pid, 0)
     assert said == b"ok"
     assert _process.pid == os.getpid()
-    assert len(llmspend.records()) == 2
+    spend()  # the parent's next call: its record id must not repeat the child's
+    path = installed.settings.database_url.removeprefix("sqlite:///")
+    with sqlite3.connect(path) as conn:
+        uids = [u for (u,) in conn.execute("SELECT record_uid FROM llmspend_usage")]
+    assert len(uids) == 3 and len({u[16:] for u in uids}) == 3  # random halves differ
