@@ -336,9 +336,7 @@ class PriceBook:
         i, o = input_tokens, output_tokens
         if not (type(i) is type(o) is int and i >= 0 and o >= 0):
             _check_usage(i, 0, 0, o, 0)
-        plan = self._plans.get((provider, model, None))  # the fast path, as in price_nanos
-        if plan is None:
-            plan = self._plan(provider, model, None, 3)
+        plan = self._plan(provider, model, None, 3)
         if plan.first is None:
             return None
         rt = plan.window(at_epoch).rates(input_tokens)
@@ -421,17 +419,20 @@ class PriceBook:
     # -- resolution --------------------------------------------------------------------
     def _plan(self, provider: Any, model: Any, response_model: Any, stacklevel: int) -> _Plan:
         key = (provider, model, response_model)
+        try:
+            plan = self._plans.get(key)  # a plan once made never changes: no lock to read it
+        except TypeError:  # unhashable junk (e.g. a signaling NaN): rejected below
+            plan = None
+        if plan is not None:
+            return plan
         with self._lock:
-            try:
-                plan = self._plans.get(key)
-            except TypeError:  # unhashable junk (e.g. a signaling NaN): rejected just below
-                plan = None
-            if plan is not None:
-                return plan
             for name, value in (("model", model), ("provider", provider),
                                 ("response_model", response_model)):  # fmt: skip
                 if not (isinstance(value, str) or (value is None and name != "model")):
                     raise PricingError(f"{name} must be a string, got {type(value).__name__}")
+            plan = self._plans.get(key)
+            if plan is not None:  # made by another thread meanwhile
+                return plan
             plan = self._resolve(provider, model, response_model)
             self._plans[key] = plan
             if plan.first is None and (provider, model) not in self._warned:
