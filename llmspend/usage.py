@@ -367,9 +367,15 @@ _INSERT_COLUMNS = (
 )  # fmt: skip
 
 
-# A row's values in column order, and all but ``ts`` (which SQLite stores as text).
 _VALUES = operator.itemgetter(*_INSERT_COLUMNS)
 _AFTER_TS = operator.itemgetter(*_INSERT_COLUMNS[1:])
+
+
+def _params(sqlite: bool, row: Mapping[str, Any]) -> tuple[Any, ...]:
+    """A row's values in column order (SQLite keeps ``ts`` as text)."""
+    if sqlite:
+        return (db_time_for(True, row["ts"]), *_AFTER_TS(row))
+    return _VALUES(row)
 
 
 @functools.cache
@@ -386,10 +392,7 @@ def insert_once(conn: Connection, row: dict[str, Any]) -> bool:
     """Insert one row unless it is already stored (its ``ts`` and ``record_uid``). True if
     inserted."""
     sql = _insert_sql(conn.dialect.name) + " ON CONFLICT (ts, record_uid) DO NOTHING"
-    if conn.dialect.name == "sqlite":
-        params = (db_time_for(True, row["ts"]), *_AFTER_TS(row))
-    else:
-        params = _VALUES(row)
+    params = _params(conn.dialect.name == "sqlite", row)
     return conn.exec_driver_sql(sql, params).rowcount == 1
 
 
@@ -403,10 +406,7 @@ def insert_usage(conn: Connection | Tx, rows: list[dict[str, Any]]) -> None:
     sql = _insert_sql(tx.dialect.name)
     for start in range(0, len(rows), _BATCH):
         batch = rows[start : start + _BATCH]
-        if tx.sqlite:
-            params = [(db_time_for(True, c["ts"]), *_AFTER_TS(c)) for c in batch]
-        else:
-            params = [_VALUES(c) for c in batch]
+        params = [_params(tx.sqlite, c) for c in batch]
         if len(params) == 1:  # a live call (the hot path)
             tx.execute(sql, params[0])
         else:
