@@ -138,7 +138,8 @@ def per_call_overhead(calls: int = 3000) -> tuple[float, float]:
     """Median µs of one call through the real pipeline (price, record, budgets), with and
     without the rollup hook, interleaved in rounds on a fresh SQLite store."""
     from llmspend.analytics.rollups import record_hook
-    from llmspend.pipeline import Usage, begin_call
+    from llmspend.call import Usage
+    from llmspend.pipeline import begin_call
 
     tracker = Tracker(f"sqlite:///{Path(tempfile.mkdtemp()) / 'calls.sqlite'}")
     old = set_tracker(tracker, installed=True)

@@ -27,8 +27,9 @@ PER_CALL = 1000  # input tokens; 0 output: gpt-4o-mini input = $0.00015 per call
 
 def _worker(url: str, start: float, cycle: bool, out: mp.Queue) -> None:
     import llmspend
+    from llmspend.call import Usage
     from llmspend.errors import BudgetExceeded
-    from llmspend.pipeline import Usage, begin_call
+    from llmspend.pipeline import begin_call
 
     tracker = llmspend.install(url, org="bench", project="p", user="u")
     # Load the price data before the clock starts (a kernel has it from its first call).

@@ -29,7 +29,7 @@ if TYPE_CHECKING:
     import pandas as pd
     from sqlalchemy import Connection
 
-    from .pipeline import Call
+    from .call import Call
     from .pricing import PriceBook
     from .store.fastsql import Tx
 

@@ -18,8 +18,9 @@ import llmspend
 from llmspend.alerting.listeners import remove_alert_callback, set_webhook
 from llmspend.alerting.query import fetch_deliveries
 from llmspend.alerting.webhooks import sender
+from llmspend.call import Usage
 from llmspend.errors import BudgetExceeded
-from llmspend.pipeline import Usage, begin_call
+from llmspend.pipeline import begin_call
 from llmspend.timeutil import shift_clock
 
 
@@ -229,7 +230,8 @@ def test_failing_webhook_is_retried_recorded_and_never_blocks_the_call(
 
 WORKER = r"""
 import sys, time, llmspend
-from llmspend.pipeline import Usage, begin_call
+from llmspend.call import Usage
+from llmspend.pipeline import begin_call
 url, start = sys.argv[1], float(sys.argv[2])
 llmspend.install(url, org="acme", project="churn", user="ana")
 fired = []

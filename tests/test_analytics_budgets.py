@@ -14,7 +14,8 @@ import pytest
 
 import llmspend
 from llmspend import analytics
-from llmspend.pipeline import Usage, begin_call
+from llmspend.call import Usage
+from llmspend.pipeline import begin_call
 from llmspend.timeutil import utcnow
 
 UTC = dt.UTC

@@ -9,7 +9,8 @@ import pytest
 
 import llmspend
 from llmspend.attribution import current_overrides
-from llmspend.pipeline import Usage, begin_call
+from llmspend.call import Usage
+from llmspend.pipeline import begin_call
 
 
 def who() -> tuple[str, str, str, dict]:

@@ -11,7 +11,7 @@ import time
 from decimal import Decimal
 
 import llmspend
-from llmspend.pipeline import estimate_input_tokens
+from llmspend.call import estimate_input_tokens
 from llmspend.timeutil import shift_clock
 
 PROMPT = "summarize the quarter #sim:tokens={tokens:05d} #sim:completion=20"

@@ -10,8 +10,9 @@ import pytest
 import llmspend
 from llmspend.budgets.enforce import candidate_budgets, ensure_period
 from llmspend.budgets.manage import audit_log
+from llmspend.call import Usage
 from llmspend.errors import BudgetError, BudgetExceeded
-from llmspend.pipeline import Usage, begin_call
+from llmspend.pipeline import begin_call
 from llmspend.timeutil import utcnow
 
 

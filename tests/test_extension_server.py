@@ -19,7 +19,8 @@ from typing import Any
 import pytest
 
 import llmspend
-from llmspend.pipeline import Usage, begin_call
+from llmspend.call import Usage
+from llmspend.pipeline import begin_call
 
 if os.environ.get("CI"):  # CI builds and installs the extension (make extension): never skip
     import llmspend_jupyterlab

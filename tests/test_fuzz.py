@@ -33,6 +33,7 @@ from hypothesis import HealthCheck, example, given, settings
 from hypothesis import strategies as st
 
 import llmspend
+from llmspend.call import Usage
 from llmspend.errors import (
     ConfigError,
     IngestError,
@@ -41,7 +42,6 @@ from llmspend.errors import (
     PricingError,
     ValidationError,
 )
-from llmspend.pipeline import Usage
 from llmspend.store.engine import Store
 from llmspend.tracker import Tracker, get_tracker, set_tracker
 

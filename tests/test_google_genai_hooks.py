@@ -18,7 +18,7 @@ import httpx2
 import pytest
 
 import llmspend
-from llmspend.pipeline import Usage
+from llmspend.call import Usage
 from llmspend.providers.gemini_usage import parse_usage, text_tokens
 
 with warnings.catch_warnings():

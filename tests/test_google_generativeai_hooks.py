@@ -27,7 +27,7 @@ from typing import Any
 import pytest
 
 import llmspend
-from llmspend.pipeline import Usage
+from llmspend.call import Usage
 from llmspend.providers.gemini_usage import text_tokens
 
 with warnings.catch_warnings():

@@ -15,8 +15,9 @@ import pytest
 from sqlalchemy.exc import OperationalError
 
 import llmspend
+from llmspend.call import Usage
 from llmspend.errors import BudgetExceeded
-from llmspend.pipeline import Usage, begin_call
+from llmspend.pipeline import begin_call
 from llmspend.store.engine import forget_store, open_store
 from llmspend.store.fastsql import SQL
 

@@ -13,7 +13,8 @@ from sqlalchemy import insert
 import llmspend
 from llmspend import analytics
 from llmspend.analytics.rollups import MEASURES, rebuild_rollups, rollup_rows
-from llmspend.pipeline import Usage, begin_call
+from llmspend.call import Usage
+from llmspend.pipeline import begin_call
 from llmspend.timeutil import utcnow
 from tests.test_analytics import expect, got, make_rows
 

@@ -19,8 +19,9 @@ import openai
 import pytest
 
 import llmspend
+from llmspend.call import Usage
 from llmspend.errors import BudgetExceeded
-from llmspend.pipeline import Usage, begin_call
+from llmspend.pipeline import begin_call
 from llmspend.store.engine import forget_store
 
 ONE = Decimal("0.00021")  # gpt-4o-mini, 1000 in / 100 out: estimate and cost alike
@@ -162,7 +163,8 @@ def test_a_settlement_meets_what_this_thread_wrote_for_another_user(installed) -
 
 KERNEL = r"""
 import sys, llmspend
-from llmspend.pipeline import Usage, begin_call
+from llmspend.call import Usage
+from llmspend.pipeline import begin_call
 llmspend.install(sys.argv[1], org="acme", project="churn", user="ana")
 for _ in range(int(sys.argv[2])):
     c = begin_call("openai", "chat.completions", "gpt-4o-mini", input_tokens=1000,

@@ -213,7 +213,8 @@ def test_holds_in_flight_survive_the_reservation_table_migration(store_url: str)
     from alembic import command
     from alembic.config import Config
 
-    from llmspend.pipeline import Usage, begin_call
+    from llmspend.call import Usage
+    from llmspend.pipeline import begin_call
     from llmspend.store.engine import _MIGRATIONS
     from llmspend.timeutil import shift_clock
     from llmspend.tracker import get_tracker
@@ -281,7 +282,8 @@ def test_the_usage_index_migration_keeps_spooled_calls_replayed_once(store_url: 
     from alembic import command
     from alembic.config import Config
 
-    from llmspend.pipeline import Usage, begin_call
+    from llmspend.call import Usage
+    from llmspend.pipeline import begin_call
     from llmspend.store.engine import _MIGRATIONS
     from llmspend.tracker import get_tracker
     from llmspend.usage import insert_once

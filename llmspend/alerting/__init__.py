@@ -13,7 +13,7 @@ from typing import TYPE_CHECKING, Any
 from .events import BudgetThresholdReached
 
 if TYPE_CHECKING:
-    from ..pipeline import Call
+    from ..call import Call
     from ..tracker import Tracker
 
 __all__ = ["AlertHub", "BudgetThresholdReached"]

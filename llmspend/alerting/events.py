@@ -23,7 +23,7 @@ from ..store.models import Budget as BudgetRow
 from ..timeutil import utcnow
 
 if TYPE_CHECKING:
-    from ..pipeline import Call
+    from ..call import Call
 
 __all__ = ["BudgetThresholdReached", "decide_refusal", "decide_thresholds", "reaches_a_threshold"]
 

@@ -41,7 +41,7 @@ from ..store.fastsql import SQL, Tx, db_time_for
 from ..store.models import RollupDaily, RollupHourly, UsageRecord
 
 if TYPE_CHECKING:
-    from ..pipeline import Call
+    from ..call import Call
     from ..store.engine import Store
     from ..tracker import Tracker
 

@@ -34,9 +34,9 @@ from sqlalchemy import Connection, select, update
 from sqlalchemy.exc import DBAPIError
 
 from ..alerting.events import PeriodState, decide_thresholds, reaches_a_threshold
+from ..call import DEFAULT_OUTPUT_CAP
 from ..errors import BudgetExceeded, ConfigError, StoreError, StoreUnavailable
 from ..money import nanos_to_usd
-from ..pipeline import DEFAULT_OUTPUT_CAP
 from ..store.fastsql import SQL, Tx, db_time, db_time_for, py_time, run
 from ..store.models import Budget as BudgetRow
 from ..store.models import BudgetPeriod
@@ -45,7 +45,7 @@ from .periods import TOTAL_START, current_bounds
 from .standing import IDLE_SECONDS, StandingHolds
 
 if TYPE_CHECKING:
-    from ..pipeline import Call
+    from ..call import Call
     from ..tracker import Tracker
 
 __all__ = ["BudgetGuard", "lease_seconds"]

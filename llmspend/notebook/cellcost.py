@@ -30,7 +30,7 @@ from .render import NO_MATH, fmt_pct, fmt_usd, status_percent
 
 if TYPE_CHECKING:
     from ..budgets.spec import BudgetStatus
-    from ..pipeline import Call
+    from ..call import Call
     from ..tracker import Tracker
 
 __all__ = ["CellCost", "CellSummary", "CostLine", "cell_cost"]

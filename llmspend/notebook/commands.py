@@ -22,7 +22,7 @@ from .render import Note, Table, alerts_table, budgets_table, calls_table, fmt_u
 if TYPE_CHECKING:
     import pandas as pd
 
-    from ..pipeline import Call
+    from ..call import Call
     from ..tracker import Tracker
 
 __all__ = [

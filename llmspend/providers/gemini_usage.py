@@ -31,8 +31,9 @@ from typing import Any
 
 import wrapt
 
+from ..call import Call, Usage, estimate_input_tokens
 from ..errors import LLMSpendError
-from ..pipeline import Call, Usage, begin_call, estimate_input_tokens
+from ..pipeline import begin_call
 
 __all__ = [
     "MEDIA_TOKENS",

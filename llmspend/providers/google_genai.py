@@ -24,7 +24,7 @@ import logging
 from collections.abc import Iterator
 from typing import Any
 
-from ..pipeline import Call, Usage
+from ..call import Call, Usage
 from . import Patch, register_provider
 from .gemini_usage import (
     ObservedAsyncIterator,

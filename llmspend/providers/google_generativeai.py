@@ -27,7 +27,7 @@ import sys
 from collections.abc import Iterable, Mapping
 from typing import Any
 
-from ..pipeline import Call, Usage
+from ..call import Call, Usage
 from . import Patch, register_provider
 from .gemini_usage import (
     ObservedAsyncIterator,

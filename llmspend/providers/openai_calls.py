@@ -22,7 +22,7 @@ import threading
 from collections.abc import Mapping
 from typing import Any
 
-from ..pipeline import Call, Usage, estimate_input_tokens
+from ..call import Call, Usage, estimate_input_tokens
 
 __all__ = [
     "LEDGER",

@@ -1,0 +1,271 @@
+"""A provider call and its usage: the types every layer above the store shares.
+
+:class:`Usage` is how llmspend normalizes tokens across providers; :class:`Call` is one
+provider call from before it is sent until its row is committed. A call is priced and
+recorded through the tracker it was begun with (duck-typed here: this module sits below
+the tracker, which composes the store, the price book, budgets and alerts).
+:func:`estimate_input_tokens` is the one bytes→tokens upper bound used for estimates.
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+import json
+import logging
+import os
+import random
+import socket
+import threading
+import time
+import warnings
+from collections.abc import Mapping
+from dataclasses import dataclass
+from typing import Any
+
+from .attribution import current_overrides
+from .timeutil import utcnow
+
+__all__ = [
+    "DEFAULT_OUTPUT_CAP",
+    "MAX_TOKENS",
+    "Call",
+    "Usage",
+    "estimate_input_tokens",
+    "notebook_path",
+    "session_id",
+]
+
+log = logging.getLogger("llmspend")
+
+#: Output tokens assumed for the worst case when neither the request nor the price data
+#: gives a cap.
+DEFAULT_OUTPUT_CAP = 32_768
+#: No real call reports more; larger numbers from a broken server are clamped.
+MAX_TOKENS = 2**40
+_PER_MESSAGE_OVERHEAD = 8
+
+
+@dataclass(slots=True)
+class Usage:
+    """Tokens as llmspend normalizes them: input includes cached and cache-write tokens,
+    output includes reasoning tokens."""
+
+    input_tokens: int = 0
+    cached_input_tokens: int = 0
+    cache_write_tokens: int = 0
+    output_tokens: int = 0
+    reasoning_tokens: int = 0
+
+    def clamp(self) -> Usage:
+        """Make a provider's odd numbers consistent (never negative, subsets within totals,
+        totals below 2**40 so that no cost can overflow a BIGINT)."""
+        inp = min(max(0, int(self.input_tokens or 0)), MAX_TOKENS)
+        out = min(max(0, int(self.output_tokens or 0)), MAX_TOKENS)
+        cached = min(max(0, int(self.cached_input_tokens or 0)), inp)
+        cw = min(max(0, int(self.cache_write_tokens or 0)), inp - cached)
+        reasoning = min(max(0, int(self.reasoning_tokens or 0)), out)
+        return Usage(inp, cached, cw, out, reasoning)
+
+
+def _text_bytes(obj: Any, depth: int = 0) -> int:
+    if isinstance(obj, str):  # an ASCII string's length is its UTF-8 length
+        return len(obj) if obj.isascii() else len(obj.encode("utf-8", "surrogatepass"))
+    if isinstance(obj, (bytes, bytearray)):
+        return len(obj)
+    if depth > 32:
+        return 0
+    n = 0
+    if type(obj) is dict or isinstance(obj, Mapping):  # the ABC check costs most: last
+        for v in obj.values():
+            n += _text_bytes(v, depth + 1)
+        return n + _PER_MESSAGE_OVERHEAD
+    if isinstance(obj, (list, tuple)):
+        for v in obj:
+            n += _text_bytes(v, depth + 1)
+    return n
+
+
+def estimate_input_tokens(payload: Any) -> int:
+    """A hard upper bound on input tokens, computed offline.
+
+    A BPE token covers at least one byte, so the UTF-8 length of every string in the
+    request (plus a small per-object overhead for the chat template) bounds the tokens.
+    """
+    return _text_bytes(payload)
+
+
+# The random half of a record id: seeded from os.urandom, and again in a child after fork
+# (a system call per id would cost more than the rest of the id; the global ``random`` is
+# the user's to seed).
+_uid_random = random.Random()  # uniqueness, not secrecy
+os.register_at_fork(after_in_child=_uid_random.seed)
+
+_session_id: str | None = None
+
+
+def session_id() -> str:
+    """The Jupyter kernel id when running in a kernel, else ``host:pid``."""
+    global _session_id
+    if _session_id is None:
+        sid = None
+        try:
+            import sys
+
+            if "ipykernel" in sys.modules:
+                from ipykernel import get_connection_file
+
+                name = os.path.basename(get_connection_file())
+                sid = name.removeprefix("kernel-").removesuffix(".json")
+        except Exception:
+            sid = None
+        _session_id = (sid or f"{socket.gethostname()}:{os.getpid()}")[:64]
+    return _session_id
+
+
+def notebook_path() -> str | None:
+    return os.environ.get("JPY_SESSION_NAME") or None
+
+
+class Call:
+    """One provider call, from before it is sent until its row is committed."""
+
+    __slots__ = (
+        "tracker", "provider", "api", "model", "streamed", "org", "project", "user", "tags",
+        "ts", "epoch", "t0", "_input_upper", "_payload", "output_cap", "estimate_nanos",
+        "reservation", "_done", "_lock", "row", "events",
+    )  # fmt: skip
+
+    def __init__(
+        self,
+        tracker: Any,
+        provider: str,
+        api: str,
+        model: str,
+        *,
+        streamed: bool,
+        input_upper: int | None,
+        output_cap: int | None,
+        payload: Any = None,
+    ) -> None:
+        self.tracker = tracker
+        self.provider = provider
+        self.api = api
+        self.model = model or "unknown"
+        self.streamed = streamed
+        over = current_overrides()
+        self.org = over.org or tracker.org
+        self.project = over.project or tracker.project
+        self.user = over.user or tracker.user
+        self.tags = dict(over.tags)
+        self.ts = utcnow()
+        self.epoch = self.ts.replace(tzinfo=dt.UTC).timestamp()  # for the price in force
+        self.t0 = time.perf_counter()
+        self._input_upper = input_upper
+        self._payload = payload
+        self.output_cap = output_cap
+        self.estimate_nanos: int | None = None
+        self.reservation: Any = None
+        self._done = False
+        self._lock = threading.Lock()
+        self.row: dict[str, Any] | None = None
+        self.events: list[Any] = []  # alert events decided while recording
+
+    def __repr__(self) -> str:
+        return (
+            f"<Call {self.provider}/{self.api} {self.model} {self.org}/{self.project}/{self.user}>"
+        )
+
+    @property
+    def input_upper(self) -> int:
+        """The bound on input tokens: given, or counted from the request payload when first
+        asked for (only budgets need it, before the request is sent)."""
+        if self._input_upper is None:
+            self._input_upper = estimate_input_tokens(self._payload)
+            self._payload = None
+        return self._input_upper
+
+    @property
+    def done(self) -> bool:
+        return self._done
+
+    def finish(
+        self,
+        usage: Usage | None,
+        *,
+        status: str = "ok",
+        response_model: str | None = None,
+        request_id: str | None = None,
+        error: BaseException | None = None,
+        usage_estimated: bool = False,
+    ) -> dict[str, Any] | None:
+        """Price and record the call once (later calls are ignored). Never raises."""
+        with self._lock:
+            if self._done:
+                return None
+            self._done = True
+        try:
+            return self._record(usage, status, response_model, request_id, error, usage_estimated)
+        except Exception as exc:  # recording must never break the caller's call
+            log.error("llmspend could not record a %s call: %s", self.provider, exc, exc_info=True)
+            warnings.warn(f"llmspend could not record a call: {exc}", RuntimeWarning, stacklevel=3)
+            return None
+
+    def _record(
+        self,
+        usage: Usage | None,
+        status: str,
+        response_model: str | None,
+        request_id: str | None,
+        error: BaseException | None,
+        usage_estimated: bool,
+    ) -> dict[str, Any]:
+        tracker = self.tracker
+        u = usage.clamp() if usage is not None else Usage()
+        model = response_model or self.model
+        cost: int | None
+        if usage is None and status in ("error", "refused"):
+            cost, pstatus, ref = 0, "priced", None
+        else:
+            cost, pstatus, ref = tracker.pricebook.price_nanos(
+                self.provider, model, u.input_tokens, u.cached_input_tokens,
+                u.cache_write_tokens, u.output_tokens, u.reasoning_tokens, self.epoch,
+                response_model=None if model == self.model else model,
+            )  # fmt: skip
+            if cost is None and pstatus == "unknown":
+                pstatus = "unknown"
+        row = {
+            "ts": self.ts,
+            "request_id": (request_id or None) and str(request_id)[:200],
+            "provider": self.provider,
+            "api": self.api,
+            "model": model[:200],
+            "requested_model": self.model[:200] if model != self.model else None,
+            "org_name": self.org,
+            "project_name": self.project,
+            "user_name": self.user,
+            "input_tokens": u.input_tokens,
+            "cached_input_tokens": u.cached_input_tokens,
+            "cache_write_tokens": u.cache_write_tokens,
+            "output_tokens": u.output_tokens,
+            "reasoning_tokens": u.reasoning_tokens,
+            "cost_nanos": cost,
+            "estimate_nanos": self.estimate_nanos,
+            "price_status": pstatus,
+            "price_ref": ref,
+            "status": status,
+            "error_type": type(error).__name__ if error is not None else None,
+            "latency_ms": round((time.perf_counter() - self.t0) * 1000, 3),
+            "streamed": self.streamed,
+            "usage_estimated": usage_estimated,
+            "tags": json.dumps(self.tags, sort_keys=True, separators=(",", ":"), default=str)
+            if self.tags
+            else None,
+            "session_id": session_id(),
+            "notebook_path": notebook_path(),
+            # Time first: live rows append at the right edge of the unique index (one hot
+            # page) instead of landing on a random page of a large store.
+            "record_uid": f"{time.time_ns():016x}{_uid_random.getrandbits(64):016x}",
+        }
+        self.row = row
+        tracker.record_call(self, row)
+        return row
