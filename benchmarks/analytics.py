@@ -137,7 +137,7 @@ def load(tracker: Tracker, rows: int) -> float:
 def per_call_overhead(calls: int = 3000) -> tuple[float, float]:
     """Median µs of one call through the real pipeline (price, record, budgets), with and
     without the rollup hook, interleaved in rounds on a fresh SQLite store."""
-    from llmspend.analytics.rollups import record_hook
+    from llmspend.store.rollups import record_hook
     from llmspend.call import Usage
     from llmspend.pipeline import begin_call
 

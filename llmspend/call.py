@@ -132,7 +132,7 @@ class Call:
     __slots__ = (
         "tracker", "provider", "api", "model", "streamed", "org", "project", "user", "tags",
         "ts", "epoch", "t0", "_input_upper", "_payload", "output_cap", "estimate_nanos",
-        "reservation", "_done", "_lock", "row", "events",
+        "reservation", "_done", "_lock", "row", "settled", "events",
     )  # fmt: skip
 
     def __init__(
@@ -168,6 +168,7 @@ class Call:
         self._done = False
         self._lock = threading.Lock()
         self.row: dict[str, Any] | None = None
+        self.settled: Any = None  # budget periods settled past a threshold (alert stage)
         self.events: list[Any] = []  # alert events decided while recording
 
     def __repr__(self) -> str:

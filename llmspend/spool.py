@@ -25,6 +25,8 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from .config import resolve_home
+from .store.hierarchy import ensure_entities
+from .usage import insert_once
 
 if TYPE_CHECKING:
     from .tracker import Tracker
@@ -63,8 +65,6 @@ class Spool:
 
     def replay(self, tracker: Tracker) -> int:
         """Insert every spooled row not yet stored; returns how many were inserted."""
-        from .usage import insert_once
-
         inserted = 0
         with self._lock:
             for path in self.pending():
@@ -77,8 +77,6 @@ class Spool:
                     continue
                 data["ts"] = dt.datetime.fromisoformat(data["ts"])
                 with tracker.store.begin(write=True) as conn:
-                    from .store.hierarchy import ensure_entities
-
                     ensure_entities(
                         conn, [(data["org_name"], data["project_name"], data["user_name"])]
                     )

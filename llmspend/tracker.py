@@ -1,17 +1,24 @@
-"""The one swappable object behind the module-level API.
+"""The one swappable object behind the module-level API, and the composition root.
 
 ``llmspend.records()``, ``llmspend.ingest()``, ``llmspend.price()`` and friends delegate to
 the current :class:`Tracker`, created on first use from the environment (the store stays
 readable without ``install()``). ``install()`` replaces it and marks it installed, which
-is what the provider hooks look for; tests can replace it too.
+is what the taps look for; tests can replace it too.
 
-Extension points used by the budget, alert and analytics modules:
+A tracker composes the call pipeline's stages, in order, from the layers below it (none
+of which knows another's place in it):
 
-``before_call_hooks``   ``f(call)`` before a request is sent (may raise BudgetExceeded)
+``before_call_hooks``   ``f(call)`` before a request is sent (may raise BudgetExceeded):
+                        the budget guard
 ``in_record_hooks``     ``f(tx, call, row)`` inside the transaction that writes the row
-                        (``tx`` is a :class:`~llmspend.store.fastsql.Tx`)
-``after_record_hooks``  ``f(call, row)`` after commit (listeners; must not raise)
-``ingest_hooks``        ``f(conn, rows)`` inside the transaction that writes ingested rows
+                        (``tx`` is a :class:`~llmspend.store.fastsql.Tx`): the budgets'
+                        settlement, then the alert decision over what it settled, then
+                        the rollups
+``after_record_hooks``  ``f(call, row)`` after commit (listeners; must not raise): alert
+                        delivery
+``refusal_hooks``       ``f(call, exc)`` after a refusal was recorded: the refusal alert
+``ingest_hooks``        ``f(conn, rows)`` inside the transaction that writes ingested or
+                        replayed rows: budget periods, then rollups
 """
 
 from __future__ import annotations
@@ -19,18 +26,31 @@ from __future__ import annotations
 import collections
 import logging
 import threading
+import warnings
 from collections.abc import Callable
 from typing import TYPE_CHECKING, Any
 
+from sqlalchemy.exc import DBAPIError, InterfaceError, OperationalError
+
+from .alerting import AlertHub
+from .attribution import validate_name
+from .budgets.guard import BudgetGuard
+from .budgets.ledger import count_ingested
+from .budgets.settle import Settlement
 from .config import Settings, default_attribution
+from .errors import LLMSpendWarning, StoreError, ValidationError
+from .pricing import PriceBook
+from .spool import Spool
+from .store import rollups
 from .store.engine import Store, open_store
+from .store.hierarchy import ensure_entities
+from .usage import fetch_records, ingest_rows, insert_usage
 
 if TYPE_CHECKING:
     import pandas as pd
     from sqlalchemy import Connection
 
     from .call import Call
-    from .pricing import PriceBook
     from .store.fastsql import Tx
 
 __all__ = ["Tracker", "current_tracker", "get_tracker", "installed_tracker", "set_tracker"]
@@ -52,8 +72,6 @@ class Tracker:
         user: str | None = None,
         prices_path: str | None = None,
     ) -> None:
-        from .attribution import validate_name
-
         self.settings = Settings.resolve(database_url, prices_path)
         self.store: Store = open_store(self.settings.database_url)
         d_org, d_project, d_user = default_attribution()
@@ -64,28 +82,27 @@ class Tracker:
         self._lock = threading.Lock()
         self._known_entities: set[tuple[str, str, str]] = set()
         self.recent: collections.deque[dict[str, Any]] = collections.deque(maxlen=RECENT_CALLS)
-        self.before_call_hooks: list[Callable[[Call], None]] = []
-        self.in_record_hooks: list[Callable[[Tx, Call, dict[str, Any]], None]] = []
-        self.after_record_hooks: list[Callable[[Call, dict[str, Any]], None]] = []
-        self.refusal_hooks: list[Callable[[Call, Exception], None]] = []
-        self.ingest_hooks: list[Callable[[Connection, list[dict[str, Any]]], None]] = []
-        from .spool import Spool
-
         self.spool = Spool(self.settings.database_url)
         self._spool_pending = bool(self.spool.pending())
         self._spool_warned = False
-        from .budgets.enforce import BudgetGuard
-
         self.guard = BudgetGuard(self)
-        self.guard.install()
-        self.ingest_hooks.append(self.guard.count_ingested)
-        from .alerting import AlertHub
-
+        self.settlement = Settlement(self.guard.standing)
         self.alerts = AlertHub(self)
-        self.alerts.install()
-        from .analytics.rollups import install_rollups
-
-        install_rollups(self)
+        # The pipeline's stages, in the order they run (see the module docstring).
+        self.before_call_hooks: list[Callable[[Call], None]] = [self.guard.before_call]
+        self.in_record_hooks: list[Callable[[Tx, Call, dict[str, Any]], None]] = [
+            self.settlement.settle,
+            self.alerts.decide,
+            rollups.record_hook,
+        ]
+        self.after_record_hooks: list[Callable[[Call, dict[str, Any]], None]] = [
+            self.alerts.after_record
+        ]
+        self.refusal_hooks: list[Callable[[Call, Exception], None]] = [self.alerts.on_refusal]
+        self.ingest_hooks: list[Callable[[Connection, list[dict[str, Any]]], None]] = [
+            count_ingested,
+            rollups.ingest_hook,
+        ]
         if self._spool_pending:  # calls journaled while the store was down
             self.replay_spool()
 
@@ -102,8 +119,6 @@ class Tracker:
     def set_defaults(
         self, *, org: str | None = None, project: str | None = None, user: str | None = None
     ) -> None:
-        from .attribution import validate_name
-
         org = validate_name("org", org) if org is not None else self.org
         project = validate_name("project", project) if project is not None else self.project
         user = validate_name("user", user) if user is not None else self.user
@@ -114,8 +129,6 @@ class Tracker:
         if self._pricebook is None:
             with self._lock:
                 if self._pricebook is None:
-                    from .pricing import PriceBook
-
                     self._pricebook = PriceBook(self.settings.prices_path)
         return self._pricebook
 
@@ -143,7 +156,6 @@ class Tracker:
         If the store cannot take it, the row is spooled locally and replayed later
         (exactly once); the caller's call is never failed for it.
         """
-        ensure_entities, insert_usage, transient = _record_parts()
         key = (row["org_name"], row["project_name"], row["user_name"])
         try:
             with self.store.tx(write=True) as tx:
@@ -152,7 +164,7 @@ class Tracker:
                 insert_usage(tx, [row])
                 for hook in self.in_record_hooks:
                     hook(tx, call, row)
-        except transient as exc:  # the store is unavailable: journal the row
+        except _TRANSIENT as exc:  # the store is unavailable: journal the row
             self._spool_row(row, exc)
             call.events = []
             self.recent.append(row)
@@ -168,10 +180,6 @@ class Tracker:
             self.replay_spool()
 
     def _spool_row(self, row: dict[str, Any], exc: Exception) -> None:
-        import warnings
-
-        from .errors import LLMSpendWarning
-
         path = self.spool.write(row)
         self._spool_pending = True
         reason = str(getattr(exc, "orig", None) or exc).splitlines()[0][:200]
@@ -187,10 +195,6 @@ class Tracker:
 
     def replay_spool(self) -> int:
         """Write spooled calls into the store (each exactly once). Returns rows inserted."""
-        from sqlalchemy.exc import DBAPIError
-
-        from .errors import StoreError
-
         try:
             n = self.spool.replay(self)
         except (StoreError, DBAPIError) as exc:
@@ -203,18 +207,12 @@ class Tracker:
 
     # -- records -------------------------------------------------------------------------
     def records(self, since: Any = None, until: Any = None, **filters: Any) -> pd.DataFrame:
-        from .usage import fetch_records
-
         for reserved in ("limit", "newest_first"):  # options, not filters: not public here
             if reserved in filters:
-                from .errors import ValidationError
-
                 raise ValidationError(f"unknown filter {reserved!r}")
         return fetch_records(self.store, since, until, **filters)
 
     def ingest(self, rows: Any) -> int:
-        from .usage import ingest_rows
-
         def on_write(conn: Connection, clean: list[dict[str, Any]]) -> None:
             for hook in self.ingest_hooks:
                 hook(conn, clean)
@@ -222,21 +220,8 @@ class Tracker:
         return ingest_rows(self.store, rows, defaults=self.defaults, pricer=self, on_write=on_write)
 
 
-_parts: Any = None
-
-
-def _record_parts() -> Any:
-    """What recording a call needs, imported once (the store has loaded SQLAlchemy)."""
-    global _parts
-    if _parts is None:
-        from sqlalchemy.exc import InterfaceError, OperationalError
-
-        from .errors import StoreError
-        from .store.hierarchy import ensure_entities
-        from .usage import insert_usage
-
-        _parts = (ensure_entities, insert_usage, (StoreError, OperationalError, InterfaceError))
-    return _parts
+#: What a store that cannot take a row raises: the row is then spooled.
+_TRANSIENT = (StoreError, OperationalError, InterfaceError)
 
 
 _current: Tracker | None = None

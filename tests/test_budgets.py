@@ -8,7 +8,7 @@ from decimal import Decimal
 import pytest
 
 import llmspend
-from llmspend.budgets.enforce import candidate_budgets, ensure_period
+from llmspend.budgets.ledger import candidate_budgets, ensure_period
 from llmspend.budgets.manage import audit_log
 from llmspend.call import Usage
 from llmspend.errors import BudgetError, BudgetExceeded

@@ -776,7 +776,7 @@ LEASES = st.one_of(
 def test_lease_seconds_is_a_usable_duration_or_a_config_error(
     monkeypatch: pytest.MonkeyPatch, raw: str
 ) -> None:
-    from llmspend.budgets.enforce import lease_seconds
+    from llmspend.budgets.holds import lease_seconds
     from llmspend.timeutil import utcnow
 
     if raw:

@@ -12,7 +12,7 @@ from sqlalchemy import insert
 
 import llmspend
 from llmspend import analytics
-from llmspend.analytics.rollups import MEASURES, rebuild_rollups, rollup_rows
+from llmspend.store.rollups import MEASURES, rebuild_rollups, rollup_rows
 from llmspend.call import Usage
 from llmspend.pipeline import begin_call
 from llmspend.timeutil import utcnow

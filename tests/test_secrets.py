@@ -429,31 +429,31 @@ PACKAGE = Path(llmspend.__file__).parent
 #: statement fails the test below.
 _MARK_MIGRATION = "store/migrations/versions/0006_rollup_mark.py"
 ALLOWED_IN_SQL: dict[tuple[str, str], str] = {
-    ("budgets/enforce.py", "', '.join([c.key for c in _BUDGET_COLS] + ['created_at'])"):
+    ("budgets/ledger.py", "', '.join([c.key for c in BUDGET_COLS] + ['created_at'])"):
         "column names of the Budget model",
-    ("budgets/enforce.py", "', '.join((f'b.{c}' for c in _COLS.split(', ')))"):
+    ("budgets/ledger.py", "', '.join((f'b.{c}' for c in _COLS.split(', ')))"):
         "the same column names, qualified",
-    ("budgets/enforce.py", "' AND '.join(where)"): "constant WHERE clauses (values bound)",
-    ("budgets/enforce.py", "', '.join((str(int(i)) for i in ids))"):
-        "ids read from the store, each passed through int() (_ids)",
+    ("budgets/ledger.py", "' AND '.join(where)"): "constant WHERE clauses (values bound)",
+    ("budgets/ledger.py", "', '.join((str(int(i)) for i in ids))"):
+        "ids read from the store, each passed through int() (id_list)",
     ("usage.py", "UsageRecord.__tablename__"): "a model's table name",
     ("usage.py", "', '.join(_INSERT_COLUMNS)"): "constant column names",
     ("usage.py", "', '.join([mark] * len(_INSERT_COLUMNS))"): "DBAPI placeholders",
     ("store/engine.py", "int(busy)"): "PRAGMA busy_timeout takes no bound parameter; int()",
     ("store/engine.py", "int(self.RESTART_WAIT_MS)"): "PRAGMA busy_timeout; a constant, int()",
     ("store/engine.py", "int(self.busy_ms)"): "PRAGMA busy_timeout; the store's setting, int()",
-    ("analytics/rollups.py", "compiled.string"): "a statement compiled by SQLAlchemy",
-    ("analytics/rollups.py", "hourly.sql"): "the compiled rollup upsert (compiled.string)",
-    ("analytics/rollups.py", "daily.sql"): "the compiled rollup upsert (compiled.string)",
-    ("analytics/rollups.py", "hourly.name"): "a model's table name (LOCK TABLE)",
-    ("analytics/rollups.py", "daily.name"): "a model's table name (LOCK TABLE)",
-    ("analytics/rollups.py", "table"): "one of the two rollup table names (_FOLDS)",
-    ("analytics/rollups.py", "bucket"): "a constant bucket expression over ts (_FOLDS)",
-    ("analytics/rollups.py", "', '.join(_COLUMNS)"): "constant column names",
-    ("analytics/rollups.py", "', '.join(DIMENSION_COLUMNS)"): "constant column names",
-    ("analytics/rollups.py", "', '.join((f'coalesce(sum({m}), 0)' for m in MEASURES[4:]))"):
+    ("store/rollups.py", "compiled.string"): "a statement compiled by SQLAlchemy",
+    ("store/rollups.py", "hourly.sql"): "the compiled rollup upsert (compiled.string)",
+    ("store/rollups.py", "daily.sql"): "the compiled rollup upsert (compiled.string)",
+    ("store/rollups.py", "hourly.name"): "a model's table name (LOCK TABLE)",
+    ("store/rollups.py", "daily.name"): "a model's table name (LOCK TABLE)",
+    ("store/rollups.py", "table"): "one of the two rollup table names (_FOLDS)",
+    ("store/rollups.py", "bucket"): "a constant bucket expression over ts (_FOLDS)",
+    ("store/rollups.py", "', '.join(_COLUMNS)"): "constant column names",
+    ("store/rollups.py", "', '.join(DIMENSION_COLUMNS)"): "constant column names",
+    ("store/rollups.py", "', '.join((f'coalesce(sum({m}), 0)' for m in MEASURES[4:]))"):
         "sum() over constant column names",
-    ("analytics/rollups.py", "', '.join((f'{m} = {table}.{m} + excluded.{m}' for m in MEASURES))"):
+    ("store/rollups.py", "', '.join((f'{m} = {table}.{m} + excluded.{m}' for m in MEASURES))"):
         "constant column and table names",
     (_MARK_MIGRATION, "', '.join(_MEASURES)"):
         "constant column names (a migration)",

@@ -10,10 +10,12 @@ from __future__ import annotations
 import logging
 from typing import TYPE_CHECKING, Any
 
-from .events import BudgetThresholdReached
+from .events import BudgetThresholdReached, decide_refusal, decide_thresholds
+from .listeners import dispatch
 
 if TYPE_CHECKING:
     from ..call import Call
+    from ..store.fastsql import Tx
     from ..tracker import Tracker
 
 __all__ = ["AlertHub", "BudgetThresholdReached"]
@@ -22,27 +24,32 @@ log = logging.getLogger("llmspend.alerts")
 
 
 class AlertHub:
-    """Wires alert decisions and delivery into a tracker's call pipeline."""
+    """The alert stages of a tracker's call pipeline.
+
+    :meth:`decide` runs in the record transaction after the budgets' settlement, over the
+    periods it left on the call (``call.settled``); :meth:`after_record` delivers what was
+    decided once the row is committed; :meth:`on_refusal` records a hard budget's refusal.
+    """
 
     def __init__(self, tracker: Tracker) -> None:
         self.tracker = tracker
+        # Alerts whose row exists, not tried again: (budget id, created, period start, ppm).
+        self.fired: set[tuple[Any, ...]] = set()
 
-    def install(self) -> None:
-        self.tracker.after_record_hooks.append(self.after_record)
-        self.tracker.refusal_hooks.append(self.on_refusal)
+    def decide(self, tx: Tx, call: Call, row: dict[str, Any]) -> None:
+        states = call.settled
+        if states:
+            call.settled = None
+            cost = row.get("cost_nanos") or 0
+            call.events.extend(decide_thresholds(tx, call, states, cost, self.fired))
 
     def after_record(self, call: Call, row: dict[str, Any]) -> None:
         events = call.events
         if events:
             call.events = []
-            from .listeners import dispatch
-
             dispatch(self.tracker, events)
 
     def on_refusal(self, call: Call, exc: Exception) -> None:
-        from .events import decide_refusal
-        from .listeners import dispatch
-
         budget, scope = getattr(exc, "budget", None), getattr(exc, "scope", None)
         if not budget or not scope:
             return

@@ -12,11 +12,13 @@ import datetime as dt
 import json
 from dataclasses import dataclass, field
 from decimal import Decimal
-from functools import lru_cache
-from typing import TYPE_CHECKING, Any, NamedTuple
+from typing import TYPE_CHECKING, Any
 
 from sqlalchemy import Connection, select
 
+from ..budgets.ledger import BUDGET_COLS, ensure_period
+from ..budgets.spec import parse_key
+from ..budgets.thresholds import PPM, PeriodState, thresholds_ppm
 from ..money import format_usd, nanos_to_usd
 from ..store.fastsql import SQL, Tx, db_time
 from ..store.models import Budget as BudgetRow
@@ -25,9 +27,7 @@ from ..timeutil import utcnow
 if TYPE_CHECKING:
     from ..call import Call
 
-__all__ = ["BudgetThresholdReached", "decide_refusal", "decide_thresholds", "reaches_a_threshold"]
-
-PPM = 1_000_000
+__all__ = ["BudgetThresholdReached", "decide_refusal", "decide_thresholds"]
 
 
 @dataclass(frozen=True)
@@ -141,31 +141,6 @@ def _event(
     )
 
 
-@lru_cache(maxsize=1024)
-def _thresholds_ppm(thresholds_json: str, mode: str) -> tuple[int, ...]:
-    values = {int(Decimal(t) * PPM) for t in json.loads(thresholds_json or "[]")}
-    if mode == "soft":
-        values.add(PPM)  # soft budgets always say when they pass 100 %
-    return tuple(sorted(values))
-
-
-def reaches_a_threshold(spent_nanos: int, limit_nanos: int, budget: Any) -> bool:
-    """Whether a period with this spend is at or past the budget's first threshold (only
-    then can settling a call there alert)."""
-    ppms = _thresholds_ppm(budget.thresholds, budget.mode)
-    return bool(ppms) and limit_nanos > 0 and spent_nanos * PPM >= ppms[0] * limit_nanos
-
-
-class PeriodState(NamedTuple):
-    """A budget period just after a call's cost was added to it."""
-
-    period_id: int
-    spent_nanos: int
-    limit_nanos: int
-    period_start: dt.datetime
-    budget: Any  # the budget's row: id, name, scope, mode, thresholds, webhook_url
-
-
 def decide_thresholds(
     tx: Tx,
     call: Call,
@@ -185,7 +160,7 @@ def decide_thresholds(
         if p.limit_nanos <= 0:
             continue
         b = p.budget
-        for ppm in _thresholds_ppm(b.thresholds, b.mode):
+        for ppm in thresholds_ppm(b.thresholds, b.mode):
             if p.spent_nanos * PPM < ppm * p.limit_nanos:
                 break
             key = (b.id, b.created_at, p.period_start, ppm)
@@ -223,14 +198,9 @@ def decide_refusal(
     conn: Connection, call: Call, scope: str, budget_name: str
 ) -> BudgetThresholdReached | None:
     """Record that a hard budget refused a call: once per budget and period."""
-    from ..budgets.enforce import ensure_period
-    from ..budgets.spec import parse_key
-
     key = parse_key(scope, budget_name)
-    from ..budgets.enforce import _BUDGET_COLS
-
     budget = conn.execute(
-        select(*_BUDGET_COLS).where(
+        select(*BUDGET_COLS).where(
             BudgetRow.scope == key.scope, BudgetRow.name == key.name, BudgetRow.default_for == ""
         )
     ).first()

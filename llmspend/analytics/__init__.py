@@ -74,7 +74,7 @@ come from the rollups; ``api``, ``status``, ``price_status``, ``requested_model`
 rows in range, as are the filters other than the five above.
 
 How it is fast: usage is summed into hourly and daily rollup tables in the same
-transaction that writes each record (:mod:`llmspend.analytics.rollups`); queries read
+transaction that writes each record (:mod:`llmspend.store.rollups`); queries read
 whole days and hours from them and only the partial hours at the edges of a range (or of
 a time-zone bucket) from raw rows, and the result equals a computation over
 ``records()`` exactly (:mod:`llmspend.analytics.query`). Grouping by a column the rollups
@@ -85,9 +85,8 @@ from __future__ import annotations
 
 from .breakdown import aggregated_spending, cost_breakdown, usage_report
 from .dashboard import dashboard_data
-from .frames import MEASURE_COLUMNS
+from .frames import MEASURE_COLUMNS, rebuild_rollups
 from .recommend import budget_recommendations
-from .rollups import rebuild_rollups
 from .status import alerts_summary, budget_utilization
 from .trends import realtime_metrics, spending_trends, usage_comparison
 

@@ -20,7 +20,7 @@ from .frames import (
     window,
 )
 from .query import HI_INF, LO_INF, aggregate, parse_keys, total
-from .rollups import MEASURES
+from ..store.rollups import MEASURES
 
 if TYPE_CHECKING:
     import pandas as pd

@@ -11,7 +11,9 @@ from ..errors import ValidationError
 from ..money import nanos_to_usd
 from ..timeutil import parse_when
 from .query import Acc, check_filters
-from .rollups import MEASURES
+from ..store import rollups
+from ..store.rollups import MEASURES
+from ..tracker import get_tracker
 
 if TYPE_CHECKING:
     import pandas as pd
@@ -43,11 +45,14 @@ CALLS = MEASURES.index("calls")
 
 
 def resolve_store(store: Store | None) -> Store:
-    if store is not None:
-        return store
-    from ..tracker import get_tracker
+    return store if store is not None else get_tracker().store
 
-    return get_tracker().store
+
+def rebuild_rollups(store: Store | None = None) -> dict[str, int]:
+    """Recreate the rollups from the raw usage rows of ``store`` (default: the current
+    tracker's), in one write transaction: ``{"hourly": rows, "daily": rows}``, identical to
+    the tables the write path maintains. Run it after changing raw rows by hand."""
+    return rollups.rebuild_rollups(resolve_store(store))
 
 
 def window(since: Any, until: Any) -> tuple[dt.datetime | None, dt.datetime | None]:

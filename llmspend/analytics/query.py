@@ -1,6 +1,6 @@
 """The query engine: exact sums over any periods, from rollups plus raw edges.
 
-A query asks for the sums of :data:`~llmspend.analytics.rollups.MEASURES` per *period*
+A query asks for the sums of :data:`~llmspend.store.rollups.MEASURES` per *period*
 (consecutive ``[b[i], b[i+1])`` ranges of naive UTC boundaries ``b``) and per group key.
 Rollup buckets cannot split an hour, so each level answers what it can exactly:
 
@@ -54,7 +54,7 @@ from ..store.fastsql import db_time_for
 from ..store.models import UsageRecord
 from ..usage import build_filters
 from .plan import HI_INF, LO_INF, Level, Segment, plan
-from .rollups import MEASURES
+from ..store.rollups import MEASURES, up_to_date
 
 if TYPE_CHECKING:
     from ..store.engine import Store
@@ -399,7 +399,7 @@ def aggregate(
     ``records()`` filters (:func:`check_filters`). Groups without calls are left out.
 
     Given a store, it first brings the rollups up to date (SQLite: the rows past the mark,
-    see :func:`~llmspend.analytics.rollups.up_to_date`); given an open connection, that is
+    see :func:`~llmspend.store.rollups.up_to_date`); given an open connection, that is
     the caller's to do.
     """
     filters = filters or {}
@@ -412,8 +412,6 @@ def aggregate(
         for level, segs in steps:
             _run_level(store, level, segs, keys, filters, acc)
     else:
-        from .rollups import up_to_date
-
         with up_to_date(store).begin() as conn:
             if conn.dialect.name == "postgresql":
                 if len(steps) > 1:

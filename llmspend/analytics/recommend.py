@@ -40,10 +40,11 @@ from fractions import Fraction
 from typing import TYPE_CHECKING, Any
 
 from ..money import nanos_to_usd
+from ..names import name_list
 from ..timeutil import parse_span, utcnow
 from .frames import COST, Filter, empty_frame, filters_of, period_dtype, resolve_store, window
 from .query import aggregate, data_bounds
-from .rollups import MEASURES
+from ..store.rollups import MEASURES
 
 if TYPE_CHECKING:
     import pandas as pd
@@ -332,7 +333,6 @@ def budget_recommendations(
     import pandas as pd
 
     from ..budgets.manage import budget_status, list_budgets
-    from .status import _names
 
     flt = filters_of(org, project, user, provider, model, filters)
     lo, hi = window(since, until)
@@ -346,8 +346,8 @@ def budget_recommendations(
         extent = data_bounds(conn)
     first = extent[0] if extent else None
     days = _history_days(lo, hi, first)
-    wanted = {"org": _names(org, "org"), "project": _names(project, "project"),
-              "user": _names(user, "user")}  # fmt: skip
+    wanted = {"org": name_list(org, "org"), "project": name_list(project, "project"),
+              "user": name_list(user, "user")}  # fmt: skip
     defs = {(b.scope, b.name): b for b in list_budgets(st)}
     rows: list[dict[str, Any]] = []
     from ..budgets.spec import parse_key

@@ -25,7 +25,7 @@ from .frames import (
     window,
 )
 from .query import aggregate, data_bounds, parse_keys, total
-from .rollups import MEASURES
+from ..store.rollups import MEASURES
 
 if TYPE_CHECKING:
     import pandas as pd

@@ -1,8 +1,11 @@
 """Budgets: org → project → user, calendar periods, atomic reservations, status.
 
-``spec`` validates what users type, ``periods`` computes calendar boundaries,
-``enforce`` reserves and settles around every call, ``manage`` sets, lists, deletes and
-reports. The module-level functions in ``llmspend`` delegate here.
+``spec`` validates what users type and ``periods`` computes calendar boundaries;
+``ledger`` reads and makes budgets and their periods, ``holds`` the reservations of calls
+in flight and their leases; ``guard`` reserves before a call, ``settle`` settles after it
+(``standing`` keeps a thread's hold for its next call), ``thresholds`` says when a
+settlement can alert; ``manage`` sets, lists, deletes and reports. The module-level
+functions in ``llmspend`` delegate here.
 """
 
 from __future__ import annotations

@@ -20,7 +20,8 @@ from ..store.hierarchy import ensure_entities
 from ..store.models import AuditEntry, BudgetPeriod
 from ..store.models import Budget as BudgetRow
 from ..timeutil import utcnow
-from .enforce import _BUDGET_COLS, ensure_period, forget_periods, reclaim_expired
+from .holds import forget_periods, reclaim_expired
+from .ledger import BUDGET_COLS, ensure_period
 from .periods import period_bounds
 from .spec import (
     MODES,
@@ -101,7 +102,7 @@ def _audit(
 
 def _find(conn: Connection, key: BudgetKey) -> Any:
     return conn.execute(
-        select(*_BUDGET_COLS).where(
+        select(*BUDGET_COLS).where(
             BudgetRow.scope == key.scope,
             BudgetRow.name == key.name,
             BudgetRow.default_for == key.default_for,
@@ -131,7 +132,7 @@ def _to_budget(row: Any, created: dt.datetime, updated: dt.datetime) -> Budget:
 
 def _load(conn: Connection, budget_id: int) -> Budget:
     row = conn.execute(
-        select(*_BUDGET_COLS, BudgetRow.created_at, BudgetRow.updated_at).where(
+        select(*BUDGET_COLS, BudgetRow.created_at, BudgetRow.updated_at).where(
             BudgetRow.id == budget_id
         )
     ).one()
@@ -176,7 +177,7 @@ def _propagate(conn: Connection, budget_id: int, values: dict[str, Any], now: dt
             update(BudgetRow).where(BudgetRow.id.in_(children)).values(**values, updated_at=now)
         )
     for bid in [budget_id, *children]:
-        budget = conn.execute(select(*_BUDGET_COLS).where(BudgetRow.id == bid)).one()
+        budget = conn.execute(select(*BUDGET_COLS).where(BudgetRow.id == bid)).one()
         if budget.default_for:
             continue
         start, _ = period_bounds(budget.period, budget.timezone, now, week_start=budget.week_start)
@@ -229,7 +230,7 @@ def set_budget(
                 )
             )
             budget_id = int(res.inserted_primary_key[0])  # type: ignore[index]
-            new_row = conn.execute(select(*_BUDGET_COLS).where(BudgetRow.id == budget_id)).one()
+            new_row = conn.execute(select(*BUDGET_COLS).where(BudgetRow.id == budget_id)).one()
             _audit(conn, who, "create", key.label, budget_id, None, _definition(new_row))
         else:
             budget_id = old.id
@@ -238,7 +239,7 @@ def set_budget(
                 .where(BudgetRow.id == budget_id)
                 .values(**values, derived_from=None, updated_at=now)
             )
-            new_row = conn.execute(select(*_BUDGET_COLS).where(BudgetRow.id == budget_id)).one()
+            new_row = conn.execute(select(*BUDGET_COLS).where(BudgetRow.id == budget_id)).one()
             _audit(
                 conn, who, "update", key.label, budget_id, _definition(old), _definition(new_row)
             )
@@ -315,7 +316,7 @@ def delete_budget(store: Store, scope: str, name: str, *, actor: str | None = No
 def list_budgets(store: Store, scope: str | None = None) -> list[Budget]:
     if scope is not None:
         check_choice("scope", scope, ("org", "project", "user"))
-    stmt = select(*_BUDGET_COLS, BudgetRow.created_at, BudgetRow.updated_at).order_by(
+    stmt = select(*BUDGET_COLS, BudgetRow.created_at, BudgetRow.updated_at).order_by(
         BudgetRow.org_name, BudgetRow.scope, BudgetRow.name
     )
     if scope is not None:
@@ -367,7 +368,7 @@ def budget_status(
     store: Store, scope: str | None = None, name: str | None = None
 ) -> list[BudgetStatus]:
     """Status of every concrete budget (or one scope, or one budget) in its current period."""
-    stmt = select(*_BUDGET_COLS).where(BudgetRow.default_for == "")
+    stmt = select(*BUDGET_COLS).where(BudgetRow.default_for == "")
     if scope is not None:
         check_choice("scope", scope, ("org", "project", "user"))
         stmt = stmt.where(BudgetRow.scope == scope)

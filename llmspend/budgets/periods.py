@@ -1,49 +1,34 @@
-"""Budget periods: calendar boundaries in the budget's own time zone.
+"""Budget periods: the calendar periods of :mod:`llmspend.periods`, named by the budget.
 
-A period starts at local midnight of its first day (day, week, month, quarter, year) in
-the budget's IANA time zone, DST included, and ends where the next one starts; weeks
-start on Monday unless configured. ``total`` has one period that never ends. Boundaries
-are returned as naive UTC datetimes, the form the store keeps.
+A budget names its period (``day`` ... ``year``, or ``total``: one period that never
+ends), its IANA time zone and its first day of the week; this module checks those names
+(raising :class:`~llmspend.errors.BudgetError`) and remembers the current period's bounds
+for the hot path. Boundaries are naive UTC datetimes, the form the store keeps.
 """
 
 from __future__ import annotations
 
 import datetime as dt
-from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
+from zoneinfo import ZoneInfo
 
+from .. import periods as calendar_periods
 from ..errors import BudgetError
 
 __all__ = ["PERIODS", "TOTAL_START", "current_bounds", "period_bounds", "zone"]
 
-PERIODS = ("day", "week", "month", "quarter", "year", "total")
+PERIODS = (*calendar_periods.UNITS, "total")
 TOTAL_START = dt.datetime(1970, 1, 1)
-UTC = dt.UTC
 
 
 def zone(name: str) -> ZoneInfo:
     if not isinstance(name, str) or not name:
         raise BudgetError(f"timezone must be an IANA name such as 'Europe/Berlin', got {name!r}")
-    try:
-        return ZoneInfo(name)
-    except (ZoneInfoNotFoundError, ValueError, OSError):  # e.g. "America" is a directory
+    found = calendar_periods.find_zone(name)
+    if found is None:
         raise BudgetError(
             f"unknown time zone {name!r} (use an IANA name such as 'UTC' or 'Europe/Berlin')"
-        ) from None
-
-
-def _local_midnight(day: dt.date, tz: ZoneInfo) -> dt.datetime:
-    """The first instant of ``day`` in ``tz``, as naive UTC (handles DST gaps at midnight)."""
-    local = dt.datetime(day.year, day.month, day.day, tzinfo=tz)
-    utc = local.astimezone(UTC)
-    # If midnight does not exist (a DST gap at 00:00), the day starts at the gap's end.
-    if utc.astimezone(tz).date() != day:
-        utc = dt.datetime(day.year, day.month, day.day, 1, tzinfo=tz).astimezone(UTC)
-    return utc.replace(tzinfo=None)
-
-
-def _add_months(day: dt.date, months: int) -> dt.date:
-    m = day.month - 1 + months
-    return dt.date(day.year + m // 12, m % 12 + 1, 1)
+        )
+    return found
 
 
 def period_bounds(
@@ -53,31 +38,9 @@ def period_bounds(
     if period == "total":
         return TOTAL_START, None
     tz = zone(tz_name)
-    local = at.replace(tzinfo=UTC).astimezone(tz)
-    today = local.date()
-    if period == "day":
-        first, nxt = today, today + dt.timedelta(days=1)
-    elif period == "week":
-        first = today - dt.timedelta(days=(today.weekday() - week_start) % 7)
-        nxt = first + dt.timedelta(days=7)
-    elif period == "month":
-        first = today.replace(day=1)
-        nxt = _add_months(first, 1)
-    elif period == "quarter":
-        first = dt.date(today.year, 3 * ((today.month - 1) // 3) + 1, 1)
-        nxt = _add_months(first, 3)
-    elif period == "year":
-        first, nxt = dt.date(today.year, 1, 1), dt.date(today.year + 1, 1, 1)
-    else:
+    if period not in calendar_periods.UNITS:
         raise BudgetError(f"unknown period {period!r}; use one of {', '.join(PERIODS)}")
-    start, end = _local_midnight(first, tz), _local_midnight(nxt, tz)
-    if not start <= at < end:  # at fell in a DST gap right at a boundary: re-anchor
-        if at < start:
-            return period_bounds(
-                period, tz_name, start - dt.timedelta(microseconds=1), week_start=week_start
-            )
-        return period_bounds(period, tz_name, end, week_start=week_start)
-    return start, end
+    return calendar_periods.period_bounds(period, tz, at, week_start=week_start)
 
 
 _bounds: dict[tuple[str, str, int], tuple[dt.datetime, dt.datetime | None]] = {}

@@ -55,7 +55,7 @@ def _current(args: argparse.Namespace) -> int:
 def _rebuild_rollups(args: argparse.Namespace) -> int:
     import time
 
-    from ..analytics.rollups import rebuild_rollups
+    from ..store.rollups import rebuild_rollups
     from ..config import resolve_database_url
     from ..store.engine import open_store, safe_url
 

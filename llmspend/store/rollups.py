@@ -9,8 +9,8 @@ integers (nanodollars, tokens, counts), a rollup equals the raw rows it covers, 
 How rows reach them depends on the store:
 
 * **PostgreSQL**: in the transaction that writes the rows — a live call upserts one hourly
-  and one daily row (an ``in_record_hooks`` entry); ``ingest()`` sums its batch in Python
-  first, then upserts each (bucket, dimensions) once, in sorted order (a consistent lock
+  and one daily row (:func:`record_hook`, a stage of the record transaction); ``ingest()``
+  sums its batch in Python first, then upserts each (bucket, dimensions) once, in sorted order (a consistent lock
   order).
 * **SQLite**: after it. Writers take turns there, so usage ids are committed in ascending
   order, and ``llmspend_rollup_state.rolled_through`` marks how far the rollups go: a live
@@ -31,26 +31,24 @@ would count them twice).
 from __future__ import annotations
 
 import datetime as dt
-from collections.abc import Callable, Iterable, Mapping, Sequence
+from collections.abc import Iterable, Mapping, Sequence
 from operator import add, itemgetter
 from typing import TYPE_CHECKING, Any
 
 from sqlalchemy import Connection, Table, case, func, insert, literal_column, select, text
 
-from ..store.fastsql import SQL, Tx, db_time_for
-from ..store.models import RollupDaily, RollupHourly, UsageRecord
+from .fastsql import SQL, Tx, db_time_for
+from .models import RollupDaily, RollupHourly, UsageRecord
 
 if TYPE_CHECKING:
     from ..call import Call
-    from ..store.engine import Store
-    from ..tracker import Tracker
+    from .engine import Store
 
 __all__ = [
     "DIMENSION_COLUMNS",
     "MEASURES",
     "add_rows",
     "catch_up",
-    "install_rollups",
     "rebuild_rollups",
     "record_hook",
     "up_to_date",
@@ -295,17 +293,6 @@ def up_to_date(store: Store) -> Store:
     return store
 
 
-def install_rollups(tracker: Tracker) -> None:
-    """Wire rollup maintenance into a tracker's write paths (idempotent)."""
-    hooks: list[tuple[list[Any], Callable[..., None]]] = [
-        (tracker.in_record_hooks, record_hook),
-        (tracker.ingest_hooks, ingest_hook),
-    ]
-    for hook_list, hook in hooks:
-        if hook not in hook_list:
-            hook_list.append(hook)
-
-
 # -- rebuilding ------------------------------------------------------------------------------
 
 
@@ -366,16 +353,12 @@ def rebuild_in(conn: Connection) -> tuple[int, int]:
     return int(n_hourly), int(n_daily)
 
 
-def rebuild_rollups(store: Store | None = None) -> dict[str, int]:
+def rebuild_rollups(store: Store) -> dict[str, int]:
     """Recreate the rollups from the raw usage rows, in one write transaction.
 
     Returns ``{"hourly": rows, "daily": rows}``. The result is identical to the tables the
     write hooks maintain; run it after changing raw rows by hand.
     """
-    if store is None:
-        from ..tracker import get_tracker
-
-        store = get_tracker().store
     with store.begin(write=True) as conn:
         n_hourly, n_daily = rebuild_in(conn)
     return {"hourly": n_hourly, "daily": n_daily}

@@ -1,0 +1,234 @@
+"""Holds: what a call in flight has reserved on its budgets' periods, and its lease.
+
+A reservation adds the call's worst case to ``reserved_nanos`` of every period it charges
+(conditionally on the hard ones: ``spent + reserved + x <= limit``) and writes one hold row
+naming those periods, keyed by the call's token, with a lease. Settling deletes the hold
+and moves the actual cost into ``spent_nanos``; a hold whose kernel died is given back by
+whoever next finds its lease expired (one ``DELETE ... RETURNING``: exactly once). The
+statements are constant text; only integer period ids read from the store are formatted
+into them.
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+import os
+from dataclasses import dataclass, field
+from typing import Any, NamedTuple
+
+from sqlalchemy import Connection
+
+from ..errors import ConfigError
+from ..store.fastsql import SQL, Tx, db_time
+from .ledger import Statements, Target, id_list
+
+__all__ = [
+    "HOLD",
+    "KEEP",
+    "KEEP_KNOWN",
+    "KEPT",
+    "OTHERS_HOLDS",
+    "REFUSAL",
+    "RESERVE_HARD",
+    "RESERVE_SOFT",
+    "RESERVE_SQLITE",
+    "SETTLE",
+    "UNHOLD",
+    "Held",
+    "Keeping",
+    "Mirror",
+    "forget_periods",
+    "give_back",
+    "lease_seconds",
+    "reclaim_expired",
+]
+
+_DEFAULT_LEASE = 600.0
+
+
+def lease_seconds() -> float:
+    raw = os.environ.get("LLMSPEND_LEASE_SECONDS")
+    if not raw:
+        return _DEFAULT_LEASE
+    try:
+        value = float(raw)
+    except ValueError:
+        raise ConfigError(
+            f"LLMSPEND_LEASE_SECONDS must be a number of seconds, got {raw!r}"
+        ) from None
+    if not 0 < value <= 7 * 86400:  # also refuses nan and inf
+        raise ConfigError(
+            f"LLMSPEND_LEASE_SECONDS must be a number of seconds in (0, 604800], got {raw!r}"
+        )
+    return value
+
+
+class Mirror(NamedTuple):
+    """The periods' rows as the settlement that kept a hold standing left them."""
+
+    serial: int  # that settlement's transaction number on its connection
+    rows: list[Any]  # (period id, spent, limit, reserved), in period id order
+
+
+class Keeping(NamedTuple):
+    """What settling a standing hold sends, made once per hold (see :mod:`.settle`)."""
+
+    keep_sql: str  # add the cost if the hold row still names these periods; read back
+    known_sql: str  # add the cost, when nothing was written since the last settlement
+    read_sql: str  # read the periods' rows back
+    period_ids: str  # the hold row's period_ids
+    hard: frozenset[int]  # the periods of hard budgets
+
+
+@dataclass
+class Held:
+    """What one call holds: the token of its hold row and the periods charged."""
+
+    token: str
+    periods: list[int] = field(default_factory=list)  # period ids to charge at settle
+    amount: int = 0
+    # Per period id: its budget and start, for the alert decision at settle.
+    targets: dict[int, Target] = field(default_factory=dict)
+    # Set when it was made on a thread's SQLite connection (``memo`` is that connection's)
+    # with no other commit since the budgets were read (that ``data_version``): it may
+    # then stand for the thread's next call (see standing.py) until ``until`` (half its
+    # lease, or the period's end).
+    version: int | None = None
+    until: dt.datetime | None = None
+    memo: Any = None
+    source: Any = None  # the remembered targets it was made for (``is`` tells them apart)
+    # The settlement that last kept it standing, and what settling it again sends.
+    mirror: Mirror | None = None
+    keeping: Keeping | None = None
+
+
+_EXPIRED = SQL(
+    "DELETE FROM llmspend_reservations WHERE lease_expires_at < :now "
+    "RETURNING period_ids, amount_nanos"
+)
+_RELEASE = SQL(
+    "UPDATE llmspend_budget_periods SET reserved_nanos = CASE WHEN reserved_nanos > :amount "
+    "THEN reserved_nanos - :amount ELSE 0 END WHERE id = :id"
+)
+
+
+def reclaim_expired(conn: Connection | Tx, now: dt.datetime) -> int:
+    """Give back what the calls whose lease has expired held. Returns how many calls.
+
+    One ``DELETE ... RETURNING``: each expired hold is given back by exactly one
+    transaction, however many reclaim at once.
+    """
+    tx = Tx.of(conn)
+    expired = tx.run(_EXPIRED, {"now": db_time(tx, now)}).all()
+    _release(tx, expired)
+    return len(expired)
+
+
+def give_back(tx: Tx, holds: list[Held]) -> None:
+    """Delete these holds and give back what each still holds (nothing if its lease ran
+    out and it was reclaimed; only on the periods it still names)."""
+    _release(tx, [row for h in holds for row in tx.run(UNHOLD, {"token": h.token}).all()])
+
+
+def _release(tx: Tx, deleted: list[Any]) -> None:
+    """Take deleted holds' ``(period_ids, amount_nanos)`` off the periods' reserved."""
+    per_period: dict[int, int] = {}
+    for period_ids, amount in deleted:
+        for pid in period_ids.split(","):
+            per_period[int(pid)] = per_period.get(int(pid), 0) + amount
+    for pid, amount in sorted(per_period.items()):  # in id order: the consistent lock order
+        tx.run(_RELEASE, {"amount": amount, "id": pid})
+
+
+def _reserve_sqlite(hard: tuple[int, ...], soft: tuple[int, ...]) -> SQL:
+    ids = id_list(hard + soft)
+    fits = "spent_nanos + reserved_nanos + :amount <= limit_nanos"
+    if not hard:
+        cond = ""
+    elif not soft:
+        cond = f" AND {fits}"
+    else:
+        cond = f" AND (id IN ({id_list(soft)}) OR {fits})"
+    return SQL(
+        "UPDATE llmspend_budget_periods SET reserved_nanos = reserved_nanos + :amount, "  # noqa: S608
+        f"updated_at = :now WHERE id IN ({ids}){cond}"
+    )
+
+
+RESERVE_SQLITE = Statements(_reserve_sqlite)
+RESERVE_HARD = SQL(
+    "UPDATE llmspend_budget_periods SET reserved_nanos = reserved_nanos + :amount, "
+    "updated_at = :now WHERE id = :id AND spent_nanos + reserved_nanos + :amount <= limit_nanos"
+)
+RESERVE_SOFT = SQL(
+    "UPDATE llmspend_budget_periods SET reserved_nanos = reserved_nanos + :amount, "
+    "updated_at = :now WHERE id = :id"
+)
+HOLD = SQL(
+    "INSERT INTO llmspend_reservations (token, period_ids, amount_nanos, created_at, "
+    "lease_expires_at, owner) VALUES (:token, :period_ids, :amount, :now, :lease, :owner)"
+)
+UNHOLD = SQL(
+    "DELETE FROM llmspend_reservations WHERE token = :token RETURNING period_ids, amount_nanos"
+)
+_HOLDS = SQL("SELECT token, period_ids FROM llmspend_reservations")
+_REHOLD = SQL("UPDATE llmspend_reservations SET period_ids = :period_ids WHERE token = :token")
+_DROP_HOLD = SQL("DELETE FROM llmspend_reservations WHERE token = :token")
+
+
+def forget_periods(conn: Connection | Tx, period_ids: set[int]) -> None:
+    """Take periods being deleted out of the holds that name them, in the deleting
+    transaction: SQLite may give a later period the same id, which a hold must not charge."""
+    if not period_ids:
+        return
+    tx = Tx.of(conn)
+    for token, ids in tx.run(_HOLDS).all():
+        named = ids.split(",")
+        kept = [i for i in named if int(i) not in period_ids]
+        if len(kept) == len(named):
+            continue
+        if kept:
+            tx.run(_REHOLD, {"token": token, "period_ids": ",".join(kept)})
+        else:
+            tx.run(_DROP_HOLD, {"token": token})
+
+
+SETTLE = Statements(
+    lambda ids: SQL(
+        "UPDATE llmspend_budget_periods SET reserved_nanos = reserved_nanos - :held, "  # noqa: S608
+        "spent_nanos = spent_nanos + :cost, calls = calls + 1, updated_at = :now "
+        f"WHERE id IN ({id_list(ids)}) RETURNING id, spent_nanos, limit_nanos"
+    )
+)
+# A standing hold's settlement (SQLite): the cost is added and the hold stays reserved,
+# only if the hold row is still there naming the same periods (else nothing changes).
+KEEP = Statements(
+    lambda ids: SQL(
+        "UPDATE llmspend_budget_periods SET spent_nanos = spent_nanos + :cost, "  # noqa: S608
+        "calls = calls + 1, updated_at = :now "
+        f"WHERE id IN ({id_list(ids)}) AND (SELECT period_ids FROM llmspend_reservations "
+        "WHERE token = :token) = :period_ids "
+        "RETURNING id, spent_nanos, limit_nanos, reserved_nanos"
+    )
+)
+# The same when the periods' rows and the hold row are known to be as the last settlement
+# left them (see _settle_keeping), and reading the periods' rows back.
+KEEP_KNOWN = Statements(
+    lambda ids: SQL(
+        "UPDATE llmspend_budget_periods SET spent_nanos = spent_nanos + :cost, "  # noqa: S608
+        f"calls = calls + 1, updated_at = :now WHERE id IN ({id_list(ids)})"
+    )
+)
+KEPT = Statements(
+    lambda ids: SQL(
+        "SELECT id, spent_nanos, limit_nanos, reserved_nanos "  # noqa: S608
+        f"FROM llmspend_budget_periods WHERE id IN ({id_list(ids)}) ORDER BY id"
+    )
+)
+REFUSAL = SQL(
+    "SELECT spent_nanos, reserved_nanos, limit_nanos, period_end FROM llmspend_budget_periods "
+    "WHERE id = :id"
+)
+OTHERS_HOLDS = SQL(
+    "SELECT period_ids FROM llmspend_reservations WHERE owner IS NULL OR owner != :owner"
+)
