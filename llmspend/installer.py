@@ -5,6 +5,7 @@ from __future__ import annotations
 import threading
 
 from .config import resolve_database_url
+from .plugins import apply_patches, remove_patches
 from .tracker import Tracker, current_tracker, installed_tracker, set_tracker
 
 __all__ = ["install", "uninstall"]
@@ -23,10 +24,9 @@ def install(
 
     Idempotent: a second call updates the attribution defaults, and switches stores only
     when given another ``database_url``. Covers clients created before and after, sync and
-    async, and SDKs imported later.
+    async, and SDKs imported later. Provider plugins are found here (entry points of the
+    ``llmspend.providers`` group), not at ``import llmspend``.
     """
-    from .providers import apply_patches
-
     with _lock:
         # Reuse the current tracker (installed or not) when it is on the same store: its
         # caches stay warm, and an uninstall/install cycle keeps the same defaults.
@@ -50,8 +50,6 @@ def install(
 
 def uninstall() -> None:
     """Remove llmspend's hooks; the SDKs are restored exactly. The store stays readable."""
-    from .providers import remove_patches
-
     with _lock:
         remove_patches()
         current = installed_tracker()
