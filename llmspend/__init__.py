@@ -34,6 +34,9 @@ if TYPE_CHECKING:
 
     from .alerting.events import BudgetThresholdReached
     from .budgets.spec import Budget, BudgetStatus
+    from .call import Call, Usage
+    from .pipeline import begin_call
+    from .plugins import Patch, ProviderPlugin, register_provider
     from .pricing import Price
     from .tracker import Tracker
 
@@ -48,21 +51,26 @@ __all__ = [
     "BudgetExceeded",
     "BudgetStatus",
     "BudgetThresholdReached",
+    "Call",
     "ConfigError",
     "IngestError",
     "LLMSpendError",
     "LLMSpendWarning",
+    "Patch",
     "PriceFileError",
     "PricingError",
+    "ProviderPlugin",
     "SchemaTooNewError",
     "StoreError",
     "StoreUnavailable",
     "Tracker",
+    "Usage",
     "ValidationError",
     "__version__",
     "acknowledge_alerts",
     "alerts",
     "attribute",
+    "begin_call",
     "budget_history",
     "budget_status",
     "dashboard",
@@ -74,6 +82,7 @@ __all__ = [
     "on_alert",
     "price",
     "records",
+    "register_provider",
     "set_budget",
     "set_webhook",
     "uninstall",
@@ -306,6 +315,13 @@ _LAZY = {
     "Tracker": ("tracker", "Tracker"),
     "Budget": ("budgets.spec", "Budget"),
     "BudgetStatus": ("budgets.spec", "BudgetStatus"),
+    # The provider plugin API (docs/plugins.md).
+    "Call": ("call", "Call"),
+    "Usage": ("call", "Usage"),
+    "begin_call": ("pipeline", "begin_call"),
+    "Patch": ("plugins", "Patch"),
+    "ProviderPlugin": ("plugins", "ProviderPlugin"),
+    "register_provider": ("plugins", "register_provider"),
 }
 
 
