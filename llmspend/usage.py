@@ -22,6 +22,7 @@ from sqlalchemy import Connection, select
 from .attribution import validate_name
 from .errors import IngestError, ValidationError
 from .money import nanos_to_usd, usd_to_nanos
+from .names import name_list
 from .store.fastsql import Tx, db_time_for
 from .store.hierarchy import ensure_entities
 from .store.models import UsageRecord
@@ -439,17 +440,6 @@ _SELECT_COLUMNS = [
 ]  # fmt: skip
 
 
-def _as_list(name: str, value: Any) -> list[str]:
-    values = [value] if isinstance(value, str) else value
-    try:
-        values = list(values)
-    except TypeError:
-        raise ValidationError(f"filter {name}: expected a name or a list of names") from None
-    if not values or not all(isinstance(v, str) and v for v in values):
-        raise ValidationError(f"filter {name}: expected a name or a non-empty list of names")
-    return values
-
-
 def build_filters(filters: Mapping[str, Any], columns: Mapping[str, Any] = FILTERS) -> list[Any]:
     """WHERE clauses for name filters; unknown names are a ``ValidationError``."""
     clauses = []
@@ -458,9 +448,9 @@ def build_filters(filters: Mapping[str, Any], columns: Mapping[str, Any] = FILTE
             raise ValidationError(
                 f"unknown filter {name!r}; use one of: {', '.join(sorted(columns))}"
             )
-        if value is None:
+        values = name_list(value, name)
+        if values is None:
             continue
-        values = _as_list(name, value)
         col = columns[name]
         clauses.append(col == values[0] if len(values) == 1 else col.in_(values))
     return clauses

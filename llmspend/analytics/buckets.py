@@ -1,16 +1,17 @@
 """Time buckets for trends: hours, days, weeks (Monday) and months in any time zone.
 
-Boundaries are local calendar boundaries (DST included) returned as naive UTC datetimes,
-the form the store and the query engine use; labels are tz-aware bucket starts.
+Boundaries are local calendar boundaries (DST included, from :mod:`llmspend.periods`)
+returned as naive UTC datetimes, the form the store and the query engine use; labels are
+tz-aware bucket starts.
 """
 
 from __future__ import annotations
 
 import datetime as dt
 from typing import Any
-from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 
 from ..errors import ValidationError
+from ..periods import find_zone, first_day, local_midnight, next_first_day
 
 __all__ = ["GRANULARITIES", "MAX_PERIODS", "check_granularity", "check_tz", "period_bounds"]
 
@@ -36,42 +37,12 @@ def check_tz(tz: Any) -> dt.tzinfo:
     if isinstance(tz, str) and tz:
         if tz.upper() == "UTC":
             return UTC
-        try:
-            return ZoneInfo(tz)
-        except (ZoneInfoNotFoundError, ValueError, OSError):  # "America" is a directory
-            pass
+        found = find_zone(tz)
+        if found is not None:
+            return found
     raise ValidationError(
         f"tz: unknown time zone {tz!r} (use an IANA name such as 'UTC' or 'Europe/Berlin')"
     )
-
-
-def _to_utc(local: dt.datetime) -> dt.datetime:
-    return local.astimezone(UTC).replace(tzinfo=None)
-
-
-def _local_midnight(day: dt.date, tz: dt.tzinfo) -> dt.datetime:
-    """The first instant of ``day`` in ``tz`` as naive UTC (a DST gap at 00:00 moves it)."""
-    utc = _to_utc(dt.datetime(day.year, day.month, day.day, tzinfo=tz))
-    if utc.replace(tzinfo=UTC).astimezone(tz).date() != day:
-        utc = _to_utc(dt.datetime(day.year, day.month, day.day, 1, tzinfo=tz))
-    return utc
-
-
-def _first_day(granularity: str, day: dt.date) -> dt.date:
-    if granularity == "week":
-        return day - dt.timedelta(days=day.weekday())
-    if granularity == "month":
-        return day.replace(day=1)
-    return day
-
-
-def _next_day(granularity: str, day: dt.date) -> dt.date:
-    if granularity == "day":
-        return day + dt.timedelta(days=1)
-    if granularity == "week":
-        return day + dt.timedelta(days=7)
-    m = day.month
-    return dt.date(day.year + m // 12, m % 12 + 1, 1)
 
 
 def period_bounds(
@@ -81,7 +52,7 @@ def period_bounds(
     local = lo.replace(tzinfo=UTC).astimezone(tz)
     out: list[dt.datetime] = []
     if granularity == "hour":
-        b = _to_utc(local.replace(minute=0, second=0, microsecond=0))
+        b = local.replace(minute=0, second=0, microsecond=0).astimezone(UTC).replace(tzinfo=None)
         if b > lo:  # pragma: no cover - only for zones whose offset is not whole minutes
             b -= dt.timedelta(hours=1)
         step = dt.timedelta(hours=1)
@@ -93,15 +64,15 @@ def period_bounds(
             b += step
             out.append(b)
         return out
-    day = _first_day(granularity, local.date())
-    b = _local_midnight(day, tz)
+    day = first_day(granularity, local.date())
+    b = local_midnight(day, tz)
     while b > lo:  # lo fell in a DST gap right after a boundary
-        day = _first_day(granularity, day - dt.timedelta(days=1))
-        b = _local_midnight(day, tz)
+        day = first_day(granularity, day - dt.timedelta(days=1))
+        b = local_midnight(day, tz)
     out.append(b)
     while b < hi:
-        day = _next_day(granularity, day)
-        b = _local_midnight(day, tz)
+        day = next_first_day(granularity, day)
+        b = local_midnight(day, tz)
         out.append(b)
         if len(out) > MAX_PERIODS:
             raise ValidationError(_too_many(granularity, len(out)))

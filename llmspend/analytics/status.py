@@ -11,6 +11,7 @@ from sqlalchemy import or_, select
 
 from ..errors import ValidationError
 from ..money import nanos_to_usd
+from ..names import name_list
 from ..store.models import Budget as BudgetRow
 from ..store.models import BudgetPeriod
 from .frames import Filter, empty_frame, period_dtype, resolve_store, window
@@ -32,15 +33,6 @@ UTILIZATION_COLUMNS: dict[str, Any] = {
     "percent_used": "float64", "state": object, "projected_usd": object, "calls": "int64",
     "inherited": bool, "current": bool,
 }  # fmt: skip
-
-
-def _names(value: Filter, what: str) -> list[str] | None:
-    if value is None:
-        return None
-    values = [value] if isinstance(value, str) else list(value)
-    if not values or not all(isinstance(v, str) and v for v in values):
-        raise ValidationError(f"filter {what}: expected a name or a non-empty list of names")
-    return values
 
 
 def _no_usage_filters(provider: Filter, model: Filter, extra: dict[str, Any], what: str) -> None:
@@ -102,8 +94,8 @@ def budget_utilization(
     _no_usage_filters(provider, model, filters, "budget_utilization")
     if scope is not None:
         check_choice("scope", scope, ("org", "project", "user"))
-    wanted = {"org": _names(org, "org"), "project": _names(project, "project"),
-              "user": _names(user, "user")}  # fmt: skip
+    wanted = {"org": name_list(org, "org"), "project": name_list(project, "project"),
+              "user": name_list(user, "user")}  # fmt: skip
     lo, hi = window(since, until)
     st = resolve_store(store)
     rows: list[dict[str, Any]] = []
@@ -248,7 +240,7 @@ def alerts_summary(
             f"unknown filter {next(iter(filters))!r} for alerts_summary; use one of: org, "
             "project, user, provider, model, acknowledged"
         )
-    providers, models = _names(provider, "provider"), _names(model, "model")
+    providers, models = name_list(provider, "provider"), name_list(model, "model")
     st = resolve_store(store)
     lo, hi = window(since, until)
     frame = fetch_alerts(st, lo, hi, acknowledged=acknowledged, org=org, project=project,
