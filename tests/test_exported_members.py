@@ -45,3 +45,19 @@ def test_import_is_light() -> None:
     code = f"import sys, llmspend; print(','.join(m for m in {heavy} if m in sys.modules))"
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
     assert out.stdout.strip() == ""
+
+
+def test_plugin_api_is_exported() -> None:
+    from llmspend import call, pipeline, plugins
+
+    homes = {
+        "Call": call,
+        "Usage": call,
+        "begin_call": pipeline,
+        "Patch": plugins,
+        "ProviderPlugin": plugins,
+        "register_provider": plugins,
+    }
+    for name, module in homes.items():
+        assert name in llmspend.__all__, name
+        assert getattr(llmspend, name) is getattr(module, name), name
