@@ -3,20 +3,68 @@
     attribution → pre-call estimate → budget check → the call → usage → price → record
     (with budget settlement and alert decisions in the same transaction) → listeners
 
-Provider hooks only translate: they call :func:`begin_call` with what the request says
-(before anything is sent), make the call, and hand the usage they read back to
+Provider taps only find calls: they call :func:`begin_call` with what the request says
+(before anything is sent), make the call, and hand the usage their dialect read back to
 :meth:`Call.finish`. Everything else — estimates, budgets, pricing, the row, alerts —
 happens here, the same way for every provider.
+
+A tap never breaks a user's call on a bug of llmspend's: :func:`begin_call` and
+:func:`shielded` let llmspend's deliberate refusals through (any
+:class:`~llmspend.errors.LLMSpendError`: ``BudgetExceeded``, ``StoreUnavailable`` when hard
+budgets cannot be checked, a ``ConfigError``) and turn anything else into a log line (once
+per place and kind of error) and an untracked call.
 """
 
 from __future__ import annotations
 
-from typing import Any
+import logging
+import threading
+from collections.abc import Callable
+from typing import Any, TypeVar
 
 from .call import Call
+from .errors import LLMSpendError
 from .tracker import installed_tracker
 
-__all__ = ["begin_call"]
+__all__ = ["begin_call", "internal_error", "shielded"]
+
+log = logging.getLogger("llmspend")
+
+T = TypeVar("T")
+
+_reported: set[tuple[str, type[BaseException]]] = set()
+_reported_lock = threading.Lock()
+
+
+def internal_error(what: str, exc: BaseException) -> None:
+    """Log an unexpected failure inside llmspend: an error with its traceback the first
+    time ``what`` fails with this kind of exception, at debug level after that."""
+    key = (what, type(exc))
+    with _reported_lock:
+        first = key not in _reported
+        if first and len(_reported) < 1024:
+            _reported.add(key)
+    if first:
+        log.error(
+            "llmspend could not %s (%s: %s); the call goes on as if llmspend were not there",
+            what, type(exc).__name__, exc, exc_info=exc,
+        )  # fmt: skip
+    else:
+        log.debug("llmspend could not %s", what, exc_info=exc)
+
+
+def shielded(fn: Callable[..., T], *args: Any, what: str, **kwargs: Any) -> T | None:
+    """``fn(*args, **kwargs)``; on an unexpected failure :func:`internal_error` and ``None``.
+
+    llmspend's own errors (:class:`~llmspend.errors.LLMSpendError`) propagate.
+    """
+    try:
+        return fn(*args, **kwargs)
+    except LLMSpendError:
+        raise
+    except Exception as exc:
+        internal_error(what, exc)
+        return None
 
 
 def begin_call(
@@ -31,22 +79,30 @@ def begin_call(
 ) -> Call | None:
     """Start a call: attribution, estimate and budget check, before anything is sent.
 
-    Returns ``None`` when llmspend is not installed (the hook then stays out of the way).
-    Raises :class:`~llmspend.BudgetExceeded` when a hard budget refuses the call; the
-    refusal is recorded.
+    Returns ``None`` when llmspend is not installed, or when it failed unexpectedly (the
+    failure is logged; the tap then stays out of the way and the call goes untracked).
+    Raises :class:`~llmspend.BudgetExceeded` when a hard budget refuses the call (the
+    refusal is recorded), and :class:`~llmspend.errors.StoreUnavailable` when the store is
+    down and policy says hard budgets fail closed.
     """
     tracker = installed_tracker()
     if tracker is None:
         return None
-    call = Call(
-        tracker,
-        provider,
-        api,
-        model,
-        streamed=streamed,
-        input_upper=input_tokens,
-        output_cap=max_output_tokens,
-        payload=payload,
-    )
-    tracker.before_call(call)
+    try:
+        call = Call(
+            tracker,
+            provider,
+            api,
+            model,
+            streamed=streamed,
+            input_upper=input_tokens,
+            output_cap=max_output_tokens,
+            payload=payload,
+        )
+        tracker.before_call(call)
+    except LLMSpendError:
+        raise
+    except Exception as exc:
+        internal_error(f"start a {provider} {api} call", exc)
+        return None
     return call

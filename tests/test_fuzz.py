@@ -912,7 +912,7 @@ def assert_consistent(u: Usage | None) -> None:
 def test_openai_usage_never_raises_and_is_consistent(
     usage: Any, extra: dict[str, Any], api: str, as_model: bool
 ) -> None:  # fmt: skip
-    from llmspend.providers.openai_calls import normalize_usage
+    from llmspend.dialects.openai import normalize_usage
 
     payload = {**usage, **extra} if isinstance(usage, dict) else usage
     if as_model and isinstance(payload, dict):
@@ -927,7 +927,7 @@ def test_openai_usage_never_raises_and_is_consistent(
 @example(usage={"prompt_token_count": 5, "cached_content_token_count": 10}, as_model=False)
 @example(usage={"promptTokenCount": 5, "candidatesTokenCount": 2**64}, as_model=False)
 def test_gemini_usage_never_raises_and_is_consistent(usage: Any, as_model: bool) -> None:
-    from llmspend.providers.gemini_usage import parse_usage, usage_of
+    from llmspend.dialects.gemini import parse_usage, usage_of
 
     payload = usage
     if as_model and isinstance(usage, dict):

@@ -19,7 +19,8 @@ import pytest
 
 import llmspend
 from llmspend.call import Usage
-from llmspend.providers.gemini_usage import parse_usage, text_tokens
+from llmspend.dialects import tokens_from_bytes
+from llmspend.dialects.gemini import parse_usage
 
 with warnings.catch_warnings():
     warnings.simplefilter("ignore")
@@ -420,7 +421,7 @@ def test_malformed_usage_is_estimated(installed: Any, fresh_sim: Any, usage: Any
     [row] = rows(installed)
     assert (row["status"], row["usage_estimated"]) == ("ok", True)
     assert row["input_tokens"] > 0
-    assert row["output_tokens"] == text_tokens(len(response.text.encode()))
+    assert row["output_tokens"] == tokens_from_bytes(len(response.text.encode()))
     assert row["cost_nanos"] > 0
 
 

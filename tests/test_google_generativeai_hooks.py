@@ -28,7 +28,7 @@ import pytest
 
 import llmspend
 from llmspend.call import Usage
-from llmspend.providers.gemini_usage import text_tokens
+from llmspend.dialects import tokens_from_bytes
 
 with warnings.catch_warnings():
     warnings.simplefilter("ignore")
@@ -350,7 +350,7 @@ def test_async_errors_cuts_and_budget(installed: Any, sim: Any) -> None:
     assert (error["status"], error["error_type"]) == ("error", "ResourceExhausted")
     assert (cut["status"], cut["usage_estimated"], cut["error_type"]) == (
         "partial", True, "InternalServerError")  # fmt: skip
-    assert cut["output_tokens"] >= text_tokens(len("".join(seen)))
+    assert cut["output_tokens"] >= tokens_from_bytes(len("".join(seen)))
 
 
 # ------------------------------------------------------------------ install / uninstall
@@ -452,7 +452,7 @@ def test_cut_and_abandoned_streams_are_partial(installed: Any, sim: Any) -> None
     [cut] = rows(installed)
     assert (cut["status"], cut["usage_estimated"], cut["error_type"]) == (
         "partial", True, type(caught.value).__name__)  # fmt: skip
-    assert cut["output_tokens"] >= text_tokens(len("".join(seen)))
+    assert cut["output_tokens"] >= tokens_from_bytes(len("".join(seen)))
 
     dropped = model.generate_content("dropped", stream=True)
     next(iter(dropped))

@@ -21,9 +21,9 @@ import pytest
 from openai._base_client import AsyncAPIClient, SyncAPIClient
 
 import llmspend
+from llmspend.dialects.openai import normalize_usage, provider_for_host
 from llmspend.pricing import UnknownModelWarning
-from llmspend.providers.openai_calls import normalize_usage
-from llmspend.providers.openai_sdk import detect_provider, provider_for_host
+from llmspend.providers.openai_sdk import detect_provider
 from llmspend.sim import SimServer
 
 AUDIO = b"RIFF" + bytes(range(256)) * 8  # 2,052 bytes of "audio"

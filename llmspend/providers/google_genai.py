@@ -24,18 +24,17 @@ import logging
 from collections.abc import Iterator
 from typing import Any
 
-from ..call import Call, Usage
+from ..call import Call
+from ..dialects import Route, field
 from . import Patch, register_provider
 from .gemini_usage import (
     ObservedAsyncIterator,
     StreamObserver,
     arun_recorded,
-    field,
+    begin,
     finish_response,
-    max_output_tokens,
-    request_upper_bound,
+    route,
     run_recorded,
-    start_call,
     wrapper_in_chain,
 )
 
@@ -44,8 +43,6 @@ __all__ = ["GoogleGenAIPlugin"]
 log = logging.getLogger("llmspend")
 
 MODULE = "google.genai.models"
-GENERATE = "generate_content"
-EMBED = "embed_content"
 
 
 # -- reading the request ---------------------------------------------------------------------
@@ -57,15 +54,27 @@ def _arg(args: tuple[Any, ...], kwargs: dict[str, Any], name: str, index: int) -
     return args[index] if len(args) > index else None
 
 
-def _request(args: tuple[Any, ...], kwargs: dict[str, Any]) -> tuple[Any, int, int | None]:
-    """(model, input upper bound, max output tokens) of a ``generate_content``-shaped call."""
+def _route(method: str, args: tuple[Any, ...], kwargs: dict[str, Any]) -> Route | None:
+    """The dialect's route of a ``generate_content``/``embed_content``-shaped call."""
     model = _arg(args, kwargs, "model", 0)
     contents = _arg(args, kwargs, "contents", 1)
+    if method == "embedContent":
+        return route(method, model, {"content": contents})
     config = _arg(args, kwargs, "config", 2)
-    upper = request_upper_bound(
-        contents, field(config, "system_instruction"), field(config, "tools")
+    return route(
+        method,
+        model,
+        {
+            "contents": contents,
+            "system_instruction": field(config, "system_instruction"),
+            "tools": field(config, "tools"),
+            "generation_config": config,
+        },
     )
-    return model, upper, max_output_tokens(config)
+
+
+def _upper(r: Route | None) -> int:
+    return r.input_upper or 0 if r is not None else 0
 
 
 # -- non-streamed requests -------------------------------------------------------------------
@@ -73,10 +82,9 @@ def _request(args: tuple[Any, ...], kwargs: dict[str, Any]) -> tuple[Any, int, i
 
 def _generate(wrapped: Any, instance: Any, args: tuple[Any, ...], kwargs: dict[str, Any]) -> Any:
     """One ``generateContent`` request (sync)."""
-    model, upper, max_out = _request(args, kwargs)
-    call = start_call(GENERATE, model, input_upper=upper, max_output=max_out, streamed=False)
+    r = _route("generateContent", args, kwargs)
     return run_recorded(
-        call, lambda: wrapped(*args, **kwargs), lambda c, r: finish_response(c, r, upper)
+        begin(r), lambda: wrapped(*args, **kwargs), lambda c, resp: _finish(c, resp, r)
     )
 
 
@@ -84,38 +92,23 @@ async def _agenerate(
     wrapped: Any, instance: Any, args: tuple[Any, ...], kwargs: dict[str, Any]
 ) -> Any:
     """One ``generateContent`` request (async)."""
-    model, upper, max_out = _request(args, kwargs)
-    call = start_call(GENERATE, model, input_upper=upper, max_output=max_out, streamed=False)
+    r = _route("generateContent", args, kwargs)
     return await arun_recorded(
-        call, lambda: wrapped(*args, **kwargs), lambda c, r: finish_response(c, r, upper)
+        begin(r), lambda: wrapped(*args, **kwargs), lambda c, resp: _finish(c, resp, r)
     )
 
 
-def _embed_request(args: tuple[Any, ...], kwargs: dict[str, Any]) -> tuple[Any, Any, int]:
-    model = _arg(args, kwargs, "model", 0)
-    contents = _arg(args, kwargs, "contents", 1)
-    return model, contents, request_upper_bound(contents)
-
-
-def _finish_embed(call: Call, response: Any, upper: int) -> None:
-    """Embedding usage: ``usage_metadata``, else per-embedding statistics, else estimated."""
-    if field(response, "usage_metadata") is None:
-        counts = [
-            field(field(e, "statistics"), "token_count")
-            for e in field(response, "embeddings") or ()
-        ]
-        if counts and all(isinstance(c, (int, float)) and c >= 0 for c in counts):
-            call.finish(Usage(int(sum(counts))))
-            return
-    finish_response(call, response, upper)
+def _finish(call: Call, response: Any, r: Route | None) -> None:
+    """Settle a generate or embed response (embeddings without usage metadata read their
+    per-embedding statistics, else are estimated)."""
+    finish_response(call, response, _upper(r))
 
 
 def _embed(wrapped: Any, instance: Any, args: tuple[Any, ...], kwargs: dict[str, Any]) -> Any:
     """``Models.embed_content``: one request."""
-    model, _, upper = _embed_request(args, kwargs)
-    call = start_call(EMBED, model, input_upper=upper, max_output=None, streamed=False)
+    r = _route("embedContent", args, kwargs)
     return run_recorded(
-        call, lambda: wrapped(*args, **kwargs), lambda c, r: _finish_embed(c, r, upper)
+        begin(r), lambda: wrapped(*args, **kwargs), lambda c, resp: _finish(c, resp, r)
     )
 
 
@@ -123,10 +116,9 @@ async def _aembed(
     wrapped: Any, instance: Any, args: tuple[Any, ...], kwargs: dict[str, Any]
 ) -> Any:
     """``AsyncModels.embed_content``: one request."""
-    model, _, upper = _embed_request(args, kwargs)
-    call = start_call(EMBED, model, input_upper=upper, max_output=None, streamed=False)
+    r = _route("embedContent", args, kwargs)
     return await arun_recorded(
-        call, lambda: wrapped(*args, **kwargs), lambda c, r: _finish_embed(c, r, upper)
+        begin(r), lambda: wrapped(*args, **kwargs), lambda c, resp: _finish(c, resp, r)
     )
 
 
@@ -143,12 +135,12 @@ def _stream(wrapped: Any, instance: Any, args: tuple[Any, ...], kwargs: dict[str
 
 
 def _observe_stream(wrapped: Any, args: tuple[Any, ...], kwargs: dict[str, Any]) -> Iterator[Any]:
-    model, upper, max_out = _request(args, kwargs)
-    call = start_call(GENERATE, model, input_upper=upper, max_output=max_out, streamed=True)
+    r = _route("streamGenerateContent", args, kwargs)
+    call = begin(r)
     if call is None:
         yield from wrapped(*args, **kwargs)
         return
-    observer = StreamObserver(call, upper)
+    observer = StreamObserver(call, _upper(r))
     inner = None
     try:
         inner = iter(wrapped(*args, **kwargs))
@@ -174,11 +166,11 @@ async def _astream(
 ) -> Any:
     """``AsyncModels._generate_content_stream``: awaiting it sends the request and returns
     an async iterator; ours yields the very same chunks while observing them."""
-    model, upper, max_out = _request(args, kwargs)
-    call = start_call(GENERATE, model, input_upper=upper, max_output=max_out, streamed=True)
+    r = _route("streamGenerateContent", args, kwargs)
+    call = begin(r)
     if call is None:
         return await wrapped(*args, **kwargs)
-    observer = StreamObserver(call, upper)
+    observer = StreamObserver(call, _upper(r))
     try:
         stream = await wrapped(*args, **kwargs)
     except BaseException as exc:

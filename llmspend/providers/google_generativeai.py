@@ -28,20 +28,19 @@ from collections.abc import Iterable, Mapping
 from typing import Any
 
 from ..call import Call, Usage
+from ..dialects import Route, field, tokens_from_bytes
+from ..dialects import gemini as dialect
 from . import Patch, register_provider
 from .gemini_usage import (
     ObservedAsyncIterator,
     ObservedIterator,
     StreamObserver,
     arun_recorded,
-    field,
+    begin,
     finish_response,
-    max_output_tokens,
     request_upper_bound,
+    route,
     run_recorded,
-    start_call,
-    text_tokens,
-    usage_of,
     wrapper_in_chain,
 )
 
@@ -52,8 +51,6 @@ log = logging.getLogger("llmspend")
 PACKAGE = "google.generativeai"
 MODELS = "google.generativeai.generative_models"
 EMBEDDING = "google.generativeai.embedding"
-GENERATE = "generate_content"
-EMBED = "embed_content"
 _BATCH = 100  # EMBEDDING_MAX_BATCH_SIZE in google-generativeai 0.8
 
 #: Set while one of our embedding hooks runs, so that a hook found under another of ours
@@ -64,16 +61,29 @@ _in_embed: contextvars.ContextVar[bool] = contextvars.ContextVar("llmspend_gemin
 # -- generate_content ------------------------------------------------------------------------
 
 
-def _request(instance: Any, args: tuple[Any, ...], kwargs: dict[str, Any]) -> tuple[Any, ...]:
-    """(model, input upper bound, max output tokens, stream) of a generate_content call."""
+def _request(
+    instance: Any, args: tuple[Any, ...], kwargs: dict[str, Any]
+) -> tuple[Route | None, bool]:
+    """The dialect's route of a generate_content call, and whether it streams."""
+    stream = bool(kwargs.get("stream", False))
     contents = kwargs.get("contents", args[0] if args else None)
     tools = kwargs.get("tools") or getattr(instance, "_tools", None)
-    upper = request_upper_bound(contents, getattr(instance, "_system_instruction", None), tools)
-    max_out = max_output_tokens(
+    max_out = dialect.max_output_tokens(
         kwargs.get("generation_config"), getattr(instance, "_generation_config", None)
     )
+    body = {
+        "contents": contents,
+        "system_instruction": getattr(instance, "_system_instruction", None),
+        "tools": tools,
+        "generation_config": {"max_output_tokens": max_out},
+    }
     model = getattr(instance, "model_name", None) or "unknown"
-    return model, upper, max_out, bool(kwargs.get("stream", False))
+    method = "streamGenerateContent" if stream else "generateContent"
+    return route(method, model, body), stream
+
+
+def _upper(r: Route | None) -> int:
+    return r.input_upper or 0 if r is not None else 0
 
 
 def _settle(call: Call, response: Any, upper: int, stream: bool, is_async: bool) -> None:
@@ -100,12 +110,12 @@ def _settle(call: Call, response: Any, upper: int, stream: bool, is_async: bool)
 
 def _generate(wrapped: Any, instance: Any, args: tuple[Any, ...], kwargs: dict[str, Any]) -> Any:
     """``GenerativeModel.generate_content``: one request."""
-    model, upper, max_out, stream = _request(instance, args, kwargs)
-    call = start_call(GENERATE, model, input_upper=upper, max_output=max_out, streamed=stream)
+    r, stream = _request(instance, args, kwargs)
+    upper = _upper(r)
     return run_recorded(
-        call,
+        begin(r),
         lambda: wrapped(*args, **kwargs),
-        lambda c, r: _settle(c, r, upper, stream, is_async=False),
+        lambda c, resp: _settle(c, resp, upper, stream, is_async=False),
     )
 
 
@@ -113,12 +123,12 @@ async def _agenerate(
     wrapped: Any, instance: Any, args: tuple[Any, ...], kwargs: dict[str, Any]
 ) -> Any:
     """``GenerativeModel.generate_content_async``: one request (gRPC)."""
-    model, upper, max_out, stream = _request(instance, args, kwargs)
-    call = start_call(GENERATE, model, input_upper=upper, max_output=max_out, streamed=stream)
+    r, stream = _request(instance, args, kwargs)
+    upper = _upper(r)
     return await arun_recorded(
-        call,
+        begin(r),
         lambda: wrapped(*args, **kwargs),
-        lambda c, r: _settle(c, r, upper, stream, is_async=True),
+        lambda c, resp: _settle(c, resp, upper, stream, is_async=True),
     )
 
 
@@ -156,10 +166,10 @@ def _plan(wrapped: Any, args: tuple[Any, ...], kwargs: dict[str, Any]) -> Any:
 
 def _embed_usage(result: Any, items: list[Any]) -> tuple[Usage, bool]:
     """(usage, estimated): the response's usage if it has any, else one per text/4."""
-    usage = usage_of(result)
+    usage = dialect.usage_of(result)
     if usage is not None:
         return usage, False
-    tokens = sum(max(1, text_tokens(request_upper_bound(item))) for item in items)
+    tokens = sum(max(1, tokens_from_bytes(request_upper_bound(item))) for item in items)
     return Usage(tokens), True
 
 
@@ -192,8 +202,7 @@ def _finish_embed(call: Call, result: Any, items: list[Any]) -> None:
 
 
 def _embed_one(wrapped: Any, model: str, kwargs: dict[str, Any], items: list[Any]) -> Any:
-    upper = request_upper_bound(items)
-    call = start_call(EMBED, model, input_upper=upper, max_output=None, streamed=False)
+    call = begin(route("embedContent", model, {"content": items}))
     return run_recorded(call, lambda: wrapped(**kwargs), lambda c, r: _finish_embed(c, r, items))
 
 
@@ -215,8 +224,7 @@ async def _aembed(
 
 
 async def _aembed_one(wrapped: Any, model: str, kwargs: dict[str, Any], items: list[Any]) -> Any:
-    upper = request_upper_bound(items)
-    call = start_call(EMBED, model, input_upper=upper, max_output=None, streamed=False)
+    call = begin(route("embedContent", model, {"content": items}))
     return await arun_recorded(
         call, lambda: wrapped(**kwargs), lambda c, r: _finish_embed(c, r, items)
     )

@@ -10,7 +10,8 @@ Hook points (class level, applied by ``install()``, removed exactly by ``uninsta
   module-level ``openai.chat...`` and clients created before or after ``install()``.
   Retries happen inside ``request``, so one hooked call is one billed call.
 
-What is tracked is decided by ``options.url`` (see :data:`ROUTES`, POST only); everything
+The request is handed, as plain data, to :mod:`llmspend.dialects.openai`, which says
+what is tracked (``options.url``, POST only, see its ``ROUTES``); everything
 else (model lists, files, ``input_tokens`` counting...) passes straight through. A
 ``GET /responses/{id}`` (``retrieve``, also ``stream=True``) or ``cancel`` is looked at only
 when it concerns a background response still awaiting its usage (see
@@ -37,45 +38,23 @@ import logging
 import os
 from collections.abc import Mapping
 from typing import Any, NamedTuple
-from urllib.parse import urlsplit
 
-from ..pipeline import begin_call
+from ..dialects import Request, Route
+from ..dialects import openai as dialect
+from ..pipeline import begin_call, internal_error, shielded
 from . import Patch, register_provider
-from .openai_calls import INPUT_FIELDS, LEDGER, CallContext
+from .openai_calls import LEDGER, CallContext
 from .openai_streams import observe_raw, observe_stream, settle_bytes
 
-__all__ = [
-    "KNOWN_PROVIDERS",
-    "ROUTES",
-    "OpenAIPlugin",
-    "detect_provider",
-    "provider_for_host",
-    "stream_usage_mode",
-]
+__all__ = ["KNOWN_PROVIDERS", "OpenAIPlugin", "detect_provider", "stream_usage_mode"]
 
 log = logging.getLogger("llmspend")
 
 MODULE = "openai._base_client"
 
-#: Request path → the ``api`` recorded. Only POSTs to these paths are billed calls.
-ROUTES: dict[str, str] = {
-    "/chat/completions": "chat.completions",
-    "/completions": "completions",
-    "/responses": "responses",
-    "/responses/compact": "responses.compact",
-    "/embeddings": "embeddings",
-    "/images/generations": "images.generations",
-    "/images/edits": "images.edits",
-    "/images/variations": "images.variations",
-    "/audio/transcriptions": "audio.transcriptions",
-    "/audio/translations": "audio.translations",
-    "/audio/speech": "audio.speech",
-}
 #: Providers known to accept ``stream_options.include_usage`` (injected in ``auto`` mode).
 KNOWN_PROVIDERS = frozenset({"openai", "azure", "xai", "openrouter"})
-_USAGE_OPTION_APIS = frozenset({"chat.completions", "completions"})
 _RAW_HEADER = "X-Stainless-Raw-Response"
-_AZURE_HOSTS = (".openai.azure.com", ".cognitiveservices.azure.com", ".services.ai.azure.com")
 _AZURE_CLASSES = frozenset({"BaseAzureClient", "AzureOpenAI", "AsyncAzureOpenAI"})
 _MODES = frozenset({"auto", "inject", "estimate"})
 
@@ -83,23 +62,18 @@ _MODES = frozenset({"auto", "inject", "estimate"})
 # -- provider detection ------------------------------------------------------------------------
 
 
-def provider_for_host(host: str) -> str:
-    """The llmspend provider name for an API host."""
-    host = host.lower().rstrip(".")
-    if host == "api.openai.com" or host.endswith(".api.openai.com"):
-        return "openai"
-    if host == "x.ai" or host.endswith(".x.ai"):
-        return "xai"
-    if host.endswith("openrouter.ai"):
-        return "openrouter"
-    if host.endswith(_AZURE_HOSTS):
-        return "azure"
-    return "openai-compatible"
+class _Detected(NamedTuple):
+    """A client's base URL and class, and the provider they mean."""
+
+    url: Any
+    client_class: type
+    provider: str
 
 
-# id(base_url) -> (base_url, client class, provider). Kept here, a URL (immutable) cannot be
-# collected and its id reused by another; reading a URL's host costs more than the rest.
-_provider_cache: dict[int, tuple[Any, type, str]] = {}
+# id(base_url) -> what it was detected as. Invariant: an entry is used only while its URL
+# object is the client's (``hit.url is url``); kept here, a URL (immutable) cannot be
+# collected and its id reused by another. Reading a URL's host costs more than the rest.
+_provider_cache: dict[int, _Detected] = {}
 
 
 def detect_provider(client: Any) -> str:
@@ -109,16 +83,16 @@ def detect_provider(client: Any) -> str:
     except Exception:
         url = None
     hit = _provider_cache.get(id(url))
-    if hit is not None and hit[0] is url and hit[1] is type(client):
-        return hit[2]
+    if hit is not None and hit.url is url and hit.client_class is type(client):
+        return hit.provider
     try:
         host = str(url.host)
     except Exception:
         host = ""
     names = {cls.__name__ for cls in type(client).__mro__}
-    provider = "azure" if names & _AZURE_CLASSES else provider_for_host(host)
+    provider = "azure" if names & _AZURE_CLASSES else dialect.provider_for_host(host)
     if len(_provider_cache) < 256:
-        _provider_cache[id(url)] = (url, type(client), provider)
+        _provider_cache[id(url)] = _Detected(url, type(client), provider)
     return provider
 
 
@@ -132,8 +106,7 @@ def stream_usage_mode() -> str:
 
 
 class _Plan(NamedTuple):
-    provider: str
-    api: str
+    route: Route
     body: Mapping[str, Any]
     streamed: bool
     raw: bool
@@ -141,14 +114,6 @@ class _Plan(NamedTuple):
 
 def _options_of(args: tuple[Any, ...], kwargs: dict[str, Any]) -> Any:
     return args[1] if len(args) > 1 else kwargs.get("options")
-
-
-def _route(url: str) -> str | None:
-    api = ROUTES.get(url)
-    if api is None and "://" in url:
-        path = urlsplit(url).path.rstrip("/")
-        api = next((v for k, v in ROUTES.items() if path.endswith(k)), None)
-    return api
 
 
 def _pending_id(options: Any) -> str | None:
@@ -165,42 +130,29 @@ def _pending_id(options: Any) -> str | None:
 def _plan(instance: Any, args: tuple[Any, ...], kwargs: dict[str, Any]) -> _Plan | str | None:
     """What to track for this request: a plan, a parked response id, or ``None``."""
     options = _options_of(args, kwargs)
-    api = _route(options.url)
-    if api is None:
+    if dialect.api_of(options.url) is None:
         return _pending_id(options) if LEDGER else None
-    if str(options.method).lower() != "post":
-        return None
     body = options.json_data if isinstance(options.json_data, Mapping) else {}
     if options.extra_json:
         body = {**body, **options.extra_json}
     headers = options.headers
+    request = Request(str(options.method), options.url, body, headers)
+    route = dialect.route(request, provider=detect_provider(instance))
+    if route is None:
+        return None
     raw = isinstance(headers, Mapping) and bool(headers.get(_RAW_HEADER))
-    streamed = bool(kwargs.get("stream"))
-    return _Plan(detect_provider(instance), api, body, streamed, raw)
-
-
-def _max_output(api: str, body: Mapping[str, Any]) -> int | None:
-    if api.startswith("responses"):
-        value = body.get("max_output_tokens")
-    elif api in _USAGE_OPTION_APIS:
-        value = body.get("max_completion_tokens") or body.get("max_tokens")
-    else:
-        return None
-    if not isinstance(value, int) or isinstance(value, bool) or value <= 0:
-        return None
-    n = body.get("n")
-    return value * n if isinstance(n, int) and not isinstance(n, bool) and n > 1 else value
+    return _Plan(route, body, bool(kwargs.get("stream")), raw)
 
 
 def _inject_usage(plan: _Plan) -> bool:
     """Whether to add ``stream_options.include_usage`` to this streamed request."""
-    if not plan.streamed or plan.raw or plan.api not in _USAGE_OPTION_APIS:
+    if not plan.streamed or plan.raw or plan.route.api not in dialect.CHAT_APIS:
         return False
     asked = plan.body.get("stream_options")
     if isinstance(asked, Mapping) and asked.get("include_usage"):
         return False
     mode = stream_usage_mode()
-    return mode == "inject" or (mode == "auto" and plan.provider in KNOWN_PROVIDERS)
+    return mode == "inject" or (mode == "auto" and plan.route.provider in KNOWN_PROVIDERS)
 
 
 def _with_usage_option(
@@ -226,22 +178,21 @@ def _with_usage_option(
 def _begin(
     instance: Any, args: tuple[Any, ...], kwargs: dict[str, Any]
 ) -> tuple[CallContext | str | None, tuple[Any, ...], dict[str, Any]]:
-    """Start the call (budget check included) and adjust the request if needed."""
-    try:
-        plan = _plan(instance, args, kwargs)
-    except Exception:  # an unexpected request shape: stay out of the way
-        log.debug("llmspend could not read an openai request", exc_info=True)
-        plan = None
+    """Start the call (budget check included) and adjust the request if needed.
+
+    Only llmspend's own refusals (``BudgetExceeded``, ``StoreUnavailable``) propagate;
+    any other failure here leaves the call untracked and the request unchanged.
+    """
+    plan = shielded(_plan, instance, args, kwargs, what="read an openai request")
     if plan is None or isinstance(plan, str):
         return plan, args, kwargs
-    body = plan.body
-    model = body.get("model")
+    route = plan.route
     call = begin_call(
-        plan.provider,
-        plan.api,
-        model if isinstance(model, str) else "",
-        payload=[body[k] for k in INPUT_FIELDS if k in body],
-        max_output_tokens=_max_output(plan.api, body),
+        route.provider,
+        route.api,
+        route.model,
+        payload=route.payload,
+        max_output_tokens=route.output_cap,
         streamed=plan.streamed,
     )  # may raise BudgetExceeded: nothing has been sent
     if call is None:
@@ -253,7 +204,8 @@ def _begin(
             injected = True
     except Exception:
         log.debug("llmspend could not ask for stream usage", exc_info=True)
-    return CallContext(call, plan.api, plan.provider, body, injected=injected), args, kwargs
+    ctx = CallContext(call, route.api, route.provider, plan.body, injected=injected)
+    return ctx, args, kwargs
 
 
 # -- reading the result ------------------------------------------------------------------------
@@ -293,9 +245,9 @@ def _observe(ctx: CallContext, result: Any, *, is_async: bool) -> Any:
             settle_bytes(ctx, http.content, ctype, rid, ended=True)
         else:
             ctx.finish_result(result)
-    except Exception:  # recording must never break the caller's call
-        log.exception("llmspend could not read an openai %s result", ctx.api)
-        ctx.finish_estimate("ok")
+    except Exception as exc:  # recording must never break the caller's call
+        internal_error(f"read an openai {ctx.api} result", exc)
+        shielded(ctx.finish_estimate, "ok", what="estimate an openai call")
     return result
 
 
@@ -310,8 +262,8 @@ def _resume(response_id: str, result: Any, *, is_async: bool) -> Any:
             observe_stream(ctx, result, is_async=is_async, resume=True)
         else:
             LEDGER.resolve(response_id, result)
-    except Exception:
-        log.exception("llmspend could not read a retrieved response")
+    except Exception as exc:
+        internal_error("read a retrieved response", exc)
     return result
 
 

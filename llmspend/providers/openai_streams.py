@@ -26,129 +26,46 @@ import weakref
 from collections.abc import AsyncIterator, Callable, Iterator
 from typing import Any
 
-from .openai_calls import (
-    LEDGER,
-    CallContext,
-    ResponseFailedError,
-    failed_error,
-    field,
-    text_bytes,
-)
+from ..dialects import openai as dialect
+from .openai_calls import LEDGER, CallContext, ResponseFailedError
 
 __all__ = ["StreamObserver", "observe_raw", "observe_stream", "settle_bytes"]
 
 log = logging.getLogger("llmspend")
 
-_RESPONSE_FINAL = frozenset({"response.completed", "response.incomplete", "response.failed"})
-_RESPONSE_HEAD = frozenset({"response.created", "response.in_progress", "response.queued"})
-
 
 class StreamObserver:
-    """Reads one stream's items and settles its call exactly once."""
+    """Shows one stream's items to the dialect's reader and settles its call exactly once."""
 
     __slots__ = (
-        "__weakref__", "_fin", "complete", "ctx", "error", "finished", "iterating", "kind",
-        "model", "out_bytes", "request_id", "response_id", "resume", "settled", "usage",
+        "__weakref__", "_fin", "ctx", "iterating", "reader", "request_id", "resume", "settled",
         "started",
     )  # fmt: skip
 
     def __init__(self, ctx: CallContext, request_id: str | None, *, resume: bool = False) -> None:
         self.ctx = ctx
-        api = ctx.api
-        self.kind = "chat" if api in ("chat.completions", "completions") else api.split(".")[0]
+        self.reader = dialect.reader(ctx.api, ctx.body.get("n"))
         self.request_id = request_id
         self.resume = resume
-        self.out_bytes = 0
-        self.usage: Any = None
-        self.model: str | None = None
-        self.response_id: str | None = None
-        self.complete = False
-        self.error: BaseException | None = None
-        self.finished: set[Any] = set()
         self.iterating = False
         self.settled = False
         self._fin: weakref.finalize[Any, Any] | None = None
         self.started = False  # the caller has received at least one item
 
+    @property
+    def complete(self) -> bool:
+        """Whether the final item (usage, or every choice finished) has been seen."""
+        return self.reader.complete
+
     # -- reading items -------------------------------------------------------------------
     def see(self, item: Any) -> bool:
         """Account for one item; ``False`` means: hide it (llmspend's own usage chunk)."""
         try:
-            if self.kind == "chat":
-                return self._see_chat(item)
-            if self.kind == "responses":
-                self._see_response_event(item)
-            else:
-                self._see_event(item)
+            usage_only = self.reader.feed(item)
         except Exception:  # an odd item must never break the caller's stream
             log.debug("llmspend could not read a stream item", exc_info=True)
-        return True
-
-    def _see_chat(self, chunk: Any) -> bool:
-        usage = field(chunk, "usage")
-        choices = field(chunk, "choices")
-        if usage is not None:
-            self.usage = usage
-            if self.ctx.injected and not choices:
-                return False
-        if self.model is None:
-            model = field(chunk, "model")
-            if type(model) is str and model:
-                self.model = model
-        if not choices:
             return True
-        try:
-            n = 0
-            for choice in choices:
-                delta = field(choice, "delta")
-                if delta is not None:
-                    n += text_bytes(field(delta, "content")) + text_bytes(field(delta, "refusal"))
-                    n += text_bytes(field(delta, "reasoning_content"))
-                    for tc in field(delta, "tool_calls") or ():
-                        n += text_bytes(field(field(tc, "function"), "arguments"))
-                else:
-                    n += text_bytes(field(choice, "text"))
-                if field(choice, "finish_reason"):
-                    self.finished.add(field(choice, "index"))
-            self.out_bytes += n
-            want = self.ctx.body.get("n")
-            if self.finished and len(self.finished) >= (want if type(want) is int else 1):
-                self.complete = True
-        except Exception:
-            log.debug("llmspend could not read a chat chunk", exc_info=True)
-        return True
-
-    def _see_response_event(self, event: Any) -> None:
-        kind = field(event, "type")
-        if kind in _RESPONSE_FINAL:
-            response = field(event, "response")
-            self.usage = field(response, "usage")
-            self._head(response)
-            self.complete = True
-            if kind == "response.failed":
-                self.error = failed_error(response)
-        elif kind in _RESPONSE_HEAD:
-            self._head(field(event, "response"))
-        elif kind == "error":
-            message = field(event, "message")
-            self.error = ResponseFailedError(message if type(message) is str else "error event")
-        else:
-            self.out_bytes += text_bytes(field(event, "delta"))
-
-    def _head(self, response: Any) -> None:
-        rid, model = field(response, "id"), field(response, "model")
-        if type(rid) is str and rid:
-            self.response_id = rid
-        if type(model) is str and model:
-            self.model = model
-
-    def _see_event(self, event: Any) -> None:
-        usage = field(event, "usage")
-        if usage is not None:
-            self.usage = usage
-            self.complete = True
-        if self.ctx.api != "audio.speech":  # speech deltas are audio, not text
-            self.out_bytes += text_bytes(field(event, "delta"))
+        return not (usage_only and self.ctx.injected)
 
     # -- settling ------------------------------------------------------------------------
     def end(self) -> None:
@@ -186,35 +103,32 @@ class StreamObserver:
             self._fin.detach()
         ctx = self.ctx
         try:
+            reader = self.reader
+            rid = reader.response_id
             if self.resume:  # a resumed background response: settle it only when final
-                if self.complete and self.response_id and ctx is LEDGER.take(self.response_id):
+                if reader.complete and rid and ctx is LEDGER.take(rid):
                     self._record(ctx, cut=False, error=None)
                 return
-            if (
-                self.usage is None
-                and not self.complete
-                and ctx.background
-                and self.response_id is not None
-            ):
-                LEDGER.park(self.response_id, ctx, self.out_bytes, self.model, self.request_id)
+            if reader.usage is None and not reader.complete and ctx.background and rid:
+                LEDGER.park(rid, ctx, reader.out_bytes, reader.model, self.request_id)
                 return
             self._record(ctx, cut=cut, error=error)
         except Exception:  # pragma: no cover - finish never raises; belt and braces
             log.exception("llmspend could not settle a stream")
 
     def _record(self, ctx: CallContext, *, cut: bool, error: BaseException | None) -> None:
-        model, rid, out = self.model, self.request_id, self.out_bytes
-        if self.error is not None:  # the provider said the response failed
-            ctx.finish_usage(
-                self.usage, model=model, request_id=rid, status="error", error=self.error,
-                out_bytes=out,
-            )  # fmt: skip
-        elif self.usage is not None:
-            ctx.finish_usage(self.usage, model=model, request_id=rid, out_bytes=out)
-        elif cut and not self.complete:
-            ctx.finish_estimate("partial", out, model=model, request_id=rid, error=error)
+        reading, rid = self.reader.result(), self.request_id
+        if reading.error is not None:  # the provider said the response failed
+            failed = ResponseFailedError(reading.error)
+            ctx.finish_reading(reading, request_id=rid, status="error", error=failed)
+        elif reading.usage is not None:
+            ctx.finish_reading(reading, request_id=rid)
+        elif cut and not reading.complete:
+            ctx.finish_estimate(
+                "partial", reading.out_bytes, model=reading.model, request_id=rid, error=error
+            )
         else:  # complete, but the provider sent no usage
-            ctx.finish_estimate("ok", out, model=model, request_id=rid)
+            ctx.finish_estimate("ok", reading.out_bytes, model=reading.model, request_id=rid)
 
 
 # -- Stream / AsyncStream ----------------------------------------------------------------------
@@ -397,32 +311,13 @@ def tap_response(
 # -- raw responses (with_raw_response / with_streaming_response) -------------------------------
 
 
-def _sse_items(data: bytes) -> tuple[list[Any], bool]:
-    """The JSON ``data:`` payloads of an SSE body, and whether ``[DONE]`` was seen."""
-    items: list[Any] = []
-    done = False
-    for block in data.replace(b"\r\n", b"\n").split(b"\n\n"):
-        lines = [ln[5:].lstrip() for ln in block.split(b"\n") if ln.startswith(b"data:")]
-        if not lines:
-            continue
-        payload = b"\n".join(lines)
-        if payload.startswith(b"[DONE]"):
-            done = True
-            continue
-        try:
-            items.append(json.loads(payload))
-        except ValueError:
-            continue
-    return items, done
-
-
 def settle_bytes(
     ctx: CallContext, data: bytes, content_type: str, request_id: str | None, *, ended: bool
 ) -> None:
     """Settle a call from its raw body (JSON, SSE, or anything else), read whole or not."""
     if "event-stream" in content_type or data.startswith((b"data:", b"event:")):
         obs = StreamObserver(ctx, request_id)
-        items, done = _sse_items(data)
+        items, done = dialect.sse_events(data)
         for item in items:
             obs.see(item)
         obs.settle(cut=not (ended or done))
