@@ -180,9 +180,9 @@ def test_a_locked_store_times_out_into_the_spool_and_nothing_is_lost(tmp_path, m
 def test_wal_checkpoints_run_in_the_background_and_keep_the_log_small(
     tmp_path, monkeypatch
 ) -> None:  # type: ignore[no-untyped-def]
-    from llmspend.store.engine import _Checkpointer
+    from llmspend.store.sqlite import Checkpointer
 
-    monkeypatch.setattr(_Checkpointer, "LOG_LIMIT", 500)  # pages; 4,000 by default
+    monkeypatch.setattr(Checkpointer, "LOG_LIMIT", 500)  # pages; 4,000 by default
     path = tmp_path / "wal.sqlite"
     url = f"sqlite:///{path}"
     llmspend.install(url, org="acme", project="churn", user="ana")

@@ -168,12 +168,12 @@ def test_the_rollup_mark_migrates_both_ways_without_losing_a_row(installed_any) 
     from alembic.config import Config
     from sqlalchemy import inspect
 
-    from llmspend.store.engine import _MIGRATIONS
+    from llmspend.store.migrate import MIGRATIONS
 
     def migrate(revision: str, down: bool = False) -> None:
         with tracker.store.begin(write=True) as conn:
             cfg = Config()
-            cfg.set_main_option("script_location", str(_MIGRATIONS))
+            cfg.set_main_option("script_location", str(MIGRATIONS))
             cfg.attributes["connection"] = conn
             (command.downgrade if down else command.upgrade)(cfg, revision)
 
@@ -221,13 +221,14 @@ def test_migration_backfills_existing_usage(store_url: str) -> None:
     from alembic import command
     from sqlalchemy import create_engine
 
-    from llmspend.store.engine import _alembic_config, open_store
+    from llmspend.store.engine import open_store
+    from llmspend.store.migrate import alembic_config
     from llmspend.store.models import UsageRecord
     from llmspend.tracker import Tracker, set_tracker
 
     engine = create_engine(store_url.replace("postgresql://", "postgresql+psycopg://", 1))
     with engine.begin() as conn:
-        command.upgrade(_alembic_config(conn), "0002")
+        command.upgrade(alembic_config(conn), "0002")
         base = dt.datetime(2026, 5, 1, 10, 17, 3, 250_000)
         conn.execute(
             insert(UsageRecord.__table__),

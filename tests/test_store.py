@@ -177,12 +177,13 @@ def test_upgrade_from_the_oldest_schema_keeps_data(store_url: str) -> None:
     from alembic import command
     from alembic.config import Config
 
-    from llmspend.store.engine import _MIGRATIONS, _create
+    from llmspend.store.engine import _create
+    from llmspend.store.migrate import MIGRATIONS
 
     store = _create(store_url)
     with store.begin(write=True) as conn:
         cfg = Config()
-        cfg.set_main_option("script_location", str(_MIGRATIONS))
+        cfg.set_main_option("script_location", str(MIGRATIONS))
         cfg.attributes["connection"] = conn
         command.upgrade(cfg, "0001")
         conn.exec_driver_sql(
@@ -215,14 +216,14 @@ def test_holds_in_flight_survive_the_reservation_table_migration(store_url: str)
 
     from llmspend.call import Usage
     from llmspend.pipeline import begin_call
-    from llmspend.store.engine import _MIGRATIONS
+    from llmspend.store.migrate import MIGRATIONS
     from llmspend.timeutil import shift_clock
     from llmspend.tracker import get_tracker
 
     def migrate(store: object, revision: str, down: bool = False) -> None:
         with store.begin(write=True) as conn:  # type: ignore[attr-defined]
             cfg = Config()
-            cfg.set_main_option("script_location", str(_MIGRATIONS))
+            cfg.set_main_option("script_location", str(MIGRATIONS))
             cfg.attributes["connection"] = conn
             (command.downgrade if down else command.upgrade)(cfg, revision)
 
@@ -284,14 +285,14 @@ def test_the_usage_index_migration_keeps_spooled_calls_replayed_once(store_url: 
 
     from llmspend.call import Usage
     from llmspend.pipeline import begin_call
-    from llmspend.store.engine import _MIGRATIONS
+    from llmspend.store.migrate import MIGRATIONS
     from llmspend.tracker import get_tracker
     from llmspend.usage import insert_once
 
     def migrate(revision: str, down: bool = False) -> None:
         with store.begin(write=True) as conn:
             cfg = Config()
-            cfg.set_main_option("script_location", str(_MIGRATIONS))
+            cfg.set_main_option("script_location", str(MIGRATIONS))
             cfg.attributes["connection"] = conn
             (command.downgrade if down else command.upgrade)(cfg, revision)
 

@@ -1,16 +1,16 @@
 """Alembic environment for llmspend's own migrations.
 
-Always run through :func:`llmspend.store.engine.upgrade`, which passes an open connection
-in ``config.attributes["connection"]``; never configured from an ini file.
+Always run with a ``Config`` from :func:`llmspend.store.migrate.alembic_config` (as
+``upgrade`` does), which passes an open connection in ``config.attributes["connection"]``;
+never configured from an ini file.
 """
 
 from __future__ import annotations
 
 from alembic import context
 
+from llmspend.store.migrate import VERSION_TABLE
 from llmspend.store.models import Base
-
-VERSION_TABLE = "llmspend_alembic_version"
 
 config = context.config
 connection = config.attributes["connection"]

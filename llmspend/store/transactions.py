@@ -1,0 +1,270 @@
+"""Transactions on a store: SQLAlchemy's for most work, plain DBAPI for the per-call path.
+
+:meth:`Transactions.begin` yields a SQLAlchemy ``Connection`` in a transaction;
+``write=True`` takes SQLite's write lock at ``BEGIN IMMEDIATE``. :meth:`Transactions.tx`
+yields a :class:`~llmspend.store.fastsql.Tx` straight on a DBAPI connection, without
+SQLAlchemy's checkout and events, which cost more than a call's statements.
+
+On a SQLite file store each thread keeps a connection of its own for :meth:`tx` (opened
+as the engine's are, in :func:`.sqlite.connect`; a forked child opens its own; one broken
+by a driver error is dropped). Its transactions are numbered (``serial``) and it knows
+which one last committed a write (``committed``); a ``Tx`` whose predecessor on the
+connection committed a write gets that number as ``Tx.follows``. Together with ``PRAGMA
+data_version``, which changes only when *another* connection commits, this proves that
+nothing was written since: the connection's memo (``Tx.memo``) stays true, and a
+standing hold (``llmspend.budgets``) is still there as its settlement left it.
+:meth:`Transactions.thread_memo` and :meth:`Transactions.thread_data_version` answer
+that check before a call without opening a transaction. These connections leave WAL
+checkpoints to a :class:`.sqlite.Checkpointer` thread and tell it of each write commit.
+
+Driver errors come out as SQLAlchemy's (``sqlalchemy.exc.OperationalError`` and
+friends) from both paths; a store that cannot be reached raises ``StoreError``.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import threading
+import weakref
+from collections.abc import Iterator
+from typing import Any
+
+from sqlalchemy import Connection, Engine, exc
+
+from .. import _process
+from ..errors import StoreError
+from .fastsql import Tx, data_version
+from .sqlite import Checkpointer, busy_timeout_ms, connect, file_path
+from .urls import reason, safe_url
+
+__all__ = ["Transactions", "TxScope"]
+
+
+class _Direct:
+    """A thread's own SQLite connection for the hot path (weakly tracked for dispose)."""
+
+    __slots__ = ("__weakref__", "busy", "committed", "conn", "memo", "pid", "serial")
+
+    def __init__(self, conn: Any) -> None:
+        self.conn = conn
+        self.pid = _process.pid
+        self.busy = False
+        self.memo: dict[Any, Any] = {}  # see Tx.memo
+        self.serial = 0  # transactions begun on it
+        self.committed = -1  # the serial of the last write transaction it committed
+
+
+class TxScope:
+    """The context manager of :meth:`Transactions.tx` (a class: it runs on every call)."""
+
+    __slots__ = ("dbapi", "direct", "store", "tx", "write")
+
+    def __init__(self, store: Transactions, write: bool) -> None:
+        self.store = store
+        self.write = write
+        self.direct: _Direct | None = None
+        self.dbapi: Any = None
+        self.tx: Tx | None = None
+
+    def __enter__(self) -> Tx:
+        store = self.store
+        dialect = store.engine.dialect
+        direct = store._direct() if store._sqlite_path is not None else None
+        serial = follows = None
+        if direct is None:
+            try:
+                self.dbapi = store.engine.raw_connection()
+            except (exc.OperationalError, dialect.loaded_dbapi.OperationalError) as e:
+                raise StoreError(
+                    f"cannot reach the store {safe_url(store.url)}: {reason(e)}"
+                ) from e
+        else:
+            self.direct, self.dbapi = direct, direct.conn
+            direct.busy = True
+            follows = direct.committed if direct.committed == direct.serial else None
+            direct.serial = serial = direct.serial + 1
+        try:
+            if self.write and store.is_sqlite:
+                self.dbapi.execute("BEGIN IMMEDIATE")
+        except BaseException as e:
+            self.__exit__(type(e), e, None)  # raises driver errors as SQLAlchemy's
+            raise
+        memo = None if direct is None else direct.memo
+        self.tx = Tx(self.dbapi, dialect, memo, serial, follows)
+        return self.tx
+
+    def __exit__(self, kind: Any, error: Any, tb: Any) -> None:
+        direct = self.direct
+        try:
+            if error is None:
+                try:
+                    if self.write or direct is None:  # a direct read ran in autocommit
+                        self.dbapi.commit()
+                except BaseException as e:
+                    self._failed(e)
+                    raise
+                if direct is not None and self.write:
+                    if self.tx is not None and self.tx.serial is not None:  # not rolled back
+                        direct.committed = direct.serial
+                    self.store._committed()
+            else:
+                self._failed(error)
+        finally:
+            if direct is not None:
+                direct.busy = False
+            else:
+                self._close_pooled()
+
+    def _failed(self, e: BaseException) -> None:
+        """Roll back; a driver error is raised again as SQLAlchemy's (a broken SQLite
+        connection of the thread's own is dropped, a broken pooled one invalidated)."""
+        store, direct = self.store, self.direct
+        with contextlib.suppress(Exception):
+            self.dbapi.rollback()
+        driver = store.engine.dialect.loaded_dbapi
+        if not isinstance(e, driver.Error):
+            return
+        if isinstance(e, driver.OperationalError | driver.InterfaceError):
+            if direct is not None:
+                direct.busy = False
+                store._drop_direct(direct)
+                self.direct = None
+                self.dbapi = None  # nothing to give back to the pool
+            else:
+                with contextlib.suppress(Exception):
+                    self.dbapi.invalidate()
+        raise exc.DBAPIError.instance(
+            None, None, e, driver.Error, dialect=store.engine.dialect
+        ) from e
+
+    def _close_pooled(self) -> None:
+        if self.dbapi is not None:
+            with contextlib.suppress(Exception):
+                self.dbapi.close()  # back to the pool
+
+
+class Transactions:
+    """An engine and the ways to run a transaction on it (the base of ``Store``)."""
+
+    def __init__(self, engine: Engine, url: str) -> None:
+        self.engine = engine
+        self.url = url
+        self.dialect = engine.dialect.name
+        self.is_sqlite = self.dialect == "sqlite"
+        # The hot path's SQLite connections, one per thread, opened like the engine's.
+        self._sqlite_path: str | None = file_path(engine.url) if self.is_sqlite else None
+        if self._sqlite_path is not None:
+            self._busy_ms = busy_timeout_ms()  # as the engine's connections got it
+        self._local = threading.local()
+        self._directs: weakref.WeakSet[_Direct] = weakref.WeakSet()
+        self._directs_lock = threading.Lock()
+        self._checkpointer: Checkpointer | None = None
+
+    @contextlib.contextmanager
+    def begin(self, *, write: bool = False) -> Iterator[Connection]:
+        """A transaction. ``write=True`` takes SQLite's write lock at BEGIN."""
+        try:
+            conn = self.engine.connect()
+        except exc.OperationalError as e:
+            raise StoreError(f"cannot reach the store {safe_url(self.url)}: {reason(e)}") from e
+        with conn:
+            if write and self.is_sqlite:
+                conn = conn.execution_options(llmspend_immediate=True)
+            with conn.begin():
+                yield conn
+
+    def tx(self, *, write: bool = False) -> TxScope:
+        """A transaction straight on a DBAPI connection: the per-call hot path.
+
+        SQLite uses a connection of the thread's own (opened with the engine's settings,
+        kept for the next call); ``write=True`` takes the write lock at ``BEGIN
+        IMMEDIATE``, and without it statements run in autocommit (a lone SELECT needs no
+        BEGIN/COMMIT). PostgreSQL checks a connection out of the engine's pool. Commits on
+        success, rolls back on any exception; driver errors come out as SQLAlchemy's
+        (``sqlalchemy.exc.OperationalError`` and friends), like the rest of the store.
+        Used as ``with store.tx(write=True) as tx:``.
+        """
+        return TxScope(self, write)
+
+    def thread_memo(self) -> dict[Any, Any] | None:
+        """The memo of this thread's own SQLite connection (see ``Tx.memo``), if it has
+        one and is not in a transaction; opens nothing."""
+        d: _Direct | None = getattr(self._local, "d", None)
+        if d is None or d.busy or d.pid != _process.pid:
+            return None
+        return d.memo
+
+    def thread_data_version(self) -> int | None:
+        """``PRAGMA data_version`` on this thread's own SQLite connection (see
+        ``Tx.data_version``); ``None`` if it has none free or the read fails (whatever
+        runs next on the store meets the failure and reports it)."""
+        d: _Direct | None = getattr(self._local, "d", None)
+        if d is None or d.busy or d.pid != _process.pid:
+            return None
+        try:
+            return data_version(d.conn)
+        except Exception:
+            return None
+
+    def _direct(self) -> _Direct | None:
+        """This thread's SQLite connection (``None`` when it is in use: nested use)."""
+        d: _Direct | None = getattr(self._local, "d", None)
+        if d is not None and d.pid == _process.pid:
+            return None if d.busy else d
+        import sqlite3  # see llmspend.store.sqlite: only SQLite stores load it
+
+        try:
+            conn = connect(self._sqlite_path, self._busy_ms)  # type: ignore[arg-type]
+            if self._checkpoints():  # checkpoints in the background, not in our commits
+                Checkpointer.take_over(conn)
+        except sqlite3.Error as e:
+            raise StoreError(f"cannot reach the store {safe_url(self.url)}: {e}") from e
+        d = self._local.d = _Direct(conn)
+        with self._directs_lock:
+            self._directs.add(d)
+        return d
+
+    def _checkpoints(self) -> bool:
+        """This process's background checkpointer, started if needed; False if it cannot
+        run (then the connection keeps SQLite's automatic checkpoint)."""
+        with self._directs_lock:
+            ck = self._checkpointer
+            if ck is None or not ck.alive:
+                try:
+                    ck = self._checkpointer = Checkpointer(
+                        self._sqlite_path,  # type: ignore[arg-type]
+                        self._busy_ms,
+                    )
+                except RuntimeError:  # no new threads (the interpreter is shutting down)
+                    self._checkpointer = None
+                    return False
+            return True
+
+    def _committed(self) -> None:
+        ck = self._checkpointer
+        if ck is not None and ck.alive:
+            ck.committed()
+        elif self._checkpoints() and self._checkpointer is not None:  # it stopped: restart
+            self._checkpointer.committed()
+
+    def _drop_direct(self, d: _Direct) -> None:
+        if getattr(self._local, "d", None) is d:
+            del self._local.d
+        with contextlib.suppress(Exception):
+            d.conn.close()
+
+    def dispose(self) -> None:
+        """Close every connection (the threads' own, the pool's) and stop the
+        checkpointer; the store opens new ones when used again."""
+        with self._directs_lock:
+            directs = list(self._directs)
+            self._directs.clear()
+        for d in directs:
+            if d.pid == _process.pid:
+                with contextlib.suppress(Exception):
+                    d.conn.close()
+        self._local = threading.local()
+        ck, self._checkpointer = self._checkpointer, None
+        if ck is not None:
+            ck.stop()
+        self.engine.dispose()
