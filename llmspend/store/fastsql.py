@@ -82,9 +82,9 @@ class Result:
 class Tx:
     """One open transaction on a DBAPI connection: all the per-call hot path needs.
 
-    :meth:`Store.tx <llmspend.store.engine.Store.tx>` opens one without SQLAlchemy's
-    Connection machinery (whose checkout, events and bookkeeping cost more than the
-    statements themselves); :meth:`of` wraps the transaction of an open SQLAlchemy
+    :meth:`Store.tx <llmspend.store.transactions.Transactions.tx>` opens one without
+    SQLAlchemy's Connection machinery (whose checkout, events and bookkeeping cost more
+    than the statements themselves); :meth:`of` wraps the transaction of an open SQLAlchemy
     Connection, so that the same functions serve the hot path and everything else.
     ``dialect`` is the SQLAlchemy dialect (``tx.dialect.name`` is ``sqlite`` or
     ``postgresql``).
@@ -151,11 +151,7 @@ def data_version(dbapi: Any) -> int:
 
 def run(conn: Connection | Tx, sql: SQL, params: dict[str, Any] | None = None) -> Result:
     """Execute on the DBAPI connection of ``conn``'s open transaction (no SQLAlchemy layer)."""
-    if isinstance(conn, Tx):
-        return conn.run(sql, params)
-    cursor = conn.connection.dbapi_connection.cursor()  # type: ignore[union-attr]
-    cursor.execute(sql.render(conn.dialect.name), params or {})
-    return Result(cursor, sql)
+    return Tx.of(conn).run(sql, params)
 
 
 def db_time(conn: Connection | Tx, value: dt.datetime | None) -> Any:

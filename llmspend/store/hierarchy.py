@@ -15,14 +15,18 @@ _ORG = SQL(
     "INSERT INTO llmspend_orgs (name, created_at) VALUES (:name, :now) ON CONFLICT DO NOTHING"
 )
 _ORG_ID = SQL("SELECT id FROM llmspend_orgs WHERE name = :name")
-_PROJECT = SQL(
-    "INSERT INTO llmspend_projects (org_id, name, created_at) VALUES (:org_id, :name, :now) "
-    "ON CONFLICT DO NOTHING"
-)
-_USER = SQL(
-    "INSERT INTO llmspend_users (org_id, name, created_at) VALUES (:org_id, :name, :now) "
-    "ON CONFLICT DO NOTHING"
-)
+
+
+def _member(table: str) -> SQL:
+    """The insert of a project or user (an org's member; see ``models._OrgMember``)."""
+    return SQL(
+        f"INSERT INTO {table} (org_id, name, created_at) VALUES (:org_id, :name, :now) "  # noqa: S608
+        "ON CONFLICT DO NOTHING"
+    )
+
+
+_PROJECT = _member("llmspend_projects")
+_USER = _member("llmspend_users")
 
 
 def ensure_entities(
@@ -39,7 +43,6 @@ def ensure_entities(
     ids = {o: tx.run(_ORG_ID, {"name": o}).one().id for o in orgs}
     projects = sorted({(o, p) for o, p, _ in triples if p})
     users = sorted({(o, u) for o, _, u in triples if u})
-    if projects:
-        tx.executemany(_PROJECT, [{"org_id": ids[o], "name": p, "now": now} for o, p in projects])
-    if users:
-        tx.executemany(_USER, [{"org_id": ids[o], "name": u, "now": now} for o, u in users])
+    for sql, members in ((_PROJECT, projects), (_USER, users)):
+        if members:
+            tx.executemany(sql, [{"org_id": ids[o], "name": m, "now": now} for o, m in members])

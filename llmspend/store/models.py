@@ -22,7 +22,7 @@ from sqlalchemy import (
     Text,
     UniqueConstraint,
 )
-from sqlalchemy.orm import DeclarativeBase, Mapped, mapped_column
+from sqlalchemy.orm import DeclarativeBase, Mapped, declared_attr, mapped_column
 
 __all__ = [
     "Alert",
@@ -64,24 +64,26 @@ class Org(Base):
     created_at: Mapped[dt.datetime] = mapped_column(DateTime())
 
 
-class Project(Base):
+class _OrgMember:
+    """Columns shared by projects and users: a name, unique within its org."""
+
+    id: Mapped[int] = mapped_column(BigId, primary_key=True)
+    org_id: Mapped[int] = mapped_column(ForeignKey("llmspend_orgs.id", ondelete="CASCADE"))
+    name: Mapped[str] = mapped_column(String(200))
+    created_at: Mapped[dt.datetime] = mapped_column(DateTime())
+
+    @declared_attr.directive
+    def __table_args__(cls) -> tuple[UniqueConstraint]:
+        name = f"uq_{cls.__tablename__}_org_name"  # type: ignore[attr-defined]
+        return (UniqueConstraint("org_id", "name", name=name),)
+
+
+class Project(_OrgMember, Base):
     __tablename__ = "llmspend_projects"
-    __table_args__ = (UniqueConstraint("org_id", "name", name="uq_llmspend_projects_org_name"),)
-
-    id: Mapped[int] = mapped_column(BigId, primary_key=True)
-    org_id: Mapped[int] = mapped_column(ForeignKey("llmspend_orgs.id", ondelete="CASCADE"))
-    name: Mapped[str] = mapped_column(String(200))
-    created_at: Mapped[dt.datetime] = mapped_column(DateTime())
 
 
-class User(Base):
+class User(_OrgMember, Base):
     __tablename__ = "llmspend_users"
-    __table_args__ = (UniqueConstraint("org_id", "name", name="uq_llmspend_users_org_name"),)
-
-    id: Mapped[int] = mapped_column(BigId, primary_key=True)
-    org_id: Mapped[int] = mapped_column(ForeignKey("llmspend_orgs.id", ondelete="CASCADE"))
-    name: Mapped[str] = mapped_column(String(200))
-    created_at: Mapped[dt.datetime] = mapped_column(DateTime())
 
 
 class UsageRecord(Base):
@@ -267,7 +269,7 @@ class WebhookDelivery(Base):
     error: Mapped[str | None] = mapped_column(String(500))
 
 
-# -- analytics rollups (maintained by llmspend.analytics.rollups) -----------------------------
+# -- analytics rollups (maintained by the rollups module) -----------------------------------
 
 
 class _RollupBucket:
@@ -317,9 +319,10 @@ class RollupState(Base):
 
     SQLite's writers take turns, so ids are committed in ascending order: a live call
     only appends its row, and the rows past the mark are summed into the rollups later
-    (by the background checkpointer, and before any analytics read), in one write
-    transaction with the mark. PostgreSQL assigns ids out of commit order; there every
-    write adds its rows to the rollups itself and the mark is not used.
+    (before any read of the rollups, with every ingest and spool replay, and by
+    ``rebuild_rollups``), in one write transaction with the mark. PostgreSQL assigns ids
+    out of commit order; there every write adds its rows to the rollups itself and the
+    mark is not used.
     """
 
     __tablename__ = "llmspend_rollup_state"
