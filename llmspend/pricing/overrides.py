@@ -41,75 +41,23 @@ keeps genai-prices' price (if it has one). The first matching ``[[alias]]`` and
 ``[[discount]]`` apply. Any unknown key, missing field, negative price, bad date, percent
 outside [0, 100] or TOML syntax error raises :class:`~llmspend.errors.PriceFileError`
 naming the file, the entry (e.g. ``model #2 (my-finetune)``) and the field.
-
-This module also holds the *price spec* layer shared with genai-prices' data: a spec (price
-key → Decimal or tiers) compiles into :class:`Rates`, exact integer rates in nanodollars.
 """
 
 from __future__ import annotations
 
 import datetime as dt
 import fnmatch
-import math
 import os
+import tomllib
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass
 from decimal import Decimal, InvalidOperation
-from fractions import Fraction
-from typing import TYPE_CHECKING, Any
+from typing import Any
 
-from .errors import PriceFileError
+from ..errors import PriceFileError
+from .snapshot import PriceSpec, Tiered, TierPrice, normalize_provider
 
-if TYPE_CHECKING:
-    from genai_prices.types import ModelPrice, Provider
-    from genai_prices.units import UnitDef
-
-__all__ = [
-    "Alias",
-    "Discount",
-    "GenAI",
-    "ModelOverride",
-    "Overrides",
-    "PriceSpec",
-    "Rates",
-    "compile_spec",
-    "exact_usd",
-    "genai",
-    "genai_provider",
-    "infer_provider",
-    "load_overrides",
-    "normalize_provider",
-    "price_at",
-    "spec_of",
-    "token_priced",
-]
-
-_NANOS = 10**9
-#: our usage fields → genai-prices usage keys, in the order of the rate vectors
-_VAR = {
-    "input_tokens": 0,
-    "cache_read_tokens": 1,
-    "cache_write_tokens": 2,
-    "output_tokens": 3,
-    "output_reasoning_tokens": 4,
-}
-
-#: genai-prices price key → a flat price, or ``(base, ((above_input_tokens, price), ...))``.
-PriceSpec = dict[str, "Decimal | tuple[Decimal, tuple[tuple[int, Decimal], ...]]"]
-
-_PROVIDER_ALIASES = {
-    "xai": "x-ai",
-    "grok": "x-ai",
-    "gemini": "google",
-    "google-genai": "google",
-    "google-gla": "google",
-    "vertex": "google",
-    "vertexai": "google",
-    "google-vertex": "google",
-    "azure-openai": "azure",
-    "azure_openai": "azure",
-    "openai_compatible": "openai-compatible",
-}
+__all__ = ["Alias", "Discount", "ModelOverride", "Overrides", "load_overrides"]
 
 #: override-file price field → genai-prices price key
 _PRICE_FIELDS = {
@@ -126,16 +74,6 @@ _TIER_KEYS = frozenset({"above_input_tokens", *_PRICE_FIELDS})
 _ALIAS_KEYS = frozenset({"provider", "name", "model"})
 _DISCOUNT_KEYS = frozenset({"provider", "model", "percent"})
 _GLOB_CHARS = frozenset("*?[")
-
-
-def normalize_provider(name: str | None) -> str | None:
-    """Map an llmspend provider name (``xai``, ``gemini``...) to its genai-prices id."""
-    if name is None:
-        return None
-    key = name.strip().lower()
-    if not key:
-        return None
-    return _PROVIDER_ALIASES.get(key, key)
 
 
 def _name_matches(pattern: str, is_glob: bool, name: str) -> bool:
@@ -233,8 +171,6 @@ class Overrides:
 
 
 def _toml_load(path: str) -> dict[str, Any]:
-    import tomllib
-
     try:
         with open(path, "rb") as fh:
             return tomllib.load(fh)
@@ -336,7 +272,7 @@ def _parse_model(path: str, index: int, raw: object) -> ModelOverride:
     tiers_raw = e.raw.get("tiers", [])
     if not isinstance(tiers_raw, list):
         e.fail("tiers", "must be an array of tables ([[model.tiers]])")
-    tiers: dict[str, list[tuple[int, Decimal]]] = {}
+    tiers: dict[str, list[TierPrice]] = {}
     seen: set[int] = set()
     for t_index, tier in enumerate(tiers_raw, 1):
         field = f"tiers[{t_index}]"
@@ -357,10 +293,10 @@ def _parse_model(path: str, index: int, raw: object) -> ModelOverride:
                 continue
             if key not in base:
                 e.fail(f"{field}.{tfield}", f"tier price without a base price {tfield!r}")
-            tiers.setdefault(key, []).append((start, value))
+            tiers.setdefault(key, []).append(TierPrice(start, value))
     for key, value in base.items():
         if key in tiers:
-            prices[key] = (value, tuple(sorted(tiers[key])))
+            prices[key] = Tiered(value, tuple(sorted(tiers[key])))
         else:
             prices[key] = value
     max_out = None
@@ -444,163 +380,3 @@ def load_overrides(path: str | os.PathLike[str]) -> Overrides:
         aliases=tuple(parsed["alias"]),
         discounts=tuple(parsed["discount"]),
     )
-
-
-# -- price specs → exact integer rates (shared by genai-prices data and overrides) -----
-
-
-@dataclass(frozen=True, slots=True)
-class Rates:
-    """Linear rates over (input, cached, cache-write, output, reasoning, 1): nanos = k·x / den."""
-
-    ki: int
-    kc: int
-    kw: int
-    ko: int
-    kr: int
-    k0: int
-    den: int
-    inp: tuple[int, ...]  # the input-direction part, nanos = inp·x / io_den
-    out: tuple[int, ...]  # the output-direction part, nanos = out·x / io_den
-    io_den: int
-
-
-# -- genai-prices access (imported on first use: it takes ~0.2 s) ----------------------
-
-
-@dataclass(frozen=True, slots=True)
-class GenAI:
-    """genai-prices' bundled data: providers (in data order), by id, and units by price key."""
-
-    providers: tuple[Provider, ...]
-    by_id: dict[str, Provider]
-    units: dict[str, UnitDef]  # price key → unit
-
-
-_genai_state: GenAI | None = None
-
-
-def genai() -> GenAI:
-    """genai-prices' bundled providers and units, imported on first use (~0.2 s)."""
-    global _genai_state
-    if _genai_state is None:
-        from genai_prices.data import providers
-        from genai_prices.data_units import unit_data
-        from genai_prices.units import UnitRegistry
-
-        registry = UnitRegistry(unit_data)
-        units = {u.price_key: u for u in registry.units.values()}
-        _genai_state = GenAI(tuple(providers), {p.id: p for p in providers}, units)
-    return _genai_state
-
-
-def genai_provider(provider_id: str) -> Provider | None:
-    """The genai-prices provider for an id (or its ``provider_match``), else None."""
-    g = genai()
-    if provider_id in g.by_id:
-        return g.by_id[provider_id]
-    return next(
-        (p for p in g.providers if p.provider_match and p.provider_match.is_match(provider_id)),
-        None,
-    )
-
-
-def infer_provider(name: str) -> Provider | None:
-    """The first genai-prices provider whose ``model_match`` accepts a model name."""
-    return next(
-        (p for p in genai().providers if p.model_match and p.model_match.is_match(name)), None
-    )
-
-
-def spec_of(model_price: ModelPrice) -> PriceSpec:
-    """A genai-prices ``ModelPrice`` as a :data:`PriceSpec`."""
-    from genai_prices.types import TieredPrices
-
-    spec: PriceSpec = {}
-    for key, value in model_price.__dict__.items():
-        if key.startswith("_") or value is None:
-            continue
-        if isinstance(value, TieredPrices):
-            spec[key] = (value.base, tuple((t.start, t.price) for t in value.tiers))
-        else:
-            spec[key] = value
-    return spec
-
-
-# -- compiling a price into integer rates ----------------------------------------------
-
-
-def price_at(
-    value: Decimal | tuple[Decimal, tuple[tuple[int, Decimal], ...]], above: int | None
-) -> Decimal:
-    """The price in force for requests with more than ``above`` input tokens (None: base)."""
-    if isinstance(value, Decimal):
-        return value
-    chosen = value[0]
-    for start, price in value[1]:
-        if above is not None and start <= above:
-            chosen = price
-    return chosen
-
-
-def compile_spec(spec: PriceSpec, factor: Fraction) -> tuple[Rates, tuple[tuple[int, Rates], ...]]:
-    """Integer rates for a price (genai-prices' leaf decomposition, ``calc_unit_price``)."""
-    all_units = genai().units
-    units = [(all_units[k], v) for k, v in spec.items() if k in all_units]
-    order = sorted(
-        (u for u, _ in units if u.usage_key != "requests"),
-        key=lambda u: (-len(u.dimensions), u.usage_key),
-    )
-    leaf: dict[str, tuple[int, ...]] = {}
-    for unit in order:  # a unit's leaf count = its count minus its priced descendants' leaves
-        vec = [0] * 6
-        if unit.usage_key in _VAR:
-            vec[_VAR[unit.usage_key]] = 1
-        for other in order:
-            if other is not unit and unit.dimensions.items() <= other.dimensions.items():
-                vec = [a - b for a, b in zip(vec, leaf[other.usage_key], strict=True)]
-        leaf[unit.usage_key] = tuple(vec)
-    leaf["requests"] = (0, 0, 0, 0, 0, 1)
-
-    def rates(above: int | None) -> Rates:
-        tot, inp, out = [Fraction(0)] * 6, [Fraction(0)] * 6, [Fraction(0)] * 6
-        for unit, value in units:
-            rate = Fraction(price_at(value, above)) * _NANOS * factor / unit.per
-            direction = unit.dimensions.get("direction")
-            for j, count in enumerate(leaf[unit.usage_key]):
-                if count:
-                    tot[j] += rate * count
-                    if direction == "input":
-                        inp[j] += rate * count
-                    elif direction == "output":
-                        out[j] += rate * count
-        den = math.lcm(*(f.denominator for f in tot))
-        k = [int(f * den) for f in tot]
-        io_den = math.lcm(*(f.denominator for f in (*inp, *out)))
-        ins, outs = (tuple(int(f * io_den) for f in part) for part in (inp, out))
-        return Rates(k[0], k[1], k[2], k[3], k[4], k[5], den, ins, outs, io_den)
-
-    thresholds = sorted({s for _, v in units if not isinstance(v, Decimal) for s, _ in v[1]})
-    return rates(None), tuple((t, rates(t)) for t in reversed(thresholds))
-
-
-def token_priced(spec: PriceSpec) -> bool:
-    """Whether llmspend's token counts can price this spec (not only per minute/page...)."""
-    return any(k in spec for k in ("input_mtok", "output_mtok", "requests_kcount"))
-
-
-def exact_usd(nanos: Fraction) -> Decimal:
-    """``nanos / 1e9`` as an exact Decimal (rates have power-of-ten denominators)."""
-    num, den = nanos.numerator, nanos.denominator * _NANOS
-    rest, twos, fives = den, 0, 0
-    while rest % 2 == 0:
-        rest, twos = rest // 2, twos + 1
-    while rest % 5 == 0:
-        rest, fives = rest // 5, fives + 1
-    if rest != 1:  # pragma: no cover - not reachable with decimal prices
-        return Decimal(num) / Decimal(den)
-    k = max(twos, fives)
-    n = num * (10**k // den)
-    while k and n % 10 == 0:
-        n, k = n // 10, k - 1
-    return Decimal(f"{n}e-{k}") if k else Decimal(n)

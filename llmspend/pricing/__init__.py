@@ -1,0 +1,34 @@
+"""Exact prices for LLM calls, from genai-prices' bundled data plus your override file.
+
+Token conventions: ``input_tokens`` includes cached and cache-write tokens; ``output_tokens``
+includes reasoning tokens (OpenAI reasoning, Gemini thoughts); the others are subsets. They
+map to genai-prices' ``input_tokens``, ``cache_read_tokens``, ``cache_write_tokens``,
+``output_tokens`` and ``output_reasoning_tokens``. Standard prices only: batch, flex and
+priority variants, and audio/image modality splits, are not distinguished.
+
+The modules, lowest first (each imports only those above it; none imports the store):
+
+- :mod:`~llmspend.pricing.snapshot`: genai-prices' data (imported on first use), price specs
+- :mod:`~llmspend.pricing.overrides`: the TOML override file (its format is documented there)
+- :mod:`~llmspend.pricing.price`: the results, :class:`Price`, :class:`PriceRef`, ``PriceNanos``
+- :mod:`~llmspend.pricing.rates`: specs compiled to exact integer rates; a model's plan
+- :mod:`~llmspend.pricing.names`: model-name resolution (variants, aliases, lookup)
+- :mod:`~llmspend.pricing.book`: :class:`PriceBook` and the process-wide default book
+"""
+
+from __future__ import annotations
+
+from .book import PriceBook, default_pricebook, history, model_output_cap
+from .price import Price, PriceNanos, PriceRef, PriceStatus, UnknownModelWarning
+
+__all__ = [
+    "Price",
+    "PriceBook",
+    "PriceNanos",
+    "PriceRef",
+    "PriceStatus",
+    "UnknownModelWarning",
+    "default_pricebook",
+    "history",
+    "model_output_cap",
+]

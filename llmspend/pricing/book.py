@@ -1,0 +1,311 @@
+"""The price book: prices usages exactly, resolving each (provider, model) once.
+
+:class:`PriceBook` caches a :class:`~llmspend.pricing.rates.Plan` per
+``(provider, model, response_model)`` and prices every call from it with integer
+arithmetic and one half-even rounding to the nanodollar. Results equal
+``genai_prices.calc_price`` quantized to 1e-9 USD. Prices are never fetched from the network.
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+import logging
+import os
+import threading
+import warnings
+from decimal import Decimal
+from fractions import Fraction
+from typing import Any
+
+from ..errors import PricingError
+from ..money import nanos_to_usd
+from .names import resolve
+from .overrides import Overrides, load_overrides
+from .price import Price, PriceNanos, UnknownModelWarning, to_epoch
+from .rates import NANOS, Plan, Window, exact_usd
+from .snapshot import price_at
+
+__all__ = ["PriceBook", "default_pricebook", "history", "model_output_cap"]
+
+_log = logging.getLogger("llmspend.pricing")
+_log.addHandler(logging.NullHandler())
+
+_SHOWN = {
+    "input_mtok": "input_mtok",
+    "cache_read_mtok": "cached_input_mtok",
+    "cache_write_mtok": "cache_write_mtok",
+    "output_mtok": "output_mtok",
+    "output_reasoning_mtok": "reasoning_mtok",
+}
+#: the fast path's answer for a model without a price (one object, never rebuilt)
+_UNKNOWN = PriceNanos(None, "unknown", None)
+_new_result = tuple.__new__  # PriceNanos without its Python-level __new__ (the hot path)
+
+
+def _check_usage(i: object, c: object, w: object, o: object, r: object) -> None:
+    """Raise :class:`PricingError` explaining what is wrong with a usage."""
+    names = ("input_tokens", "cached_input_tokens", "cache_write_tokens", "output_tokens")
+    for name, value in zip((*names, "reasoning_tokens"), (i, c, w, o, r), strict=True):
+        if type(value) is not int:
+            raise PricingError(f"{name} must be an int, got {type(value).__name__} {value!r}")
+        if value < 0:
+            raise PricingError(f"{name} must not be negative, got {value}")
+    assert isinstance(i, int) and isinstance(c, int) and isinstance(w, int)
+    assert isinstance(o, int) and isinstance(r, int)
+    for name, part in ((names[1], c), (names[2], w)):
+        if part > i:
+            raise PricingError(f"{name} ({part}) exceeds input_tokens ({i}), which includes it")
+    if c + w > i:
+        raise PricingError(
+            f"cached_input_tokens + cache_write_tokens ({c} + {w}) exceed input_tokens ({i}), "
+            "which includes both"
+        )
+    if r > o:
+        raise PricingError(f"reasoning_tokens ({r}) exceeds output_tokens ({o}), which includes it")
+
+
+class PriceBook:
+    """Prices usages; resolves each (provider, model) once and caches the plan.
+
+    ``overrides_path`` names a TOML override file (see :mod:`llmspend.pricing.overrides`); it
+    is read and validated here, raising :class:`~llmspend.errors.PriceFileError`.
+    Thread-safe.
+    """
+
+    def __init__(self, overrides_path: str | os.PathLike[str] | None = None) -> None:
+        self.overrides_path = os.fspath(overrides_path) if overrides_path is not None else None
+        self.overrides: Overrides | None = (
+            load_overrides(self.overrides_path) if self.overrides_path else None
+        )
+        self._plans: dict[tuple[Any, Any, Any], Plan] = {}
+        self._warned: set[tuple[Any, Any]] = set()
+        self._lock = threading.RLock()
+
+    def __repr__(self) -> str:
+        return f"PriceBook(overrides_path={self.overrides_path!r})"
+
+    # -- pricing -----------------------------------------------------------------------
+    def price_nanos(
+        self,
+        provider: str | None,
+        model: str,
+        input_tokens: int,
+        cached_input_tokens: int,
+        cache_write_tokens: int,
+        output_tokens: int,
+        reasoning_tokens: int,
+        at_epoch_seconds: float,
+        response_model: str | None = None,
+    ) -> PriceNanos:
+        """Fast path: total nanodollars (None if unknown), status and ref string (or None)."""
+        plan = self._plans.get((provider, model, response_model))
+        if plan is None:
+            plan = self._plan(provider, model, response_model, 3)
+        i, c, w = input_tokens, cached_input_tokens, cache_write_tokens
+        o, r = output_tokens, reasoning_tokens
+        ints = type(i) is type(c) is type(w) is type(o) is type(r) is int
+        if not (ints and c >= 0 and w >= 0 and r >= 0 and c + w <= i and r <= o):
+            _check_usage(i, c, w, o, r)
+        win = plan.always
+        if win is None:
+            if plan.first is None:
+                return _UNKNOWN
+            win = plan.window(at_epoch_seconds)
+        rt = win.base
+        for tier in win.tiers:
+            if i > tier.above_input_tokens:
+                rt = tier.rates
+                break
+        num = rt.ki * i + rt.kc * c + rt.kw * w + rt.ko * o + rt.kr * r + rt.k0
+        den = rt.den
+        if den != 1:
+            q, rem = divmod(num, den)
+            if 2 * rem > den or (2 * rem == den and q & 1):
+                q += 1
+            num = q
+        return _new_result(PriceNanos, (num, win.status, win.ref_str))
+
+    def price(
+        self,
+        model: str,
+        *,
+        provider: str | None = None,
+        input_tokens: int = 0,
+        cached_input_tokens: int = 0,
+        cache_write_tokens: int = 0,
+        output_tokens: int = 0,
+        reasoning_tokens: int = 0,
+        at: dt.datetime | dt.date | str | None = None,
+        response_model: str | None = None,
+    ) -> Price:
+        """Price a usage as of ``at`` (naive datetimes are UTC; ``None`` = now)."""
+        usage = (input_tokens, cached_input_tokens, cache_write_tokens, output_tokens)
+        _check_usage(*usage, reasoning_tokens)
+        epoch = to_epoch(at)
+        plan = self._plan(provider, model, response_model, 3)
+        nanos, _, _ = self.price_nanos(provider, model, *usage, reasoning_tokens, epoch,
+                                       response_model)  # fmt: skip
+        shown_provider = provider if provider is not None else plan.provider
+        if nanos is None:
+            return Price(model, shown_provider, None, None, None, "unknown", None, None, plan.note)
+        win = plan.window(epoch)
+        rt = win.rates(input_tokens)
+        xs = (*usage, reasoning_tokens, 1)
+        inp = Fraction(sum(k * x for k, x in zip(rt.inp, xs, strict=True)), rt.io_den)
+        out = Fraction(sum(k * x for k, x in zip(rt.out, xs, strict=True)), rt.io_den)
+        return Price(model, shown_provider, exact_usd(inp), exact_usd(out), nanos_to_usd(nanos),
+                     win.status, win.ref, nanos, plan.note)  # fmt: skip
+
+    def worst_case_nanos(
+        self,
+        provider: str | None,
+        model: str,
+        input_tokens: int,
+        output_tokens: int,
+        at_epoch: float,
+    ) -> int | None:
+        """An upper bound in nanodollars for a call, or ``None`` for an unknown model.
+
+        Every input token at the dearest input rate (uncached input, or cache writes where
+        those cost more), every output token at the dearest output rate (reasoning where
+        that costs more), at the tier ``input_tokens`` reaches, plus per-request fees;
+        rounded up.
+        """
+        i, o = input_tokens, output_tokens
+        if not (type(i) is type(o) is int and i >= 0 and o >= 0):
+            _check_usage(i, 0, 0, o, 0)
+        plan = self._plan(provider, model, None, 3)
+        if plan.first is None:
+            return None
+        rt = plan.window(at_epoch).rates(input_tokens)
+        num = (
+            (rt.ki + max(0, rt.kc, rt.kw)) * input_tokens
+            + (rt.ko + max(0, rt.kr)) * output_tokens
+            + rt.k0
+        )
+        return -(-num // rt.den)
+
+    # -- information -------------------------------------------------------------------
+    def output_cap(self, provider: str | None, model: str) -> int | None:
+        """Max output tokens, from an override's ``max_output_tokens`` (genai-prices has none)."""
+        return self._plan(provider, model, None, 3).max_output_tokens
+
+    def context_window(self, provider: str | None, model: str) -> int | None:
+        """The model's context window (input + output tokens) if genai-prices knows it."""
+        return self._plan(provider, model, None, 3).context_window
+
+    def history(
+        self,
+        model: str,
+        provider: str | None = None,
+        *,
+        at: dt.datetime | dt.date | str | None = None,
+        response_model: str | None = None,
+    ) -> list[dict[str, Any]]:
+        """Every price window of a model (empty if unknown), with ``in_force`` as of ``at``.
+
+        Each dict: ``effective`` (date or None), ``time_of_day``, ``source``, ``ref``,
+        ``status``, ``discount_percent``, USD per million tokens (after any discount, as
+        Decimal or None) ``input_mtok``, ``cached_input_mtok``, ``cache_write_mtok``,
+        ``output_mtok``, ``reasoning_mtok``, ``request_usd`` (per request), ``tiers`` (list of
+        dicts with ``above_input_tokens`` and the rates that change), ``other`` (price keys
+        llmspend does not bill, e.g. web searches) and ``in_force``.
+        """
+        plan = self._plan(provider, model, response_model, 3)
+        if plan.first is None:
+            return []
+        current = plan.window(to_epoch(at))
+        rows = []
+        for win in reversed(plan.windows):
+
+            def usd(value: Any, above: int | None = None, win: Window = win) -> Decimal:
+                return exact_usd(Fraction(price_at(value, above)) * NANOS * win.factor)
+
+            row: dict[str, Any] = {
+                "effective": win.ref.effective,
+                "time_of_day": win.ref.time_of_day,
+                "source": win.ref.source,
+                "ref": win.ref_str,
+                "status": win.status,
+                "discount_percent": win.ref.discount_percent,
+            }
+            row.update({name: None for name in _SHOWN.values()})
+            row["request_usd"] = None
+            row["other"] = {}
+            for key, value in win.spec.items():
+                if key in _SHOWN:
+                    row[_SHOWN[key]] = usd(value)
+                elif key == "requests_kcount":
+                    row["request_usd"] = usd(value) / 1000
+                else:
+                    row["other"][key] = usd(value)
+            starts = sorted({t.start for v in win.spec.values() if not isinstance(v, Decimal)
+                             for t in v.tiers})  # fmt: skip
+            row["tiers"] = [
+                {"above_input_tokens": s}
+                | {
+                    _SHOWN.get(k, k): usd(v, s)
+                    for k, v in win.spec.items()
+                    if not isinstance(v, Decimal)
+                }
+                for s in starts
+            ]
+            row["in_force"] = win is current
+            rows.append(row)
+        return rows
+
+    # -- resolution --------------------------------------------------------------------
+    def _plan(self, provider: Any, model: Any, response_model: Any, stacklevel: int) -> Plan:
+        key = (provider, model, response_model)
+        try:
+            plan = self._plans.get(key)  # a plan once made never changes: no lock to read it
+        except TypeError:  # unhashable junk (e.g. a signaling NaN): rejected below
+            plan = None
+        if plan is not None:
+            return plan
+        with self._lock:
+            for name, value in (("model", model), ("provider", provider),
+                                ("response_model", response_model)):  # fmt: skip
+                if not (isinstance(value, str) or (value is None and name != "model")):
+                    raise PricingError(f"{name} must be a string, got {type(value).__name__}")
+            plan = self._plans.get(key)
+            if plan is not None:  # made by another thread meanwhile
+                return plan
+            plan = resolve(self.overrides, provider, model, response_model)
+            self._plans[key] = plan
+            if plan.first is None and (provider, model) not in self._warned:
+                self._warned.add((provider, model))
+                msg = (
+                    f"llmspend has no price for model {model!r} (provider {provider!r}); its "
+                    "cost is recorded as unknown. Add it to a price-override file "
+                    "($LLMSPEND_PRICES)." + (f" ({plan.note})" if plan.note else "")
+                )
+                _log.warning(msg)
+                warnings.warn(msg, UnknownModelWarning, stacklevel=stacklevel)
+            return plan
+
+
+_default_books: dict[str | None, PriceBook] = {}
+_default_lock = threading.Lock()
+
+
+def default_pricebook() -> PriceBook:
+    """The process-wide :class:`PriceBook` for ``$LLMSPEND_PRICES`` (one per path)."""
+    path = os.environ.get("LLMSPEND_PRICES") or None
+    book = _default_books.get(path)
+    if book is None:
+        with _default_lock:
+            book = _default_books.get(path)
+            if book is None:
+                book = _default_books[path] = PriceBook(path)
+    return book
+
+
+def model_output_cap(provider: str | None, model: str) -> int | None:
+    """Max output tokens of a model if known (override ``max_output_tokens``), else None."""
+    return default_pricebook().output_cap(provider, model)
+
+
+def history(model: str, provider: str | None = None) -> list[dict[str, Any]]:
+    """The effective-dated prices of a model (see :meth:`PriceBook.history`)."""
+    return default_pricebook().history(model, provider)

@@ -1,0 +1,279 @@
+"""Exact integer rates, and the plan that prices one (provider, model).
+
+A :data:`~llmspend.pricing.snapshot.PriceSpec` compiles into :class:`Rates`: nanodollars
+per token over a common denominator, so tiers, date windows and discounts stay exact and a
+call is priced with integer arithmetic and one rounding. A :class:`Plan` holds a model's
+effective-dated :class:`Window` s, each with its base rates and long-context :class:`Tier` s.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import datetime as dt
+import math
+from dataclasses import dataclass
+from decimal import Decimal
+from fractions import Fraction
+from typing import TYPE_CHECKING, NamedTuple
+
+from .overrides import ModelOverride, Overrides
+from .price import PriceRef, PriceStatus, to_epoch
+from .snapshot import PriceSpec, genai, price_at, spec_of
+
+if TYPE_CHECKING:
+    from genai_prices.types import ModelInfo, Provider
+
+__all__ = [
+    "Plan",
+    "Rates",
+    "Tier",
+    "Window",
+    "build_plan",
+    "compile_spec",
+    "exact_usd",
+    "token_priced",
+    "with_note",
+]
+
+NANOS = 10**9
+_DAY = 86400.0
+#: genai-prices usage keys → their place in the rate vectors
+_VAR = {
+    "input_tokens": 0,
+    "cache_read_tokens": 1,
+    "cache_write_tokens": 2,
+    "output_tokens": 3,
+    "output_reasoning_tokens": 4,
+}
+
+
+@dataclass(frozen=True, slots=True)
+class Rates:
+    """Linear rates over (input, cached, cache-write, output, reasoning, 1): nanos = k·x / den."""
+
+    ki: int
+    kc: int
+    kw: int
+    ko: int
+    kr: int
+    k0: int
+    den: int
+    inp: tuple[int, ...]  # the input-direction part, nanos = inp·x / io_den
+    out: tuple[int, ...]  # the output-direction part, nanos = out·x / io_den
+    io_den: int
+
+
+@dataclass(frozen=True, slots=True)
+class Tier:
+    """Rates for the whole request when it has more than ``above_input_tokens`` input."""
+
+    above_input_tokens: int
+    rates: Rates
+
+
+def compile_spec(spec: PriceSpec, factor: Fraction) -> tuple[Rates, tuple[Tier, ...]]:
+    """Base rates and tiers (highest first) for a price, times ``factor`` (a discount).
+
+    genai-prices' leaf decomposition (``calc_unit_price``): a unit's count is its usage
+    minus the usage its priced descendants already bill.
+    """
+    all_units = genai().units
+    units = [(all_units[k], v) for k, v in spec.items() if k in all_units]
+    order = sorted(
+        (u for u, _ in units if u.usage_key != "requests"),
+        key=lambda u: (-len(u.dimensions), u.usage_key),
+    )
+    leaf: dict[str, tuple[int, ...]] = {}
+    for unit in order:  # a unit's leaf count = its count minus its priced descendants' leaves
+        vec = [0] * 6
+        if unit.usage_key in _VAR:
+            vec[_VAR[unit.usage_key]] = 1
+        for other in order:
+            if other is not unit and unit.dimensions.items() <= other.dimensions.items():
+                vec = [a - b for a, b in zip(vec, leaf[other.usage_key], strict=True)]
+        leaf[unit.usage_key] = tuple(vec)
+    leaf["requests"] = (0, 0, 0, 0, 0, 1)
+
+    def rates(above: int | None) -> Rates:
+        tot, inp, out = [Fraction(0)] * 6, [Fraction(0)] * 6, [Fraction(0)] * 6
+        for unit, value in units:
+            rate = Fraction(price_at(value, above)) * NANOS * factor / unit.per
+            direction = unit.dimensions.get("direction")
+            for j, count in enumerate(leaf[unit.usage_key]):
+                if count:
+                    tot[j] += rate * count
+                    if direction == "input":
+                        inp[j] += rate * count
+                    elif direction == "output":
+                        out[j] += rate * count
+        den = math.lcm(*(f.denominator for f in tot))
+        k = [int(f * den) for f in tot]
+        io_den = math.lcm(*(f.denominator for f in (*inp, *out)))
+        ins, outs = (tuple(int(f * io_den) for f in part) for part in (inp, out))
+        return Rates(k[0], k[1], k[2], k[3], k[4], k[5], den, ins, outs, io_den)
+
+    starts = {t.start for _, v in units if not isinstance(v, Decimal) for t in v.tiers}
+    return rates(None), tuple(Tier(t, rates(t)) for t in sorted(starts, reverse=True))
+
+
+def token_priced(spec: PriceSpec) -> bool:
+    """Whether llmspend's token counts can price this spec (not only per minute/page...)."""
+    return any(k in spec for k in ("input_mtok", "output_mtok", "requests_kcount"))
+
+
+def exact_usd(nanos: Fraction) -> Decimal:
+    """``nanos / 1e9`` as an exact Decimal (rates have power-of-ten denominators)."""
+    num, den = nanos.numerator, nanos.denominator * NANOS
+    rest, twos, fives = den, 0, 0
+    while rest % 2 == 0:
+        rest, twos = rest // 2, twos + 1
+    while rest % 5 == 0:
+        rest, fives = rest // 5, fives + 1
+    if rest != 1:  # pragma: no cover - not reachable with decimal prices
+        return Decimal(num) / Decimal(den)
+    k = max(twos, fives)
+    n = num * (10**k // den)
+    while k and n % 10 == 0:
+        n, k = n // 10, k - 1
+    return Decimal(f"{n}e-{k}") if k else Decimal(n)
+
+
+# -- plans ------------------------------------------------------------------------------
+
+
+@dataclass(frozen=True, slots=True)
+class Window:
+    """One price in force from ``start`` (epoch s) and/or during ``tod`` (UTC day seconds)."""
+
+    start: float | None
+    tod: tuple[float, float] | None
+    base: Rates
+    tiers: tuple[Tier, ...]  # highest ``above_input_tokens`` first
+    status: PriceStatus
+    ref: PriceRef
+    ref_str: str
+    spec: PriceSpec
+    factor: Fraction
+
+    def active(self, epoch: float) -> bool:
+        if self.start is not None and epoch < self.start:
+            return False
+        if self.tod is not None:
+            sec, (a, b) = epoch % _DAY, self.tod
+            return (sec >= a or sec < b) if b < a else a <= sec < b
+        return True
+
+    def rates(self, input_tokens: int) -> Rates:
+        for tier in self.tiers:
+            if input_tokens > tier.above_input_tokens:
+                return tier.rates
+        return self.base
+
+
+@dataclass(frozen=True, slots=True)
+class Plan:
+    """A resolved (provider, model): its windows, highest precedence first."""
+
+    windows: tuple[Window, ...]
+    first: Window | None  # genai-prices' fallback when no window is active; None = unknown
+    always: Window | None  # the window when no selection by time is needed
+    provider: str | None
+    note: str | None = None
+    max_output_tokens: int | None = None
+    context_window: int | None = None
+
+    def window(self, epoch: float) -> Window:
+        if self.always is not None:
+            return self.always
+        for window in self.windows:
+            if window.active(epoch):
+                return window
+        assert self.first is not None
+        return self.first
+
+
+def with_note(plan: Plan, note: str | None) -> Plan:
+    """``plan`` with ``note`` put before its own note."""
+    if not note:
+        return plan
+    return dataclasses.replace(plan, note=f"{note}; {plan.note}" if plan.note else note)
+
+
+class _Def(NamedTuple):
+    """One price before compiling: its spec, when it is in force, and where it came from."""
+
+    spec: PriceSpec
+    start: float | None
+    tod: tuple[float, float] | None
+    ref: PriceRef
+
+
+def build_plan(
+    overrides: Overrides | None,
+    req: str | None,
+    name: str,
+    found: tuple[Provider, ModelInfo] | None,
+    entries: tuple[ModelOverride, ...],
+) -> Plan:
+    """The plan for a model genai-prices ``found`` and/or override ``entries`` price."""
+    from genai_prices.types import ModelPrice, StartDateConstraint, TimeOfDateConstraint
+
+    ov = overrides
+    provider_id = found[0].id if found else (entries[0].provider or req or "any")
+    names = [name, *([found[1].id.lower()] if found else []), *(e.pattern for e in entries)]
+    discount = ov.discount_for((req, provider_id), names) if ov else None
+    factor = (Fraction(100) - Fraction(discount.percent)) / 100 if discount else Fraction(1)
+    pct = discount.percent if discount else None
+    defs: list[_Def] = []
+    if found:
+        prov, info = found
+        prices = info.prices
+        conditional = [(None, prices)] if isinstance(prices, ModelPrice) else [
+            (cp.constraint, cp.prices) for cp in prices]  # fmt: skip
+        for constraint, model_price in conditional:
+            start: float | None = None
+            tod: tuple[float, float] | None = None
+            effective: dt.date | None = None
+            tod_label: str | None = None
+            if isinstance(constraint, StartDateConstraint):
+                effective = constraint.start_date
+                start = to_epoch(effective)
+            elif isinstance(constraint, TimeOfDateConstraint):
+                a, b = (_utc_seconds(t) for t in (constraint.start_time, constraint.end_time))
+                tod = (a, b)
+                tod_label = f"{_hhmm(a)}-{_hhmm(b)}Z"
+            ref = PriceRef("genai-prices", prov.id, info.id, effective, tod_label, pct)
+            defs.append(_Def(spec_of(model_price), start, tod, ref))
+    for e in entries:
+        start = to_epoch(e.effective) if e.effective else None
+        ref = PriceRef(f"override:{ov.path if ov else ''}", e.provider or provider_id,
+                       e.pattern, e.effective, None, pct)  # fmt: skip
+        defs.append(_Def(e.prices, start, None, ref))
+    if not all(token_priced(d.spec) for d in defs):
+        return Plan((), None, None, provider_id, note=(
+            f"{provider_id}/{found[1].id if found else name} is not priced per token "
+            "(e.g. per audio minute or character), which llmspend cannot price"))  # fmt: skip
+    windows = []
+    for d in defs:
+        base, tiers = compile_spec(d.spec, factor)
+        listed = d.ref.source == "genai-prices"
+        status: PriceStatus = "priced" if listed and discount is None else "override"
+        windows.append(Window(d.start, d.tod, base, tiers, status, d.ref, str(d.ref), d.spec,
+                              factor))  # fmt: skip
+    ordered = tuple(reversed(windows))
+    top = ordered[0]
+    always = top if top.start is None and top.tod is None else None
+    caps = [e.max_output_tokens for e in entries if e.max_output_tokens]
+    window = found[1].context_window if found else None
+    return Plan(ordered, windows[0], always, provider_id, None, caps[-1] if caps else None,
+                window)  # fmt: skip
+
+
+def _utc_seconds(value: dt.time) -> float:
+    if value.tzinfo is not None:
+        value = dt.datetime.combine(dt.date(1970, 1, 1), value).astimezone(dt.UTC).time()
+    return value.hour * 3600 + value.minute * 60 + value.second + value.microsecond / 1e6
+
+
+def _hhmm(seconds: float) -> str:
+    return f"{int(seconds // 3600):02d}:{int(seconds % 3600 // 60):02d}"

@@ -1,0 +1,75 @@
+"""The pricing package's own invariants: named results, tier order, and no store below it."""
+
+from __future__ import annotations
+
+import ast
+import datetime as dt
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+from llmspend.pricing import PriceBook, PriceNanos, UnknownModelWarning
+from llmspend.pricing.rates import Tier
+from llmspend.pricing.snapshot import Tiered, TierPrice, genai, spec_of
+
+EPOCH = dt.datetime(2026, 11, 20, 12, tzinfo=dt.UTC).timestamp()
+PACKAGE = Path(__file__).parents[1] / "llmspend" / "pricing"
+
+
+def test_the_fast_path_answers_a_price_nanos() -> None:
+    """``price_nanos`` builds its answer with ``tuple.__new__``: it must still be a whole
+    :class:`PriceNanos`, fields in order, equal to the one its constructor makes."""
+    book = PriceBook()
+    got = book.price_nanos("openai", "gpt-4o-mini", 1000, 0, 0, 500, 0, EPOCH)
+    assert type(got) is PriceNanos and len(got) == len(PriceNanos._fields)
+    assert got == PriceNanos(got.nanos, got.status, got.ref)
+    assert (got.nanos, got.status) == (450_000, "priced")
+    assert got.ref is not None and got.ref.startswith("genai-prices:openai/")
+    with pytest.warns(UnknownModelWarning):
+        unknown = book.price_nanos("openai", "no-such-model-x", 1, 0, 0, 1, 0, EPOCH)
+    assert unknown == PriceNanos(None, "unknown", None) and type(unknown) is PriceNanos
+
+
+def test_tiers_are_highest_first() -> None:
+    """The fast path takes the first tier the input exceeds: tiers must come highest first."""
+    book = PriceBook()
+    plan = book._plan("google", "gemini-2.5-pro", None, 2)
+    tiers = plan.window(EPOCH).tiers
+    assert tiers and all(type(t) is Tier for t in tiers)
+    starts = [t.above_input_tokens for t in tiers]
+    assert starts == sorted(starts, reverse=True)
+
+
+def test_a_tiered_spec_is_named() -> None:
+    prov = genai().by_id["google"]
+    info = prov.find_model("gemini-2.5-pro")
+    assert info is not None
+    prices = info.prices
+    model_price = prices if not isinstance(prices, list) else prices[-1].prices
+    tiered = [v for v in spec_of(model_price).values() if isinstance(v, Tiered)]
+    assert tiered and all(isinstance(t, TierPrice) for v in tiered for t in v.tiers)
+
+
+def test_pricing_stays_store_free() -> None:
+    """Pricing sits just above the store but needs none of it, nor anything higher."""
+    allowed = {"errors", "money"}
+    for path in PACKAGE.glob("*.py"):
+        for node in ast.walk(ast.parse(path.read_text(encoding="utf-8"))):
+            if isinstance(node, ast.ImportFrom) and node.level == 2:
+                top = (node.module or "").split(".")[0]
+                assert top in allowed, f"{path.name} imports llmspend.{node.module}"
+            if isinstance(node, ast.ImportFrom) and node.level == 0 and node.module:
+                assert not node.module.startswith(("llmspend", "sqlalchemy")), path.name
+    code = (
+        "import sys, llmspend.pricing as p; "
+        "p.PriceBook().price_nanos('openai', 'gpt-4o-mini', 1, 0, 0, 1, 0, 0.0); "
+        "print(' '.join(sorted(sys.modules)))"
+    )
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
+    loaded = out.stdout.split()
+    assert "llmspend.pricing.book" in loaded
+    higher = ("sqlalchemy", "llmspend.store", "llmspend.usage", "llmspend.call", "llmspend.budgets",
+              "llmspend.tracker", "llmspend.pipeline")  # fmt: skip
+    assert [m for m in loaded if m.startswith(higher)] == []
