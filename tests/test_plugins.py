@@ -52,7 +52,7 @@ def _complete(wrapped, instance, args, kwargs):
     call = begin_call(
         "openai", "toy.complete", model, payload=prompt, max_output_tokens=max_tokens
     )  # may raise llmspend.BudgetExceeded: nothing is sent
-    if call is None:  # llmspend is not installed
+    if call is None:  # llmspend is not installed (or failed)
         return wrapped(*args, **kwargs)
     try:
         response = wrapped(*args, **kwargs)
