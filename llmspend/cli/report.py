@@ -15,6 +15,7 @@ import argparse
 import logging
 import sys
 
+from ..money import format_usd
 from . import common_options, database_url
 from .output import print_json
 
@@ -75,7 +76,8 @@ def register(sub: argparse._SubParsersAction) -> None:
 
 
 def _report(args: argparse.Namespace) -> int:
-    from ..money import format_usd
+    # llmspend.report loads SQLAlchemy and the analytics; `llmspend --help` and the other
+    # subcommands do not pay for it
     from ..report import run_report
 
     # papermill warns through logging (e.g. "Black is not installed"); keep stderr to errors

@@ -1,0 +1,143 @@
+"""``run_report``: what ``llmspend report`` calls.
+
+It resolves and checks every parameter first (the period, the org/project/user names
+against the store, the output paths), then executes the report notebook with papermill
+in a ``python3`` kernel and renders the executed notebook to one HTML file.
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+import os
+import tempfile
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from ..analytics import usage_report
+from ..errors import ValidationError
+from ..store.engine import safe_url
+from ..tracker import Tracker
+from .execute import execute_notebook, notebook_path, to_html
+from .filters import check_names
+from .window import Window, resolve_window
+
+__all__ = ["ReportResult", "default_output", "default_title", "run_report"]
+
+
+def default_output(window: Window) -> Path:
+    """``spend-report-<period>.html`` in the current directory."""
+    return Path(f"spend-report-{window.slug}.html")
+
+
+@dataclass
+class ReportResult:
+    """What :func:`run_report` made."""
+
+    html: Path
+    notebook: Path | None
+    window: Window
+    filters: dict[str, list[str]]
+    title: str
+    database_url: str
+    seconds: float
+    totals: dict[str, Any] = field(default_factory=dict)
+
+
+def _check_output(path: Path, what: str) -> Path:
+    path = Path(path).expanduser()
+    parent = path.parent if str(path.parent) else Path(".")
+    if not parent.is_dir():
+        raise ValidationError(f"{what}: directory {str(parent)!r} does not exist")
+    if not os.access(parent, os.W_OK):
+        raise ValidationError(f"{what}: directory {str(parent)!r} is not writable")
+    if path.is_dir():
+        raise ValidationError(f"{what}: {str(path)!r} is a directory")
+    return path
+
+
+def default_title(window: Window) -> str:
+    """``LLM spend report · March 2026``."""
+    return f"LLM spend report · {window.label}"
+
+
+def run_report(
+    *,
+    period: str | None = None,
+    since: Any = None,
+    until: Any = None,
+    org: Any = None,
+    project: Any = None,
+    user: Any = None,
+    database_url: str | None = None,
+    output: str | os.PathLike[str] | None = None,
+    notebook_output: str | os.PathLike[str] | None = None,
+    title: str | None = None,
+    decimals: int = 2,
+    top: int = 10,
+    notebook: str | os.PathLike[str] | None = None,
+    kernel_name: str = "python3",
+    progress_bar: bool = False,
+    timeout: int | None = 600,
+    now: dt.datetime | None = None,
+) -> ReportResult:
+    """Make the spend report: check the parameters, run the notebook, write the HTML.
+
+    Everything that can be checked before the (seconds-long) notebook run is: the period
+    (:func:`resolve_window`), the store (it is opened), the org/project/user names
+    (:func:`check_names`), the output directories, ``decimals`` and ``top``. Errors are
+    :class:`~llmspend.LLMSpendError`\\ s with one-line messages; on any error no HTML is
+    written. Returns a :class:`ReportResult` (paths, window, totals of the period).
+    """
+    started = time.monotonic()
+    window = resolve_window(period, since, until, now=now)
+    if isinstance(decimals, bool) or not isinstance(decimals, int) or not 0 <= decimals <= 9:
+        raise ValidationError(f"decimals must be a whole number from 0 to 9, got {decimals!r}")
+    if isinstance(top, bool) or not isinstance(top, int) or top < 1:
+        raise ValidationError(f"top must be a whole number of at least 1, got {top!r}")
+    html_path = _check_output(Path(output) if output else default_output(window), "output")
+    nb_out = _check_output(Path(notebook_output), "notebook output") if notebook_output else None
+    source = notebook_path(notebook)
+    tracker = Tracker(database_url)
+    url = tracker.settings.database_url
+    flt = check_names(tracker.store, org, project, user)
+    title = title or default_title(window)
+    s, u = window.iso()
+    parameters = {
+        "period": "",
+        "since": s,
+        "until": u,
+        "org": flt.get("org", []),
+        "project": flt.get("project", []),
+        "user": flt.get("user", []),
+        "database_url": "",
+        "decimals": decimals,
+        "top": top,
+        "title": title,
+    }
+    with tempfile.TemporaryDirectory(prefix="llmspend-report-") as tmp:
+        executed = nb_out or Path(tmp) / "spend_report.ipynb"
+        execute_notebook(
+            source,
+            executed,
+            parameters,
+            database_url=url,
+            kernel_name=kernel_name,
+            progress_bar=progress_bar,
+            timeout=timeout,
+        )
+        to_html(executed, html_path, title=title)
+    totals = usage_report("org", window.since, window.until, store=tracker.store, **flt).attrs[
+        "totals"
+    ]
+    return ReportResult(
+        html=html_path,
+        notebook=nb_out,
+        window=window,
+        filters=flt,
+        title=title,
+        database_url=safe_url(url),
+        seconds=time.monotonic() - started,
+        totals=dict(totals),
+    )
