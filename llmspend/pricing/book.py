@@ -37,9 +37,7 @@ _SHOWN = {
     "output_mtok": "output_mtok",
     "output_reasoning_mtok": "reasoning_mtok",
 }
-#: the fast path's answer for a model without a price (one object, never rebuilt)
-_UNKNOWN = PriceNanos(None, "unknown", None)
-_new_result = tuple.__new__  # PriceNanos without its Python-level __new__ (the hot path)
+_UNKNOWN: PriceNanos = (None, "unknown", None)  # the fast path's answer for no price
 
 
 def _check_usage(i: object, c: object, w: object, o: object, r: object) -> None:
@@ -97,7 +95,7 @@ class PriceBook:
         at_epoch_seconds: float,
         response_model: str | None = None,
     ) -> PriceNanos:
-        """Fast path: total nanodollars (None if unknown), status and ref string (or None)."""
+        """Fast path: ``(total nanodollars or None, status, ref string or None)``."""
         plan = self._plans.get((provider, model, response_model))
         if plan is None:
             plan = self._plan(provider, model, response_model, 3)
@@ -123,7 +121,7 @@ class PriceBook:
             if 2 * rem > den or (2 * rem == den and q & 1):
                 q += 1
             num = q
-        return _new_result(PriceNanos, (num, win.status, win.ref_str))
+        return num, win.status, win.ref_str
 
     def price(
         self,

@@ -1,4 +1,4 @@
-"""What pricing returns: :class:`Price`, :class:`PriceRef`, the fast path's :class:`PriceNanos`.
+"""What pricing returns: :class:`Price`, :class:`PriceRef`, the fast path's ``PriceNanos``.
 
 Also the ``at`` argument every pricing function takes (:func:`to_epoch`) and the warning
 for a model without a price.
@@ -10,7 +10,7 @@ import datetime as dt
 import time
 from dataclasses import dataclass
 from decimal import Decimal
-from typing import Literal, NamedTuple
+from typing import Literal
 
 from ..errors import LLMSpendWarning, PricingError
 
@@ -75,12 +75,11 @@ class Price:
     note: str | None = None
 
 
-class PriceNanos(NamedTuple):
-    """The fast path's answer: total nanodollars (None: unknown), status and ``str(ref)``."""
-
-    nanos: int | None
-    status: PriceStatus
-    ref: str | None
+#: The fast path's answer ``(nanos, status, ref)``: total nanodollars (None: unknown), the
+#: price status and ``str(ref)``. A plain tuple that callers unpack: a NamedTuple measured
+#: ~0.12 µs more per call (a tuple subclass is allocated and freed the slow way), a quarter
+#: of :meth:`~llmspend.pricing.PriceBook.price_nanos`.
+PriceNanos = tuple[int | None, PriceStatus, str | None]
 
 
 def to_epoch(at: object) -> float:
