@@ -12,7 +12,7 @@ The modules, lowest first (each imports only those above it; none imports the st
 - :mod:`~llmspend.pricing.overrides`: the TOML override file (its format is documented there)
 - :mod:`~llmspend.pricing.price`: the results, :class:`Price`, :class:`PriceRef`, ``PriceNanos``
 - :mod:`~llmspend.pricing.rates`: specs compiled to exact integer rates; a model's plan
-- :mod:`~llmspend.pricing.names`: model-name resolution (variants, aliases, lookup)
+- :mod:`~llmspend.pricing.resolve`: model-name resolution (variants, aliases, lookup)
 - :mod:`~llmspend.pricing.book`: :class:`PriceBook` and the process-wide default book
 """
 

@@ -19,10 +19,10 @@ from typing import Any
 
 from ..errors import PricingError
 from ..money import nanos_to_usd
-from .names import resolve
 from .overrides import Overrides, load_overrides
 from .price import Price, PriceNanos, UnknownModelWarning, to_epoch
 from .rates import NANOS, Plan, Window, exact_usd
+from .resolve import resolve
 from .snapshot import price_at
 
 __all__ = ["PriceBook", "default_pricebook", "history", "model_output_cap"]
