@@ -6,8 +6,9 @@ import datetime as dt
 
 import pytest
 
+from llmspend import periods as calendar
 from llmspend.budgets.periods import TOTAL_START, current_bounds, period_bounds
-from llmspend.errors import BudgetError
+from llmspend.errors import BudgetError, ValidationError
 
 
 def utc(*args: int) -> dt.datetime:
@@ -104,3 +105,47 @@ def test_unknown_timezone(bad: str) -> None:
 def test_unknown_period() -> None:
     with pytest.raises(BudgetError, match="unknown period"):
         period_bounds("fortnight", "UTC", utc(2026, 1, 1))
+
+
+# -- the calendar arithmetic under budgets, analytics buckets and report windows ---------------
+
+
+def test_calendar_first_days_and_shifts() -> None:
+    thursday = dt.date(2026, 11, 26)
+    assert calendar.first_day("week", thursday) == dt.date(2026, 11, 23)
+    assert calendar.first_day("week", thursday, week_start=6) == dt.date(2026, 11, 22)
+    assert calendar.first_day("quarter", thursday) == dt.date(2026, 10, 1)
+    assert calendar.next_first_day("quarter", dt.date(2026, 10, 1)) == dt.date(2027, 1, 1)
+    assert calendar.next_first_day("month", dt.date(2026, 3, 1), -3) == dt.date(2025, 12, 1)
+    assert calendar.add_months(dt.date(2026, 1, 31), 13) == dt.date(2027, 2, 1)
+    with pytest.raises(ValidationError, match="unknown calendar unit"):
+        calendar.first_day("fortnight", thursday)
+
+
+def test_calendar_midnight_in_a_dst_gap() -> None:
+    # America/Santiago springs forward at midnight: 2026-09-06 starts at 01:00 local (-03).
+    tz = calendar.find_zone("America/Santiago")
+    assert tz is not None
+    assert calendar.local_midnight(dt.date(2026, 9, 6), tz) == utc(2026, 9, 6, 4)
+    assert calendar.find_zone("Mars/Olympus") is None and calendar.find_zone("America") is None
+
+
+def test_calendar_unit_of_a_window() -> None:
+    assert calendar.unit_of(utc(2026, 3, 1), utc(2026, 4, 1)) == "month"
+    assert calendar.unit_of(utc(2026, 3, 2), utc(2026, 3, 9)) == "week"  # a Monday
+    assert calendar.unit_of(utc(2026, 1, 1), utc(2027, 1, 1)) == "year"
+    assert calendar.unit_of(utc(2026, 3, 1), utc(2026, 3, 15)) is None
+    berlin = calendar.find_zone("Europe/Berlin")
+    assert berlin is not None
+    assert calendar.unit_of(utc(2026, 2, 28, 23), utc(2026, 3, 31, 22), berlin) == "month"
+
+
+def test_budget_and_bucket_periods_are_the_calendar_periods() -> None:
+    from llmspend.analytics import buckets
+
+    berlin = buckets.check_tz("Europe/Berlin")
+    at = utc(2026, 3, 20, 10)
+    for unit in ("day", "week", "month"):
+        expected = calendar.period_bounds(unit, berlin, at)
+        assert period_bounds(unit, "Europe/Berlin", at) == expected
+        assert buckets.period_bounds(unit, berlin, at, at)[0] == expected[0]

@@ -11,19 +11,20 @@ from __future__ import annotations
 import datetime as dt
 from zoneinfo import ZoneInfo
 
-from .. import periods as calendar_periods
 from ..errors import BudgetError
+from ..periods import UNITS, find_zone
+from ..periods import period_bounds as calendar_bounds
 
 __all__ = ["PERIODS", "TOTAL_START", "current_bounds", "period_bounds", "zone"]
 
-PERIODS = (*calendar_periods.UNITS, "total")
+PERIODS = (*UNITS, "total")
 TOTAL_START = dt.datetime(1970, 1, 1)
 
 
 def zone(name: str) -> ZoneInfo:
     if not isinstance(name, str) or not name:
         raise BudgetError(f"timezone must be an IANA name such as 'Europe/Berlin', got {name!r}")
-    found = calendar_periods.find_zone(name)
+    found = find_zone(name)
     if found is None:
         raise BudgetError(
             f"unknown time zone {name!r} (use an IANA name such as 'UTC' or 'Europe/Berlin')"
@@ -38,9 +39,9 @@ def period_bounds(
     if period == "total":
         return TOTAL_START, None
     tz = zone(tz_name)
-    if period not in calendar_periods.UNITS:
+    if period not in UNITS:
         raise BudgetError(f"unknown period {period!r}; use one of {', '.join(PERIODS)}")
-    return calendar_periods.period_bounds(period, tz, at, week_start=week_start)
+    return calendar_bounds(period, tz, at, week_start=week_start)
 
 
 _bounds: dict[tuple[str, str, int], tuple[dt.datetime, dt.datetime | None]] = {}
