@@ -47,11 +47,12 @@ def test_every_public_filter_uses_it(tracker: Any) -> None:
     import llmspend
     from llmspend import analytics
 
+    bad: Any = 5
     for call in (
-        lambda: llmspend.records(org=5),
-        lambda: analytics.cost_breakdown(org=5),
-        lambda: analytics.budget_utilization(org=5),
-        lambda: analytics.alerts_summary(model=5),
+        lambda: llmspend.records(org=bad),
+        lambda: analytics.cost_breakdown(org=bad),
+        lambda: analytics.budget_utilization(org=bad),
+        lambda: analytics.alerts_summary(model=bad),
     ):
         with pytest.raises(ValidationError, match=r"filter .*: expected a name or a list"):
             call()
