@@ -125,6 +125,17 @@ def begin(route: Route | None) -> Call | None:
     )  # fmt: skip
 
 
+def _settle(call: Call, response: Any, settle: Callable[[Call, Any], None]) -> None:
+    """``settle(call, response)``; if llmspend fails there, the call is settled from its
+    input bound (estimated) and the failure logged: the response goes to the caller."""
+    try:
+        settle(call, response)
+    except Exception as exc:
+        internal_error("settle a Gemini call", exc)
+        if not call.done:
+            call.finish(Usage(tokens_from_bytes(call.input_upper)), usage_estimated=True)
+
+
 def run_recorded(
     call: Call | None, send: Callable[[], Any], settle: Callable[[Call, Any], None]
 ) -> Any:
@@ -137,7 +148,7 @@ def run_recorded(
     except BaseException as exc:
         call.finish(None, status="error", error=exc)
         raise
-    shielded(settle, call, response, what="settle a Gemini call")
+    _settle(call, response, settle)
     return response
 
 
@@ -152,7 +163,7 @@ async def arun_recorded(
     except BaseException as exc:
         call.finish(None, status="error", error=exc)
         raise
-    shielded(settle, call, response, what="settle a Gemini call")
+    _settle(call, response, settle)
     return response
 
 

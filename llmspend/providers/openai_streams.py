@@ -26,7 +26,9 @@ import weakref
 from collections.abc import AsyncIterator, Callable, Iterator
 from typing import Any
 
+from ..dialects import Reading
 from ..dialects import openai as dialect
+from ..pipeline import internal_error
 from .openai_calls import LEDGER, CallContext, ResponseFailedError
 
 __all__ = ["StreamObserver", "observe_raw", "observe_stream", "settle_bytes"]
@@ -117,7 +119,14 @@ class StreamObserver:
             log.exception("llmspend could not settle a stream")
 
     def _record(self, ctx: CallContext, *, cut: bool, error: BaseException | None) -> None:
-        reading, rid = self.reader.result(), self.request_id
+        rid = self.request_id
+        try:
+            reading = self.reader.result()
+        except Exception as exc:  # a bug reading usage: settle from the text received
+            internal_error("read an openai stream's usage", exc)
+            reader = self.reader
+            reading = Reading(None, reader.model, complete=reader.complete,
+                              out_bytes=reader.out_bytes)  # fmt: skip
         if reading.error is not None:  # the provider said the response failed
             failed = ResponseFailedError(reading.error)
             ctx.finish_reading(reading, request_id=rid, status="error", error=failed)
