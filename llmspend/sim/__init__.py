@@ -120,6 +120,7 @@ import zlib
 from collections.abc import Iterable, Mapping
 from typing import Any
 
+from ..dialects import tokens_from_bytes
 from .server import Behavior, Directives, SimRequest, SimServer, serve
 
 __all__ = [
@@ -144,8 +145,9 @@ _WORDS = re.findall(r"[a-z]+", _LOREM)
 
 
 def tokens_of(text: str) -> int:
-    """``ceil(utf8_bytes / 4)``: the token count of one piece of text."""
-    return (len(text.encode("utf-8")) + 3) // 4
+    """``ceil(utf8_bytes / 4)``: the token count of one piece of text (llmspend's one
+    bytes→tokens estimate)."""
+    return tokens_from_bytes(len(text.encode("utf-8")))
 
 
 def prompt_tokens(messages: Iterable[str], extra: int = 0) -> int:

@@ -11,13 +11,14 @@ import json
 from collections.abc import Iterator
 from typing import Any
 
+from ..dialects import gemini
 from . import Plan, fill_schema, make_plan, prompt_tokens, sim_text, text_chunks, tokens_of, vector
 from .server import Exchange, iter_sse
 
 __all__ = ["error_body", "handle", "handle_models"]
 
-MEDIA_TOKENS = 258
-"""Prompt tokens counted for each ``inlineData`` / ``fileData`` part."""
+MEDIA_TOKENS = gemini.MEDIA_TOKENS
+"""Prompt tokens counted for each ``inlineData`` / ``fileData`` part (the dialect's)."""
 
 _STATUS = {
     400: ("INVALID_ARGUMENT", "Request contains an invalid argument."),

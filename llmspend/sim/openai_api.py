@@ -17,6 +17,7 @@ from collections.abc import Iterator
 from http import HTTPStatus
 from typing import Any
 
+from ..dialects import openai as dialect
 from . import Plan, fill_schema, make_plan, prompt_tokens, sim_text, text_chunks, tokens_of, vector
 from .server import Exchange, iter_sse
 
@@ -127,11 +128,9 @@ def handle(
     ex.error_body = error_body
     ex.extra_headers = {"x-request-id": ex.ident("req_"), "openai-processing-ms": "1"}
     ctx = _Ctx(ex, route, provider, deployment)
-    posts = {"/chat/completions": _chat, "/responses": _responses, "/embeddings": _embeddings}
-    posts |= {"/images/generations": _images, "/audio/transcriptions": _transcription}
-    posts |= {"/audio/speech": _speech}
-    if ex.method == "POST" and route in posts:
-        return posts[route](ctx)
+    api = dialect.api_of(route)  # the dialect's routes: the APIs the taps record
+    if ex.method == "POST" and api in _POSTS:
+        return _POSTS[api](ctx)
     if route.startswith("/responses/") and ex.method in ("GET", "DELETE"):
         return _stored_response(ctx, route.split("/")[2])
     if ex.method == "GET" and (route == "/models" or route.startswith("/models/")):
@@ -511,6 +510,14 @@ def _speech(ctx: _Ctx) -> None:
     noise = bytes((i * 37 + len(text)) & 0xFF for i in range(256 + 64 * tokens_of(text)))
     ctype = _AUDIO_TYPES.get(fmt, "audio/pcm" if fmt == "pcm" else "audio/flac")
     ex.send_body(b"ID3\x04\x00\x00\x00\x00\x00\x00" + noise, ctype)
+
+
+#: The simulated billed APIs (``api`` as the dialect names a route) and their handlers.
+_POSTS = {
+    "chat.completions": _chat, "responses": _responses, "embeddings": _embeddings,
+    "images.generations": _images, "audio.transcriptions": _transcription,
+    "audio.speech": _speech,
+}  # fmt: skip
 
 
 def _models(ctx: _Ctx, model_id: str | None) -> None:

@@ -28,6 +28,8 @@ from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from typing import Any, NamedTuple
 from urllib.parse import parse_qsl, urlsplit
 
+from ..dialects import gemini
+
 __all__ = [
     "Behavior",
     "Directives",
@@ -238,7 +240,6 @@ def _plain_error(status: int, message: str | None) -> dict[str, Any]:
 
 # --------------------------------------------------------------------------- routing
 
-_GEMINI_CALL = re.compile(r"^/(?:v1|v1beta|v1alpha)/(?:models|tunedModels)/([^/:]+):([A-Za-z]+)$")
 _GEMINI_MODELS = re.compile(r"^/(?:v1|v1beta|v1alpha)/models(?:/([^/:]+))?$")
 _AZURE_DEPLOYMENT = re.compile(r"^/openai/deployments/([^/]+)(/.*)$")
 _OPENAI_PREFIXES = (("/openai/v1", "azure"), ("/openai", "azure"), ("/api/v1", "openrouter"))
@@ -248,8 +249,8 @@ def _route(ex: Exchange) -> None:
     from . import gemini_api, openai_api  # lazy: the dialects import this module
 
     path = ex.path
-    if m := _GEMINI_CALL.match(path):
-        return gemini_api.handle(ex, m.group(1), m.group(2))
+    if target := gemini.parse_path(path):  # the dialect's reading of a Gemini call path
+        return gemini_api.handle(ex, target.model, target.method)
     google = "x-goog-api-key" in ex.headers or "key" in ex.query
     if (m := _GEMINI_MODELS.match(path)) and google:
         return gemini_api.handle_models(ex, m.group(1))
