@@ -130,7 +130,7 @@ def _pending_id(options: Any) -> str | None:
 def _plan(instance: Any, args: tuple[Any, ...], kwargs: dict[str, Any]) -> _Plan | str | None:
     """What to track for this request: a plan, a parked response id, or ``None``."""
     options = _options_of(args, kwargs)
-    if dialect.api_of(options.url) is None:
+    if dialect.api_of(options.url) is None:  # (before reading the body: most requests)
         return _pending_id(options) if LEDGER else None
     body = options.json_data if isinstance(options.json_data, Mapping) else {}
     if options.extra_json:
@@ -138,7 +138,7 @@ def _plan(instance: Any, args: tuple[Any, ...], kwargs: dict[str, Any]) -> _Plan
     headers = options.headers
     request = Request(str(options.method), options.url, body, headers)
     route = dialect.route(request, provider=detect_provider(instance))
-    if route is None:
+    if route is None:  # not a POST
         return None
     raw = isinstance(headers, Mapping) and bool(headers.get(_RAW_HEADER))
     return _Plan(route, body, bool(kwargs.get("stream")), raw)
@@ -210,12 +210,21 @@ def _begin(
 
 # -- reading the result ------------------------------------------------------------------------
 
-_Types = tuple[tuple[type[Any], ...], tuple[type[Any], ...], type[Any], type[Any]]
-_sdk_types: _Types | None = None
+
+class _SdkTypes(NamedTuple):
+    """The SDK's result classes an observer tells apart (imported on first use)."""
+
+    streams: tuple[type[Any], ...]  # Stream, AsyncStream
+    raws: tuple[type[Any], ...]  # with_raw_response / with_streaming_response results
+    binary: type[Any]  # audio.speech content
+    http_response: type[Any]  # httpx2.Response
 
 
-def _types() -> _Types:
-    """(stream classes, raw response classes, binary content class, httpx2.Response)."""
+_sdk_types: _SdkTypes | None = None
+
+
+def _types() -> _SdkTypes:
+    """The SDK's result classes (imported when first needed: openai is loaded by then)."""
     global _sdk_types
     if _sdk_types is None:
         import httpx2
@@ -224,21 +233,22 @@ def _types() -> _Types:
         from openai._streaming import AsyncStream, Stream
 
         raw = (LegacyAPIResponse, BaseAPIResponse)
-        _sdk_types = ((Stream, AsyncStream), raw, HttpxBinaryResponseContent, httpx2.Response)
+        _sdk_types = _SdkTypes((Stream, AsyncStream), raw, HttpxBinaryResponseContent,
+                               httpx2.Response)  # fmt: skip
     return _sdk_types
 
 
 def _observe(ctx: CallContext, result: Any, *, is_async: bool) -> Any:
     """Settle now (complete results) or arrange to settle later (streams, raw bodies)."""
     try:
-        streams, raws, binary, http_response = _types()
-        if isinstance(result, streams):
+        sdk = _types()
+        if isinstance(result, sdk.streams):
             observe_stream(ctx, result, is_async=is_async)
-        elif isinstance(result, raws):
+        elif isinstance(result, sdk.raws):
             observe_raw(ctx, result, result.http_response, is_async=is_async)
-        elif isinstance(result, http_response):
+        elif isinstance(result, sdk.http_response):
             observe_raw(ctx, result, result, is_async=is_async)
-        elif isinstance(result, binary):  # audio.speech: bytes, or SSE with usage
+        elif isinstance(result, sdk.binary):  # audio.speech: bytes, or SSE with usage
             http = result.response
             rid = http.headers.get("x-request-id")
             ctype = http.headers.get("content-type", "")
@@ -255,10 +265,10 @@ def _resume(response_id: str, result: Any, *, is_async: bool) -> Any:
     """A retrieve/cancel of a parked background response: settle it once it is final."""
     try:
         ctx = LEDGER.get(response_id)
-        streams, raws, _, _ = _types()
-        if ctx is None or isinstance(result, raws):
+        sdk = _types()
+        if ctx is None or isinstance(result, sdk.raws):
             return result
-        if isinstance(result, streams):
+        if isinstance(result, sdk.streams):
             observe_stream(ctx, result, is_async=is_async, resume=True)
         else:
             LEDGER.resolve(response_id, result)
