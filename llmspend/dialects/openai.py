@@ -125,7 +125,9 @@ def route(request: Request, *, provider: str | None = None) -> Route | None:
     api = api_of(request.path)
     if api is None or request.method.lower() != "post":
         return None
-    body = request.body if isinstance(request.body, Mapping) else {}
+    body = request.body
+    if type(body) is not dict and not isinstance(body, Mapping):  # (a dict: skip the ABC)
+        body = {}
     model = body.get("model")
     return Route(
         provider or provider_for_host(request.host),
@@ -250,11 +252,12 @@ def read(api: str, body: Any) -> Reading:
             out = result_text_bytes(api, body)
         except Exception:  # malformed result: count nothing
             out = 0
+    model, rid, tier = field(body, "model"), field(body, "id"), field(body, "service_tier")
     return Reading(
         usage,
-        _str(field(body, "model")),
-        _str(field(body, "id")),
-        _str(field(body, "service_tier")),
+        model if type(model) is str and model else None,
+        rid if type(rid) is str and rid else None,
+        tier if type(tier) is str and tier else None,
         status,
         error,
         status not in PENDING,

@@ -55,6 +55,7 @@ MODULE = "openai._base_client"
 #: Providers known to accept ``stream_options.include_usage`` (injected in ``auto`` mode).
 KNOWN_PROVIDERS = frozenset({"openai", "azure", "xai", "openrouter"})
 _RAW_HEADER = "X-Stainless-Raw-Response"
+_ROUTES = dialect.ROUTES
 _AZURE_CLASSES = frozenset({"BaseAzureClient", "AzureOpenAI", "AsyncAzureOpenAI"})
 _MODES = frozenset({"auto", "inject", "estimate"})
 
@@ -130,13 +131,16 @@ def _pending_id(options: Any) -> str | None:
 def _plan(instance: Any, args: tuple[Any, ...], kwargs: dict[str, Any]) -> _Plan | str | None:
     """What to track for this request: a plan, a parked response id, or ``None``."""
     options = _options_of(args, kwargs)
-    if dialect.api_of(options.url) is None:  # (before reading the body: most requests)
+    url = options.url
+    if url not in _ROUTES and dialect.api_of(url) is None:  # (most requests stop here)
         return _pending_id(options) if LEDGER else None
-    body = options.json_data if isinstance(options.json_data, Mapping) else {}
+    body = options.json_data
+    if type(body) is not dict and not isinstance(body, Mapping):
+        body = {}
     if options.extra_json:
         body = {**body, **options.extra_json}
     headers = options.headers
-    request = Request(str(options.method), options.url, body, headers)
+    request = Request(str(options.method), url, body, headers)
     route = dialect.route(request, provider=detect_provider(instance))
     if route is None:  # not a POST
         return None
@@ -183,7 +187,11 @@ def _begin(
     Only llmspend's own refusals (``BudgetExceeded``, ``StoreUnavailable``) propagate;
     any other failure here leaves the call untracked and the request unchanged.
     """
-    plan = shielded(_plan, instance, args, kwargs, what="read an openai request")
+    try:
+        plan = _plan(instance, args, kwargs)
+    except Exception as exc:  # an unexpected request shape, or a bug: stay out of the way
+        internal_error("read an openai request", exc)
+        plan = None
     if plan is None or isinstance(plan, str):
         return plan, args, kwargs
     route = plan.route
