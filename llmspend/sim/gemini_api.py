@@ -12,8 +12,17 @@ from collections.abc import Iterator
 from typing import Any
 
 from ..dialects import gemini
-from . import Plan, fill_schema, make_plan, prompt_tokens, sim_text, text_chunks, tokens_of, vector
-from .server import Exchange, iter_sse
+from .exchange import Exchange, iter_sse
+from .formulas import (
+    Plan,
+    fill_schema,
+    make_plan,
+    prompt_tokens,
+    sim_text,
+    text_chunks,
+    tokens_of,
+    vector,
+)
 
 __all__ = ["error_body", "handle", "handle_models"]
 

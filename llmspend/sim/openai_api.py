@@ -18,8 +18,17 @@ from http import HTTPStatus
 from typing import Any
 
 from ..dialects import openai as dialect
-from . import Plan, fill_schema, make_plan, prompt_tokens, sim_text, text_chunks, tokens_of, vector
-from .server import Exchange, iter_sse
+from .exchange import Exchange, iter_sse
+from .formulas import (
+    Plan,
+    fill_schema,
+    make_plan,
+    prompt_tokens,
+    sim_text,
+    text_chunks,
+    tokens_of,
+    vector,
+)
 
 __all__ = ["PNG", "error_body", "handle"]
 
