@@ -62,9 +62,10 @@ pytest: $(STAMP) ## run only the test suite (PYTEST_ARGS=... to pass options)
 	if [ $$rc -eq 5 ]; then echo "pytest: no tests were collected"; exit 1; fi; exit $$rc
 
 .PHONY: lint
-lint: $(STAMP) ## ruff lint and format check
+lint: $(STAMP) ## ruff lint and format check, and the layer contracts (docs/architecture.md)
 	$(VENV)/bin/ruff check llmspend tests benchmarks scripts
 	$(VENV)/bin/ruff format --check llmspend tests benchmarks scripts
+	$(VENV)/bin/lint-imports --no-cache
 
 .PHONY: format
 format: $(STAMP) ## format the code with ruff
