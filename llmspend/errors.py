@@ -9,13 +9,16 @@ The tree::
     │   ├── SchemaTooNewError          the database was migrated by a newer llmspend
     │   └── StoreUnavailable           the store is down: a call under a hard budget not sent
     ├── ValidationError                bad input to a public function (also a ValueError)
-    │   └── IngestError                a bad row given to ``ingest`` (names row and field)
-    ├── PricingError                   a usage that cannot be priced (e.g. subset > total)
-    ├── BudgetError                    a bad budget definition or an unknown budget
-    └── BudgetExceeded                 a call refused by a hard budget before it was sent
+    │   ├── IngestError                a bad row given to ``ingest`` (names row and field)
+    │   ├── PricingError               a usage that cannot be priced (e.g. subset > total)
+    │   └── BudgetError                a bad budget definition or an unknown budget
+    ├── BudgetExceeded                 a call refused by a hard budget before it was sent
+    ├── ReportError                    the spend report could not be made (names the cell)
+    └── ResponseFailedError            a provider's response said ``status: failed``; never
+                                       raised to a caller, only named as a call's error_type
 
     LLMSpendWarning (a UserWarning)    things worth knowing that do not stop anything
-    └── UnknownModelWarning            (in ``llmspend.pricing``) a model with no price
+    └── UnknownModelWarning            a model with no price (its cost is recorded unknown)
 
 ``ValidationError`` and its children also derive from :class:`ValueError`, so code that
 already catches ``ValueError`` keeps working.
@@ -35,9 +38,12 @@ __all__ = [
     "LLMSpendWarning",
     "PriceFileError",
     "PricingError",
+    "ReportError",
+    "ResponseFailedError",
     "SchemaTooNewError",
     "StoreError",
     "StoreUnavailable",
+    "UnknownModelWarning",
     "ValidationError",
 ]
 
@@ -48,6 +54,10 @@ class LLMSpendError(Exception):
 
 class LLMSpendWarning(UserWarning):
     """Base of the warnings llmspend issues (unknown models, records it could not write)."""
+
+
+class UnknownModelWarning(LLMSpendWarning):
+    """A call used a model llmspend has no price for; its cost is recorded as unknown."""
 
 
 class ConfigError(LLMSpendError):
@@ -164,3 +174,15 @@ class BudgetExceeded(LLMSpendError):
         if self.reason:
             msg += f" ({self.reason})"
         return msg
+
+
+class ReportError(LLMSpendError):
+    """The report could not be made (the notebook failed, a tool is missing, ...)."""
+
+
+class ResponseFailedError(LLMSpendError):
+    """A Responses API result whose status is ``failed``.
+
+    Never raised to a caller (the provider's answer is returned unchanged): it names the
+    failure in the call's record (``error_type``).
+    """

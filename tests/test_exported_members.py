@@ -61,3 +61,56 @@ def test_plugin_api_is_exported() -> None:
     for name, module in homes.items():
         assert name in llmspend.__all__, name
         assert getattr(llmspend, name) is getattr(module, name), name
+
+
+def test_every_exception_lives_in_the_errors_module() -> None:
+    """No module but ``errors`` defines an exception or warning class."""
+    import ast
+    from pathlib import Path
+
+    package = Path(llmspend.__file__).parent
+    found = []
+    for path in package.rglob("*.py"):
+        if path.name == "errors.py" and path.parent == package:
+            continue
+        for node in ast.walk(ast.parse(path.read_text(encoding="utf-8"))):
+            if isinstance(node, ast.ClassDef):
+                bases = [ast.unparse(b).rsplit(".", 1)[-1] for b in node.bases]
+                if any(b.endswith(("Error", "Exception", "Warning")) for b in bases):
+                    found.append(f"{path.relative_to(package)}:{node.name}")
+    assert found == []
+
+
+def test_the_tree_drawn_in_the_errors_docstring_is_true() -> None:
+    """Each class drawn in ``errors``' docstring derives from the one drawn above it, and
+    every class the module exports is drawn."""
+    import re
+
+    from llmspend import errors
+
+    doc = errors.__doc__ or ""
+    drawn: dict[str, str | None] = {}
+    stack: list[tuple[int, str]] = []
+    for line in doc.splitlines():
+        m = re.match(r"^(\s*)((?:[│ ]{4})*)(?:[├└]── )?([A-Z][A-Za-z]+)\b", line)
+        if not m or not hasattr(errors, m.group(3)):
+            continue
+        name = m.group(3)
+        depth = len(m.group(2)) // 4 + (1 if "── " in line else 0)
+        while stack and stack[-1][0] >= depth:
+            stack.pop()
+        drawn[name] = stack[-1][1] if stack else None
+        stack.append((depth, name))
+    assert set(drawn) == set(errors.__all__)
+    for name, parent in drawn.items():
+        cls = getattr(errors, name)
+        if parent is None:
+            assert cls.__bases__[0] in (Exception, UserWarning), name
+        else:
+            assert getattr(errors, parent) in cls.__bases__, (name, parent)
+
+
+def test_price_is_importable_and_is_what_price_returns() -> None:
+    price = llmspend.price("gpt-4o-mini", provider="openai", input_tokens=10)
+    assert isinstance(price, llmspend.Price)
+    assert "Price" in llmspend.__all__

@@ -18,8 +18,9 @@ The modules, lowest first (each imports only those above it; none imports the st
 
 from __future__ import annotations
 
+from ..errors import UnknownModelWarning
 from .book import PriceBook, default_pricebook, history, model_output_cap
-from .price import Price, PriceNanos, PriceRef, PriceStatus, UnknownModelWarning
+from .price import Price, PriceNanos, PriceRef, PriceStatus
 
 __all__ = [
     "Price",

@@ -12,22 +12,17 @@ from dataclasses import dataclass
 from decimal import Decimal
 from typing import Literal
 
-from ..errors import LLMSpendWarning, PricingError
+from ..errors import PricingError, UnknownModelWarning
 
 __all__ = [
     "Price",
     "PriceNanos",
     "PriceRef",
     "PriceStatus",
-    "UnknownModelWarning",
     "to_epoch",
 ]
 
 PriceStatus = Literal["priced", "unknown", "override"]
-
-
-class UnknownModelWarning(LLMSpendWarning):
-    """A call used a model llmspend has no price for; its cost is recorded as unknown."""
 
 
 @dataclass(frozen=True, slots=True)

@@ -25,10 +25,10 @@ Modules:
 
 from __future__ import annotations
 
+from ..errors import ReportError
 from .execute import (
     DEFAULT_NOTEBOOK,
     REMOVED_TAGS,
-    ReportError,
     execute_notebook,
     kernel_arguments,
     notebook_path,

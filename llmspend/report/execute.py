@@ -15,21 +15,16 @@ from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
 
-from ..errors import ConfigError, LLMSpendError
+from ..errors import ConfigError, ReportError
 
 __all__ = [
     "DEFAULT_NOTEBOOK",
     "REMOVED_TAGS",
-    "ReportError",
     "execute_notebook",
     "kernel_arguments",
     "notebook_path",
     "to_html",
 ]
-
-
-class ReportError(LLMSpendError):
-    """The report could not be made (the notebook failed, a tool is missing, ...)."""
 
 
 #: Where the report notebook is looked for: inside the package (wheels), then the checkout.
