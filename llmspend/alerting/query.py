@@ -10,6 +10,7 @@ from typing import TYPE_CHECKING, Any
 
 from sqlalchemy import select, update
 
+from ..config import default_attribution
 from ..errors import ValidationError
 from ..money import nanos_to_usd
 from ..store.models import Alert, WebhookDelivery
@@ -127,8 +128,6 @@ def acknowledge(
     store: Store, ids: int | Iterable[int] | None = None, *, by: str | None = None
 ) -> int:
     """Mark alerts acknowledged (all unacknowledged ones when ``ids`` is None)."""
-    from ..config import default_attribution
-
     stmt = update(Alert).where(Alert.acknowledged.is_(False))
     if ids is not None:
         wanted = [ids] if isinstance(ids, int) else list(ids)

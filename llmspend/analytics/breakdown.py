@@ -4,7 +4,9 @@ from __future__ import annotations
 
 from typing import TYPE_CHECKING, Any
 
+from ..budgets.manage import budget_status
 from ..errors import ValidationError
+from ..store.rollups import MEASURES
 from .frames import (
     CALLS,
     COST,
@@ -20,7 +22,6 @@ from .frames import (
     window,
 )
 from .query import HI_INF, LO_INF, aggregate, parse_keys, total
-from ..store.rollups import MEASURES
 
 if TYPE_CHECKING:
     import pandas as pd
@@ -204,8 +205,6 @@ def aggregated_spending(
     flt = filters_of(org, project, user, provider, model, filters)
     st = resolve_store(store)
     rows = grouped(st, keys, since, until, flt)
-    from ..budgets.manage import budget_status
-
     statuses = {}
     for s in budget_status(st, scope=level):
         entity = _budget_entity(level, s)

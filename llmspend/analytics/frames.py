@@ -9,11 +9,11 @@ from typing import TYPE_CHECKING, Any
 
 from ..errors import ValidationError
 from ..money import nanos_to_usd
-from ..timeutil import parse_when
-from .query import Acc, check_filters
 from ..store import rollups
 from ..store.rollups import MEASURES
+from ..timeutil import parse_when
 from ..tracker import get_tracker
+from .query import Acc, check_filters
 
 if TYPE_CHECKING:
     import pandas as pd

@@ -52,9 +52,9 @@ from sqlalchemy import (
 from ..errors import ValidationError
 from ..store.fastsql import db_time_for
 from ..store.models import UsageRecord
+from ..store.rollups import MEASURES, up_to_date
 from ..usage import build_filters
 from .plan import HI_INF, LO_INF, Level, Segment, plan
-from ..store.rollups import MEASURES, up_to_date
 
 if TYPE_CHECKING:
     from ..store.engine import Store

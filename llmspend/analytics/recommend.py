@@ -39,12 +39,16 @@ from decimal import ROUND_CEILING, Decimal
 from fractions import Fraction
 from typing import TYPE_CHECKING, Any
 
-from ..money import nanos_to_usd
+from ..budgets.manage import budget_status, list_budgets
+from ..budgets.periods import period_bounds
+from ..budgets.spec import parse_key
+from ..money import nanos_to_usd, usd_to_nanos
 from ..names import name_list
+from ..store.rollups import MEASURES
 from ..timeutil import parse_span, utcnow
+from ..tracker import get_tracker
 from .frames import COST, Filter, empty_frame, filters_of, period_dtype, resolve_store, window
 from .query import aggregate, data_bounds
-from ..store.rollups import MEASURES
 
 if TYPE_CHECKING:
     import pandas as pd
@@ -142,8 +146,6 @@ def _past_periods(
     budget: Budget, start: dt.datetime, first: dt.datetime | None
 ) -> list[dt.datetime]:
     """Spend bounds of up to PAST_PERIODS complete periods before ``start``."""
-    from ..budgets.periods import period_bounds
-
     bounds = [start]
     at = start
     for _ in range(PAST_PERIODS):
@@ -166,9 +168,6 @@ def _forecast_row(
     first: dt.datetime | None,
     now: dt.datetime,
 ) -> dict[str, Any]:
-    from ..budgets.spec import parse_key
-    from ..money import usd_to_nanos
-
     key = parse_key(status.scope, status.budget)
     flt = _scope_filters(key.org, key.project, key.user)
     start = status.period_start.replace(tzinfo=None)
@@ -332,8 +331,6 @@ def budget_recommendations(
     """
     import pandas as pd
 
-    from ..budgets.manage import budget_status, list_budgets
-
     flt = filters_of(org, project, user, provider, model, filters)
     lo, hi = window(since, until)
     now = utcnow()
@@ -350,8 +347,6 @@ def budget_recommendations(
               "user": name_list(user, "user")}  # fmt: skip
     defs = {(b.scope, b.name): b for b in list_budgets(st)}
     rows: list[dict[str, Any]] = []
-    from ..budgets.spec import parse_key
-
     for status in budget_status(st):
         key = parse_key(status.scope, status.budget)
         parts = {"org": key.org, "project": key.project, "user": key.user}
@@ -361,8 +356,6 @@ def budget_recommendations(
         if budget is not None:
             rows.append(_forecast_row(st, status, budget, days, first, now))
     if pricebook is None:
-        from ..tracker import get_tracker
-
         pricebook = get_tracker().pricebook
     table: dict[str, tuple[str | tuple[str, str], ...]] = dict(ALTERNATIVES)
     table.update({k: tuple(v) for k, v in (alternatives or {}).items()})

@@ -9,11 +9,15 @@ from typing import TYPE_CHECKING, Any
 
 from sqlalchemy import or_, select
 
+from ..alerting.query import fetch_alerts
+from ..budgets.manage import budget_status
+from ..budgets.spec import check_choice, parse_key, thresholds_from_json
 from ..errors import ValidationError
 from ..money import nanos_to_usd
 from ..names import name_list
 from ..store.models import Budget as BudgetRow
 from ..store.models import BudgetPeriod
+from ..timeutil import utcnow
 from .frames import Filter, empty_frame, period_dtype, resolve_store, window
 
 if TYPE_CHECKING:
@@ -86,10 +90,6 @@ def budget_utilization(
     (made from a default), ``current`` (the period in force now).
     """
     import pandas as pd
-
-    from ..budgets.manage import budget_status
-    from ..budgets.spec import check_choice, parse_key, thresholds_from_json
-    from ..timeutil import utcnow
 
     _no_usage_filters(provider, model, filters, "budget_utilization")
     if scope is not None:
@@ -232,8 +232,6 @@ def alerts_summary(
     the latest alert).
     """
     import pandas as pd
-
-    from ..alerting.query import fetch_alerts
 
     if filters:
         raise ValidationError(

@@ -7,6 +7,7 @@ from fractions import Fraction
 from typing import TYPE_CHECKING, Any
 
 from ..errors import ValidationError
+from ..store.rollups import MEASURES
 from ..timeutil import parse_span, parse_when, utcnow
 from . import buckets
 from .frames import (
@@ -25,7 +26,6 @@ from .frames import (
     window,
 )
 from .query import aggregate, data_bounds, parse_keys, total
-from ..store.rollups import MEASURES
 
 if TYPE_CHECKING:
     import pandas as pd
