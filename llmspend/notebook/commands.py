@@ -16,8 +16,22 @@ from decimal import Decimal
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
+from ..attribution import validate_name
 from ..errors import ValidationError
-from .render import Note, Table, alerts_table, budgets_table, calls_table, fmt_usd, status_table
+from ..exchange import write_records
+from ..tracker import get_tracker
+from .cellcost import cell_cost
+from .render import (
+    Note,
+    Table,
+    _thresholds,
+    alerts_table,
+    budgets_table,
+    calls_table,
+    fmt_usd,
+    history_table,
+    status_table,
+)
 
 if TYPE_CHECKING:
     import pandas as pd
@@ -50,8 +64,6 @@ __all__ = [
 
 def describe_budget(budget: Any) -> str:
     """``project acme/churn: $100.00/month, hard, alerts at 50,80,100 %, UTC``."""
-    from .render import _thresholds
-
     kind = " (default for each child)" if budget.is_default else ""
     return (
         f"{budget.scope} {budget.name}{kind}: {fmt_usd(budget.limit_usd)}/{budget.period}, "
@@ -120,8 +132,6 @@ def budget_list(scope: str | None = None) -> Table:
 def budget_history(scope: str, name: str) -> Table:
     """Every period of one budget so far, newest first."""
     import llmspend
-
-    from .render import history_table
 
     return history_table(scope, name, llmspend.budget_history(scope, name))
 
@@ -201,9 +211,6 @@ def spend_context(
     clear_tags: bool = False,
 ) -> Note:
     """Set (or show) the process-wide attribution: who the next calls are charged to."""
-    from ..attribution import validate_name
-    from ..tracker import get_tracker
-
     tracker = get_tracker()
     for kind, value in (("org", org), ("project", project), ("user", user)):
         if value is not None:
@@ -230,8 +237,6 @@ def spend_context(
 
 def spend_last(n: int = 5) -> Table:
     """The last ``n`` calls recorded in this kernel: time, model, tokens, cost, latency."""
-    from ..tracker import get_tracker
-
     if n < 1:
         raise ValidationError(f"N must be at least 1, got {n}")
     rows = list(get_tracker().recent)[-n:]
@@ -240,15 +245,11 @@ def spend_last(n: int = 5) -> Table:
 
 def spend_cell() -> Note:
     """What the current cell (if it made calls yet) or the previous cell cost."""
-    from .cellcost import cell_cost
-
     return Note(cell_cost.describe())
 
 
 def spend_quiet(on: bool | None = None, *, min_usd: Decimal | None = None) -> Note:
     """Turn the per-cell cost line off (``on=True``) or on (``on=False``)."""
-    from .cellcost import cell_cost
-
     if on is not None:
         cell_cost.enabled = not on
     if min_usd is not None:
@@ -301,8 +302,6 @@ def spend_export(
 ) -> Note:
     """Write ``records()`` to ``path`` (``.csv`` or ``.parquet``); money stays exact."""
     import llmspend
-
-    from ..exchange import write_records
 
     target = Path(path).expanduser()
     if target.suffix.lower() not in (".csv", ".parquet"):

@@ -14,6 +14,10 @@ import contextlib
 import logging
 from typing import Any
 
+from ..tracker import installed_tracker
+from .cellcost import cell_cost
+from .commands import ensure_tag_hook
+
 __all__ = ["is_loaded", "load", "unload"]
 
 log = logging.getLogger("llmspend")
@@ -28,9 +32,6 @@ def _ensure_hooks(info: Any = None) -> None:
     Runs before every cell, so that ``llmspend.install(other_url)`` mid-session (a new
     tracker) keeps the per-cell line and tags working.
     """
-    from ..tracker import installed_tracker
-    from .cellcost import cell_cost
-    from .commands import ensure_tag_hook
 
     tracker = installed_tracker()
     if tracker is not None:
@@ -39,7 +40,6 @@ def _ensure_hooks(info: Any = None) -> None:
 
 
 def _pre_run_cell(info: Any = None) -> None:
-    from .cellcost import cell_cost
 
     try:
         _ensure_hooks()
@@ -49,7 +49,6 @@ def _pre_run_cell(info: Any = None) -> None:
 
 
 def _post_run_cell(result: Any = None) -> None:
-    from .cellcost import cell_cost
 
     error = getattr(result, "error_in_exec", None)
     if isinstance(error, KeyboardInterrupt):  # the streams the cell was reading are over
@@ -82,11 +81,8 @@ def load(ipython: Any) -> None:
     """Install llmspend and wire it into ``ipython`` (idempotent)."""
     import llmspend
 
-    from .cellcost import cell_cost
-
     tracker = llmspend.install()
     cell_cost.attach(tracker)
-    from .commands import ensure_tag_hook
 
     ensure_tag_hook(tracker)
     if id(ipython) not in _magics_registered:
@@ -104,9 +100,6 @@ def load(ipython: Any) -> None:
 def unload(ipython: Any) -> None:
     """Remove the cell hooks and uninstall llmspend's SDK hooks (idempotent)."""
     import llmspend
-
-    from ..tracker import installed_tracker
-    from .cellcost import cell_cost
 
     if id(ipython) in _loaded:
         for name, fn in (("pre_run_cell", _pre_run_cell), ("post_run_cell", _post_run_cell)):

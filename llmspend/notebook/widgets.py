@@ -26,7 +26,9 @@ from typing import TYPE_CHECKING, Any
 
 import ipywidgets as W
 
+from ..errors import ValidationError
 from ..timeutil import utcnow
+from ..tracker import get_tracker
 from .render import NO_MATH, alerts_table, fmt_int, fmt_usd
 
 if TYPE_CHECKING:
@@ -154,8 +156,6 @@ class Dashboard(W.VBox):
         live: bool = True,
         min_interval: float = 2.0,
     ) -> None:
-        from ..errors import ValidationError
-        from ..tracker import get_tracker
 
         if period not in PERIODS:
             raise ValidationError(f"period must be one of {', '.join(PERIODS)}, got {period!r}")
@@ -347,9 +347,8 @@ class Dashboard(W.VBox):
 
     def _refresh(self) -> None:
         import llmspend
-        from llmspend import analytics
 
-        from ..tracker import get_tracker
+        from .. import analytics
         from . import charts
 
         self._attach(get_tracker())
