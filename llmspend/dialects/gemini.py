@@ -143,36 +143,28 @@ def route(request: Request) -> Route | None:
 # -- responses -------------------------------------------------------------------------------
 
 
-class _Malformed(ValueError):
-    pass
-
-
-def _count(md: Any, name: str) -> int | None:
-    value = field(md, name)
-    if value is None:
-        return None
-    n = count(value)
-    if n is None:
-        raise _Malformed(name)
-    return n
+_COUNTS = (
+    "prompt_token_count", "candidates_token_count", "thoughts_token_count",
+    "cached_content_token_count", "tool_use_prompt_token_count", "total_token_count",
+)  # fmt: skip
 
 
 def parse_usage(md: Any) -> Usage | None:
     """Normalize a Gemini ``usage_metadata`` (object or dict); None if absent or malformed."""
     if md is None:
         return None
-    try:
-        prompt = _count(md, "prompt_token_count")
-        candidates = _count(md, "candidates_token_count") or 0
-        thoughts = _count(md, "thoughts_token_count")
-        cached = _count(md, "cached_content_token_count") or 0
-        tool_use = _count(md, "tool_use_prompt_token_count") or 0
-        total = _count(md, "total_token_count")
-    except _Malformed as exc:
-        log.debug("llmspend: malformed Gemini usage (%s); estimating", exc)
-        return None
+    counts: list[int | None] = []
+    for name in _COUNTS:
+        value = field(md, name)
+        n = count(value)
+        if n is None and value is not None:
+            log.debug("llmspend: malformed Gemini usage (%s); estimating", name)
+            return None
+        counts.append(n)
+    prompt, candidates, thoughts, cached, tool_use, total = counts
     if not prompt:  # no prompt count (or an empty proto default): not a usable report
         return None
+    candidates, cached, tool_use = candidates or 0, cached or 0, tool_use or 0
     if thoughts is None:
         rest = (total or 0) - prompt - tool_use - candidates
         thoughts = rest if rest > 0 else 0

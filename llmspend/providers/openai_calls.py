@@ -24,14 +24,11 @@ from typing import Any, NamedTuple
 from ..call import Call, Usage
 from ..dialects import Reading, field, tokens_from_bytes
 from ..dialects import openai as dialect
+from ..errors import ResponseFailedError
 
-__all__ = ["LEDGER", "CallContext", "ResponseFailedError"]
+__all__ = ["LEDGER", "CallContext"]
 
 log = logging.getLogger("llmspend")
-
-
-class ResponseFailedError(Exception):
-    """Names a Responses API result whose status is ``failed`` (recorded as ``error_type``)."""
 
 
 class CallContext:

@@ -28,8 +28,9 @@ from typing import Any
 
 from ..dialects import Reading
 from ..dialects import openai as dialect
+from ..errors import ResponseFailedError
 from ..pipeline import internal_error
-from .openai_calls import LEDGER, CallContext, ResponseFailedError
+from .openai_calls import LEDGER, CallContext
 
 __all__ = ["StreamObserver", "observe_raw", "observe_stream", "settle_bytes"]
 
