@@ -140,6 +140,18 @@ def test_the_builtins_are_entry_points_and_nothing_lists_them() -> None:
         assert "openai_sdk" not in inspect.getsource(module)  # no hard-coded list elsewhere
 
 
+def test_importing_a_builtin_tap_registers_nothing() -> None:
+    """The built-ins are registered only through their entry points, as a third party's."""
+    code = (
+        "import llmspend.providers.openai_sdk, llmspend.providers.google_genai\n"
+        "import llmspend.providers.google_generativeai\n"
+        "from llmspend import plugins\n"
+        "print(sorted(plugins._registry))"
+    )
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
+    assert out.stdout.strip() == "[]"
+
+
 def test_plugins_load_at_install_not_at_import() -> None:
     code = (
         "import sys, llmspend\n"
@@ -159,7 +171,7 @@ def test_a_builtin_registered_twice_is_applied_once(
     from llmspend.providers.openai_sdk import OpenAIPlugin
 
     original = SyncAPIClient.__dict__["request"]
-    llmspend.register_provider(OpenAIPlugin())  # as the tap's own last line does
+    llmspend.register_provider(OpenAIPlugin())  # by hand, as well as its entry point
     install(tmp_path)
     install(tmp_path)
     assert [p.name for p in plugins.registered().values()].count("openai") == 1

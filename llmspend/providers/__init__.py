@@ -2,12 +2,7 @@
 
 Each tap is a provider plugin (:class:`~llmspend.plugins.ProviderPlugin`) declared as an
 entry point in the ``llmspend.providers`` group, exactly as a third party's is;
-:mod:`llmspend.plugins` finds them at ``install()`` and applies their patches. The plugin
-interface is re-exported here for the taps. See ``docs/plugins.md``.
+:mod:`llmspend.plugins` finds them at ``install()`` and applies their patches. A tap only
+finds calls: what a request or response means is its dialect's (:mod:`llmspend.dialects`).
+See ``docs/plugins.md``.
 """
-
-from __future__ import annotations
-
-from ..plugins import Patch, ProviderPlugin, Wrapper, register_provider
-
-__all__ = ["Patch", "ProviderPlugin", "Wrapper", "register_provider"]

@@ -26,7 +26,7 @@ from typing import Any
 
 from ..call import Call
 from ..dialects import Route, field
-from . import Patch, register_provider
+from ..plugins import Patch
 from .gemini_usage import (
     ObservedAsyncIterator,
     StreamObserver,
@@ -245,6 +245,3 @@ class GoogleGenAIPlugin:
             Patch(MODULE, "Models.embed_content", _embed),
             Patch(MODULE, "AsyncModels.embed_content", _aembed),
         ]
-
-
-register_provider(GoogleGenAIPlugin())

@@ -30,7 +30,7 @@ from typing import Any
 from ..call import Call, Usage
 from ..dialects import Route, field, tokens_from_bytes
 from ..dialects import gemini as dialect
-from . import Patch, register_provider
+from ..plugins import Patch
 from .gemini_usage import (
     ObservedAsyncIterator,
     ObservedIterator,
@@ -277,6 +277,3 @@ class GoogleGenerativeAIPlugin:
             Patch(PACKAGE, "embed_content", _embed),
             Patch(PACKAGE, "embed_content_async", _aembed),
         ]
-
-
-register_provider(GoogleGenerativeAIPlugin())

@@ -42,7 +42,7 @@ from typing import Any, NamedTuple
 from ..dialects import Request, Route
 from ..dialects import openai as dialect
 from ..pipeline import begin_call, internal_error, shielded
-from . import Patch, register_provider
+from ..plugins import Patch
 from .openai_calls import LEDGER, CallContext
 from .openai_streams import observe_raw, observe_stream, settle_bytes
 
@@ -331,6 +331,3 @@ class OpenAIPlugin:
             Patch(MODULE, "SyncAPIClient.request", _request),
             Patch(MODULE, "AsyncAPIClient.request", _arequest),
         ]
-
-
-register_provider(OpenAIPlugin())
