@@ -137,9 +137,9 @@ def load(tracker: Tracker, rows: int) -> float:
 def per_call_overhead(calls: int = 3000) -> tuple[float, float]:
     """Median µs of one call through the real pipeline (price, record, budgets), with and
     without the rollup hook, interleaved in rounds on a fresh SQLite store."""
-    from llmspend.store.rollups import record_hook
     from llmspend.call import Usage
     from llmspend.pipeline import begin_call
+    from llmspend.store.rollups import record_hook
 
     tracker = Tracker(f"sqlite:///{Path(tempfile.mkdtemp()) / 'calls.sqlite'}")
     old = set_tracker(tracker, installed=True)

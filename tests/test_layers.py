@@ -49,7 +49,8 @@ def test_the_layer_contracts_hold() -> None:
         # A function-local import from a low layer to a high one breaks the layers.
         (
             "store/fastsql.py",
-            "\ndef _forbidden():\n    from ..tracker import get_tracker\n\n    return get_tracker\n",
+            "\ndef _forbidden():\n    from ..tracker import get_tracker\n\n"
+            "    return get_tracker\n",
             "llmspend layers",
         ),
         # Budgets may not call the alert stage (it runs after them in the transaction).

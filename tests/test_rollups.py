@@ -12,9 +12,9 @@ from sqlalchemy import insert
 
 import llmspend
 from llmspend import analytics
-from llmspend.store.rollups import MEASURES, rebuild_rollups, rollup_rows
 from llmspend.call import Usage
 from llmspend.pipeline import begin_call
+from llmspend.store.rollups import MEASURES, rebuild_rollups, rollup_rows
 from llmspend.timeutil import utcnow
 from tests.test_analytics import expect, got, make_rows
 

@@ -254,14 +254,15 @@ class BudgetGuard:
         outside, a refusal to explain: the full path then runs."""
         with self.tracker.store.tx(write=True) as tx:
             version = tx.data_version()
-            targets = hit.found.targets
+            targets = hit.found.targets or []  # not empty: the caller checked
             quiet = version == hit.version
             if not quiet:
-                targets, complete, hard = self._read(tx, key, now, version)
-                self._hard_seen[key] = hard
-                if not complete or not targets:
+                found = self._read(tx, key, now, version)
+                self._hard_seen[key] = found.hard
+                if not found.complete or not found.targets:
                     tx.rollback()
                     return False
+                targets = found.targets
             if standing is not None:
                 give_back(tx, [standing])
             held = self._hold(tx, *self._hold_plan(targets, amount, now))

@@ -55,9 +55,9 @@ def _current(args: argparse.Namespace) -> int:
 def _rebuild_rollups(args: argparse.Namespace) -> int:
     import time
 
-    from ..store.rollups import rebuild_rollups
     from ..config import resolve_database_url
     from ..store.engine import open_store, safe_url
+    from ..store.rollups import rebuild_rollups
 
     url = resolve_database_url(database_url(args))
     store = open_store(url)

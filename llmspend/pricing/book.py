@@ -17,10 +17,10 @@ from decimal import Decimal
 from fractions import Fraction
 from typing import Any
 
-from ..errors import PricingError
+from ..errors import PricingError, UnknownModelWarning
 from ..money import nanos_to_usd
 from .overrides import Overrides, load_overrides
-from .price import Price, PriceNanos, UnknownModelWarning, to_epoch
+from .price import Price, PriceNanos, to_epoch
 from .rates import NANOS, Plan, Window, exact_usd
 from .resolve import resolve
 from .snapshot import price_at

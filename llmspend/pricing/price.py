@@ -12,7 +12,7 @@ from dataclasses import dataclass
 from decimal import Decimal
 from typing import Literal
 
-from ..errors import PricingError, UnknownModelWarning
+from ..errors import PricingError
 
 __all__ = [
     "Price",

@@ -10,8 +10,8 @@ How rows reach them depends on the store:
 
 * **PostgreSQL**: in the transaction that writes the rows — a live call upserts one hourly
   and one daily row (:func:`record_hook`, a stage of the record transaction); ``ingest()``
-  sums its batch in Python first, then upserts each (bucket, dimensions) once, in sorted order (a consistent lock
-  order).
+  sums its batch in Python first, then upserts each (bucket, dimensions) once, in sorted
+  order (a consistent lock order).
 * **SQLite**: after it. Writers take turns there, so usage ids are committed in ascending
   order, and ``llmspend_rollup_state.rolled_through`` marks how far the rollups go: a live
   call only appends its row (the two upserts were the costliest statements of a call),
