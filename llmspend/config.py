@@ -85,3 +85,37 @@ class Settings:
             database_url=resolve_database_url(database_url),
             prices_path=prices_path or os.environ.get("LLMSPEND_PRICES") or None,
         )
+
+
+def env_number(
+    name: str,
+    default: float,
+    *,
+    unit: str,
+    whole: bool = False,
+    low: float = 0,
+    high: float | None = None,
+) -> float:
+    """A number from the environment variable ``name`` (``default`` when unset or empty).
+
+    ``unit`` names what the number counts (for messages); ``whole`` asks for an integer.
+    A value that is not a number, or lies outside ``[low, high]`` (``(low, high]`` for a
+    non-integer: a zero duration is no duration), raises
+    :class:`~llmspend.errors.ConfigError` naming the variable; ``nan`` and ``inf`` never
+    pass.
+    """
+    raw = os.environ.get(name)
+    if not raw:
+        return default
+    kind = f"{'a whole number' if whole else 'a number'} of {unit}"
+    try:
+        value: float = int(raw) if whole else float(raw)
+    except ValueError:
+        raise ConfigError(f"{name} must be {kind}, got {raw!r}") from None
+    above = value >= low if whole else value > low
+    if not (above and (high is None or value <= high)):  # also refuses nan and inf
+        bounds = f">= {low:g}" if whole else f"> {low:g}"
+        if high is not None:
+            bounds += f" and <= {high:g}"
+        raise ConfigError(f"{name} must be {kind} {bounds}, got {raw!r}")
+    return value

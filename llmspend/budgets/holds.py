@@ -12,13 +12,12 @@ into them.
 from __future__ import annotations
 
 import datetime as dt
-import os
 from dataclasses import dataclass, field
 from typing import Any, NamedTuple
 
 from sqlalchemy import Connection
 
-from ..errors import ConfigError
+from ..config import env_number
 from ..store.fastsql import SQL, Tx, db_time
 from .ledger import Statements, Target, id_list
 
@@ -47,20 +46,9 @@ _DEFAULT_LEASE = 600.0
 
 
 def lease_seconds() -> float:
-    raw = os.environ.get("LLMSPEND_LEASE_SECONDS")
-    if not raw:
-        return _DEFAULT_LEASE
-    try:
-        value = float(raw)
-    except ValueError:
-        raise ConfigError(
-            f"LLMSPEND_LEASE_SECONDS must be a number of seconds, got {raw!r}"
-        ) from None
-    if not 0 < value <= 7 * 86400:  # also refuses nan and inf
-        raise ConfigError(
-            f"LLMSPEND_LEASE_SECONDS must be a number of seconds in (0, 604800], got {raw!r}"
-        )
-    return value
+    """How long a hold lasts before another process may reclaim it
+    (``LLMSPEND_LEASE_SECONDS``; default 600 s, at most a week)."""
+    return env_number("LLMSPEND_LEASE_SECONDS", _DEFAULT_LEASE, unit="seconds", high=7 * 86400)
 
 
 class Mirror(NamedTuple):

@@ -17,14 +17,13 @@ from __future__ import annotations
 
 import contextlib
 import logging
-import os
 import threading
 from typing import Any
 
 from sqlalchemy import Connection, Engine, event
 
 from .. import _process
-from ..errors import ConfigError
+from ..config import env_number
 
 __all__ = [
     "PRAGMAS",
@@ -51,18 +50,11 @@ log = logging.getLogger("llmspend")
 
 def busy_timeout_ms() -> int:
     """How long SQLite waits for a lock (``LLMSPEND_SQLITE_BUSY_TIMEOUT``, ms; default 30 s)."""
-    raw = os.environ.get("LLMSPEND_SQLITE_BUSY_TIMEOUT")
-    if not raw:
-        return SQLITE_BUSY_TIMEOUT_MS
-    try:
-        value = int(raw)
-    except ValueError:
-        raise ConfigError(
-            f"LLMSPEND_SQLITE_BUSY_TIMEOUT must be milliseconds, got {raw!r}"
-        ) from None
-    if value < 0:
-        raise ConfigError(f"LLMSPEND_SQLITE_BUSY_TIMEOUT must be >= 0, got {raw!r}")
-    return value
+    return int(
+        env_number(
+            "LLMSPEND_SQLITE_BUSY_TIMEOUT", SQLITE_BUSY_TIMEOUT_MS, unit="milliseconds", whole=True
+        )
+    )
 
 
 def file_path(url: Any) -> str | None:
