@@ -439,9 +439,15 @@ ALLOWED_IN_SQL: dict[tuple[str, str], str] = {
     ("usage.py", "UsageRecord.__tablename__"): "a model's table name",
     ("usage.py", "', '.join(_INSERT_COLUMNS)"): "constant column names",
     ("usage.py", "', '.join([mark] * len(_INSERT_COLUMNS))"): "DBAPI placeholders",
-    ("store/engine.py", "int(busy)"): "PRAGMA busy_timeout takes no bound parameter; int()",
-    ("store/engine.py", "int(self.RESTART_WAIT_MS)"): "PRAGMA busy_timeout; a constant, int()",
-    ("store/engine.py", "int(self.busy_ms)"): "PRAGMA busy_timeout; the store's setting, int()",
+    ("budgets/holds.py", "id_list(hard + soft)"):
+        "period ids read from the store, each passed through int() (ledger.id_list)",
+    ("budgets/holds.py", "id_list(soft)"):
+        "period ids read from the store, each passed through int() (ledger.id_list)",
+    ("budgets/holds.py", "id_list(ids)"):
+        "period ids read from the store, each passed through int() (ledger.id_list)",
+    ("store/hierarchy.py", "table"): "one of two constant table names (_member)",
+    ("store/sqlite.py", "int(self.RESTART_WAIT_MS)"): "PRAGMA busy_timeout; a constant, int()",
+    ("store/sqlite.py", "int(self.busy_ms)"): "PRAGMA busy_timeout; the store's setting, int()",
     ("store/rollups.py", "compiled.string"): "a statement compiled by SQLAlchemy",
     ("store/rollups.py", "hourly.sql"): "the compiled rollup upsert (compiled.string)",
     ("store/rollups.py", "daily.sql"): "the compiled rollup upsert (compiled.string)",
