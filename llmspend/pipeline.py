@@ -19,18 +19,45 @@ from __future__ import annotations
 
 import logging
 import threading
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
+from contextvars import ContextVar
 from typing import Any, TypeVar
 
 from .call import Call
 from .errors import LLMSpendError
 from .tracker import installed_tracker
 
-__all__ = ["begin_call", "internal_error", "shielded"]
+__all__ = ["begin_call", "handled", "internal_error", "is_handled", "shielded"]
 
 log = logging.getLogger("llmspend")
 
 T = TypeVar("T")
+
+# Set while an SDK tap sends a request it is recording: the transport taps under it (httpx,
+# httpx2, requests, aiohttp) then pass the request through, so a call is one row however
+# many layers see it.
+_handled: ContextVar[bool] = ContextVar("llmspend_handled", default=False)
+
+
+@contextmanager
+def handled() -> Iterator[None]:
+    """Mark the HTTP requests sent inside as recorded by an SDK tap (see :func:`is_handled`).
+
+    Never hold it across a ``yield`` of a generator that runs in its caller's context: set
+    it around each step that may send instead.
+    """
+    token = _handled.set(True)
+    try:
+        yield
+    finally:
+        _handled.reset(token)
+
+
+def is_handled() -> bool:
+    """Whether an SDK tap records the request being sent now (a transport tap skips it)."""
+    return _handled.get()
+
 
 _reported: set[tuple[str, type[BaseException]]] = set()
 _reported_lock = threading.Lock()

@@ -22,7 +22,7 @@ import wrapt
 from ..call import Call, Usage
 from ..dialects import Reading, Route, tokens_from_bytes
 from ..dialects import gemini as dialect
-from ..pipeline import begin_call, internal_error, shielded
+from ..pipeline import begin_call, handled, internal_error, shielded
 
 __all__ = [
     "ObservedAsyncIterator",
@@ -144,7 +144,8 @@ def run_recorded(
     if call is None:
         return send()
     try:
-        response = send()
+        with handled():  # recorded here: the transport taps pass it through
+            response = send()
     except BaseException as exc:
         call.finish(None, status="error", error=exc)
         raise
@@ -159,7 +160,8 @@ async def arun_recorded(
     if call is None:
         return await send()
     try:
-        response = await send()
+        with handled():
+            response = await send()
     except BaseException as exc:
         call.finish(None, status="error", error=exc)
         raise

@@ -26,6 +26,7 @@ from typing import Any
 
 from ..call import Call
 from ..dialects import Route, field
+from ..pipeline import handled
 from ..plugins import Patch
 from .gemini_usage import (
     ObservedAsyncIterator,
@@ -80,6 +81,12 @@ def _upper(r: Route | None) -> int:
 # -- non-streamed requests -------------------------------------------------------------------
 
 
+async def _asend(wrapped: Any, args: tuple[Any, ...], kwargs: dict[str, Any]) -> Any:
+    """Await the SDK's request, marked as recorded here (the transport taps pass it by)."""
+    with handled():
+        return await wrapped(*args, **kwargs)
+
+
 def _generate(wrapped: Any, instance: Any, args: tuple[Any, ...], kwargs: dict[str, Any]) -> Any:
     """One ``generateContent`` request (sync)."""
     r = _route("generateContent", args, kwargs)
@@ -125,6 +132,9 @@ async def _aembed(
 # -- streamed requests -----------------------------------------------------------------------
 
 
+_END = object()
+
+
 def _stream(wrapped: Any, instance: Any, args: tuple[Any, ...], kwargs: dict[str, Any]) -> Any:
     """``_generate_content_stream`` is a generator function: so is its replacement.
 
@@ -144,7 +154,11 @@ def _observe_stream(wrapped: Any, args: tuple[Any, ...], kwargs: dict[str, Any])
     inner = None
     try:
         inner = iter(wrapped(*args, **kwargs))
-        for chunk in inner:
+        while True:
+            with handled():  # the request goes out at the first step; never across a yield
+                chunk = next(inner, _END)
+            if chunk is _END:
+                break
             observer.observe(chunk)
             yield chunk
     except GeneratorExit:  # the caller closed (or dropped) the stream
@@ -172,7 +186,7 @@ async def _astream(
         return await wrapped(*args, **kwargs)
     observer = StreamObserver(call, _upper(r))
     try:
-        stream = await wrapped(*args, **kwargs)
+        stream = await _asend(wrapped, args, kwargs)
     except BaseException as exc:
         observer.fail(exc)
         raise

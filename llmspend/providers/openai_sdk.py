@@ -41,7 +41,7 @@ from typing import Any, NamedTuple
 
 from ..dialects import Request, Route
 from ..dialects import openai as dialect
-from ..pipeline import begin_call, internal_error, shielded
+from ..pipeline import begin_call, handled, internal_error, shielded
 from ..plugins import Patch
 from .openai_calls import LEDGER, CallContext
 from .openai_streams import observe_raw, observe_stream, settle_bytes
@@ -294,9 +294,12 @@ def _request(wrapped: Any, instance: Any, args: tuple[Any, ...], kwargs: dict[st
     if ctx is None:
         return wrapped(*args, **kwargs)
     if isinstance(ctx, str):
-        return _resume(ctx, wrapped(*args, **kwargs), is_async=False)
+        with handled():
+            result = wrapped(*args, **kwargs)
+        return _resume(ctx, result, is_async=False)
     try:
-        result = wrapped(*args, **kwargs)
+        with handled():
+            result = wrapped(*args, **kwargs)
     except BaseException as exc:
         ctx.fail(exc)
         raise
@@ -311,9 +314,12 @@ async def _arequest(
     if ctx is None:
         return await wrapped(*args, **kwargs)
     if isinstance(ctx, str):
-        return _resume(ctx, await wrapped(*args, **kwargs), is_async=True)
+        with handled():
+            result = await wrapped(*args, **kwargs)
+        return _resume(ctx, result, is_async=True)
     try:
-        result = await wrapped(*args, **kwargs)
+        with handled():
+            result = await wrapped(*args, **kwargs)
     except BaseException as exc:
         ctx.fail(exc)
         raise
