@@ -516,3 +516,53 @@ def test_stream_objects_are_the_sdks(installed: Any, fresh_sim: SimServer) -> No
     assert stream.response.is_closed
     elapsed: Callable[[], Any] = lambda: stream.response.elapsed  # noqa: E731
     assert elapsed().total_seconds() >= 0
+
+
+# -- a plain httpx client passed as http_client (what litellm does) ----------------------------
+
+
+def _plain_http_chunks(sim: SimServer, make_http: Callable[[], Any]) -> list[Any]:
+    with make_http() as http:
+        c = client(sim, http_client=http)
+        stream = c.chat.completions.create(model="gpt-4o-mini", messages=user("hi"), stream=True)
+        chunks = dumps(stream)
+        with c.chat.completions.stream(model="gpt-4o-mini", messages=user("hi")) as helper:
+            events = [e.type for e in helper]
+        with c.chat.completions.with_streaming_response.create(
+            model="gpt-4o-mini", messages=user("hi"), stream=True
+        ) as raw:
+            lines = [ln for ln in raw.iter_lines() if ln]
+    return [chunks, events, len(lines)]
+
+
+async def _aplain_http_chunks(sim: SimServer) -> list[Any]:
+    import httpx
+
+    async with httpx.AsyncClient() as http:
+        c = aclient(sim, http_client=http)
+        stream = await c.chat.completions.create(
+            model="gpt-4o-mini", messages=user("hi"), stream=True
+        )
+        chunks = [scrub(ch.model_dump()) async for ch in stream]
+        async with c.chat.completions.stream(model="gpt-4o-mini", messages=user("hi")) as helper:
+            events = [e.type async for e in helper]
+    return [chunks, events]
+
+
+def test_streams_over_a_plain_httpx_client_work_and_are_recorded(
+    fresh_sim: SimServer, installed: Any
+) -> None:
+    """A plain ``httpx.Client`` rejects another library's byte stream on close: the tap is
+    built on the response's own library, so the call behaves as without llmspend."""
+    import httpx
+
+    llmspend.uninstall()
+    without = _plain_http_chunks(fresh_sim, httpx.Client)
+    awithout = asyncio.run(_aplain_http_chunks(fresh_sim))
+    tracker = llmspend.install(installed.settings.database_url, org="acme")
+    fresh_sim.reset()
+    assert _plain_http_chunks(fresh_sim, httpx.Client) == without
+    assert asyncio.run(_aplain_http_chunks(fresh_sim)) == awithout
+    rows = wait_rows(tracker, fresh_sim.request_count)
+    assert len(rows) == fresh_sim.request_count == 5
+    assert all(r["status"] == "ok" and r["output_tokens"] > 0 for r in rows)

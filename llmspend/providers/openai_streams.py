@@ -5,8 +5,9 @@
   for, see ``LLMSPEND_STREAM_USAGE``) and reads usage and text on the way. The caller keeps
   the SDK's own stream object (``isinstance(s, openai.Stream)`` holds).
 * Closing: the helpers (``chat.completions.stream()``, ``responses.stream()``) close the
-  underlying ``httpx2.Response`` rather than the ``Stream``; so llmspend wraps that
-  response's byte stream (as httpx2 itself does) to learn about every close.
+  underlying HTTP response rather than the ``Stream``; so llmspend wraps that response's
+  byte stream with a tap of the response's own library (``httpx2``, or plain ``httpx``
+  when a caller such as litellm passes an ``httpx.Client``; see :mod:`.bytestreams`).
 * Raw responses (``with_raw_response`` / ``with_streaming_response``): the body bytes are
   teed as the caller reads them and parsed (JSON or SSE) when the body ends or is closed.
 * Settlement happens once: at the end of the stream (provider usage, else an estimate),
@@ -23,13 +24,14 @@ import logging
 import sys
 import threading
 import weakref
-from collections.abc import AsyncIterator, Callable, Iterator
+from collections.abc import AsyncIterator, Iterator
 from typing import Any
 
 from ..dialects import Reading
 from ..dialects import openai as dialect
 from ..errors import ResponseFailedError
 from ..pipeline import internal_error
+from .bytestreams import decoded, library_of, tap_response
 from .openai_calls import LEDGER, CallContext
 
 __all__ = ["StreamObserver", "observe_raw", "observe_stream", "settle_bytes"]
@@ -219,105 +221,6 @@ def settle_interrupted(error: BaseException) -> int:
     return n
 
 
-# -- byte taps on httpx2 responses -----------------------------------------------------------
-
-_tap_types: tuple[type, type] | None = None
-#: Most bytes of a raw body kept to read its usage (beyond: settled from an estimate).
-TEE_LIMIT = 32 * 1024 * 1024
-
-
-def _taps() -> tuple[type, type]:
-    """The byte-stream wrappers, built on first use (httpx2 is imported by openai)."""
-    global _tap_types
-    if _tap_types is None:
-        import httpx2
-
-        class SyncTap(httpx2.SyncByteStream):
-            """Passes bytes through; tees them if asked; reports end and close."""
-
-            def __init__(self, inner: Any, on_close: Callable[[Any], None], tee: bool) -> None:
-                self._inner = inner
-                self._on_close = on_close
-                self.chunks: list[bytes] | None = [] if tee else None
-                self.size = 0
-                self.eof = False
-
-            def __iter__(self) -> Iterator[bytes]:
-                for chunk in self._inner:
-                    if self.chunks is not None:
-                        _keep(self, chunk)
-                    yield chunk
-                self.eof = True
-
-            def close(self) -> None:
-                try:
-                    self._inner.close()
-                finally:
-                    _notify(self._on_close, self)
-
-            def __getattr__(self, name: str) -> Any:  # e.g. ``elapsed``
-                if name.startswith("__") or name in ("_inner", "_on_close"):
-                    raise AttributeError(name)
-                return getattr(self._inner, name)
-
-        class AsyncTap(httpx2.AsyncByteStream):
-            """The async twin of ``SyncTap``."""
-
-            def __init__(self, inner: Any, on_close: Callable[[Any], None], tee: bool) -> None:
-                self._inner = inner
-                self._on_close = on_close
-                self.chunks: list[bytes] | None = [] if tee else None
-                self.size = 0
-                self.eof = False
-
-            async def __aiter__(self) -> AsyncIterator[bytes]:
-                async for chunk in self._inner:
-                    if self.chunks is not None:
-                        _keep(self, chunk)
-                    yield chunk
-                self.eof = True
-
-            async def aclose(self) -> None:
-                try:
-                    await self._inner.aclose()
-                finally:
-                    _notify(self._on_close, self)
-
-            def __getattr__(self, name: str) -> Any:
-                if name.startswith("__") or name in ("_inner", "_on_close"):
-                    raise AttributeError(name)
-                return getattr(self._inner, name)
-
-        _tap_types = (SyncTap, AsyncTap)
-    return _tap_types
-
-
-def _keep(tap: Any, chunk: bytes) -> None:
-    """Tee one chunk, up to :data:`TEE_LIMIT` bytes (then give up: estimate instead)."""
-    tap.size += len(chunk)
-    if tap.size > TEE_LIMIT:
-        tap.chunks = None
-    else:
-        tap.chunks.append(chunk)
-
-
-def _notify(callback: Callable[[Any], None], tap: Any) -> None:
-    try:
-        callback(tap)
-    except Exception:  # pragma: no cover - settlement never raises
-        log.exception("llmspend could not settle a closed response")
-
-
-def tap_response(
-    response: Any, on_close: Callable[[Any], None], *, is_async: bool, tee: bool = False
-) -> Any:
-    """Wrap ``response.stream`` so that ``on_close(tap)`` runs when it is closed."""
-    sync_tap, async_tap = _taps()
-    tap = (async_tap if is_async else sync_tap)(response.stream, on_close, tee)
-    response.stream = tap
-    return tap
-
-
 # -- raw responses (with_raw_response / with_streaming_response) -------------------------------
 
 
@@ -349,16 +252,6 @@ def settle_bytes(
     ctx.finish_estimate("ok" if ended else "partial", request_id=request_id)
 
 
-def _decoded(data: bytes, encoding: str) -> bytes:
-    """``data`` decoded per its ``Content-Encoding`` (the tee sees the raw wire bytes)."""
-    import httpx2
-
-    try:
-        return httpx2.Response(200, headers={"content-encoding": encoding}, content=data).read()
-    except Exception:
-        return b""
-
-
 def observe_raw(ctx: CallContext, raw: Any, http: Any, *, is_async: bool) -> None:
     """Observe a raw response (``LegacyAPIResponse``, ``APIResponse`` or ``httpx2.Response``
     ``http``) without reading its body for the caller."""
@@ -376,13 +269,13 @@ def observe_raw(ctx: CallContext, raw: Any, http: Any, *, is_async: bool) -> Non
         return
     state = {"done": False}
     encoding = http.headers.get("content-encoding", "identity").strip().lower()
+    library = library_of(http)
 
     def on_close(tap: Any) -> None:
         if not state["done"]:
             state["done"] = True
             data = b"".join(tap.chunks) if tap.chunks is not None else b""
-            if encoding != "identity":
-                data = _decoded(data, encoding)
+            data = decoded(library, data, encoding)
             settle_bytes(ctx, data, content_type, request_id, ended=tap.eof)
 
     tap = tap_response(http, on_close, is_async=is_async, tee=True)

@@ -1,0 +1,144 @@
+"""Byte-stream taps for httpx-family responses (``httpx`` and ``httpx2``).
+
+A tap replaces ``response.stream``: it passes every chunk through unchanged, keeps a copy
+when asked (up to :data:`TEE_LIMIT` bytes), and reports the end of the body and its close.
+It is built on the base classes of the response's **own** library: each of httpx and
+httpx2 checks ``isinstance(response.stream, SyncByteStream)`` of its own, and a tap of the
+other library makes a working call fail ("Attempted to call a sync close on an async
+stream"), so :func:`tap_response` picks the library from the response's type.
+"""
+
+from __future__ import annotations
+
+import importlib
+import logging
+import threading
+from collections.abc import AsyncIterator, Callable, Iterator
+from typing import Any
+
+__all__ = ["TEE_LIMIT", "decoded", "library_of", "tap_response", "tap_types"]
+
+log = logging.getLogger("llmspend")
+
+#: Most bytes of a body kept to read its usage (beyond: settled from an estimate).
+TEE_LIMIT = 32 * 1024 * 1024
+
+_types: dict[str, tuple[type, type]] = {}
+_types_lock = threading.Lock()
+
+
+def library_of(response: Any) -> str:
+    """``"httpx"`` or ``"httpx2"``: the library a response object belongs to."""
+    return type(response).__module__.partition(".")[0]
+
+
+def _keep(tap: Any, chunk: bytes) -> None:
+    """Tee one chunk, up to :data:`TEE_LIMIT` bytes (then give up: estimate instead)."""
+    tap.size += len(chunk)
+    if tap.size > TEE_LIMIT:
+        tap.chunks = None
+    elif tap.chunks is not None:
+        tap.chunks.append(chunk)
+
+
+def _notify(callback: Callable[[Any], None], tap: Any) -> None:
+    try:
+        callback(tap)
+    except Exception:  # settlement never raises; if it did, the caller's close still goes on
+        log.exception("llmspend could not settle a closed response")
+
+
+def _build(library: str) -> tuple[type, type]:
+    http = importlib.import_module(library)
+
+    class SyncTap(http.SyncByteStream):  # type: ignore[name-defined]
+        """Passes bytes through; tees them if asked; reports end and close."""
+
+        def __init__(self, inner: Any, on_close: Callable[[Any], None], tee: bool) -> None:
+            self._inner = inner
+            self._on_close = on_close
+            self.chunks: list[bytes] | None = [] if tee else None
+            self.size = 0
+            self.eof = False
+
+        def __iter__(self) -> Iterator[bytes]:
+            for chunk in self._inner:
+                if self.chunks is not None:
+                    _keep(self, chunk)
+                yield chunk
+            self.eof = True
+
+        def close(self) -> None:
+            try:
+                self._inner.close()
+            finally:
+                _notify(self._on_close, self)
+
+        def __getattr__(self, name: str) -> Any:  # e.g. ``elapsed``
+            if name.startswith("__") or name in ("_inner", "_on_close"):
+                raise AttributeError(name)
+            return getattr(self._inner, name)
+
+    class AsyncTap(http.AsyncByteStream):  # type: ignore[name-defined]
+        """The async twin of ``SyncTap``."""
+
+        def __init__(self, inner: Any, on_close: Callable[[Any], None], tee: bool) -> None:
+            self._inner = inner
+            self._on_close = on_close
+            self.chunks: list[bytes] | None = [] if tee else None
+            self.size = 0
+            self.eof = False
+
+        async def __aiter__(self) -> AsyncIterator[bytes]:
+            async for chunk in self._inner:
+                if self.chunks is not None:
+                    _keep(self, chunk)
+                yield chunk
+            self.eof = True
+
+        async def aclose(self) -> None:
+            try:
+                await self._inner.aclose()
+            finally:
+                _notify(self._on_close, self)
+
+        def __getattr__(self, name: str) -> Any:
+            if name.startswith("__") or name in ("_inner", "_on_close"):
+                raise AttributeError(name)
+            return getattr(self._inner, name)
+
+    return SyncTap, AsyncTap
+
+
+def tap_types(library: str) -> tuple[type, type]:
+    """``(SyncTap, AsyncTap)`` built on ``library``'s byte-stream classes (made once)."""
+    made = _types.get(library)
+    if made is None:
+        with _types_lock:
+            made = _types.get(library)
+            if made is None:
+                made = _types[library] = _build(library)
+    return made
+
+
+def tap_response(
+    response: Any, on_close: Callable[[Any], None], *, is_async: bool, tee: bool = False
+) -> Any:
+    """Wrap ``response.stream`` so that ``on_close(tap)`` runs when it is closed."""
+    sync_tap, async_tap = tap_types(library_of(response))
+    tap = (async_tap if is_async else sync_tap)(response.stream, on_close, tee)
+    response.stream = tap
+    return tap
+
+
+def decoded(library: str, data: bytes, encoding: str) -> bytes:
+    """``data`` decoded per its ``Content-Encoding`` (a tee sees the raw wire bytes)."""
+    if not encoding or encoding == "identity":
+        return data
+    try:
+        http = importlib.import_module(library)
+        return bytes(
+            http.Response(200, headers={"content-encoding": encoding}, content=data).read()
+        )
+    except Exception:
+        return b""
