@@ -104,17 +104,20 @@ def install(
     org: str | None = None,
     project: str | None = None,
     user: str | None = None,
+    children: bool | None = None,
 ) -> Tracker:
     """Hook the provider SDKs and record every call into the store at ``database_url``.
 
     Idempotent; covers clients created before and after, sync and async, streaming and
     not, and SDKs imported later. ``org``/``project``/``user`` set the process-wide
     attribution defaults (else ``LLMSPEND_ORG``/``LLMSPEND_PROJECT``/``LLMSPEND_USER``,
-    ``JUPYTERHUB_USER`` or the OS user, and ``"default"``).
+    ``JUPYTERHUB_USER`` or the OS user, and ``"default"``). Processes ``multiprocessing``
+    starts (process pools and joblib too) are hooked alike unless ``children=False`` or
+    ``LLMSPEND_CHILDREN=0`` (``None`` keeps the current choice).
     """
     from .installer import install as _install
 
-    return _install(database_url, org=org, project=project, user=user)
+    return _install(database_url, org=org, project=project, user=user, children=children)
 
 
 def uninstall() -> None:

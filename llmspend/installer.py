@@ -2,13 +2,17 @@
 
 from __future__ import annotations
 
+import logging
 import threading
 
+from .children import Carrier, ChildSettings, hook_children, opted_out, set_enabled, unhook_children
 from .config import resolve_database_url
 from .plugins import apply_patches, remove_patches
 from .tracker import Tracker, current_tracker, installed_tracker, set_tracker
 
-__all__ = ["install", "uninstall"]
+__all__ = ["arrive", "install", "uninstall"]
+
+log = logging.getLogger("llmspend")
 
 _lock = threading.Lock()
 
@@ -19,6 +23,8 @@ def install(
     org: str | None = None,
     project: str | None = None,
     user: str | None = None,
+    children: bool | None = None,
+    prices_path: str | None = None,
 ) -> Tracker:
     """Hook the provider SDKs and record every call into the store at ``database_url``.
 
@@ -26,6 +32,11 @@ def install(
     when given another ``database_url``. Covers clients created before and after, sync and
     async, and SDKs imported later. Provider plugins are found here (entry points of the
     ``llmspend.providers`` group), not at ``import llmspend``.
+
+    ``children``: hook the processes ``multiprocessing`` starts (spawn, forkserver, fork,
+    process pools, joblib/loky) with this store, the defaults and the ``attribute()``
+    context (see :mod:`llmspend.children`); ``None`` keeps the current choice (on, unless
+    turned off). ``prices_path`` is the price-override file of a new tracker.
     """
     with _lock:
         # Reuse the current tracker (installed or not) when it is on the same store: its
@@ -40,11 +51,16 @@ def install(
             tracker = current
             set_tracker(tracker, installed=True)
         else:
-            tracker = Tracker(database_url, org=org, project=project, user=user)
+            tracker = Tracker(
+                database_url, org=org, project=project, user=user, prices_path=prices_path
+            )
             set_tracker(tracker, installed=True)
             if current is not None:  # its calls are over: what it holds for them goes back
                 current.guard.release_standing()
         apply_patches()
+        if children is not None:
+            set_enabled(children)
+        hook_children(arrive, uninstall)
         return tracker
 
 
@@ -52,7 +68,28 @@ def uninstall() -> None:
     """Remove llmspend's hooks; the SDKs are restored exactly. The store stays readable."""
     with _lock:
         remove_patches()
+        unhook_children()
         current = installed_tracker()
         set_tracker(current, installed=False)
         if current is not None:
             current.guard.release_standing()
+
+
+def arrive(settings: ChildSettings | None) -> Carrier:
+    """In a child process, as its process object is unpickled: install llmspend with the
+    parent's settings (unless they are ``None`` or the child's ``LLMSPEND_CHILDREN`` says
+    0). Never raises: a child must start whatever happens to llmspend."""
+    if settings is not None and not opted_out():
+        try:
+            org, project, user = settings.defaults
+            install(
+                settings.database_url,
+                org=org,
+                project=project,
+                user=user,
+                prices_path=settings.prices_path,
+            )
+            return Carrier(settings, arrive)
+        except Exception:
+            log.warning("llmspend: this child process is not hooked", exc_info=True)
+    return Carrier(None, arrive)
