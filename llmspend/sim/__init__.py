@@ -11,6 +11,7 @@ Point the real SDK clients at it::
         google.genai.Client(api_key="k", http_options=types.HttpOptions(base_url=sim.url))
         google.generativeai.configure(api_key="k", transport="rest",
                                       client_options={"api_endpoint": sim.url})
+        anthropic.Anthropic(api_key="x", base_url=sim.url, max_retries=0)
 
 Standard library only (``http.server``, HTTP/1.1 keep-alive, chunked SSE); binds loopback
 only. ``python -m llmspend.sim --port 8765`` or ``llmspend sim serve`` run it in the
@@ -38,6 +39,10 @@ Gemini dialect, under ``/v1``, ``/v1beta`` and ``/v1alpha`` (google-genai 3.x us
     POST /models/{model}:generateContent     POST /models/{model}:streamGenerateContent
     POST /models/{model}:countTokens         POST /models/{model}:embedContent
     POST /models/{model}:batchEmbedContents  GET /models, GET /models/{model} (Google key)
+
+Anthropic Messages API, at ``/v1`` (or any prefix before it)::
+
+    POST /v1/messages (JSON, or SSE with ``stream: true``)   POST /v1/messages/count_tokens
 
 (``GET .../models`` is Gemini's when the request carries ``x-goog-api-key`` or ``?key=``.)
 
@@ -74,6 +79,16 @@ Usage formulas (``tokens_of(s) = ceil(utf8_bytes(s) / 4)``)
 * Gemini: ``promptTokenCount=P``, ``candidatesTokenCount=T`` (× candidates),
   ``thoughtsTokenCount=R`` (only when > 0), ``cachedContentTokenCount=C`` (only when > 0),
   ``totalTokenCount=P+T+R``. Stream chunks carry cumulative counts; the last is complete.
+* Anthropic: ``input_tokens=P-C-W`` (Anthropic's input excludes cache reads and writes),
+  ``cache_read_input_tokens=C``, ``cache_creation_input_tokens=W`` with ``W =
+  min(#sim:cache_write=N, P-C)``, split in ``cache_creation`` as 1-hour writes when a
+  ``cache_control`` asks ``ttl: "1h"``, else 5-minute ones; ``output_tokens=T+R`` with
+  ``R`` for ``thinking: {type: enabled}`` (capped by ``budget_tokens``), also reported as
+  ``output_tokens_details.thinking_tokens``; ``service_tier="standard"``; +85 prompt tokens
+  per image/document block, +8 per tool. Streams: ``message_start`` (input and cache counts,
+  ``output_tokens=1``), ``content_block_start``, ``ping``, ``content_block_delta``…,
+  ``content_block_stop``, ``message_delta`` (stop reason, cumulative usage),
+  ``message_stop``. ``count_tokens`` answers ``{"input_tokens": P}``.
 * Text: exactly ``4·T`` ASCII characters of lorem ipsum, ``sim_text(T, P)`` (structured
   output and tool calls are JSON instead, not padded; Gemini ``includeThoughts`` adds a
   short ``thought`` part). Streams send 16-character (4-token) deltas.
@@ -101,14 +116,14 @@ requests):
 
 * ``#sim:error=CODE``: the provider's error JSON with that HTTP status, so the SDKs raise
   their own types (``openai.RateLimitError``, ``google.genai.errors.ClientError``,
-  ``google.api_core.exceptions.TooManyRequests``...).
+  ``google.api_core.exceptions.TooManyRequests``, ``anthropic.OverloadedError`` for 529...).
 * ``#sim:delay=S``: wait S seconds (at most 30) before answering.
 * ``#sim:hang``: never answer; the connection is dropped after ``hang_limit`` (30 s), when
   the client goes away, or when the server stops.
 * ``#sim:cut=N``: streams send N events (SSE events / JSON-array elements) and then drop the
   connection (no ``[DONE]``, no final chunk); non-streaming calls are dropped at once.
 * ``#sim:cached=N``, ``#sim:reasoning=N`` (alias ``#sim:thoughts=N``), ``#sim:tokens=N``,
-  ``#sim:completion=N``: as in the formulas above.
+  ``#sim:completion=N``, ``#sim:cache_write=N`` (Anthropic): as in the formulas above.
 """
 
 from __future__ import annotations

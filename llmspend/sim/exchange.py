@@ -1,8 +1,8 @@
 """One simulated exchange: a parsed request, its directives, and the reply channel.
 
 Standard library only. The provider handlers (:mod:`llmspend.sim.openai_api`,
-:mod:`llmspend.sim.gemini_api`) receive an :class:`Exchange`; :mod:`llmspend.sim.server`
-runs the HTTP server that makes them.
+:mod:`llmspend.sim.gemini_api`, :mod:`llmspend.sim.anthropic_api`) receive an
+:class:`Exchange`; :mod:`llmspend.sim.server` runs the HTTP server that makes them.
 """
 
 from __future__ import annotations
@@ -48,6 +48,7 @@ class Directives:
     reasoning: int | None = None
     tokens: int | None = None
     completion: int | None = None
+    cache_write: int | None = None
 
 
 @dataclasses.dataclass

@@ -5,9 +5,10 @@ Everything here is standard library only. :class:`SimServer` runs a
 daemon thread; each connection gets its own tracked thread, so :meth:`SimServer.stop`
 can close idle keep-alive connections and join every thread it started.
 
-The provider handlers live in :mod:`llmspend.sim.openai_api` and
-:mod:`llmspend.sim.gemini_api`; they receive an :class:`~llmspend.sim.exchange.Exchange`
-(one request and its reply channel, with its directives) and share the formulas of
+The provider handlers live in :mod:`llmspend.sim.openai_api`,
+:mod:`llmspend.sim.gemini_api` and :mod:`llmspend.sim.anthropic_api`; they receive an
+:class:`~llmspend.sim.exchange.Exchange` (one request and its reply channel, with its
+directives) and share the formulas of
 :mod:`llmspend.sim.formulas`. Gemini call paths are read by :mod:`llmspend.dialects.gemini`.
 """
 
@@ -25,7 +26,7 @@ from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from typing import Any
 
 from ..dialects import gemini
-from . import gemini_api, openai_api
+from . import anthropic_api, gemini_api, openai_api
 from .exchange import (
     _DIRECTIVE_FIELDS,
     Behavior,
@@ -61,6 +62,8 @@ def _route(ex: Exchange) -> None:
     path = ex.path
     if target := gemini.parse_path(path):  # the dialect's reading of a Gemini call path
         return gemini_api.handle(ex, target.model, target.method)
+    if "/v1/messages" in path or path.endswith("/v1/complete"):  # Anthropic (any prefix)
+        return anthropic_api.handle(ex, path)
     google = "x-goog-api-key" in ex.headers or "key" in ex.query
     if (m := _GEMINI_MODELS.match(path)) and google:
         return gemini_api.handle_models(ex, m.group(1))
@@ -173,7 +176,8 @@ class _HTTPServer(ThreadingHTTPServer):
 
 
 class SimServer:
-    """A local simulated LLM provider (OpenAI, Azure OpenAI, OpenRouter, xAI, Gemini).
+    """A local simulated LLM provider (OpenAI, Azure OpenAI, OpenRouter, xAI, Gemini,
+    Anthropic).
 
     Use as a context manager or with :meth:`start` / :meth:`stop`. ``port=0`` picks a free
     port. Only loopback hosts are accepted. Keyword arguments are server-wide defaults,
@@ -280,7 +284,7 @@ class SimServer:
         """Change server-wide defaults, e.g. ``set_behavior(error=429, error_times=1)``.
 
         Keys: every directive (``error delay hang cut cached reasoning thoughts tokens
-        completion``) and ``error_times hang_limit thinking_models reasoning_models
+        completion cache_write``) and ``error_times hang_limit thinking_models reasoning_models
         azure_deployments provider``. ``None`` clears a key back to its default.
         """
         if "thoughts" in changes:
