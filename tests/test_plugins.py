@@ -132,6 +132,7 @@ def test_the_builtins_are_entry_points_and_nothing_lists_them() -> None:
         "openai": "llmspend.providers.openai_sdk:OpenAIPlugin",
         "google-genai": "llmspend.providers.google_genai:GoogleGenAIPlugin",
         "google-generativeai": "llmspend.providers.google_generativeai:GoogleGenerativeAIPlugin",
+        "anthropic": "llmspend.providers.anthropic_sdk:AnthropicPlugin",
     }
     import llmspend.providers
 

@@ -19,10 +19,12 @@ from decimal import Decimal
 from pathlib import Path
 from typing import Any
 
+import anthropic
 import openai
 import pytest
 
 import llmspend
+import llmspend.dialects.anthropic as anthropic_dialect
 import llmspend.dialects.gemini as gemini_dialect
 import llmspend.dialects.openai as openai_dialect
 from llmspend import pipeline
@@ -150,6 +152,34 @@ def legacy_embed(sim: Any) -> Any:
     return legacy.embed_content(model="models/gemini-embedding-001", content="x")["embedding"][:4]
 
 
+def _anthropic_args(text: str) -> dict[str, Any]:
+    return dict(
+        model="claude-sonnet-4-5", max_tokens=50, messages=[{"role": "user", "content": text}]
+    )
+
+
+def anthropic_sync(sim: Any) -> Any:
+    c = anthropic.Anthropic(api_key="x", base_url=sim.url, max_retries=0)
+    r = c.messages.create(**_anthropic_args("hello claude #sim:cached=2"))
+    return r.model, r.content[0].model_dump(), r.usage.model_dump()
+
+
+def anthropic_async(sim: Any) -> Any:
+    async def run() -> Any:
+        c = anthropic.AsyncAnthropic(api_key="x", base_url=sim.url, max_retries=0)
+        r = await c.messages.create(**_anthropic_args("hello async claude"))
+        await c.close()
+        return r.model, r.content[0].model_dump(), r.usage.model_dump()
+
+    return asyncio.run(run())
+
+
+def anthropic_stream(sim: Any) -> Any:
+    c = anthropic.Anthropic(api_key="x", base_url=sim.url, max_retries=0)
+    with c.messages.stream(**_anthropic_args("a story")) as stream:
+        return [(e.type, getattr(e, "delta", None)) for e in stream]
+
+
 TAPS: dict[str, tuple[Callable[[Any], Any], str]] = {
     "openai-sync": (openai_sync, "openai"),
     "openai-async": (openai_async, "openai"),
@@ -162,6 +192,9 @@ TAPS: dict[str, tuple[Callable[[Any], Any], str]] = {
     "legacy-generate": (legacy_generate, "gemini"),
     "legacy-stream": (legacy_stream, "gemini"),
     "legacy-embed": (legacy_embed, "gemini"),
+    "anthropic-sync": (anthropic_sync, "anthropic"),
+    "anthropic-async": (anthropic_async, "anthropic"),
+    "anthropic-stream": (anthropic_stream, "anthropic"),
 }
 
 
@@ -171,12 +204,16 @@ TAPS: dict[str, tuple[Callable[[Any], Any], str]] = {
 def plant(fault: str, dialect: str, mp: pytest.MonkeyPatch, tracker: Tracker) -> None:
     """Make one of llmspend's own functions raise :class:`InjectedFault`."""
     if fault == "route":
-        if dialect == "openai":
+        if dialect == "anthropic":
+            mp.setattr(anthropic_dialect, "route", _boom)
+        elif dialect == "openai":
             mp.setattr(openai_dialect, "route", _boom)
         else:
             mp.setattr(gemini_dialect, "route_for", _boom)
     elif fault == "usage":
-        if dialect == "openai":
+        if dialect == "anthropic":
+            mp.setattr(anthropic_dialect, "normalize_usage", _boom)
+        elif dialect == "openai":
             mp.setattr(openai_dialect, "normalize_usage", _boom)
         else:
             mp.setattr(gemini_dialect, "parse_usage", _boom)
