@@ -37,6 +37,7 @@ if TYPE_CHECKING:
     from .alerting.events import BudgetThresholdReached
     from .budgets.spec import Budget, BudgetStatus
     from .call import Call, Usage
+    from .dialects.hosts import declare_endpoint
     from .pipeline import begin_call
     from .plugins import Patch, ProviderPlugin, register_provider
     from .pricing import Price
@@ -79,6 +80,7 @@ __all__ = [
     "budget_history",
     "budget_status",
     "dashboard",
+    "declare_endpoint",
     "delete_budget",
     "ingest",
     "install",
@@ -331,6 +333,8 @@ _LAZY = {
     "Patch": ("plugins", "Patch"),
     "ProviderPlugin": ("plugins", "ProviderPlugin"),
     "register_provider": ("plugins", "register_provider"),
+    # Where the transport taps look for provider calls besides the providers' own hosts.
+    "declare_endpoint": ("dialects.hosts", "declare_endpoint"),
 }
 
 

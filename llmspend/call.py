@@ -132,7 +132,7 @@ class Call:
     __slots__ = (
         "tracker", "provider", "api", "model", "streamed", "org", "project", "user", "tags",
         "ts", "epoch", "t0", "_input_upper", "_payload", "output_cap", "estimate_nanos",
-        "reservation", "_done", "_lock", "row", "settled", "events",
+        "reservation", "_done", "_lock", "row", "settled", "events", "repeat",
     )  # fmt: skip
 
     def __init__(
@@ -170,6 +170,9 @@ class Call:
         self.row: dict[str, Any] | None = None
         self.settled: Any = None  # budget periods settled past a threshold (alert stage)
         self.events: list[Any] = []  # alert events decided while recording
+        # A retry of a request refused moments ago (see providers/http.py): refused again,
+        # it is not recorded again.
+        self.repeat = False
 
     def __repr__(self) -> str:
         return (

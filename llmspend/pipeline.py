@@ -103,14 +103,16 @@ def begin_call(
     input_tokens: int | None = None,
     max_output_tokens: int | None = None,
     streamed: bool = False,
+    repeat: bool = False,
 ) -> Call | None:
     """Start a call: attribution, estimate and budget check, before anything is sent.
 
     Returns ``None`` when llmspend is not installed, or when it failed unexpectedly (the
     failure is logged; the tap then stays out of the way and the call goes untracked).
     Raises :class:`~llmspend.BudgetExceeded` when a hard budget refuses the call (the
-    refusal is recorded), and :class:`~llmspend.errors.StoreUnavailable` when the store is
-    down and policy says hard budgets fail closed.
+    refusal is recorded, unless ``repeat`` says the same request was refused moments ago:
+    a retry of one user action), and :class:`~llmspend.errors.StoreUnavailable` when the
+    store is down and policy says hard budgets fail closed.
     """
     tracker = installed_tracker()
     if tracker is None:
@@ -126,6 +128,7 @@ def begin_call(
             output_cap=max_output_tokens,
             payload=payload,
         )
+        call.repeat = repeat
         tracker.before_call(call)
     except LLMSpendError:
         raise

@@ -142,7 +142,10 @@ class Tracker:
             hook(call)
 
     def refused(self, call: Call, exc: Exception) -> None:
-        """Record a call a budget refused (nothing was sent), and tell the listeners."""
+        """Record a call a budget refused (nothing was sent), and tell the listeners; a
+        repeat of a request refused moments ago (a framework's retry) is not recorded."""
+        if call.repeat:
+            return
         call.finish(None, status="refused", error=exc)
         for hook in self.refusal_hooks:
             try:

@@ -133,6 +133,10 @@ def test_the_builtins_are_entry_points_and_nothing_lists_them() -> None:
         "google-genai": "llmspend.providers.google_genai:GoogleGenAIPlugin",
         "google-generativeai": "llmspend.providers.google_generativeai:GoogleGenerativeAIPlugin",
         "anthropic": "llmspend.providers.anthropic_sdk:AnthropicPlugin",
+        "httpx": "llmspend.providers.httpx_tap:HttpxPlugin",
+        "httpx2": "llmspend.providers.httpx_tap:Httpx2Plugin",
+        "requests": "llmspend.providers.requests_tap:RequestsPlugin",
+        "aiohttp": "llmspend.providers.aiohttp_tap:AiohttpPlugin",
     }
     import llmspend.providers
 

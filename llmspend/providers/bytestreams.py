@@ -1,7 +1,10 @@
 """Byte-stream taps for httpx-family responses (``httpx`` and ``httpx2``).
 
 A tap replaces ``response.stream``: it passes every chunk through unchanged, keeps a copy
-when asked (up to :data:`TEE_LIMIT` bytes), and reports the end of the body and its close.
+when asked (up to :data:`TEE_LIMIT` bytes) in its :class:`Tee`, and reports the end of the
+body and its close with that tee. The tee is apart from the tap so that a callback for a
+response collected unclosed can hold it without holding the response (the library's stream
+under the tap refers back to its response).
 It is built on the base classes of the response's **own** library: each of httpx and
 httpx2 checks ``isinstance(response.stream, SyncByteStream)`` of its own, and a tap of the
 other library makes a working call fail ("Attempted to call a sync close on an async
@@ -16,7 +19,7 @@ import threading
 from collections.abc import AsyncIterator, Callable, Iterator
 from typing import Any
 
-__all__ = ["TEE_LIMIT", "decoded", "library_of", "tap_response", "tap_types"]
+__all__ = ["TEE_LIMIT", "Tee", "decoded", "library_of", "tap_response", "tap_types"]
 
 log = logging.getLogger("llmspend")
 
@@ -32,18 +35,29 @@ def library_of(response: Any) -> str:
     return type(response).__module__.partition(".")[0]
 
 
-def _keep(tap: Any, chunk: bytes) -> None:
-    """Tee one chunk, up to :data:`TEE_LIMIT` bytes (then give up: estimate instead)."""
-    tap.size += len(chunk)
-    if tap.size > TEE_LIMIT:
-        tap.chunks = None
-    elif tap.chunks is not None:
-        tap.chunks.append(chunk)
+class Tee:
+    """What a tap saw: the body's bytes (``None`` when not kept, or past the limit), how
+    many bytes passed, and whether the body reached its end."""
+
+    __slots__ = ("chunks", "eof", "size")
+
+    def __init__(self, keep: bool) -> None:
+        self.chunks: list[bytes] | None = [] if keep else None
+        self.size = 0
+        self.eof = False
+
+    def keep(self, chunk: bytes) -> None:
+        """Tee one chunk, up to :data:`TEE_LIMIT` bytes (then give up: estimate instead)."""
+        self.size += len(chunk)
+        if self.size > TEE_LIMIT:
+            self.chunks = None
+        elif self.chunks is not None:
+            self.chunks.append(chunk)
 
 
-def _notify(callback: Callable[[Any], None], tap: Any) -> None:
+def _notify(callback: Callable[[Tee], None], tee: Tee) -> None:
     try:
-        callback(tap)
+        callback(tee)
     except Exception:  # settlement never raises; if it did, the caller's close still goes on
         log.exception("llmspend could not settle a closed response")
 
@@ -54,56 +68,54 @@ def _build(library: str) -> tuple[type, type]:
     class SyncTap(http.SyncByteStream):  # type: ignore[name-defined]
         """Passes bytes through; tees them if asked; reports end and close."""
 
-        def __init__(self, inner: Any, on_close: Callable[[Any], None], tee: bool) -> None:
+        def __init__(self, inner: Any, on_close: Callable[[Tee], None], tee: bool) -> None:
             self._inner = inner
             self._on_close = on_close
-            self.chunks: list[bytes] | None = [] if tee else None
-            self.size = 0
-            self.eof = False
+            self.tee = Tee(tee)
 
         def __iter__(self) -> Iterator[bytes]:
+            tee = self.tee
             for chunk in self._inner:
-                if self.chunks is not None:
-                    _keep(self, chunk)
+                if tee.chunks is not None:
+                    tee.keep(chunk)
                 yield chunk
-            self.eof = True
+            tee.eof = True
 
         def close(self) -> None:
             try:
                 self._inner.close()
             finally:
-                _notify(self._on_close, self)
+                _notify(self._on_close, self.tee)
 
         def __getattr__(self, name: str) -> Any:  # e.g. ``elapsed``
-            if name.startswith("__") or name in ("_inner", "_on_close"):
+            if name.startswith("__") or name in ("_inner", "_on_close", "tee"):
                 raise AttributeError(name)
             return getattr(self._inner, name)
 
     class AsyncTap(http.AsyncByteStream):  # type: ignore[name-defined]
         """The async twin of ``SyncTap``."""
 
-        def __init__(self, inner: Any, on_close: Callable[[Any], None], tee: bool) -> None:
+        def __init__(self, inner: Any, on_close: Callable[[Tee], None], tee: bool) -> None:
             self._inner = inner
             self._on_close = on_close
-            self.chunks: list[bytes] | None = [] if tee else None
-            self.size = 0
-            self.eof = False
+            self.tee = Tee(tee)
 
         async def __aiter__(self) -> AsyncIterator[bytes]:
+            tee = self.tee
             async for chunk in self._inner:
-                if self.chunks is not None:
-                    _keep(self, chunk)
+                if tee.chunks is not None:
+                    tee.keep(chunk)
                 yield chunk
-            self.eof = True
+            tee.eof = True
 
         async def aclose(self) -> None:
             try:
                 await self._inner.aclose()
             finally:
-                _notify(self._on_close, self)
+                _notify(self._on_close, self.tee)
 
         def __getattr__(self, name: str) -> Any:
-            if name.startswith("__") or name in ("_inner", "_on_close"):
+            if name.startswith("__") or name in ("_inner", "_on_close", "tee"):
                 raise AttributeError(name)
             return getattr(self._inner, name)
 
@@ -122,9 +134,9 @@ def tap_types(library: str) -> tuple[type, type]:
 
 
 def tap_response(
-    response: Any, on_close: Callable[[Any], None], *, is_async: bool, tee: bool = False
+    response: Any, on_close: Callable[[Tee], None], *, is_async: bool, tee: bool = False
 ) -> Any:
-    """Wrap ``response.stream`` so that ``on_close(tap)`` runs when it is closed."""
+    """Wrap ``response.stream`` so that ``on_close(tap.tee)`` runs when it is closed."""
     sync_tap, async_tap = tap_types(library_of(response))
     tap = (async_tap if is_async else sync_tap)(response.stream, on_close, tee)
     response.stream = tap

@@ -278,10 +278,10 @@ def observe_raw(ctx: CallContext, raw: Any, http: Any, *, is_async: bool) -> Non
             data = decoded(library, data, encoding)
             settle_bytes(ctx, data, content_type, request_id, ended=tap.eof)
 
-    tap = tap_response(http, on_close, is_async=is_async, tee=True)
+    tee = tap_response(http, on_close, is_async=is_async, tee=True).tee
 
     def collected() -> None:
         if not state["done"]:  # collected unclosed: settle off the collector's thread
-            threading.Thread(target=on_close, args=(tap,), daemon=True).start()
+            threading.Thread(target=on_close, args=(tee,), daemon=True).start()
 
     weakref.finalize(raw, collected)

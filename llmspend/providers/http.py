@@ -1,0 +1,231 @@
+"""The transport taps' common part: from one HTTP request to one recorded call.
+
+A transport tap (httpx, httpx2, requests, aiohttp) calls :func:`see` with what a request
+says before it is sent. When the request goes to a provider endpoint
+(:mod:`llmspend.dialects.hosts`) and its dialect calls it billed, the call is begun —
+attribution, estimate, budget check; a refusal raises ``BudgetExceeded`` and nothing is
+sent — and a :class:`Seen` comes back. The tap sends the request, then settles the call
+from the response with :meth:`Seen.finish_body` (a body read whole), or hands the bytes of
+a streamed body to a tee and calls :meth:`Seen.finish_body` when it ends or is closed.
+Nothing here touches what the caller gets: the taps pass the library's own objects through.
+
+A request an SDK tap is recording (:func:`llmspend.pipeline.is_handled`) is not looked at:
+one call is one row however many layers see it.
+
+**Retries of a refused request.** Frameworks (litellm, dspy, instructor) and SDKs without
+an SDK tap turn an exception from their HTTP client into a retryable error and send the
+same request again. Every attempt is checked against the budgets again (nothing is sent
+while they refuse), but the same request refused again within
+:data:`REPEAT_WINDOW_SECONDS` is not recorded again: one user action, one refused row.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import importlib
+import json
+import logging
+import threading
+import time
+from collections import OrderedDict
+from collections.abc import Mapping
+from typing import Any
+
+from ..attribution import current_overrides
+from ..call import Call, Usage
+from ..dialects import Reading, Request, Route, tokens_from_bytes
+from ..dialects.hosts import Endpoint, match
+from ..errors import BudgetExceeded
+from ..pipeline import begin_call, internal_error
+from ..tracker import installed_tracker
+
+__all__ = ["REPEAT_WINDOW_SECONDS", "Seen", "see"]
+
+log = logging.getLogger("llmspend")
+
+#: How long the same refused request, sent again, is taken for a retry of the same action.
+REPEAT_WINDOW_SECONDS = 60.0
+_MAX_BODY = 64 * 1024 * 1024  # a request body larger than this is not parsed (estimated)
+
+_dialects: dict[str, Any] = {}
+_refused: OrderedDict[bytes, float] = OrderedDict()
+_refused_lock = threading.Lock()
+
+
+def _dialect(name: str) -> Any:
+    module = _dialects.get(name)
+    if module is None:
+        module = _dialects[name] = importlib.import_module(f"llmspend.dialects.{name}")
+    return module
+
+
+def _json(content: bytes | None, content_type: str) -> Mapping[str, Any] | None:
+    if not content or len(content) > _MAX_BODY:
+        return None
+    if "json" not in content_type and content.lstrip()[:1] != b"{":
+        return None
+    try:
+        body = json.loads(content)
+    except (ValueError, UnicodeDecodeError):
+        return None
+    return body if isinstance(body, dict) else None
+
+
+def _route(ep: Endpoint, method: str, path: str, body: Any, query: Any) -> Route | None:
+    dialect = _dialect(ep.dialect)
+    if ep.dialect == "openai":
+        # The OpenAI routes are matched on the end of the path (Azure's and proxies'
+        # prefixes vary): give the dialect the URL form it matches on.
+        request = Request(method, f"{ep.scheme}://{ep.host}{path}", body, None, ep.host, query)
+        openai_route: Route | None = dialect.route(request, provider=ep.provider)
+        return openai_route
+    if ep.dialect == "gemini" and "/models/" in path:
+        path = "/v1/models/" + path.split("/models/", 1)[1]  # Vertex and proxy prefixes
+    route: Route | None = dialect.route(Request(method, path, body, None, ep.host, query))
+    if route is not None and ep.provider:
+        route.provider = ep.provider
+    return route
+
+
+def _fingerprint(tracker: Any, method: str, url: str, content: bytes | None) -> bytes:
+    """The same request, by the same caller (store, attribution), to the same place."""
+    over = current_overrides()
+    who = (id(tracker), tracker.defaults, over.org, over.project, over.user)
+    h = hashlib.blake2b(digest_size=16)
+    for part in (repr(who).encode(), method.encode(), b" ", url.encode(), b"\n"):
+        h.update(part)
+    h.update(content or b"")
+    return h.digest()
+
+
+def _refused_before(key: bytes) -> bool:
+    now = time.monotonic()
+    with _refused_lock:
+        while _refused and next(iter(_refused.values())) < now - REPEAT_WINDOW_SECONDS:
+            _refused.popitem(last=False)
+        return key in _refused
+
+
+def _remember_refusal(key: bytes) -> None:
+    with _refused_lock:
+        _refused[key] = time.monotonic()
+        _refused.move_to_end(key)
+        while len(_refused) > 1024:
+            _refused.popitem(last=False)
+
+
+def _forget_refusal(key: bytes) -> None:
+    with _refused_lock:
+        _refused.pop(key, None)
+
+
+class Seen:
+    """A provider call a transport tap found and began, until it is settled."""
+
+    __slots__ = ("api", "call", "dialect")
+
+    def __init__(self, call: Call, route: Route, dialect: str) -> None:
+        self.call = call
+        self.api = route.api
+        self.dialect = dialect
+
+    # -- settling ------------------------------------------------------------------------
+    def fail(self, exc: BaseException) -> None:
+        """The request raised: an error without usage (costs 0)."""
+        self.call.finish(None, status="error", error=exc)
+
+    def finish_status(self, error: BaseException) -> None:
+        """The provider answered with an error status: nothing billed."""
+        self.call.finish(None, status="error", error=error)
+
+    def finish_body(
+        self, data: bytes, content_type: str, request_id: str | None, *, ended: bool = True
+    ) -> None:
+        """Settle from a response body (JSON, SSE or a streamed JSON array); ``ended`` is
+        false when the body was cut or closed before its end (``partial``)."""
+        try:
+            reading = self._read(data, content_type)
+        except Exception as exc:
+            internal_error(f"read a {self.dialect} response", exc)
+            reading = Reading(None, complete=False, out_bytes=len(data))
+        status = "ok" if ended or reading.complete else "partial"
+        rid = reading.response_id or request_id
+        if reading.usage is None:
+            usage = Usage(
+                tokens_from_bytes(self.call.input_upper), 0, 0,
+                tokens_from_bytes(reading.out_bytes), 0,
+            )  # fmt: skip
+            self.call.finish(
+                usage, status=status, response_model=reading.model, request_id=rid,
+                usage_estimated=True,
+            )  # fmt: skip
+        else:
+            self.call.finish(
+                reading.usage, status=status, response_model=reading.model, request_id=rid
+            )
+
+    def _read(self, data: bytes, content_type: str) -> Reading:
+        dialect = _dialect(self.dialect)
+        stripped = data.lstrip()
+        if "event-stream" in content_type or stripped.startswith((b"data:", b"event:")):
+            items, _ = _dialect("openai").sse_events(data)
+            return self._fold(dialect, items)
+        if not stripped:
+            return Reading(None, complete=False)
+        body = json.loads(data)
+        if isinstance(body, list):  # a streamed JSON array (Gemini without alt=sse)
+            return self._fold(dialect, body)
+        reading: Reading = dialect.read(self.api, body)
+        return reading
+
+    def _fold(self, dialect: Any, items: list[Any]) -> Reading:
+        reader = dialect.reader(self.api)
+        for item in items:
+            reader.feed(item)
+        reading: Reading = reader.result()
+        return reading
+
+
+def see(
+    method: str,
+    scheme: str,
+    host: str,
+    port: int | None,
+    path: str,
+    query: Mapping[str, str] | None,
+    content: bytes | None,
+    content_type: str,
+) -> Seen | None:
+    """Begin the call a request makes, before it is sent; ``None`` when it is not a billed
+    call to a provider endpoint (or llmspend is not installed). Raises ``BudgetExceeded``
+    (nothing may be sent) when a hard budget refuses it."""
+    tracker = installed_tracker()
+    if tracker is None:
+        return None
+    found = match(scheme, host, port, path)
+    if found is None:
+        return None
+    ep, under = found
+    body = _json(content, content_type)
+    route = _route(ep, method, under, body, query)
+    if route is None or not route.billed:
+        return None
+    key = _fingerprint(tracker, method, f"{scheme}://{host}:{port}{path}", content)
+    try:
+        call = begin_call(
+            route.provider,
+            route.api,
+            route.model,
+            payload=route.payload,
+            input_tokens=route.input_upper,
+            max_output_tokens=route.output_cap,
+            streamed=route.streamed,
+            repeat=_refused_before(key),
+        )
+    except BudgetExceeded:
+        _remember_refusal(key)
+        raise
+    if call is None:
+        return None
+    _forget_refusal(key)
+    return Seen(call, route, ep.dialect)

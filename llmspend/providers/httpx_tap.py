@@ -1,0 +1,171 @@
+"""Transport taps for ``httpx`` and ``httpx2``: every request any client sends through them.
+
+Hook points (class level, applied by ``install()``, removed exactly by ``uninstall()``):
+``Client.send`` and ``AsyncClient.send`` of each library. Every request of a client
+passes there — whatever transport the client has (a mock, a proxy, a custom one) — after
+the client built it and before it goes out; a redirect is followed inside ``send``, so one
+call is one row. What a request is and what its response used is read by its dialect
+(:mod:`.http`); only requests to a provider endpoint are looked at.
+
+The response is the library's own object: a body read whole (``stream=False``) is read
+from ``response.content``; a streamed body's ``response.stream`` is replaced by a tap of
+the same library (:mod:`.bytestreams`) that passes every chunk through and settles the
+call when the body ends, is closed (``partial`` before its end), or is collected unclosed.
+"""
+
+from __future__ import annotations
+
+import importlib
+import logging
+import threading
+import weakref
+from typing import Any
+
+from ..errors import LLMSpendError
+from ..pipeline import handled, internal_error, is_handled
+from ..plugins import Patch
+from .bytestreams import Tee, decoded, tap_response
+from .http import Seen, see
+
+__all__ = ["Httpx2Plugin", "HttpxPlugin"]
+
+log = logging.getLogger("llmspend")
+
+
+def _see(request: Any) -> Seen | None:
+    """Begin the call ``request`` makes (``None``: not a provider call, or llmspend failed:
+    logged). A budget refusal propagates: nothing is sent."""
+    try:
+        url = request.url
+        try:
+            content = request.content  # not there for a streamed upload: estimated
+        except Exception:
+            content = None
+        query = dict(url.params) if url.query else None
+        return see(
+            request.method, url.scheme, url.host, url.port, url.path, query, content,
+            request.headers.get("content-type", ""),
+        )  # fmt: skip
+    except LLMSpendError:
+        raise
+    except Exception as exc:
+        internal_error("read an HTTP request", exc)
+        return None
+
+
+def _request_id(headers: Any) -> str | None:
+    rid = headers.get("x-request-id") or headers.get("request-id")
+    return rid if isinstance(rid, str) else None
+
+
+def _observe(seen: Seen, response: Any, library: str, *, is_async: bool) -> None:
+    """Settle now (an error status, a body read whole) or when the streamed body ends."""
+    code = response.status_code
+    if code >= 400:
+        http = importlib.import_module(library)
+        error = http.HTTPStatusError(f"HTTP {code}", request=response.request, response=response)
+        seen.finish_status(error)
+        return
+    headers = response.headers
+    content_type = headers.get("content-type", "")
+    request_id = _request_id(headers)
+    try:
+        data = response.content  # read by send() unless streamed
+    except Exception:
+        data = None
+    if data is not None:
+        seen.finish_body(data, content_type, request_id)
+        return
+    encoding = headers.get("content-encoding", "identity").strip().lower()
+    done = threading.Lock()
+
+    def on_close(tee: Tee) -> None:
+        if done.acquire(blocking=False):  # once, whoever comes first
+            body = b"".join(tee.chunks) if tee.chunks is not None else b""
+            seen.finish_body(
+                decoded(library, body, encoding), content_type, request_id, ended=tee.eof
+            )
+
+    tee = tap_response(response, on_close, is_async=is_async, tee=True).tee
+
+    def collected() -> None:  # dropped unclosed: settle off the collector's thread
+        if not done.locked():
+            threading.Thread(target=on_close, args=(tee,), daemon=True).start()
+
+    weakref.finalize(response, collected)
+
+
+def _settle(seen: Seen, response: Any, library: str, *, is_async: bool) -> None:
+    try:
+        _observe(seen, response, library, is_async=is_async)
+    except Exception as exc:  # the response goes to the caller as it is
+        internal_error(f"read an {library} response", exc)
+        if not seen.call.done:
+            seen.finish_body(b"", "", None)
+
+
+def _sync(library: str) -> Any:
+    def send(wrapped: Any, instance: Any, args: tuple[Any, ...], kwargs: dict[str, Any]) -> Any:
+        if is_handled():
+            return wrapped(*args, **kwargs)
+        seen = _see(args[0] if args else kwargs.get("request"))
+        if seen is None:
+            return wrapped(*args, **kwargs)
+        try:
+            with handled():
+                response = wrapped(*args, **kwargs)
+        except BaseException as exc:
+            seen.fail(exc)
+            raise
+        _settle(seen, response, library, is_async=False)
+        return response
+
+    return send
+
+
+def _async(library: str) -> Any:
+    async def send(
+        wrapped: Any, instance: Any, args: tuple[Any, ...], kwargs: dict[str, Any]
+    ) -> Any:
+        if is_handled():
+            return await wrapped(*args, **kwargs)
+        seen = _see(args[0] if args else kwargs.get("request"))
+        if seen is None:
+            return await wrapped(*args, **kwargs)
+        try:
+            with handled():
+                response = await wrapped(*args, **kwargs)
+        except BaseException as exc:
+            seen.fail(exc)
+            raise
+        _settle(seen, response, library, is_async=True)
+        return response
+
+    return send
+
+
+class _Plugin:
+    library = ""
+
+    def __init__(self) -> None:
+        self.name = self.library
+        self._patches = [
+            Patch(self.library, "Client.send", _sync(self.library)),
+            Patch(self.library, "AsyncClient.send", _async(self.library)),
+        ]
+
+    def patches(self) -> list[Patch]:
+        """``Client.send`` and ``AsyncClient.send`` (see the module docstring)."""
+        return self._patches
+
+
+class HttpxPlugin(_Plugin):
+    """The ``httpx`` transport tap (litellm, dspy, LangChain's and other direct callers)."""
+
+    library = "httpx"
+
+
+class Httpx2Plugin(_Plugin):
+    """The ``httpx2`` transport tap (the client library under the openai SDK)."""
+
+    library = "httpx2"

@@ -1,0 +1,162 @@
+"""Transport tap for ``requests``: every request any ``Session`` sends (``requests.post`` too).
+
+Hook point (class level, applied by ``install()``, removed exactly by ``uninstall()``):
+``requests.Session.send``, which every request of every session passes through once its
+``PreparedRequest`` is built; redirects are sent by a nested ``send`` inside it and belong
+to the same call (one row). Only requests to a provider endpoint are looked at (:mod:`.http`).
+
+A body read whole (``stream=False``, the default) is read by ``send`` itself and settled
+from ``response.content``. A streamed body is read through ``response.raw`` (urllib3's
+response, whose ``stream()`` and ``read()`` ``iter_content``/``iter_lines`` use): the raw
+response is wrapped in a transparent proxy (``isinstance`` still holds) that passes every
+chunk through, keeps a copy, and settles the call when the body ends, is closed
+(``partial`` before its end), or is collected unclosed.
+"""
+
+from __future__ import annotations
+
+import threading
+import weakref
+from collections.abc import Iterator
+from typing import Any
+from urllib.parse import parse_qsl, urlsplit
+
+import wrapt
+
+from ..errors import LLMSpendError
+from ..pipeline import handled, internal_error, is_handled
+from ..plugins import Patch
+from .bytestreams import Tee
+from .http import Seen, see
+
+__all__ = ["RequestsPlugin"]
+
+
+def _see(request: Any) -> Seen | None:
+    try:
+        url = urlsplit(request.url)
+        body = request.body
+        content = body.encode("utf-8") if isinstance(body, str) else body
+        if not isinstance(content, bytes | bytearray):
+            content = None  # a streamed upload: estimated
+        query = dict(parse_qsl(url.query)) if url.query else None
+        return see(
+            str(request.method or "GET"), url.scheme, url.hostname or "", url.port, url.path,
+            query, bytes(content) if content is not None else None,
+            request.headers.get("content-type", ""),
+        )  # fmt: skip
+    except LLMSpendError:
+        raise
+    except Exception as exc:
+        internal_error("read a requests request", exc)
+        return None
+
+
+class _Ending:
+    """Settles a streamed call once, from what its tee kept."""
+
+    def __init__(self, seen: Seen, tee: Tee, content_type: str, request_id: str | None) -> None:
+        self.seen = seen
+        self.tee = tee
+        self.content_type = content_type
+        self.request_id = request_id
+        self.raw_bytes = False  # read undecoded while the body is compressed: not readable
+        self._done = threading.Lock()
+
+    def end(self) -> None:
+        if self._done.acquire(blocking=False):
+            tee = self.tee
+            body = b"" if tee.chunks is None or self.raw_bytes else b"".join(tee.chunks)
+            self.seen.finish_body(body, self.content_type, self.request_id, ended=tee.eof)
+
+    def collected(self) -> None:  # dropped unclosed: settle off the collector's thread
+        if not self._done.locked():
+            threading.Thread(target=self.end, daemon=True).start()
+
+
+class _RawTap(wrapt.ObjectProxy):
+    """urllib3's response, with its body teed (see the module docstring)."""
+
+    def __init__(self, raw: Any, ending: _Ending, compressed: bool) -> None:
+        super().__init__(raw)
+        self._self_ending = ending
+        self._self_compressed = compressed
+
+    def _self_keep(self, data: bytes, decode_content: Any) -> None:
+        ending = self._self_ending
+        if self._self_compressed and decode_content is False:
+            ending.raw_bytes = True
+        if data and ending.tee.chunks is not None:
+            ending.tee.keep(bytes(data))
+
+    def stream(self, amt: int | None = 2**16, decode_content: Any = None) -> Iterator[bytes]:
+        for chunk in self.__wrapped__.stream(amt, decode_content=decode_content):
+            self._self_keep(chunk, decode_content)
+            yield chunk
+        self._self_ending.tee.eof = True
+        self._self_ending.end()
+
+    def read(self, amt: int | None = None, decode_content: Any = None, **kwargs: Any) -> bytes:
+        data: bytes = self.__wrapped__.read(amt, decode_content=decode_content, **kwargs)
+        self._self_keep(data, decode_content)
+        if amt is None or not data:
+            self._self_ending.tee.eof = True
+            self._self_ending.end()
+        return data
+
+    def close(self) -> None:
+        try:
+            self.__wrapped__.close()
+        finally:
+            self._self_ending.end()
+
+
+def _observe(seen: Seen, response: Any) -> None:
+    code = response.status_code
+    if code >= 400:
+        import requests
+
+        seen.finish_status(requests.HTTPError(f"HTTP {code}", response=response))
+        return
+    headers = response.headers
+    content_type = headers.get("content-type", "")
+    rid = headers.get("x-request-id") or headers.get("request-id")
+    request_id = rid if isinstance(rid, str) else None
+    if response._content is not False:  # read by send() (stream=False)
+        seen.finish_body(response.content or b"", content_type, request_id)
+        return
+    encoding = headers.get("content-encoding", "identity").strip().lower()
+    ending = _Ending(seen, Tee(True), content_type, request_id)
+    response.raw = _RawTap(response.raw, ending, encoding not in ("", "identity"))
+    weakref.finalize(response, ending.collected)
+
+
+def _send(wrapped: Any, instance: Any, args: tuple[Any, ...], kwargs: dict[str, Any]) -> Any:
+    if is_handled():
+        return wrapped(*args, **kwargs)
+    seen = _see(args[0] if args else kwargs.get("request"))
+    if seen is None:
+        return wrapped(*args, **kwargs)
+    try:
+        with handled():  # redirects are sent inside: the same call
+            response = wrapped(*args, **kwargs)
+    except BaseException as exc:
+        seen.fail(exc)
+        raise
+    try:
+        _observe(seen, response)
+    except Exception as exc:  # the response goes to the caller as it is
+        internal_error("read a requests response", exc)
+        if not seen.call.done:
+            seen.finish_body(b"", "", None)
+    return response
+
+
+class RequestsPlugin:
+    """The ``requests`` transport tap."""
+
+    name = "requests"
+
+    def patches(self) -> list[Patch]:
+        """``Session.send`` (see the module docstring)."""
+        return [Patch("requests.sessions", "Session.send", _send)]
