@@ -335,3 +335,24 @@ def test_ingested_history_counts_in_existing_periods(tracker) -> None:  # type: 
     )
     (s,) = llmspend.budget_status("project", "acme/churn")
     assert s.spent_usd == Decimal("1.5") and s.calls == 1
+
+
+def test_a_forked_child_names_its_holds_as_its_own(tracker: llmspend.Tracker) -> None:
+    """The owner of a hold is ``host:pid`` of the process that made it: a forked child's
+    own, so that neither it nor its parent mistakes the other's holds for its own."""
+    import os
+
+    parent = tracker.guard.owner
+    read, write = os.pipe()
+    child = os.fork()
+    if child == 0:  # pragma: no cover - runs in the child
+        try:
+            os.write(write, tracker.guard.owner.encode())
+        finally:
+            os._exit(0)
+    os.close(write)
+    with os.fdopen(read, "rb") as fh:
+        owner = fh.read().decode()
+    os.waitpid(child, 0)
+    assert parent.endswith(f":{os.getpid()}")
+    assert owner.endswith(f":{child}") and owner != parent

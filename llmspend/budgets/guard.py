@@ -33,6 +33,7 @@ from typing import TYPE_CHECKING, Any, NamedTuple
 
 from sqlalchemy.exc import DBAPIError
 
+from .. import _process
 from ..call import DEFAULT_OUTPUT_CAP
 from ..errors import BudgetExceeded, ConfigError, StoreError, StoreUnavailable
 from ..money import nanos_to_usd
@@ -97,12 +98,21 @@ class BudgetGuard:
 
     def __init__(self, tracker: Tracker) -> None:
         self.tracker = tracker
-        self.owner = f"{socket.gethostname()}:{os.getpid()}"[:200]
+        self._host = socket.gethostname()
+        self._owner = (-1, "")
         # Whether a hard budget applied to (org, project, user) at the last lookup.
         self._hard_seen: dict[tuple[str, str, str], bool] = {}
         self.standing = StandingHolds(self._give_back)
 
     # -- before the call -----------------------------------------------------------------
+    @property
+    def owner(self) -> str:
+        """``host:pid`` of this process (a forked child's own), naming its holds."""
+        owner = self._owner
+        if owner[0] != _process.pid:
+            owner = self._owner = (_process.pid, f"{self._host}:{_process.pid}"[:200])
+        return owner[1]
+
     def before_call(self, call: Call) -> None:
         try:
             self._before_call(call)
