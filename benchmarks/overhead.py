@@ -1,15 +1,17 @@
 """Latency llmspend adds to a call: price + reserve + settle + record (DESIGN §10).
 
-Makes the same chat-completion call to the bundled simulator through the real openai SDK,
-alternating between llmspend installed and not (interleaved, so machine noise hits both
-alike), with and without budgets, on a SQLite store. Prints median and p99 of each and the
-added latency. Targets: median <= 0.3 ms, p99 <= 2 ms on SQLite.
+Makes the same chat-completion call to the bundled simulator through the real openai SDK
+(its SDK tap) and through a plain ``httpx`` client posting JSON to the simulator declared as
+an endpoint (the transport tap alone), alternating between llmspend installed and not
+(interleaved, so machine noise hits both alike), with and without budgets, on a SQLite
+store. Prints median and p99 of each and the added latency. Targets: median <= 0.3 ms,
+p99 <= 2 ms on SQLite, for either tap.
 
 The simulator runs in a process of its own (``llmspend sim serve``), as a provider does:
 on a thread of the calling process its request handling would take turns with the call
 for the GIL, which no real call pays. ``--sim-in-process`` runs it on a thread anyway.
 
-    python benchmarks/overhead.py [--calls 2000] [--sim-in-process]
+    python benchmarks/overhead.py [--calls 2000] [--tap sdk|transport|both] [--sim-in-process]
 """
 
 from __future__ import annotations
@@ -62,8 +64,16 @@ def main() -> None:
     ap.add_argument(
         "--sim-in-process", action="store_true", help="run the simulator on a thread of this one"
     )
+    ap.add_argument(
+        "--tap",
+        choices=("sdk", "transport", "both"),
+        default="both",
+        help="sdk: the openai SDK (its SDK tap); transport: a plain httpx client posting "
+        "to the simulator declared as an endpoint (the transport tap alone)",
+    )
     args = ap.parse_args()
 
+    import httpx
     import openai
 
     import llmspend
@@ -72,14 +82,33 @@ def main() -> None:
     with tempfile.TemporaryDirectory() as tmp, sim as base_url:
         url = args.database_url or f"sqlite:///{tmp}/overhead.sqlite"
         client = openai.OpenAI(api_key="x", base_url=base_url, max_retries=0)
+        http = httpx.Client()
         msgs = [{"role": "user", "content": "How many tokens is this sentence?"}]
+        body = {"model": "gpt-4o-mini", "messages": msgs, "max_tokens": 50}
+        llmspend.declare_endpoint(base_url, "openai")  # for the transport tap
 
-        def one() -> float:
+        def sdk_call() -> float:
             t0 = time.perf_counter()
             client.chat.completions.create(model="gpt-4o-mini", messages=msgs, max_tokens=50)
             return time.perf_counter() - t0
 
-        for label, budgets in (("no budgets", False), ("3 budgets (org, project, user)", True)):
+        def transport_call() -> float:
+            t0 = time.perf_counter()
+            http.post(base_url + "/chat/completions", json=body).raise_for_status()
+            return time.perf_counter() - t0
+
+        taps = ("sdk", "transport") if args.tap == "both" else (args.tap,)
+        cases = [
+            (tap, label, budgets)
+            for tap in taps
+            for label, budgets in (
+                ("no budgets", False),
+                ("3 budgets (org, project, user)", True),
+            )
+        ]
+        for tap, label, budgets in cases:
+            one = sdk_call if tap == "sdk" else transport_call
+            label = f"{tap} tap, {label}"
             llmspend.install(url, org="bench", project="p", user="u")
             if budgets:
                 llmspend.set_budget("org", "bench", "1000000", "month")
@@ -104,12 +133,12 @@ def main() -> None:
             added_med = (statistics.median(ours) - statistics.median(base)) * 1000
             added_p99 = (pct(ours, 0.99) - pct(base, 0.99)) * 1000
             print(
-                f"{label:32} without: median {statistics.median(base) * 1000:.3f} ms, "
+                f"{label:42} without: median {statistics.median(base) * 1000:.3f} ms, "
                 f"p99 {pct(base, 0.99) * 1000:.3f} ms | with: median "
                 f"{statistics.median(ours) * 1000:.3f} ms, p99 {pct(ours, 0.99) * 1000:.3f} ms"
             )
             print(
-                f"{'':32} added: median {added_med:.3f} ms (target <= 0.3), "
+                f"{'':42} added: median {added_med:.3f} ms (target <= 0.3), "
                 f"p99 {added_p99:.3f} ms (target <= 2)"
             )
 

@@ -210,7 +210,9 @@ def see(
     route = _route(ep, method, under, body, query)
     if route is None or not route.billed:
         return None
-    key = _fingerprint(tracker, method, f"{scheme}://{host}:{port}{path}", content)
+    url = f"{scheme}://{host}:{port}{path}"
+    # Hashing the body costs more than the rest: only while a refusal is remembered.
+    key = _fingerprint(tracker, method, url, content) if _refused else None
     try:
         call = begin_call(
             route.provider,
@@ -220,12 +222,13 @@ def see(
             input_tokens=route.input_upper,
             max_output_tokens=route.output_cap,
             streamed=route.streamed,
-            repeat=_refused_before(key),
+            repeat=key is not None and _refused_before(key),
         )
     except BudgetExceeded:
-        _remember_refusal(key)
+        _remember_refusal(key or _fingerprint(tracker, method, url, content))
         raise
     if call is None:
         return None
-    _forget_refusal(key)
+    if key is not None:
+        _forget_refusal(key)
     return Seen(call, route, ep.dialect)
