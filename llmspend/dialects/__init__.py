@@ -1,19 +1,21 @@
 """Wire formats: what a provider request costs at worst, and what its response used.
 
 A dialect is pure code over plain data (DESIGN house habit 16): it never imports an SDK,
-the store, budgets or SQLAlchemy. The SDK hooks (:mod:`llmspend.providers`) only find
-calls and hand the dialect what they saw; the simulator (:mod:`llmspend.sim`) routes its
+the store, budgets or SQLAlchemy. The taps (:mod:`llmspend.providers`: SDK hooks and the
+HTTP client libraries' transports) only find calls and hand the dialect what they saw; the simulator (:mod:`llmspend.sim`) routes its
 requests with the same code. One module per wire format:
 
 * :mod:`llmspend.dialects.openai` — OpenAI-compatible HTTP (chat, completions, responses,
   embeddings, images, audio), for OpenAI, Azure, xAI, OpenRouter and any compatible host;
 * :mod:`llmspend.dialects.gemini` — the Gemini REST API (generateContent,
-  streamGenerateContent, embedContent, countTokens).
+  streamGenerateContent, embedContent, countTokens);
+* :mod:`llmspend.dialects.anthropic` — Anthropic Messages (``/v1/messages``, count_tokens).
 
 Every dialect offers the :class:`Dialect` interface: ``route(Request) -> Route | None``
 (``None``: not a call llmspend tracks), ``read(api, body) -> Reading`` for a complete
-response body and ``reader(api) -> StreamReader`` for a stream of events. An Anthropic
-Messages dialect would be a third module with the same three functions.
+response body and ``reader(api) -> StreamReader`` for a stream of events.
+:mod:`llmspend.dialects.hosts` says which requests go to which dialect (the providers'
+hosts and the endpoints users declare), for the transport taps.
 
 The request view, the route and the reading are slotted dataclasses, treated as values
 (made once, never changed): on the hot path a frozen dataclass costs a microsecond more to
