@@ -70,3 +70,14 @@ def pytest_configure(config: pytest.Config) -> None:
     config.addinivalue_line("filterwarnings", "ignore::DeprecationWarning")
     config.addinivalue_line("filterwarnings", "ignore::PendingDeprecationWarning")
     config.addinivalue_line("filterwarnings", "ignore::UserWarning")
+
+
+def pytest_terminal_summary(terminalreporter: Any) -> None:
+    from .matrix import SEEN
+
+    if SEEN:
+        terminalreporter.section("refusals as the user sees them")
+        for test, shown, reachable, named in SEEN:
+            terminalreporter.write_line(
+                f"{test}: {shown}; BudgetExceeded reachable: {reachable}; budget named: {named}"
+            )

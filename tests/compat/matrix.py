@@ -8,6 +8,7 @@ requests received, a run without llmspend to compare with, and a refusal by a ha
 from __future__ import annotations
 
 import json
+import os
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from typing import Any, TypeVar
@@ -17,13 +18,16 @@ from llmspend.sim import SimServer
 from llmspend.tracker import Tracker
 
 __all__ = [
-    "BUDGET", "Probe", "Refusal", "body_of", "chain", "gemini_usage", "openai_usage", "reachable",
+    "BUDGET", "SEEN", "Probe", "Refusal", "body_of", "chain", "gemini_usage", "openai_usage", "reachable",
 ]  # fmt: skip
 
 T = TypeVar("T")
 
 #: The hard budget every refusal test sets: too small for any call.
 BUDGET = ("org", "acme", "0.000001")
+
+#: What each refusal showed, for the session's summary (the README's "refusal surfaced as").
+SEEN: list[tuple[str, str, bool, bool]] = []
 
 
 def chain(exc: BaseException) -> Iterator[BaseException]:
@@ -121,7 +125,11 @@ class Probe:
         assert self.sim.request_count == 0, self.sim.requests
         statuses = [r["status"] for r in self.rows()[before:]]
         assert statuses == ["refused"], statuses
-        return Refusal(seen)
+        refusal = Refusal(seen)
+        test = os.environ.get("PYTEST_CURRENT_TEST", "?").split(" ")[0]
+        SEEN.append((test, refusal.type_name, refusal.budget_exceeded is not None,
+                     refusal.names_the_budget))  # fmt: skip
+        return refusal
 
 
 def openai_usage(request_body: dict[str, Any], sim_reply: dict[str, Any]) -> tuple[int, int]:
