@@ -7,9 +7,10 @@ requests received, a run without llmspend to compare with, and a refusal by a ha
 
 from __future__ import annotations
 
+import asyncio
 import json
 import os
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Coroutine, Iterator
 from dataclasses import dataclass
 from typing import Any, TypeVar
 
@@ -18,7 +19,8 @@ from llmspend.sim import SimServer
 from llmspend.tracker import Tracker
 
 __all__ = [
-    "BUDGET", "SEEN", "Probe", "Refusal", "body_of", "chain", "gemini_usage", "openai_usage", "reachable",
+    "BUDGET", "SEEN", "Probe", "Refusal", "body_of", "chain", "gemini_usage", "openai_usage",
+    "reachable", "run",
 ]  # fmt: skip
 
 T = TypeVar("T")
@@ -28,6 +30,18 @@ BUDGET = ("org", "acme", "0.000001")
 
 #: What each refusal showed, for the session's summary (the README's "refusal surfaced as").
 SEEN: list[tuple[str, str, bool, bool]] = []
+
+
+_loop: asyncio.AbstractEventLoop | None = None
+
+
+def run(coro: Coroutine[Any, Any, T]) -> T:
+    """Run ``coro`` on one event loop kept for the session, as a notebook's kernel does
+    (frameworks cache async clients bound to the loop they were first used on)."""
+    global _loop
+    if _loop is None or _loop.is_closed():
+        _loop = asyncio.new_event_loop()
+    return _loop.run_until_complete(coro)
 
 
 def chain(exc: BaseException) -> Iterator[BaseException]:

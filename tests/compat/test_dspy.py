@@ -3,12 +3,11 @@ with ``engine="litellm"``; ``Predict`` sync and async, and ``dspy.streamify``.""
 
 from __future__ import annotations
 
-import asyncio
 from typing import Any
 
 import pytest
 
-from .matrix import Probe
+from .matrix import Probe, run
 
 dspy = pytest.importorskip("dspy")
 
@@ -55,7 +54,7 @@ async def streamed(model: Any, question: str) -> list[Any]:
 def test_predict_is_recorded_once_with_the_servers_usage(engine: str, spend: Probe) -> None:
     model = lm(spend.sim, engine)
     assert predict(model, "what is up?").answer
-    assert asyncio.run(apredict(model, "what is up, async?")).answer
+    assert run(apredict(model, "what is up, async?")).answer
     spend.check_recorded(usages(model), streamed=[False, False])
 
 
@@ -72,9 +71,9 @@ def test_streamify_is_recorded_once_and_the_chunks_are_unchanged(engine: str, sp
             out.append(choices[0].delta.content or "" if choices else repr(getattr(c, "text", c)))
         return out
 
-    without = spend.without(lambda: asyncio.run(streamed(lm(spend.sim, engine), "stream it")))
+    without = spend.without(lambda: run(streamed(lm(spend.sim, engine), "stream it")))
     model = lm(spend.sim, engine)
-    got = asyncio.run(streamed(model, "stream it"))
+    got = run(streamed(model, "stream it"))
     assert text(got) == text(without) and got[-1].answer == without[-1].answer
     assert len(spend.rows()) == len(spend.billed_requests()) == 1
     [row] = spend.rows()

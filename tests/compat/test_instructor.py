@@ -3,14 +3,13 @@
 
 from __future__ import annotations
 
-import asyncio
 from typing import Any
 
 import openai
 import pytest
 from pydantic import BaseModel
 
-from .matrix import Probe
+from .matrix import Probe, run
 
 instructor = pytest.importorskip("instructor")
 
@@ -40,7 +39,7 @@ def test_create_is_recorded_once_with_the_servers_usage(spend: Probe) -> None:
     got, completion = client(spend.sim).chat.completions.create_with_completion(
         **ask("what is up?"), max_retries=0
     )
-    agot, acompletion = asyncio.run(
+    agot, acompletion = run(
         client(spend.sim, aio=True).chat.completions.create_with_completion(
             **ask("what is up, async?"), max_retries=0
         )

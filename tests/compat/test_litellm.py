@@ -3,12 +3,11 @@ plain ``httpx`` client) and native Gemini (``gemini/...``, litellm's own HTTP co
 
 from __future__ import annotations
 
-import asyncio
 from typing import Any
 
 import pytest
 
-from .matrix import Probe, body_of
+from .matrix import Probe, body_of, run
 
 litellm = pytest.importorskip("litellm")
 
@@ -48,7 +47,7 @@ def texts(chunks: list[Any]) -> list[str]:
 @pytest.mark.parametrize("kw", [openai_kw, gemini_kw], ids=["openai", "gemini"])
 def test_completion_is_recorded_once_with_the_servers_usage(kw: Any, spend: Probe) -> None:
     sync = litellm.completion(**kw(spend.sim, "hello litellm"))
-    aio = asyncio.run(litellm.acompletion(**kw(spend.sim, "hello async litellm")))
+    aio = run(litellm.acompletion(**kw(spend.sim, "hello async litellm")))
     spend.check_recorded([usage(sync), usage(aio)], streamed=[False, False])
     assert sync.choices[0].message.content
 
@@ -71,7 +70,7 @@ def test_a_stream_is_recorded_once_and_the_chunks_are_unchanged(kw: Any, spend: 
     args = kw(spend.sim, "stream to me")
     without = spend.without(lambda: _stream(args))
     got = _stream(args)
-    agot = asyncio.run(_astream(args))
+    agot = run(_astream(args))
     assert texts(got) == texts(without) == texts(agot)
     assert "".join(texts(got))
     final = [usage(got[-1]), usage(agot[-1])]
