@@ -61,6 +61,19 @@ pytest: $(STAMP) ## run only the test suite (PYTEST_ARGS=... to pass options)
 	@set +e; $(PY) -m pytest $(PYTEST_ARGS); rc=$$?; \
 	if [ $$rc -eq 5 ]; then echo "pytest: no tests were collected"; exit 1; fi; exit $$rc
 
+# The compatibility matrix (tests/compat, README "Compatibility"): the frameworks are installed
+# into .venv with the SDKs llmspend is tested with held as constraints; two whose pins are
+# older than those SDKs go in without their dependencies (tests/compat/requirements-nodeps.txt).
+COMPAT_HELD := openai|google-genai|google-generativeai|anthropic|httpx|httpx2|pydantic|pydantic[-_]core|protobuf|requests|sqlalchemy|numpy|pandas
+
+.PHONY: compat
+compat: $(STAMP) ## install the frameworks of tests/compat and run the compatibility matrix
+	$(PY) -m pip freeze --exclude-editable | grep -iE '^($(COMPAT_HELD))==' >$(VENV)/compat-held.txt
+	$(PY) -m pip install -q -c $(VENV)/compat-held.txt -r tests/compat/requirements.txt
+	$(PY) -m pip install -q --no-deps -r tests/compat/requirements-nodeps.txt
+	@set +e; $(PY) -m pytest tests/compat -p no:cacheprovider $(PYTEST_ARGS); rc=$$?; \
+	if [ $$rc -eq 5 ]; then echo "pytest: no tests were collected"; exit 1; fi; exit $$rc
+
 .PHONY: lint
 lint: $(STAMP) ## ruff lint and format check, and the layer contracts (docs/architecture.md)
 	$(VENV)/bin/ruff check llmspend tests benchmarks scripts
