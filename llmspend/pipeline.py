@@ -19,6 +19,7 @@ from __future__ import annotations
 
 import logging
 import threading
+import weakref
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from contextvars import ContextVar
@@ -28,7 +29,15 @@ from .call import Call
 from .errors import LLMSpendError
 from .tracker import installed_tracker
 
-__all__ = ["begin_call", "handled", "internal_error", "is_handled", "shielded"]
+__all__ = [
+    "begin_call",
+    "handled",
+    "internal_error",
+    "is_handled",
+    "settle_interrupted",
+    "shielded",
+    "watch_stream",
+]
 
 log = logging.getLogger("llmspend")
 
@@ -136,3 +145,27 @@ def begin_call(
         internal_error(f"start a {provider} {api} call", exc)
         return None
     return call
+
+
+# Streams handed to a caller and not settled yet, from every tap (held weakly): each has an
+# ``interrupted(error) -> bool`` that settles it as ``partial`` if the caller had started
+# reading it, and says whether it did.
+_open_streams: weakref.WeakSet[Any] = weakref.WeakSet()
+
+
+def watch_stream(stream: Any) -> None:
+    """Let :func:`settle_interrupted` settle ``stream`` (see ``_open_streams``)."""
+    _open_streams.add(stream)
+
+
+def settle_interrupted(error: BaseException) -> int:
+    """Settle, as ``partial``, every stream a caller had started reading and left
+    unsettled: a notebook cell ended by ``error`` (Ctrl-C) is done with them, though its
+    globals and ``sys.last_traceback`` keep them alive. Returns how many were settled."""
+    n = 0
+    for stream in list(_open_streams):
+        try:
+            n += bool(stream.interrupted(error))
+        except Exception as exc:
+            internal_error("settle an interrupted stream", exc)
+    return n

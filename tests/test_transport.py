@@ -470,3 +470,25 @@ def test_aiohttp_json_stream_early_release_and_refusal(tap: Tracker, fresh_sim: 
     asyncio.run(refused())
     assert fresh_sim.request_count == 3
     assert [r["status"] for r in rows(tap)].count("refused") == 1
+
+
+def test_a_stream_left_open_by_an_interrupted_cell_is_settled(
+    tap: Tracker, fresh_sim: SimServer
+) -> None:
+    """What the notebook extension does after a cell ends with Ctrl-C: every stream the cell
+    had started reading is over, though a global still holds it open."""
+    from llmspend.pipeline import settle_interrupted
+
+    url = fresh_sim.openai_base_url + "/chat/completions"
+    client = httpx.Client()
+    unread = client.send(client.build_request("POST", url, json=STREAM), stream=True)
+    started = client.send(client.build_request("POST", url, json=STREAM), stream=True)
+    next(started.iter_raw())
+    assert settle_interrupted(KeyboardInterrupt()) == 1
+    [row] = rows(tap)
+    assert row["status"] == "partial" and row["error_type"] == "KeyboardInterrupt"
+    assert settle_interrupted(KeyboardInterrupt()) == 0  # once
+    started.close()
+    unread.close()
+    assert [r["status"] for r in rows(tap)] == ["partial", "partial"]
+    client.close()

@@ -14,6 +14,7 @@ import contextlib
 import logging
 from typing import Any
 
+from ..pipeline import settle_interrupted
 from ..tracker import installed_tracker
 from .cellcost import cell_cost
 from .commands import ensure_tag_hook
@@ -53,8 +54,6 @@ def _post_run_cell(result: Any = None) -> None:
     error = getattr(result, "error_in_exec", None)
     if isinstance(error, KeyboardInterrupt):  # the streams the cell was reading are over
         try:
-            from ..providers.openai_streams import settle_interrupted
-
             settle_interrupted(error)
         except Exception:
             log.exception("llmspend could not settle interrupted streams")

@@ -18,15 +18,13 @@ The caller gets aiohttp's own objects, untouched.
 from __future__ import annotations
 
 import json as _json
-import threading
 import weakref
 from typing import Any
 
 from ..errors import LLMSpendError
-from ..pipeline import handled, internal_error, is_handled
+from ..pipeline import handled, internal_error, is_handled, watch_stream
 from ..plugins import Patch
-from .bytestreams import Tee
-from .http import Seen, see
+from .http import Ending, Seen, see
 
 __all__ = ["AiohttpPlugin"]
 
@@ -36,28 +34,19 @@ _tracked: dict[int, tuple[Any, _Ending]] = {}
 _by_response: weakref.WeakKeyDictionary[Any, _Ending] = weakref.WeakKeyDictionary()
 
 
-class _Ending:
-    """Settles one tracked response once, from what its tee kept."""
+class _Ending(Ending):
+    """An :class:`~.http.Ending` tracked under its response's StreamReader (dropped from
+    the map when it settles)."""
+
+    __slots__ = ("key",)
 
     def __init__(self, seen: Seen, content_type: str, request_id: str | None) -> None:
+        super().__init__(seen, content_type, request_id)
         self.key = 0  # id() of the StreamReader it is tracked under
-        self.seen = seen
-        self.tee = Tee(True)
-        self.content_type = content_type
-        self.request_id = request_id
-        self._done = threading.Lock()
 
-    def end(self, eof: bool) -> None:
-        if self._done.acquire(blocking=False):
-            _tracked.pop(self.key, None)
-            tee = self.tee
-            tee.eof = tee.eof or eof
-            body = b"".join(tee.chunks) if tee.chunks is not None else b""
-            self.seen.finish_body(body, self.content_type, self.request_id, ended=tee.eof)
-
-    def collected(self) -> None:  # dropped unreleased: settle off the collector's thread
-        if not self._done.locked():
-            threading.Thread(target=self.end, args=(False,), daemon=True).start()
+    def end(self, eof: bool, error: BaseException | None = None) -> None:
+        _tracked.pop(self.key, None)
+        super().end(eof, error)
 
 
 def _body(kwargs: dict[str, Any]) -> tuple[bytes | None, str]:
@@ -124,6 +113,7 @@ def _observe(seen: Seen, response: Any) -> None:
     _by_response[response] = ending
     content.on_eof(lambda: ending.end(True))
     weakref.finalize(response, ending.collected)
+    watch_stream(ending)
 
 
 async def _request(

@@ -36,7 +36,7 @@ from ..call import Call, Usage
 from ..dialects import Reading, tokens_from_bytes
 from ..dialects import anthropic as dialect
 from ..errors import ResponseFailedError
-from ..pipeline import internal_error
+from ..pipeline import internal_error, watch_stream
 from .bytestreams import decoded, library_of, tap_response
 
 __all__ = ["CallContext", "StreamObserver", "observe_raw", "observe_stream", "settle_bytes"]
@@ -110,7 +110,9 @@ class CallContext:
 class StreamObserver:
     """Shows one stream's events to the dialect's reader and settles its call once."""
 
-    __slots__ = ("__weakref__", "_fin", "ctx", "iterating", "reader", "request_id", "settled")
+    __slots__ = (
+        "__weakref__", "_fin", "ctx", "iterating", "reader", "request_id", "settled", "started",
+    )  # fmt: skip
 
     def __init__(self, ctx: CallContext, request_id: str | None) -> None:
         self.ctx = ctx
@@ -118,10 +120,12 @@ class StreamObserver:
         self.request_id = request_id
         self.iterating = False
         self.settled = False
+        self.started = False
         self._fin: weakref.finalize[Any, Any] | None = None
 
     def see(self, item: Any) -> None:
         """Account for one event (an odd one never breaks the caller's stream)."""
+        self.started = True
         try:
             self.reader.feed(item)
         except Exception:
@@ -142,6 +146,13 @@ class StreamObserver:
             threading.Thread(
                 target=self.settle, kwargs={"cut": True}, name="llmspend-settle", daemon=True
             ).start()
+
+    def interrupted(self, error: BaseException) -> bool:
+        """The caller's cell was interrupted: settle as ``partial`` if it had started."""
+        if self.started and not self.settled:
+            self.settle(cut=True, error=error)
+            return True
+        return False
 
     def settle(self, *, cut: bool, error: BaseException | None = None) -> None:
         """Record the call once: usage if the provider sent it, else an estimate."""
@@ -213,6 +224,7 @@ def observe_stream(ctx: CallContext, stream: Any, *, is_async: bool) -> None:
     source = stream._iterator  # (the SDK makes it on first use; a generator either way)
     stream._iterator = _async_events(source, obs) if is_async else _sync_events(source, obs)
     obs._fin = weakref.finalize(stream, obs.abandon)
+    watch_stream(obs)
 
 
 # -- raw responses (with_raw_response / with_streaming_response) -------------------------------

@@ -38,8 +38,9 @@ from ..dialects.hosts import Endpoint, match
 from ..errors import BudgetExceeded
 from ..pipeline import begin_call, internal_error
 from ..tracker import installed_tracker
+from .bytestreams import Tee, decoded
 
-__all__ = ["REPEAT_WINDOW_SECONDS", "Seen", "see"]
+__all__ = ["REPEAT_WINDOW_SECONDS", "Ending", "Seen", "see"]
 
 log = logging.getLogger("llmspend")
 
@@ -139,7 +140,13 @@ class Seen:
         self.call.finish(None, status="error", error=error)
 
     def finish_body(
-        self, data: bytes, content_type: str, request_id: str | None, *, ended: bool = True
+        self,
+        data: bytes,
+        content_type: str,
+        request_id: str | None,
+        *,
+        ended: bool = True,
+        error: BaseException | None = None,
     ) -> None:
         """Settle from a response body (JSON, SSE or a streamed JSON array); ``ended`` is
         false when the body was cut or closed before its end (``partial``)."""
@@ -157,12 +164,13 @@ class Seen:
             )  # fmt: skip
             self.call.finish(
                 usage, status=status, response_model=reading.model, request_id=rid,
-                usage_estimated=True,
+                error=error, usage_estimated=True,
             )  # fmt: skip
         else:
             self.call.finish(
-                reading.usage, status=status, response_model=reading.model, request_id=rid
-            )
+                reading.usage, status=status, response_model=reading.model, request_id=rid,
+                error=error,
+            )  # fmt: skip
 
     def _read(self, data: bytes, content_type: str) -> Reading:
         dialect = _dialect(self.dialect)
@@ -184,6 +192,55 @@ class Seen:
             reader.feed(item)
         reading: Reading = reader.result()
         return reading
+
+
+class Ending:
+    """Settles one streamed response once, from what its tee kept: when the body ends or
+    is closed (``partial`` before its end), when the response is collected unclosed (off
+    the collector's thread), or when the caller's cell is interrupted after reading began."""
+
+    __slots__ = ("__weakref__", "_done", "content_type", "encoding", "library", "readable",
+                 "request_id", "seen", "tee")  # fmt: skip
+
+    def __init__(
+        self,
+        seen: Seen,
+        content_type: str,
+        request_id: str | None,
+        library: str = "",
+        encoding: str = "identity",
+    ) -> None:
+        self.seen = seen
+        self.content_type = content_type
+        self.request_id = request_id
+        self.library = library  # the httpx-family library whose decoder a tee needs
+        self.encoding = encoding
+        self.tee = Tee(True)
+        self.readable = True  # false once bytes were read still compressed (not kept apart)
+        self._done = threading.Lock()
+
+    def closed(self, tee: Tee | None = None) -> None:
+        self.end(False)
+
+    def end(self, eof: bool, error: BaseException | None = None) -> None:
+        if not self._done.acquire(blocking=False):
+            return  # once, whoever comes first
+        tee = self.tee
+        tee.eof = tee.eof or eof
+        body = b"".join(tee.chunks) if tee.chunks is not None and self.readable else b""
+        if body and self.library and self.encoding not in ("", "identity"):
+            body = decoded(self.library, body, self.encoding)
+        self.seen.finish_body(body, self.content_type, self.request_id, ended=tee.eof, error=error)
+
+    def collected(self) -> None:
+        if not self._done.locked():
+            threading.Thread(target=self.end, args=(False,), daemon=True).start()
+
+    def interrupted(self, error: BaseException) -> bool:
+        if self.tee.size and not self._done.locked():
+            self.end(False, error)
+            return True
+        return False
 
 
 def see(

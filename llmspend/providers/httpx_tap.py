@@ -17,15 +17,14 @@ from __future__ import annotations
 
 import importlib
 import logging
-import threading
 import weakref
 from typing import Any
 
 from ..errors import LLMSpendError
-from ..pipeline import handled, internal_error, is_handled
+from ..pipeline import handled, internal_error, is_handled, watch_stream
 from ..plugins import Patch
-from .bytestreams import Tee, decoded, tap_response
-from .http import Seen, see
+from .bytestreams import tap_response
+from .http import Ending, Seen, see
 
 __all__ = ["Httpx2Plugin", "HttpxPlugin"]
 
@@ -77,22 +76,10 @@ def _observe(seen: Seen, response: Any, library: str, *, is_async: bool) -> None
         seen.finish_body(data, content_type, request_id)
         return
     encoding = headers.get("content-encoding", "identity").strip().lower()
-    done = threading.Lock()
-
-    def on_close(tee: Tee) -> None:
-        if done.acquire(blocking=False):  # once, whoever comes first
-            body = b"".join(tee.chunks) if tee.chunks is not None else b""
-            seen.finish_body(
-                decoded(library, body, encoding), content_type, request_id, ended=tee.eof
-            )
-
-    tee = tap_response(response, on_close, is_async=is_async, tee=True).tee
-
-    def collected() -> None:  # dropped unclosed: settle off the collector's thread
-        if not done.locked():
-            threading.Thread(target=on_close, args=(tee,), daemon=True).start()
-
-    weakref.finalize(response, collected)
+    ending = Ending(seen, content_type, request_id, library, encoding)
+    ending.tee = tap_response(response, ending.closed, is_async=is_async, tee=True).tee
+    weakref.finalize(response, ending.collected)
+    watch_stream(ending)
 
 
 def _settle(seen: Seen, response: Any, library: str, *, is_async: bool) -> None:

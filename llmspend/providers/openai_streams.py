@@ -30,7 +30,7 @@ from typing import Any
 from ..dialects import Reading
 from ..dialects import openai as dialect
 from ..errors import ResponseFailedError
-from ..pipeline import internal_error
+from ..pipeline import internal_error, watch_stream
 from .bytestreams import decoded, library_of, tap_response
 from .openai_calls import LEDGER, CallContext
 
@@ -98,12 +98,18 @@ class StreamObserver:
                 target=self.settle, kwargs={"cut": True}, name="llmspend-settle", daemon=True
             ).start()
 
+    def interrupted(self, error: BaseException) -> bool:
+        """The caller's cell was interrupted: settle as ``partial`` if it had started."""
+        if self.started and not self.settled:
+            self.settle(cut=True, error=error)
+            return True
+        return False
+
     def settle(self, *, cut: bool, error: BaseException | None = None) -> None:
         """Record the call once: usage if the provider sent it, else an estimate."""
         if self.settled:
             return
         self.settled = True
-        OPEN.discard(self)
         if self._fin is not None:
             self._fin.detach()
         ctx = self.ctx
@@ -202,23 +208,7 @@ def observe_stream(ctx: CallContext, stream: Any, *, is_async: bool, resume: boo
     source = stream._iterator
     stream._iterator = _async_items(source, obs) if is_async else _sync_items(source, obs)
     obs._fin = weakref.finalize(stream, obs.abandon)
-    OPEN.add(obs)
-
-
-#: Streams handed to the caller and not settled yet (held weakly).
-OPEN: weakref.WeakSet[StreamObserver] = weakref.WeakSet()
-
-
-def settle_interrupted(error: BaseException) -> int:
-    """Settle, as ``partial``, every stream the caller had started reading and left
-    unsettled: a notebook cell ended by ``error`` (Ctrl-C) is done with them, though its
-    globals and ``sys.last_traceback`` keep them alive. Returns how many were settled."""
-    n = 0
-    for obs in list(OPEN):
-        if obs.started and not obs.settled:
-            obs.settle(cut=True, error=error)
-            n += 1
-    return n
+    watch_stream(obs)
 
 
 # -- raw responses (with_raw_response / with_streaming_response) -------------------------------

@@ -15,7 +15,6 @@ chunk through, keeps a copy, and settles the call when the body ends, is closed
 
 from __future__ import annotations
 
-import threading
 import weakref
 from collections.abc import Iterator
 from typing import Any
@@ -24,10 +23,9 @@ from urllib.parse import parse_qsl, urlsplit
 import wrapt
 
 from ..errors import LLMSpendError
-from ..pipeline import handled, internal_error, is_handled
+from ..pipeline import handled, internal_error, is_handled, watch_stream
 from ..plugins import Patch
-from .bytestreams import Tee
-from .http import Seen, see
+from .http import Ending, Seen, see
 
 __all__ = ["RequestsPlugin"]
 
@@ -52,32 +50,10 @@ def _see(request: Any) -> Seen | None:
         return None
 
 
-class _Ending:
-    """Settles a streamed call once, from what its tee kept."""
-
-    def __init__(self, seen: Seen, tee: Tee, content_type: str, request_id: str | None) -> None:
-        self.seen = seen
-        self.tee = tee
-        self.content_type = content_type
-        self.request_id = request_id
-        self.raw_bytes = False  # read undecoded while the body is compressed: not readable
-        self._done = threading.Lock()
-
-    def end(self) -> None:
-        if self._done.acquire(blocking=False):
-            tee = self.tee
-            body = b"" if tee.chunks is None or self.raw_bytes else b"".join(tee.chunks)
-            self.seen.finish_body(body, self.content_type, self.request_id, ended=tee.eof)
-
-    def collected(self) -> None:  # dropped unclosed: settle off the collector's thread
-        if not self._done.locked():
-            threading.Thread(target=self.end, daemon=True).start()
-
-
 class _RawTap(wrapt.ObjectProxy):
     """urllib3's response, with its body teed (see the module docstring)."""
 
-    def __init__(self, raw: Any, ending: _Ending, compressed: bool) -> None:
+    def __init__(self, raw: Any, ending: Ending, compressed: bool) -> None:
         super().__init__(raw)
         self._self_ending = ending
         self._self_compressed = compressed
@@ -85,7 +61,7 @@ class _RawTap(wrapt.ObjectProxy):
     def _self_keep(self, data: bytes, decode_content: Any) -> None:
         ending = self._self_ending
         if self._self_compressed and decode_content is False:
-            ending.raw_bytes = True
+            ending.readable = False
         if data and ending.tee.chunks is not None:
             ending.tee.keep(bytes(data))
 
@@ -93,22 +69,20 @@ class _RawTap(wrapt.ObjectProxy):
         for chunk in self.__wrapped__.stream(amt, decode_content=decode_content):
             self._self_keep(chunk, decode_content)
             yield chunk
-        self._self_ending.tee.eof = True
-        self._self_ending.end()
+        self._self_ending.end(True)
 
     def read(self, amt: int | None = None, decode_content: Any = None, **kwargs: Any) -> bytes:
         data: bytes = self.__wrapped__.read(amt, decode_content=decode_content, **kwargs)
         self._self_keep(data, decode_content)
         if amt is None or not data:
-            self._self_ending.tee.eof = True
-            self._self_ending.end()
+            self._self_ending.end(True)
         return data
 
     def close(self) -> None:
         try:
             self.__wrapped__.close()
         finally:
-            self._self_ending.end()
+            self._self_ending.end(False)
 
 
 def _observe(seen: Seen, response: Any) -> None:
@@ -126,9 +100,10 @@ def _observe(seen: Seen, response: Any) -> None:
         seen.finish_body(response.content or b"", content_type, request_id)
         return
     encoding = headers.get("content-encoding", "identity").strip().lower()
-    ending = _Ending(seen, Tee(True), content_type, request_id)
+    ending = Ending(seen, content_type, request_id)
     response.raw = _RawTap(response.raw, ending, encoding not in ("", "identity"))
     weakref.finalize(response, ending.collected)
+    watch_stream(ending)
 
 
 def _send(wrapped: Any, instance: Any, args: tuple[Any, ...], kwargs: dict[str, Any]) -> Any:
