@@ -132,7 +132,7 @@ class Call:
     __slots__ = (
         "tracker", "provider", "api", "model", "streamed", "org", "project", "user", "tags",
         "ts", "epoch", "t0", "_input_upper", "_payload", "output_cap", "estimate_nanos",
-        "reservation", "_done", "_lock", "row", "settled", "events", "repeat",
+        "reservation", "_done", "_lock", "row", "settled", "events", "repeat", "service_tier",
     )  # fmt: skip
 
     def __init__(
@@ -146,6 +146,7 @@ class Call:
         input_upper: int | None,
         output_cap: int | None,
         payload: Any = None,
+        service_tier: str | None = None,
     ) -> None:
         self.tracker = tracker
         self.provider = provider
@@ -173,6 +174,9 @@ class Call:
         # A retry of a request refused moments ago (see providers/http.py): refused again,
         # it is not recorded again.
         self.repeat = False
+        # The service tier the request asks for (priced by the estimate), then the one the
+        # provider reports it served (priced by the row); ``None``: standard.
+        self.service_tier = service_tier
 
     def __repr__(self) -> str:
         return (
@@ -201,12 +205,19 @@ class Call:
         request_id: str | None = None,
         error: BaseException | None = None,
         usage_estimated: bool = False,
+        service_tier: str | None = None,
     ) -> dict[str, Any] | None:
-        """Price and record the call once (later calls are ignored). Never raises."""
+        """Price and record the call once (later calls are ignored). Never raises.
+
+        ``service_tier``: the tier the provider reports it served the call at (``"batch"``
+        for Batch API results), which chooses the price; ``None`` keeps the requested one.
+        """
         with self._lock:
             if self._done:
                 return None
             self._done = True
+        if service_tier is not None:
+            self.service_tier = service_tier
         try:
             return self._record(usage, status, response_model, request_id, error, usage_estimated)
         except Exception as exc:  # recording must never break the caller's call
@@ -234,6 +245,7 @@ class Call:
                 self.provider, model, u.input_tokens, u.cached_input_tokens,
                 u.cache_write_tokens, u.output_tokens, u.reasoning_tokens, self.epoch,
                 response_model=None if model == self.model else model,
+                tier=self.service_tier, api=self.api,
             )  # fmt: skip
             if cost is None and pstatus == "unknown":
                 pstatus = "unknown"

@@ -420,4 +420,5 @@ class BudgetGuard:
         out = call.output_cap
         if out is None:
             out = book.output_cap(call.provider, call.model) or DEFAULT_OUTPUT_CAP
-        return book.worst_case_nanos(call.provider, call.model, call.input_upper, out, call.epoch)
+        return book.worst_case_nanos(call.provider, call.model, call.input_upper, out, call.epoch,
+                                     tier=call.service_tier, api=call.api)  # fmt: skip

@@ -21,9 +21,10 @@ from ..errors import PricingError, UnknownModelWarning
 from ..money import nanos_to_usd
 from .overrides import Overrides, load_overrides
 from .price import Price, PriceNanos, to_epoch
-from .rates import NANOS, Plan, Window, exact_usd
+from .rates import NANOS, Plan, Window, compile_spec, exact_usd
 from .resolve import resolve
-from .snapshot import price_at
+from .snapshot import normalize_provider, price_at
+from .tiers import FREE_APIS, UNPRICED_APIS, normalize_tier, tier_price
 
 __all__ = ["PriceBook", "default_pricebook", "history", "model_output_cap"]
 
@@ -65,6 +66,10 @@ def _check_usage(i: object, c: object, w: object, o: object, r: object) -> None:
 class PriceBook:
     """Prices usages; resolves each (provider, model) once and caches the plan.
 
+    ``tier`` (the service tier a call was served at, ``"batch"`` for Batch API results)
+    reprices it (:mod:`~llmspend.pricing.tiers`); ``api`` prices free endpoints at $0 and
+    leaves unpriceable ones unknown.
+
     ``overrides_path`` names a TOML override file (see :mod:`llmspend.pricing.overrides`); it
     is read and validated here, raising :class:`~llmspend.errors.PriceFileError`.
     Thread-safe.
@@ -77,6 +82,7 @@ class PriceBook:
         )
         self._plans: dict[tuple[Any, Any, Any], Plan] = {}
         self._warned: set[tuple[Any, Any]] = set()
+        self._tier_windows: dict[tuple[Any, ...], tuple[Window, Window]] = {}
         self._lock = threading.RLock()
 
     def __repr__(self) -> str:
@@ -94,8 +100,12 @@ class PriceBook:
         reasoning_tokens: int,
         at_epoch_seconds: float,
         response_model: str | None = None,
+        tier: str | None = None,
+        api: str | None = None,
     ) -> PriceNanos:
         """Fast path: ``(total nanodollars or None, status, ref string or None)``."""
+        if api is not None and (api in FREE_APIS or api in UNPRICED_APIS):
+            return (0, "priced", f"llmspend:free-endpoint/{api}") if api in FREE_APIS else _UNKNOWN
         plan = self._plans.get((provider, model, response_model))
         if plan is None:
             plan = self._plan(provider, model, response_model, 3)
@@ -109,10 +119,12 @@ class PriceBook:
             if plan.first is None:
                 return _UNKNOWN
             win = plan.window(at_epoch_seconds)
+        if tier is not None:
+            win = self._tiered(provider, model, plan, win, tier, at_epoch_seconds)
         rt = win.base
-        for tier in win.tiers:
-            if i > tier.above_input_tokens:
-                rt = tier.rates
+        for step in win.tiers:
+            if i > step.above_input_tokens:
+                rt = step.rates
                 break
         num = rt.ki * i + rt.kc * c + rt.kw * w + rt.ko * o + rt.kr * r + rt.k0
         den = rt.den
@@ -135,18 +147,22 @@ class PriceBook:
         reasoning_tokens: int = 0,
         at: dt.datetime | dt.date | str | None = None,
         response_model: str | None = None,
+        tier: str | None = None,
     ) -> Price:
-        """Price a usage as of ``at`` (naive datetimes are UTC; ``None`` = now)."""
+        """Price a usage as of ``at`` (naive datetimes are UTC; ``None`` = now), served at
+        ``tier`` (``None``: standard)."""
         usage = (input_tokens, cached_input_tokens, cache_write_tokens, output_tokens)
         _check_usage(*usage, reasoning_tokens)
         epoch = to_epoch(at)
         plan = self._plan(provider, model, response_model, 3)
         nanos, _, _ = self.price_nanos(provider, model, *usage, reasoning_tokens, epoch,
-                                       response_model)  # fmt: skip
+                                       response_model, tier)  # fmt: skip
         shown_provider = provider if provider is not None else plan.provider
         if nanos is None:
             return Price(model, shown_provider, None, None, None, "unknown", None, None, plan.note)
         win = plan.window(epoch)
+        if tier is not None:
+            win = self._tiered(provider, model, plan, win, tier, epoch)
         rt = win.rates(input_tokens)
         xs = (*usage, reasoning_tokens, 1)
         inp = Fraction(sum(k * x for k, x in zip(rt.inp, xs, strict=True)), rt.io_den)
@@ -161,27 +177,69 @@ class PriceBook:
         input_tokens: int,
         output_tokens: int,
         at_epoch: float,
+        tier: str | None = None,
+        api: str | None = None,
     ) -> int | None:
-        """An upper bound in nanodollars for a call, or ``None`` for an unknown model.
+        """An upper bound in nanodollars for a call, or ``None`` for an unknown model (or
+        an endpoint that cannot be priced).
 
         Every input token at the dearest input rate (uncached input, or cache writes where
         those cost more), every output token at the dearest output rate (reasoning where
         that costs more), at the tier ``input_tokens`` reaches, plus per-request fees;
-        rounded up.
+        rounded up. ``tier``: the service tier the request asks for (``None``: standard).
         """
         i, o = input_tokens, output_tokens
         if not (type(i) is type(o) is int and i >= 0 and o >= 0):
             _check_usage(i, 0, 0, o, 0)
+        if api is not None and (api in FREE_APIS or api in UNPRICED_APIS):
+            return 0 if api in FREE_APIS else None
         plan = self._plan(provider, model, None, 3)
         if plan.first is None:
             return None
-        rt = plan.window(at_epoch).rates(input_tokens)
+        win = plan.window(at_epoch)
+        if tier is not None:
+            win = self._tiered(provider, model, plan, win, tier, at_epoch)
+        rt = win.rates(input_tokens)
         num = (
             (rt.ki + max(0, rt.kc, rt.kw)) * input_tokens
             + (rt.ko + max(0, rt.kr)) * output_tokens
             + rt.k0
         )
         return -(-num // rt.den)
+
+    def _tiered(
+        self, provider: str | None, model: str, plan: Plan, win: Window, tier: str, epoch: float
+    ) -> Window:
+        """``win`` repriced for ``tier`` (``win`` itself for a standard or unpriced tier)."""
+        name = normalize_tier(tier)
+        if name is None:
+            return win
+        ref = win.ref
+        listed = ref.source == "genai-prices"
+        provs = (normalize_provider(provider), plan.provider, ref.provider)
+        names = [model.strip().lower(), ref.model.lower()]
+        tp = tier_price(self.overrides, provs, names, (ref.provider, ref.model) if listed else None,
+                        name, epoch)  # fmt: skip
+        if tp is None:
+            return win
+        key = (id(win), name, tp.source, tp.multiplier, repr(tp.prices))
+        done = self._tier_windows.get(key)
+        if done is not None and done[0] is win:
+            return done[1]
+        spec = tp.spec(win.spec)
+        factor = win.factor * (Fraction(tp.multiplier) if tp.multiplier is not None else 1)
+        base, tiers = compile_spec(spec, factor)
+        status: Any = "override" if tp.user or win.status == "override" else "priced"
+        mult = f" x{tp.multiplier}" if tp.multiplier is not None else ""
+        via = "override" if tp.user else "tiers.toml"
+        via = "genai-prices" if tp.source == "genai-prices" else via
+        ref_str = f"{win.ref_str} tier={name}{mult} ({via})"[:200]
+        tiered = Window(win.start, win.tod, base, tiers, status, ref, ref_str, spec, factor)
+        with self._lock:
+            if len(self._tier_windows) > 4096:
+                self._tier_windows.clear()
+            self._tier_windows[key] = (win, tiered)
+        return tiered
 
     # -- information -------------------------------------------------------------------
     def output_cap(self, provider: str | None, model: str) -> int | None:

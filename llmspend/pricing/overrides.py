@@ -31,6 +31,14 @@ Point ``LLMSPEND_PRICES`` (or ``PriceBook(overrides_path=...)``) at a TOML file:
     model = "gpt-4o*"
     percent = "12.5"               # 0 to 100
 
+    [[tier]]                       # a service-tier or Batch API price (see pricing/tiers.toml)
+    provider = "openai"            # optional
+    tier = "priority"              # the tier as the provider reports it, or "batch"
+    match = ["gpt-4o*"]            # model globs (a string or a list)
+    multiplier = "1.7"             # of the standard price; or give input_mtok/output_mtok...
+    effective = 2025-06-01         # optional
+    source = "my contract"         # optional: where the price comes from
+
 Prices are strings (preferred), integers or floats; a float is converted through ``str`` so
 ``0.3`` means exactly 0.3. Dates are TOML dates or ``"YYYY-MM-DD"`` strings.
 
@@ -57,7 +65,7 @@ from typing import Any
 from ..errors import PriceFileError
 from .snapshot import PriceSpec, Tiered, TierPrice, normalize_provider
 
-__all__ = ["Alias", "Discount", "ModelOverride", "Overrides", "load_overrides"]
+__all__ = ["Alias", "Discount", "ModelOverride", "Overrides", "TierPriceEntry", "load_overrides"]
 
 #: override-file price field → genai-prices price key
 _PRICE_FIELDS = {
@@ -73,6 +81,9 @@ _MODEL_KEYS = frozenset(
 _TIER_KEYS = frozenset({"above_input_tokens", *_PRICE_FIELDS})
 _ALIAS_KEYS = frozenset({"provider", "name", "model"})
 _DISCOUNT_KEYS = frozenset({"provider", "model", "percent"})
+_TIER_ENTRY_KEYS = frozenset(
+    {"provider", "tier", "match", "multiplier", "effective", "source", *_PRICE_FIELDS}
+)
 _GLOB_CHARS = frozenset("*?[")
 
 
@@ -130,6 +141,26 @@ class Discount:
 
 
 @dataclass(frozen=True, slots=True)
+class TierPriceEntry:
+    """One ``[[tier]]`` entry: the price of ``tier`` for models ``patterns`` from a date,
+    as a ``multiplier`` of the standard price or as its own ``prices``."""
+
+    index: int
+    provider: str | None
+    tier: str
+    patterns: tuple[str, ...]
+    multiplier: Decimal | None
+    prices: PriceSpec
+    effective: dt.date | None
+    source: str
+
+    def matches(self, providers: Iterable[str | None], names: Iterable[str]) -> bool:
+        if self.provider is not None and self.provider not in providers:
+            return False
+        return any(fnmatch.fnmatchcase(n, p) for n in names for p in self.patterns)
+
+
+@dataclass(frozen=True, slots=True)
 class Overrides:
     """A parsed, validated override file."""
 
@@ -137,6 +168,7 @@ class Overrides:
     models: tuple[ModelOverride, ...] = ()
     aliases: tuple[Alias, ...] = ()
     discounts: tuple[Discount, ...] = ()
+    tiers: tuple[TierPriceEntry, ...] = ()
 
     def model_entries(
         self, providers: Iterable[str | None], name: str
@@ -345,7 +377,45 @@ def _parse_discount(path: str, index: int, raw: object) -> Discount:
     )
 
 
-_TABLES = {"model": _parse_model, "alias": _parse_alias, "discount": _parse_discount}
+def _parse_tier(path: str, index: int, raw: object) -> TierPriceEntry:
+    e = _Entry(path, "tier", index, raw, _TIER_ENTRY_KEYS)
+    tier = e.text("tier", required=True)
+    assert tier is not None
+    match = e.raw.get("match")
+    patterns: Any = [match] if isinstance(match, str) else match
+    if not isinstance(patterns, list) or not patterns:
+        return e.fail("match", "must be a model glob or a non-empty list of them")
+    if not all(isinstance(p, str) and p.strip() for p in patterns):
+        e.fail("match", f"must hold non-empty strings, got {match!r}")
+    prices: PriceSpec = {}
+    for field, key in _PRICE_FIELDS.items():
+        value = e.amount(field, e.raw.get(field))
+        if value is not None:
+            prices[key] = value
+    multiplier = e.amount("multiplier", e.raw.get("multiplier"))
+    if (multiplier is None) == (not prices):
+        e.fail("multiplier", "give either a multiplier or prices (input_mtok, output_mtok...)")
+    if prices and not {"input_mtok", "output_mtok"} <= prices.keys():
+        e.fail("input_mtok", "tier prices need both input_mtok and output_mtok")
+    source = e.raw.get("source", path)
+    if not isinstance(source, str):
+        e.fail("source", f"must be a string, got {source!r}")
+    return TierPriceEntry(
+        index=index,
+        provider=normalize_provider(e.text("provider")),
+        tier=tier,
+        patterns=tuple(p.strip().lower() for p in patterns),
+        multiplier=multiplier,
+        prices=prices,
+        effective=e.date("effective"),
+        source=source,
+    )
+
+
+_TABLES = {
+    "model": _parse_model, "alias": _parse_alias, "discount": _parse_discount,
+    "tier": _parse_tier,
+}  # fmt: skip
 
 
 def load_overrides(path: str | os.PathLike[str]) -> Overrides:
@@ -356,7 +426,10 @@ def load_overrides(path: str | os.PathLike[str]) -> Overrides:
     for key, value in doc.items():
         if key not in _TABLES:
             raise PriceFileError(
-                spath, None, key, "unknown table (expected [[model]], [[alias]] or [[discount]])"
+                spath,
+                None,
+                key,
+                "unknown table (expected [[model]], [[alias]], [[discount]] or [[tier]])",
             )
         if not isinstance(value, list):
             raise PriceFileError(spath, None, key, f"must be an array of tables ([[{key}]])")
@@ -379,4 +452,5 @@ def load_overrides(path: str | os.PathLike[str]) -> Overrides:
         models=tuple(parsed["model"]),
         aliases=tuple(parsed["alias"]),
         discounts=tuple(parsed["discount"]),
+        tiers=tuple(parsed["tier"]),
     )

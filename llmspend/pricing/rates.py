@@ -117,7 +117,8 @@ def compile_spec(spec: PriceSpec, factor: Fraction) -> tuple[Rates, tuple[Tier, 
 
 
 def token_priced(spec: PriceSpec) -> bool:
-    """Whether llmspend's token counts can price this spec (not only per minute/page...)."""
+    """Whether llmspend's token counts can price this spec (not only per minute/page...).
+    An empty spec (genai-prices lists the model with no price keys) is a free model."""
     return any(k in spec for k in ("input_mtok", "output_mtok", "requests_kcount"))
 
 
@@ -249,7 +250,7 @@ def build_plan(
         ref = PriceRef(f"override:{ov.path if ov else ''}", e.provider or provider_id,
                        e.pattern, e.effective, None, pct)  # fmt: skip
         defs.append(_Def(e.prices, start, None, ref))
-    if not all(token_priced(d.spec) for d in defs):
+    if not all(token_priced(d.spec) or not d.spec for d in defs):  # no price keys: free
         return Plan((), None, None, provider_id, note=(
             f"{provider_id}/{found[1].id if found else name} is not priced per token "
             "(e.g. per audio minute or character), which llmspend cannot price"))  # fmt: skip
