@@ -44,7 +44,7 @@ def _loopback_only(host: Any, *args: Any, **kwargs: Any) -> Any:
     return _real_getaddrinfo(host, *args, **kwargs)
 
 
-socket.getaddrinfo = _loopback_only  # type: ignore[assignment]
+socket.getaddrinfo = _loopback_only
 
 
 @pytest.fixture

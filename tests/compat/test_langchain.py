@@ -18,10 +18,8 @@ pytest.importorskip("langchain_google_genai")
 def chat_openai(sim: Any) -> Any:
     from langchain_openai import ChatOpenAI
 
-    return ChatOpenAI(
-        model="gpt-4o-mini", base_url=sim.openai_base_url, api_key="x", max_retries=0,
-        stream_usage=True,
-    )  # fmt: skip
+    kw: dict[str, Any] = {"base_url": sim.openai_base_url, "api_key": "x", "max_retries": 0}
+    return ChatOpenAI(model="gpt-4o-mini", stream_usage=True, **kw)
 
 
 def chat_google(sim: Any) -> Any:
