@@ -113,6 +113,7 @@ def begin_call(
     max_output_tokens: int | None = None,
     streamed: bool = False,
     repeat: bool = False,
+    service_tier: str | None = None,
 ) -> Call | None:
     """Start a call: attribution, estimate and budget check, before anything is sent.
 
@@ -121,7 +122,8 @@ def begin_call(
     Raises :class:`~llmspend.BudgetExceeded` when a hard budget refuses the call (the
     refusal is recorded, unless ``repeat`` says the same request was refused moments ago:
     a retry of one user action), and :class:`~llmspend.errors.StoreUnavailable` when the
-    store is down and policy says hard budgets fail closed.
+    store is down and policy says hard budgets fail closed. ``service_tier``: the tier the
+    request asks for (``"batch"`` for a batch job), whose price the estimate uses.
     """
     tracker = installed_tracker()
     if tracker is None:
@@ -136,6 +138,7 @@ def begin_call(
             input_upper=input_tokens,
             output_cap=max_output_tokens,
             payload=payload,
+            service_tier=service_tier,
         )
         call.repeat = repeat
         tracker.before_call(call)

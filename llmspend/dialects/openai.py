@@ -29,6 +29,7 @@ from ..call import Usage, estimate_input_tokens
 from . import Reading, Request, Route, count, field, text_bytes, tokens_from_bytes
 
 __all__ = [
+    "ID_ROUTES",
     "INPUT_FIELDS",
     "PENDING",
     "ROUTES",
@@ -37,6 +38,7 @@ __all__ = [
     "api_of",
     "input_estimate",
     "max_output",
+    "normalize_path",
     "normalize_usage",
     "provider_for_host",
     "read",
@@ -59,7 +61,19 @@ ROUTES: dict[str, str] = {
     "/audio/transcriptions": "audio.transcriptions",
     "/audio/translations": "audio.translations",
     "/audio/speech": "audio.speech",
+    "/moderations": "moderations",
+    "/batches": "batches",
+    "/fine_tuning/jobs": "fine_tuning.jobs",
+    "/videos": "videos",
+    "/threads/runs": "beta.threads.create_and_run",
 }
+#: Billed routes with an id in the path: (the path's parts around the id) → ``api``.
+ID_ROUTES: dict[tuple[str, str], str] = {
+    ("/threads/", "/runs"): "beta.threads.runs",
+    ("/videos/", "/remix"): "videos.remix",
+}
+# Longest first, so that a suffix match picks ``/chat/completions`` over ``/completions``.
+_BY_LENGTH = sorted(ROUTES.items(), key=lambda kv: -len(kv[0]))
 #: Request fields whose text is billed as input (used for estimates).
 INPUT_FIELDS = (
     "messages", "input", "instructions", "prompt", "tools", "functions", "response_format",
@@ -93,13 +107,33 @@ def provider_for_host(host: str) -> str:
     return "openai-compatible"
 
 
+def normalize_path(path: str) -> str:
+    """A request path as the routes name it: the path of a full URL, without its query or
+    fragment or trailing slash, with a leading ``/`` (``chat/completions?x=1`` →
+    ``/chat/completions``). Prefixes (``/v1``, Azure's ``/openai/deployments/{d}``) stay."""
+    if "://" in path:
+        path = urlsplit(path).path
+    path = path.split("?", 1)[0].split("#", 1)[0].rstrip("/")
+    return path if path.startswith("/") else "/" + path
+
+
 def api_of(path: str) -> str | None:
-    """The ``api`` of a request path (relative like ``/chat/completions``, or a full URL
-    whose path ends with a route); ``None`` when the path is not a billed route."""
+    """The ``api`` of a request path (relative like ``/chat/completions`` or
+    ``chat/completions?x=1``, with a prefix such as ``/v1`` or Azure's
+    ``/openai/deployments/{d}``, or a full URL); ``None`` when it is not a billed route."""
     api = ROUTES.get(path)
-    if api is None and "://" in path:
-        path = urlsplit(path).path.rstrip("/")
-        api = next((v for k, v in ROUTES.items() if path.endswith(k)), None)
+    if api is not None:
+        return api
+    path = normalize_path(path)
+    api = ROUTES.get(path)
+    if api is None:
+        api = next((v for k, v in _BY_LENGTH if path.endswith(k)), None)
+    if api is None:
+        for (head, tail), name in ID_ROUTES.items():
+            if path.endswith(tail) and head in path:
+                ident = path[: -len(tail)].rsplit(head, 1)[-1]
+                if ident and "/" not in ident:
+                    return name
     return api
 
 

@@ -89,7 +89,10 @@ class CallContext:
         status: str = "ok",
         error: BaseException | None = None,
     ) -> None:
-        """Settle with the usage the dialect read, or an estimate when it had none."""
+        """Settle with the usage the dialect read (priced at the tier the provider reports
+        it served), or an estimate when it had none."""
+        if reading.service_tier is not None:
+            self.call.service_tier = reading.service_tier
         if reading.usage is None:
             self.finish_estimate(
                 status, reading.out_bytes, model=reading.model, request_id=request_id, error=error
@@ -101,6 +104,7 @@ class CallContext:
             response_model=reading.model,
             request_id=request_id,
             error=error,
+            service_tier=reading.service_tier,
         )
 
     def finish_result(self, obj: Any, request_id: str | None = None) -> None:

@@ -43,6 +43,7 @@ from ..dialects import Request, Route
 from ..dialects import openai as dialect
 from ..pipeline import begin_call, handled, internal_error, shielded
 from ..plugins import Patch
+from .openai_batches import begin_batch, created, watch
 from .openai_calls import LEDGER, CallContext
 from .openai_streams import observe_raw, observe_stream, settle_bytes
 
@@ -134,6 +135,7 @@ def _plan(instance: Any, args: tuple[Any, ...], kwargs: dict[str, Any]) -> _Plan
     url = options.url
     if url not in _ROUTES and dialect.api_of(url) is None:  # (most requests stop here)
         return _pending_id(options) if LEDGER else None
+    url = dialect.normalize_path(url)
     body = options.json_data
     if type(body) is not dict and not isinstance(body, Mapping):
         body = {}
@@ -181,8 +183,10 @@ def _with_usage_option(
 
 def _begin(
     instance: Any, args: tuple[Any, ...], kwargs: dict[str, Any]
-) -> tuple[CallContext | str | None, tuple[Any, ...], dict[str, Any]]:
-    """Start the call (budget check included) and adjust the request if needed.
+) -> tuple[Any, tuple[Any, ...], dict[str, Any]]:
+    """Start the call (budget check included) and adjust the request if needed: a
+    :class:`CallContext`, a parked background response's id, an observer of a batch
+    request's result (:mod:`.openai_batches`) or ``None``.
 
     Only llmspend's own refusals (``BudgetExceeded``, ``StoreUnavailable``) propagate;
     any other failure here leaves the call untracked and the request unchanged.
@@ -192,17 +196,29 @@ def _begin(
     except Exception as exc:  # an unexpected request shape, or a bug: stay out of the way
         internal_error("read an openai request", exc)
         plan = None
-    if plan is None or isinstance(plan, str):
+    if plan is None:
+        try:
+            options = _options_of(args, kwargs)
+            return watch(str(options.method).lower(), options.url, options), args, kwargs
+        except Exception as exc:
+            internal_error("read an openai batch request", exc)
+            return None, args, kwargs
+    if isinstance(plan, str):
         return plan, args, kwargs
     route = plan.route
-    call = begin_call(
-        route.provider,
-        route.api,
-        route.model,
-        payload=route.payload,
-        max_output_tokens=route.output_cap,
-        streamed=plan.streamed,
-    )  # may raise BudgetExceeded: nothing has been sent
+    tier = plan.body.get("service_tier")
+    if route.api == "batches":
+        call = begin_batch(route.provider, plan.body)
+    else:
+        call = begin_call(
+            route.provider,
+            route.api,
+            route.model,
+            payload=route.payload,
+            max_output_tokens=route.output_cap,
+            streamed=plan.streamed,
+            service_tier=tier if isinstance(tier, str) else None,
+        )  # may raise BudgetExceeded: nothing has been sent
     if call is None:
         return None, args, kwargs
     injected = False
@@ -250,7 +266,9 @@ def _observe(ctx: CallContext, result: Any, *, is_async: bool) -> Any:
     """Settle now (complete results) or arrange to settle later (streams, raw bodies)."""
     try:
         sdk = _types()
-        if isinstance(result, sdk.streams):
+        if ctx.api == "batches":
+            created(ctx.call, result)
+        elif isinstance(result, sdk.streams):
             observe_stream(ctx, result, is_async=is_async)
         elif isinstance(result, sdk.raws):
             observe_raw(ctx, result, result.http_response, is_async=is_async)
@@ -293,6 +311,11 @@ def _request(wrapped: Any, instance: Any, args: tuple[Any, ...], kwargs: dict[st
     ctx, args, kwargs = _begin(instance, args, kwargs)
     if ctx is None:
         return wrapped(*args, **kwargs)
+    if callable(ctx):  # a batch input upload, a batch or its results read
+        with handled():
+            result = wrapped(*args, **kwargs)
+        shielded(ctx, result, what="read an openai batch")
+        return result
     if isinstance(ctx, str):
         with handled():
             result = wrapped(*args, **kwargs)
@@ -313,6 +336,11 @@ async def _arequest(
     ctx, args, kwargs = _begin(instance, args, kwargs)
     if ctx is None:
         return await wrapped(*args, **kwargs)
+    if callable(ctx):  # a batch input upload, a batch or its results read
+        with handled():
+            result = await wrapped(*args, **kwargs)
+        shielded(ctx, result, what="read an openai batch")
+        return result
     if isinstance(ctx, str):
         with handled():
             result = await wrapped(*args, **kwargs)

@@ -29,6 +29,9 @@ from .formulas import (
     tokens_of,
     vector,
 )
+from .openai_jobs import files_and_batches, fine_tuning, moderations, videos
+from .openai_jobs import multipart as _multipart
+from .openai_jobs import text_of as _text
 
 __all__ = ["PNG", "error_body", "handle"]
 
@@ -130,6 +133,12 @@ class _Ctx:
         return round((plan.prompt - plan.cached) * 1e-6 + plan.cached * 0.25e-6 + out * 2e-6, 12)
 
 
+def _tier(body: dict[str, Any]) -> str:
+    """The tier a response reports: the one asked for (``flex``, ``priority``), else default."""
+    asked = body.get("service_tier")
+    return asked if asked in ("flex", "priority", "scale") else "default"
+
+
 def handle(
     ex: Exchange, route: str, *, provider: str | None = None, deployment: str | None = None
 ) -> None:
@@ -142,19 +151,11 @@ def handle(
         return _POSTS[api](ctx)
     if route.startswith("/responses/") and ex.method in ("GET", "DELETE"):
         return _stored_response(ctx, route.split("/")[2])
+    if route.startswith(("/files", "/batches")):
+        return files_and_batches(ctx, route.rstrip("/").split("/")[1:])
     if ex.method == "GET" and (route == "/models" or route.startswith("/models/")):
         return _models(ctx, route[len("/models/") :] if route.startswith("/models/") else None)
     return ex.send_error(404, f"Unknown route {ex.method} {route} (llmspend.sim)")
-
-
-def _text(content: Any) -> str:
-    """The text of a message content (string or list of parts)."""
-    if isinstance(content, str):
-        return content
-    if isinstance(content, list):
-        parts = [p for p in content if isinstance(p, dict)]
-        return "\n".join(_text(p.get("text") or p.get("content") or p.get("output")) for p in parts)
-    return "" if content is None else json.dumps(content)
 
 
 def _images_in(items: list[dict[str, Any]]) -> int:
@@ -223,7 +224,8 @@ def _chat(ctx: _Ctx) -> None:
     if call:
         fn = {"name": call[0], "arguments": call[1]}
         tool_calls = [{"id": ex.ident("call_"), "type": "function", "function": fn}]
-    head = dict(id=ex.ident("chatcmpl-"), created=ctx.created, model=model, service_tier="default")
+    head = dict(id=ex.ident("chatcmpl-"), created=ctx.created, model=model)
+    head["service_tier"] = _tier(body)
     head["system_fingerprint"] = FINGERPRINT
     if ctx.provider == "openrouter":
         head["provider"] = "OpenAI"
@@ -336,7 +338,7 @@ def _responses(ctx: _Ctx) -> None:
     resp["incomplete_details"] = {"reason": "max_output_tokens"} if status == "incomplete" else None
     for key, default in _RESPONSE_ECHO.items():
         resp[key] = body.get(key, default)
-    resp |= dict(reasoning={"effort": effort, "summary": None}, service_tier="default")
+    resp |= dict(reasoning={"effort": effort, "summary": None}, service_tier=_tier(body))
     resp |= dict(text={"format": fmt, "verbosity": "medium"}, truncation="disabled")
     ex.sim._remember(resp)
     if not stream:
@@ -462,17 +464,6 @@ def _images(ctx: _Ctx) -> None:
     ex.send_json(reply)
 
 
-def _multipart(ex: Exchange) -> dict[str, bytes]:
-    boundary = ex.headers.get("content-type", "").partition("boundary=")[2].strip('"; ').encode()
-    fields: dict[str, bytes] = {}
-    for part in ex.raw.split(b"--" + boundary)[1:] if boundary else []:
-        head, _, data = part.partition(b"\r\n\r\n")
-        name = head.partition(b'name="')[2].partition(b'"')[0].decode()
-        if name:
-            fields[name] = data[:-2] if data.endswith(b"\r\n") else data
-    return fields
-
-
 def _transcription(ctx: _Ctx) -> None:
     ex = ctx.ex
     form = _multipart(ex)
@@ -525,7 +516,8 @@ def _speech(ctx: _Ctx) -> None:
 _POSTS = {
     "chat.completions": _chat, "responses": _responses, "embeddings": _embeddings,
     "images.generations": _images, "audio.transcriptions": _transcription,
-    "audio.speech": _speech,
+    "audio.speech": _speech, "moderations": moderations, "fine_tuning.jobs": fine_tuning,
+    "videos": videos,
 }  # fmt: skip
 
 
