@@ -14,8 +14,10 @@ The tree::
     │   └── BudgetError                a bad budget definition or an unknown budget
     ├── BudgetExceeded                 a call refused by a hard budget before it was sent
     ├── ReportError                    the spend report could not be made (names the cell)
-    └── ResponseFailedError            a provider's response said ``status: failed``; never
-                                       raised to a caller, only named as a call's error_type
+    ├── ResponseFailedError            a provider's response said ``status: failed``; never
+    │                                  raised to a caller, only named as a call's error_type
+    └── ProviderError                  a provider answered with an error status, seen by a
+                                       tap with no error type of its own (never raised)
 
     LLMSpendWarning (a UserWarning)    things worth knowing that do not stop anything
     └── UnknownModelWarning            a model with no price (its cost is recorded unknown)
@@ -38,6 +40,7 @@ __all__ = [
     "LLMSpendWarning",
     "PriceFileError",
     "PricingError",
+    "ProviderError",
     "ReportError",
     "ResponseFailedError",
     "SchemaTooNewError",
@@ -186,3 +189,9 @@ class ResponseFailedError(LLMSpendError):
     Never raised to a caller (the provider's answer is returned unchanged): it names the
     failure in the call's record (``error_type``).
     """
+
+
+class ProviderError(LLMSpendError):
+    """A provider answered with an error status to a request a tap saw, where the HTTP
+    client has no error type of its own to name it. Never raised to a caller (the
+    client's own answer is returned unchanged): it names the call's ``error_type``."""

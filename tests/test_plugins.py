@@ -137,6 +137,7 @@ def test_the_builtins_are_entry_points_and_nothing_lists_them() -> None:
         "httpx2": "llmspend.providers.httpx_tap:Httpx2Plugin",
         "requests": "llmspend.providers.requests_tap:RequestsPlugin",
         "aiohttp": "llmspend.providers.aiohttp_tap:AiohttpPlugin",
+        "dspy": "llmspend.providers.lm15_tap:DspyPlugin",
     }
     import llmspend.providers
 

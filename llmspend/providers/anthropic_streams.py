@@ -281,4 +281,6 @@ def observe_raw(ctx: CallContext, raw: Any, http: Any, *, is_async: bool) -> Non
         if not state["done"]:  # collected unclosed: settle off the collector's thread
             threading.Thread(target=on_close, args=(tee,), daemon=True).start()
 
-    weakref.finalize(raw, collected)
+    # On the HTTP response, not on the raw wrapper: a caller may parse the wrapper into a
+    # stream and drop it (litellm does), while the stream goes on reading the response.
+    weakref.finalize(http, collected)

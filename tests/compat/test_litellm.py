@@ -11,11 +11,6 @@ from .matrix import Probe, body_of, run
 
 litellm = pytest.importorskip("litellm")
 
-XFAIL_OPENAI_STREAM = pytest.mark.xfail(
-    strict=True,
-    reason="llmspend: a litellm openai/ stream (read through with_raw_response().parse()) is "
-    "recorded as 'partial' with estimated usage, not the usage the last chunk reported",
-)
 
 
 def openai_kw(sim: Any, text: str) -> dict[str, Any]:
@@ -63,7 +58,7 @@ async def _astream(kw: dict[str, Any]) -> list[Any]:
 
 @pytest.mark.parametrize(
     "kw",
-    [pytest.param(openai_kw, marks=XFAIL_OPENAI_STREAM), gemini_kw],
+    [openai_kw, gemini_kw],
     ids=["openai", "gemini"],
 )
 def test_a_stream_is_recorded_once_and_the_chunks_are_unchanged(kw: Any, spend: Probe) -> None:
