@@ -5,6 +5,7 @@ from __future__ import annotations
 import logging
 import threading
 
+from .budgets.heartbeat import HEARTBEAT
 from .children import Carrier, ChildSettings, hook_children, opted_out, set_enabled, unhook_children
 from .config import resolve_database_url
 from .plugins import apply_patches, remove_patches
@@ -73,6 +74,7 @@ def uninstall() -> None:
         set_tracker(current, installed=False)
         if current is not None:
             current.guard.release_standing()
+        HEARTBEAT.stop()  # no lease renewed from here on: a call still out keeps its lease
 
 
 def arrive(settings: ChildSettings | None) -> Carrier:

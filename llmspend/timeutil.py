@@ -13,7 +13,7 @@ from typing import Any
 
 from .errors import ValidationError
 
-__all__ = ["parse_span", "parse_when", "to_naive_utc", "utcnow"]
+__all__ = ["clock_shift", "parse_span", "parse_when", "to_naive_utc", "utcnow"]
 
 _SPAN = re.compile(r"^\s*(\d+(?:\.\d+)?)\s*(s|sec|m|min|h|hr|d|day|days|w|wk|weeks?)\s*$", re.I)
 _UNIT_SECONDS = {"s": 1, "m": 60, "h": 3600, "d": 86400, "w": 604800}
@@ -35,6 +35,12 @@ def shift_clock(delta: dt.timedelta) -> None:
     """Move llmspend's clock by ``delta`` (time travel for tests of periods and leases)."""
     global _offset
     _offset = delta
+
+
+def clock_shift() -> dt.timedelta:
+    """What :func:`shift_clock` moved llmspend's clock by (leases kept on the database's
+    clock are moved by it too)."""
+    return _offset
 
 
 def to_naive_utc(value: dt.datetime) -> dt.datetime:

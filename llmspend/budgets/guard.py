@@ -34,13 +34,16 @@ from typing import TYPE_CHECKING, Any, NamedTuple
 from sqlalchemy.exc import DBAPIError
 
 from .. import _process
-from ..call import DEFAULT_OUTPUT_CAP
+from ..call import DEFAULT_CONTEXT_WINDOW, DEFAULT_OUTPUT_CAP, output_cap_for
 from ..errors import BudgetExceeded, ConfigError, StoreError, StoreUnavailable
 from ..money import nanos_to_usd
 from ..store.fastsql import Tx, db_time, db_time_for, py_time
 from ..timeutil import utcnow
+from ..usage import recorded_tokens
+from .heartbeat import HEARTBEAT, lease_param
 from .holds import (
     HOLD,
+    HOLD_DB_CLOCK,
     OTHERS_HOLDS,
     REFUSAL,
     RESERVE_HARD,
@@ -279,9 +282,10 @@ class BudgetGuard:
             if held is None:
                 tx.rollback()
                 return False
+        HEARTBEAT.track(self.tracker.store, held, held.lease)  # renewed while it lives
         if quiet and tx.memo is not None:  # may stand for the next call (see settle)
             held.version, held.memo, held.source = version, tx.memo, targets
-            half_lease = now + dt.timedelta(seconds=lease_seconds() / 2)
+            half_lease = now + dt.timedelta(seconds=held.lease / 2)
             held.until = half_lease if hit.until is None else min(half_lease, hit.until)
         call.reservation = held
         return True
@@ -311,16 +315,20 @@ class BudgetGuard:
             held = self._hold(tx, *plan)
             if held is None:
                 tx.rollback()
+        if held is not None:
+            HEARTBEAT.track(self.tracker.store, held, held.lease)  # renewed while it lives
         return held
 
     def _hold_plan(self, targets: list[Target], amount: int, now: dt.datetime) -> Any:
         """What :meth:`_hold` sends, made before the write lock is taken."""
         sqlite = self.tracker.store.is_sqlite
+        lease = lease_seconds()
         held = Held(
             token=os.urandom(16).hex(),
             periods=sorted(t.period_id for t in targets),
             amount=amount,
             targets={t.period_id: t for t in targets},
+            lease=lease,
         )
         stamp = db_time_for(sqlite, now)
         hold = {
@@ -328,7 +336,12 @@ class BudgetGuard:
             "period_ids": ",".join(map(str, held.periods)),
             "amount": amount,
             "now": stamp,
-            "lease": db_time_for(sqlite, now + dt.timedelta(seconds=lease_seconds())),
+            # SQLite: a time on this clock; PostgreSQL: seconds after the database's clock
+            "lease": (
+                db_time_for(True, now + dt.timedelta(seconds=lease))
+                if sqlite
+                else lease_param(False, lease)
+            ),
             "owner": self.owner,
         }
         sql = None
@@ -351,7 +364,7 @@ class BudgetGuard:
                 stmt = RESERVE_HARD if t.budget.mode == "hard" else RESERVE_SOFT
                 if tx.run(stmt, {**params, "id": t.period_id}).rowcount != 1:
                     return None
-        tx.run(HOLD, hold)
+        tx.run(HOLD if tx.sqlite else HOLD_DB_CLOCK, hold)
         return held
 
     def _unpriced(self, targets: list[Target]) -> BudgetExceeded | None:
@@ -415,10 +428,33 @@ class BudgetGuard:
         )
 
     def estimate(self, call: Call) -> int | None:
-        """Worst-case cost in nanodollars (``None`` if the model cannot be priced)."""
+        """Worst-case cost in nanodollars (``None`` if the model cannot be priced).
+
+        Input: the call's offline bound (:attr:`Call.input_upper`), plus what it refers to
+        (:attr:`Call.refs`): each prior response's recorded input + output tokens, and the
+        model's context window for anything unknown (a response not recorded, content of
+        unknown size). Output: the request's cap, else the override's, the family's
+        published cap (``OUTPUT_CAPS``), the context window, ``DEFAULT_OUTPUT_CAP``.
+        """
         book = self.tracker.pricebook
+        window = None
         out = call.output_cap
         if out is None:
-            out = book.output_cap(call.provider, call.model) or DEFAULT_OUTPUT_CAP
-        return book.worst_case_nanos(call.provider, call.model, call.input_upper, out, call.epoch,
+            out = book.output_cap(call.provider, call.model) or output_cap_for(call.model)
+            if out is None:
+                window = book.context_window(call.provider, call.model)
+                out = window or DEFAULT_OUTPUT_CAP
+        inp = call.input_upper
+        refs = call.refs
+        if refs is not None:
+            found = {}
+            if refs.prior_ids:
+                with self.tracker.store.tx() as tx:
+                    found = recorded_tokens(tx, refs.prior_ids)
+            inp += sum(found.values())
+            if refs.open_ended or len(found) < len(set(refs.prior_ids)):
+                if window is None:
+                    window = book.context_window(call.provider, call.model)
+                inp += window or DEFAULT_CONTEXT_WINDOW
+        return book.worst_case_nanos(call.provider, call.model, inp, out, call.epoch,
                                      tier=call.service_tier, api=call.api)  # fmt: skip

@@ -4,9 +4,15 @@ A reservation adds the call's worst case to ``reserved_nanos`` of every period i
 (conditionally on the hard ones: ``spent + reserved + x <= limit``) and writes one hold row
 naming those periods, keyed by the call's token, with a lease. Settling deletes the hold
 and moves the actual cost into ``spent_nanos``; a hold whose kernel died is given back by
-whoever next finds its lease expired (one ``DELETE ... RETURNING``: exactly once). The
-statements are constant text; only integer period ids read from the store are formatted
-into them.
+whoever next finds its lease expired (one ``DELETE ... RETURNING``: exactly once). While
+its call runs, the lease is renewed (:mod:`.heartbeat`).
+
+Lease times: on PostgreSQL, a store many hosts share, ``lease_expires_at`` is set from the
+database's own clock (``statement_timestamp()`` plus the lease, in the statement that
+writes the hold, and in each renewal) and the reclaim compares it with that clock: a host
+whose clock is ahead cannot reclaim another host's live hold. On SQLite (one machine's
+file) every process reads the same clock, this one's. The statements are constant text;
+only integer period ids read from the store are formatted into them.
 """
 
 from __future__ import annotations
@@ -17,12 +23,14 @@ from typing import Any, NamedTuple
 
 from sqlalchemy import Connection
 
-from ..config import env_number
 from ..store.fastsql import SQL, Tx, db_time
+from ..timeutil import clock_shift
+from .heartbeat import HEARTBEAT, lease_seconds
 from .ledger import Statements, Target, id_list
 
 __all__ = [
     "HOLD",
+    "HOLD_DB_CLOCK",
     "KEEP",
     "KEEP_KNOWN",
     "KEPT",
@@ -41,14 +49,6 @@ __all__ = [
     "lease_seconds",
     "reclaim_expired",
 ]
-
-_DEFAULT_LEASE = 600.0
-
-
-def lease_seconds() -> float:
-    """How long a hold lasts before another process may reclaim it
-    (``LLMSPEND_LEASE_SECONDS``; default 600 s, at most a week)."""
-    return env_number("LLMSPEND_LEASE_SECONDS", _DEFAULT_LEASE, unit="seconds", high=7 * 86400)
 
 
 class Mirror(NamedTuple):
@@ -75,6 +75,7 @@ class Held:
     token: str
     periods: list[int] = field(default_factory=list)  # period ids to charge at settle
     amount: int = 0
+    lease: float = 0.0  # seconds: its lease, renewed while its call runs (heartbeat)
     # Per period id: its budget and start, for the alert decision at settle.
     targets: dict[int, Target] = field(default_factory=dict)
     # Set when it was made on a thread's SQLite connection (``memo`` is that connection's)
@@ -94,6 +95,12 @@ _EXPIRED = SQL(
     "DELETE FROM llmspend_reservations WHERE lease_expires_at < :now "
     "RETURNING period_ids, amount_nanos"
 )
+# PostgreSQL: against the database's clock (moved by shift_clock, as llmspend's is).
+_EXPIRED_DB_CLOCK = SQL(
+    "DELETE FROM llmspend_reservations WHERE lease_expires_at < "
+    "(statement_timestamp() AT TIME ZONE 'UTC') + CAST(:shift AS double precision) "
+    "* interval '1 second' RETURNING period_ids, amount_nanos"
+)
 _RELEASE = SQL(
     "UPDATE llmspend_budget_periods SET reserved_nanos = CASE WHEN reserved_nanos > :amount "
     "THEN reserved_nanos - :amount ELSE 0 END WHERE id = :id"
@@ -104,17 +111,23 @@ def reclaim_expired(conn: Connection | Tx, now: dt.datetime) -> int:
     """Give back what the calls whose lease has expired held. Returns how many calls.
 
     One ``DELETE ... RETURNING``: each expired hold is given back by exactly one
-    transaction, however many reclaim at once.
+    transaction, however many reclaim at once. ``now`` is the time on SQLite; PostgreSQL
+    reads its own clock.
     """
     tx = Tx.of(conn)
-    expired = tx.run(_EXPIRED, {"now": db_time(tx, now)}).all()
+    if tx.sqlite:
+        expired = tx.run(_EXPIRED, {"now": db_time(tx, now)}).all()
+    else:
+        expired = tx.run(_EXPIRED_DB_CLOCK, {"shift": clock_shift().total_seconds()}).all()
     _release(tx, expired)
     return len(expired)
 
 
 def give_back(tx: Tx, holds: list[Held]) -> None:
     """Delete these holds and give back what each still holds (nothing if its lease ran
-    out and it was reclaimed; only on the periods it still names)."""
+    out and it was reclaimed; only on the periods it still names). They are no longer
+    renewed."""
+    HEARTBEAT.forget(holds)
     _release(tx, [row for h in holds for row in tx.run(UNHOLD, {"token": h.token}).all()])
 
 
@@ -155,6 +168,13 @@ RESERVE_SOFT = SQL(
 HOLD = SQL(
     "INSERT INTO llmspend_reservations (token, period_ids, amount_nanos, created_at, "
     "lease_expires_at, owner) VALUES (:token, :period_ids, :amount, :now, :lease, :owner)"
+)
+# PostgreSQL: ``:lease`` is seconds after the database's clock (heartbeat.lease_param).
+HOLD_DB_CLOCK = SQL(
+    "INSERT INTO llmspend_reservations (token, period_ids, amount_nanos, created_at, "
+    "lease_expires_at, owner) VALUES (:token, :period_ids, :amount, :now, "
+    "(statement_timestamp() AT TIME ZONE 'UTC') + CAST(:lease AS double precision) "
+    "* interval '1 second', :owner)"
 )
 UNHOLD = SQL(
     "DELETE FROM llmspend_reservations WHERE token = :token RETURNING period_ids, amount_nanos"

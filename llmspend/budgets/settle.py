@@ -15,6 +15,7 @@ from typing import TYPE_CHECKING, Any
 
 from ..store.fastsql import Tx, db_time, db_time_for
 from ..timeutil import utcnow
+from .heartbeat import HEARTBEAT
 from .holds import KEEP, KEEP_KNOWN, KEPT, SETTLE, UNHOLD, Held, Keeping, Mirror, give_back
 from .standing import StandingHolds
 from .thresholds import PeriodState, reaches_a_threshold
@@ -115,6 +116,7 @@ class Settlement:
     def _settle_releasing(tx: Tx, held: Held, cost: int, now: dt.datetime) -> list[Any]:
         """Delete the hold, give back what it still holds and add the cost: the periods'
         rows after it."""
+        HEARTBEAT.forget([held])
         still = tx.run(UNHOLD, {"token": held.token}).first()
         # What is still held, and on which periods: nothing if the lease expired and the
         # hold was given back; not on a period deleted since (its id may be reused).
