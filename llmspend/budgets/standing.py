@@ -14,7 +14,8 @@ A hold stands only while it is exactly what a new reservation would make:
 * the next call uses it only if its own worst case fits in the amount held, no other
   connection has committed since (``PRAGMA data_version`` on the thread's connection, the
   same check that guards the remembered budgets), the period has not ended and the hold
-  is in the first half of its lease. Anything else gives the hold back, in the same
+  is in the first half of the lease it was made with (the heartbeat, which renews it as
+  any live hold, only ever lengthens it). Anything else gives the hold back, in the same
   transaction as the call's new reservation where there is one.
 
 Held between calls, it is what another kernel sees as ``reserved``: one call's estimate
