@@ -361,13 +361,16 @@ def test_hard_budget_refuses_once_before_anything_is_sent(
 
     async def go() -> None:
         ac = aclient(fresh_sim, max_retries=3)
-        await ac.messages.create(model=MODEL, max_tokens=4000, messages=user("too dear"))
+        await ac.messages.create(model=MODEL, max_tokens=4000, messages=user("too dear, async"))
 
     with pytest.raises(llmspend.BudgetExceeded):
         asyncio.run(go())
     assert fresh_sim.request_count == 0
     frame = llmspend.records()
     assert list(frame.status) == ["refused"] * 3  # one row per refusal, not one per retry
+    with pytest.raises(llmspend.BudgetExceeded):  # the caller asks again: a new action
+        c.messages.create(model=MODEL, max_tokens=4000, messages=user("too dear"))
+    assert len(llmspend.records()) == 4 and fresh_sim.request_count == 0
     c.messages.count_tokens(model=MODEL, messages=user("free"))  # free calls pass
     assert fresh_sim.request_count == 1
 

@@ -47,6 +47,35 @@ def tap(fresh_sim: SimServer, endpoints: Any, tmp_path: Any) -> Iterator[Tracker
     llmspend.uninstall()
 
 
+FRAMEWORK = """
+# A framework's call: the request sent again on any failure, as litellm does.
+
+
+def post(client, url, body, attempts):
+    failures = []
+    for _ in range(attempts):
+        try:
+            return client(url, json=body)
+        except Exception as exc:
+            failures.append(exc)
+    raise RuntimeError(f"gave up after {attempts} attempts") from failures[-1]
+"""
+
+
+@pytest.fixture
+def framework(tmp_path: Any, monkeypatch: pytest.MonkeyPatch) -> Iterator[Any]:
+    """A tiny retrying framework, installed (its file in a site-packages directory)."""
+    import importlib
+    import sys
+
+    site = tmp_path / "site-packages"
+    site.mkdir()
+    (site / "retryingfw.py").write_text(FRAMEWORK)
+    monkeypatch.syspath_prepend(str(site))
+    yield importlib.import_module("retryingfw")
+    sys.modules.pop("retryingfw", None)
+
+
 def rows(tracker: Tracker) -> list[dict[str, Any]]:
     return list(tracker.recent)
 
@@ -231,23 +260,27 @@ def test_a_hard_budget_refuses_before_anything_is_sent(tap: Tracker, fresh_sim: 
 
 
 def test_a_retried_refusal_is_one_row_and_nothing_is_ever_sent(
-    tap: Tracker, fresh_sim: SimServer
+    tap: Tracker, fresh_sim: SimServer, framework: Any
 ) -> None:
     """What a framework does with a transport error: send the same request again."""
     llmspend.set_budget("org", "acme", "0.000001")
     url = fresh_sim.openai_base_url + "/chat/completions"
-    for _ in range(4):
-        with pytest.raises(llmspend.BudgetExceeded):
-            httpx.post(url, json=CHAT)
+    with pytest.raises(RuntimeError, match="gave up after 4") as info:
+        framework.post(httpx.post, url, CHAT, 4)
+    assert isinstance(info.value.__cause__, llmspend.BudgetExceeded)
     assert fresh_sim.request_count == 0
     assert [r["status"] for r in rows(tap)] == ["refused"]
-    other = {**CHAT, "messages": [{"role": "user", "content": "another question"}]}
-    with pytest.raises(llmspend.BudgetExceeded):
-        httpx.post(url, json=other)  # another action: recorded
+    with pytest.raises(RuntimeError):  # the caller tries again: another action, recorded
+        framework.post(httpx.post, url, CHAT, 4)
     assert [r["status"] for r in rows(tap)] == ["refused", "refused"]
+    for _ in range(2):  # the caller's own loop: each turn is an action of its own
+        with pytest.raises(llmspend.BudgetExceeded):
+            httpx.post(url, json=CHAT)
+    assert [r["status"] for r in rows(tap)] == ["refused"] * 4
     llmspend.set_budget("org", "acme", 100)
     assert httpx.post(url, json=CHAT).status_code == 200  # allowed again: sent, recorded
-    assert [r["status"] for r in rows(tap)] == ["refused", "refused", "ok"]
+    assert [r["status"] for r in rows(tap)] == ["refused"] * 4 + ["ok"]
+    assert fresh_sim.request_count == 1
 
 
 # -- one row per request, with SDK taps above -------------------------------------------------
@@ -369,7 +402,9 @@ def test_a_bad_endpoint_is_a_config_error(value: str, endpoints: Any, monkeypatc
 # -- requests ---------------------------------------------------------------------------------
 
 
-def test_requests_json_stream_and_refusal(tap: Tracker, fresh_sim: SimServer) -> None:
+def test_requests_json_stream_and_refusal(
+    tap: Tracker, fresh_sim: SimServer, framework: Any
+) -> None:
     import requests
 
     url = fresh_sim.openai_base_url + "/chat/completions"
@@ -402,9 +437,9 @@ def test_requests_json_stream_and_refusal(tap: Tracker, fresh_sim: SimServer) ->
 
     llmspend.set_budget("org", "acme", "0.000001")
     sent = fresh_sim.request_count
-    for _ in range(3):
-        with pytest.raises(llmspend.BudgetExceeded):
-            requests.post(url, json=CHAT)
+    with pytest.raises(RuntimeError) as info:  # retried three times by a framework
+        framework.post(requests.post, url, CHAT, 3)
+    assert isinstance(info.value.__cause__, llmspend.BudgetExceeded)
     assert fresh_sim.request_count == sent
     assert [r["status"] for r in rows(tap)].count("refused") == 1
 
@@ -462,14 +497,14 @@ def test_aiohttp_json_stream_early_release_and_refusal(tap: Tracker, fresh_sim: 
 
     async def refused() -> None:
         async with aiohttp.ClientSession() as session:
-            for _ in range(3):
+            for _ in range(2):  # two actions of the caller's own
                 with pytest.raises(llmspend.BudgetExceeded):
                     await session.post(url, json=CHAT)
 
     llmspend.set_budget("org", "acme", "0.000001")
     asyncio.run(refused())
     assert fresh_sim.request_count == 3
-    assert [r["status"] for r in rows(tap)].count("refused") == 1
+    assert [r["status"] for r in rows(tap)].count("refused") == 2
 
 
 def test_a_stream_left_open_by_an_interrupted_cell_is_settled(

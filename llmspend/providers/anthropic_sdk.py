@@ -33,7 +33,7 @@ from typing import Any, NamedTuple
 
 from ..dialects import Reading, Request
 from ..dialects import anthropic as dialect
-from ..pipeline import begin_call, handled, internal_error, shielded
+from ..pipeline import begin_call, handled, internal_error, json_key, shielded
 from ..plugins import Patch
 from .anthropic_streams import CallContext, observe_raw, observe_stream
 
@@ -91,6 +91,7 @@ def _begin(instance: Any, args: tuple[Any, ...], kwargs: dict[str, Any]) -> Call
         payload=route.payload,
         max_output_tokens=route.output_cap,
         streamed=bool(kwargs.get("stream")),
+        request_key=json_key("POST", route.api, body),
     )  # may raise BudgetExceeded: nothing has been sent
     return None if call is None else CallContext(call, route.api, body)
 

@@ -12,45 +12,33 @@ Nothing here touches what the caller gets: the taps pass the library's own objec
 A request an SDK tap is recording (:func:`llmspend.pipeline.is_handled`) is not looked at:
 one call is one row however many layers see it.
 
-**Retries of a refused request.** Frameworks (litellm, dspy, instructor) and SDKs without
-an SDK tap turn an exception from their HTTP client into a retryable error and send the
-same request again. Every attempt is checked against the budgets again (nothing is sent
-while they refuse), but the same request refused again within
-:data:`REPEAT_WINDOW_SECONDS` is not recorded again: one user action, one refused row.
+A framework's retries of a refused request are refused each time and recorded once
+(:func:`llmspend.pipeline.begin_call`'s ``request_key``).
 """
 
 from __future__ import annotations
 
-import hashlib
 import importlib
 import json
 import logging
 import threading
-import time
-from collections import OrderedDict
 from collections.abc import Mapping
 from typing import Any
 
-from ..attribution import current_overrides
 from ..call import Call, Usage
 from ..dialects import Reading, Request, Route, tokens_from_bytes
 from ..dialects.hosts import Endpoint, match
-from ..errors import BudgetExceeded
 from ..pipeline import begin_call, internal_error
 from ..tracker import installed_tracker
 from .bytestreams import Tee, decoded
 
-__all__ = ["REPEAT_WINDOW_SECONDS", "Ending", "Seen", "see"]
+__all__ = ["Ending", "Seen", "see"]
 
 log = logging.getLogger("llmspend")
 
-#: How long the same refused request, sent again, is taken for a retry of the same action.
-REPEAT_WINDOW_SECONDS = 60.0
 _MAX_BODY = 64 * 1024 * 1024  # a request body larger than this is not parsed (estimated)
 
 _dialects: dict[str, Any] = {}
-_refused: OrderedDict[bytes, float] = OrderedDict()
-_refused_lock = threading.Lock()
 
 
 def _dialect(name: str) -> Any:
@@ -86,38 +74,6 @@ def _route(ep: Endpoint, method: str, path: str, body: Any, query: Any) -> Route
     if route is not None and ep.provider:
         route.provider = ep.provider
     return route
-
-
-def _fingerprint(tracker: Any, method: str, url: str, content: bytes | None) -> bytes:
-    """The same request, by the same caller (store, attribution), to the same place."""
-    over = current_overrides()
-    who = (id(tracker), tracker.defaults, over.org, over.project, over.user)
-    h = hashlib.blake2b(digest_size=16)
-    for part in (repr(who).encode(), method.encode(), b" ", url.encode(), b"\n"):
-        h.update(part)
-    h.update(content or b"")
-    return h.digest()
-
-
-def _refused_before(key: bytes) -> bool:
-    now = time.monotonic()
-    with _refused_lock:
-        while _refused and next(iter(_refused.values())) < now - REPEAT_WINDOW_SECONDS:
-            _refused.popitem(last=False)
-        return key in _refused
-
-
-def _remember_refusal(key: bytes) -> None:
-    with _refused_lock:
-        _refused[key] = time.monotonic()
-        _refused.move_to_end(key)
-        while len(_refused) > 1024:
-            _refused.popitem(last=False)
-
-
-def _forget_refusal(key: bytes) -> None:
-    with _refused_lock:
-        _refused.pop(key, None)
 
 
 class Seen:
@@ -267,25 +223,18 @@ def see(
     route = _route(ep, method, under, body, query)
     if route is None or not route.billed:
         return None
-    url = f"{scheme}://{host}:{port}{path}"
-    # Hashing the body costs more than the rest: only while a refusal is remembered.
-    key = _fingerprint(tracker, method, url, content) if _refused else None
-    try:
-        call = begin_call(
-            route.provider,
-            route.api,
-            route.model,
-            payload=route.payload,
-            input_tokens=route.input_upper,
-            max_output_tokens=route.output_cap,
-            streamed=route.streamed,
-            repeat=key is not None and _refused_before(key),
-        )
-    except BudgetExceeded:
-        _remember_refusal(key or _fingerprint(tracker, method, url, content))
-        raise
+    call = begin_call(
+        route.provider,
+        route.api,
+        route.model,
+        payload=route.payload,
+        input_tokens=route.input_upper,
+        max_output_tokens=route.output_cap,
+        streamed=route.streamed,
+        request_key=lambda: b"%s %s://%s:%d%s\n%s"
+        % (method.encode(), scheme.encode(), host.encode(), port or 0, path.encode(),
+           content or b""),
+    )  # fmt: skip
     if call is None:
         return None
-    if key is not None:
-        _forget_refusal(key)
     return Seen(call, route, ep.dialect)

@@ -41,7 +41,7 @@ from typing import Any, NamedTuple
 
 from ..dialects import Request, Route
 from ..dialects import openai as dialect
-from ..pipeline import begin_call, handled, internal_error, shielded
+from ..pipeline import begin_call, handled, internal_error, json_key, shielded
 from ..plugins import Patch
 from .openai_batches import begin_batch, created, watch
 from .openai_calls import LEDGER, CallContext
@@ -218,6 +218,7 @@ def _begin(
             max_output_tokens=route.output_cap,
             streamed=plan.streamed,
             service_tier=tier if isinstance(tier, str) else None,
+            request_key=json_key("POST", route.api, plan.body),
         )  # may raise BudgetExceeded: nothing has been sent
     if call is None:
         return None, args, kwargs

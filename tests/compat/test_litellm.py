@@ -89,11 +89,6 @@ def test_a_refusal_with_default_retries_is_one_row_and_nothing_sent(spend: Probe
     assert refusal.names_the_budget
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="llmspend: the openai SDK tap records a refused row on every litellm retry "
-    "(num_retries=3 gives four 'refused' rows for one completion(); nothing is sent)",
-)
 def test_a_refusal_retried_by_litellm_is_one_row_and_nothing_sent(spend: Probe) -> None:
     refusal = spend.refuse(
         lambda: litellm.completion(**openai_kw(spend.sim, "refuse me again"), num_retries=3)
