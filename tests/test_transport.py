@@ -527,3 +527,18 @@ def test_a_stream_left_open_by_an_interrupted_cell_is_settled(
     unread.close()
     assert [r["status"] for r in rows(tap)] == ["partial", "partial"]
     client.close()
+
+
+def test_the_tier_a_response_reports_chooses_the_price(tap: Tracker, fresh_sim: Any) -> None:
+    url = fresh_sim.openai_base_url + "/chat/completions"
+    body = {**CHAT, "model": "o3", "max_tokens": 50}
+    httpx.post(url, json=body)
+    flex = httpx.post(url, json={**body, "service_tier": "flex"}).json()
+    assert flex["service_tier"] == "flex"
+    standard, tiered = rows(tap)
+    assert (standard["input_tokens"], standard["output_tokens"]) == (
+        tiered["input_tokens"],
+        tiered["output_tokens"],
+    )
+    assert tiered["cost_nanos"] < standard["cost_nanos"]
+    assert "tier=flex" in tiered["price_ref"] and "tier=" not in (standard["price_ref"] or "")

@@ -104,6 +104,7 @@ class CallContext:
             request_id=request_id,
             error=error,
             usage_estimated=estimated,
+            service_tier=reading.service_tier,
         )
 
 

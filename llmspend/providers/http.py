@@ -120,12 +120,12 @@ class Seen:
             )  # fmt: skip
             self.call.finish(
                 usage, status=status, response_model=reading.model, request_id=rid,
-                error=error, usage_estimated=True,
+                error=error, usage_estimated=True, service_tier=reading.service_tier,
             )  # fmt: skip
         else:
             self.call.finish(
                 reading.usage, status=status, response_model=reading.model, request_id=rid,
-                error=error,
+                error=error, service_tier=reading.service_tier,
             )  # fmt: skip
 
     def _read(self, data: bytes, content_type: str) -> Reading:
