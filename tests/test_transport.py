@@ -542,3 +542,30 @@ def test_the_tier_a_response_reports_chooses_the_price(tap: Tracker, fresh_sim: 
     )
     assert tiered["cost_nanos"] < standard["cost_nanos"]
     assert "tier=flex" in tiered["price_ref"] and "tier=" not in (standard["price_ref"] or "")
+
+
+def test_every_transport_patch_is_restored_by_identity(tmp_path: Any) -> None:
+    import aiohttp
+    import requests
+    from aiohttp import client_reqrep, streams
+
+    def current() -> list[Any]:
+        return [
+            httpx.Client.__dict__["send"],
+            httpx.AsyncClient.__dict__["send"],
+            httpx2.Client.__dict__["send"],
+            httpx2.AsyncClient.__dict__["send"],
+            requests.Session.__dict__["send"],
+            aiohttp.ClientSession.__dict__["_request"],
+            streams.StreamReader.__dict__["feed_data"],
+            client_reqrep.ClientResponse.__dict__["release"],
+            client_reqrep.ClientResponse.__dict__["close"],
+        ]
+
+    before = current()
+    llmspend.install(f"sqlite:///{tmp_path / 'i.sqlite'}")
+    try:
+        assert all(a is not b for a, b in zip(current(), before, strict=True))
+    finally:
+        llmspend.uninstall()
+    assert all(a is b for a, b in zip(current(), before, strict=True))
