@@ -18,28 +18,39 @@ import socket
 import threading
 import time
 import warnings
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass
-from typing import Any
+from typing import Any, NamedTuple
 
 from .attribution import current_overrides
 from .timeutil import utcnow
 
 __all__ = [
+    "DEFAULT_CONTEXT_WINDOW",
     "DEFAULT_OUTPUT_CAP",
     "MAX_TOKENS",
+    "OUTPUT_CAPS",
     "Call",
+    "InputBound",
+    "PartRule",
+    "Payload",
     "Usage",
+    "count_parts",
     "estimate_input_tokens",
+    "measure_input",
     "notebook_path",
+    "output_cap_for",
     "session_id",
 ]
 
 log = logging.getLogger("llmspend")
 
-#: Output tokens assumed for the worst case when neither the request nor the price data
-#: gives a cap.
+#: Output tokens assumed for the worst case when neither the request, the price data nor
+#: :data:`OUTPUT_CAPS` gives a cap, and the model's context window is unknown.
 DEFAULT_OUTPUT_CAP = 32_768
+#: Tokens assumed for content of unknown size (see :class:`InputBound`) when the price data
+#: does not know the model's context window (the largest windows offered are ~2M).
+DEFAULT_CONTEXT_WINDOW = 2_000_000
 #: No real call reports more; larger numbers from a broken server are clamped.
 MAX_TOKENS = 2**40
 _PER_MESSAGE_OVERHEAD = 8
@@ -67,31 +78,141 @@ class Usage:
         return Usage(inp, cached, cw, out, reasoning)
 
 
-def _text_bytes(obj: Any, depth: int = 0) -> int:
-    if isinstance(obj, str):  # an ASCII string's length is its UTF-8 length
-        return len(obj) if obj.isascii() else len(obj.encode("utf-8", "surrogatepass"))
-    if isinstance(obj, (bytes, bytearray)):
-        return len(obj)
-    if depth > 32:
-        return 0
+class InputBound(NamedTuple):
+    """An offline bound on a request's input: ``tokens`` counted from its own content, and
+    what it refers to beyond that — ``prior_ids``, responses whose recorded tokens it
+    brings in (OpenAI ``previous_response_id``), and ``open_ended``: content of unknown
+    size (a file by id, a conversation, a PDF), bounded by the model's context window."""
+
+    tokens: int
+    prior_ids: tuple[str, ...] = ()
+    open_ended: bool = False
+
+
+class Payload(list[Any]):
+    """A request's billed input fields (equal to the plain list of them) with the dialect's
+    ``measure(payload) -> InputBound``, which knows its media parts and references and may
+    read ``body``. Counted only when a budget asks (:attr:`Call.input_upper`)."""
+
+    __slots__ = ("body", "measure")
+
+    def __init__(
+        self, parts: Any, measure: Callable[[Payload], InputBound], body: Any = None
+    ) -> None:
+        super().__init__(parts)
+        self.measure = measure
+        self.body = body
+
+
+#: A media part's tokens, or ``None`` when a mapping is not one (then its text is counted);
+#: a negative count means the part's size is unknown (see :class:`InputBound`).
+PartRule = Callable[[Mapping[str, Any]], "int | None"]
+
+
+def _walk(obj: Any, part: PartRule | None = None) -> tuple[int, bool]:
+    """``(bytes, open_ended)``: the UTF-8 bytes of every string, key and number in ``obj``
+    plus 8 per mapping, media parts counted by ``part``. Iterative: no depth limit."""
     n = 0
-    if type(obj) is dict or isinstance(obj, Mapping):  # the ABC check costs most: last
-        for v in obj.values():
-            n += _text_bytes(v, depth + 1)
-        return n + _PER_MESSAGE_OVERHEAD
-    if isinstance(obj, (list, tuple)):
-        for v in obj:
-            n += _text_bytes(v, depth + 1)
-    return n
+    open_ended = False
+    stack = [obj]
+    pop, extend = stack.pop, stack.extend
+    while stack:
+        o = pop()
+        t = type(o)
+        if t is str:  # an ASCII string's length is its UTF-8 length
+            n += len(o) if o.isascii() else len(o.encode("utf-8", "surrogatepass"))
+        elif t is list or t is tuple:
+            extend(o)
+        elif t is dict or isinstance(o, Mapping):  # the ABC check costs most: last
+            if part is not None:
+                hit = part(o)
+                if hit is not None:
+                    if hit < 0:
+                        open_ended = True
+                    else:
+                        n += hit
+                    continue
+            n += _PER_MESSAGE_OVERHEAD
+            for k in o:  # a schema's property names are billed text too
+                if type(k) is str:
+                    n += len(k) if k.isascii() else len(k.encode("utf-8", "surrogatepass"))
+            extend(o.values())
+        elif isinstance(o, str):
+            n += len(o.encode("utf-8", "surrogatepass"))
+        elif isinstance(o, (bytes, bytearray)):
+            n += len(o)
+        elif isinstance(o, (list, tuple)):
+            extend(o)
+        elif isinstance(o, (int, float)):  # in a schema (enum, minimum...): its digits
+            n += len(repr(o))
+    return n, open_ended
+
+
+def _text_bytes(obj: Any) -> int:
+    """The UTF-8 bytes of the text in ``obj`` (see :func:`_walk`), at any depth."""
+    return _walk(obj)[0]
 
 
 def estimate_input_tokens(payload: Any) -> int:
     """A hard upper bound on input tokens, computed offline.
 
-    A BPE token covers at least one byte, so the UTF-8 length of every string in the
-    request (plus a small per-object overhead for the chat template) bounds the tokens.
+    A BPE token covers at least one byte, so the UTF-8 length of every string, key and
+    number in the request (plus a small per-object overhead for the chat template) bounds
+    the tokens. Loose about 4× for English text (a token averages ~4 bytes).
     """
     return _text_bytes(payload)
+
+
+def count_parts(payload: Any, part: PartRule) -> InputBound:
+    """The bound of ``payload`` with its media parts counted by ``part`` (a dialect's)."""
+    n, open_ended = _walk(payload, part)
+    return InputBound(n, (), open_ended)
+
+
+def measure_input(payload: Any) -> InputBound:
+    """The :class:`InputBound` of a payload: a dialect's :class:`Payload` measures itself
+    (if that fails, its text is counted and its size taken as unknown), an
+    :class:`InputBound` is itself, anything else is text."""
+    if type(payload) is Payload:
+        try:
+            return payload.measure(payload)
+        except Exception:
+            return InputBound(_text_bytes(list(payload)), (), True)
+    if type(payload) is InputBound:
+        return payload
+    return InputBound(_text_bytes(payload))
+
+
+# Published maximum output tokens per model family (bare names; dated snapshots match):
+# the worst case when a request sets no cap and the price data gives none.
+OUTPUT_CAPS: dict[str, int] = {
+    "gpt-5": 128_000, "gpt-5-mini": 128_000, "gpt-5-nano": 128_000, "gpt-5-pro": 272_000,
+    "gpt-5-codex": 128_000, "gpt-5-chat-latest": 16_384, "gpt-4.1": 32_768,
+    "gpt-4.1-mini": 32_768, "gpt-4.1-nano": 32_768, "gpt-4o": 16_384, "gpt-4o-mini": 16_384,
+    "chatgpt-4o-latest": 16_384, "o1": 100_000, "o1-pro": 100_000, "o1-mini": 65_536,
+    "o3": 100_000, "o3-pro": 100_000, "o3-mini": 100_000, "o4-mini": 100_000,
+    "o3-deep-research": 100_000, "o4-mini-deep-research": 100_000,
+    "gemini-2.5-pro": 65_536, "gemini-2.5-flash": 65_536, "gemini-2.5-flash-lite": 65_536,
+    "gemini-2.0-flash": 8_192, "gemini-2.0-flash-lite": 8_192, "gemini-3-pro-preview": 65_536,
+}  # fmt: skip
+
+
+def output_cap_for(model: str) -> int | None:
+    """The published output cap of ``model``'s family (:data:`OUTPUT_CAPS`), or ``None``.
+
+    Version suffixes are dropped (``gpt-4o-2024-08-06``, ``gemini-2.0-flash-001``,
+    ``-preview``, ``-latest``, ``-exp``); any other suffix names another model.
+    """
+    name = (model or "").lower().rsplit("/", 1)[-1]
+    while name:
+        cap = OUTPUT_CAPS.get(name)
+        if cap is not None:
+            return cap
+        head, _, tail = name.rpartition("-")
+        if not (tail.isdigit() or tail in ("latest", "preview", "exp")):
+            return None
+        name = head
+    return None
 
 
 # The random half of a record id: seeded from os.urandom, and again in a child after fork
@@ -131,7 +252,7 @@ class Call:
 
     __slots__ = (
         "tracker", "provider", "api", "model", "streamed", "org", "project", "user", "tags",
-        "ts", "epoch", "t0", "_input_upper", "_payload", "output_cap", "estimate_nanos",
+        "ts", "epoch", "t0", "_input_upper", "_payload", "_refs", "output_cap", "estimate_nanos",
         "reservation", "_done", "_lock", "row", "settled", "events", "repeat", "service_tier",
     )  # fmt: skip
 
@@ -163,6 +284,7 @@ class Call:
         self.t0 = time.perf_counter()
         self._input_upper = input_upper
         self._payload = payload
+        self._refs: InputBound | None = None
         self.output_cap = output_cap
         self.estimate_nanos: int | None = None
         self.reservation: Any = None
@@ -187,10 +309,25 @@ class Call:
     def input_upper(self) -> int:
         """The bound on input tokens: given, or counted from the request payload when first
         asked for (only budgets need it, before the request is sent)."""
+        if self._input_upper is None or self._payload is not None:
+            self._measure()
+        return self._input_upper  # type: ignore[return-value]
+
+    @property
+    def refs(self) -> InputBound | None:
+        """What the request refers to beyond its content (prior responses, content of
+        unknown size), or ``None``: the guard adds their tokens (see :class:`InputBound`)."""
+        if self._input_upper is None or self._payload is not None:
+            self._measure()
+        return self._refs
+
+    def _measure(self) -> None:
+        bound = measure_input(self._payload)
         if self._input_upper is None:
-            self._input_upper = estimate_input_tokens(self._payload)
-            self._payload = None
-        return self._input_upper
+            self._input_upper = bound.tokens
+        if bound.prior_ids or bound.open_ended:
+            self._refs = bound
+        self._payload = None
 
     @property
     def done(self) -> bool:

@@ -23,7 +23,7 @@ from .attribution import validate_name
 from .errors import IngestError, ValidationError
 from .money import nanos_to_usd, usd_to_nanos
 from .names import name_list
-from .store.fastsql import Tx, db_time_for
+from .store.fastsql import SQL, Tx, db_time_for
 from .store.hierarchy import ensure_entities
 from .store.models import UsageRecord
 from .timeutil import MAX_TIME as _MAX_TIME
@@ -35,7 +35,7 @@ if TYPE_CHECKING:
 
     from .store.engine import Store
 
-__all__ = ["FILTERS", "RECORD_COLUMNS", "fetch_records", "ingest_rows"]
+__all__ = ["FILTERS", "RECORD_COLUMNS", "fetch_records", "ingest_rows", "recorded_tokens"]
 
 #: Columns of ``records()``, in order.
 RECORD_COLUMNS: tuple[str, ...] = (
@@ -412,6 +412,29 @@ def insert_usage(conn: Connection | Tx, rows: list[dict[str, Any]]) -> None:
             tx.execute(sql, params[0])
         else:
             tx.executemany(sql, params)
+
+
+_RECORDED_TOKENS = SQL(
+    f"SELECT request_id, MAX(input_tokens + output_tokens) AS tokens "  # noqa: S608
+    f"FROM {UsageRecord.__tablename__} WHERE request_id = :id GROUP BY request_id"
+)
+
+
+def recorded_tokens(conn: Connection | Tx, request_ids: Iterable[str]) -> dict[str, int]:
+    """Input plus output tokens of the recorded calls whose provider response id is one
+    of ``request_ids`` (the largest row of each); ids not recorded are absent.
+
+    ``request_id`` has no index (it would slow every insert): each id costs a scan of the
+    usage table. The guard asks only for a request that names a prior response under a
+    budget.
+    """
+    tx = Tx.of(conn)
+    found: dict[str, int] = {}
+    for rid in dict.fromkeys(request_ids):
+        row = tx.run(_RECORDED_TOKENS, {"id": rid[:200]}).first()
+        if row is not None and row.tokens is not None:
+            found[rid] = int(row.tokens)
+    return found
 
 
 def write_usage(store: Store, clean: list[dict[str, Any]], *, on_write: Any = None) -> None:

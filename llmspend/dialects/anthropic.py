@@ -5,8 +5,9 @@ Requests: ``/v1/messages`` (api ``messages``) and the legacy ``/v1/complete`` (a
 path may carry a prefix (a base URL with a path: ``/anthropic/v1/messages``) and a query
 (``?beta=true``). ``/v1/messages/batches`` is left unrouted on purpose: a batch is billed
 when its results are, at batch prices, which a later issue handles. The worst-case input is
-the text of ``system``, ``messages`` and ``tools`` (``prompt`` for completions), the output
-cap ``max_tokens`` (``max_tokens_to_sample``), which the API requires.
+the text of ``system``, ``messages`` and ``tools`` (``prompt`` for completions), images and
+documents by :func:`input_upper`; the output cap ``max_tokens`` (``max_tokens_to_sample``),
+which the API requires.
 
 Usage normalization (llmspend convention: input includes cached and cache-write tokens,
 output includes reasoning). Anthropic's ``input_tokens`` EXCLUDES cache reads and writes::
@@ -33,8 +34,8 @@ from collections.abc import Mapping
 from typing import Any
 from urllib.parse import urlsplit
 
-from ..call import Usage
-from . import Reading, Request, Route, count, field, text_bytes
+from ..call import InputBound, Payload, Usage, count_parts
+from . import Reading, Request, Route, count, field, media, text_bytes
 
 __all__ = [
     "INPUT_FIELDS",
@@ -42,6 +43,7 @@ __all__ = [
     "ROUTES",
     "Reader",
     "api_of",
+    "input_upper",
     "max_output",
     "normalize_usage",
     "output_bytes",
@@ -117,9 +119,44 @@ def route(request: Request, *, provider: str | None = None) -> Route | None:
         model if isinstance(model, str) else "",
         billed=billed,
         streamed=body.get("stream") is True,
-        payload=[body[k] for k in INPUT_FIELDS[api] if k in body],
+        payload=Payload([body[k] for k in INPUT_FIELDS[api] if k in body], input_upper, body),
         output_cap=max_output(api, body) if billed else None,
     )
+
+
+#: Server-side tools (type prefixes) whose results the request does not hold.
+_SERVER_TOOLS = ("web_search_", "web_fetch_", "code_execution_")
+
+
+def _part(p: Mapping[str, Any]) -> int | None:
+    kind = p.get("type")
+    if type(kind) is not str:
+        return None
+    if kind == "image":
+        source = p.get("source")
+        size = None
+        if isinstance(source, Mapping) and source.get("type") == "base64":
+            size = media.image_size(media.decode_b64(source.get("data")))
+        return media.anthropic_image_tokens(size)
+    if kind == "document":
+        source = p.get("source")
+        if not isinstance(source, Mapping) or source.get("type") in ("text", "content"):
+            return None  # text: counted as such
+        if source.get("type") == "base64":
+            return media.inline_tokens(source.get("media_type"), source.get("data"), "")
+        return media.OPEN  # a PDF, a URL, a file by id
+    if kind == "container_upload" or kind.startswith(_SERVER_TOOLS):
+        return media.OPEN
+    return None
+
+
+def input_upper(payload: Payload) -> InputBound:
+    """The offline bound of a request's input (its :class:`~llmspend.call.Payload`): text
+    one token per byte, images by Anthropic's rule (:mod:`.media`), documents by their
+    text or open-ended (PDFs, URLs, files), server-side tools and MCP servers open-ended."""
+    bound = count_parts(list(payload), _part)
+    body = payload.body if isinstance(payload.body, Mapping) else {}
+    return InputBound(bound.tokens, (), bound.open_ended or bool(body.get("mcp_servers")))
 
 
 # -- responses -------------------------------------------------------------------------------

@@ -3,7 +3,9 @@
 Requests: ``generateContent`` and ``streamGenerateContent`` (api ``generate_content``),
 ``embedContent`` and ``batchEmbedContents`` (``embed_content``) are billed;
 ``countTokens`` is free. The worst-case input is the byte length of ``contents``,
-``systemInstruction`` and ``tools`` (a BPE token covers at least a byte); the output cap is
+``systemInstruction`` and ``tools`` (a BPE token covers at least a byte), inline media by
+:mod:`.media`'s rules, and the model's context window for content of unknown size (files by
+URI, cached content, search tools: :func:`input_bound`); the output cap is
 ``generationConfig.maxOutputTokens``.
 
 Responses are read through :func:`~llmspend.dialects.field`, so the REST JSON (camelCase),
@@ -30,8 +32,8 @@ import re
 from collections.abc import Mapping
 from typing import Any, NamedTuple
 
-from ..call import Usage, estimate_input_tokens
-from . import Reading, Request, Route, count, field, text_bytes
+from ..call import InputBound, Usage, count_parts
+from . import Reading, Request, Route, count, field, media, text_bytes
 
 __all__ = [
     "MEDIA_TOKENS",
@@ -39,6 +41,7 @@ __all__ = [
     "PROVIDER",
     "Reader",
     "Target",
+    "input_bound",
     "input_upper",
     "max_output_tokens",
     "output_bytes",
@@ -93,13 +96,48 @@ def max_output_tokens(*configs: Any) -> int | None:
     return None
 
 
-def input_upper(*parts: Any) -> int:
-    """An offline upper bound on the input tokens of a request made of plain ``parts``
-    (contents, system instruction, tools...): one token per byte. Never raises."""
+#: Tools that bring in content the request does not hold (search results, fetched pages,
+#: code output), in either spelling: the bound is then open-ended.
+_OPEN_TOOLS = (
+    "google_search", "googleSearch", "google_search_retrieval", "googleSearchRetrieval",
+    "url_context", "urlContext", "code_execution", "codeExecution", "file_search",
+    "fileSearch", "google_maps", "googleMaps", "retrieval",
+)  # fmt: skip
+
+
+def _part_rule(model: str) -> Any:
+    def part(p: Any) -> int | None:
+        inline = p.get("inline_data") or p.get("inlineData")
+        if inline is not None:
+            mime = field(inline, "mime_type")
+            tokens = media.inline_tokens(mime, field(inline, "data"), model)
+            fps = count(field(field(p, "video_metadata"), "fps")) or 0
+            if fps > 1 and type(mime) is str and mime.startswith("video/"):
+                tokens *= fps  # 263 tokens a second at the default 1 frame a second
+            return tokens
+        if p.get("file_data") is not None or p.get("fileData") is not None:
+            return media.OPEN
+        if any(p.get(name) is not None for name in _OPEN_TOOLS):
+            return media.OPEN
+        return None
+
+    return part
+
+
+def input_bound(model: str, *parts: Any) -> InputBound:
+    """An offline bound on the input of a request made of plain ``parts`` (contents, system
+    instruction, tools...): text one token per byte, inline images, audio and video by
+    :mod:`.media`'s rules; files by URI, PDFs and search/URL/code tools open-ended. Never
+    raises (what cannot be read is open-ended)."""
     try:
-        return estimate_input_tokens(list(parts))
+        return count_parts(list(parts), _part_rule(model))
     except Exception:
-        return 0
+        return InputBound(0, (), True)
+
+
+def input_upper(*parts: Any) -> int:
+    """The tokens of :func:`input_bound` for any model (see there). Never raises."""
+    return input_bound("", *parts).tokens
 
 
 def route_for(method: str, model: str, body: Mapping[str, Any] | None) -> Route | None:
@@ -120,14 +158,19 @@ def route_for(method: str, model: str, body: Mapping[str, Any] | None) -> Route 
         if api == "count_tokens" and isinstance(inner, Mapping):
             body = inner
         parts = [field(body, "contents"), field(body, "system_instruction"), field(body, "tools")]
-    cap = max_output_tokens(field(body, "generation_config")) if api == "generate_content" else None
+    config = field(body, "generation_config")
+    cap = max_output_tokens(config) if api == "generate_content" else None
+    bound = input_bound(model, *parts)
+    if field(body, "cached_content") or field(config, "cached_content"):
+        bound = bound._replace(open_ended=True)  # a cache's content, by name
     return Route(
         PROVIDER,
         api,
         model,
         billed=billed,
         streamed=method == "streamGenerateContent",
-        input_upper=input_upper(*parts),
+        input_upper=bound.tokens,
+        payload=bound if bound.open_ended else None,
         output_cap=cap,
     )
 

@@ -1,7 +1,8 @@
 """The OpenAI-compatible HTTP dialect (OpenAI, Azure OpenAI, xAI, OpenRouter, any host).
 
 Requests: only POSTs to the paths of :data:`ROUTES` are billed calls; the body says the
-model, the worst-case input (the text of :data:`INPUT_FIELDS`) and the output cap
+model, the worst-case input (the text of :data:`INPUT_FIELDS`, media and references by
+:func:`input_upper`) and the output cap
 (``max_completion_tokens``/``max_tokens`` × ``n``, or ``max_output_tokens``).
 
 Usage (llmspend convention: input includes cached and cache-write tokens, output includes
@@ -25,8 +26,8 @@ from collections.abc import Mapping
 from typing import Any
 from urllib.parse import urlsplit
 
-from ..call import Usage, estimate_input_tokens
-from . import Reading, Request, Route, count, field, text_bytes, tokens_from_bytes
+from ..call import InputBound, Payload, Usage, count_parts, estimate_input_tokens
+from . import Reading, Request, Route, count, field, media, text_bytes, tokens_from_bytes
 
 __all__ = [
     "ID_ROUTES",
@@ -37,6 +38,7 @@ __all__ = [
     "Reader",
     "api_of",
     "input_estimate",
+    "input_upper",
     "max_output",
     "normalize_path",
     "normalize_usage",
@@ -168,9 +170,82 @@ def route(request: Request, *, provider: str | None = None) -> Route | None:
         api,
         model if isinstance(model, str) else "",
         streamed=body.get("stream") is True,
-        payload=[body[k] for k in INPUT_FIELDS if k in body],
+        payload=Payload([body[k] for k in INPUT_FIELDS if k in body], input_upper, body),
         output_cap=max_output(api, body),
     )
+
+
+#: Part and tool types whose content the request does not hold (stored items, server-side
+#: tools that fetch or run things): bounded by the model's context window.
+_OPEN_TYPES = frozenset({
+    "item_reference", "web_search", "web_search_preview", "web_search_2025_08_26",
+    "web_search_preview_2025_03_11", "file_search", "mcp", "code_interpreter",
+    "computer_use_preview", "image_generation", "local_shell",
+})  # fmt: skip
+
+
+def _image_tokens(url: Any, model: str, detail: Any) -> int:
+    """An image part: its size read from a data URL's bytes, else the worst size."""
+    size = None
+    inline = media.split_data_url(url)
+    if inline is not None:
+        size = media.image_size(media.decode_b64(inline[1]))
+    return media.openai_image_tokens(model, size, detail)
+
+
+def _file_tokens(data: Any) -> int:
+    """A file part: text counts its bytes; a PDF, other files and files by id are open."""
+    inline = media.split_data_url(data)
+    if inline is None:
+        return media.OPEN
+    mime, payload = inline
+    if mime.startswith("image/"):
+        return media.inline_tokens(mime, payload, "", media.openai_image_tokens)
+    return media.inline_tokens(mime, payload, "")
+
+
+def _part_rule(model: str) -> Any:
+    def part(p: Mapping[str, Any]) -> int | None:
+        kind = p.get("type")
+        if type(kind) is not str:
+            return None
+        if kind == "image_url":
+            image = p.get("image_url")
+            if isinstance(image, Mapping):
+                return _image_tokens(image.get("url"), model, image.get("detail"))
+            return _image_tokens(image, model, p.get("detail"))
+        if kind == "input_image":
+            return _image_tokens(p.get("image_url"), model, p.get("detail"))
+        if kind == "input_audio":
+            audio = p.get("input_audio")
+            data = (audio if isinstance(audio, Mapping) else p).get("data")
+            if type(data) is not str:
+                return None
+            return media.audio_tokens(media.decode_b64(data[:64]), media.b64_size(data))
+        if kind == "file" or kind == "input_file":
+            f = p.get("file") if kind == "file" else p
+            return _file_tokens(f.get("file_data") if isinstance(f, Mapping) else None)
+        if kind in _OPEN_TYPES:
+            return media.OPEN
+        return None
+
+    return part
+
+
+def input_upper(payload: Payload) -> InputBound:
+    """The offline bound of a request's input (its :class:`~llmspend.call.Payload`): text
+    one token per byte, images/audio/files by :mod:`.media`'s rules for the request's
+    model, and what it refers to: ``previous_response_id`` (``prior_ids``), a
+    ``conversation``, a stored ``prompt``, stored items or server-side tools (open-ended)."""
+    body = payload.body if isinstance(payload.body, Mapping) else {}
+    model = body.get("model")
+    bound = count_parts(list(payload), _part_rule(model if type(model) is str else ""))
+    prior = body.get("previous_response_id")
+    prior_ids = (prior,) if type(prior) is str and prior else ()
+    open_ended = bound.open_ended or body.get("conversation") is not None
+    if isinstance(body.get("prompt"), Mapping):  # a stored prompt template, by id
+        open_ended = True
+    return InputBound(bound.tokens, prior_ids, open_ended)
 
 
 def _token_ids(value: Any) -> int:
@@ -185,9 +260,11 @@ def _token_ids(value: Any) -> int:
 def input_estimate(body: Mapping[str, Any]) -> int:
     """Estimated input tokens of a request: ``ceil(utf8_bytes / 4)`` of its text (token
     id inputs count one each). Never raises."""
-    payload = [body[k] for k in INPUT_FIELDS if k in body]
     try:
-        return tokens_from_bytes(estimate_input_tokens(payload)) + _token_ids(body.get("input"))
+        ids = _token_ids(body.get("input"))
+        skip = "input" if ids else ""  # token ids: counted one each, not by their digits
+        payload = [body[k] for k in INPUT_FIELDS if k in body and k != skip]
+        return tokens_from_bytes(estimate_input_tokens(payload)) + ids
     except Exception:
         return 0
 

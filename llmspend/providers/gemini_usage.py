@@ -121,7 +121,7 @@ def begin(route: Route | None) -> Call | None:
         return None
     return begin_call(
         route.provider, route.api, route.model, input_tokens=route.input_upper,
-        max_output_tokens=route.output_cap, streamed=route.streamed,
+        payload=route.payload, max_output_tokens=route.output_cap, streamed=route.streamed,
     )  # fmt: skip
 
 
