@@ -225,6 +225,20 @@ def test_gemini_bound_counts_inline_media_and_files() -> None:
     assert route.payload.open_ended
 
 
+def test_gemini_sdk_objects_keep_their_bound() -> None:
+    from llmspend.providers.gemini_usage import request_upper_bound
+
+    class Image:  # what the bound reads of a PIL image
+        size, mode = (1000, 1000), "RGB"
+
+    assert request_upper_bound([Image()]) == 258 * 4
+    deep: Any = "x" * 1000
+    for _ in range(60):
+        deep = {"a": [deep]}
+    assert request_upper_bound([deep]) >= 1000
+    assert request_upper_bound([{"enum": list(range(100))}]) >= 100
+
+
 # -- acceptance: through the SDKs, on a hard budget ----------------------------------------------
 
 

@@ -59,6 +59,7 @@ __all__ = [
     "image_size",
     "inline_tokens",
     "openai_image_tokens",
+    "png_header",
     "split_data_url",
     "video_tokens",
     "wav_seconds",
@@ -187,6 +188,13 @@ def _jpeg(d: bytes) -> tuple[int, int] | None:
         (length,) = struct.unpack(">H", d[i + 2 : i + 4])
         i += 2 + int(length)
     return None
+
+
+def png_header(width: int, height: int) -> bytes:
+    """The head of a PNG of this size: an image known only by its size (a PIL image in a
+    Gemini request) is bounded as its bytes would be."""
+    ihdr = struct.pack(">IIBBBBB", int(width), int(height), 8, 2, 0, 0, 0)
+    return b"\x89PNG\r\n\x1a\n" + struct.pack(">I", 13) + b"IHDR" + ihdr
 
 
 def wav_seconds(data: bytes | None, nbytes: int | None = None) -> float | None:

@@ -11,7 +11,6 @@ the user's code but llmspend's own refusals (``BudgetExceeded``).
 
 from __future__ import annotations
 
-import math
 import threading
 import weakref
 from collections.abc import Awaitable, Callable, Mapping
@@ -22,6 +21,7 @@ import wrapt
 from ..call import Call, Usage
 from ..dialects import Reading, Route, tokens_from_bytes
 from ..dialects import gemini as dialect
+from ..dialects.media import png_header
 from ..pipeline import begin_call, handled, internal_error, shielded
 
 __all__ = [
@@ -37,7 +37,6 @@ __all__ = [
     "wrapper_in_chain",
 ]
 
-_TILE = 768
 _MAX_DEPTH = 24
 
 
@@ -45,22 +44,24 @@ _MAX_DEPTH = 24
 
 
 def _plain(obj: Any, depth: int = 0) -> Any:
-    """SDK request objects as plain str/bytes/dict/list, for the offline input bound."""
-    if depth > _MAX_DEPTH or obj is None or isinstance(obj, (bool, int, float)):
+    """SDK request objects as plain str/bytes/number/dict/list, for the offline input bound
+    (plain data deeper than ``_MAX_DEPTH`` is passed on whole: the bound has no depth limit)."""
+    if obj is None:
         return None
-    if isinstance(obj, (str, bytes, bytearray)):
+    if isinstance(obj, (str, bytes, bytearray, int, float)):
         return obj
+    if depth > _MAX_DEPTH:
+        return obj if isinstance(obj, (Mapping, list, tuple)) else None
     if isinstance(obj, Mapping):
         return {str(k): _plain(v, depth + 1) for k, v in obj.items()}
     if isinstance(obj, (list, tuple, set, frozenset)):
         return [_plain(v, depth + 1) for v in obj]
-    size = getattr(obj, "size", None)  # PIL images: billed per 768×768 tile
+    size = getattr(obj, "size", None)  # PIL images: counted by their size, as Gemini bills
     if isinstance(size, tuple) and len(size) == 2 and hasattr(obj, "mode"):
         try:
-            tiles = max(1, math.ceil(size[0] / _TILE) * math.ceil(size[1] / _TILE))
+            return {"inline_data": {"mime_type": "image/png", "data": png_header(*size)}}
         except Exception:
-            tiles = 1
-        return " " * (dialect.MEDIA_TOKENS * tiles)
+            return {"file_data": {}}  # an image of unknown size: open-ended
     dump = getattr(obj, "model_dump", None)  # pydantic (google-genai types)
     if callable(dump):
         try:
