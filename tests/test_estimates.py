@@ -225,6 +225,24 @@ def test_gemini_bound_counts_inline_media_and_files() -> None:
     assert route.payload.open_ended
 
 
+def test_schemas_and_tool_configs_count() -> None:
+    schema = {"type": "OBJECT", "description": "d" * 500}
+    body = {"contents": [{"parts": [{"text": "hi"}]}],
+            "toolConfig": {"functionCallingConfig": {"allowedFunctionNames": ["f" * 300]}},
+            "generationConfig": {"responseSchema": schema}}  # fmt: skip
+    route = gemini.route(Request("POST", "/v1beta/models/gemini-2.5-flash:generateContent", body))
+    assert route is not None and (route.input_upper or 0) >= 800
+    from llmspend.providers.gemini_usage import route as sdk_route
+
+    config = types.GenerateContentConfig(response_schema=types.Schema(
+        type=types.Type.OBJECT, description="d" * 500))  # fmt: skip
+    r = sdk_route("generateContent", "gemini-2.5-flash",
+                  {"contents": "hi", "generation_config": config})  # fmt: skip
+    assert r is not None and (r.input_upper or 0) >= 500
+    chat = {"model": "gpt-4o-search-preview", "web_search_options": {}, "messages": []}
+    assert _openai_bound(chat).open_ended
+
+
 def test_gemini_sdk_objects_keep_their_bound() -> None:
     from llmspend.providers.gemini_usage import request_upper_bound
 

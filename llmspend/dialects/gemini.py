@@ -159,6 +159,10 @@ def route_for(method: str, model: str, body: Mapping[str, Any] | None) -> Route 
             body = inner
         parts = [field(body, "contents"), field(body, "system_instruction"), field(body, "tools")]
     config = field(body, "generation_config")
+    if api == "generate_content":  # a schema and tool config are read by the model too
+        parts += [field(body, "tool_config"), field(body, "response_schema")
+                  or field(config, "response_schema"), field(body, "response_json_schema")
+                  or field(config, "response_json_schema")]  # fmt: skip
     cap = max_output_tokens(config) if api == "generate_content" else None
     bound = input_bound(model, *parts)
     if field(body, "cached_content") or field(config, "cached_content"):

@@ -243,6 +243,8 @@ def input_upper(payload: Payload) -> InputBound:
     prior = body.get("previous_response_id")
     prior_ids = (prior,) if type(prior) is str and prior else ()
     open_ended = bound.open_ended or body.get("conversation") is not None
+    if body.get("web_search_options") is not None:  # chat search models: fetched pages
+        open_ended = True
     if isinstance(body.get("prompt"), Mapping):  # a stored prompt template, by id
         open_ended = True
     return InputBound(bound.tokens, prior_ids, open_ended)

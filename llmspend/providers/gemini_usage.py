@@ -19,7 +19,7 @@ from typing import Any
 import wrapt
 
 from ..call import Call, Usage
-from ..dialects import Reading, Route, tokens_from_bytes
+from ..dialects import Reading, Route, field, tokens_from_bytes
 from ..dialects import gemini as dialect
 from ..dialects.media import png_header
 from ..pipeline import begin_call, handled, internal_error, shielded
@@ -38,6 +38,8 @@ __all__ = [
 ]
 
 _MAX_DEPTH = 24
+#: Generation-config fields whose text the model reads (counted in the bound).
+_CONFIG_TEXT = ("tool_config", "response_schema", "response_json_schema")
 
 
 # -- SDK request objects as plain data -------------------------------------------------------
@@ -62,6 +64,12 @@ def _plain(obj: Any, depth: int = 0) -> Any:
             return {"inline_data": {"mime_type": "image/png", "data": png_header(*size)}}
         except Exception:
             return {"file_data": {}}  # an image of unknown size: open-ended
+    if isinstance(obj, type):  # a pydantic class as a response schema
+        schema = getattr(obj, "model_json_schema", None)
+        try:
+            return _plain(schema(), depth + 1) if callable(schema) else None
+        except Exception:
+            return None
     dump = getattr(obj, "model_dump", None)  # pydantic (google-genai types)
     if callable(dump):
         try:
@@ -113,6 +121,11 @@ def route(method: str, model: Any, body: dict[str, Any]) -> Route | None:
     objects are made plain here; the generation config is read as it is)."""
     name = model if isinstance(model, str) else str(model or "unknown")
     plain = {k: v if k == "generation_config" else _plain(v) for k, v in body.items()}
+    config = body.get("generation_config")
+    for key in _CONFIG_TEXT:  # billed text inside the config: as plain data
+        value = field(config, key) if config is not None else None
+        if value is not None and key not in plain:
+            plain[key] = _plain(value)
     return shielded(dialect.route_for, method, name, plain, what="read a Gemini request")
 
 
