@@ -422,6 +422,23 @@ def test_previous_response_not_recorded_counts_the_context_window(installed: Any
     assert unknown.refs is not None and DEFAULT_CONTEXT_WINDOW > 1_000_000
 
 
+def test_anthropic_image_url(installed: Any, fresh_sim: SimServer) -> None:
+    import anthropic as sdk
+
+    head = {"X-Sim-Directives": f"tokens={1639 + len(TEXT)}"}
+    c = sdk.Anthropic(api_key="x", base_url=fresh_sim.url, max_retries=0, default_headers=head)
+    image = {"type": "image", "source": {"type": "url", "url": "https://example.com/a.png"}}
+    content: Any = [{"type": "text", "text": TEXT}, image]  # 784×1568 is billed 1,639 tokens
+    _assert_held(
+        installed,
+        lambda: c.messages.create(
+            model="claude-sonnet-4-5",
+            max_tokens=40,
+            messages=[{"role": "user", "content": content}],
+        ),
+    )
+
+
 def test_no_max_tokens_on_a_large_output_cap(installed: Any, fresh_sim: SimServer) -> None:
     c = _oai(fresh_sim, None, completion=127_000, reasoning=1_000)  # gpt-5's 128,000 cap
     _assert_held(installed, lambda: c.chat.completions.create(
