@@ -28,7 +28,7 @@ from .store.hierarchy import ensure_entities
 from .store.models import UsageRecord
 from .timeutil import MAX_TIME as _MAX_TIME
 from .timeutil import MIN_TIME as _MIN_TIME
-from .timeutil import parse_when
+from .timeutil import parse_when, utcnow
 
 if TYPE_CHECKING:
     import pandas as pd
@@ -416,22 +416,32 @@ def insert_usage(conn: Connection | Tx, rows: list[dict[str, Any]]) -> None:
 
 _RECORDED_TOKENS = SQL(
     f"SELECT request_id, MAX(input_tokens + output_tokens) AS tokens "  # noqa: S608
-    f"FROM {UsageRecord.__tablename__} WHERE request_id = :id GROUP BY request_id"
+    f"FROM {UsageRecord.__tablename__} WHERE ts >= :since AND request_id = :id "
+    "GROUP BY request_id"
 )
+#: How far back a prior response is looked for: providers keep a stored response for
+#: 30 days (OpenAI), so one named later is at most that old.
+PRIOR_RESPONSE_DAYS = 31
 
 
-def recorded_tokens(conn: Connection | Tx, request_ids: Iterable[str]) -> dict[str, int]:
+def recorded_tokens(
+    conn: Connection | Tx, request_ids: Iterable[str], *, since: dt.datetime | None = None
+) -> dict[str, int]:
     """Input plus output tokens of the recorded calls whose provider response id is one
-    of ``request_ids`` (the largest row of each); ids not recorded are absent.
+    of ``request_ids`` (the largest row of each), recorded since ``since`` (default: the
+    last :data:`PRIOR_RESPONSE_DAYS` days); ids not recorded are absent.
 
-    ``request_id`` has no index (it would slow every insert): each id costs a scan of the
-    usage table. The guard asks only for a request that names a prior response under a
-    budget.
+    ``request_id`` has no index (it would slow every insert): each id costs a range scan
+    of the usage table's ``ts`` index over those days. The guard asks only for a request
+    that names a prior response under a budget, and looks in its recent calls first.
     """
     tx = Tx.of(conn)
+    if since is None:
+        since = utcnow() - dt.timedelta(days=PRIOR_RESPONSE_DAYS)
     found: dict[str, int] = {}
     for rid in dict.fromkeys(request_ids):
-        row = tx.run(_RECORDED_TOKENS, {"id": rid[:200]}).first()
+        params = {"id": rid[:200], "since": db_time_for(tx.sqlite, since)}
+        row = tx.run(_RECORDED_TOKENS, params).first()
         if row is not None and row.tokens is not None:
             found[rid] = int(row.tokens)
     return found

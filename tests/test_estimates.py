@@ -443,3 +443,19 @@ def test_no_max_tokens_on_a_large_output_cap(installed: Any, fresh_sim: SimServe
     c = _oai(fresh_sim, None, completion=127_000, reasoning=1_000)  # gpt-5's 128,000 cap
     _assert_held(installed, lambda: c.chat.completions.create(
         model="gpt-5", messages=[{"role": "user", "content": TEXT}]), )  # fmt: skip
+
+
+def test_a_prior_response_is_found_by_its_id_in_this_process_and_in_the_store(
+    installed: Any, fresh_sim: SimServer
+) -> None:
+    """What the estimate adds for previous_response_id comes from what llmspend recorded:
+    the response's row is named by the response's id."""
+    from llmspend.tracker import Tracker
+
+    first = _oai(fresh_sim).responses.create(model="gpt-4o", input="a long talk")
+    assert first.usage is not None
+    total = first.usage.input_tokens + first.usage.output_tokens
+    assert installed.guard._prior_tokens([first.id, "resp_never"]) == {first.id: total}
+    other = Tracker(installed.settings.database_url)  # another kernel: nothing recent
+    assert not other.recent
+    assert other.guard._prior_tokens([first.id]) == {first.id: total}

@@ -490,7 +490,9 @@ def test_background_response_polled_until_done(installed: Any, fresh_sim: SimSer
     assert done.status == "completed"
     row = only_row(installed)
     assert (row["status"], row["streamed"], row["usage_estimated"]) == ("ok", False, False)
-    assert row["request_id"] == "req_q"  # the billed call's, not the retrieve's
+    # A Responses row is named by the response's id, what a later previous_response_id
+    # names (the billed call's response, not the retrieve's request).
+    assert row["request_id"] == queued.id
     assert (row["input_tokens"], row["output_tokens"]) == (
         done.usage.input_tokens, done.usage.output_tokens,
     )  # fmt: skip

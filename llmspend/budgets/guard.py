@@ -427,6 +427,23 @@ class BudgetGuard:
             reason=reason,
         )
 
+    def _prior_tokens(self, ids: Any) -> dict[str, int]:
+        """Recorded input + output tokens of the prior responses ``ids`` names: from this
+        process's recent calls first (a conversation usually goes on where it began), then
+        from the store."""
+        wanted = set(ids)
+        found: dict[str, int] = {}
+        for row in self.tracker.recent:
+            rid = row.get("request_id")
+            if isinstance(rid, str) and rid in wanted:
+                tokens = (row.get("input_tokens") or 0) + (row.get("output_tokens") or 0)
+                found[rid] = max(found.get(rid, 0), tokens)
+        missing = wanted - found.keys()
+        if missing:
+            with self.tracker.store.tx() as tx:
+                found.update(recorded_tokens(tx, missing))
+        return found
+
     def estimate(self, call: Call) -> int | None:
         """Worst-case cost in nanodollars (``None`` if the model cannot be priced).
 
@@ -447,10 +464,7 @@ class BudgetGuard:
         inp = call.input_upper
         refs = call.refs
         if refs is not None:
-            found = {}
-            if refs.prior_ids:
-                with self.tracker.store.tx() as tx:
-                    found = recorded_tokens(tx, refs.prior_ids)
+            found = self._prior_tokens(refs.prior_ids) if refs.prior_ids else {}
             inp += sum(found.values())
             if refs.open_ended or len(found) < len(set(refs.prior_ids)):
                 if window is None:

@@ -2,8 +2,9 @@
 
 A dialect is pure code over plain data (DESIGN house habit 16): it never imports an SDK,
 the store, budgets or SQLAlchemy. The taps (:mod:`llmspend.providers`: SDK hooks and the
-HTTP client libraries' transports) only find calls and hand the dialect what they saw; the simulator (:mod:`llmspend.sim`) routes its
-requests with the same code. One module per wire format:
+HTTP client libraries' transports) only find calls and hand the dialect what they saw;
+the simulator (:mod:`llmspend.sim`) routes its requests with the same code. One module
+per wire format:
 
 * :mod:`llmspend.dialects.openai` — OpenAI-compatible HTTP (chat, completions, responses,
   embeddings, images, audio), for OpenAI, Azure, xAI, OpenRouter and any compatible host;

@@ -93,6 +93,10 @@ class CallContext:
         it served), or an estimate when it had none."""
         if reading.service_tier is not None:
             self.call.service_tier = reading.service_tier
+        if self.api.startswith("responses") and reading.response_id:
+            # A response's own id is what a later request names (previous_response_id):
+            # recorded as its request id, the estimate of that request can find it.
+            request_id = reading.response_id
         if reading.usage is None:
             self.finish_estimate(
                 status, reading.out_bytes, model=reading.model, request_id=request_id, error=error

@@ -138,9 +138,9 @@ def files_and_batches(ctx: Any, parts: list[str]) -> None:
         sim._remember(dict(done, _batch=True))
         return ex.send_json(batch)
     if ex.method == "GET" and parts == ["batches"]:
-        data = [{k: v for k, v in b.items() if k != "_batch"} for b in sim.store.values()
-                if b.get("_batch")]  # fmt: skip
-        return ex.send_json({"object": "list", "data": data, "has_more": False})
+        batches = [{k: v for k, v in b.items() if k != "_batch"} for b in sim.store.values()
+                   if b.get("_batch")]  # fmt: skip
+        return ex.send_json({"object": "list", "data": batches, "has_more": False})
     if ex.method == "GET" and len(parts) == 2 and parts[0] == "batches":
         stored = sim.store.get(parts[1])
         if stored is None or not stored.get("_batch"):

@@ -13,7 +13,6 @@ from .matrix import Probe, run
 dspy = pytest.importorskip("dspy")
 
 
-
 def lm(sim: Any, engine: str, **extra: Any) -> Any:
     kw: dict[str, Any] = {"api_base": sim.openai_base_url, "api_key": "x", "cache": False}
     return dspy.LM("openai/gpt-4o-mini", num_retries=0, engine=engine, **kw, **extra)

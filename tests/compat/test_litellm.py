@@ -12,7 +12,6 @@ from .matrix import Probe, body_of, run
 litellm = pytest.importorskip("litellm")
 
 
-
 def openai_kw(sim: Any, text: str) -> dict[str, Any]:
     return {
         "model": "openai/gpt-4o-mini",
