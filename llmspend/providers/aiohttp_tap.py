@@ -21,10 +21,9 @@ import json as _json
 import weakref
 from typing import Any
 
-from ..errors import LLMSpendError
-from ..pipeline import handled, internal_error, is_handled, watch_stream
+from ..pipeline import is_handled, shielded, watch_stream
 from ..plugins import Patch
-from .http import Ending, Seen, see
+from .http import Ending, Seen, asend_seen, see
 
 __all__ = ["AiohttpPlugin"]
 
@@ -67,27 +66,21 @@ def _body(kwargs: dict[str, Any]) -> tuple[bytes | None, str]:
 
 
 def _see(session: Any, method: str, url: Any, kwargs: dict[str, Any]) -> Seen | None:
-    try:
-        from yarl import URL
+    from yarl import URL
 
-        target = URL(str(url)) if not isinstance(url, URL) else url
-        base = getattr(session, "_base_url", None)
-        if not target.is_absolute() and base is not None:
-            target = base.join(target)
-        query = dict(target.query)
-        params = kwargs.get("params")
-        if isinstance(params, dict):
-            query.update({str(k): str(v) for k, v in params.items()})
-        content, content_type = _body(kwargs)
-        return see(
-            method.upper(), target.scheme, target.host or "", target.explicit_port, target.path,
-            query or None, content, content_type,
-        )  # fmt: skip
-    except LLMSpendError:
-        raise
-    except Exception as exc:
-        internal_error("read an aiohttp request", exc)
-        return None
+    target = URL(str(url)) if not isinstance(url, URL) else url
+    base = getattr(session, "_base_url", None)
+    if not target.is_absolute() and base is not None:
+        target = base.join(target)
+    query = dict(target.query)
+    params = kwargs.get("params")
+    if isinstance(params, dict):
+        query.update({str(k): str(v) for k, v in params.items()})
+    content, content_type = _body(kwargs)
+    return see(
+        method.upper(), target.scheme, target.host or "", target.explicit_port, target.path,
+        query or None, content, content_type,
+    )  # fmt: skip
 
 
 def _observe(seen: Seen, response: Any) -> None:
@@ -119,24 +112,14 @@ def _observe(seen: Seen, response: Any) -> None:
 async def _request(
     wrapped: Any, instance: Any, args: tuple[Any, ...], kwargs: dict[str, Any]
 ) -> Any:
-    if is_handled() or len(args) < 2:
-        return await wrapped(*args, **kwargs)
-    seen = _see(instance, str(args[0]), args[1], kwargs)
-    if seen is None:
-        return await wrapped(*args, **kwargs)
-    try:
-        with handled():
-            response = await wrapped(*args, **kwargs)
-    except BaseException as exc:
-        seen.fail(exc)
-        raise
-    try:
-        _observe(seen, response)
-    except Exception as exc:  # the response goes to the caller as it is
-        internal_error("read an aiohttp response", exc)
-        if not seen.call.done:
-            seen.finish_body(b"", "", None)
-    return response
+    seen = None
+    if not is_handled() and len(args) >= 2:
+        seen = shielded(
+            _see, instance, str(args[0]), args[1], kwargs, what="read an aiohttp request"
+        )
+    return await asend_seen(
+        seen, lambda: wrapped(*args, **kwargs), _observe, "read an aiohttp response"
+    )
 
 
 def _feed_data(wrapped: Any, instance: Any, args: tuple[Any, ...], kwargs: dict[str, Any]) -> Any:

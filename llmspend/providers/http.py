@@ -22,22 +22,23 @@ import importlib
 import json
 import logging
 import threading
-from collections.abc import Mapping
-from typing import Any
+from collections.abc import Awaitable, Callable, Mapping
+from typing import Any, TypeVar
 
 from ..call import Call, Usage
 from ..dialects import Reading, Request, Route, tokens_from_bytes
 from ..dialects.hosts import Endpoint, match
-from ..pipeline import begin_call, internal_error
+from ..pipeline import begin_call, handled, internal_error
 from ..tracker import installed_tracker
 from .bytestreams import Tee, decoded
 
-__all__ = ["Ending", "Seen", "see"]
+__all__ = ["Ending", "Seen", "asend_seen", "see", "send_seen"]
 
 log = logging.getLogger("llmspend")
 
 _MAX_BODY = 64 * 1024 * 1024  # a request body larger than this is not parsed (estimated)
 
+T = TypeVar("T")
 _dialects: dict[str, Any] = {}
 
 
@@ -87,6 +88,16 @@ class Seen:
         self.dialect = dialect
 
     # -- settling ------------------------------------------------------------------------
+    def observe(self, observe: Callable[[Seen, Any], None], response: Any, what: str) -> None:
+        """``observe(self, response)``: settle now or arrange to; a failure of llmspend's
+        there is logged and the call settled from an estimate, the response untouched."""
+        try:
+            observe(self, response)
+        except Exception as exc:
+            internal_error(what, exc)
+            if not self.call.done:
+                self.finish_body(b"", "", None)
+
     def fail(self, exc: BaseException) -> None:
         """The request raised: an error without usage (costs 0)."""
         self.call.finish(None, status="error", error=exc)
@@ -197,6 +208,46 @@ class Ending:
             self.end(False, error)
             return True
         return False
+
+
+def send_seen(
+    seen: Seen | None,
+    send: Callable[[], T],
+    observe: Callable[[Seen, T], None],
+    what: str,
+) -> T:
+    """``send()`` the request a tap found (as recorded by it: nested layers pass it through),
+    then settle its call from the response with ``observe``; an error is recorded and
+    re-raised unchanged. Without a call (``seen`` is ``None``) just ``send()``."""
+    if seen is None:
+        return send()
+    try:
+        with handled():
+            response = send()
+    except BaseException as exc:
+        seen.fail(exc)
+        raise
+    seen.observe(observe, response, what)
+    return response
+
+
+async def asend_seen(
+    seen: Seen | None,
+    send: Callable[[], Awaitable[T]],
+    observe: Callable[[Seen, T], None],
+    what: str,
+) -> T:
+    """:func:`send_seen` for a coroutine."""
+    if seen is None:
+        return await send()
+    try:
+        with handled():
+            response = await send()
+    except BaseException as exc:
+        seen.fail(exc)
+        raise
+    seen.observe(observe, response, what)
+    return response
 
 
 def see(

@@ -20,11 +20,10 @@ import logging
 import weakref
 from typing import Any
 
-from ..errors import LLMSpendError
-from ..pipeline import handled, internal_error, is_handled, watch_stream
+from ..pipeline import is_handled, shielded, watch_stream
 from ..plugins import Patch
 from .bytestreams import tap_response
-from .http import Ending, Seen, see
+from .http import Ending, Seen, asend_seen, see, send_seen
 
 __all__ = ["Httpx2Plugin", "HttpxPlugin"]
 
@@ -32,24 +31,18 @@ log = logging.getLogger("llmspend")
 
 
 def _see(request: Any) -> Seen | None:
-    """Begin the call ``request`` makes (``None``: not a provider call, or llmspend failed:
-    logged). A budget refusal propagates: nothing is sent."""
+    """Begin the call ``request`` makes (``None``: not a provider call). A budget refusal
+    propagates: nothing is sent."""
+    url = request.url
     try:
-        url = request.url
-        try:
-            content = request.content  # not there for a streamed upload: estimated
-        except Exception:
-            content = None
-        query = dict(url.params) if url.query else None
-        return see(
-            request.method, url.scheme, url.host, url.port, url.path, query, content,
-            request.headers.get("content-type", ""),
-        )  # fmt: skip
-    except LLMSpendError:
-        raise
-    except Exception as exc:
-        internal_error("read an HTTP request", exc)
-        return None
+        content = request.content  # not there for a streamed upload: estimated
+    except Exception:
+        content = None
+    query = dict(url.params) if url.query else None
+    return see(
+        request.method, url.scheme, url.host, url.port, url.path, query, content,
+        request.headers.get("content-type", ""),
+    )  # fmt: skip
 
 
 def _request_id(headers: Any) -> str | None:
@@ -82,51 +75,32 @@ def _observe(seen: Seen, response: Any, library: str, *, is_async: bool) -> None
     watch_stream(ending)
 
 
-def _settle(seen: Seen, response: Any, library: str, *, is_async: bool) -> None:
-    try:
-        _observe(seen, response, library, is_async=is_async)
-    except Exception as exc:  # the response goes to the caller as it is
-        internal_error(f"read an {library} response", exc)
-        if not seen.call.done:
-            seen.finish_body(b"", "", None)
-
-
 def _sync(library: str) -> Any:
+    def observe(seen: Seen, response: Any) -> None:
+        _observe(seen, response, library, is_async=False)
+
     def send(wrapped: Any, instance: Any, args: tuple[Any, ...], kwargs: dict[str, Any]) -> Any:
-        if is_handled():
-            return wrapped(*args, **kwargs)
-        seen = _see(args[0] if args else kwargs.get("request"))
-        if seen is None:
-            return wrapped(*args, **kwargs)
-        try:
-            with handled():
-                response = wrapped(*args, **kwargs)
-        except BaseException as exc:
-            seen.fail(exc)
-            raise
-        _settle(seen, response, library, is_async=False)
-        return response
+        request = args[0] if args else kwargs.get("request")
+        seen = None if is_handled() else shielded(_see, request, what="read an HTTP request")
+        return send_seen(
+            seen, lambda: wrapped(*args, **kwargs), observe, f"read an {library} response"
+        )
 
     return send
 
 
 def _async(library: str) -> Any:
+    def observe(seen: Seen, response: Any) -> None:
+        _observe(seen, response, library, is_async=True)
+
     async def send(
         wrapped: Any, instance: Any, args: tuple[Any, ...], kwargs: dict[str, Any]
     ) -> Any:
-        if is_handled():
-            return await wrapped(*args, **kwargs)
-        seen = _see(args[0] if args else kwargs.get("request"))
-        if seen is None:
-            return await wrapped(*args, **kwargs)
-        try:
-            with handled():
-                response = await wrapped(*args, **kwargs)
-        except BaseException as exc:
-            seen.fail(exc)
-            raise
-        _settle(seen, response, library, is_async=True)
-        return response
+        request = args[0] if args else kwargs.get("request")
+        seen = None if is_handled() else shielded(_see, request, what="read an HTTP request")
+        return await asend_seen(
+            seen, lambda: wrapped(*args, **kwargs), observe, f"read an {library} response"
+        )
 
     return send
 

@@ -20,10 +20,10 @@ from collections.abc import AsyncIterator, Iterator
 from typing import Any
 from urllib.parse import parse_qsl, urlsplit
 
-from ..errors import LLMSpendError, ProviderError
-from ..pipeline import handled, internal_error, is_handled, watch_stream
+from ..errors import ProviderError
+from ..pipeline import is_handled, shielded, watch_stream
 from ..plugins import Patch
-from .http import Ending, Seen, see
+from .http import Ending, Seen, asend_seen, see, send_seen
 
 __all__ = ["DspyPlugin"]
 
@@ -39,20 +39,14 @@ def _header(headers: Any, name: str) -> str:
 
 
 def _see(request: Any) -> Seen | None:
-    try:
-        url = urlsplit(request.url)
-        body = request.body
-        query = dict(parse_qsl(url.query)) if url.query else None
-        return see(
-            str(request.method), url.scheme, url.hostname or "", url.port, url.path, query,
-            bytes(body) if isinstance(body, bytes | bytearray) else None,
-            _header(request.headers, "content-type"),
-        )  # fmt: skip
-    except LLMSpendError:
-        raise
-    except Exception as exc:
-        internal_error("read a dspy request", exc)
-        return None
+    url = urlsplit(request.url)
+    body = request.body
+    query = dict(parse_qsl(url.query)) if url.query else None
+    return see(
+        str(request.method), url.scheme, url.hostname or "", url.port, url.path, query,
+        bytes(body) if isinstance(body, bytes | bytearray) else None,
+        _header(request.headers, "content-type"),
+    )  # fmt: skip
 
 
 def _ending(seen: Seen, response: Any) -> Ending | None:
@@ -96,50 +90,32 @@ async def _achunks(source: AsyncIterator[bytes], ending: Ending) -> AsyncIterato
     ending.end(True)
 
 
-def _observe(seen: Seen, response: Any, *, is_async: bool) -> None:
-    try:
-        ending = _ending(seen, response)
-        if ending is not None:
-            wrap = _achunks if is_async else _chunks
-            response._chunks = wrap(response._chunks, ending)
-    except Exception as exc:  # the response goes to the caller as it is
-        internal_error("read a dspy response", exc)
-        if not seen.call.done:
-            seen.finish_body(b"", "", None)
+def _observe(seen: Seen, response: Any) -> None:
+    ending = _ending(seen, response)
+    if ending is not None:
+        response._chunks = _chunks(response._chunks, ending)
+
+
+def _aobserve(seen: Seen, response: Any) -> None:
+    ending = _ending(seen, response)
+    if ending is not None:
+        response._chunks = _achunks(response._chunks, ending)
 
 
 def _stream(wrapped: Any, instance: Any, args: tuple[Any, ...], kwargs: dict[str, Any]) -> Any:
-    if is_handled():
-        return wrapped(*args, **kwargs)
-    seen = _see(args[0] if args else kwargs.get("request"))
-    if seen is None:
-        return wrapped(*args, **kwargs)
-    try:
-        with handled():
-            response = wrapped(*args, **kwargs)
-    except BaseException as exc:
-        seen.fail(exc)
-        raise
-    _observe(seen, response, is_async=False)
-    return response
+    request = args[0] if args else kwargs.get("request")
+    seen = None if is_handled() else shielded(_see, request, what="read a dspy request")
+    return send_seen(seen, lambda: wrapped(*args, **kwargs), _observe, "read a dspy response")
 
 
 async def _ado_stream(
     wrapped: Any, instance: Any, args: tuple[Any, ...], kwargs: dict[str, Any]
 ) -> Any:
-    if is_handled():
-        return await wrapped(*args, **kwargs)
-    seen = _see(args[0] if args else kwargs.get("request"))
-    if seen is None:
-        return await wrapped(*args, **kwargs)
-    try:
-        with handled():
-            response = await wrapped(*args, **kwargs)
-    except BaseException as exc:
-        seen.fail(exc)
-        raise
-    _observe(seen, response, is_async=True)
-    return response
+    request = args[0] if args else kwargs.get("request")
+    seen = None if is_handled() else shielded(_see, request, what="read a dspy request")
+    return await asend_seen(
+        seen, lambda: wrapped(*args, **kwargs), _aobserve, "read a dspy response"
+    )
 
 
 class DspyPlugin:

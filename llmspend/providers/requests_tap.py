@@ -22,32 +22,25 @@ from urllib.parse import parse_qsl, urlsplit
 
 import wrapt
 
-from ..errors import LLMSpendError
-from ..pipeline import handled, internal_error, is_handled, watch_stream
+from ..pipeline import is_handled, shielded, watch_stream
 from ..plugins import Patch
-from .http import Ending, Seen, see
+from .http import Ending, Seen, see, send_seen
 
 __all__ = ["RequestsPlugin"]
 
 
 def _see(request: Any) -> Seen | None:
-    try:
-        url = urlsplit(request.url)
-        body = request.body
-        content = body.encode("utf-8") if isinstance(body, str) else body
-        if not isinstance(content, bytes | bytearray):
-            content = None  # a streamed upload: estimated
-        query = dict(parse_qsl(url.query)) if url.query else None
-        return see(
-            str(request.method or "GET"), url.scheme, url.hostname or "", url.port, url.path,
-            query, bytes(content) if content is not None else None,
-            request.headers.get("content-type", ""),
-        )  # fmt: skip
-    except LLMSpendError:
-        raise
-    except Exception as exc:
-        internal_error("read a requests request", exc)
-        return None
+    url = urlsplit(request.url)
+    body = request.body
+    content = body.encode("utf-8") if isinstance(body, str) else body
+    if not isinstance(content, bytes | bytearray):
+        content = None  # a streamed upload: estimated
+    query = dict(parse_qsl(url.query)) if url.query else None
+    return see(
+        str(request.method or "GET"), url.scheme, url.hostname or "", url.port, url.path,
+        query, bytes(content) if content is not None else None,
+        request.headers.get("content-type", ""),
+    )  # fmt: skip
 
 
 class _RawTap(wrapt.ObjectProxy):
@@ -107,24 +100,10 @@ def _observe(seen: Seen, response: Any) -> None:
 
 
 def _send(wrapped: Any, instance: Any, args: tuple[Any, ...], kwargs: dict[str, Any]) -> Any:
-    if is_handled():
-        return wrapped(*args, **kwargs)
-    seen = _see(args[0] if args else kwargs.get("request"))
-    if seen is None:
-        return wrapped(*args, **kwargs)
-    try:
-        with handled():  # redirects are sent inside: the same call
-            response = wrapped(*args, **kwargs)
-    except BaseException as exc:
-        seen.fail(exc)
-        raise
-    try:
-        _observe(seen, response)
-    except Exception as exc:  # the response goes to the caller as it is
-        internal_error("read a requests response", exc)
-        if not seen.call.done:
-            seen.finish_body(b"", "", None)
-    return response
+    request = args[0] if args else kwargs.get("request")
+    seen = None if is_handled() else shielded(_see, request, what="read a requests request")
+    # Redirects are sent by a nested send, inside: the same call.
+    return send_seen(seen, lambda: wrapped(*args, **kwargs), _observe, "read a requests response")
 
 
 class RequestsPlugin:
