@@ -7,6 +7,10 @@ then a default. Environment variables:
 ``LLMSPEND_DATABASE_URL``    SQLAlchemy URL of the store (default: SQLite in the home)
 ``LLMSPEND_PRICES``          path of a price-override TOML file
 ``LLMSPEND_ORG`` / ``LLMSPEND_PROJECT`` / ``LLMSPEND_USER``   default attribution
+
+What llmspend creates is private whatever the umask: directories 0700
+(:func:`private_dir`), files 0600 (:func:`private_file`). A directory or file that
+already exists keeps its mode.
 """
 
 from __future__ import annotations
@@ -18,7 +22,19 @@ from pathlib import Path
 
 from .errors import ConfigError, StoreError
 
-__all__ = ["Settings", "default_attribution", "resolve_database_url", "resolve_home"]
+__all__ = [
+    "DIR_MODE",
+    "FILE_MODE",
+    "Settings",
+    "default_attribution",
+    "private_dir",
+    "private_file",
+    "resolve_database_url",
+    "resolve_home",
+]
+
+DIR_MODE = 0o700
+FILE_MODE = 0o600
 
 
 def resolve_home(home: str | os.PathLike[str] | None = None) -> Path:
@@ -32,9 +48,44 @@ def resolve_home(home: str | os.PathLike[str] | None = None) -> Path:
     return Path(home).expanduser()
 
 
+def private_dir(path: str | os.PathLike[str]) -> Path:
+    """``path`` as a directory: each missing component is created 0700 (whatever the
+    umask); components that exist are left as they are. Raises ``OSError``."""
+    path = Path(path)
+    missing: list[Path] = []
+    for p in (path, *path.parents):
+        if p.is_dir():
+            break
+        missing.append(p)
+    for p in reversed(missing):
+        try:
+            os.mkdir(p, DIR_MODE)
+        except FileExistsError:
+            if not p.is_dir():
+                raise
+            continue  # made by someone else meanwhile: theirs, left as it is
+        os.chmod(p, DIR_MODE)  # the umask may have taken bits of 0700 away
+    return path
+
+
+def private_file(path: str | os.PathLike[str]) -> bool:
+    """Create ``path`` empty and 0600 (whatever the umask) if it does not exist; an
+    existing file keeps its mode. True if it was created. Raises ``OSError``."""
+    try:
+        fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, FILE_MODE)
+    except FileExistsError:
+        return False
+    try:
+        if hasattr(os, "fchmod"):  # POSIX; Windows has no such modes
+            os.fchmod(fd, FILE_MODE)
+    finally:
+        os.close(fd)
+    return True
+
+
 def _ensure_writable_dir(path: Path) -> None:
     try:
-        path.mkdir(parents=True, exist_ok=True)
+        private_dir(path)
     except OSError as exc:
         raise StoreError(
             f"cannot create the llmspend data directory {str(path)!r}: {exc.strerror or exc}; "

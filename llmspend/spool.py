@@ -3,11 +3,13 @@
 When a call has happened but its row cannot be committed (the store is down, or SQLite
 stayed locked past its busy timeout), the row is written to
 ``$LLMSPEND_HOME/spool/<store>/<record_uid>.json`` (atomically: a temporary file, then a
-rename) instead of being lost. The next time this process records a call successfully,
-and when a tracker opens the store, the spool is replayed: each row is inserted with
-``ON CONFLICT (ts, record_uid) DO NOTHING`` and only a row actually inserted updates budget
-counters and rollups, so a row replayed twice (two kernels, or a crash between insert
-and unlink) is still counted once. The file is removed after its transaction commits.
+rename) instead of being lost; its directories are created 0700 and its files 0600,
+whatever the umask (:func:`~llmspend.config.private_dir`). The next time this process
+records a call successfully, and when a tracker opens the store, the spool is replayed:
+each row is inserted with ``ON CONFLICT (ts, record_uid) DO NOTHING`` and only a row
+actually inserted updates budget counters and rollups, so a row replayed twice (two
+kernels, or a crash between insert and unlink) is still counted once. The file is removed
+after its transaction commits.
 
 Spooled rows hold exactly what the store would: token counts, costs, model names,
 attribution — never API keys, prompts or completions.
@@ -24,7 +26,7 @@ import threading
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-from .config import resolve_home
+from .config import FILE_MODE, private_dir, resolve_home
 from .store.hierarchy import ensure_entities
 from .usage import insert_once
 
@@ -45,12 +47,15 @@ class Spool:
         self._lock = threading.Lock()
 
     def write(self, row: dict[str, Any]) -> Path:
-        self.dir.mkdir(parents=True, exist_ok=True)
+        private_dir(self.dir)
         data = dict(row)
         data["ts"] = row["ts"].isoformat()
         path = self.dir / f"{row['record_uid']}.json"
         tmp = path.with_suffix(".tmp")
-        with open(tmp, "w", encoding="utf-8") as fh:
+        fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, FILE_MODE)
+        with open(fd, "w", encoding="utf-8") as fh:
+            if hasattr(os, "fchmod"):  # 0600 whatever the umask (and if tmp was left over)
+                os.fchmod(fh.fileno(), FILE_MODE)
             json.dump(data, fh, sort_keys=True)
             fh.flush()
             os.fsync(fh.fileno())

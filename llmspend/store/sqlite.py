@@ -9,6 +9,10 @@ so that a write transaction takes the lock up front (``BEGIN IMMEDIATE``) and ne
 half-way with "database is locked". :class:`Checkpointer` copies the write-ahead log back
 into the database file on a background thread.
 
+A store file llmspend creates is created 0600 whatever the umask (:func:`create_file`), so
+its ``-wal`` and ``-shm`` files, which SQLite creates with the database file's mode, are
+0600 too; a file that already exists keeps its mode.
+
 ``sqlite3`` is imported where a connection is opened: a kernel on PostgreSQL never loads
 it, and some Pythons are built without it.
 """
@@ -23,7 +27,7 @@ from typing import Any
 from sqlalchemy import Connection, Engine, event
 
 from .. import _process
-from ..config import env_number
+from ..config import env_number, private_file
 
 __all__ = [
     "PRAGMAS",
@@ -31,6 +35,7 @@ __all__ = [
     "Checkpointer",
     "busy_timeout_ms",
     "connect",
+    "create_file",
     "file_path",
     "install_events",
     "set_pragmas",
@@ -66,6 +71,13 @@ def file_path(url: Any) -> str | None:
     return None
 
 
+def create_file(path: str) -> None:
+    """Create the store file ``path`` empty and 0600 if it does not exist (SQLite takes an
+    empty file for an empty database); errors are left for SQLite's own open to report."""
+    with contextlib.suppress(OSError):
+        private_file(path)
+
+
 def set_pragmas(dbapi_connection: Any, busy_ms: int) -> None:
     """Apply :data:`PRAGMAS` to a sqlite3 connection."""
     cur = dbapi_connection.cursor()
@@ -80,6 +92,12 @@ def install_events(engine: Engine) -> None:
     """Set up the engine's SQLite connections: :data:`PRAGMAS` on connect, and ``BEGIN``
     sent by SQLAlchemy (``BEGIN IMMEDIATE`` with the ``llmspend_immediate`` option)."""
     busy = busy_timeout_ms()
+    path = file_path(engine.url)
+
+    @event.listens_for(engine, "do_connect")
+    def _on_do_connect(*_args: Any) -> None:
+        if path is not None:
+            create_file(path)  # private before SQLite creates it with the umask's mode
 
     @event.listens_for(engine, "connect")
     def _on_connect(dbapi_connection: Any, _record: Any) -> None:
@@ -97,6 +115,7 @@ def connect(path: str, busy_ms: int) -> Any:
     thread (one thread at a time). Raises ``sqlite3.Error``."""
     import sqlite3
 
+    create_file(path)
     conn = sqlite3.connect(
         path, timeout=busy_ms / 1000, isolation_level=None, check_same_thread=False
     )
