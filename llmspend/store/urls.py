@@ -33,8 +33,12 @@ _SECRET_EXACT = frozenset({"pass", "auth", "key"})
 # userinfo ``scheme://user:password@`` — the password runs to the last ``@`` before the
 # host (a raw ``@`` or ``/`` in a password is taken as part of it)
 _USERINFO = re.compile(r"(?P<head>[A-Za-z][A-Za-z0-9+.\-]*://[^:/@\s'\"]*:)[^\s'\"]*@")
-# ``key=value`` in a query string (after ``?``, ``&`` or ``;``), or as a libpq keyword
-_QUERY = re.compile(r"(?P<head>(?:^|[?&;\s])(?P<key>[A-Za-z0-9_.\-]+)=)(?P<value>[^&;#\s'\"]*)")
+# ``key=value`` in a query string (after ``?``, ``&`` or ``;``), or as a libpq keyword;
+# also percent-encoded (``%3B``, ``%26``, ``%3D``) as a rendered URL shows it
+_QUERY = re.compile(
+    r"(?P<head>(?:^|[?&;\s]|%3[bB]|%26)(?P<key>[A-Za-z0-9_.\-]+)(?:=|%3[dD]))"
+    r"(?P<value>(?:[^&;#\s'\"%]|%(?!26|3[bB]))*)"
+)
 
 
 def is_secret_key(key: str) -> bool:
