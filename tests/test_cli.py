@@ -241,18 +241,21 @@ def test_sim_serve_answers_the_real_sdk_and_stops_on_sigint() -> None:
     proc = subprocess.Popen(
         [sys.executable, "-m", "llmspend", "sim", "serve", "--port", str(port)],
         stdout=subprocess.PIPE,
-        stderr=subprocess.PIPE,
+        stderr=subprocess.DEVNULL,
+        env={**os.environ, "PYTHONUNBUFFERED": "1"},
         text=True,
     )
     try:
-        client = openai.OpenAI(api_key="x", base_url=f"http://127.0.0.1:{port}/v1", max_retries=5)
+        assert proc.stdout is not None  # the banner says it listens (however slow start-up is)
+        assert f"listening on http://127.0.0.1:{port}" in proc.stdout.readline()
+        client = openai.OpenAI(api_key="x", base_url=f"http://127.0.0.1:{port}/v1", max_retries=0)
         reply = client.chat.completions.create(
             model="gpt-4o-mini", messages=[{"role": "user", "content": "hi"}], max_tokens=5
         )
         assert reply.usage is not None and reply.usage.completion_tokens == 5
     finally:
         proc.send_signal(signal.SIGINT)
-        proc.communicate(timeout=30)
+        proc.communicate(timeout=120)
     assert proc.returncode in (0, 130)
 
 

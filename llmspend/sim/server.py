@@ -199,6 +199,7 @@ class SimServer:
         self._stopping = threading.Event()
         self._httpd: _HTTPServer | None = None
         self._thread: threading.Thread | None = None
+        self._serving = False  # the serving thread has entered (or is entering) serve_forever
         if behavior:
             self.set_behavior(**behavior)
 
@@ -208,29 +209,42 @@ class SimServer:
         if self._httpd is not None:
             return self
         self._stopping.clear()
-        self._httpd = _HTTPServer((self.host, self.port), self)
-        self.port = self._httpd.server_address[1]
+        self._serving = False
+        self._httpd = httpd = _HTTPServer((self.host, self.port), self)
+        self.port = httpd.server_address[1]
         self._thread = threading.Thread(
-            target=self._httpd.serve_forever,
-            kwargs={"poll_interval": 0.05},
-            daemon=True,
-            name=f"llmspend-sim-{self.port}",
+            target=self._serve, args=(httpd,), daemon=True, name=f"llmspend-sim-{self.port}"
         )
         self._thread.start()
         return self
 
+    def _serve(self, httpd: _HTTPServer) -> None:
+        with self._lock:  # stop() shuts the loop down only if it is (about to be) running
+            if self._stopping.is_set():
+                return
+            self._serving = True
+        httpd.serve_forever(poll_interval=0.05)
+
     def stop(self, timeout: float = 5.0) -> None:
-        """Stop serving, close every connection and join every thread."""
+        """Stop serving, close every connection and join every thread.
+
+        Safe at any point of :meth:`start`, even one interrupted before its thread ran.
+        """
         httpd, self._httpd = self._httpd, None
         if httpd is None:
             return
-        self._stopping.set()
-        httpd.shutdown()
+        with self._lock:
+            self._stopping.set()
+            serving = self._serving
+        if serving:
+            httpd.shutdown()
         httpd.server_close()
         httpd.close_connections(timeout)
-        if self._thread is not None:
-            self._thread.join(timeout)
-            self._thread = None
+        thread, self._thread = self._thread, None
+        if thread is not None:
+            # not started yet (start() interrupted): it sees _stopping and returns at once
+            with contextlib.suppress(RuntimeError):
+                thread.join(timeout)
 
     def __enter__(self) -> SimServer:
         return self.start()
@@ -329,16 +343,28 @@ class SimServer:
 
 
 def serve(host: str = "127.0.0.1", port: int = 8765, *, quiet: bool = False) -> None:
-    """Run a :class:`SimServer` in the foreground until Ctrl-C."""
-    sim = SimServer(host, port).start()
-    if not quiet:
-        print(f"llmspend.sim listening on {sim.url}  (OpenAI base_url {sim.openai_base_url})")
-        print("Ctrl-C to stop", flush=True)
-    stop = threading.Event()
+    """Run a :class:`SimServer` in the foreground until Ctrl-C.
+
+    The ``try`` is entered before the server starts, so a Ctrl-C at any moment after that
+    (while binding, before or during the banner, while serving) stops every thread it
+    started and returns; the serving threads are daemons, so nothing outlives the process.
+    """
+    sim = SimServer(host, port)
     try:
+        sim.start()
+        if not quiet:
+            print(f"llmspend.sim listening on {sim.url}  (OpenAI base_url {sim.openai_base_url})")
+            print("Ctrl-C to stop", flush=True)
+        stop = threading.Event()
         while not stop.wait(0.5):
             pass
     except KeyboardInterrupt:
         pass
     finally:
+        _stop_uninterrupted(sim)
+
+
+def _stop_uninterrupted(sim: SimServer) -> None:
+    """``sim.stop()``; a second Ctrl-C while stopping is ignored (the threads are daemons)."""
+    with contextlib.suppress(KeyboardInterrupt):
         sim.stop()
