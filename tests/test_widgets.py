@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import datetime as dt
 import time
+import types
 from collections.abc import Callable, Iterator
 from decimal import Decimal
 from typing import Any
@@ -18,6 +19,7 @@ import pytest
 
 import llmspend
 from llmspend.money import format_usd
+from llmspend.notebook import widgets
 from llmspend.notebook.widgets import Dashboard
 from llmspend.sim import SimServer
 
@@ -74,7 +76,7 @@ def spend(**filters: Any) -> tuple[Decimal, int]:
     return sum(frame["cost_usd"], Decimal(0)), len(frame)
 
 
-def wait_for(predicate: Callable[[], bool], timeout: float = 10.0) -> bool:
+def wait_for(predicate: Callable[[], bool], timeout: float = 60.0) -> bool:
     deadline = time.monotonic() + timeout
     while time.monotonic() < deadline:
         if predicate():
@@ -136,8 +138,25 @@ def test_dashboard_options_preselect_filters(history: Any, dashboards: list[Dash
         llmspend.dashboard(period="fortnight")
 
 
+class ManualTimer:
+    """Stands in for ``threading.Timer``: the test fires it, so no clock decides anything."""
+
+    def __init__(self, made: list[ManualTimer], interval: float, function: Callable[[], None]):
+        self.interval, self.function, self.daemon, self.cancelled = interval, function, False, False
+        made.append(self)
+
+    def start(self) -> None:
+        pass
+
+    def cancel(self) -> None:
+        self.cancelled = True
+
+
 def test_live_refresh_is_throttled_and_stops_on_close(
-    installed: Any, fresh_sim: SimServer, dashboards: list[Dashboard]
+    installed: Any,
+    fresh_sim: SimServer,
+    dashboards: list[Dashboard],
+    monkeypatch: pytest.MonkeyPatch,
 ) -> None:
     client = openai.OpenAI(api_key="x", base_url=fresh_sim.openai_base_url, max_retries=0)
 
@@ -148,26 +167,35 @@ def test_live_refresh_is_throttled_and_stops_on_close(
 
     dash = make(dashboards, period="24h", min_interval=1.0)
     start = dash.refresh_count
-    for _ in range(5):
+    call()  # a real timer refreshes soon
+    assert wait_for(lambda: dash.refresh_count == start + 1)
+
+    timers: list[ManualTimer] = []
+    fake = types.SimpleNamespace(
+        Timer=lambda interval, function: ManualTimer(timers, interval, function)
+    )
+    monkeypatch.setattr(widgets, "threading", fake)
+    for _ in range(5):  # the listener runs in the caller's thread, after each commit
         call()
-    assert wait_for(lambda: dash.refresh_count > start)
-    time.sleep(1.2)  # a burst of calls gives one refresh, not five
+    # a burst of calls gives one refresh, not five: one timer, due within min_interval
+    assert len(timers) == 1 and 0 <= timers[0].interval <= dash.min_interval
     assert dash.refresh_count == start + 1
+    timers[0].function()  # the throttle's time has come
+    assert dash.refresh_count == start + 2 and len(timers) == 1
     total, calls = spend()
-    assert calls == 5 and f">{calls:,}<" in dash.tiles.value
+    assert calls == 6 and f">{calls:,}<" in dash.tiles.value
     assert format_usd(total) in dash.tiles.value
 
     dash.live_box.value = False
     call()
-    time.sleep(1.2)
-    assert dash.refresh_count == start + 1  # paused
+    assert len(timers) == 1 and dash.refresh_count == start + 2  # paused: nothing scheduled
 
     hooks = installed.after_record_hooks
     n = len(hooks)
     dash.close()
     assert len(hooks) == n - 1
     call()
-    assert dash.refresh_count == start + 1
+    assert len(timers) == 1 and dash.refresh_count == start + 2
 
 
 def test_refresh_errors_are_shown_not_raised(
