@@ -26,14 +26,14 @@ def exact_prompt() -> tuple[str, int]:
 
 
 WORKER = r"""
-import sys, time, llmspend, openai
-url, base, start, attempts, prompt = sys.argv[1:6]
-start, attempts = float(start), int(attempts)
+import sys, llmspend, openai
+url, base, attempts, prompt = sys.argv[1:5]
+attempts = int(attempts)
 llmspend.install(url, org="acme", project="churn", user="ana")
 client = openai.OpenAI(api_key="x", base_url=base, max_retries=0)
 ok = refused = 0
-while time.time() < start:
-    time.sleep(0.001)
+print("ready", flush=True)  # a rendezvous: every worker starts its burst on the test's "go"
+assert sys.stdin.readline() == "go\n"
 for _ in range(attempts):
     try:
         client.chat.completions.create(
@@ -66,7 +66,6 @@ def test_eight_processes_never_overspend_a_hard_budget(store_url: str, sim) -> N
         row = llmspend.records().iloc[-1]
         assert row.cost_usd == row.estimate_usd == one
         sim.reset()
-        start = time.time() + 4
         procs = [
             subprocess.Popen(
                 [
@@ -75,16 +74,22 @@ def test_eight_processes_never_overspend_a_hard_budget(store_url: str, sim) -> N
                     WORKER,
                     store_url,
                     sim.openai_base_url,
-                    str(start),
                     "4",
                     prompt,
                 ],
+                stdin=subprocess.PIPE,
                 stdout=subprocess.PIPE,
                 stderr=subprocess.PIPE,
                 text=True,
             )
             for _ in range(8)
         ]
+        for p in procs:  # however slow start-up is, all eight are ready before any goes
+            assert p.stdout is not None and p.stdout.readline() == "ready\n", p.communicate()
+        for p in procs:
+            assert p.stdin is not None
+            p.stdin.write("go\n")
+            p.stdin.flush()
         ok = refused = 0
         for p in procs:
             out, err = p.communicate(timeout=180)
