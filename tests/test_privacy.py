@@ -9,6 +9,7 @@ import sqlite3
 import stat
 from collections.abc import Iterator
 from pathlib import Path
+from typing import Any
 
 import openai
 import pytest
@@ -100,8 +101,8 @@ def test_a_bad_url_is_redacted_too() -> None:
 
 
 def test_data_dir_store_and_spool_are_private_under_umask_022(
-    umask_022: None, tmp_path: Path, monkeypatch: pytest.MonkeyPatch, fresh_sim
-) -> None:  # type: ignore[no-untyped-def]
+    umask_022: None, tmp_path: Path, monkeypatch: pytest.MonkeyPatch, fresh_sim: Any
+) -> None:
     home = tmp_path / "made" / "home"  # neither exists: llmspend makes both
     monkeypatch.setenv("LLMSPEND_HOME", str(home))
     monkeypatch.setenv("LLMSPEND_SQLITE_BUSY_TIMEOUT", "100")
@@ -109,7 +110,7 @@ def test_data_dir_store_and_spool_are_private_under_umask_022(
     assert mode(tmp_path / "made") == 0o700 and mode(home) == 0o700
     tracker = llmspend.install(url, org="acme", project="churn", user="ana")
     client = openai.OpenAI(api_key="x", base_url=fresh_sim.openai_base_url, max_retries=0)
-    msg = [{"role": "user", "content": "hello"}]
+    msg: list[Any] = [{"role": "user", "content": "hello"}]
     other = sqlite3.connect(home / "llmspend.sqlite", isolation_level=None, timeout=0.1)
     try:
         client.chat.completions.create(model="gpt-4o-mini", messages=msg, max_tokens=5)
