@@ -229,15 +229,15 @@ def test_failing_webhook_is_retried_recorded_and_never_blocks_the_call(
 
 
 WORKER = r"""
-import sys, time, llmspend
+import sys, llmspend
 from llmspend.call import Usage
 from llmspend.pipeline import begin_call
-url, start = sys.argv[1], float(sys.argv[2])
+url = sys.argv[1]
 llmspend.install(url, org="acme", project="churn", user="ana")
 fired = []
 llmspend.on_alert(fired.append)
-while time.time() < start:
-    time.sleep(0.001)
+print("ready", flush=True)
+sys.stdin.readline()  # every worker is ready: go
 for _ in range(3):
     c = begin_call("openai", "chat.completions", "gpt-4o-mini",
                    input_tokens=1000, max_output_tokens=100)
@@ -247,8 +247,6 @@ print(len(fired))
 
 
 def test_eight_processes_crossing_at_once_make_one_alert_row(tmp_path) -> None:
-    import time
-
     url = f"sqlite:///{tmp_path / 'shared.sqlite'}"
     llmspend.install(url, org="acme", project="churn", user="ana")
     try:
@@ -256,19 +254,27 @@ def test_eight_processes_crossing_at_once_make_one_alert_row(tmp_path) -> None:
         llmspend.set_budget(
             "project", "acme/churn", ONE * 24, "day", mode="soft", thresholds=(0.5, 1.0)
         )
-        start = time.time() + 3
+        # A rendezvous, not a start time: the workers cross the thresholds together
+        # however slowly each one starts.
         procs = [
             subprocess.Popen(
-                [sys.executable, "-c", WORKER, url, str(start)],
+                [sys.executable, "-c", WORKER, url],
+                stdin=subprocess.PIPE,
                 stdout=subprocess.PIPE,
                 stderr=subprocess.PIPE,
                 text=True,
             )
             for _ in range(8)
         ]
+        for p in procs:
+            assert p.stdout is not None and p.stdout.readline().strip() == "ready"
+        for p in procs:
+            assert p.stdin is not None
+            p.stdin.write("go\n")
+            p.stdin.flush()
         fired = 0
         for p in procs:
-            out, err = p.communicate(timeout=120)
+            out, err = p.communicate(timeout=300)
             assert p.returncode == 0, err
             fired += int(out.strip().splitlines()[-1])
         frame = llmspend.alerts()
