@@ -44,6 +44,7 @@ from .spool import Spool
 from .store import rollups
 from .store.engine import Store, open_store
 from .store.hierarchy import ensure_entities
+from .store.urls import reason as driver_reason
 from .usage import fetch_records, ingest_rows, insert_usage
 
 if TYPE_CHECKING:
@@ -185,7 +186,7 @@ class Tracker:
     def _spool_row(self, row: dict[str, Any], exc: Exception) -> None:
         path = self.spool.write(row)
         self._spool_pending = True
-        reason = str(getattr(exc, "orig", None) or exc).splitlines()[0][:200]
+        reason = driver_reason(exc)[:200]
         log.warning("llmspend: store unavailable (%s); call spooled to %s", reason, path)
         if not self._spool_warned:
             self._spool_warned = True

@@ -38,6 +38,7 @@ from ..call import DEFAULT_CONTEXT_WINDOW, DEFAULT_OUTPUT_CAP, output_cap_for
 from ..errors import BudgetExceeded, ConfigError, StoreError, StoreUnavailable
 from ..money import nanos_to_usd
 from ..store.fastsql import Tx, db_time, db_time_for, py_time
+from ..store.urls import reason as driver_reason
 from ..timeutil import utcnow
 from ..usage import recorded_tokens
 from .heartbeat import HEARTBEAT, lease_param
@@ -136,7 +137,7 @@ class BudgetGuard:
         if policy == "open" or (policy == "auto" and not hard):
             log.warning("llmspend: store unavailable, call not checked against budgets: %s", exc)
             return
-        reason = str(getattr(exc, "orig", None) or exc).splitlines()[0][:200]
+        reason = driver_reason(exc)[:200]
         refusal = StoreUnavailable(
             f"the llmspend store is unavailable ({reason}), so hard budgets cannot be checked "
             f"for {call.org}/{call.project}/{call.user}; the call was not sent "
