@@ -28,6 +28,7 @@ from sqlalchemy import Connection, Engine, event
 
 from .. import _process
 from ..config import env_number, private_file
+from .forkguard import guarded
 
 __all__ = [
     "PRAGMAS",
@@ -167,14 +168,16 @@ class Checkpointer:
 
         conn = None
         try:
-            conn = sqlite3.connect(self.path, timeout=self.busy_ms / 1000, isolation_level=None)
+            with guarded():  # (every use of the driver: no fork meanwhile, see forkguard)
+                conn = sqlite3.connect(self.path, timeout=self.busy_ms / 1000, isolation_level=None)
             while not self._stopping:
                 self._wake.wait(self.IDLE)
                 self._wake.clear()
                 if self.pending:
                     self.pending = 0
                     try:
-                        self._checkpoint(conn)
+                        with guarded():
+                            self._checkpoint(conn)
                     except sqlite3.Error as e:  # e.g. the disk is full: try again later
                         log.debug("llmspend: background WAL checkpoint failed: %s", e)
         except sqlite3.Error as e:
@@ -182,7 +185,7 @@ class Checkpointer:
         finally:
             self._stopping = True
             if conn is not None:
-                with contextlib.suppress(Exception):
+                with contextlib.suppress(Exception), guarded():
                     conn.execute("PRAGMA wal_checkpoint(PASSIVE)")
                     conn.close()
 

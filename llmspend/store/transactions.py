@@ -34,6 +34,7 @@ from sqlalchemy import Connection, Engine, exc
 from .. import _process
 from ..errors import StoreError
 from .fastsql import Tx, data_version
+from .forkguard import GUARD
 from .sqlite import Checkpointer, busy_timeout_ms, connect, file_path
 from .urls import reason, safe_url
 
@@ -57,7 +58,7 @@ class _Direct:
 class TxScope:
     """The context manager of :meth:`Transactions.tx` (a class: it runs on every call)."""
 
-    __slots__ = ("dbapi", "direct", "store", "tx", "write")
+    __slots__ = ("dbapi", "direct", "ended", "store", "tx", "write")
 
     def __init__(self, store: Transactions, write: bool) -> None:
         self.store = store
@@ -65,8 +66,19 @@ class TxScope:
         self.direct: _Direct | None = None
         self.dbapi: Any = None
         self.tx: Tx | None = None
+        self.ended = False
 
     def __enter__(self) -> Tx:
+        GUARD.enter()  # no fork while this thread is in the driver (see forkguard)
+        try:
+            return self._begin()
+        except BaseException:
+            if not self.ended:
+                self.ended = True
+                GUARD.exit()
+            raise
+
+    def _begin(self) -> Tx:
         store = self.store
         dialect = store.engine.dialect
         direct = store._direct() if store._sqlite_path is not None else None
@@ -114,6 +126,9 @@ class TxScope:
                 direct.busy = False
             else:
                 self._close_pooled()
+            if not self.ended:
+                self.ended = True
+                GUARD.exit()
 
     def _failed(self, e: BaseException) -> None:
         """Roll back; a driver error is raised again as SQLAlchemy's (a broken SQLite
@@ -163,15 +178,19 @@ class Transactions:
     @contextlib.contextmanager
     def begin(self, *, write: bool = False) -> Iterator[Connection]:
         """A transaction. ``write=True`` takes SQLite's write lock at BEGIN."""
+        GUARD.enter()  # no fork while this thread is in the driver (see forkguard)
         try:
-            conn = self.engine.connect()
-        except exc.OperationalError as e:
-            raise StoreError(f"cannot reach the store {safe_url(self.url)}: {reason(e)}") from e
-        with conn:
-            if write and self.is_sqlite:
-                conn = conn.execution_options(llmspend_immediate=True)
-            with conn.begin():
-                yield conn
+            try:
+                conn = self.engine.connect()
+            except exc.OperationalError as e:
+                raise StoreError(f"cannot reach the store {safe_url(self.url)}: {reason(e)}") from e
+            with conn:
+                if write and self.is_sqlite:
+                    conn = conn.execution_options(llmspend_immediate=True)
+                with conn.begin():
+                    yield conn
+        finally:
+            GUARD.exit()
 
     def tx(self, *, write: bool = False) -> TxScope:
         """A transaction straight on a DBAPI connection: the per-call hot path.
