@@ -26,17 +26,17 @@ from __future__ import annotations
 import dataclasses
 import json
 import logging
-import sys
 import threading
 import weakref
-from collections.abc import AsyncIterator, Iterator, Mapping
+from collections.abc import Mapping
 from typing import Any
 
 from ..call import Call, Usage
 from ..dialects import Reading, tokens_from_bytes
 from ..dialects import anthropic as dialect
 from ..errors import ResponseFailedError
-from ..pipeline import internal_error, watch_stream
+from ..pipeline import internal_error
+from . import observing
 from .bytestreams import decoded, library_of, tap_response
 
 __all__ = ["CallContext", "StreamObserver", "observe_raw", "observe_stream", "settle_bytes"]
@@ -108,60 +108,30 @@ class CallContext:
         )
 
 
-class StreamObserver:
+class StreamObserver(observing.StreamObserver):
     """Shows one stream's events to the dialect's reader and settles its call once."""
 
-    __slots__ = (
-        "__weakref__", "_fin", "ctx", "iterating", "reader", "request_id", "settled", "started",
-    )  # fmt: skip
+    __slots__ = ("ctx", "reader", "request_id")
 
     def __init__(self, ctx: CallContext, request_id: str | None) -> None:
+        super().__init__()
         self.ctx = ctx
         self.reader = dialect.reader(ctx.api)
         self.request_id = request_id
-        self.iterating = False
-        self.settled = False
-        self.started = False
-        self._fin: weakref.finalize[Any, Any] | None = None
 
-    def see(self, item: Any) -> None:
+    @property
+    def complete(self) -> bool:
+        return bool(self.reader.complete)
+
+    def see(self, item: Any) -> bool:
         """Account for one event (an odd one never breaks the caller's stream)."""
-        self.started = True
         try:
             self.reader.feed(item)
         except Exception:
             log.debug("llmspend could not read an anthropic stream event", exc_info=True)
+        return True
 
-    def closed(self) -> None:
-        """The HTTP response was closed; outside iteration that means closed by the caller."""
-        if not self.iterating:
-            self.settle(cut=True)
-
-    def abandon(self) -> None:
-        """Garbage collected before it was settled: settle on a short-lived thread."""
-        if self.settled:
-            return
-        if sys.is_finalizing() or getattr(weakref.finalize, "_shutdown", False):
-            self.settle(cut=True)
-        else:
-            threading.Thread(
-                target=self.settle, kwargs={"cut": True}, name="llmspend-settle", daemon=True
-            ).start()
-
-    def interrupted(self, error: BaseException) -> bool:
-        """The caller's cell was interrupted: settle as ``partial`` if it had started."""
-        if self.started and not self.settled:
-            self.settle(cut=True, error=error)
-            return True
-        return False
-
-    def settle(self, *, cut: bool, error: BaseException | None = None) -> None:
-        """Record the call once: usage if the provider sent it, else an estimate."""
-        if self.settled:
-            return
-        self.settled = True
-        if self._fin is not None:
-            self._fin.detach()
+    def record(self, *, cut: bool, error: BaseException | None) -> None:
         try:
             reading = self.reader.result()
         except Exception as exc:  # a bug reading usage: settle from the text received
@@ -171,61 +141,9 @@ class StreamObserver:
         self.ctx.finish_reading(reading, self.request_id, cut=cut, error=error)
 
 
-def _sync_events(source: Iterator[Any], obs: StreamObserver) -> Iterator[Any]:
-    try:
-        while True:
-            obs.iterating = True
-            try:
-                item = next(source)
-            except StopIteration:
-                obs.iterating = False
-                obs.settle(cut=False)
-                return
-            obs.iterating = False
-            obs.see(item)
-            yield item
-    except GeneratorExit:  # collected unfinished
-        obs.iterating = False
-        obs.abandon()
-        raise
-    except BaseException as exc:
-        obs.iterating = False
-        obs.settle(cut=True, error=exc)
-        raise
-
-
-async def _async_events(source: AsyncIterator[Any], obs: StreamObserver) -> AsyncIterator[Any]:
-    try:
-        while True:
-            obs.iterating = True
-            try:
-                item = await source.__anext__()
-            except StopAsyncIteration:
-                obs.iterating = False
-                obs.settle(cut=False)
-                return
-            obs.iterating = False
-            obs.see(item)
-            yield item
-    except GeneratorExit:
-        obs.iterating = False
-        obs.abandon()
-        raise
-    except BaseException as exc:
-        obs.iterating = False
-        obs.settle(cut=True, error=exc)
-        raise
-
-
 def observe_stream(ctx: CallContext, stream: Any, *, is_async: bool) -> None:
     """Observe an SDK ``Stream``/``AsyncStream`` in place (same object for the caller)."""
-    response = stream.response
-    obs = StreamObserver(ctx, response.headers.get("request-id"))
-    tap_response(response, lambda _tap: obs.closed(), is_async=is_async)
-    source = stream._iterator  # (the SDK makes it on first use; a generator either way)
-    stream._iterator = _async_events(source, obs) if is_async else _sync_events(source, obs)
-    obs._fin = weakref.finalize(stream, obs.abandon)
-    watch_stream(obs)
+    StreamObserver(ctx, stream.response.headers.get("request-id")).attach(stream, is_async=is_async)
 
 
 # -- raw responses (with_raw_response / with_streaming_response) -------------------------------

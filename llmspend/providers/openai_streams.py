@@ -21,16 +21,15 @@ from __future__ import annotations
 
 import json
 import logging
-import sys
 import threading
 import weakref
-from collections.abc import AsyncIterator, Iterator
 from typing import Any
 
 from ..dialects import Reading
 from ..dialects import openai as dialect
 from ..errors import ResponseFailedError
-from ..pipeline import internal_error, watch_stream
+from ..pipeline import internal_error
+from . import observing
 from .bytestreams import decoded, library_of, tap_response
 from .openai_calls import LEDGER, CallContext
 
@@ -39,23 +38,17 @@ __all__ = ["StreamObserver", "observe_raw", "observe_stream", "settle_bytes"]
 log = logging.getLogger("llmspend")
 
 
-class StreamObserver:
+class StreamObserver(observing.StreamObserver):
     """Shows one stream's items to the dialect's reader and settles its call exactly once."""
 
-    __slots__ = (
-        "__weakref__", "_fin", "ctx", "iterating", "reader", "request_id", "resume", "settled",
-        "started",
-    )  # fmt: skip
+    __slots__ = ("ctx", "reader", "request_id", "resume")
 
     def __init__(self, ctx: CallContext, request_id: str | None, *, resume: bool = False) -> None:
+        super().__init__()
         self.ctx = ctx
         self.reader = dialect.reader(ctx.api, ctx.body.get("n"))
         self.request_id = request_id
         self.resume = resume
-        self.iterating = False
-        self.settled = False
-        self._fin: weakref.finalize[Any, Any] | None = None
-        self.started = False  # the caller has received at least one item
 
     @property
     def complete(self) -> bool:
@@ -73,59 +66,18 @@ class StreamObserver:
         return not (usage_only and self.ctx.injected)
 
     # -- settling ------------------------------------------------------------------------
-    def end(self) -> None:
-        """The stream was read to its end."""
-        self.settle(cut=False)
-
-    def fail(self, exc: BaseException) -> None:
-        """Reading the stream raised (connection dropped, timeout, error event...)."""
-        self.settle(cut=True, error=exc)
-
-    def closed(self) -> None:
-        """The HTTP response was closed; outside iteration that means closed by the caller."""
-        if not self.iterating:
-            self.settle(cut=not self.complete)
-
-    def abandon(self) -> None:
-        """Garbage collected before it was settled: settle on a short-lived thread (the
-        collector may have interrupted code holding a lock that recording needs)."""
-        if self.settled:
-            return
-        if sys.is_finalizing() or getattr(weakref.finalize, "_shutdown", False):
-            self.settle(cut=True)  # interpreter exit: no thread would run
-        else:
-            threading.Thread(
-                target=self.settle, kwargs={"cut": True}, name="llmspend-settle", daemon=True
-            ).start()
-
-    def interrupted(self, error: BaseException) -> bool:
-        """The caller's cell was interrupted: settle as ``partial`` if it had started."""
-        if self.started and not self.settled:
-            self.settle(cut=True, error=error)
-            return True
-        return False
-
-    def settle(self, *, cut: bool, error: BaseException | None = None) -> None:
-        """Record the call once: usage if the provider sent it, else an estimate."""
-        if self.settled:
-            return
-        self.settled = True
-        if self._fin is not None:
-            self._fin.detach()
+    def record(self, *, cut: bool, error: BaseException | None) -> None:
         ctx = self.ctx
-        try:
-            reader = self.reader
-            rid = reader.response_id
-            if self.resume:  # a resumed background response: settle it only when final
-                if reader.complete and rid and ctx is LEDGER.take(rid):
-                    self._record(ctx, cut=False, error=None)
-                return
-            if reader.usage is None and not reader.complete and ctx.background and rid:
-                LEDGER.park(rid, ctx, reader.out_bytes, reader.model, self.request_id)
-                return
-            self._record(ctx, cut=cut, error=error)
-        except Exception:  # pragma: no cover - finish never raises; belt and braces
-            log.exception("llmspend could not settle a stream")
+        reader = self.reader
+        rid = reader.response_id
+        if self.resume:  # a resumed background response: settle it only when final
+            if reader.complete and rid and ctx is LEDGER.take(rid):
+                self._record(ctx, cut=False, error=None)
+            return
+        if reader.usage is None and not reader.complete and ctx.background and rid:
+            LEDGER.park(rid, ctx, reader.out_bytes, reader.model, self.request_id)
+            return
+        self._record(ctx, cut=cut, error=error)
 
     def _record(self, ctx: CallContext, *, cut: bool, error: BaseException | None) -> None:
         rid = self.request_id
@@ -152,63 +104,10 @@ class StreamObserver:
 # -- Stream / AsyncStream ----------------------------------------------------------------------
 
 
-def _sync_items(source: Iterator[Any], obs: StreamObserver) -> Iterator[Any]:
-    try:
-        while True:
-            obs.iterating = True
-            try:
-                item = next(source)
-            except StopIteration:
-                obs.iterating = False
-                obs.end()
-                return
-            obs.iterating = False
-            if obs.see(item):
-                obs.started = True
-                yield item
-    except GeneratorExit:  # collected unfinished (the SDK never closes its iterator)
-        obs.iterating = False
-        obs.abandon()
-        raise
-    except BaseException as exc:
-        obs.iterating = False
-        obs.fail(exc)
-        raise
-
-
-async def _async_items(source: AsyncIterator[Any], obs: StreamObserver) -> AsyncIterator[Any]:
-    try:
-        while True:
-            obs.iterating = True
-            try:
-                item = await source.__anext__()
-            except StopAsyncIteration:
-                obs.iterating = False
-                obs.end()
-                return
-            obs.iterating = False
-            if obs.see(item):
-                obs.started = True
-                yield item
-    except GeneratorExit:
-        obs.iterating = False
-        obs.abandon()
-        raise
-    except BaseException as exc:
-        obs.iterating = False
-        obs.fail(exc)
-        raise
-
-
 def observe_stream(ctx: CallContext, stream: Any, *, is_async: bool, resume: bool = False) -> None:
     """Observe an SDK ``Stream``/``AsyncStream`` in place (same object for the caller)."""
-    response = stream.response
-    obs = StreamObserver(ctx, response.headers.get("x-request-id"), resume=resume)
-    tap_response(response, lambda _tap: obs.closed(), is_async=is_async)
-    source = stream._iterator
-    stream._iterator = _async_items(source, obs) if is_async else _sync_items(source, obs)
-    obs._fin = weakref.finalize(stream, obs.abandon)
-    watch_stream(obs)
+    obs = StreamObserver(ctx, stream.response.headers.get("x-request-id"), resume=resume)
+    obs.attach(stream, is_async=is_async)
 
 
 # -- raw responses (with_raw_response / with_streaming_response) -------------------------------
