@@ -26,8 +26,6 @@ from __future__ import annotations
 import dataclasses
 import json
 import logging
-import threading
-import weakref
 from collections.abc import Mapping
 from typing import Any
 
@@ -37,7 +35,6 @@ from ..dialects import anthropic as dialect
 from ..errors import ResponseFailedError
 from ..pipeline import internal_error
 from . import observing
-from .bytestreams import decoded, library_of, tap_response
 
 __all__ = ["CallContext", "StreamObserver", "observe_raw", "observe_stream", "settle_bytes"]
 
@@ -183,23 +180,8 @@ def observe_raw(ctx: CallContext, raw: Any, http: Any, *, is_async: bool) -> Non
     if body is not None:
         settle_bytes(ctx, body, content_type, request_id, ended=True)
         return
-    state = {"done": False}
-    encoding = http.headers.get("content-encoding", "identity").strip().lower()
-    library = library_of(http)
-
-    def on_close(tee: Any) -> None:
-        if not state["done"]:
-            state["done"] = True
-            data = b"".join(tee.chunks) if tee.chunks is not None else b""
-            settle_bytes(ctx, decoded(library, data, encoding), content_type, request_id,
-                         ended=tee.eof)  # fmt: skip
-
-    tee = tap_response(http, on_close, is_async=is_async, tee=True).tee
-
-    def collected() -> None:
-        if not state["done"]:  # collected unclosed: settle off the collector's thread
-            threading.Thread(target=on_close, args=(tee,), daemon=True).start()
-
-    # On the HTTP response, not on the raw wrapper: a caller may parse the wrapper into a
-    # stream and drop it (litellm does), while the stream goes on reading the response.
-    weakref.finalize(http, collected)
+    observing.tee_raw(
+        http,
+        lambda data, ended: settle_bytes(ctx, data, content_type, request_id, ended=ended),
+        is_async=is_async,
+    )

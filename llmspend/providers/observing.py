@@ -18,13 +18,13 @@ import logging
 import sys
 import threading
 import weakref
-from collections.abc import AsyncIterator, Iterator
+from collections.abc import AsyncIterator, Callable, Iterator
 from typing import Any
 
 from ..pipeline import watch_stream
-from .bytestreams import tap_response
+from .bytestreams import Tee, decoded, library_of, tap_response
 
-__all__ = ["StreamObserver"]
+__all__ = ["StreamObserver", "tee_raw"]
 
 log = logging.getLogger("llmspend")
 
@@ -153,3 +153,27 @@ async def _async_items(source: AsyncIterator[Any], obs: StreamObserver) -> Async
         obs.iterating = False
         obs.fail(exc)
         raise
+
+
+def tee_raw(http: Any, settle: Callable[[bytes, bool], None], *, is_async: bool) -> None:
+    """Keep a copy of a raw response's streamed body as the caller reads it, and call
+    ``settle(body, ended)`` once: when the body is closed (``ended``: it reached its end),
+    or when the response is collected unclosed (off the collector's thread). Watched on the
+    HTTP response, not on the SDK's raw wrapper: a caller may parse the wrapper into a
+    stream and drop it (litellm does) while the stream goes on reading the response."""
+    done = threading.Lock()
+    encoding = http.headers.get("content-encoding", "identity").strip().lower()
+    library = library_of(http)
+
+    def on_close(tee: Tee) -> None:
+        if done.acquire(blocking=False):
+            data = b"".join(tee.chunks) if tee.chunks is not None else b""
+            settle(decoded(library, data, encoding), tee.eof)
+
+    tee = tap_response(http, on_close, is_async=is_async, tee=True).tee
+
+    def collected() -> None:
+        if not done.locked():
+            threading.Thread(target=on_close, args=(tee,), daemon=True).start()
+
+    weakref.finalize(http, collected)

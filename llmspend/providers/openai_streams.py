@@ -21,8 +21,6 @@ from __future__ import annotations
 
 import json
 import logging
-import threading
-import weakref
 from typing import Any
 
 from ..dialects import Reading
@@ -30,7 +28,6 @@ from ..dialects import openai as dialect
 from ..errors import ResponseFailedError
 from ..pipeline import internal_error
 from . import observing
-from .bytestreams import decoded, library_of, tap_response
 from .openai_calls import LEDGER, CallContext
 
 __all__ = ["StreamObserver", "observe_raw", "observe_stream", "settle_bytes"]
@@ -156,23 +153,8 @@ def observe_raw(ctx: CallContext, raw: Any, http: Any, *, is_async: bool) -> Non
     if ctx.api == "audio.speech" and "event-stream" not in content_type:
         ctx.finish_estimate("ok", request_id=request_id)
         return
-    state = {"done": False}
-    encoding = http.headers.get("content-encoding", "identity").strip().lower()
-    library = library_of(http)
-
-    def on_close(tap: Any) -> None:
-        if not state["done"]:
-            state["done"] = True
-            data = b"".join(tap.chunks) if tap.chunks is not None else b""
-            data = decoded(library, data, encoding)
-            settle_bytes(ctx, data, content_type, request_id, ended=tap.eof)
-
-    tee = tap_response(http, on_close, is_async=is_async, tee=True).tee
-
-    def collected() -> None:
-        if not state["done"]:  # collected unclosed: settle off the collector's thread
-            threading.Thread(target=on_close, args=(tee,), daemon=True).start()
-
-    # On the HTTP response, not on the raw wrapper: a caller may parse the wrapper into a
-    # stream and drop it (litellm does), while the stream goes on reading the response.
-    weakref.finalize(http, collected)
+    observing.tee_raw(
+        http,
+        lambda data, ended: settle_bytes(ctx, data, content_type, request_id, ended=ended),
+        is_async=is_async,
+    )
