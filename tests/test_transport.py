@@ -569,3 +569,87 @@ def test_every_transport_patch_is_restored_by_identity(tmp_path: Any) -> None:
     finally:
         llmspend.uninstall()
     assert all(a is b for a, b in zip(current(), before, strict=True))
+
+
+# -- a bug inside llmspend never changes the call (every transport tap) -----------------------
+
+
+class _Planted(Exception):
+    """A fault planted in llmspend's own code."""
+
+
+def _boom(*args: Any, **kwargs: Any) -> Any:
+    raise _Planted("planted")
+
+
+def _via_httpx(url: str) -> Any:
+    with httpx.Client() as client:
+        body = client.post(url, json=CHAT).json()
+        with client.stream("POST", url, json=STREAM) as r:
+            lines = list(r.iter_lines())
+    return scrub(body), scrub(sse_json(lines))
+
+
+def _via_httpx_async(url: str) -> Any:
+    async def go() -> Any:
+        async with httpx.AsyncClient() as client:
+            body = (await client.post(url, json=CHAT)).json()
+            async with client.stream("POST", url, json=STREAM) as r:
+                lines = [ln async for ln in r.aiter_lines()]
+        return scrub(body), scrub(sse_json(lines))
+
+    return asyncio.run(go())
+
+
+def _via_requests(url: str) -> Any:
+    import requests
+
+    body = requests.post(url, json=CHAT).json()
+    with requests.post(url, json=STREAM, stream=True) as r:
+        lines = [ln.decode() for ln in r.iter_lines() if ln]
+    return scrub(body), scrub(sse_json(lines))
+
+
+def _via_aiohttp(url: str) -> Any:
+    import aiohttp
+
+    async def go() -> Any:
+        async with aiohttp.ClientSession() as session:
+            async with session.post(url, json=CHAT) as r:
+                body = await r.json()
+            async with session.post(url, json=STREAM) as r:
+                lines = [ln.decode().strip() async for ln in r.content if ln.strip()]
+        return scrub(body), scrub(sse_json(lines))
+
+    return asyncio.run(go())
+
+
+@pytest.mark.parametrize("fault", ["route", "read", "before_call", "record_call"])
+@pytest.mark.parametrize(
+    "client", [_via_httpx, _via_httpx_async, _via_requests, _via_aiohttp],
+    ids=["httpx", "httpx-async", "requests", "aiohttp"],
+)  # fmt: skip
+def test_a_fault_inside_llmspend_leaves_the_transport_call_unchanged(
+    tap: Tracker, fresh_sim: Any, monkeypatch: pytest.MonkeyPatch, client: Any, fault: str
+) -> None:
+    import llmspend.dialects.openai as openai_dialect
+
+    url = fresh_sim.openai_base_url + "/chat/completions"
+    llmspend.uninstall()
+    without = client(url)
+    tracker = llmspend.install(tap.settings.database_url, org="acme", user="ana")
+    if fault == "route":
+        monkeypatch.setattr(openai_dialect, "route", _boom)
+    elif fault == "read":
+        monkeypatch.setattr(openai_dialect, "read", _boom)
+        monkeypatch.setattr(openai_dialect, "reader", _boom)
+    elif fault == "before_call":
+        tracker.before_call_hooks.append(_boom)
+    else:
+        monkeypatch.setattr(Tracker, "record_call", _boom)
+    assert client(url) == without
+    recorded = rows(tracker)
+    if fault in ("route", "before_call", "record_call"):
+        assert recorded == []  # not recorded; the call went through all the same
+    else:  # the response could not be read: recorded from an estimate
+        assert len(recorded) == 2 and all(r["usage_estimated"] for r in recorded)
