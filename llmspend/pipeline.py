@@ -36,7 +36,7 @@ import threading
 import time
 import weakref
 from collections import OrderedDict
-from collections.abc import Callable, Iterator
+from collections.abc import Awaitable, Callable, Iterator
 from contextlib import contextmanager
 from contextvars import ContextVar
 from typing import Any, TypeVar
@@ -48,11 +48,13 @@ from .tracker import Tracker, installed_tracker
 
 __all__ = [
     "REPEAT_WINDOW_SECONDS",
+    "asend_recorded",
     "begin_call",
     "handled",
     "internal_error",
     "is_handled",
     "json_key",
+    "send_recorded",
     "settle_interrupted",
     "shielded",
     "watch_stream",
@@ -78,6 +80,34 @@ def handled() -> Iterator[None]:
     token = _handled.set(True)
     try:
         yield
+    finally:
+        _handled.reset(token)
+
+
+def send_recorded(fail: Callable[[BaseException], object], send: Callable[[], T]) -> T:
+    """``send()`` a request a tap records (marked :func:`handled`, so the layers under it
+    pass it through); if it raises, ``fail(exc)`` records the error and it is re-raised
+    unchanged. The one way every tap sends what it records."""
+    token = _handled.set(True)
+    try:
+        return send()
+    except BaseException as exc:
+        fail(exc)
+        raise
+    finally:
+        _handled.reset(token)
+
+
+async def asend_recorded(
+    fail: Callable[[BaseException], object], send: Callable[[], Awaitable[T]]
+) -> T:
+    """:func:`send_recorded` for a coroutine."""
+    token = _handled.set(True)
+    try:
+        return await send()
+    except BaseException as exc:
+        fail(exc)
+        raise
     finally:
         _handled.reset(token)
 

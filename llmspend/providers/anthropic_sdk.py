@@ -33,7 +33,14 @@ from typing import Any, NamedTuple
 
 from ..dialects import Reading, Request
 from ..dialects import anthropic as dialect
-from ..pipeline import begin_call, handled, internal_error, json_key, shielded
+from ..pipeline import (
+    asend_recorded,
+    begin_call,
+    internal_error,
+    json_key,
+    send_recorded,
+    shielded,
+)
 from ..plugins import Patch
 from .anthropic_streams import CallContext, observe_raw, observe_stream
 
@@ -142,12 +149,7 @@ def _request(wrapped: Any, instance: Any, args: tuple[Any, ...], kwargs: dict[st
     ctx = _begin(instance, args, kwargs)
     if ctx is None:
         return wrapped(*args, **kwargs)
-    try:
-        with handled():
-            result = wrapped(*args, **kwargs)
-    except BaseException as exc:
-        ctx.fail(exc)
-        raise
+    result = send_recorded(ctx.fail, lambda: wrapped(*args, **kwargs))
     return _observe(ctx, result, is_async=False)
 
 
@@ -158,12 +160,7 @@ async def _arequest(
     ctx = _begin(instance, args, kwargs)
     if ctx is None:
         return await wrapped(*args, **kwargs)
-    try:
-        with handled():
-            result = await wrapped(*args, **kwargs)
-    except BaseException as exc:
-        ctx.fail(exc)
-        raise
+    result = await asend_recorded(ctx.fail, lambda: wrapped(*args, **kwargs))
     return _observe(ctx, result, is_async=True)
 
 

@@ -22,7 +22,7 @@ from ..call import Call, Usage
 from ..dialects import Reading, Route, field, tokens_from_bytes
 from ..dialects import gemini as dialect
 from ..dialects.media import png_header
-from ..pipeline import begin_call, handled, internal_error, shielded
+from ..pipeline import asend_recorded, begin_call, internal_error, send_recorded, shielded
 
 __all__ = [
     "ObservedAsyncIterator",
@@ -157,12 +157,7 @@ def run_recorded(
     response is handed to ``settle(call, response)``. Without a call (not installed) just send."""
     if call is None:
         return send()
-    try:
-        with handled():  # recorded here: the transport taps pass it through
-            response = send()
-    except BaseException as exc:
-        call.finish(None, status="error", error=exc)
-        raise
+    response = send_recorded(lambda exc: call.finish(None, status="error", error=exc), send)
     _settle(call, response, settle)
     return response
 
@@ -173,12 +168,7 @@ async def arun_recorded(
     """:func:`run_recorded` for a coroutine."""
     if call is None:
         return await send()
-    try:
-        with handled():
-            response = await send()
-    except BaseException as exc:
-        call.finish(None, status="error", error=exc)
-        raise
+    response = await asend_recorded(lambda exc: call.finish(None, status="error", error=exc), send)
     _settle(call, response, settle)
     return response
 

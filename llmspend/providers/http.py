@@ -28,7 +28,7 @@ from typing import Any, TypeVar
 from ..call import Call, Usage
 from ..dialects import Reading, Request, Route, tokens_from_bytes
 from ..dialects.hosts import Endpoint, match
-from ..pipeline import begin_call, handled, internal_error
+from ..pipeline import asend_recorded, begin_call, internal_error, send_recorded
 from ..tracker import installed_tracker
 from .bytestreams import Tee, decoded
 
@@ -221,12 +221,7 @@ def send_seen(
     re-raised unchanged. Without a call (``seen`` is ``None``) just ``send()``."""
     if seen is None:
         return send()
-    try:
-        with handled():
-            response = send()
-    except BaseException as exc:
-        seen.fail(exc)
-        raise
+    response = send_recorded(seen.fail, send)
     seen.observe(observe, response, what)
     return response
 
@@ -240,12 +235,7 @@ async def asend_seen(
     """:func:`send_seen` for a coroutine."""
     if seen is None:
         return await send()
-    try:
-        with handled():
-            response = await send()
-    except BaseException as exc:
-        seen.fail(exc)
-        raise
+    response = await asend_recorded(seen.fail, send)
     seen.observe(observe, response, what)
     return response
 

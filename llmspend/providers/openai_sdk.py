@@ -41,7 +41,15 @@ from typing import Any, NamedTuple
 
 from ..dialects import Request, Route
 from ..dialects import openai as dialect
-from ..pipeline import begin_call, handled, internal_error, json_key, shielded
+from ..pipeline import (
+    asend_recorded,
+    begin_call,
+    handled,
+    internal_error,
+    json_key,
+    send_recorded,
+    shielded,
+)
 from ..plugins import Patch
 from .openai_batches import begin_batch, created, watch
 from .openai_calls import LEDGER, CallContext
@@ -321,12 +329,7 @@ def _request(wrapped: Any, instance: Any, args: tuple[Any, ...], kwargs: dict[st
         with handled():
             result = wrapped(*args, **kwargs)
         return _resume(ctx, result, is_async=False)
-    try:
-        with handled():
-            result = wrapped(*args, **kwargs)
-    except BaseException as exc:
-        ctx.fail(exc)
-        raise
+    result = send_recorded(ctx.fail, lambda: wrapped(*args, **kwargs))
     return _observe(ctx, result, is_async=False)
 
 
@@ -346,12 +349,7 @@ async def _arequest(
         with handled():
             result = await wrapped(*args, **kwargs)
         return _resume(ctx, result, is_async=True)
-    try:
-        with handled():
-            result = await wrapped(*args, **kwargs)
-    except BaseException as exc:
-        ctx.fail(exc)
-        raise
+    result = await asend_recorded(ctx.fail, lambda: wrapped(*args, **kwargs))
     return _observe(ctx, result, is_async=True)
 
 
