@@ -30,6 +30,7 @@ __all__ = [
     "Base",
     "Budget",
     "BudgetPeriod",
+    "GatewayKey",
     "Org",
     "Project",
     "Reservation",
@@ -329,3 +330,24 @@ class RollupState(Base):
 
     id: Mapped[int] = mapped_column(Integer, primary_key=True)
     rolled_through: Mapped[int] = mapped_column(BigInteger, default=0)
+
+
+# -- the gateway -----------------------------------------------------------------------------
+
+
+class GatewayKey(Base):
+    """A gateway key: the SHA-256 of the secret (never the secret), its first characters
+    for recognition, and the identity its calls are charged to."""
+
+    __tablename__ = "llmspend_gateway_keys"
+
+    id: Mapped[int] = mapped_column(BigId, primary_key=True)
+    key_hash: Mapped[str] = mapped_column(String(64), unique=True)
+    prefix: Mapped[str] = mapped_column(String(16))
+    org_name: Mapped[str] = mapped_column(String(200))
+    project_name: Mapped[str] = mapped_column(String(200))
+    user_name: Mapped[str] = mapped_column(String(200))
+    note: Mapped[str | None] = mapped_column(String(200))
+    created_at: Mapped[dt.datetime] = mapped_column(DateTime())
+    expires_at: Mapped[dt.datetime | None] = mapped_column(DateTime())
+    revoked_at: Mapped[dt.datetime | None] = mapped_column(DateTime())

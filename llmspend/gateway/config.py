@@ -1,0 +1,150 @@
+"""The gateway's configuration: a TOML file naming the upstreams and their keys' env vars.
+
+```toml
+[gateway]
+max_request_bytes = 33554432   # a larger request body gets a 413 (default 32 MiB)
+timeout = 600                  # seconds for an upstream read (default 600)
+connect_timeout = 10           # seconds to connect upstream (default 10)
+
+[upstreams.openai]             # served at /openai/...: /openai/v1/chat/completions
+dialect = "openai"             # openai | gemini | anthropic (default: the upstream's name)
+base_url = "https://api.openai.com"
+key_env = "OPENAI_API_KEY"     # the NAME of the environment variable holding the key
+provider = "openai"            # optional: what rows are recorded under (default: by host)
+auth = "bearer"                # optional: bearer | api-key | x-api-key | x-goog-api-key
+```
+
+The path after ``/NAME`` is appended to ``base_url`` as it is. Without a file the three
+public providers are configured (``OPENAI_API_KEY``, ``GEMINI_API_KEY``,
+``ANTHROPIC_API_KEY``). Keys are read from the environment once, at start; they are
+never stored, logged or shown (``repr`` of an :class:`Upstream` hides its key).
+"""
+
+from __future__ import annotations
+
+import os
+import re
+import tomllib
+from dataclasses import dataclass, field
+from typing import Any
+from urllib.parse import urlsplit
+
+from ..dialects.hosts import DIALECTS
+from ..errors import ConfigError
+
+__all__ = ["AUTH_HEADERS", "GatewayConfig", "Upstream", "default_config", "load_config"]
+
+#: How each dialect's SDK sends its key, and so how the gateway sends the provider's.
+AUTH_HEADERS = {"openai": "bearer", "gemini": "x-goog-api-key", "anthropic": "x-api-key"}
+_AUTHS = ("bearer", "api-key", "x-api-key", "x-goog-api-key")
+_NAME = re.compile(r"^[a-z][a-z0-9_-]{0,39}$")
+_DEFAULTS = {
+    "openai": ("https://api.openai.com", "OPENAI_API_KEY"),
+    "gemini": ("https://generativelanguage.googleapis.com", "GEMINI_API_KEY"),
+    "anthropic": ("https://api.anthropic.com", "ANTHROPIC_API_KEY"),
+}
+
+
+@dataclass(frozen=True, slots=True)
+class Upstream:
+    """One upstream: requests to ``/{name}/...`` go to ``base_url`` + the rest."""
+
+    name: str
+    dialect: str
+    base_url: str
+    key_env: str
+    provider: str | None
+    auth: str
+    key: str = field(default="", repr=False)
+
+    def auth_headers(self) -> dict[str, str]:
+        """The header that carries the provider key upstream (none without a key)."""
+        if not self.key:
+            return {}
+        if self.auth == "bearer":
+            return {"authorization": f"Bearer {self.key}"}
+        return {self.auth: self.key}
+
+
+@dataclass(frozen=True, slots=True)
+class GatewayConfig:
+    upstreams: dict[str, Upstream]
+    max_request_bytes: int = 32 * 1024 * 1024
+    timeout: float = 600.0
+    connect_timeout: float = 10.0
+
+
+def _number(section: dict[str, Any], name: str, default: float) -> float:
+    value = section.get(name, default)
+    if isinstance(value, bool) or not isinstance(value, (int, float)) or not value > 0:
+        raise ConfigError(f"gateway config: {name} must be a positive number, got {value!r}")
+    return float(value)
+
+
+def _upstream(name: str, spec: Any, environ: dict[str, str]) -> Upstream:
+    if not _NAME.match(name):
+        raise ConfigError(f"gateway config: bad upstream name {name!r} (a-z, 0-9, - and _)")
+    if not isinstance(spec, dict):
+        raise ConfigError(f"gateway config: [upstreams.{name}] must be a table")
+    unknown = set(spec) - {"dialect", "base_url", "key_env", "provider", "auth"}
+    if unknown:
+        raise ConfigError(f"gateway config: unknown keys in [upstreams.{name}]: {sorted(unknown)}")
+    dialect = spec.get("dialect", name)
+    if dialect not in DIALECTS:
+        raise ConfigError(
+            f"gateway config: [upstreams.{name}] dialect must be one of {', '.join(DIALECTS)}"
+        )
+    base_url = spec.get("base_url")
+    parts = urlsplit(base_url) if isinstance(base_url, str) else None
+    if parts is None or parts.scheme not in ("http", "https") or not parts.hostname:
+        raise ConfigError(f"gateway config: [upstreams.{name}] base_url must be an http(s) URL")
+    key_env = spec.get("key_env", "")
+    if not isinstance(key_env, str):
+        raise ConfigError(f"gateway config: [upstreams.{name}] key_env must be a string")
+    auth = spec.get("auth", AUTH_HEADERS[dialect])
+    if auth not in _AUTHS:
+        raise ConfigError(f"gateway config: [upstreams.{name}] auth must be one of {_AUTHS}")
+    provider = spec.get("provider")
+    if provider is not None and not isinstance(provider, str):
+        raise ConfigError(f"gateway config: [upstreams.{name}] provider must be a string")
+    key = environ.get(key_env, "") if key_env else ""
+    return Upstream(name, dialect, base_url.rstrip("/"), key_env, provider, auth, key)
+
+
+def load_config(path: str | None, environ: dict[str, str] | None = None) -> GatewayConfig:
+    """The configuration in the TOML file at ``path`` (``None``: :func:`default_config`),
+    with the provider keys read from ``environ`` (default: the process environment)."""
+    env = dict(os.environ if environ is None else environ)
+    if path is None:
+        return default_config(env)
+    try:
+        with open(path, "rb") as f:
+            data = tomllib.load(f)
+    except OSError as exc:
+        raise ConfigError(f"cannot read the gateway config {path}: {exc.strerror}") from None
+    except tomllib.TOMLDecodeError as exc:
+        raise ConfigError(f"the gateway config {path} is not valid TOML: {exc}") from None
+    unknown = set(data) - {"gateway", "upstreams"}
+    if unknown:
+        raise ConfigError(f"gateway config: unknown sections {sorted(unknown)}")
+    section = data.get("gateway", {})
+    ups = data.get("upstreams", {})
+    if not isinstance(section, dict) or not isinstance(ups, dict) or not ups:
+        raise ConfigError("gateway config: [upstreams.NAME] tables are required")
+    return GatewayConfig(
+        {name: _upstream(name, spec, env) for name, spec in ups.items()},
+        max_request_bytes=int(_number(section, "max_request_bytes", 32 * 1024 * 1024)),
+        timeout=_number(section, "timeout", 600.0),
+        connect_timeout=_number(section, "connect_timeout", 10.0),
+    )
+
+
+def default_config(environ: dict[str, str] | None = None) -> GatewayConfig:
+    """The three public providers, keys from their usual environment variables."""
+    env = dict(os.environ if environ is None else environ)
+    return GatewayConfig(
+        {
+            name: _upstream(name, {"base_url": url, "key_env": key_env}, env)
+            for name, (url, key_env) in _DEFAULTS.items()
+        }
+    )
