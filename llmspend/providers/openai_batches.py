@@ -10,8 +10,9 @@ line's request text) and on its output (each line's ``max_tokens``-style cap, or
 this process did not upload cannot be bounded: its model is unknown, so a hard budget
 refuses it by default (``unpriced_policy``), as it does a call to an unknown model.
 
-One row per batch: the call is parked under the batch id and settled, priced at the
-``batch`` tier (:mod:`llmspend.pricing.tiers`), from the first of
+One row per batch: the call is parked under the batch id (:mod:`.batch_jobs`, the
+machinery every provider's batches share) and settled, priced at the ``batch`` tier
+(:mod:`llmspend.pricing.tiers`), from the first of
 
 * a retrieved or listed batch (``batches.retrieve`` / ``batches.list``) that is completed
   and carries ``usage``;
@@ -25,18 +26,18 @@ still parked when the interpreter exits is settled from its reservation's bound
 
 from __future__ import annotations
 
-import atexit
 import json
 import logging
 import os
-import threading
 from collections.abc import Mapping
-from typing import Any, NamedTuple
+from typing import Any
 
-from ..call import DEFAULT_OUTPUT_CAP, Call, Usage
+from ..call import DEFAULT_OUTPUT_CAP, Call
 from ..dialects import field
 from ..dialects import openai as dialect
-from ..pipeline import begin_call, internal_error
+from ..pipeline import internal_error
+from .batch_jobs import BatchInput, BatchLedger, total_usage
+from .batch_jobs import begin_batch as start_batch
 
 __all__ = ["BATCHES", "BatchInput", "begin_batch", "created", "read_input", "watch"]
 
@@ -45,15 +46,6 @@ log = logging.getLogger("llmspend")
 _ENDPOINT_APIS = {"/v1/chat/completions": "chat.completions", "/v1/responses": "responses",
                   "/v1/embeddings": "embeddings", "/v1/completions": "completions",
                   "/v1/moderations": "moderations"}  # fmt: skip
-
-
-class BatchInput(NamedTuple):
-    """What a batch input file asks for: its model and worst-case tokens."""
-
-    model: str
-    input_tokens: int
-    output_tokens: int
-    lines: int
 
 
 def read_input(data: bytes) -> BatchInput | None:
@@ -96,30 +88,26 @@ def _content_of(file: Any) -> bytes | None:
     return None
 
 
-class _Batches:
-    """Uploaded batch inputs (by file id) and batches awaiting their results (thread-safe)."""
+class _Batches(BatchLedger):
+    """Uploaded batch inputs (by file id) and batches awaiting their results (thread-safe);
+    output files are the ledger's ``files``."""
 
     MAX = 1024
 
     def __init__(self) -> None:
+        super().__init__()
         self.inputs: dict[str, BatchInput] = {}
-        self.parked: dict[str, Call] = {}
-        self.outputs: dict[str, str] = {}  # output file id -> batch id
-        self._lock = threading.Lock()
-        self._hooked = False
+
+    @property
+    def outputs(self) -> dict[str, str]:
+        """Output file id -> batch id."""
+        return self.files
 
     def remember_input(self, file_id: str, summary: BatchInput) -> None:
         with self._lock:
             self.inputs[file_id] = summary
             while len(self.inputs) > self.MAX:
                 self.inputs.pop(next(iter(self.inputs)))
-
-    def park(self, batch_id: str, call: Call) -> None:
-        with self._lock:
-            self.parked[batch_id] = call
-            if not self._hooked:
-                atexit.register(self.flush)
-                self._hooked = True
 
     def seen(self, batch: Any) -> None:
         """A retrieved or listed batch: settle it from its usage, or note its output file."""
@@ -132,16 +120,14 @@ class _Batches:
             return
         out = field(batch, "output_file_id")
         if isinstance(out, str):
-            with self._lock:
-                self.outputs[out] = bid
+            self.note_file(out, bid)
 
     def results(self, file_id: str, data: bytes) -> None:
         """The content of an output file: settle its batch from the lines' usage."""
-        with self._lock:
-            bid = self.outputs.pop(file_id, None)
+        bid = self.job_of_file(file_id)
         if bid is None:
             return
-        total, model = Usage(), None
+        usages, model = [], None
         for raw in data.splitlines():
             try:
                 line = json.loads(raw)
@@ -152,31 +138,8 @@ class _Batches:
             if usage is None:
                 continue
             model = model or field(body, "model")
-            total = Usage(*(a + b for a, b in zip(_tuple(total), _tuple(usage), strict=True)))
-        self.settle(bid, total, model if isinstance(model, str) else None)
-
-    def settle(self, batch_id: str, usage: Usage, model: str | None) -> None:
-        with self._lock:
-            call = self.parked.pop(batch_id, None)
-            for out in [k for k, v in self.outputs.items() if v == batch_id]:
-                del self.outputs[out]
-        if call is not None:
-            call.finish(usage, response_model=model, request_id=batch_id, service_tier="batch")
-
-    def flush(self) -> None:
-        """Settle every parked batch from its bound (at exit)."""
-        with self._lock:
-            items = list(self.parked.items())
-            self.parked.clear()
-        for bid, call in items:
-            out = call.output_cap or 0
-            call.finish(Usage(call.input_upper, 0, 0, out, 0), status="partial",
-                        request_id=bid, usage_estimated=True, service_tier="batch")  # fmt: skip
-
-
-def _tuple(u: Usage) -> tuple[int, int, int, int, int]:
-    return (u.input_tokens, u.cached_input_tokens, u.cache_write_tokens, u.output_tokens,
-            u.reasoning_tokens)  # fmt: skip
+            usages.append(usage)
+        self.settle(bid, total_usage(usages), model if isinstance(model, str) else None)
 
 
 BATCHES = _Batches()
@@ -187,11 +150,7 @@ def begin_batch(provider: str, body: Mapping[str, Any]) -> Call | None:
     """Begin ``batches.create``: reserve the worst case of its input file at batch rates."""
     file_id = body.get("input_file_id")
     summary = BATCHES.inputs.get(file_id) if isinstance(file_id, str) else None
-    if summary is None:  # not uploaded here: unbounded, so priced as an unknown model
-        return begin_call(provider, "batches", "", input_tokens=0, max_output_tokens=0,
-                          service_tier="batch")  # fmt: skip
-    return begin_call(provider, "batches", summary.model, input_tokens=summary.input_tokens,
-                      max_output_tokens=summary.output_tokens, service_tier="batch")  # fmt: skip
+    return start_batch(provider, summary)  # not uploaded here: unbounded (unknown model)
 
 
 def created(call: Call, batch: Any) -> None:
