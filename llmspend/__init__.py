@@ -8,6 +8,7 @@ The public surface is listed in ``__all__``; everything else is private. Heavy l
 from __future__ import annotations
 
 import logging as _logging
+import sys as _sys
 from typing import TYPE_CHECKING, Any
 
 from .errors import (
@@ -40,7 +41,7 @@ if TYPE_CHECKING:
     from .dialects.hosts import declare_endpoint
     from .pipeline import begin_call
     from .plugins import Patch, ProviderPlugin, register_provider
-    from .pricing import Price
+    from .pricing import Price, PriceBook
     from .tracker import Tracker
 
 __version__ = "0.1.0"
@@ -107,6 +108,7 @@ def install(
     project: str | None = None,
     user: str | None = None,
     children: bool | None = None,
+    otel: bool | None = None,
 ) -> Tracker:
     """Hook the provider SDKs and record every call into the store at ``database_url``.
 
@@ -115,11 +117,14 @@ def install(
     attribution defaults (else ``LLMSPEND_ORG``/``LLMSPEND_PROJECT``/``LLMSPEND_USER``,
     ``JUPYTERHUB_USER`` or the OS user, and ``"default"``). Processes ``multiprocessing``
     starts (process pools and joblib too) are hooked alike unless ``children=False`` or
-    ``LLMSPEND_CHILDREN=0`` (``None`` keeps the current choice).
+    ``LLMSPEND_CHILDREN=0`` (``None`` keeps the current choice). ``otel=True`` (or
+    ``LLMSPEND_OTEL=1``) exports a span per call to OpenTelemetry's configured providers.
     """
     from .installer import install as _install
 
-    return _install(database_url, org=org, project=project, user=user, children=children)
+    return _install(
+        database_url, org=org, project=project, user=user, children=children, otel=otel
+    )
 
 
 def uninstall() -> None:
@@ -168,20 +173,29 @@ def price(
     """Price a usage exactly (``Decimal`` USD), as of ``at`` (default: now).
 
     ``input_tokens`` includes cached and cache-write tokens; ``output_tokens`` includes
-    reasoning tokens. An unknown model gives ``status="unknown"`` and no cost.
+    reasoning tokens. An unknown model gives ``status="unknown"`` and no cost. Opens no
+    store: the price book is the process-wide one the tracker shares.
     """
-    from .tracker import get_tracker
+    return _price_book().quote(model, provider, input_tokens, cached_input_tokens,
+                               cache_write_tokens, output_tokens, reasoning_tokens,
+                               at)  # fmt: skip
 
-    return get_tracker().pricebook.price(
-        model,
-        provider=provider,
-        input_tokens=input_tokens,
-        cached_input_tokens=cached_input_tokens,
-        cache_write_tokens=cache_write_tokens,
-        output_tokens=output_tokens,
-        reasoning_tokens=reasoning_tokens,
-        at=at,
-    )
+
+def _price_book() -> PriceBook:
+    """The current tracker's price book if there is a tracker, else the process-wide one."""
+    tracker_module = _sys.modules.get("llmspend.tracker")
+    tracker = tracker_module.current_tracker() if tracker_module is not None else None
+    if tracker is not None:
+        return tracker.pricebook
+    return _default_pricebook()
+
+
+def _default_pricebook() -> PriceBook:
+    global _default_pricebook
+    from .pricing.book import default_pricebook
+
+    _default_pricebook = default_pricebook  # the import once, not on every call
+    return default_pricebook()
 
 
 def set_budget(

@@ -254,6 +254,7 @@ class Call:
         "tracker", "provider", "api", "model", "streamed", "org", "project", "user", "tags",
         "ts", "epoch", "t0", "_input_upper", "_payload", "_refs", "output_cap", "estimate_nanos",
         "reservation", "_done", "_lock", "row", "settled", "events", "repeat", "service_tier",
+        "otel_context",
     )  # fmt: skip
 
     def __init__(
@@ -299,6 +300,7 @@ class Call:
         # The service tier the request asks for (priced by the estimate), then the one the
         # provider reports it served (priced by the row); ``None``: standard.
         self.service_tier = service_tier
+        self.otel_context: Any = None  # the caller's OpenTelemetry context (llmspend.otel)
 
     def __repr__(self) -> str:
         return (

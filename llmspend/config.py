@@ -7,6 +7,7 @@ then a default. Environment variables:
 ``LLMSPEND_DATABASE_URL``    SQLAlchemy URL of the store (default: SQLite in the home)
 ``LLMSPEND_PRICES``          path of a price-override TOML file
 ``LLMSPEND_ORG`` / ``LLMSPEND_PROJECT`` / ``LLMSPEND_USER``   default attribution
+``LLMSPEND_OTEL``            ``1`` (or ``true``, ``yes``, ``on``): export OpenTelemetry spans
 
 What llmspend creates is private whatever the umask: directories 0700
 (:func:`private_dir`), files 0600 (:func:`private_file`). A directory or file that
@@ -27,6 +28,7 @@ __all__ = [
     "FILE_MODE",
     "Settings",
     "default_attribution",
+    "otel_enabled",
     "private_dir",
     "private_file",
     "resolve_database_url",
@@ -170,3 +172,9 @@ def env_number(
             bounds += f" and <= {high:g}"
         raise ConfigError(f"{name} must be {kind} {bounds}, got {raw!r}")
     return value
+
+
+def otel_enabled() -> bool:
+    """Whether ``LLMSPEND_OTEL`` asks for OpenTelemetry export (``1``, ``true``, ``yes``,
+    ``on``)."""
+    return os.environ.get("LLMSPEND_OTEL", "").strip().lower() in ("1", "true", "yes", "on")

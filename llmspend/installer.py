@@ -8,6 +8,7 @@ import threading
 from .budgets.heartbeat import HEARTBEAT
 from .children import Carrier, ChildSettings, hook_children, opted_out, set_enabled, unhook_children
 from .config import resolve_database_url
+from .otel import configure as configure_otel
 from .plugins import apply_patches, remove_patches
 from .tracker import Tracker, current_tracker, installed_tracker, set_tracker
 
@@ -26,6 +27,7 @@ def install(
     user: str | None = None,
     children: bool | None = None,
     prices_path: str | None = None,
+    otel: bool | None = None,
 ) -> Tracker:
     """Hook the provider SDKs and record every call into the store at ``database_url``.
 
@@ -37,7 +39,9 @@ def install(
     ``children``: hook the processes ``multiprocessing`` starts (spawn, forkserver, fork,
     process pools, joblib/loky) with this store, the defaults and the ``attribute()``
     context (see :mod:`llmspend.children`); ``None`` keeps the current choice (on, unless
-    turned off). ``prices_path`` is the price-override file of a new tracker.
+    turned off). ``prices_path`` is the price-override file of a new tracker. ``otel``:
+    export a span per call to OpenTelemetry (see :mod:`llmspend.otel`); ``None`` keeps the
+    current choice (off, unless ``LLMSPEND_OTEL=1``).
     """
     with _lock:
         # Reuse the current tracker (installed or not) when it is on the same store: its
@@ -58,6 +62,7 @@ def install(
             set_tracker(tracker, installed=True)
             if current is not None:  # its calls are over: what it holds for them goes back
                 current.guard.release_standing()
+        configure_otel(tracker, otel)
         apply_patches()
         if children is not None:
             set_enabled(children)
