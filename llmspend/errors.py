@@ -7,6 +7,7 @@ The tree::
     │   └── PriceFileError             a bad price-override file (names file, entry, field)
     ├── StoreError                     the store cannot be opened, migrated or reached
     │   ├── SchemaTooNewError          the database was migrated by a newer llmspend
+    │   ├── StoreCorrupted             the SQLite file is damaged: ``llmspend db recover``
     │   └── StoreUnavailable           the store is down: a call under a hard budget not sent
     ├── ValidationError                bad input to a public function (also a ValueError)
     │   ├── IngestError                a bad row given to ``ingest`` (names row and field)
@@ -44,6 +45,7 @@ __all__ = [
     "ReportError",
     "ResponseFailedError",
     "SchemaTooNewError",
+    "StoreCorrupted",
     "StoreError",
     "StoreUnavailable",
     "UnknownModelWarning",
@@ -89,6 +91,23 @@ class StoreError(LLMSpendError):
 
 class SchemaTooNewError(StoreError):
     """The database schema was written by a newer version of llmspend."""
+
+
+class StoreCorrupted(StoreError):
+    """The SQLite store file is damaged (``PRAGMA quick_check`` fails, or SQLite said
+    "malformed" or "not a database"). The message names the file and the fix: ``llmspend
+    db recover`` copies what is readable into a fresh store and keeps the old file. Until
+    then nothing more is written into it: calls are journaled in the spool.
+    """
+
+    def __init__(self, path: str, detail: str) -> None:
+        self.path = path
+        self.detail = detail
+        super().__init__(
+            f"the store file {path} is corrupted ({detail}); run `llmspend db recover` to "
+            "copy what is readable into a fresh store (the old file is kept); calls are "
+            "journaled in the spool meanwhile"
+        )
 
 
 class StoreUnavailable(StoreError):

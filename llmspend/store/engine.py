@@ -7,22 +7,34 @@ keeps the store per URL and process until :func:`forget_store`. Errors from deep
 SQLAlchemy become ``ConfigError`` or ``StoreError`` messages that say what is wrong and
 what to do, and every URL they show has its password hidden.
 
+A SQLite store is checked for damage as it opens (:func:`.health.check_on_open`) and
+whenever SQLite says "malformed" or "not a database" through ``begin``/``tx``. A damaged
+store is *quarantined*: it still opens (so a tracker on it spools its calls), but every
+transaction on it raises ``StoreCorrupted`` — naming the file and ``llmspend db recover``
+— and nothing more is written into the file, until the file is replaced by a recovered
+one (another inode at its path: then the store reopens on it).
+
 Transactions on a store are :mod:`.transactions`'s; ``upgrade``, ``current_revisions`` and
 ``safe_url`` are re-exported here for the rest of llmspend.
 """
 
 from __future__ import annotations
 
+import contextlib
+import logging
 import threading
+from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
-from sqlalchemy import create_engine, exc
+from sqlalchemy import Connection, create_engine, exc
 
-from ..errors import ConfigError, StoreError
+from ..errors import ConfigError, StoreCorrupted, StoreError
+from .forkguard import guarded
+from .health import check_file, check_on_open, check_whole, describe, file_identity, is_corruption
 from .migrate import current_revisions, ensure_schema, upgrade
 from .sqlite import busy_timeout_ms, file_path, install_events
-from .transactions import Transactions
+from .transactions import Transactions, TxScope
 from .urls import normalize_url, redacted, safe_url
 
 __all__ = ["Store", "current_revisions", "forget_store", "open_store", "safe_url", "upgrade"]
@@ -32,29 +44,139 @@ class Store(Transactions):
     """An open, migrated store: one engine and the transactions every module runs on it
     (``begin``, ``tx``; see :class:`~llmspend.store.transactions.Transactions`)."""
 
+    corruption: str | None = None  # what quick_check found, while quarantined
+    _corrupt_inode: tuple[int, ...] | None = None
+
     def __repr__(self) -> str:
         return f"Store({safe_url(self.url)!r})"
 
+    @contextlib.contextmanager
+    def begin(self, *, write: bool = False, **kw: Any) -> Iterator[Connection]:
+        """A transaction (see ``Transactions.begin``); ``StoreCorrupted`` on a damaged file."""
+        if self.corruption is not None:
+            self._quarantined()
+        try:
+            with super().begin(write=write, **kw) as conn:
+                yield conn
+        except (exc.DBAPIError, StoreError) as e:
+            if isinstance(e, StoreCorrupted) or not is_corruption(e):
+                raise
+            raise self.corrupted(e) from e
+
+    def tx(self, *, write: bool = False, wait: float | None = None) -> TxScope:
+        """The per-call transaction (see ``Transactions.tx``); ``StoreCorrupted`` on a
+        damaged file."""
+        if self.corruption is not None:
+            self._quarantined()
+        return _CheckedScope(self, write, wait)
+
+    @property
+    def path(self) -> str | None:
+        """The SQLite file of the store (``None`` for PostgreSQL or in-memory SQLite)."""
+        return self._sqlite_path
+
+    def quarantine(self, detail: str) -> None:
+        """Mark the store damaged: every transaction raises ``StoreCorrupted`` from now on,
+        until the file at its path is replaced."""
+        ident = file_identity(self._sqlite_path) if self._sqlite_path else None
+        self._corrupt_inode = ident[:2] if ident else None
+        self.corruption = detail
+        log.warning("llmspend: %s", StoreCorrupted(str(self._sqlite_path), detail))
+
+    def corrupted(self, e: BaseException) -> StoreCorrupted:
+        """The error for a driver error that says the file is damaged; quarantines the
+        store when ``quick_check`` agrees."""
+        path = str(self._sqlite_path or safe_url(self.url))
+        if self.corruption is None and self._sqlite_path is not None:
+            found = check_file(self._sqlite_path, limit=1)
+            if found:
+                self.quarantine(found[0])
+        return StoreCorrupted(path, self.corruption or describe(e))
+
+    def _quarantined(self) -> None:
+        """Raise ``StoreCorrupted``, unless the damaged file was replaced (recovered): then
+        close every connection to the old one and check the new one."""
+        path = self._sqlite_path
+        ident = file_identity(path) if path else None
+        if ident is None or ident[:2] == self._corrupt_inode:
+            raise StoreCorrupted(str(path), str(self.corruption))
+        with _heal_lock:
+            if self.corruption is not None and ident[:2] != self._corrupt_inode:
+                self.dispose()
+                found = check_file(path, limit=1)  # type: ignore[arg-type]
+                if found:
+                    self.quarantine(found[0])
+                else:
+                    self.corruption = self._corrupt_inode = None
+                    log.warning("llmspend: the store %s was replaced; using it again", path)
+        if self.corruption is not None:
+            raise StoreCorrupted(str(path), self.corruption)
+
+
+class _CheckedScope(TxScope):
+    """``TxScope`` raising ``StoreCorrupted`` for a damaged file (only its error path differs)."""
+
+    __slots__ = ()
+
+    def _failed(self, e: BaseException) -> None:
+        try:
+            super()._failed(e)
+        except exc.DBAPIError as d:
+            if not is_corruption(d):
+                raise
+            raise self.store.corrupted(d) from d  # type: ignore[attr-defined]
+
+
+log = logging.getLogger("llmspend")
 
 _opened: dict[str, Store] = {}
 _opened_lock = threading.Lock()
+_heal_lock = threading.Lock()  # a quarantined store looking at its replaced file
 
 
 def open_store(url: str, *, migrate: bool = True) -> Store:
-    """Open (and by default migrate) the store at ``url``; cached per URL and process."""
+    """Open (and by default migrate) the store at ``url``; cached per URL and process.
+
+    A damaged SQLite file opens quarantined (see the module's docstring), unmigrated.
+    """
     with _opened_lock:
         store = _opened.get(url)
         if store is not None:
             return store
         store = _create(url)
         try:
-            if migrate:
-                ensure_schema(store)
+            problem, later = check_on_open(store.path) if store.path else (None, False)
+            if later:
+                _check_later(store)
+            if problem is not None:
+                store.quarantine(problem)
+            elif migrate:
+                try:
+                    ensure_schema(store)
+                except StoreCorrupted as e:
+                    store.quarantine(e.detail)
         except BaseException:
             store.dispose()
             raise
         _opened[url] = store
         return store
+
+
+def _check_later(store: Store) -> None:
+    """``quick_check`` a large store file on a background thread (quarantine if damaged)."""
+
+    def run() -> None:
+        try:
+            with guarded():
+                problem = check_whole(store.path)  # type: ignore[arg-type]
+        except Exception:  # never break anything for a check
+            log.debug("llmspend: background quick_check failed", exc_info=True)
+            return
+        if problem is not None and store.corruption is None:
+            store.quarantine(problem)
+
+    with contextlib.suppress(RuntimeError):  # no new threads at interpreter shutdown
+        threading.Thread(target=run, name="llmspend-quick-check", daemon=True).start()
 
 
 def forget_store(url: str) -> None:

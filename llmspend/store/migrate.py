@@ -18,7 +18,8 @@ from typing import Any
 
 from sqlalchemy import Connection, exc, text
 
-from ..errors import ConfigError, SchemaTooNewError, StoreError
+from ..errors import ConfigError, SchemaTooNewError, StoreCorrupted, StoreError
+from .health import describe, is_corruption
 from .transactions import Transactions
 from .urls import reason, redacted, safe_url
 
@@ -95,20 +96,29 @@ def current_revisions(store: Transactions) -> list[str]:
         with store.engine.connect() as conn:
             return sorted(_recorded(conn))
     except exc.DBAPIError as e:
+        _raise_if_corrupted(store, e)
         raise StoreError(f"cannot read the store {safe_url(store.url)}: {reason(e)}") from None
+
+
+def _raise_if_corrupted(store: Transactions, e: BaseException) -> None:
+    if is_corruption(e):
+        raise StoreCorrupted(str(store._sqlite_path or safe_url(store.url)), describe(e)) from e
 
 
 def ensure_schema(store: Transactions) -> None:
     """Migrate a store just opened if it is behind (a read first: no write lock when it
-    is up to date); errors say whether it cannot be reached, read or migrated."""
+    is up to date); errors say whether it cannot be reached, read or migrated
+    (``StoreCorrupted`` for a damaged SQLite file)."""
     heads, known = _script_heads()
     try:
         with store.engine.connect() as conn:
             current = _recorded(conn)
             conn.rollback()
     except exc.OperationalError as e:
+        _raise_if_corrupted(store, e)
         raise StoreError(f"cannot open the store {safe_url(store.url)}: {reason(e)}") from None
     except exc.DBAPIError as e:
+        _raise_if_corrupted(store, e)
         raise StoreError(f"cannot read the store {safe_url(store.url)}: {reason(e)}") from None
     except (ValueError, TypeError) as e:  # driver options that are not what they should be
         raise ConfigError(f"bad database URL {redacted(store.url)!r}: {e}") from None
