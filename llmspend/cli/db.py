@@ -1,4 +1,5 @@
-"""``llmspend db upgrade`` / ``current`` / ``rebuild-rollups``: the store's schema and rollups."""
+"""``llmspend db upgrade`` / ``current`` / ``rebuild-rollups``: the store's schema and rollups;
+``db check`` / ``db recover``: its health (:mod:`.dbcheck`)."""
 
 from __future__ import annotations
 
@@ -6,12 +7,15 @@ import argparse
 import json
 
 from . import common_options, database_url
+from .dbcheck import add_actions
+from .doctor import register as register_doctor
 
 __all__ = ["register"]
 
 
 def register(sub: argparse._SubParsersAction) -> None:
-    parser = sub.add_parser("db", help="manage the store's schema")
+    """``llmspend db ...``, and ``llmspend doctor`` (its ``check`` with the settings)."""
+    parser = sub.add_parser("db", help="manage the store's schema and check its health")
     dbsub = parser.add_subparsers(dest="db_command", metavar="ACTION")
     dbsub.required = True
     up = dbsub.add_parser("upgrade", help="apply pending migrations (idempotent)")
@@ -29,6 +33,8 @@ def register(sub: argparse._SubParsersAction) -> None:
     common_options(reb)
     reb.add_argument("--json", action="store_true", help="print JSON for scripts")
     reb.set_defaults(func=_rebuild_rollups)
+    add_actions(dbsub)
+    register_doctor(sub)
 
 
 def _upgrade(args: argparse.Namespace) -> int:
