@@ -16,7 +16,8 @@ Hook points (class level, applied by ``install()``, removed exactly by ``uninsta
 
 The request is handed, as plain data, to :mod:`llmspend.dialects.anthropic`, which says
 what is tracked (``/v1/messages``, also ``?beta=true``; ``count_tokens`` is free and gives
-no row; batches and everything else pass straight through).
+no row; everything else passes straight through), except Message Batches: their creation
+is reserved and their results read by :mod:`.anthropic_batches`.
 
 Provider label: ``anthropic``, except for the SDK's cloud clients, which cross these same
 hooks with the same ``/v1/messages`` options (they rewrite the URL later, in
@@ -33,6 +34,7 @@ from typing import Any, NamedTuple
 
 from ..dialects import Reading, Request
 from ..dialects import anthropic as dialect
+from ..errors import LLMSpendError
 from ..pipeline import (
     asend_recorded,
     begin_call,
@@ -42,6 +44,7 @@ from ..pipeline import (
     shielded,
 )
 from ..plugins import Patch
+from .anthropic_batches import BatchRequest, batch_request
 from .anthropic_streams import CallContext, observe_raw, observe_stream
 
 __all__ = ["AnthropicPlugin", "detect_provider"]
@@ -67,8 +70,11 @@ def detect_provider(client: Any) -> str:
     return provider
 
 
-def _begin(instance: Any, args: tuple[Any, ...], kwargs: dict[str, Any]) -> CallContext | None:
-    """Start the call (budget check included), or ``None`` when it is not tracked.
+def _begin(
+    instance: Any, args: tuple[Any, ...], kwargs: dict[str, Any]
+) -> CallContext | BatchRequest | None:
+    """Start the call (budget check included): a :class:`CallContext`, a batch creation or
+    results read (:mod:`.anthropic_batches`), or ``None`` when it is not tracked.
 
     Only llmspend's own refusals propagate; any other failure leaves the call untracked.
     """
@@ -76,7 +82,10 @@ def _begin(instance: Any, args: tuple[Any, ...], kwargs: dict[str, Any]) -> Call
         options: Any = args[1] if len(args) > 1 else kwargs["options"]
         url = options.url
         if dialect.api_of(url) is None:  # (most requests stop here)
-            return None
+            if "/batches" not in url:
+                return None
+            provider = detect_provider(instance)
+            return batch_request(str(options.method), url, options.json_data, provider)
         body = options.json_data
         if type(body) is not dict and not isinstance(body, Mapping):
             body = {}
@@ -88,6 +97,8 @@ def _begin(instance: Any, args: tuple[Any, ...], kwargs: dict[str, Any]) -> Call
         )
         if route is None or not route.billed:  # not a POST, or count_tokens (free)
             return None
+    except LLMSpendError:  # a batch refused by a budget: nothing has been sent
+        raise
     except Exception as exc:  # an unexpected request shape, or a bug: stay out of the way
         internal_error("read an anthropic request", exc)
         return None
@@ -149,6 +160,10 @@ def _request(wrapped: Any, instance: Any, args: tuple[Any, ...], kwargs: dict[st
     ctx = _begin(instance, args, kwargs)
     if ctx is None:
         return wrapped(*args, **kwargs)
+    if isinstance(ctx, BatchRequest):
+        result = send_recorded(ctx.fail, lambda: wrapped(*args, **kwargs))
+        shielded(ctx.done, result, what="read an anthropic batch")
+        return result
     result = send_recorded(ctx.fail, lambda: wrapped(*args, **kwargs))
     return _observe(ctx, result, is_async=False)
 
@@ -160,6 +175,10 @@ async def _arequest(
     ctx = _begin(instance, args, kwargs)
     if ctx is None:
         return await wrapped(*args, **kwargs)
+    if isinstance(ctx, BatchRequest):
+        result = await asend_recorded(ctx.fail, lambda: wrapped(*args, **kwargs))
+        shielded(ctx.done, result, what="read an anthropic batch")
+        return result
     result = await asend_recorded(ctx.fail, lambda: wrapped(*args, **kwargs))
     return _observe(ctx, result, is_async=True)
 

@@ -12,6 +12,7 @@ Hook points (``google.genai.models``, class level, so clients created before ``i
   only: they pass straight through while the private hook above is in place, and record
   (one row per public call, with a warning logged once) on an SDK version without it.
 * ``Models.embed_content`` / ``AsyncModels.embed_content`` — one request each.
+* ``google.genai.batches``: Batch Mode jobs (:mod:`.genai_batches`).
 
 Streams are observed chunk by chunk without changing what the caller receives (the same
 chunk objects, in the same order); see :class:`~.gemini_usage.StreamObserver`.
@@ -38,6 +39,7 @@ from .gemini_usage import (
     run_recorded,
     wrapper_in_chain,
 )
+from .genai_batches import patches as batch_patches
 
 __all__ = ["GoogleGenAIPlugin"]
 
@@ -258,4 +260,5 @@ class GoogleGenAIPlugin:
             *(Patch(MODULE, f"{cls}.{name}", w) for (cls, name), w in _PUBLIC.items()),
             Patch(MODULE, "Models.embed_content", _embed),
             Patch(MODULE, "AsyncModels.embed_content", _aembed),
+            *batch_patches(),
         ]

@@ -1,4 +1,5 @@
-"""The Anthropic Messages API: ``POST /v1/messages`` (JSON and SSE) and ``/count_tokens``.
+"""The Anthropic Messages API: ``POST /v1/messages`` (JSON and SSE), ``/count_tokens`` and
+Message Batches (``/v1/messages/batches``: create, retrieve, list, results).
 
 The formulas are documented in :mod:`llmspend.sim`; the JSON shapes and the stream's event
 sequence follow the Anthropic API reference and what the ``anthropic`` SDK parses. The
@@ -37,6 +38,8 @@ def handle(ex: Exchange, path: str) -> None:
     """Answer one Anthropic request (``path`` as received, prefix included)."""
     ex.error_body = error_body
     ex.extra_headers = {"request-id": ex.ident("req_")}
+    if _BATCHES in path:
+        return _batches(ex, path)
     hit = dialect.api_of(path)
     if ex.method != "POST" or hit is None or hit[0] == "completions":
         return ex.send_error(404, f"Unknown route {ex.method} {path} (llmspend.sim)")
@@ -150,11 +153,19 @@ def usage_of(plan: Plan, cache_write: int, long_ttl: bool) -> dict[str, Any]:
 
 
 def _messages(ex: Exchange, body: dict[str, Any]) -> None:
-    p, messages = _prompt(body)
-    d = ex.directives(_user_text(messages))
+    d = ex.directives(_user_text(_prompt(body)[1]))
     stream = body.get("stream") is True
     if not ex.prelude(d, stream=stream):
         return
+    message = _message(ex, body, d)
+    if not stream:
+        return ex.send_json(message)
+    ex.stream(iter_sse(_events(message), named=True), d.cut, "text/event-stream")
+
+
+def _message(ex: Exchange, body: dict[str, Any], d: Any) -> dict[str, Any]:
+    """The message a request is answered with (``d``: its directives)."""
+    p, messages = _prompt(body)
     thinking: dict[str, Any] = body["thinking"] if isinstance(body.get("thinking"), dict) else {}
     thinks = thinking.get("type") in ("enabled", "adaptive")
     budget = thinking.get("budget_tokens")
@@ -181,9 +192,57 @@ def _messages(ex: Exchange, body: dict[str, Any]) -> None:
     message: dict[str, Any] = dict(id=ex.ident("msg_"), type="message", role="assistant")
     message |= dict(model=model, content=content, stop_reason=stop, stop_sequence=None)
     message["usage"] = usage
-    if not stream:
-        return ex.send_json(message)
-    ex.stream(iter_sse(_events(message), named=True), d.cut, "text/event-stream")
+    return message
+
+
+# -- Message Batches -------------------------------------------------------------------------
+
+_BATCHES = "/v1/messages/batches"
+
+
+def _batches(ex: Exchange, path: str) -> None:
+    """Message Batches: create (``in_progress``), retrieve and list (``ended`` from the first
+    read on), results (JSONL, one ``succeeded`` message per request, usage at batch tier)."""
+    prefix, _, rest = path.rstrip("/").partition(_BATCHES)
+    parts = [p for p in rest.split("/") if p]
+    store = ex.sim.store
+    if ex.method == "POST" and not parts:
+        body: dict[str, Any] = ex.body if isinstance(ex.body, dict) else {}
+        requests = [r for r in body.get("requests") or [] if isinstance(r, dict)]
+        bid = ex.ident("msgbatch_")
+        lines = []
+        for r in requests:
+            params: dict[str, Any] = r["params"] if isinstance(r.get("params"), dict) else {}
+            message = _message(ex, params, ex.directives(_user_text(_prompt(params)[1])))
+            message["usage"]["service_tier"] = "batch"
+            result = {"type": "succeeded", "message": message}
+            lines.append({"custom_id": r.get("custom_id"), "result": result})
+        now = "2026-12-05T00:00:00Z"
+        counts = dict(processing=len(lines), succeeded=0, errored=0, canceled=0, expired=0)
+        batch: dict[str, Any] = dict(id=bid, type="message_batch", processing_status="in_progress",
+                                     request_counts=counts, created_at=now, ended_at=None,
+                                     expires_at="2026-12-06T00:00:00Z", archived_at=None,
+                                     cancel_initiated_at=None, results_url=None)  # fmt: skip
+        results = "".join(json.dumps(x) + "\n" for x in lines).encode()
+        url = f"{ex.sim.url}{prefix}{_BATCHES}/{bid}/results"
+        done = dict(batch, processing_status="ended", ended_at=now, results_url=url)
+        done["request_counts"] = dict(counts, processing=0, succeeded=len(lines))
+        ex.sim._remember(dict(done, _msgbatch=True, _results=results))
+        return ex.send_json(batch)
+    if ex.method == "GET" and not parts:
+        found = [_public(b) for b in list(store.values()) if b.get("_msgbatch")]
+        first, last = (found[0]["id"], found[-1]["id"]) if found else (None, None)
+        return ex.send_json(dict(data=found, has_more=False, first_id=first, last_id=last))
+    stored = store.get(parts[0]) if ex.method == "GET" and parts else None
+    if stored is None or not stored.get("_msgbatch") or len(parts) > 2:
+        return ex.send_error(404, f"Unknown route {ex.method} {path} (llmspend.sim)")
+    if len(parts) == 2 and parts[1] == "results":
+        return ex.send_body(stored["_results"], "application/binary")
+    return ex.send_json(_public(stored))
+
+
+def _public(stored: dict[str, Any]) -> dict[str, Any]:
+    return {k: v for k, v in stored.items() if not k.startswith("_")}
 
 
 def _events(message: dict[str, Any]) -> Iterator[dict[str, Any]]:

@@ -24,7 +24,7 @@ from .formulas import (
     vector,
 )
 
-__all__ = ["error_body", "handle", "handle_models"]
+__all__ = ["error_body", "handle", "handle_batches", "handle_models"]
 
 MEDIA_TOKENS = gemini.MEDIA_TOKENS
 """Prompt tokens counted for each ``inlineData`` / ``fileData`` part (the dialect's)."""
@@ -110,6 +110,8 @@ def handle(ex: Exchange, model: str, method: str) -> None:
         return _count(ex)
     if method in ("embedContent", "batchEmbedContents"):
         return _embed(ex, model, batch=method == "batchEmbedContents")
+    if method == "batchGenerateContent":
+        return _batch_create(ex, model)
     return ex.send_error(404, f"Method {method} is not simulated by llmspend.sim.")
 
 
@@ -258,3 +260,58 @@ def _embed(ex: Exchange, model: str, *, batch: bool) -> None:
     if batch:
         return ex.send_json({"embeddings": [{"values": v} for v in values], "usageMetadata": usage})
     ex.send_json({"embedding": {"values": values[0]}, "usageMetadata": usage})
+
+
+# -- Batch Mode ------------------------------------------------------------------------------
+
+
+def _batch_reply(ex: Exchange, model: str, request: dict[str, Any]) -> dict[str, Any]:
+    """One inline request's response, as ``generateContent`` would answer it (text only)."""
+    texts, media, directive, _ = _texts(request)
+    config = _get(request, "generationConfig") or {}
+    p = prompt_tokens(texts, MEDIA_TOKENS * media + 8 * len(_functions(request)))
+    plan = make_plan(p, ex.directives(directive), limit=_get(config, "maxOutputTokens"))
+    content = {"parts": [{"text": sim_text(plan.text, p)}], "role": "model"}
+    cand = dict(content=content, finishReason="MAX_TOKENS" if plan.truncated else "STOP", index=0)
+    return {"candidates": [cand], "usageMetadata": _usage(plan, 1), "modelVersion": model,
+            "responseId": ex.ident("")}  # fmt: skip
+
+
+def _batch_create(ex: Exchange, model: str) -> None:
+    """``models/{model}:batchGenerateContent``: a job of inline requests, ``PENDING`` when
+    created and ``SUCCEEDED`` (with every inline response and its usage) from the first
+    read on. A file source is accepted; its job succeeds with an (empty) responses file."""
+    config = _get(_get(_body(ex), "batch"), "inputConfig") or {}
+    items = _get(_get(config, "requests"), "requests")
+    name = f"batches/{ex.ident('')}"
+    meta = {"@type": "type.googleapis.com/google.ai.generativelanguage.v1beta.GenerateContentBatch",
+            "model": f"models/{model}", "name": name, "state": "BATCH_STATE_PENDING",
+            "createTime": "2026-12-05T00:00:00Z"}  # fmt: skip
+    job = {"name": name, "metadata": meta}
+    if isinstance(items, list):
+        replies = [
+            {"response": _batch_reply(ex, model, _get(i, "request") or {}),
+             "metadata": _get(i, "metadata")}
+            for i in items if isinstance(i, dict)
+        ]  # fmt: skip
+        output: dict[str, Any] = {"inlinedResponses": {"inlinedResponses": replies}}
+    else:
+        output = {"responsesFile": f"files/{ex.ident('batch-results-')}"}
+    done = dict(meta, state="BATCH_STATE_SUCCEEDED", output=output,
+                endTime="2026-12-05T00:00:01Z")  # fmt: skip
+    ex.sim._remember({"id": name, "_gemini_batch": {"name": name, "metadata": done, "done": True}})
+    ex.send_json(job)
+
+
+def handle_batches(ex: Exchange, name: str | None) -> None:
+    """``GET .../batches`` (list) and ``GET .../batches/{name}`` (get)."""
+    ex.error_body = error_body
+    jobs = [v["_gemini_batch"] for v in list(ex.sim.store.values()) if "_gemini_batch" in v]
+    if ex.method != "GET":
+        return ex.send_error(404, f"{ex.method} on batches is not simulated by llmspend.sim.")
+    if name is None:
+        return ex.send_json({"operations": jobs})
+    job = next((j for j in jobs if j["name"] == f"batches/{name}"), None)
+    if job is None:
+        return ex.send_error(404, f"Batch batches/{name} not found.")
+    ex.send_json(job)

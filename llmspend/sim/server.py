@@ -54,6 +54,7 @@ _LOOPBACK = ("127.", "localhost")
 # --------------------------------------------------------------------------- routing
 
 _GEMINI_MODELS = re.compile(r"^/(?:v1|v1beta|v1alpha)/models(?:/([^/:]+))?$")
+_GEMINI_BATCHES = re.compile(r"^/(?:v1|v1beta|v1alpha)/batches(?:/([^/:]+))?$")
 _AZURE_DEPLOYMENT = re.compile(r"^/openai/deployments/([^/]+)(/.*)$")
 _OPENAI_PREFIXES = (("/openai/v1", "azure"), ("/openai", "azure"), ("/api/v1", "openrouter"))
 
@@ -67,6 +68,8 @@ def _route(ex: Exchange) -> None:
     google = "x-goog-api-key" in ex.headers or "key" in ex.query
     if (m := _GEMINI_MODELS.match(path)) and google:
         return gemini_api.handle_models(ex, m.group(1))
+    if (m := _GEMINI_BATCHES.match(path)) and google:
+        return gemini_api.handle_batches(ex, m.group(1))
     if m := _AZURE_DEPLOYMENT.match(path):
         return openai_api.handle(ex, m.group(2), provider="azure", deployment=m.group(1))
     for prefix, provider in (*_OPENAI_PREFIXES, ("/v1", None)):

@@ -1,0 +1,169 @@
+"""google-genai Batch Mode: jobs reserved at creation, settled once when read completed.
+
+Hooks (``google.genai.batches``, class level, sync and async): ``Batches._create`` (what
+``client.batches.create`` sends: ``POST models/{model}:batchGenerateContent``),
+``Batches.get`` (``GET batches/{name}``) and ``Batches._list`` (``GET batches``, each page
+of ``client.batches.list``).
+
+A job of inline requests (``src=[{contents, config}, ...]``) is begun as one call (api
+``batches``) reserving the worst case of its requests — each bounded as the Gemini dialect
+bounds a ``generateContent`` request (:mod:`llmspend.dialects.gemini`: text, inline media,
+tools, schemas; ``max_output_tokens`` or the model's output cap) — at the ``batch`` tier
+(50% of standard). A job whose requests cannot be bounded offline — a file source
+(``src="files/..."``: its contents were not seen here), a request with a file by URI,
+cached content or a search tool, or requests for several models — is begun for an unknown
+model: a hard budget refuses it by default (``unpriced_policy``).
+
+The call is parked under the job's name (:mod:`.batch_jobs`) and settled, at the batch
+price, when a ``get`` or ``list`` first returns the job finished: the ``usage_metadata`` of
+every inline response, summed, the model from the first. A finished job without inline
+responses (results in a file) is settled from its bound at exit; a failed, cancelled or
+expired one without results costs nothing. Reading it again counts nothing more.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+from ..call import Call, Usage
+from ..dialects import field
+from ..dialects import gemini as dialect
+from ..pipeline import handled, shielded
+from ..plugins import Patch
+from .batch_jobs import BatchInput, BatchLedger, begin_batch, output_bound, total_usage
+from .gemini_usage import arun_recorded, route, run_recorded
+
+__all__ = ["BATCHES", "patches", "read_source"]
+
+MODULE = "google.genai.batches"
+
+BATCHES = BatchLedger()
+"""The process-wide record of parked Gemini batch jobs."""
+
+_ENDED = ("SUCCEEDED", "FAILED", "CANCELLED", "EXPIRED", "PARTIALLY_SUCCEEDED")
+
+
+def _model_name(model: Any) -> str:
+    name = model if isinstance(model, str) else ""
+    return name.rsplit("/", 1)[-1]
+
+
+def read_source(model: Any, src: Any) -> BatchInput | None:
+    """The worst case of a job's inline requests (``None``: it cannot be bounded here)."""
+    name = _model_name(model)
+    requests = field(src, "inlined_requests")
+    if src is None or isinstance(src, str) or not isinstance(requests, list):
+        requests = src if isinstance(src, list) else None
+    if not name or not requests:
+        return None
+    inp = out = 0
+    for item in requests:
+        own = _model_name(field(item, "model"))
+        if own and own != name:
+            return None
+        config = field(item, "config")
+        body = {"contents": field(item, "contents"), "generation_config": config,
+                "system_instruction": field(config, "system_instruction"),
+                "tools": field(config, "tools")}  # fmt: skip
+        r = route("generateContent", name, body)
+        if r is None or r.payload is not None:  # open-ended (a file, a cache, a search)
+            return None
+        inp += r.input_upper or 0
+        out += output_bound(name, r.output_cap)
+    return BatchInput(name, inp, out, len(requests))
+
+
+def _state(job: Any) -> str:
+    state = field(job, "state")
+    return str(getattr(state, "value", state) or "").upper()
+
+
+def seen(job: Any) -> None:
+    """A job read (created, got or listed): settle it once it has finished."""
+    name = field(job, "name")
+    state = _state(job)
+    if name not in BATCHES.parked or not state.endswith(_ENDED):
+        return
+    responses = field(field(job, "dest"), "inlined_responses")
+    if isinstance(responses, list):
+        usages: list[Usage] = []
+        model = None
+        for item in responses:
+            response = field(item, "response")
+            usage = dialect.usage_of(response) if response is not None else None
+            if usage is not None:
+                usages.append(usage)
+                model = model or field(response, "model_version")
+        BATCHES.settle(name, total_usage(usages), model if isinstance(model, str) else None)
+    elif not state.endswith("SUCCEEDED") and field(field(job, "dest"), "file_name") is None:
+        BATCHES.settle(name, Usage(), status="error")
+
+
+def _created(call: Call, job: Any) -> None:
+    name = field(job, "name")
+    if not isinstance(name, str):
+        call.finish(None, status="error")
+        return
+    BATCHES.park(name, call)
+    seen(job)
+
+
+def _listed(result: Any) -> None:
+    for job in field(result, "batch_jobs") or ():
+        seen(job)
+
+
+def _begin(kwargs: dict[str, Any]) -> Call | None:
+    summary = shielded(read_source, kwargs.get("model"), kwargs.get("src"),
+                       what="read a Gemini batch")  # fmt: skip
+    return begin_batch(dialect.PROVIDER, summary)
+
+
+def _create(wrapped: Any, instance: Any, args: tuple[Any, ...], kwargs: dict[str, Any]) -> Any:
+    """``Batches._create``: reserve the job's worst case, park it under its name."""
+    return run_recorded(_begin(kwargs), lambda: wrapped(*args, **kwargs), _created)
+
+
+async def _acreate(
+    wrapped: Any, instance: Any, args: tuple[Any, ...], kwargs: dict[str, Any]
+) -> Any:
+    """``AsyncBatches._create``."""
+    return await arun_recorded(_begin(kwargs), lambda: wrapped(*args, **kwargs), _created)
+
+
+def _reader(read: Any) -> tuple[Any, Any]:
+    def sync(wrapped: Any, instance: Any, args: tuple[Any, ...], kwargs: dict[str, Any]) -> Any:
+        if not BATCHES.parked:
+            return wrapped(*args, **kwargs)
+        with handled():
+            result = wrapped(*args, **kwargs)
+        shielded(read, result, what="read a Gemini batch")
+        return result
+
+    async def asyn(
+        wrapped: Any, instance: Any, args: tuple[Any, ...], kwargs: dict[str, Any]
+    ) -> Any:
+        if not BATCHES.parked:
+            return await wrapped(*args, **kwargs)
+        with handled():
+            result = await wrapped(*args, **kwargs)
+        shielded(read, result, what="read a Gemini batch")
+        return result
+
+    return sync, asyn
+
+
+_get, _aget = _reader(seen)
+_list, _alist = _reader(_listed)
+
+
+def patches() -> list[Patch]:
+    """The batch hooks of the google-genai plugin."""
+    return [
+        Patch(MODULE, "Batches._create", _create),
+        Patch(MODULE, "AsyncBatches._create", _acreate),
+        Patch(MODULE, "Batches.get", _get),
+        Patch(MODULE, "AsyncBatches.get", _aget),
+        Patch(MODULE, "Batches._list", _list),
+        Patch(MODULE, "AsyncBatches._list", _alist),
+    ]

@@ -1,0 +1,187 @@
+"""Issue 21: Anthropic Message Batches and Gemini Batch Mode through the real SDKs against the
+simulator — reserved at creation, settled once at batch rates, refused when unbounded."""
+
+from __future__ import annotations
+
+import asyncio
+import warnings
+from collections.abc import Iterator
+from decimal import Decimal
+from typing import Any
+
+import anthropic
+import pytest
+
+import llmspend
+from llmspend.pricing import PriceBook, UnknownModelWarning
+from llmspend.providers.anthropic_batches import BATCHES as ANTHROPIC_BATCHES
+from llmspend.providers.genai_batches import BATCHES as GENAI_BATCHES
+from llmspend.sim import SimServer
+
+
+@pytest.fixture(autouse=True)
+def _quiet_sdk() -> Iterator[None]:
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", DeprecationWarning)
+        yield
+
+
+def rows(tracker: Any) -> list[dict[str, Any]]:
+    return list(tracker.recent)
+
+
+def nanos(provider: str, model: str, row: dict[str, Any], tier: str | None) -> int | None:
+    return PriceBook().price(
+        model, provider=provider, input_tokens=row["input_tokens"],
+        cached_input_tokens=row["cached_input_tokens"],
+        cache_write_tokens=row["cache_write_tokens"], output_tokens=row["output_tokens"],
+        reasoning_tokens=row["reasoning_tokens"], tier=tier,
+    ).total_nanos  # fmt: skip
+
+
+def settled_once(tracker: Any, provider: str, model: str, batch_id: str) -> dict[str, Any]:
+    recorded = rows(tracker)
+    assert len(recorded) == 1, recorded
+    row = recorded[0]
+    assert row["api"] == "batches" and row["request_id"] == batch_id
+    assert row["provider"] == provider and row["status"] == "ok"
+    assert row["cost_nanos"] == nanos(provider, model, row, "batch")
+    assert row["cost_nanos"] < nanos(provider, model, row, None)
+    assert "tier=batch" in row["price_ref"]
+    status = llmspend.budget_status()[0]
+    assert status.reserved_usd == 0
+    assert status.spent_usd == Decimal(row["cost_nanos"]) / 10**9
+    return row
+
+
+# -- Anthropic ----------------------------------------------------------------------------------
+
+
+def claude(sim: SimServer) -> anthropic.Anthropic:
+    return anthropic.Anthropic(api_key="x", base_url=sim.url, max_retries=0)
+
+
+def _requests(n: int, **params: Any) -> list[dict[str, Any]]:
+    return [
+        {"custom_id": f"r{i}", "params": {"model": "claude-sonnet-4-5", "max_tokens": 40,
+                                          "messages": [{"role": "user", "content": f"q{i}"}],
+                                          **params}}
+        for i in range(n)
+    ]  # fmt: skip
+
+
+def test_anthropic_batch_priced_at_batch_rates_once(installed: Any, fresh_sim: SimServer) -> None:
+    llmspend.set_budget("project", "acme/churn", "1", mode="hard")
+    c = claude(fresh_sim)
+    batch = c.messages.batches.create(requests=_requests(3))  # type: ignore[arg-type]
+    assert batch.processing_status == "in_progress"
+    assert rows(installed) == []  # reserved, not settled
+    assert llmspend.budget_status()[0].reserved_usd > 0
+    assert c.messages.batches.retrieve(batch.id).processing_status == "ended"
+    lines = []
+    for _ in range(2):  # results read and the batches listed twice: counted once
+        lines = list(c.messages.batches.results(batch.id))
+        list(c.messages.batches.list())
+    assert len(lines) == 3
+    row = settled_once(installed, "anthropic", "claude-sonnet-4-5", batch.id)
+    usages = [x.result.message.usage for x in lines]  # type: ignore[union-attr]
+    assert row["input_tokens"] == sum(u.input_tokens for u in usages)
+    assert row["output_tokens"] == sum(u.output_tokens for u in usages)
+    assert batch.id not in ANTHROPIC_BATCHES.parked
+
+
+def test_anthropic_batch_async(installed: Any, fresh_sim: SimServer) -> None:
+    async def run() -> str:
+        c = anthropic.AsyncAnthropic(api_key="x", base_url=fresh_sim.url, max_retries=0)
+        batch = await c.messages.batches.create(requests=_requests(2))  # type: ignore[arg-type]
+        async for _ in await c.messages.batches.results(batch.id):
+            pass
+        return batch.id
+
+    llmspend.set_budget("project", "acme/churn", "1", mode="hard")
+    bid = asyncio.run(run())
+    settled_once(installed, "anthropic", "claude-sonnet-4-5", bid)
+
+
+def test_anthropic_batch_refused_when_over_budget_or_unbounded(
+    installed: Any, fresh_sim: SimServer
+) -> None:
+    llmspend.set_budget("project", "acme/churn", "0.0001", mode="hard")
+    c = claude(fresh_sim)
+    with pytest.raises(llmspend.BudgetExceeded):  # 3 x 40_000 output tokens at batch rates
+        c.messages.batches.create(requests=_requests(3, max_tokens=40_000))  # type: ignore[arg-type]
+    llmspend.set_budget("project", "acme/churn", "100", mode="hard")
+    pdf = [{"type": "document", "source": {"type": "url", "url": "https://x.test/a.pdf"}}]
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", UnknownModelWarning)
+        with pytest.raises(llmspend.BudgetExceeded):  # a PDF by URL: no offline bound
+            c.messages.batches.create(
+                requests=_requests(1, messages=[{"role": "user", "content": pdf}])  # type: ignore[arg-type]
+            )
+    assert not any("batches" in r.path for r in fresh_sim.requests)
+
+
+# -- Gemini (google-genai) -------------------------------------------------------------------
+
+
+def gemini(sim: SimServer) -> Any:
+    from google import genai
+    from google.genai import types
+
+    return genai.Client(api_key="k", http_options=types.HttpOptions(base_url=sim.url))
+
+
+def _inline(n: int, **config: Any) -> list[dict[str, Any]]:
+    return [
+        {"contents": [{"parts": [{"text": f"q{i}"}], "role": "user"}],
+         "config": {"max_output_tokens": 40, **config}}
+        for i in range(n)
+    ]  # fmt: skip
+
+
+def test_gemini_batch_priced_at_batch_rates_once(installed: Any, fresh_sim: SimServer) -> None:
+    llmspend.set_budget("project", "acme/churn", "1", mode="hard")
+    c = gemini(fresh_sim)
+    job = c.batches.create(model="gemini-2.5-flash", src=_inline(3))
+    assert job.state is not None and job.state.value == "JOB_STATE_PENDING"
+    assert rows(installed) == []  # reserved, not settled
+    assert llmspend.budget_status()[0].reserved_usd > 0
+    done = None
+    for _ in range(2):  # got and listed twice: counted once
+        done = c.batches.get(name=job.name)
+        list(c.batches.list())
+    assert done is not None and done.dest is not None and done.dest.inlined_responses
+    row = settled_once(installed, "google", "gemini-2.5-flash", str(job.name))
+    usages = [r.response.usage_metadata for r in done.dest.inlined_responses]
+    assert row["input_tokens"] == sum(u.prompt_token_count for u in usages)
+    assert row["output_tokens"] == sum(u.candidates_token_count for u in usages)
+    assert job.name not in GENAI_BATCHES.parked
+
+
+def test_gemini_batch_async_settled_by_list(installed: Any, fresh_sim: SimServer) -> None:
+    async def run() -> str:
+        c = gemini(fresh_sim).aio
+        job = await c.batches.create(model="gemini-2.5-flash", src=_inline(2))
+        async for _ in await c.batches.list():
+            pass
+        return str(job.name)
+
+    llmspend.set_budget("project", "acme/churn", "1", mode="hard")
+    name = asyncio.run(run())
+    settled_once(installed, "google", "gemini-2.5-flash", name)
+
+
+def test_gemini_batch_refused_when_over_budget_or_unbounded(
+    installed: Any, fresh_sim: SimServer
+) -> None:
+    c = gemini(fresh_sim)
+    llmspend.set_budget("project", "acme/churn", "0.0001", mode="hard")
+    with pytest.raises(llmspend.BudgetExceeded):
+        c.batches.create(model="gemini-2.5-flash", src=_inline(3, max_output_tokens=60_000))
+    llmspend.set_budget("project", "acme/churn", "100", mode="hard")
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", UnknownModelWarning)
+        with pytest.raises(llmspend.BudgetExceeded):  # a file this process never saw
+            c.batches.create(model="gemini-2.5-flash", src="files/elsewhere")
+    assert not any("batch" in r.path.lower() for r in fresh_sim.requests)
+    assert [r["status"] for r in rows(installed)] == ["refused", "refused"]
