@@ -24,23 +24,27 @@ of which knows another's place in it):
 from __future__ import annotations
 
 import collections
+import contextlib
 import logging
 import threading
 import warnings
-from collections.abc import Callable
+import weakref
+from collections.abc import Callable, Iterator
 from typing import TYPE_CHECKING, Any
 
 from sqlalchemy.exc import DBAPIError, InterfaceError, OperationalError
 
+from . import _process
 from .alerting import AlertHub
 from .attribution import validate_name
 from .budgets.guard import BudgetGuard
+from .budgets.heartbeat import HEARTBEAT
 from .budgets.ledger import count_ingested
 from .budgets.settle import Settlement
 from .config import Settings, default_attribution
 from .errors import LLMSpendWarning, StoreError, ValidationError
 from .pricing import PriceBook
-from .spool import Spool
+from .spool import Replayer, Spool
 from .store import rollups
 from .store.engine import Store, open_store
 from .store.hierarchy import ensure_entities
@@ -86,6 +90,13 @@ class Tracker:
         self.spool = Spool(self.settings.database_url)
         self._spool_pending = bool(self.spool.pending())
         self._spool_warned = False
+        self._local = threading.local()  # .journal: record this thread's rows in the spool
+        # Holds of calls whose row was journaled: given back when the store allows it.
+        self._unreturned: list[Any] = []
+        self._unreturned_pid = _process.pid
+        self._unreturned_lock = threading.Lock()
+        ref = weakref.ref(self)
+        self.replayer = Replayer(lambda: _replay_in_background(ref))
         self.guard = BudgetGuard(self)
         self.settlement = Settlement(self.guard.standing)
         self.alerts = AlertHub(self)
@@ -154,13 +165,31 @@ class Tracker:
             except Exception:
                 log.exception("llmspend refusal listener failed")
 
+    @contextlib.contextmanager
+    def journal_only(self, why: Exception) -> Iterator[None]:
+        """Rows this thread records inside go straight to the spool (the store was just
+        found unavailable: the refusal of a call is not waited for again)."""
+        self._local.journal = why
+        try:
+            yield
+        finally:
+            self._local.journal = None
+
     def record_call(self, call: Call, row: dict[str, Any]) -> None:
         """Commit one call's row, with whatever must change in the same transaction.
 
         If the store cannot take it, the row is spooled locally and replayed later
-        (exactly once); the caller's call is never failed for it.
+        (exactly once); the caller's call is never failed for it. An interrupt (Ctrl-C,
+        a cancelled task: any ``BaseException`` that is no ``Exception``) while it is
+        recorded journals the row first, then goes on. A call's hold whose row was
+        journaled is given back when the store allows it (:meth:`replay_spool`).
         """
         key = (row["org_name"], row["project_name"], row["user_name"])
+        held = call.reservation
+        journal = getattr(self._local, "journal", None)
+        if journal is not None:
+            self._not_recorded(call, row, held, journal)
+            return
         try:
             with self.store.tx(write=True) as tx:
                 if key not in self._known_entities:
@@ -169,10 +198,12 @@ class Tracker:
                 for hook in self.in_record_hooks:
                     hook(tx, call, row)
         except _TRANSIENT as exc:  # the store is unavailable: journal the row
-            self._spool_row(row, exc)
-            call.events = []
-            self.recent.append(row)
+            self._not_recorded(call, row, held, exc)
             return
+        except BaseException as exc:
+            if not isinstance(exc, Exception):  # interrupted: journal the row, then go on
+                self._not_recorded(call, row, held, exc)
+            raise
         self._known_entities.add(key)
         self.recent.append(row)
         for after in self.after_record_hooks:
@@ -183,9 +214,53 @@ class Tracker:
         if self._spool_pending:
             self.replay_spool()
 
-    def _spool_row(self, row: dict[str, Any], exc: Exception) -> None:
+    def _not_recorded(self, call: Call, row: dict[str, Any], held: Any, exc: BaseException) -> None:
+        """The row could not be committed: journal it, take its hold off the heartbeat to
+        be given back, and have the replayer retry in the background."""
+        try:
+            self._spool_row(row, exc)
+        finally:
+            call.events = []
+            self.recent.append(row)
+            if held is not None:
+                self._unreturned_hold(call, held)
+            self.replayer.wake()
+
+    def _unreturned_hold(self, call: Call, held: Any) -> None:
+        key = (call.org, call.project, call.user)
+        standing = self.guard.standing.take(key)  # settlement may have kept it standing
+        if standing is not None and standing is not held:
+            self.guard.standing.keep(key, standing)
+        call.reservation = None
+        HEARTBEAT.forget([held])
+        with self._unreturned_lock:
+            if self._unreturned_pid != _process.pid:  # a forked child: not its holds
+                self._unreturned, self._unreturned_pid = [], _process.pid
+            self._unreturned.append(held)
+
+    def _give_back_unreturned(self) -> None:
+        with self._unreturned_lock:
+            if self._unreturned_pid != _process.pid:
+                self._unreturned, self._unreturned_pid = [], _process.pid
+            holds, self._unreturned = self._unreturned, []
+        if not holds:
+            return
+        try:
+            self.guard.give_back(holds)
+        except (StoreError, DBAPIError) as exc:
+            log.debug("llmspend: holds of journaled calls not given back yet: %s", exc)
+            with self._unreturned_lock:
+                self._unreturned[:0] = holds
+
+    def _spool_row(self, row: dict[str, Any], exc: BaseException) -> None:
         path = self.spool.write(row)
         self._spool_pending = True
+        if not isinstance(exc, Exception):
+            log.warning(
+                "llmspend: recording a call was interrupted (%s); call spooled to %s",
+                type(exc).__name__, path or "memory",
+            )  # fmt: skip
+            return
         reason = driver_reason(exc)[:200]
         log.warning("llmspend: store unavailable (%s); call spooled to %s", reason, path)
         if not self._spool_warned:
@@ -198,13 +273,17 @@ class Tracker:
             )
 
     def replay_spool(self) -> int:
-        """Write spooled calls into the store (each exactly once). Returns rows inserted."""
+        """Write spooled calls into the store (each exactly once), then give back the
+        holds of journaled calls. Returns rows inserted. Waits for a locked store no
+        longer than a call does."""
         try:
-            n = self.spool.replay(self)
+            n = self.spool.replay(self, wait=self.store.lock_wait)
         except (StoreError, DBAPIError) as exc:
-            log.warning("llmspend: spool replay postponed: %s", exc)
+            log.warning("llmspend: spool replay postponed: %s", driver_reason(exc)[:200])
+            self.spool.flush_memory()  # the disk may be back before the store
             return 0
-        self._spool_pending = bool(self.spool.pending())
+        self._give_back_unreturned()
+        self._spool_pending = self.spool.backlog() > 0 or bool(self._unreturned)
         if not self._spool_pending:
             self._spool_warned = False
         return n
@@ -226,6 +305,15 @@ class Tracker:
 
 #: What a store that cannot take a row raises: the row is then spooled.
 _TRANSIENT = (StoreError, OperationalError, InterfaceError)
+
+
+def _replay_in_background(ref: weakref.ref[Tracker]) -> bool:
+    """The replayer's attempt: whether anything is left to do."""
+    tracker = ref()
+    if tracker is None:
+        return False
+    tracker.replay_spool()
+    return tracker._spool_pending
 
 
 _current: Tracker | None = None
@@ -264,4 +352,12 @@ def set_tracker(tracker: Tracker | None, *, installed: bool | None = None) -> Tr
             _installed = installed
         elif tracker is None:
             _installed = False
+        now_installed = _installed
+    if old is not None and (old is not tracker or not now_installed):
+        old.replayer.stop()  # replaced or uninstalled: no replay in the background
+        old.spool.flush_memory()
+    if tracker is not None and now_installed:
+        tracker.replayer.restart()
+        if tracker._spool_pending:
+            tracker.replayer.wake()
     return old

@@ -143,7 +143,8 @@ class BudgetGuard:
             f"for {call.org}/{call.project}/{call.user}; the call was not sent "
             "(LLMSPEND_STORE_DOWN=open lets calls through unchecked)"
         )
-        self.tracker.refused(call, refusal)
+        with self.tracker.journal_only(exc):  # not waited for again: straight to the spool
+            self.tracker.refused(call, refusal)
         raise refusal from None
 
     def _lookup(self, call: Call, now: dt.datetime) -> Found:
@@ -392,6 +393,11 @@ class BudgetGuard:
     def _give_back(self, holds: list[Held]) -> None:
         with self.tracker.store.tx(write=True) as tx:
             give_back(tx, holds)
+
+    def give_back(self, holds: list[Held]) -> None:
+        """Give back ``holds`` in one transaction of their own (raises if the store cannot
+        take it)."""
+        self._give_back(holds)
 
     def release_standing(self) -> None:
         """Give back the holds this process keeps for its threads' next calls."""

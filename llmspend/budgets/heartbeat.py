@@ -84,7 +84,7 @@ _RENEW_PG = SQL(
 def renew(store: Any, tokens: list[str], seconds: float) -> int:
     """Set the lease of the holds ``tokens`` on ``store`` to ``seconds`` from now (one
     statement, one transaction). Returns how many holds were still there."""
-    with store.tx(write=True) as tx:
+    with store.tx(write=True, wait=store.busy_wait) as tx:  # off the calls' path
         if tx.sqlite:
             params = {"lease": lease_param(True, seconds), "tokens": json.dumps(tokens)}
             return int(tx.run(_RENEW_SQLITE, params).rowcount)

@@ -4,7 +4,9 @@ calls' path.
 Every connection to a SQLite store — the engine's (:func:`install_events`) and the hot
 path's own per thread (:func:`connect`) — gets the same :data:`PRAGMAS`: a busy timeout
 (``LLMSPEND_SQLITE_BUSY_TIMEOUT``, :func:`busy_timeout_ms`), WAL, ``synchronous=NORMAL``
-and foreign keys. They run with the driver's autocommit and ``BEGIN`` is sent explicitly,
+and foreign keys; the hot path's wait only :data:`LOCK_SLICE` at a time, retrying in
+Python until :func:`lock_wait` runs out (so Ctrl-C is honoured at once, see
+:mod:`.transactions`). They run with the driver's autocommit and ``BEGIN`` is sent explicitly,
 so that a write transaction takes the lock up front (``BEGIN IMMEDIATE``) and never fails
 half-way with "database is locked". :class:`Checkpointer` copies the write-ahead log back
 into the database file on a background thread.
@@ -31,6 +33,8 @@ from ..config import env_number, private_file
 from .forkguard import guarded
 
 __all__ = [
+    "LOCK_SLICE",
+    "LOCK_WAIT_SECONDS",
     "PRAGMAS",
     "SQLITE_BUSY_TIMEOUT_MS",
     "Checkpointer",
@@ -39,10 +43,15 @@ __all__ = [
     "create_file",
     "file_path",
     "install_events",
+    "is_busy",
+    "lock_wait",
     "set_pragmas",
 ]
 
 SQLITE_BUSY_TIMEOUT_MS = 30_000
+LOCK_WAIT_SECONDS = 0.25
+#: One wait inside SQLite (seconds); a longer wait is retried in Python between slices.
+LOCK_SLICE = 0.025
 
 PRAGMAS = (
     "PRAGMA busy_timeout = {busy}",
@@ -61,6 +70,24 @@ def busy_timeout_ms() -> int:
             "LLMSPEND_SQLITE_BUSY_TIMEOUT", SQLITE_BUSY_TIMEOUT_MS, unit="milliseconds", whole=True
         )
     )
+
+
+def lock_wait() -> float:
+    """How long a call waits for a store another process holds locked before the outage
+    policy applies (``LLMSPEND_LOCK_WAIT``, seconds, at most 60; default 0.25 s): hard
+    budgets then fail closed and rows are journaled. Never longer than the busy timeout;
+    background work and the CLI wait the busy timeout."""
+    wait = env_number("LLMSPEND_LOCK_WAIT", LOCK_WAIT_SECONDS, unit="seconds", high=60)
+    return min(wait, busy_timeout_ms() / 1000)
+
+
+def is_busy(e: BaseException) -> bool:
+    """Whether a sqlite3 error says another connection holds the lock (SQLITE_BUSY or
+    SQLITE_LOCKED)."""
+    code = getattr(e, "sqlite_errorcode", None)
+    if code is not None:
+        return code & 0xFF in (5, 6)
+    return "locked" in str(e) or "busy" in str(e)
 
 
 def file_path(url: Any) -> str | None:

@@ -17,6 +17,13 @@ standing hold (``llmspend.budgets``) is still there as its settlement left it.
 that check before a call without opening a transaction. These connections leave WAL
 checkpoints to a :class:`.sqlite.Checkpointer` thread and tell it of each write commit.
 
+**A locked store.** The per-call path waits at most :attr:`Transactions.lock_wait`
+(``LLMSPEND_LOCK_WAIT``) for another process's write lock: its connections wait
+:data:`.sqlite.LOCK_SLICE` at a time inside SQLite, and ``BEGIN IMMEDIATE`` is retried in
+Python between slices, so a Ctrl-C is raised within a slice. Then the driver's "database is
+locked" comes out (and the caller applies the outage policy). ``tx(wait=...)`` and
+``begin(wait=...)`` choose another wait; ``begin`` waits the busy timeout by default.
+
 Driver errors come out as SQLAlchemy's (``sqlalchemy.exc.OperationalError`` and
 friends) from both paths; a store that cannot be reached raises ``StoreError``.
 """
@@ -24,7 +31,9 @@ friends) from both paths; a store that cannot be reached raises ``StoreError``.
 from __future__ import annotations
 
 import contextlib
+import logging
 import threading
+import time
 import weakref
 from collections.abc import Iterator
 from typing import Any
@@ -35,10 +44,20 @@ from .. import _process
 from ..errors import StoreError
 from .fastsql import Tx, data_version
 from .forkguard import GUARD
-from .sqlite import Checkpointer, busy_timeout_ms, connect, file_path
+from .sqlite import (
+    LOCK_SLICE,
+    Checkpointer,
+    busy_timeout_ms,
+    connect,
+    file_path,
+    is_busy,
+    lock_wait,
+)
 from .urls import reason, safe_url
 
 __all__ = ["Transactions", "TxScope"]
+
+log = logging.getLogger("llmspend")
 
 
 class _Direct:
@@ -58,11 +77,12 @@ class _Direct:
 class TxScope:
     """The context manager of :meth:`Transactions.tx` (a class: it runs on every call)."""
 
-    __slots__ = ("dbapi", "direct", "ended", "store", "tx", "write")
+    __slots__ = ("dbapi", "direct", "ended", "store", "tx", "wait", "write")
 
-    def __init__(self, store: Transactions, write: bool) -> None:
+    def __init__(self, store: Transactions, write: bool, wait: float | None) -> None:
         self.store = store
         self.write = write
+        self.wait = wait
         self.direct: _Direct | None = None
         self.dbapi: Any = None
         self.tx: Tx | None = None
@@ -97,13 +117,35 @@ class TxScope:
             direct.serial = serial = direct.serial + 1
         try:
             if self.write and store.is_sqlite:
-                self.dbapi.execute("BEGIN IMMEDIATE")
+                try:
+                    self.dbapi.execute("BEGIN IMMEDIATE")
+                except dialect.loaded_dbapi.OperationalError as e:
+                    if direct is None or not is_busy(e):
+                        raise
+                    self._wait_for_lock(e)
         except BaseException as e:
             self.__exit__(type(e), e, None)  # raises driver errors as SQLAlchemy's
             raise
         memo = None if direct is None else direct.memo
         self.tx = Tx(self.dbapi, dialect, memo, serial, follows)
         return self.tx
+
+    def _wait_for_lock(self, busy: Exception) -> None:
+        """``BEGIN IMMEDIATE`` again, a slice at a time, until the lock is had or the wait
+        runs out (then ``busy`` is raised). The first attempt waited one slice already."""
+        wait = self.store.lock_wait if self.wait is None else self.wait
+        deadline = time.monotonic() + wait - LOCK_SLICE
+        if time.monotonic() >= deadline:
+            raise busy
+        log.debug("llmspend: the store is locked by another connection; waiting %.2f s", wait)
+        while True:
+            try:
+                self.dbapi.execute("BEGIN IMMEDIATE")
+                return
+            except Exception as e:
+                if not is_busy(e) or time.monotonic() >= deadline:
+                    raise
+                # between slices Python runs signal handlers: Ctrl-C is raised here
 
     def __exit__(self, kind: Any, error: Any, tb: Any) -> None:
         direct = self.direct
@@ -168,16 +210,19 @@ class Transactions:
         self.is_sqlite = self.dialect == "sqlite"
         # The hot path's SQLite connections, one per thread, opened like the engine's.
         self._sqlite_path: str | None = file_path(engine.url) if self.is_sqlite else None
-        if self._sqlite_path is not None:
-            self._busy_ms = busy_timeout_ms()  # as the engine's connections got it
+        self._busy_ms = busy_timeout_ms()  # as the engine's connections got it
+        #: Seconds the per-call path waits for a locked store (see the module docstring).
+        self.lock_wait = lock_wait() if self.is_sqlite else 0.0
+        self.busy_wait = self._busy_ms / 1000  # what background work may wait
         self._local = threading.local()
         self._directs: weakref.WeakSet[_Direct] = weakref.WeakSet()
         self._directs_lock = threading.Lock()
         self._checkpointer: Checkpointer | None = None
 
     @contextlib.contextmanager
-    def begin(self, *, write: bool = False) -> Iterator[Connection]:
-        """A transaction. ``write=True`` takes SQLite's write lock at BEGIN."""
+    def begin(self, *, write: bool = False, wait: float | None = None) -> Iterator[Connection]:
+        """A transaction. ``write=True`` takes SQLite's write lock at BEGIN, waiting the
+        busy timeout for it, or ``wait`` seconds."""
         GUARD.enter()  # no fork while this thread is in the driver (see forkguard)
         try:
             try:
@@ -185,14 +230,23 @@ class Transactions:
             except exc.OperationalError as e:
                 raise StoreError(f"cannot reach the store {safe_url(self.url)}: {reason(e)}") from e
             with conn:
-                if write and self.is_sqlite:
-                    conn = conn.execution_options(llmspend_immediate=True)
-                with conn.begin():
-                    yield conn
+                raw: Any = None
+                if self.is_sqlite and wait is not None:
+                    raw = conn.connection.driver_connection
+                    raw.execute(f"PRAGMA busy_timeout = {int(wait * 1000)}")
+                try:
+                    if write and self.is_sqlite:
+                        conn = conn.execution_options(llmspend_immediate=True)
+                    with conn.begin():
+                        yield conn
+                finally:
+                    if raw is not None:
+                        with contextlib.suppress(Exception):
+                            raw.execute(f"PRAGMA busy_timeout = {int(self._busy_ms)}")
         finally:
             GUARD.exit()
 
-    def tx(self, *, write: bool = False) -> TxScope:
+    def tx(self, *, write: bool = False, wait: float | None = None) -> TxScope:
         """A transaction straight on a DBAPI connection: the per-call hot path.
 
         SQLite uses a connection of the thread's own (opened with the engine's settings,
@@ -201,9 +255,10 @@ class Transactions:
         BEGIN/COMMIT). PostgreSQL checks a connection out of the engine's pool. Commits on
         success, rolls back on any exception; driver errors come out as SQLAlchemy's
         (``sqlalchemy.exc.OperationalError`` and friends), like the rest of the store.
-        Used as ``with store.tx(write=True) as tx:``.
+        A write waits at most :attr:`lock_wait` (or ``wait`` seconds) for another
+        process's lock. Used as ``with store.tx(write=True) as tx:``.
         """
-        return TxScope(self, write)
+        return TxScope(self, write, wait)
 
     def thread_memo(self) -> dict[Any, Any] | None:
         """The memo of this thread's own SQLite connection (see ``Tx.memo``), if it has
@@ -233,7 +288,8 @@ class Transactions:
         import sqlite3  # see llmspend.store.sqlite: only SQLite stores load it
 
         try:
-            conn = connect(self._sqlite_path, self._busy_ms)  # type: ignore[arg-type]
+            slice_ms = min(self._busy_ms, LOCK_SLICE * 1000)  # see _wait_for_lock
+            conn = connect(self._sqlite_path, slice_ms)  # type: ignore[arg-type]
             if self._checkpoints():  # checkpoints in the background, not in our commits
                 Checkpointer.take_over(conn)
         except sqlite3.Error as e:
