@@ -95,8 +95,10 @@ def _upstream(name: str, spec: Any, environ: dict[str, str]) -> Upstream:
             f"gateway config: [upstreams.{name}] dialect must be one of {', '.join(DIALECTS)}"
         )
     base_url = spec.get("base_url")
-    parts = urlsplit(base_url) if isinstance(base_url, str) else None
-    if parts is None or parts.scheme not in ("http", "https") or not parts.hostname:
+    if not isinstance(base_url, str):
+        raise ConfigError(f"gateway config: [upstreams.{name}] base_url must be an http(s) URL")
+    parts = urlsplit(base_url)
+    if parts.scheme not in ("http", "https") or not parts.hostname:
         raise ConfigError(f"gateway config: [upstreams.{name}] base_url must be an http(s) URL")
     key_env = spec.get("key_env", "")
     if not isinstance(key_env, str):

@@ -1,0 +1,83 @@
+"""The gateway's ASGI app (Starlette) and ``serve`` (uvicorn).
+
+Routes: ``GET /health`` (unauthenticated, says only that it is up) and ``/{upstream}/...``
+for every upstream of the configuration (:mod:`.proxy`). The app holds one
+:class:`~llmspend.tracker.Tracker` (the store, the price book, the budget stages, installed
+as the pipeline's) and one pooled ``httpx.AsyncClient`` for the upstreams. Nothing else is
+kept between requests: any number of replicas can share one store.
+
+Logging: one line per request (method, upstream, status; never a query string or a
+header), uvicorn's access log off (a Gemini client may send its key as ``?key=``).
+"""
+
+from __future__ import annotations
+
+import contextlib
+import logging
+from collections.abc import AsyncIterator
+
+import httpx
+from starlette.applications import Starlette
+from starlette.requests import Request
+from starlette.responses import JSONResponse
+from starlette.routing import Route
+
+from ..tracker import Tracker, set_tracker
+from .config import GatewayConfig
+from .proxy import Proxy
+
+__all__ = ["build_app", "serve"]
+
+log = logging.getLogger("llmspend.gateway")
+
+
+async def _health(request: Request) -> JSONResponse:
+    return JSONResponse({"status": "ok", "server": "llmspend-gateway"})
+
+
+def build_app(config: GatewayConfig, database_url: str | None = None) -> Starlette:
+    """The gateway for ``config``, recording into the store at ``database_url`` (default:
+    ``LLMSPEND_DATABASE_URL`` or the per-user SQLite file)."""
+    tracker = Tracker(database_url)
+    client = httpx.AsyncClient(
+        timeout=httpx.Timeout(config.timeout, connect=config.connect_timeout),
+        limits=httpx.Limits(max_connections=1000, max_keepalive_connections=200),
+        follow_redirects=False,
+        trust_env=False,
+    )
+    proxy = Proxy(config, tracker.store, client)
+
+    @contextlib.asynccontextmanager
+    async def lifespan(app: Starlette) -> AsyncIterator[None]:
+        set_tracker(tracker, installed=True)  # begin_call records into it
+        try:
+            yield
+        finally:
+            await client.aclose()
+            set_tracker(None)
+
+    return Starlette(
+        routes=[
+            Route("/health", _health, methods=["GET"]),
+            Route("/{upstream}/{rest:path}", proxy),
+        ],
+        lifespan=lifespan,
+    )
+
+
+def serve(
+    config: GatewayConfig,
+    host: str = "127.0.0.1",
+    port: int = 8780,
+    database_url: str | None = None,
+) -> None:
+    """Run the gateway in the foreground until stopped (SIGINT or SIGTERM)."""
+    import uvicorn
+
+    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(name)s %(levelname)s %(message)s")
+    logging.getLogger("httpx").setLevel(logging.WARNING)
+    logging.getLogger("httpcore").setLevel(logging.WARNING)
+    app = build_app(config, database_url)
+    names = ", ".join(f"/{u.name} → {u.base_url}" for u in config.upstreams.values())
+    log.info("llmspend gateway on http://%s:%d (%s)", host, port, names)
+    uvicorn.run(app, host=host, port=port, access_log=False, log_level="info", lifespan="on")

@@ -1,0 +1,354 @@
+"""One proxied request, through the same pipeline as a kernel's call.
+
+    authenticate (the key → identity) → the dialect's route → begin_call (attribution from
+    the identity, estimate, reservation: a refusal is answered here, nothing sent) →
+    forward (the client's auth replaced by the provider key) → the response passed through
+    chunk by chunk, a copy kept → settle from it (usage, price, the record transaction,
+    alerts), as the transport taps do (:class:`llmspend.providers.http.Seen`)
+
+The store is reached through SQLAlchemy's blocking drivers, off the event loop (a worker
+thread). A response with an error status passes through unchanged and is recorded as an
+error costing 0; a client that leaves mid-stream stops the upstream read and the call is
+settled as ``partial`` with what was received.
+"""
+
+from __future__ import annotations
+
+import functools
+import json
+import logging
+from collections.abc import Awaitable, Callable, Mapping
+from typing import Any, TypeVar
+
+import anyio
+import anyio.to_thread
+import httpx
+
+from ..attribution import attribute
+from ..call import Call
+from ..dialects import Request, Route
+from ..dialects import anthropic as anthropic_dialect
+from ..dialects import gemini as gemini_dialect
+from ..dialects import openai as openai_dialect
+from ..errors import BudgetExceeded, LLMSpendError
+from ..money import nanos_to_usd
+from ..pipeline import begin_call, internal_error
+from ..providers.http import Seen
+from ..store.engine import Store
+from .config import GatewayConfig, Upstream
+from .keys import Identity, authenticate
+from .shapes import error_body, error_headers
+
+__all__ = ["Proxy", "client_key"]
+
+log = logging.getLogger("llmspend.gateway")
+
+T = TypeVar("T")
+_DIALECTS = {"openai": openai_dialect, "gemini": gemini_dialect, "anthropic": anthropic_dialect}
+Send = Callable[[dict[str, Any]], Awaitable[None]]
+Receive = Callable[[], Awaitable[dict[str, Any]]]
+
+# Request headers never forwarded: the client's credentials, hop-by-hop headers, and what
+# the upstream request sets itself.
+_DROP_REQUEST = frozenset({
+    "authorization", "x-api-key", "x-goog-api-key", "api-key", "host", "content-length",
+    "connection", "keep-alive", "transfer-encoding", "te", "upgrade", "proxy-authorization",
+    "proxy-connection", "accept-encoding", "cookie",
+})  # fmt: skip
+_DROP_RESPONSE = frozenset({
+    "connection", "keep-alive", "transfer-encoding", "content-length", "date", "server",
+})  # fmt: skip
+
+
+def client_key(headers: Mapping[str, str], query: Mapping[str, str]) -> str | None:
+    """The key a client sent, in any of the providers' shapes: ``Authorization: Bearer``
+    (OpenAI, xAI), ``api-key`` (Azure), ``x-api-key`` (Anthropic), ``x-goog-api-key`` or
+    ``?key=`` (Gemini)."""
+    auth = headers.get("authorization", "")
+    if auth[:7].lower() == "bearer ":
+        return auth[7:].strip()
+    for name in ("x-api-key", "x-goog-api-key", "api-key"):
+        if value := headers.get(name):
+            return value.strip()
+    return query.get("key") or None
+
+
+def _usd(nanos: int | None) -> str:
+    return "" if nanos is None else str(nanos_to_usd(nanos))
+
+
+async def _blocking(fn: Callable[..., T], *args: Any, **kwargs: Any) -> T:
+    """``fn(*args, **kwargs)`` on a worker thread; finishes even if the request is
+    cancelled (a settlement must not be lost to a client leaving)."""
+    with anyio.CancelScope(shield=True):
+        result: T = await anyio.to_thread.run_sync(functools.partial(fn, *args, **kwargs))
+    return result
+
+
+class _Refused(Exception):
+    """An answer of the gateway's own (status, message, extra headers)."""
+
+    def __init__(self, status: int, message: str, headers: dict[str, str] | None = None):
+        super().__init__(message)
+        self.status = status
+        self.message = message
+        self.headers = headers or {}
+
+
+class Proxy:
+    """Serves ``/{upstream}/{path}`` for the upstreams of a :class:`GatewayConfig`."""
+
+    def __init__(self, config: GatewayConfig, store: Store, client: httpx.AsyncClient) -> None:
+        self.config = config
+        self.store = store
+        self.client = client
+        self._keys = tuple(u.key for u in config.upstreams.values() if u.key)
+
+    # -- the ASGI face ----------------------------------------------------------------------
+    async def __call__(self, scope: dict[str, Any], receive: Receive, send: Send) -> None:
+        path: str = scope["path"]
+        name, _, rest = path.lstrip("/").partition("/")
+        upstream = self.config.upstreams.get(name)
+        dialect = upstream.dialect if upstream is not None else "openai"
+        status = 0
+        try:
+            if upstream is None:
+                raise _Refused(404, f"llmspend gateway: no upstream named {name!r}")
+            status = await self._serve(scope, receive, send, upstream, "/" + rest)
+        except _Refused as r:
+            status = r.status
+            await self._answer(send, dialect, r.status, r.message, r.headers)
+        log.info("%s /%s %s", scope["method"], name, status)
+
+    async def _answer(
+        self, send: Send, dialect: str, status: int, message: str, extra: dict[str, str]
+    ) -> None:
+        body = error_body(dialect, status, message)
+        headers = {**error_headers(status), **extra, "content-length": str(len(body))}
+        await send({"type": "http.response.start", "status": status,
+                    "headers": [(k.encode(), v.encode()) for k, v in headers.items()]})  # fmt: skip
+        await send({"type": "http.response.body", "body": body})
+
+    # -- one request ------------------------------------------------------------------------
+    async def _serve(
+        self, scope: dict[str, Any], receive: Receive, send: Send, up: Upstream, rest: str
+    ) -> int:
+        headers = {k.decode("latin-1").lower(): v.decode("latin-1") for k, v in scope["headers"]}
+        query_string = scope.get("query_string", b"").decode("latin-1")
+        query = dict(httpx.QueryParams(query_string))
+        identity = await _blocking(authenticate, self.store, client_key(headers, query))
+        if identity is None:
+            raise _Refused(401, "llmspend gateway: invalid, expired or revoked gateway key")
+        content = await self._read_body(headers, receive)
+        method: str = scope["method"]
+        route = self._route(up, method, rest, content, headers, query)
+        seen = None
+        if route is not None and route.billed:
+            call = await _blocking(self._begin, identity, route)
+            seen = Seen(call, route, up.dialect)
+        query.pop("key", None)
+        out = {k: v for k, v in headers.items() if k not in _DROP_REQUEST}
+        out["accept-encoding"] = "identity"  # usage is read from the bytes passed through
+        out.update(up.auth_headers())
+        request = self.client.build_request(
+            method, up.base_url + rest, params=query, headers=out, content=content
+        )
+        try:
+            response = await self.client.send(request, stream=True)
+        except httpx.HTTPError as exc:
+            if seen is not None:
+                await _blocking(seen.fail, exc)
+            log.warning("upstream %s unreachable: %s", up.name, type(exc).__name__)
+            raise _Refused(502, f"llmspend gateway: upstream {up.name} unreachable") from None
+        return await self._relay(send, receive, response, seen)
+
+    async def _read_body(self, headers: dict[str, str], receive: Receive) -> bytes:
+        limit = self.config.max_request_bytes
+        declared = headers.get("content-length", "")
+        if declared.isdigit() and int(declared) > limit:
+            raise _Refused(413, f"llmspend gateway: request body over {limit} bytes")
+        parts, size = [], 0
+        while True:
+            message = await receive()
+            if message["type"] == "http.disconnect":
+                raise _Refused(400, "llmspend gateway: client disconnected")
+            chunk = message.get("body", b"")
+            size += len(chunk)
+            if size > limit:
+                raise _Refused(413, f"llmspend gateway: request body over {limit} bytes")
+            parts.append(chunk)
+            if not message.get("more_body", False):
+                return b"".join(parts)
+
+    @staticmethod
+    def _route(
+        up: Upstream,
+        method: str,
+        rest: str,
+        content: bytes,
+        headers: Mapping[str, str],
+        query: Mapping[str, str],
+    ) -> Route | None:
+        body = None
+        if content[:1] == b"{" or "json" in headers.get("content-type", ""):
+            try:
+                parsed = json.loads(content) if content else None
+            except (ValueError, UnicodeDecodeError):
+                parsed = None
+            body = parsed if isinstance(parsed, dict) else None
+        dialect: Any = _DIALECTS[up.dialect]
+        host = httpx.URL(up.base_url).host
+        route: Route | None
+        if up.dialect == "openai":
+            url = up.base_url + rest
+            route = dialect.route(
+                Request(method, url, body, None, host, query), provider=up.provider
+            )
+            return route
+        if up.dialect == "gemini" and "/models/" in rest:
+            rest = "/v1/models/" + rest.split("/models/", 1)[1]
+        route = dialect.route(Request(method, rest, body, None, host, query))
+        if route is not None and up.provider:
+            route.provider = up.provider
+        return route
+
+    @staticmethod
+    def _begin(identity: Identity, route: Route) -> Call:
+        """begin_call as the key's identity; a refusal or an unchecked call is answered."""
+        try:
+            with attribute(org=identity.org, project=identity.project, user=identity.user):
+                call = begin_call(
+                    route.provider, route.api, route.model, payload=route.payload,
+                    input_tokens=route.input_upper, max_output_tokens=route.output_cap,
+                    streamed=route.streamed,
+                )  # fmt: skip
+        except BudgetExceeded as exc:
+            raise _Refused(403, str(exc), _refusal_headers(exc)) from None
+        except LLMSpendError as exc:  # the store is down and hard budgets fail closed
+            raise _Refused(503, f"llmspend gateway: budgets cannot be checked: {exc}") from None
+        if call is None:  # a bug of llmspend's (logged): the gateway fails closed
+            raise _Refused(503, "llmspend gateway: the call could not be checked")
+        return call
+
+    # -- the response -----------------------------------------------------------------------
+    async def _relay(
+        self, send: Send, receive: Receive, response: httpx.Response, seen: Seen | None
+    ) -> int:
+        ctype = response.headers.get("content-type", "")
+        rid = response.headers.get("x-request-id") or response.headers.get("request-id")
+        headers = [(k, v) for k, v in response.headers.items() if k.lower() not in _DROP_RESPONSE]
+        if response.status_code >= 400 or ("event-stream" not in ctype and not _streamed(seen)):
+            try:
+                body = await response.aread()
+            finally:
+                await response.aclose()
+            if response.status_code >= 400:
+                body = self._scrub(body)
+                if seen is not None:
+                    error = httpx.HTTPStatusError(
+                        f"upstream status {response.status_code}",
+                        request=response.request, response=response,
+                    )  # fmt: skip
+                    await _blocking(seen.finish_status, error)
+            elif seen is not None:
+                await _blocking(seen.finish_body, body, ctype, rid)
+            headers += _cost_headers(seen)
+            headers.append(("content-length", str(len(body))))
+            await _start(send, response.status_code, headers)
+            await send({"type": "http.response.body", "body": body})
+            return response.status_code
+        return await self._stream(send, receive, response, seen, headers, ctype, rid)
+
+    async def _stream(
+        self,
+        send: Send,
+        receive: Receive,
+        response: httpx.Response,
+        seen: Seen | None,
+        headers: list[tuple[str, str]],
+        ctype: str,
+        rid: str | None,
+    ) -> int:
+        """Pass a streamed body through chunk by chunk, keeping a copy for its usage."""
+        kept: list[bytes] = []
+        ended = False
+        if seen is not None and seen.call.estimate_nanos is not None:
+            headers.append(("x-llmspend-estimate-usd", _usd(seen.call.estimate_nanos)))
+        try:
+            async with anyio.create_task_group() as tg:
+
+                async def watch_disconnect() -> None:
+                    while (await receive())["type"] != "http.disconnect":
+                        pass
+                    tg.cancel_scope.cancel()
+
+                tg.start_soon(watch_disconnect)
+                await _start(send, response.status_code, headers)
+                async for chunk in response.aiter_raw():
+                    kept.append(chunk)
+                    await send({"type": "http.response.body", "body": chunk, "more_body": True})
+                await send({"type": "http.response.body", "body": b""})
+                ended = True
+                tg.cancel_scope.cancel()
+        finally:
+            with anyio.CancelScope(shield=True):
+                await response.aclose()
+            if seen is not None:
+                await _blocking(seen.finish_body, b"".join(kept), ctype, rid, ended=ended)
+        return response.status_code
+
+    def _scrub(self, body: bytes) -> bytes:
+        """An upstream error may quote the key it was sent: never pass a provider key on."""
+        for key in self._keys:
+            if key.encode() in body:
+                body = body.replace(key.encode(), b"[redacted]")
+        return body
+
+
+def _streamed(seen: Seen | None) -> bool:
+    return seen is not None and seen.call.streamed
+
+
+async def _start(send: Send, status: int, headers: list[tuple[str, str]]) -> None:
+    await send({
+        "type": "http.response.start", "status": status,
+        "headers": [(k.encode("latin-1"), v.encode("latin-1")) for k, v in headers],
+    })  # fmt: skip
+
+
+def _cost_headers(seen: Seen | None) -> list[tuple[str, str]]:
+    """The call's cost and budget state, for a team-mode kernel to show."""
+    if seen is None:
+        return []
+    call = seen.call
+    out = []
+    if call.estimate_nanos is not None:  # estimated only when a budget applies
+        out.append(("x-llmspend-estimate-usd", _usd(call.estimate_nanos)))
+    row = call.row
+    if row is not None:
+        out.append(("x-llmspend-cost-usd", _usd(row.get("cost_nanos"))))
+        out.append(("x-llmspend-price-status", str(row.get("price_status", ""))))
+    try:
+        crossed = [st.budget.name for st in call.settled or ()]
+    except Exception as exc:  # headers are informative: never fail the answer for them
+        internal_error("name the budgets a call brought past a threshold", exc)
+        crossed = []
+    out.append(("x-llmspend-budget-state", "warning" if crossed else "ok"))
+    if crossed:
+        out.append(("x-llmspend-budget-thresholds", ",".join(crossed)))
+    return out
+
+
+def _refusal_headers(exc: BudgetExceeded) -> dict[str, str]:
+    headers = {
+        "x-llmspend-budget-state": "exceeded",
+        "x-llmspend-budget": exc.budget,
+        "x-llmspend-budget-limit-usd": str(exc.limit),
+        "x-llmspend-budget-spent-usd": str(exc.spent),
+        "x-llmspend-budget-reserved-usd": str(exc.reserved),
+    }
+    if exc.estimate is not None:
+        headers["x-llmspend-estimate-usd"] = str(exc.estimate)
+    if exc.resets_at is not None:
+        headers["x-llmspend-budget-resets-at"] = exc.resets_at.isoformat()
+    return headers

@@ -1,0 +1,408 @@
+"""The llmspend gateway, as real processes on 127.0.0.1: ``llmspend.sim`` as the upstream,
+``llmspend gateway serve`` in front of it, and the real openai, google-genai and anthropic
+SDKs holding only gateway keys."""
+
+from __future__ import annotations
+
+import datetime as dt
+import json
+import os
+import socket
+import subprocess
+import sys
+import time
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+import httpx
+import pytest
+from sqlalchemy import text
+
+from llmspend.gateway import keys
+from llmspend.store.engine import open_store
+
+PROVIDER_KEY = "sk-llmspend-test-PROVIDER-KEY-7f3a9c2e51"
+KEY_ENV = "LLMSPEND_TEST_PROVIDER_KEY"
+
+# The simulator in a child process, answering "count" (requests served) and "last" (the
+# last request's headers) on stdin: the test reads what reached the upstream.
+SIM = r"""
+import json, sys
+from llmspend.sim import SimServer
+sim = SimServer("127.0.0.1", 0).start()
+print(sim.url, flush=True)
+for line in sys.stdin:
+    cmd = line.strip()
+    if cmd == "count":
+        print(sim.request_count, flush=True)
+    elif cmd == "last":
+        reqs = sim.requests
+        print(json.dumps(reqs[-1].headers if reqs else {}), flush=True)
+sim.stop()
+"""
+
+
+def _free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return int(s.getsockname()[1])
+
+
+class Sim:
+    def __init__(self) -> None:
+        self.proc = subprocess.Popen(
+            [sys.executable, "-c", SIM], stdin=subprocess.PIPE, stdout=subprocess.PIPE, text=True
+        )
+        assert self.proc.stdout is not None
+        self.url = self.proc.stdout.readline().strip()
+        assert self.url.startswith("http://127.0.0.1:"), self.url
+
+    def ask(self, cmd: str) -> str:
+        assert self.proc.stdin is not None and self.proc.stdout is not None
+        self.proc.stdin.write(cmd + "\n")
+        self.proc.stdin.flush()
+        return self.proc.stdout.readline().strip()
+
+    def count(self) -> int:
+        return int(self.ask("count"))
+
+    def last_headers(self) -> dict[str, str]:
+        headers: dict[str, str] = json.loads(self.ask("last"))
+        return headers
+
+    def stop(self) -> None:
+        assert self.proc.stdin is not None
+        self.proc.stdin.close()
+        self.proc.wait(timeout=30)
+
+
+class Gateway:
+    def __init__(self, tmp: Path, sim: Sim) -> None:
+        self.db = f"sqlite:///{tmp / 'gateway.db'}"
+        self.port = _free_port()
+        self.url = f"http://127.0.0.1:{self.port}"
+        config = tmp / "gateway.toml"
+        config.write_text(
+            "[gateway]\nmax_request_bytes = 200000\n"
+            + "".join(
+                f'[upstreams.{name}]\nbase_url = "{sim.url}"\nkey_env = "{KEY_ENV}"\n'
+                f'provider = "{provider}"\n'
+                for name, provider in (
+                    ("openai", "openai"),
+                    ("gemini", "google"),
+                    ("anthropic", "anthropic"),
+                )
+            )  # fmt: skip
+        )
+        self.env = {
+            **os.environ, KEY_ENV: PROVIDER_KEY, "LLMSPEND_HOME": str(tmp / "home"),
+            "LLMSPEND_DATABASE_URL": self.db,
+        }  # fmt: skip
+        for name in ("OPENAI_API_KEY", "GEMINI_API_KEY", "GOOGLE_API_KEY", "ANTHROPIC_API_KEY"):
+            self.env.pop(name, None)
+        self.log = tmp / "gateway.log"
+        with open(self.log, "wb") as err:
+            self.proc = subprocess.Popen(
+                [sys.executable, "-m", "llmspend", "gateway", "serve", "--port", str(self.port),
+                 "--config", str(config), "--database-url", self.db],
+                env=self.env, stdout=err, stderr=subprocess.STDOUT,
+            )  # fmt: skip
+        deadline = time.monotonic() + 120
+        while True:  # generous polling of the health route: no timing is asserted
+            assert self.proc.poll() is None, self.log.read_text()
+            try:
+                if httpx.get(self.url + "/health", timeout=5).status_code == 200:
+                    break
+            except httpx.TransportError:
+                pass
+            assert time.monotonic() < deadline, self.log.read_text()
+            time.sleep(0.1)
+
+    def cli(self, *args: str) -> str:
+        out = subprocess.run(
+            [sys.executable, "-m", "llmspend", "--database-url", self.db, *args],
+            env=self.env, capture_output=True, text=True, check=True,
+        )  # fmt: skip
+        return out.stdout
+
+    def new_key(self, org: str, project: str, user: str) -> str:
+        out = self.cli("gateway", "keys", "create", "--org", org, "--project", project,
+                       "--user", user, "--expires", "90d")  # fmt: skip
+        key = out.strip().splitlines()[-1]
+        assert key.startswith("lsk_") and len(key) > 40
+        return key
+
+    def rows(self, where: str = "1=1", **params: Any) -> list[Any]:
+        store = open_store(self.db)
+        with store.begin() as conn:
+            return list(
+                conn.execute(
+                    text(
+                        "SELECT provider, api, model, org_name, project_name, user_name,"
+                        " cost_nanos, price_status, status, streamed, input_tokens,"
+                        f" output_tokens FROM llmspend_usage WHERE {where} ORDER BY id"
+                    ),
+                    params,
+                )
+            )
+
+    def stop(self) -> str:
+        self.proc.terminate()
+        self.proc.wait(timeout=60)
+        return self.log.read_text()
+
+
+@pytest.fixture(scope="module")
+def stack(tmp_path_factory: pytest.TempPathFactory) -> Iterator[tuple[Sim, Gateway]]:
+    sim = Sim()
+    gateway = Gateway(tmp_path_factory.mktemp("gateway"), sim)
+    try:
+        yield sim, gateway
+    finally:
+        log = gateway.stop()
+        sim.stop()
+        assert PROVIDER_KEY not in log
+
+
+@pytest.fixture(scope="module")
+def ana(stack: tuple[Sim, Gateway]) -> str:
+    return stack[1].new_key("acme", "churn", "ana")
+
+
+def _openai(gateway: Gateway, key: str) -> Any:
+    import openai
+
+    return openai.OpenAI(base_url=gateway.url + "/openai/v1", api_key=key, max_retries=2)
+
+
+def _anthropic(gateway: Gateway, key: str) -> Any:
+    import anthropic
+
+    return anthropic.Anthropic(base_url=gateway.url + "/anthropic", api_key=key, max_retries=2)
+
+
+def _genai(gateway: Gateway, key: str) -> Any:
+    from google import genai
+    from google.genai import types
+
+    options = types.HttpOptions(
+        base_url=gateway.url + "/gemini", retry_options=types.HttpRetryOptions(attempts=3)
+    )
+    return genai.Client(api_key=key, http_options=options)
+
+
+MESSAGES = [{"role": "user", "content": "Say hello through the gateway"}]
+
+
+def _calls(gateway: Gateway, key: str) -> dict[tuple[str, str, bool], Any]:
+    """Every kind of call, streaming and not, as the user's code would make it."""
+    oa, an, ge = _openai(gateway, key), _anthropic(gateway, key), _genai(gateway, key)
+    done: dict[tuple[str, str, bool], Any] = {}
+    done["openai", "chat.completions", False] = oa.chat.completions.create(
+        model="gpt-4o-mini", messages=MESSAGES, max_tokens=50
+    )
+    done["openai", "chat.completions", True] = list(oa.chat.completions.create(
+        model="gpt-4o-mini", messages=MESSAGES, max_tokens=50, stream=True,
+        stream_options={"include_usage": True},
+    ))  # fmt: skip
+    done["openai", "responses", False] = oa.responses.create(
+        model="gpt-4o-mini", input="hello", max_output_tokens=50
+    )
+    done["openai", "responses", True] = list(
+        oa.responses.create(model="gpt-4o-mini", input="hello", max_output_tokens=50, stream=True)
+    )
+    done["openai", "embeddings", False] = oa.embeddings.create(
+        model="text-embedding-3-small", input="hello"
+    )
+    done["google", "generate_content", False] = ge.models.generate_content(
+        model="gemini-2.5-flash", contents="hello"
+    )
+    done["google", "generate_content", True] = list(
+        ge.models.generate_content_stream(model="gemini-2.5-flash", contents="hello")
+    )
+    done["anthropic", "messages", False] = an.messages.create(
+        model="claude-sonnet-4-5", max_tokens=50, messages=MESSAGES
+    )
+    with an.messages.stream(model="claude-sonnet-4-5", max_tokens=50, messages=MESSAGES) as s:
+        done["anthropic", "messages", True] = list(s)
+    return done
+
+
+def test_every_sdk_call_through_the_gateway_is_one_priced_row_of_the_keys_identity(
+    stack: tuple[Sim, Gateway], ana: str
+) -> None:
+    sim, gateway = stack
+    before = len(gateway.rows())
+    sent = sim.count()
+    done = _calls(gateway, ana)
+    assert sim.count() - sent == len(done)  # each call reached the upstream once
+    rows = gateway.rows()[before:]
+    assert len(rows) == len(done)
+    assert [(r.provider, r.api, bool(r.streamed)) for r in rows] == list(done)
+    for r in rows:
+        assert (r.org_name, r.project_name, r.user_name) == ("acme", "churn", "ana")
+        assert r.status == "ok" and r.price_status == "priced", r
+        assert r.cost_nanos > 0 and r.input_tokens > 0, r
+    # The upstream got the provider key, never the gateway key.
+    seen = json.dumps(sim.last_headers())
+    assert PROVIDER_KEY in seen and ana not in seen
+
+
+def test_attribution_comes_from_the_key_never_from_request_headers(
+    stack: tuple[Sim, Gateway], ana: str
+) -> None:
+    sim, gateway = stack
+    before = len(gateway.rows())
+    oa = _openai(gateway, ana).with_options(
+        default_headers={"x-llmspend-user": "mallory", "x-llmspend-org": "evil"}
+    )
+    oa.chat.completions.create(model="gpt-4o-mini", messages=MESSAGES, max_tokens=5)
+    (row,) = gateway.rows()[before:]
+    assert (row.org_name, row.project_name, row.user_name) == ("acme", "churn", "ana")
+
+
+def _sse_data(lines: list[str]) -> list[Any]:
+    return [json.loads(x[5:]) for x in lines if x.startswith("data:") and x[5:].strip() != "[DONE]"]
+
+
+def test_streamed_events_are_the_upstreams(stack: tuple[Sim, Gateway], ana: str) -> None:
+    sim, gateway = stack
+    body = {"model": "gpt-4o-mini", "messages": MESSAGES, "max_tokens": 40, "stream": True,
+            "stream_options": {"include_usage": True}}  # fmt: skip
+
+    def events(url: str, key: str) -> tuple[list[Any], dict[str, str]]:
+        headers = {"authorization": f"Bearer {key}"}
+        with httpx.stream("POST", url, json=body, headers=headers, timeout=60) as r:
+            assert r.status_code == 200
+            return _sse_data(list(r.iter_lines())), dict(r.headers)
+
+    direct, _ = events(sim.url + "/v1/chat/completions", "sk-direct")
+    proxied, headers = events(gateway.url + "/openai/v1/chat/completions", ana)
+
+    def strip(evs: list[Any]) -> list[Any]:  # ids and timestamps differ per response
+        return [{k: v for k, v in e.items() if k not in ("id", "created")} for e in evs]
+
+    assert len(proxied) == len(direct) > 2
+    assert strip(proxied) == strip(direct)
+    assert "event-stream" in headers["content-type"]
+    assert PROVIDER_KEY not in json.dumps(proxied) + json.dumps(headers)
+
+
+def test_a_non_streamed_answer_carries_its_cost(stack: tuple[Sim, Gateway], ana: str) -> None:
+    _, gateway = stack
+    r = httpx.post(
+        gateway.url + "/openai/v1/chat/completions",
+        json={"model": "gpt-4o-mini", "messages": MESSAGES, "max_tokens": 5},
+        headers={"authorization": f"Bearer {ana}"},
+        timeout=60,
+    )
+    assert r.status_code == 200
+    assert float(r.headers["x-llmspend-cost-usd"]) > 0
+    assert "x-llmspend-estimate-usd" not in r.headers  # no budget applies: none estimated
+    assert r.headers["x-llmspend-budget-state"] == "ok"
+    assert PROVIDER_KEY not in r.text + json.dumps(dict(r.headers))
+
+
+def test_a_hard_budget_refuses_with_a_status_no_sdk_retries_and_nothing_goes_upstream(
+    stack: tuple[Sim, Gateway],
+) -> None:
+    import anthropic
+    import openai
+    from google.genai import errors as genai_errors
+
+    sim, gateway = stack
+    gateway.cli("budget", "set", "project", "acme/capped", "0.000001/day", "--hard")
+    key = gateway.new_key("acme", "capped", "carl")
+    sent = sim.count()
+    with pytest.raises(openai.PermissionDeniedError) as oe:
+        _openai(gateway, key).chat.completions.create(
+            model="gpt-4o-mini", messages=MESSAGES, max_tokens=50
+        )
+    assert oe.value.status_code == 403
+    assert "acme/capped" in str(oe.value) and "limit" in str(oe.value)
+    assert oe.value.response.headers["x-llmspend-budget-state"] == "exceeded"
+    with pytest.raises(anthropic.PermissionDeniedError):
+        _anthropic(gateway, key).messages.create(
+            model="claude-sonnet-4-5", max_tokens=50, messages=MESSAGES
+        )
+    client = _genai(gateway, key)  # held: a collected client closes its connection pool
+    with pytest.raises(genai_errors.ClientError) as ge:
+        client.models.generate_content(model="gemini-2.5-flash", contents="hi")
+    assert ge.value.code == 403 and ge.value.status == "PERMISSION_DENIED"
+    assert sim.count() == sent  # nothing reached the upstream
+    rows = gateway.rows("user_name = :u", u="carl")
+    # One refused row per call: no SDK retried a refusal (each retry would be refused again).
+    assert [(r.provider, r.status, r.cost_nanos) for r in rows] == [
+        ("openai", "refused", 0), ("anthropic", "refused", 0), ("google", "refused", 0)
+    ]  # fmt: skip
+
+
+def test_bad_revoked_and_expired_keys_get_the_providers_401(stack: tuple[Sim, Gateway]) -> None:
+    import anthropic
+    import openai
+    from google.genai import errors as genai_errors
+
+    sim, gateway = stack
+    revoked = gateway.new_key("acme", "churn", "rex")
+    key_id = json.loads(gateway.cli("gateway", "keys", "list", "--json"))[-1]["id"]
+    gateway.cli("gateway", "keys", "revoke", str(key_id))
+    _, expired = keys.create_key(
+        open_store(gateway.db), org="acme", project="churn", user="old",
+        expires=dt.timedelta(seconds=-1),
+    )  # fmt: skip
+    listed = {k["id"]: k for k in json.loads(gateway.cli("gateway", "keys", "list", "--json"))}
+    assert listed[key_id]["state"] == "revoked"
+    assert all(
+        revoked not in json.dumps(k) and expired not in json.dumps(k) for k in listed.values()
+    )
+    sent = sim.count()
+    for key in ("lsk_made-up", revoked, expired, PROVIDER_KEY):
+        with pytest.raises(openai.AuthenticationError) as oe:
+            _openai(gateway, key).chat.completions.create(model="gpt-4o-mini", messages=MESSAGES)
+        assert oe.value.body["code"] == "invalid_api_key"  # type: ignore[index]
+        with pytest.raises(anthropic.AuthenticationError) as ae:
+            _anthropic(gateway, key).messages.create(
+                model="claude-sonnet-4-5", max_tokens=5, messages=MESSAGES
+            )
+        assert ae.value.body["error"]["type"] == "authentication_error"  # type: ignore[index]
+        client = _genai(gateway, key)  # held: a collected client closes its connection pool
+        with pytest.raises(genai_errors.ClientError) as ge:
+            client.models.generate_content(model="gemini-2.5-flash", contents="hi")
+        assert ge.value.code == 401 and ge.value.status == "UNAUTHENTICATED"
+    # No key at all, and Gemini's ?key= form.
+    assert httpx.post(gateway.url + "/openai/v1/chat/completions", json={}).status_code == 401
+    r = httpx.post(
+        gateway.url + "/gemini/v1beta/models/gemini-2.5-flash:generateContent?key=lsk_nope",
+        json={"contents": [{"parts": [{"text": "hi"}]}]},
+    )
+    assert r.status_code == 401 and r.json()["error"]["status"] == "UNAUTHENTICATED"
+    assert sim.count() == sent
+
+
+def test_request_size_limit_and_unknown_upstream(stack: tuple[Sim, Gateway], ana: str) -> None:
+    sim, gateway = stack
+    sent = sim.count()
+    auth = {"x-api-key": ana, "anthropic-version": "2023-06-01"}
+    big = {"model": "claude-sonnet-4-5", "max_tokens": 5,
+           "messages": [{"role": "user", "content": "x" * 300_000}]}  # fmt: skip
+    r = httpx.post(gateway.url + "/anthropic/v1/messages", json=big, headers=auth, timeout=60)
+    assert r.status_code == 413 and r.json()["type"] == "error"
+    r = httpx.post(gateway.url + "/nowhere/v1/chat/completions", json={}, headers=auth)
+    assert r.status_code == 404
+    assert sim.count() == sent
+
+
+def test_no_provider_key_in_the_store(stack: tuple[Sim, Gateway], ana: str) -> None:
+    _, gateway = stack
+    _openai(gateway, ana).chat.completions.create(
+        model="gpt-4o-mini", messages=MESSAGES, max_tokens=5
+    )
+    store = open_store(gateway.db)
+    with store.begin() as conn:
+        tables = [
+            r[0] for r in conn.execute(text("SELECT name FROM sqlite_master WHERE type = 'table'"))
+        ]
+        dump = "".join(repr(list(conn.execute(text(f'SELECT * FROM "{t}"')))) for t in tables)
+    assert "llmspend_gateway_keys" in tables and "acme" in dump
+    assert PROVIDER_KEY not in dump and ana not in dump
