@@ -93,7 +93,7 @@ class Gateway:
                     ("gemini", "google"),
                     ("anthropic", "anthropic"),
                 )
-            )  # fmt: skip
+            )
         )
         self.env = {
             **os.environ, KEY_ENV: PROVIDER_KEY, "LLMSPEND_HOME": str(tmp / "home"),
@@ -252,7 +252,7 @@ def test_every_sdk_call_through_the_gateway_is_one_priced_row_of_the_keys_identi
 def test_attribution_comes_from_the_key_never_from_request_headers(
     stack: tuple[Sim, Gateway], ana: str
 ) -> None:
-    sim, gateway = stack
+    _, gateway = stack
     before = len(gateway.rows())
     oa = _openai(gateway, ana).with_options(
         default_headers={"x-llmspend-user": "mallory", "x-llmspend-org": "evil"}
