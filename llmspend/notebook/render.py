@@ -4,6 +4,7 @@ Every table is a :class:`Table` with ``_repr_html_`` and a plain-text ``__repr__
 reads well in a terminal, in papermill logs and in tests), and ``to_frame()`` for the
 exact values behind it (money as ``Decimal``). Builders: :func:`status_table`,
 :func:`budgets_table`, :func:`history_table`, :func:`alerts_table`, :func:`calls_table`.
+:func:`snapshot_html` lays out the dashboard's parts as one static page section.
 """
 
 from __future__ import annotations
@@ -33,6 +34,7 @@ __all__ = [
     "fmt_usd",
     "fmt_when",
     "history_table",
+    "snapshot_html",
     "status_percent",
     "status_table",
 ]
@@ -428,3 +430,23 @@ def calls_table(rows: Sequence[Mapping[str, Any]], *, title: str | None = None) 
         frame=pd.DataFrame(exact),
         empty="no calls recorded in this kernel yet",
     )
+
+
+_ROW = "display:flex;flex-flow:row wrap;align-items:flex-start"
+
+
+def snapshot_html(caption: str, rows: Sequence[Sequence[str]]) -> str:
+    """A static section of HTML: ``caption`` (plain text) over ``rows`` of HTML parts shown
+    side by side (empty parts left out). The dashboard's output for renderers without live
+    widgets (nbconvert, nbviewer, GitHub): its cards, gauges and SVG charts as drawn."""
+    out = [
+        f'<div class="llmspend-snapshot {NO_MATH}" style="{_FONT}">',
+        f'<div style="font-size:11px;color:#757575;margin-bottom:4px">{html.escape(caption)}</div>',
+    ]
+    for row in rows:
+        parts = [p for p in row if p]
+        if parts:
+            cells = "".join(f'<div style="margin:0 8px 8px 0">{p}</div>' for p in parts)
+            out.append(f'<div style="{_ROW}">{cells}</div>')
+    out.append("</div>")
+    return "".join(out)

@@ -8,9 +8,12 @@ a table and a timeline.
 
 Charts are Altair, drawn to SVG locally by vl-convert (nothing fetched from a CDN) and
 shown in ``HTML`` widgets, so the dashboard works offline and in any frontend that
-renders ipywidgets. It refreshes by itself when calls are recorded in this kernel
-(through the tracker's ``after_record_hooks``, at most once every ``min_interval``
-seconds, on a timer thread), when a filter changes, and on the refresh button.
+renders ipywidgets. Its output also carries a static snapshot (``text/html``: the same
+cards, gauges and SVG charts), which exported notebooks, nbviewer and GitHub show; a
+frontend with live widgets (JupyterLab) renders the widget instead. It refreshes by
+itself when calls are recorded in this kernel (through the tracker's
+``after_record_hooks``, at most once every ``min_interval`` seconds, on a timer thread),
+when a filter changes, and on the refresh button.
 """
 
 from __future__ import annotations
@@ -29,7 +32,7 @@ import ipywidgets as W
 from ..errors import ValidationError
 from ..timeutil import utcnow
 from ..tracker import get_tracker
-from .render import NO_MATH, alerts_table, fmt_int, fmt_usd
+from .render import NO_MATH, alerts_table, fmt_int, fmt_usd, snapshot_html
 
 if TYPE_CHECKING:
     from ..budgets.spec import BudgetStatus
@@ -324,6 +327,29 @@ class Dashboard(W.VBox):
             f"<llmspend dashboard: {fmt_usd(cost)} in {calls:,} calls, {label}, {where}; "
             f"{len(self.statuses)} budgets>"
         )
+
+    def _repr_mimebundle_(self, **kwargs: Any) -> dict[str, Any]:
+        """The widget view, its text, and a static snapshot as ``text/html`` (see
+        :meth:`snapshot_html`): a renderer shows the richest of them it supports."""
+        bundle: dict[str, Any] = super()._repr_mimebundle_(**kwargs) or {"text/plain": repr(self)}
+        try:
+            bundle["text/html"] = self.snapshot_html()
+        except Exception:  # a snapshot never costs the user the widget
+            log.exception("llmspend dashboard snapshot failed")
+        return bundle
+
+    def snapshot_html(self) -> str:
+        """The dashboard as drawn at its last refresh, as static HTML with inline SVG."""
+        with self._lock:
+            return snapshot_html(
+                repr(self),
+                [
+                    [self.tiles.value],
+                    [self.gauges.value, self.trend.value, self.forecast.value],
+                    [self.by_model.value, self.by_project.value, self.by_user.value],
+                    [self.alerts_html.value, self.alert_chart.value],
+                ],
+            )
 
     # -- drawing ---------------------------------------------------------------------------------
     def refresh(self) -> None:
