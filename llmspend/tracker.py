@@ -43,7 +43,7 @@ from .budgets.ledger import count_ingested
 from .budgets.settle import Settlement
 from .config import Settings, default_attribution
 from .errors import LLMSpendWarning, StoreError, ValidationError
-from .pricing import PriceBook
+from .pricing import PriceBook, shared_pricebook
 from .spool import Replayer, Spool
 from .store import rollups
 from .store.engine import Store, open_store
@@ -141,7 +141,9 @@ class Tracker:
         if self._pricebook is None:
             with self._lock:
                 if self._pricebook is None:
-                    self._pricebook = PriceBook(self.settings.prices_path)
+                    # the process-wide book llmspend.price() uses too (one source of truth)
+                    path = self.settings.prices_path
+                    self._pricebook = shared_pricebook(path, fresh_warnings=True)
         return self._pricebook
 
     def price_nanos(self, *args: Any, **kwargs: Any) -> tuple[int | None, str, str | None]:

@@ -13,13 +13,14 @@ The modules, lowest first (each imports only those above it; none imports the st
 - :mod:`~llmspend.pricing.price`: the results, :class:`Price`, :class:`PriceRef`, ``PriceNanos``
 - :mod:`~llmspend.pricing.rates`: specs compiled to exact integer rates; a model's plan
 - :mod:`~llmspend.pricing.resolve`: model-name resolution (variants, aliases, lookup)
-- :mod:`~llmspend.pricing.book`: :class:`PriceBook` and the process-wide default book
+- :mod:`~llmspend.pricing.book`: :class:`PriceBook` and the process-wide books, which
+  ``llmspend.price()`` and the trackers share (no store needed)
 """
 
 from __future__ import annotations
 
 from ..errors import UnknownModelWarning
-from .book import PriceBook, default_pricebook, history, model_output_cap
+from .book import PriceBook, default_pricebook, history, model_output_cap, shared_pricebook
 from .price import Price, PriceNanos, PriceRef, PriceStatus
 
 __all__ = [
@@ -32,4 +33,5 @@ __all__ = [
     "default_pricebook",
     "history",
     "model_output_cap",
+    "shared_pricebook",
 ]

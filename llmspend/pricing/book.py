@@ -12,21 +12,21 @@ import datetime as dt
 import logging
 import os
 import threading
+import time
 import warnings
 from decimal import Decimal
 from fractions import Fraction
 from typing import Any
 
 from ..errors import PricingError, UnknownModelWarning
-from ..money import nanos_to_usd
 from .overrides import Overrides, load_overrides
-from .price import Price, PriceNanos, to_epoch
+from .price import Price, PriceNanos, to_epoch, usd_digits
 from .rates import NANOS, Plan, Window, compile_spec, exact_usd
 from .resolve import resolve
 from .snapshot import normalize_provider, price_at
 from .tiers import FREE_APIS, UNPRICED_APIS, normalize_tier, tier_price
 
-__all__ = ["PriceBook", "default_pricebook", "history", "model_output_cap"]
+__all__ = ["PriceBook", "default_pricebook", "history", "model_output_cap", "shared_pricebook"]
 
 _log = logging.getLogger("llmspend.pricing")
 _log.addHandler(logging.NullHandler())
@@ -39,6 +39,7 @@ _SHOWN = {
     "output_reasoning_mtok": "reasoning_mtok",
 }
 _UNKNOWN: PriceNanos = (None, "unknown", None)  # the fast path's answer for no price
+_now = time.time
 
 
 def _check_usage(i: object, c: object, w: object, o: object, r: object) -> None:
@@ -63,6 +64,17 @@ def _check_usage(i: object, c: object, w: object, o: object, r: object) -> None:
         raise PricingError(f"reasoning_tokens ({r}) exceeds output_tokens ({o}), which includes it")
 
 
+def _stamp(path: str | None) -> tuple[int, int] | None:
+    """The override file's (mtime, size), to notice that it changed."""
+    if path is None:
+        return None
+    try:
+        st = os.stat(path)
+    except OSError:
+        return None
+    return st.st_mtime_ns, st.st_size
+
+
 class PriceBook:
     """Prices usages; resolves each (provider, model) once and caches the plan.
 
@@ -77,13 +89,34 @@ class PriceBook:
 
     def __init__(self, overrides_path: str | os.PathLike[str] | None = None) -> None:
         self.overrides_path = os.fspath(overrides_path) if overrides_path is not None else None
-        self.overrides: Overrides | None = (
-            load_overrides(self.overrides_path) if self.overrides_path else None
-        )
-        self._plans: dict[tuple[Any, Any, Any], Plan] = {}
-        self._warned: set[tuple[Any, Any]] = set()
-        self._tier_windows: dict[tuple[Any, ...], tuple[Window, Window]] = {}
         self._lock = threading.RLock()
+        self._warned: set[tuple[Any, Any]] = set()
+        self.reload()
+
+    def reload(self) -> None:
+        """Read the override file again and forget every resolved price (thread-safe).
+
+        Raises :class:`~llmspend.errors.PriceFileError` for a bad file, keeping the prices
+        in force before.
+        """
+        with self._lock:
+            path = self.overrides_path
+            stamp = _stamp(path)
+            overrides = load_overrides(path) if path else None
+            self.overrides: Overrides | None = overrides
+            self._stamp = stamp
+            # new dicts, not cleared ones: a reader without the lock sees old or new plans
+            self._plans: dict[tuple[Any, Any, Any], Plan] = {}
+            self._tier_windows: dict[tuple[Any, ...], tuple[Window, Window]] = {}
+
+    def file_changed(self) -> bool:
+        """Whether the override file changed on disk since it was read."""
+        return self.overrides_path is not None and _stamp(self.overrides_path) != self._stamp
+
+    def forget_warnings(self) -> None:
+        """Warn again about each unknown model (once more per model)."""
+        with self._lock:
+            self._warned = set()
 
     def __repr__(self) -> str:
         return f"PriceBook(overrides_path={self.overrides_path!r})"
@@ -117,6 +150,8 @@ class PriceBook:
         win = plan.always
         if win is None:
             if plan.first is None:
+                if (provider, model) not in self._warned:  # warned once per tracker
+                    self._plan(provider, model, response_model, 3)
                 return _UNKNOWN
             win = plan.window(at_epoch_seconds)
         if tier is not None:
@@ -151,24 +186,72 @@ class PriceBook:
     ) -> Price:
         """Price a usage as of ``at`` (naive datetimes are UTC; ``None`` = now), served at
         ``tier`` (``None``: standard)."""
-        usage = (input_tokens, cached_input_tokens, cache_write_tokens, output_tokens)
-        _check_usage(*usage, reasoning_tokens)
-        epoch = to_epoch(at)
-        plan = self._plan(provider, model, response_model, 3)
-        nanos, _, _ = self.price_nanos(provider, model, *usage, reasoning_tokens, epoch,
-                                       response_model, tier)  # fmt: skip
-        shown_provider = provider if provider is not None else plan.provider
-        if nanos is None:
-            return Price(model, shown_provider, None, None, None, "unknown", None, None, plan.note)
-        win = plan.window(epoch)
+        return self.quote(model, provider, input_tokens, cached_input_tokens,
+                          cache_write_tokens, output_tokens, reasoning_tokens, at,
+                          response_model, tier)  # fmt: skip
+
+    def quote(
+        self,
+        model: str,
+        provider: str | None,
+        i: int,
+        c: int,
+        w: int,
+        o: int,
+        r: int,
+        at: dt.datetime | dt.date | str | None = None,
+        response_model: str | None = None,
+        tier: str | None = None,
+    ) -> Price:
+        """:meth:`price` with positional usage (input, cached, cache write, output, reasoning).
+
+        The public ``llmspend.price`` path: after a model's first call it is one dict
+        look-up, the integer rates of the window in force, and the three Decimals made
+        from integers (:func:`~llmspend.pricing.rates.usd_digits`).
+        """
+        if not (type(i) is type(c) is type(w) is type(o) is type(r) is int
+                and c >= 0 and w >= 0 and r >= 0 and c + w <= i and r <= o):  # fmt: skip
+            _check_usage(i, c, w, o, r)
+        epoch = _now() if at is None else to_epoch(at)
+        try:
+            plan = self._plans.get((provider, model, response_model))
+        except TypeError:  # unhashable junk: rejected by _plan
+            plan = None
+        if plan is None:
+            plan = self._plan(provider, model, response_model, 4)
+        win = plan.always
+        if win is None:
+            if plan.first is None:
+                if (provider, model) not in self._warned:  # warned once per tracker
+                    self._plan(provider, model, response_model, 4)
+                shown = provider if provider is not None else plan.provider
+                return Price(model, shown, None, None, None, "unknown", None, None, plan.note)
+            win = plan.window(epoch)
         if tier is not None:
             win = self._tiered(provider, model, plan, win, tier, epoch)
-        rt = win.rates(input_tokens)
-        xs = (*usage, reasoning_tokens, 1)
-        inp = Fraction(sum(k * x for k, x in zip(rt.inp, xs, strict=True)), rt.io_den)
-        out = Fraction(sum(k * x for k, x in zip(rt.out, xs, strict=True)), rt.io_den)
-        return Price(model, shown_provider, exact_usd(inp), exact_usd(out), nanos_to_usd(nanos),
-                     win.status, win.ref, nanos, plan.note)  # fmt: skip
+        rt = win.base
+        for step in win.tiers:
+            if i > step.above_input_tokens:
+                rt = step.rates
+                break
+        nanos = rt.ki * i + rt.kc * c + rt.kw * w + rt.ko * o + rt.kr * r + rt.k0
+        den = rt.den
+        if den != 1:
+            q, rem = divmod(nanos, den)
+            if 2 * rem > den or (2 * rem == den and q & 1):
+                q += 1
+            nanos = q
+        a, b = rt.inp, rt.out
+        inp = a[0] * i + a[1] * c + a[2] * w + a[3] * o + a[4] * r + a[5]
+        out = b[0] * i + b[1] * c + b[2] * w + b[3] * o + b[4] * r + b[5]
+        shown = provider if provider is not None else plan.provider
+        if rt.io_scale:  # the Decimals are made when first read (Price.from_units)
+            scale = rt.io_scale
+            return Price.from_units(model, shown, inp * scale, out * scale, rt.io_exp + 9,
+                                    win.status, win.ref, nanos, plan.note)  # fmt: skip
+        return Price(model, shown, exact_usd(Fraction(inp, rt.io_den)),  # pragma: no cover
+                     exact_usd(Fraction(out, rt.io_den)), usd_digits(nanos, 9), win.status,
+                     win.ref, nanos, plan.note)  # fmt: skip
 
     def worst_case_nanos(
         self,
@@ -317,7 +400,7 @@ class PriceBook:
             plan = self._plans.get(key)  # a plan once made never changes: no lock to read it
         except TypeError:  # unhashable junk (e.g. a signaling NaN): rejected below
             plan = None
-        if plan is not None:
+        if plan is not None and (plan.first is not None or (provider, model) in self._warned):
             return plan
         with self._lock:
             for name, value in (("model", model), ("provider", provider),
@@ -325,10 +408,9 @@ class PriceBook:
                 if not (isinstance(value, str) or (value is None and name != "model")):
                     raise PricingError(f"{name} must be a string, got {type(value).__name__}")
             plan = self._plans.get(key)
-            if plan is not None:  # made by another thread meanwhile
-                return plan
-            plan = resolve(self.overrides, provider, model, response_model)
-            self._plans[key] = plan
+            if plan is None:  # else made by another thread meanwhile, or warned again
+                plan = resolve(self.overrides, provider, model, response_model)
+                self._plans[key] = plan
             if plan.first is None and (provider, model) not in self._warned:
                 self._warned.add((provider, model))
                 msg = (
@@ -341,20 +423,55 @@ class PriceBook:
             return plan
 
 
-_default_books: dict[str | None, PriceBook] = {}
-_default_lock = threading.Lock()
+_shared: dict[str | None, PriceBook] = {}
+_shared_lock = threading.Lock()
+
+
+def shared_pricebook(path: str | None, *, fresh_warnings: bool = False) -> PriceBook:
+    """The process-wide :class:`PriceBook` for the override file ``path`` (one per path).
+
+    ``llmspend.price()`` and every tracker use it, so a :meth:`PriceBook.reload` reaches
+    both. ``fresh_warnings`` (a tracker taking the book) re-reads the file if it changed
+    since it was read and warns again about unknown models (once per model per tracker).
+    """
+    book = _shared.get(path)
+    if book is None:
+        with _shared_lock:
+            book = _shared.get(path)
+            if book is None:
+                book = _shared[path] = PriceBook(path)
+                return book
+    if fresh_warnings:
+        if book.file_changed():
+            book.reload()
+        book.forget_warnings()
+    return book
 
 
 def default_pricebook() -> PriceBook:
     """The process-wide :class:`PriceBook` for ``$LLMSPEND_PRICES`` (one per path)."""
+    if _ENV_DATA is not None:  # fast path: the raw value keys the book already found for it
+        raw = _ENV_DATA.get(_ENV_KEY)
+        book = _by_raw_env.get(raw)
+        if book is not None:
+            return book
     path = os.environ.get("LLMSPEND_PRICES") or None
-    book = _default_books.get(path)
-    if book is None:
-        with _default_lock:
-            book = _default_books.get(path)
-            if book is None:
-                book = _default_books[path] = PriceBook(path)
+    book = shared_pricebook(path)
+    if _ENV_DATA is not None:
+        _by_raw_env[_ENV_DATA.get(_ENV_KEY)] = book
     return book
+
+
+# Reading os.environ costs ~0.3 µs (1.5 µs on a loaded machine), more than pricing a
+# call. Invariant: os.environ._data maps encodekey(name) to the raw value and os.environ
+# keeps it in step with every change made through it (tests/test_pricing_standalone.py
+# fails if not); the raw value is only a cache key here, never decoded.
+_ENV_DATA: dict[Any, Any] | None = getattr(os.environ, "_data", None)
+_encode = getattr(os.environ, "encodekey", None)
+_ENV_KEY: Any = _encode("LLMSPEND_PRICES") if _encode is not None else None
+if _encode is None or not isinstance(_ENV_DATA, dict):  # pragma: no cover - not CPython
+    _ENV_DATA = None
+_by_raw_env: dict[Any, PriceBook] = {}
 
 
 def model_output_cap(provider: str | None, model: str) -> int | None:

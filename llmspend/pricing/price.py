@@ -8,9 +8,9 @@ from __future__ import annotations
 
 import datetime as dt
 import time
-from dataclasses import dataclass
+from dataclasses import FrozenInstanceError, dataclass
 from decimal import Decimal
-from typing import Literal
+from typing import Any, Literal
 
 from ..errors import PricingError
 
@@ -20,6 +20,7 @@ __all__ = [
     "PriceRef",
     "PriceStatus",
     "to_epoch",
+    "usd_digits",
 ]
 
 PriceStatus = Literal["priced", "unknown", "override"]
@@ -51,23 +52,135 @@ class PriceRef:
         return f"{source}:{body}"[:200]
 
 
-@dataclass(frozen=True, slots=True)
+def usd_digits(units: int, exp: int) -> Decimal:
+    """``units * 10**-exp`` USD as an exact Decimal in its shortest form (trailing zeros
+    stripped, never an exponent above zero), the form every price takes."""
+    if not units:
+        return _ZERO
+    text = str(units)
+    zeros = len(text) - len(text.rstrip("0"))
+    if zeros >= exp:
+        return Decimal(units // 10**exp)
+    if zeros:
+        text = text[:-zeros]
+    return Decimal(f"{text}e-{exp - zeros}")
+
+
+_ZERO = Decimal(0)
+
+
+_FIELDS = ("model", "provider", "input_usd", "output_usd", "total_usd", "status", "ref",
+           "total_nanos", "note")  # fmt: skip
+_new = object.__new__
+_set = object.__setattr__
+
+
 class Price:
     """The price of one usage. Money is exact ``Decimal`` USD, ``None`` when unknown.
 
     ``input_usd`` and ``output_usd`` are exact; ``total_usd`` (== ``total_nanos`` / 1e9) is
     their sum plus any per-request fee, rounded half-even once to the nanodollar.
+    Immutable, compared and hashed by its fields. The price book makes it from integers
+    (:meth:`from_units`) and the three Decimals are made when first read, so pricing a
+    call costs no Decimal arithmetic.
     """
 
-    model: str
-    provider: str | None
-    input_usd: Decimal | None
-    output_usd: Decimal | None
-    total_usd: Decimal | None
-    status: PriceStatus
-    ref: PriceRef | None
-    total_nanos: int | None
-    note: str | None = None
+    # _v: model, provider, status, ref, total_nanos, note, and the input and output as
+    # integers of 10**-exp USD and exp (None when given as Decimals); _usd: the three
+    # Decimals, set when first read. One slot set per price keeps pricing cheap.
+    __slots__ = ("_v", "_usd")
+    _v: tuple[Any, ...]
+    _usd: tuple[Decimal | None, Decimal | None, Decimal | None]
+
+    def __init__(
+        self,
+        model: str,
+        provider: str | None,
+        input_usd: Decimal | None,
+        output_usd: Decimal | None,
+        total_usd: Decimal | None,
+        status: PriceStatus,
+        ref: PriceRef | None,
+        total_nanos: int | None,
+        note: str | None = None,
+    ) -> None:
+        _set(self, "_v", (model, provider, status, ref, total_nanos, note, None, None, None))
+        _set(self, "_usd", (input_usd, output_usd, total_usd))
+
+    @classmethod
+    def from_units(
+        cls,
+        model: str,
+        provider: str | None,
+        input_units: int,
+        output_units: int,
+        exp: int,
+        status: PriceStatus,
+        ref: PriceRef | None,
+        total_nanos: int,
+        note: str | None,
+    ) -> Price:
+        """A known price: input and output as integers of ``10**-exp`` USD."""
+        self = _new(cls)
+        _set(self, "_v", (model, provider, status, ref, total_nanos, note, input_units,
+                          output_units, exp))  # fmt: skip
+        return self
+
+    def _money(self) -> tuple[Decimal | None, Decimal | None, Decimal | None]:
+        try:
+            return self._usd
+        except AttributeError:  # made by from_units, not read yet
+            v = self._v
+            usd = (usd_digits(v[6], v[8]), usd_digits(v[7], v[8]), usd_digits(v[4], 9))
+            _set(self, "_usd", usd)
+            return usd
+
+    model = property(lambda self: self._v[0], doc="The model as asked for.")
+    provider = property(lambda self: self._v[1], doc="The provider (as asked, or found).")
+    status = property(lambda self: self._v[2], doc='"priced", "override" or "unknown".')
+    ref = property(lambda self: self._v[3], doc="Where the price came from.")
+    total_nanos = property(lambda self: self._v[4], doc="The total in nanodollars.")
+    note = property(lambda self: self._v[5], doc="How the model was resolved, if notable.")
+
+    @property
+    def input_usd(self) -> Decimal | None:
+        """The input tokens' cost, exact."""
+        return self._money()[0]
+
+    @property
+    def output_usd(self) -> Decimal | None:
+        """The output tokens' cost, exact."""
+        return self._money()[1]
+
+    @property
+    def total_usd(self) -> Decimal | None:
+        """The total, rounded half-even to the nanodollar."""
+        return self._money()[2]
+
+    def _fields(self) -> tuple[Any, ...]:
+        return tuple(getattr(self, name) for name in _FIELDS)
+
+    def __setattr__(self, name: str, value: object) -> None:
+        raise FrozenInstanceError(f"cannot assign to field {name!r}")
+
+    def __delattr__(self, name: str) -> None:
+        raise FrozenInstanceError(f"cannot delete field {name!r}")
+
+    def __eq__(self, other: object) -> bool:
+        if other.__class__ is not self.__class__:
+            return NotImplemented
+        assert isinstance(other, Price)
+        return self._fields() == other._fields()
+
+    def __hash__(self) -> int:
+        return hash(self._fields())
+
+    def __repr__(self) -> str:
+        pairs = zip(_FIELDS, self._fields(), strict=True)
+        return "Price(" + ", ".join(f"{name}={value!r}" for name, value in pairs) + ")"
+
+    def __reduce__(self) -> tuple[Any, ...]:
+        return Price, self._fields()
 
 
 #: The fast path's answer ``(nanos, status, ref)``: total nanodollars (None: unknown), the

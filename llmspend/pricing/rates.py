@@ -17,7 +17,7 @@ from fractions import Fraction
 from typing import TYPE_CHECKING, NamedTuple
 
 from .overrides import ModelOverride, Overrides
-from .price import PriceRef, PriceStatus, to_epoch
+from .price import PriceRef, PriceStatus, to_epoch, usd_digits
 from .snapshot import PriceSpec, genai, price_at, spec_of
 
 if TYPE_CHECKING:
@@ -61,6 +61,11 @@ class Rates:
     inp: tuple[int, ...]  # the input-direction part, nanos = inp·x / io_den
     out: tuple[int, ...]  # the output-direction part, nanos = out·x / io_den
     io_den: int
+    #: ``io_den`` as a power of ten: nanos = inp·x · io_scale / 10**io_exp, so that
+    #: ``Price.input_usd`` needs no division (see :func:`usd_digits`); ``io_scale`` 0: no
+    #: such power (not reachable with decimal prices; then :func:`exact_usd` is used)
+    io_scale: int = 0
+    io_exp: int = 0
 
 
 @dataclass(frozen=True, slots=True)
@@ -110,7 +115,10 @@ def compile_spec(spec: PriceSpec, factor: Fraction) -> tuple[Rates, tuple[Tier, 
         k = [int(f * den) for f in tot]
         io_den = math.lcm(*(f.denominator for f in (*inp, *out)))
         ins, outs = (tuple(int(f * io_den) for f in part) for part in (inp, out))
-        return Rates(k[0], k[1], k[2], k[3], k[4], k[5], den, ins, outs, io_den)
+        exp = _decimal_exponent(io_den)
+        scale = 0 if exp is None else 10**exp // io_den
+        return Rates(k[0], k[1], k[2], k[3], k[4], k[5], den, ins, outs, io_den, scale,
+                     exp or 0)  # fmt: skip
 
     starts = {t.start for _, v in units if not isinstance(v, Decimal) for t in v.tiers}
     return rates(None), tuple(Tier(t, rates(t)) for t in sorted(starts, reverse=True))
@@ -122,21 +130,23 @@ def token_priced(spec: PriceSpec) -> bool:
     return any(k in spec for k in ("input_mtok", "output_mtok", "requests_kcount"))
 
 
-def exact_usd(nanos: Fraction) -> Decimal:
-    """``nanos / 1e9`` as an exact Decimal (rates have power-of-ten denominators)."""
-    num, den = nanos.numerator, nanos.denominator * NANOS
+def _decimal_exponent(den: int) -> int | None:
+    """The least ``k`` with ``den`` dividing ``10**k``, None if there is none."""
     rest, twos, fives = den, 0, 0
     while rest % 2 == 0:
         rest, twos = rest // 2, twos + 1
     while rest % 5 == 0:
         rest, fives = rest // 5, fives + 1
-    if rest != 1:  # pragma: no cover - not reachable with decimal prices
+    return max(twos, fives) if rest == 1 else None
+
+
+def exact_usd(nanos: Fraction) -> Decimal:
+    """``nanos / 1e9`` as an exact Decimal (rates have power-of-ten denominators)."""
+    num, den = nanos.numerator, nanos.denominator * NANOS
+    k = _decimal_exponent(den)
+    if k is None:  # pragma: no cover - not reachable with decimal prices
         return Decimal(num) / Decimal(den)
-    k = max(twos, fives)
-    n = num * (10**k // den)
-    while k and n % 10 == 0:
-        n, k = n // 10, k - 1
-    return Decimal(f"{n}e-{k}") if k else Decimal(n)
+    return usd_digits(num * (10**k // den), k)
 
 
 # -- plans ------------------------------------------------------------------------------
