@@ -6,12 +6,17 @@ line into IPython's ``pre_run_cell``/``post_run_cell`` events. Loading twice is 
 ``unload`` removes the cell hooks and uninstalls the SDK hooks; the magics stay
 registered (IPython cannot unregister magics) and keep reading the store, which stays
 readable without ``install()``.
+
+A store found damaged as it opens is quarantined (see :mod:`llmspend.store.engine`):
+``load`` still hooks the SDKs — their calls are journaled in the spool and counted once
+the store is recovered — and says so in the cell's output (stderr), with the fix.
 """
 
 from __future__ import annotations
 
 import contextlib
 import logging
+import sys
 from typing import Any
 
 from ..pipeline import settle_interrupted
@@ -19,7 +24,7 @@ from ..tracker import installed_tracker
 from .cellcost import cell_cost
 from .commands import ensure_tag_hook
 
-__all__ = ["is_loaded", "load", "unload"]
+__all__ = ["is_loaded", "load", "unload", "warn_if_degraded"]
 
 log = logging.getLogger("llmspend")
 
@@ -71,6 +76,25 @@ def _quiet_last_resort() -> None:
         log.addHandler(_quiet_handler)
 
 
+def warn_if_degraded(tracker: Any) -> bool:
+    """Print a visible warning when the tracker's store is quarantined as damaged; True
+    if it is."""
+    store = tracker.store
+    problem = getattr(store, "corruption", None)
+    if problem is None:
+        return False
+    print(
+        f"llmspend: WARNING: the store file {store.path} is corrupted ({problem}).\n"
+        f"llmspend: calls are still tracked: they are journaled in {tracker.spool.dir} "
+        "and counted once the store is recovered (budgets cannot be checked meanwhile: "
+        "LLMSPEND_STORE_DOWN decides whether calls are sent).\n"
+        "llmspend: fix: run `llmspend db recover` in a terminal (it copies what is "
+        "readable into a fresh store and keeps the old file).",
+        file=sys.stderr,
+    )
+    return True
+
+
 def is_loaded(ipython: Any) -> bool:
     """Is the extension loaded into ``ipython``?"""
     return id(ipython) in _loaded
@@ -81,6 +105,7 @@ def load(ipython: Any) -> None:
     import llmspend
 
     tracker = llmspend.install()
+    warn_if_degraded(tracker)
     cell_cost.attach(tracker)
 
     ensure_tag_hook(tracker)

@@ -58,7 +58,7 @@ class Store(Transactions):
         try:
             with super().begin(write=write, **kw) as conn:
                 yield conn
-        except (exc.DBAPIError, StoreError) as e:
+        except Exception as e:  # SQLAlchemy's, or the driver's from a raw cursor
             if isinstance(e, StoreCorrupted) or not is_corruption(e):
                 raise
             raise self.corrupted(e) from e

@@ -90,6 +90,7 @@ def _copy(
     names = ", ".join(_quote(c) for c in cols)
     # names from the schema, quoted; values bound
     read = f"SELECT {names} FROM {q} WHERE rowid BETWEEN ? AND ?"  # noqa: S608
+    read_one = f"SELECT {names} FROM {q} WHERE rowid = ?"  # noqa: S608
     marks = ", ".join("?" * len(cols))
     write = f"INSERT OR IGNORE INTO {q} ({names}) VALUES ({marks})"  # noqa: S608
     lo, hi = src.execute(f"SELECT min(rowid), max(rowid) FROM {q}").fetchone()  # noqa: S608
@@ -102,24 +103,39 @@ def _copy(
         return
     lost: list[tuple[int, int]] = []
 
-    def take(a: int, b: int) -> None:
+    def lose(a: int) -> None:
+        if lost and lost[-1][1] == a - 1:
+            lost[-1] = (lost[-1][0], a)
+        else:
+            lost.append((a, a))
+
+    def take(a: int, b: int, scan: bool = True) -> None:
         try:
-            rows = src.execute(read, (a, b)).fetchall()
+            if scan:
+                rows = src.execute(read, (a, b)).fetchall()
+            else:  # one row: a damaged page is only reached for its own rowids
+                rows = src.execute(read_one, (a,)).fetchall()
         except sqlite3.DatabaseError:
             if a == b:
-                if lost and lost[-1][1] == a - 1:
-                    lost[-1] = (lost[-1][0], a)
-                else:
-                    lost.append((a, a))
+                lose(a)
                 return
             mid = (a + b) // 2
-            take(a, mid)
-            take(mid + 1, b)
+            take(a, mid, scan)
+            take(mid + 1, b, scan)
+            return
+        if scan and len(rows) < b - a + 1 and b > a:
+            # a gap: rowids deleted, or a scan that met a damaged page and stopped early
+            # without an error (SQLite found a bogus rowid past b there): row by row
+            for rowid in range(a, b + 1):
+                take(rowid, rowid, scan=False)
             return
         if rows:
             dst.executemany(write, rows)
             out.copied[table] += len(rows)
 
+    counted = out.counted[table]
+    if counted is not None:  # a bogus max(rowid) from a damaged last page: stop somewhere
+        hi = min(hi, lo + 16 * counted + 16 * CHUNK)
     for start in range(lo, hi + 1, CHUNK):
         take(start, min(start + CHUNK - 1, hi))
     if lost:
