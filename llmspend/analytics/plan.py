@@ -1,13 +1,14 @@
-"""Which rows a query reads: the levels (days, hours, raw rows) and their segments.
+"""Which rows a query reads: the levels (weeks, days, hours, raw rows) and their segments.
 
-For periods ``[b[i], b[i+1])`` (naive UTC; :data:`LO_INF` / :data:`HI_INF` for open
-ends), each level snaps every boundary to its own grid (nearest UTC midnight, nearest
-hour, or the exact time for raw rows). A level's *segments* are the time ranges where its
-assignment of a row to a period differs from the assignment of the level above: there,
-the level adds its rows to the period it assigns and subtracts them from the one the
-level above assigned. Summed over all levels, every row counts once, in its true period
-(``tests/test_analytics_engine.py`` checks this property on random inputs).
-"""
+For periods ``[b[i], b[i+1])`` (naive UTC; :data:`LO_INF` / :data:`HI_INF` for open ends),
+each level snaps every boundary to its own grid (nearest Monday 00:00 UTC, nearest UTC
+midnight, nearest hour, or the exact time for raw rows). The rollup levels read the tables
+of one family (:data:`~llmspend.store.rollups.FAMILIES`): the narrowest that keeps every
+dimension the query groups or filters by. A level's *segments* are the time ranges where
+its assignment of a row to a period differs from the assignment of the level above: there,
+the level adds its rows to the period it assigns and subtracts them from the one the level
+above assigned. Summed over all levels, every row counts once, in its true period
+(``tests/test_analytics_engine.py`` checks this property on random inputs)."""
 
 from __future__ import annotations
 
@@ -19,14 +20,29 @@ from itertools import pairwise
 
 from sqlalchemy import Table
 
-from ..store.models import RollupDaily, RollupHourly
+from ..store.rollups import FAMILIES, ROLLUPS
 
-__all__ = ["DAYS", "HI_INF", "HOURS", "LO_INF", "RAW", "Level", "Segment", "plan", "segments"]
+__all__ = [
+    "DAYS",
+    "HI_INF",
+    "HOURS",
+    "LO_INF",
+    "RAW",
+    "WEEKS",
+    "Level",
+    "Segment",
+    "family_for",
+    "levels_of",
+    "plan",
+    "segments",
+]
 
 LO_INF = dt.datetime.min
 HI_INF = dt.datetime.max
 HOUR = dt.timedelta(hours=1)
 DAY = dt.timedelta(days=1)
+WEEK = dt.timedelta(days=7)
+_MONDAY = dt.datetime(1970, 1, 5)
 
 
 @dataclass(frozen=True, slots=True)
@@ -36,9 +52,28 @@ class Level:
     unit: dt.timedelta | None
 
 
-DAYS = Level("day", RollupDaily.__table__, DAY)  # type: ignore[arg-type]
-HOURS = Level("hour", RollupHourly.__table__, HOUR)  # type: ignore[arg-type]
+_UNITS = {"hour": HOUR, "day": DAY, "week": WEEK}
+#: family → grain → level
+_LEVELS: dict[str, dict[str, Level]] = {}
+for _r in ROLLUPS:
+    _LEVELS.setdefault(_r.family, {})[_r.grain] = Level(_r.grain, _r.table, _UNITS[_r.grain])
+WEEKS, DAYS, HOURS = (_LEVELS["full"][g] for g in ("week", "day", "hour"))
 RAW = Level("raw", None, None)
+
+
+def levels_of(family: str) -> tuple[Level, Level, Level]:
+    """(weeks, days, hours) of one rollup family."""
+    lv = _LEVELS[family]
+    return lv["week"], lv["day"], lv["hour"]
+
+
+def family_for(dims: set[str]) -> str:
+    """The narrowest rollup family keeping every store column in ``dims``."""
+    best = "full"
+    for name, kept in FAMILIES.items():
+        if dims <= set(kept) and len(kept) < len(FAMILIES[best]):
+            best = name
+    return best
 
 
 @dataclass(frozen=True, slots=True)
@@ -52,6 +87,8 @@ class Segment:
 
 
 def _floor(t: dt.datetime, unit: dt.timedelta) -> dt.datetime:
+    if unit == WEEK:
+        return _MONDAY + (t - _MONDAY) // WEEK * WEEK
     if unit == DAY:
         return t.replace(hour=0, minute=0, second=0, microsecond=0)
     return t.replace(minute=0, second=0, microsecond=0)
@@ -88,16 +125,29 @@ def segments(lower: Sequence[dt.datetime], upper: Sequence[dt.datetime] | None) 
 
 
 def plan(
-    bounds: Sequence[dt.datetime], *, raw_only: bool, use_days: bool
+    bounds: Sequence[dt.datetime],
+    *,
+    raw_only: bool,
+    use_days: bool,
+    family: str = "full",
+    use_weeks: bool = False,
 ) -> list[tuple[Level, list[Segment]]]:
-    """The levels to read and the segments each one covers."""
+    """The levels to read and the segments each one covers.
+
+    With ``use_weeks``, weeks are read when every bounded period is at least a week long
+    (shorter periods would make the days level correct nearly every weekly row)."""
     span = bounds[-1] - bounds[0] if bounds[0] > LO_INF and bounds[-1] < HI_INF else None
+    gaps = [b - a for a, b in pairwise(bounds) if a > LO_INF and b < HI_INF]
+    weeks, days, hours = levels_of(family)
     levels: list[Level] = []
     if not raw_only:
+        long = span is None or span >= 2 * WEEK
+        if use_weeks and use_days and long and min(gaps, default=WEEK) >= WEEK:
+            levels.append(weeks)
         if use_days and (span is None or span >= 2 * DAY):
-            levels.append(DAYS)
+            levels.append(days)
         if span is None or span >= 2 * HOUR:
-            levels.append(HOURS)
+            levels.append(hours)
     levels.append(RAW)
     out = []
     upper: list[dt.datetime] | None = None

@@ -54,7 +54,7 @@ from ..store.fastsql import db_time_for
 from ..store.models import UsageRecord
 from ..store.rollups import MEASURES, up_to_date
 from ..usage import build_filters
-from .plan import HI_INF, LO_INF, Level, Segment, plan
+from .plan import HI_INF, LO_INF, Level, Segment, family_for, plan
 
 if TYPE_CHECKING:
     from ..store.engine import Store
@@ -407,7 +407,8 @@ def aggregate(
         raise ValueError(f"bounds must be non-decreasing, got {bounds!r}")
     raw_only = any(k not in DIMENSIONS for k in keys) or any(f not in DIMENSIONS for f in filters)
     acc: Acc = {}
-    steps = plan(bounds, raw_only=raw_only, use_days=use_days)
+    family = "full" if raw_only else family_for({DIMENSIONS[k] for k in (*keys, *filters)})
+    steps = plan(bounds, raw_only=raw_only, use_days=use_days, family=family, use_weeks=True)
     if isinstance(store, Connection):
         for level, segs in steps:
             _run_level(store, level, segs, keys, filters, acc)

@@ -36,7 +36,14 @@ __all__ = [
     "Reservation",
     "RollupDaily",
     "RollupHourly",
+    "RollupModelDaily",
+    "RollupModelHourly",
+    "RollupModelWeekly",
     "RollupState",
+    "RollupTeamDaily",
+    "RollupTeamHourly",
+    "RollupTeamWeekly",
+    "RollupWeekly",
     "UsageRecord",
     "User",
     "WebhookDelivery",
@@ -126,6 +133,9 @@ class UsageRecord(Base):
     notebook_path: Mapped[str | None] = mapped_column(String(500))
     # A live call's unique id: replaying the spool inserts each call at most once.
     record_uid: Mapped[str | None] = mapped_column(String(32))
+    # The service tier the provider reported it served the call at (or the request asked
+    # for; "batch" for Batch API jobs), lower case; NULL when neither said (migration 0010).
+    service_tier: Mapped[str | None] = mapped_column(String(32))
 
 
 class Budget(Base):
@@ -311,6 +321,59 @@ class RollupDaily(_RollupBucket, Base):
     """Usage summed per UTC day (``bucket`` = midnight UTC) and dimensions."""
 
     __tablename__ = "llmspend_rollup_daily"
+    __table_args__ = {"sqlite_with_rowid": False}  # noqa: RUF012  (SQLAlchemy reads it)
+
+
+class RollupWeekly(_RollupBucket, Base):
+    """Usage summed per UTC week (``bucket`` = Monday 00:00 UTC) and dimensions."""
+
+    __tablename__ = "llmspend_rollup_weekly"
+    __table_args__ = {"sqlite_with_rowid": False}  # noqa: RUF012  (SQLAlchemy reads it)
+
+
+# Narrower rollup families: the same columns, with the dimensions a family leaves out
+# stored as "" (never a name), so per-org/project/model questions read far fewer rows.
+
+
+class RollupTeamHourly(_RollupBucket, Base):
+    """Per UTC hour × org × project × provider × model (``user_name`` = "")."""
+
+    __tablename__ = "llmspend_rollup_hourly_team"
+    __table_args__ = {"sqlite_with_rowid": False}  # noqa: RUF012  (SQLAlchemy reads it)
+
+
+class RollupTeamDaily(_RollupBucket, Base):
+    """Per UTC day × org × project × provider × model (``user_name`` = "")."""
+
+    __tablename__ = "llmspend_rollup_daily_team"
+    __table_args__ = {"sqlite_with_rowid": False}  # noqa: RUF012  (SQLAlchemy reads it)
+
+
+class RollupTeamWeekly(_RollupBucket, Base):
+    """Per UTC week × org × project × provider × model (``user_name`` = "")."""
+
+    __tablename__ = "llmspend_rollup_weekly_team"
+    __table_args__ = {"sqlite_with_rowid": False}  # noqa: RUF012  (SQLAlchemy reads it)
+
+
+class RollupModelHourly(_RollupBucket, Base):
+    """Per UTC hour × provider × model (org, project and user = "")."""
+
+    __tablename__ = "llmspend_rollup_hourly_model"
+    __table_args__ = {"sqlite_with_rowid": False}  # noqa: RUF012  (SQLAlchemy reads it)
+
+
+class RollupModelDaily(_RollupBucket, Base):
+    """Per UTC day × provider × model (org, project and user = "")."""
+
+    __tablename__ = "llmspend_rollup_daily_model"
+    __table_args__ = {"sqlite_with_rowid": False}  # noqa: RUF012  (SQLAlchemy reads it)
+
+
+class RollupModelWeekly(_RollupBucket, Base):
+    """Per UTC week × provider × model (org, project and user = "")."""
+
+    __tablename__ = "llmspend_rollup_weekly_model"
     __table_args__ = {"sqlite_with_rowid": False}  # noqa: RUF012  (SQLAlchemy reads it)
 
 

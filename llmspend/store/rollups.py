@@ -1,15 +1,19 @@
-"""Rollups: usage pre-aggregated per hour and per day.
+"""Rollups: usage pre-aggregated per hour, day and week, in three families.
 
-Two tables, ``llmspend_rollup_hourly`` and ``llmspend_rollup_daily``, hold one row per UTC
-bucket × org × project × user × provider × model with the sums of :data:`MEASURES`,
-added with ``INSERT ... ON CONFLICT (key) DO UPDATE SET col = col + excluded.col``, so
-concurrent writers add up instead of overwriting each other. Because the sums are
-integers (nanodollars, tokens, counts), a rollup equals the raw rows it covers, exactly.
+The *full* family (``llmspend_rollup_hourly``, ``_daily``, ``_weekly``) holds one row per
+UTC bucket × org × project × user × provider × model with the sums of :data:`MEASURES`;
+the *team* family (``llmspend_rollup_*_team``) leaves out the user and the *model* family
+(``llmspend_rollup_*_model``) keeps only provider × model — a left-out dimension is stored
+as ``""`` — so questions that do not need the user (or the org and project) read far fewer
+rows however many users there are (:data:`ROLLUPS`). Rows are added with ``INSERT ... ON
+CONFLICT (key) DO UPDATE SET col = col + excluded.col``, so concurrent writers add up
+instead of overwriting each other. Because the sums are integers (nanodollars, tokens,
+counts), a rollup equals the raw rows it covers, exactly.
 
 How rows reach them depends on the store:
 
-* **PostgreSQL**: in the transaction that writes the rows — a live call upserts one hourly
-  and one daily row (:func:`record_hook`, a stage of the record transaction); ``ingest()``
+* **PostgreSQL**: in the transaction that writes the rows — a live call upserts one row
+  per table in one statement (:func:`record_hook`, a stage of the record transaction); ``ingest()``
   sums its batch in Python first, then upserts each (bucket, dimensions) once, in sorted
   order (a consistent lock order).
 * **SQLite**: after it. Writers take turns there, so usage ids are committed in ascending
@@ -20,7 +24,7 @@ How rows reach them depends on the store:
   calls :func:`up_to_date`), with every ``ingest()`` and spool replay, and in
   :func:`rebuild_rollups`.
 
-:func:`rebuild_rollups` recomputes both tables from the raw rows and gives identical
+:func:`rebuild_rollups` recomputes every table from the raw rows and gives identical
 tables (use it after deleting or editing raw rows by hand).
 
 Any other code that inserts into ``llmspend_usage`` must call :func:`add_rows` in the same
@@ -32,13 +36,25 @@ from __future__ import annotations
 
 import datetime as dt
 from collections.abc import Iterable, Mapping, Sequence
+from dataclasses import dataclass
 from operator import add, itemgetter
 from typing import TYPE_CHECKING, Any
 
 from sqlalchemy import Connection, Table, case, func, insert, literal_column, select, text
 
 from .fastsql import SQL, Tx, db_time_for
-from .models import RollupDaily, RollupHourly, UsageRecord
+from .models import (
+    RollupDaily,
+    RollupHourly,
+    RollupModelDaily,
+    RollupModelHourly,
+    RollupModelWeekly,
+    RollupTeamDaily,
+    RollupTeamHourly,
+    RollupTeamWeekly,
+    RollupWeekly,
+    UsageRecord,
+)
 
 if TYPE_CHECKING:
     from ..call import Call
@@ -46,7 +62,10 @@ if TYPE_CHECKING:
 
 __all__ = [
     "DIMENSION_COLUMNS",
+    "FAMILIES",
     "MEASURES",
+    "ROLLUPS",
+    "Rollup",
     "add_rows",
     "catch_up",
     "rebuild_rollups",
@@ -64,8 +83,47 @@ MEASURES: tuple[str, ...] = (
     "cost_nanos",
 )  # fmt: skip
 
+#: Rollup families: the dimensions each one keeps (the others are stored as "").
+FAMILIES: dict[str, tuple[str, ...]] = {
+    "full": DIMENSION_COLUMNS,
+    "team": ("org_name", "project_name", "provider", "model"),
+    "model": ("provider", "model"),
+}
+
+
+@dataclass(frozen=True, slots=True)
+class Rollup:
+    """One rollup table: its family's dimensions and its time grain."""
+
+    table: Table
+    family: str
+    grain: str  # "hour", "day" or "week" (weeks start on Monday, UTC)
+
+    @property
+    def dims(self) -> tuple[str, ...]:
+        return FAMILIES[self.family]
+
+
+def _r(model: Any, family: str, grain: str) -> Rollup:
+    return Rollup(model.__table__, family, grain)
+
+
+#: Every rollup table; the full hourly table first (the others can be summed from it).
+ROLLUPS: tuple[Rollup, ...] = (
+    _r(RollupHourly, "full", "hour"),
+    _r(RollupDaily, "full", "day"),
+    _r(RollupWeekly, "full", "week"),
+    _r(RollupTeamHourly, "team", "hour"),
+    _r(RollupTeamDaily, "team", "day"),
+    _r(RollupTeamWeekly, "team", "week"),
+    _r(RollupModelHourly, "model", "hour"),
+    _r(RollupModelDaily, "model", "day"),
+    _r(RollupModelWeekly, "model", "week"),
+)
 _TABLES: tuple[Table, Table] = (RollupHourly.__table__, RollupDaily.__table__)  # type: ignore[assignment]
 _COLUMNS = ("bucket", *DIMENSION_COLUMNS, *MEASURES)
+#: Per rollup, which of the five dimension positions it keeps.
+_KEEP = [tuple(d in r.dims for d in DIMENSION_COLUMNS) for r in ROLLUPS]
 _BATCH = 5000
 
 
@@ -136,27 +194,62 @@ def _measures(row: Mapping[str, Any]) -> list[int]:
     ]
 
 
+def _week(t: dt.datetime) -> dt.datetime:
+    """The Monday 00:00 starting ``t``'s week (naive UTC)."""
+    return (t - dt.timedelta(days=t.weekday())).replace(hour=0, minute=0, second=0, microsecond=0)
+
+
+def _bucket_of(t: dt.datetime, grain: str) -> dt.datetime:
+    if grain == "hour":
+        return t.replace(minute=0, second=0, microsecond=0)
+    if grain == "day":
+        return t.replace(hour=0, minute=0, second=0, microsecond=0)
+    return _week(t)
+
+
+def _masked(dims: tuple[Any, ...], keep: tuple[bool, ...]) -> tuple[Any, ...]:
+    return tuple(d if k else "" for d, k in zip(dims, keep, strict=True))
+
+
+_pg_hook_sql: str | None = None
+
+
+def _pg_hook() -> str:
+    """PostgreSQL: one statement upserting one row into every rollup table (data-modifying
+    CTEs), so a live call pays one round trip for all of them."""
+    global _pg_hook_sql
+    if _pg_hook_sql is None:
+        marks = ", ".join(["%s"] * len(_COLUMNS))
+        key = ", ".join(("bucket", *DIMENSION_COLUMNS))
+        parts = []
+        for r in ROLLUPS:
+            t = r.table.name
+            sets = ", ".join(f"{m} = {t}.{m} + excluded.{m}" for m in MEASURES)
+            parts.append(
+                f"INSERT INTO {t} ({', '.join(_COLUMNS)}) VALUES ({marks}) "  # noqa: S608
+                f"ON CONFLICT ({key}) DO UPDATE SET {sets}"
+            )
+        ctes = ", ".join(f"u{i} AS ({p})" for i, p in enumerate(parts[:-1]))
+        _pg_hook_sql = f"WITH {ctes} {parts[-1]}"
+    return _pg_hook_sql
+
+
 def record_hook(tx: Tx, call: Call | None, row: Mapping[str, Any]) -> None:
-    """``in_record_hooks`` entry: add one call's row to its hourly and daily buckets
+    """``in_record_hooks`` entry: add one call's row to its bucket in every rollup table
     (PostgreSQL; on SQLite the row is summed in later by :func:`catch_up`)."""
     if tx.sqlite:
         return
     ts: dt.datetime = row["ts"]
     dims = (row["org_name"], row["project_name"], row["user_name"], row["provider"], row["model"])
     sums = _measures(row)
-    hourly, daily = _upsert(tx, _TABLES[0]), _upsert(tx, _TABLES[1])
-    hour: Any
-    day: Any
-    if tx.sqlite:
-        hour = f"{ts:%Y-%m-%d %H}:00:00.000000"
-        day = f"{ts:%Y-%m-%d} 00:00:00.000000"
-    else:
-        hour = ts.replace(minute=0, second=0, microsecond=0)
-        day = hour.replace(hour=0)
-    # One statement per table straight on the DBAPI connection, inside the caller's
-    # transaction: the cheapest path (the per-call latency budget is a fraction of a ms).
-    hourly.run(tx, [(hour, *dims, *sums)])
-    daily.run(tx, [(day, *dims, *sums)])
+    params: list[Any] = []
+    for r, keep in zip(ROLLUPS, _KEEP, strict=True):
+        params.append(_bucket_of(ts, r.grain))
+        params.extend(_masked(dims, keep))
+        params.extend(sums)
+    # One statement straight on the DBAPI connection, inside the caller's transaction:
+    # the cheapest path (the per-call latency budget is a fraction of a ms).
+    tx.execute(_pg_hook(), params)
 
 
 _ROW_FIELDS = itemgetter(
@@ -190,29 +283,33 @@ def add_rows(conn: Connection | Tx, rows: Iterable[Mapping[str, Any]]) -> None:
         hourly[key] = sums if acc is None else list(map(add, acc, sums))
     if not hourly:
         return
-    daily: dict[tuple[Any, ...], list[int]] = {}
-    days: dict[dt.datetime, dt.datetime] = {}
-    for key, sums in hourly.items():
-        day = days.get(key[0])
-        if day is None:
-            day = days[key[0]] = key[0].replace(hour=0)
-        dkey = (day, *key[1:])
-        acc = daily.get(dkey)
-        daily[dkey] = sums if acc is None else list(map(add, acc, sums))
     sqlite = conn.dialect.name == "sqlite"
-    for table, sums_by_key in zip(_TABLES, (hourly, daily), strict=True):
+    text: dict[dt.datetime, str] = {}
+    for r, keep in zip(ROLLUPS, _KEEP, strict=True):
+        sums_by_key: dict[tuple[Any, ...], list[int]]
+        if r.grain == "hour" and r.family == "full":
+            sums_by_key = hourly
+        else:
+            sums_by_key = {}
+            buckets: dict[dt.datetime, dt.datetime] = {}
+            for key, sums in hourly.items():
+                b = buckets.get(key[0])
+                if b is None:
+                    b = buckets[key[0]] = _bucket_of(key[0], r.grain)
+                rkey = (b, *_masked(key[1:], keep))
+                acc = sums_by_key.get(rkey)
+                sums_by_key[rkey] = sums if acc is None else list(map(add, acc, sums))
         items: Iterable[tuple[tuple[Any, ...], list[int]]] = sums_by_key.items()
         if sqlite:  # one writer at a time: no lock order to keep; buckets as SQLite text
-            text: dict[dt.datetime, str] = {}
             params = []
             for k, v in items:
-                b = text.get(k[0])
-                if b is None:
-                    b = text[k[0]] = db_time_for(True, k[0])
-                params.append((b, *k[1:], *v))
+                t = text.get(k[0])
+                if t is None:
+                    t = text[k[0]] = db_time_for(True, k[0])
+                params.append((t, *k[1:], *v))
         else:  # upsert in key order, so concurrent writers lock rows in the same order
             params = [(*k, *v) for k, v in sorted(items)]
-        _upsert(conn, table).run(conn, params)
+        _upsert(conn, r.table).run(conn, params)
 
 
 def ingest_hook(conn: Connection, rows: list[dict[str, Any]]) -> None:
@@ -233,12 +330,21 @@ _PENDING = SQL(
 _MARK = SQL("UPDATE llmspend_rollup_state SET rolled_through = :last WHERE id = 1")
 
 
-def _fold(table: str, bucket: str) -> SQL:
+_SQLITE_BUCKET = {
+    "hour": "substr(ts, 1, 13) || ':00:00.000000'",
+    "day": "substr(ts, 1, 10) || ' 00:00:00.000000'",
+    "week": "date(substr(ts, 1, 10), '-6 days', 'weekday 1') || ' 00:00:00.000000'",
+}
+
+
+def _fold(r: Rollup) -> SQL:
     """Sum the usage rows in ``(mark, last]`` into one rollup table (constant text only)."""
+    table = r.table.name
     key = f"bucket, {', '.join(DIMENSION_COLUMNS)}"
+    dims = ", ".join(d if d in r.dims else "''" for d in DIMENSION_COLUMNS)
     return SQL(
         f"INSERT INTO {table} ({', '.join(_COLUMNS)}) "  # noqa: S608
-        f"SELECT {bucket}, {', '.join(DIMENSION_COLUMNS)}, count(*), "
+        f"SELECT {_SQLITE_BUCKET[r.grain]}, {dims}, count(*), "
         "sum(CASE WHEN status = 'error' THEN 1 ELSE 0 END), "
         "sum(CASE WHEN status = 'refused' THEN 1 ELSE 0 END), "
         "sum(CASE WHEN cost_nanos IS NULL THEN 1 ELSE 0 END), "
@@ -249,10 +355,7 @@ def _fold(table: str, bucket: str) -> SQL:
     )
 
 
-_FOLDS = (
-    _fold("llmspend_rollup_hourly", "substr(ts, 1, 13) || ':00:00.000000'"),
-    _fold("llmspend_rollup_daily", "substr(ts, 1, 10) || ' 00:00:00.000000'"),
-)
+_FOLDS = tuple(_fold(r) for r in ROLLUPS)
 
 
 def catch_up(conn: Connection | Tx, *, inserted: Sequence[Mapping[str, Any]] = ()) -> int:
@@ -300,6 +403,9 @@ def _bucket_expr(conn: Connection, column: Any, unit: str) -> Any:
     if conn.dialect.name == "postgresql":
         return func.date_trunc(unit, column)
     # SQLite keeps DateTime as 'YYYY-MM-DD HH:MM:SS.ffffff' text: cut and pad it.
+    if unit == "week":
+        day = func.date(func.substr(column, 1, 10), "-6 days", "weekday 1")
+        return day.op("||")(literal_column("' 00:00:00.000000'"))
     width, pad = (13, ":00:00.000000") if unit == "hour" else (10, " 00:00:00.000000")
     return func.substr(column, 1, width).op("||")(literal_column(f"'{pad}'"))
 
@@ -318,14 +424,16 @@ def _sums_from_usage() -> list[Any]:
 
 
 def rebuild_in(conn: Connection) -> tuple[int, int]:
-    """Recompute both rollup tables from the raw rows on ``conn``'s (write) transaction."""
-    hourly, daily = _TABLES
+    """Recompute every rollup table from the raw rows on ``conn``'s (write) transaction.
+    Returns the row counts of the full hourly and daily tables."""
+    hourly = ROLLUPS[0].table
     if conn.dialect.name == "postgresql":
         # Writers upsert after inserting their usage row: hold them off until we commit,
         # so every row is counted exactly once (by us, or by its own upsert afterwards).
-        conn.execute(text(f"LOCK TABLE {hourly.name}, {daily.name} IN EXCLUSIVE MODE"))
-    conn.execute(hourly.delete())
-    conn.execute(daily.delete())
+        names = ", ".join(r.table.name for r in ROLLUPS)
+        conn.execute(text(f"LOCK TABLE {names} IN EXCLUSIVE MODE"))
+    for r in ROLLUPS:
+        conn.execute(r.table.delete())
     u = UsageRecord
     hour = _bucket_expr(conn, u.ts, "hour")
     dims = [u.org_name, u.project_name, u.user_name, u.provider, u.model]
@@ -335,22 +443,28 @@ def rebuild_in(conn: Connection) -> tuple[int, int]:
             list(_COLUMNS), select(hour, *dims, *_sums_from_usage()).group_by(*by)
         )
     )
-    day = _bucket_expr(conn, hourly.c.bucket, "day")
-    conn.execute(
-        insert(daily).from_select(
-            list(_COLUMNS),
-            select(
-                day,
-                *(hourly.c[d] for d in DIMENSION_COLUMNS),
-                *(func.sum(hourly.c[m]) for m in MEASURES),
-            ).group_by(*by),
-        )
-    )
+    fill_from_hourly(conn, ROLLUPS[1:])
     if conn.dialect.name == "sqlite":  # every row is in them now
         Tx.of(conn).run(_MARK, {"last": conn.execute(select(func.max(u.id))).scalar() or 0})
     n_hourly = conn.execute(select(func.count()).select_from(hourly)).scalar_one()
-    n_daily = conn.execute(select(func.count()).select_from(daily)).scalar_one()
+    n_daily = conn.execute(select(func.count()).select_from(ROLLUPS[1].table)).scalar_one()
     return int(n_hourly), int(n_daily)
+
+
+def fill_from_hourly(conn: Connection, rollups: Sequence[Rollup]) -> None:
+    """Fill (empty) rollup tables by summing the full hourly table (rebuilds, migrations)."""
+    hourly = ROLLUPS[0].table
+    by: list[Any] = [literal_column(str(i)) for i in range(1, 7)]
+    empty: Any = literal_column("''")
+    for r in rollups:
+        bucket = _bucket_expr(conn, hourly.c.bucket, r.grain)
+        dims = [hourly.c[d] if d in r.dims else empty for d in DIMENSION_COLUMNS]
+        conn.execute(
+            insert(r.table).from_select(
+                list(_COLUMNS),
+                select(bucket, *dims, *(func.sum(hourly.c[m]) for m in MEASURES)).group_by(*by),
+            )
+        )
 
 
 def rebuild_rollups(store: Store) -> dict[str, int]:
