@@ -125,3 +125,28 @@ def test_usd_digits_is_the_one_exact_form(units: int, exp: int) -> None:
     assert got == want and got.as_tuple() == want.as_tuple()
     if exp == 9 and abs(units) < 10**27:
         assert got.as_tuple() == nanos_to_usd(units).as_tuple()
+
+
+@pytest.mark.parametrize("first", ["llmspend", "genai_prices"])
+def test_genai_prices_stays_whole_whichever_is_imported_first(first: str) -> None:
+    """llmspend loads genai-prices' data without its package __init__ (snapshot.py), which
+    runs as soon as anything else is asked of the package."""
+    code = textwrap.dedent(
+        f"""
+        import sys
+        if {first!r} == "genai_prices":
+            import genai_prices
+        import llmspend
+        p = llmspend.price("gpt-4o", input_tokens=1000, output_tokens=10)
+        deferred = "httpx2" not in sys.modules
+        import genai_prices
+        from genai_prices import Usage, calc_price, UpdatePrices
+        calc = calc_price(Usage(input_tokens=1000, output_tokens=10), "gpt-4o",
+                          provider_id="openai")
+        print(deferred, p.total_usd == calc.total_price, genai_prices.__version__ != "",
+              callable(UpdatePrices), hasattr(genai_prices, "no_such_name"))
+        """
+    )
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
+    deferred = first == "llmspend"
+    assert out.stdout.split() == [str(deferred), "True", "True", "True", "False"]

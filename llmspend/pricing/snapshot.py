@@ -1,15 +1,18 @@
 """The genai-prices snapshot: its providers, units and prices, as llmspend reads them.
 
-genai-prices is imported on first use (it takes ~0.2 s), never at import of llmspend. A
+genai-prices' data is imported on first use (~0.1 s), never at import of llmspend. A
 model's price becomes a :data:`PriceSpec` (price key → flat Decimal or :class:`Tiered`),
 the form override files produce too.
 """
 
 from __future__ import annotations
 
+import importlib.util
+import sys
+import threading
 from dataclasses import dataclass
 from decimal import Decimal
-from typing import TYPE_CHECKING, NamedTuple
+from typing import TYPE_CHECKING, Any, NamedTuple
 
 if TYPE_CHECKING:
     from genai_prices.types import ModelPrice, Provider
@@ -84,9 +87,10 @@ _genai_state: GenAI | None = None
 
 
 def genai() -> GenAI:
-    """genai-prices' bundled providers and units, imported on first use (~0.2 s)."""
+    """genai-prices' bundled providers and units, imported on first use (~0.1 s)."""
     global _genai_state
     if _genai_state is None:
+        _defer_package_init()
         from genai_prices.data import providers
         from genai_prices.data_units import unit_data
         from genai_prices.units import UnitRegistry
@@ -95,6 +99,43 @@ def genai() -> GenAI:
         units = {u.price_key: u for u in registry.units.values()}
         _genai_state = GenAI(tuple(providers), {p.id: p for p in providers}, units)
     return _genai_state
+
+
+def _defer_package_init() -> None:
+    """Let genai-prices' data modules load without its package ``__init__`` running yet.
+
+    Its ``__init__`` imports what llmspend never uses (the price updater with its HTTP
+    client, ``importlib.metadata``): about half of the first price's cost. Invariant: the
+    package goes into ``sys.modules`` unexecuted, with a module ``__getattr__`` that runs
+    its own ``__init__`` the first time anything not yet loaded is asked of it, so any
+    ``import genai_prices`` or ``from genai_prices import ...`` elsewhere still gets the
+    whole package (tests/test_pricing_standalone.py checks both orders).
+    """
+    if "genai_prices" in sys.modules:
+        return
+    spec = importlib.util.find_spec("genai_prices")
+    if spec is None or spec.loader is None or not spec.submodule_search_locations:
+        return  # pragma: no cover - not installed as a package: the plain import says so
+    package = importlib.util.module_from_spec(spec)
+    loader = spec.loader
+    lock = threading.RLock()
+    ran: list[bool] = []
+
+    def __getattr__(name: str) -> Any:
+        with lock:
+            if not ran:  # the first ask: run the package's own __init__ (once)
+                ran.append(True)
+                try:
+                    loader.exec_module(package)
+                finally:
+                    package.__dict__.pop("__getattr__", None)
+        try:
+            return package.__dict__[name]
+        except KeyError:
+            raise AttributeError(f"module 'genai_prices' has no attribute {name!r}") from None
+
+    package.__getattr__ = __getattr__  # type: ignore[method-assign]
+    sys.modules.setdefault("genai_prices", package)
 
 
 def genai_provider(provider_id: str) -> Provider | None:
