@@ -243,6 +243,15 @@ def session_id() -> str:
     return _session_id
 
 
+def tier_label(tier: Any) -> str | None:
+    """A tier as the usage table's ``service_tier`` keeps it: the name the provider reported
+    (or the request asked for), lower case, at most 32 characters; ``None`` if neither said."""
+    if tier is None:
+        return None
+    name = str(getattr(tier, "value", tier)).strip().lower().removeprefix("servicetier.")
+    return name[:32] or None
+
+
 def notebook_path() -> str | None:
     return os.environ.get("JPY_SESSION_NAME") or None
 
@@ -420,6 +429,7 @@ class Call:
             # Time first: live rows append at the right edge of the unique index (one hot
             # page) instead of landing on a random page of a large store.
             "record_uid": f"{time.time_ns():016x}{_uid_random.getrandbits(64):016x}",
+            "service_tier": tier_label(self.service_tier),
         }
         self.row = row
         tracker.record_call(self, row)

@@ -44,7 +44,7 @@ RECORD_COLUMNS: tuple[str, ...] = (
     "input_tokens", "cached_input_tokens", "cache_write_tokens", "output_tokens",
     "reasoning_tokens", "cost_usd", "estimate_usd", "price_status", "price_ref", "status",
     "error_type", "latency_ms", "streamed", "usage_estimated", "tags", "session_id",
-    "notebook_path",
+    "notebook_path", "service_tier",
 )  # fmt: skip
 
 STATUSES = frozenset({"ok", "error", "refused", "partial"})
@@ -75,7 +75,7 @@ _VALID_NAMES: set[str] = set()  # org/project/user names already checked
 _STR_LIMITS = {
     "request_id": 200, "provider": 32, "api": 64, "model": 200, "requested_model": 200,
     "org": 200, "project": 200, "user": 200, "price_ref": 200, "error_type": 200,
-    "session_id": 64, "notebook_path": 500,
+    "session_id": 64, "notebook_path": 500, "service_tier": 32,
 }  # fmt: skip
 _BATCH = 5000
 
@@ -259,7 +259,7 @@ def validate_row(
         "cost_nanos": None, "estimate_nanos": None, "price_status": None, "price_ref": None,
         "status": "ok", "error_type": None, "latency_ms": None, "streamed": False,
         "usage_estimated": False, "tags": None, "session_id": None, "notebook_path": None,
-        "record_uid": None,
+        "record_uid": None, "service_tier": None,
     }  # fmt: skip
     cost: int | None = None
     pstatus: Any = None
@@ -305,8 +305,8 @@ def validate_row(
                         i, key, f"must be one of {sorted(PRICE_STATUSES)}, got {value!r}"
                     )
                 pstatus = value
-        elif key == "price_ref":
-            out["price_ref"] = _text(value, i, key)
+        elif key in ("price_ref", "service_tier"):
+            out[key] = _text(value, i, key)
         elif key == "latency_ms":
             out["latency_ms"] = _latency(value, i)
         elif key in ("streamed", "usage_estimated"):
@@ -364,7 +364,7 @@ _INSERT_COLUMNS = (
     "project_name", "user_name", "input_tokens", "cached_input_tokens", "cache_write_tokens",
     "output_tokens", "reasoning_tokens", "cost_nanos", "estimate_nanos", "price_status",
     "price_ref", "status", "error_type", "latency_ms", "streamed", "usage_estimated", "tags",
-    "session_id", "notebook_path", "record_uid",
+    "session_id", "notebook_path", "record_uid", "service_tier",
 )  # fmt: skip
 
 
@@ -373,7 +373,10 @@ _AFTER_TS = operator.itemgetter(*_INSERT_COLUMNS[1:])
 
 
 def _params(sqlite: bool, row: Mapping[str, Any]) -> tuple[Any, ...]:
-    """A row's values in column order (SQLite keeps ``ts`` as text)."""
+    """A row's values in column order (SQLite keeps ``ts`` as text). A row without
+    ``service_tier`` (spooled by an older version) has none."""
+    if "service_tier" not in row:
+        row = {**row, "service_tier": None}
     if sqlite:
         return (db_time_for(True, row["ts"]), *_AFTER_TS(row))
     return _VALUES(row)
@@ -459,6 +462,7 @@ def write_usage(store: Store, clean: list[dict[str, Any]], *, on_write: Any = No
 _TEXT_COLUMNS = (
     "request_id", "provider", "api", "model", "requested_model", "org", "project", "user",
     "price_status", "price_ref", "status", "error_type", "session_id", "notebook_path",
+    "service_tier",
 )  # fmt: skip
 
 _SELECT_COLUMNS = [
@@ -469,7 +473,7 @@ _SELECT_COLUMNS = [
     UsageRecord.reasoning_tokens, UsageRecord.cost_nanos, UsageRecord.estimate_nanos,
     UsageRecord.price_status, UsageRecord.price_ref, UsageRecord.status, UsageRecord.error_type,
     UsageRecord.latency_ms, UsageRecord.streamed, UsageRecord.usage_estimated, UsageRecord.tags,
-    UsageRecord.session_id, UsageRecord.notebook_path,
+    UsageRecord.session_id, UsageRecord.notebook_path, UsageRecord.service_tier,
 ]  # fmt: skip
 
 

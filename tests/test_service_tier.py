@@ -1,0 +1,86 @@
+"""Issue 21: the usage table's ``service_tier`` column (migration 0010) — filled from the
+tier a call was served at, through the SDKs against the simulator; ingest with and without
+it; the upgrade from the previous head on a store with rows."""
+
+from __future__ import annotations
+
+import json
+from typing import Any
+
+import openai
+
+import llmspend
+from llmspend.sim import SimServer
+
+
+def client(sim: SimServer) -> openai.OpenAI:
+    return openai.OpenAI(api_key="x", base_url=sim.openai_base_url, max_retries=0)
+
+
+def test_the_column_is_filled_for_flex_priority_and_batch(
+    installed: Any, fresh_sim: SimServer
+) -> None:
+    c = client(fresh_sim)
+    for tier in ("flex", "priority"):
+        c.chat.completions.create(model="o3", max_tokens=20, service_tier=tier,  # type: ignore[arg-type]
+                                  messages=[{"role": "user", "content": "hi"}])  # fmt: skip
+    c.chat.completions.create(model="gpt-4o-mini", max_tokens=20,
+                              messages=[{"role": "user", "content": "hi"}])  # fmt: skip
+    line = {"custom_id": "r", "method": "POST", "url": "/v1/chat/completions",
+            "body": {"model": "gpt-4o-mini", "max_tokens": 20,
+                     "messages": [{"role": "user", "content": "q"}]}}  # fmt: skip
+    f = c.files.create(file=("in.jsonl", json.dumps(line).encode()), purpose="batch")
+    batch = c.batches.create(input_file_id=f.id, endpoint="/v1/chat/completions",
+                             completion_window="24h")  # fmt: skip
+    done = c.batches.retrieve(batch.id)
+    c.files.content(str(done.output_file_id))
+    frame = llmspend.records()
+    tiers = dict(zip(frame["api"] + ":" + frame["model"], frame["service_tier"], strict=True))
+    assert list(frame["service_tier"][:2]) == ["flex", "priority"]
+    assert tiers["batches:gpt-4o-mini"] == "batch"
+    standard = frame[(frame["api"] == "chat.completions") & (frame["model"] == "gpt-4o-mini")]
+    assert list(standard["service_tier"]) == ["default"]  # as the simulator reports it
+    for row, tier in zip(installed.recent, ["flex", "priority"], strict=False):
+        assert f"tier={tier}" in row["price_ref"]
+
+
+def test_ingest_with_and_without_the_column(installed: Any) -> None:
+    base = {"ts": "2026-12-01T00:00:00", "provider": "openai", "model": "gpt-4o-mini",
+            "input_tokens": 10, "output_tokens": 5}  # fmt: skip
+    assert llmspend.ingest([base, {**base, "service_tier": "flex"}]) == 2
+    assert list(llmspend.records()["service_tier"]) == [None, "flex"]
+
+
+def test_upgrade_from_the_previous_head_keeps_rows(store_url: str) -> None:
+    from alembic import command
+    from alembic.config import Config
+
+    from llmspend.call import Usage
+    from llmspend.pipeline import begin_call
+    from llmspend.store.migrate import MIGRATIONS
+    from llmspend.tracker import get_tracker
+
+    def migrate(revision: str, down: bool = False) -> None:
+        with store.begin(write=True) as conn:
+            cfg = Config()
+            cfg.set_main_option("script_location", str(MIGRATIONS))
+            cfg.attributes["connection"] = conn
+            (command.downgrade if down else command.upgrade)(cfg, revision)
+
+    llmspend.install(store_url, org="acme", project="churn", user="ana")
+    try:
+        store = get_tracker().store
+        call = begin_call("openai", "chat.completions", "o3", input_tokens=10,
+                          service_tier="flex")  # fmt: skip
+        assert call is not None
+        call.finish(Usage(input_tokens=10, output_tokens=5))
+        migrate("0009", down=True)
+        migrate("head")
+        frame = llmspend.records()
+        assert len(frame) == 1 and frame["service_tier"][0] is None  # not known for old rows
+        call = begin_call("openai", "chat.completions", "o3", input_tokens=10)
+        assert call is not None
+        call.finish(Usage(input_tokens=10, output_tokens=5), service_tier="priority")
+        assert list(llmspend.records()["service_tier"]) == [None, "priority"]
+    finally:
+        llmspend.uninstall()
