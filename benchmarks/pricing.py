@@ -1,5 +1,11 @@
-"""Microseconds per priced call: llmspend's fast path and ``PriceBook.price`` against
-``genai_prices.calc_price`` (and litellm's ``completion_cost`` when it is installed).
+"""Microseconds per priced call through the public API, against baselines measured in the
+same run, and the first ``llmspend.price()`` of a fresh process.
+
+Per call (after a model's first call): ``llmspend.price`` (the public API, no store),
+the same reading ``.total_usd`` (the Decimals are made when first read), the tracker's
+integer fast path ``price_nanos``; baselines: ``genai_prices.calc_price`` and a floor of
+one dict look-up (what any cached price costs at least). The first call is timed in fresh
+subprocesses (median of a few): ``import llmspend`` first, then the first price.
 
 Run: ``.venv/bin/python benchmarks/pricing.py``
 """
@@ -7,13 +13,17 @@ Run: ``.venv/bin/python benchmarks/pricing.py``
 from __future__ import annotations
 
 import datetime as dt
+import statistics
+import subprocess
+import sys
 import timeit
 from collections.abc import Callable
 from functools import partial
 
 from genai_prices import Usage, calc_price
 
-from llmspend.pricing import PriceBook
+import llmspend
+from llmspend.pricing import default_pricebook
 
 MODELS = [  # (llmspend provider, model, genai-prices provider id)
     ("openai", "gpt-4o-mini", "openai"),
@@ -24,15 +34,32 @@ MODELS = [  # (llmspend provider, model, genai-prices provider id)
 ]
 USAGE = (250_000, 50_000, 0, 4_000, 1_500)  # input, cached, cache write, output, reasoning
 AT = dt.datetime(2026, 11, 20, 12, tzinfo=dt.UTC)
+FIRST_CALL = """
+import time
+import llmspend
+t = time.perf_counter()
+llmspend.price("gpt-4o", input_tokens=1, output_tokens=1)
+print((time.perf_counter() - t) * 1e3)
+"""
 
 
 def per_call_us(fn: Callable[[], object], number: int) -> float:
     fn()  # the first call builds caches; it is not what we measure
-    return min(timeit.repeat(fn, number=number, repeat=5)) / number * 1e6
+    return min(timeit.repeat(fn, number=number, repeat=7)) / number * 1e6
+
+
+def first_call_ms(runs: int = 5) -> float:
+    """The median first ``llmspend.price()`` after ``import llmspend``, in fresh processes."""
+    times = []
+    for _ in range(runs):
+        out = subprocess.run([sys.executable, "-c", FIRST_CALL], capture_output=True,
+                             text=True, check=True)  # fmt: skip
+        times.append(float(out.stdout))
+    return statistics.median(times)
 
 
 def main() -> None:
-    book = PriceBook()
+    book = default_pricebook()
     epoch = AT.timestamp()
     i, c, w, o, r = USAGE
     usage = Usage(
@@ -42,37 +69,41 @@ def main() -> None:
         output_tokens=o,
         output_reasoning_tokens=r,
     )
-    try:
-        from litellm import completion_cost
-    except ImportError:
-        completion_cost = None
-    print(f"usage: {USAGE} (input, cached, cache write, output, reasoning)")
-    head = f"{'model':<18}{'fast path':>11}{'price()':>11}{'genai':>11}{'ratio':>9}"
-    print(head + ("" if completion_cost is None else f"{'litellm':>11}"))
+    cache = {(p, m): (1, "priced", None) for p, m, _ in MODELS}
+    print(f"usage: {USAGE} (input, cached, cache write, output, reasoning); µs per call")
+    head = (
+        f"{'model':<16}{'price()':>9}{'+total':>9}{'nanos':>9}{'genai':>9}{'floor':>9}"
+        f"{'vs genai':>10}"
+    )
+    print(head)
     for provider, model, gp in MODELS:
-        fast = per_call_us(partial(book.price_nanos, provider, model, i, c, w, o, r, epoch), 50_000)
-        full = per_call_us(
+        public = per_call_us(
             partial(
-                book.price, model, provider=provider, input_tokens=i, cached_input_tokens=c,
+                llmspend.price, model, provider=provider, input_tokens=i, cached_input_tokens=c,
                 output_tokens=o, reasoning_tokens=r, at=AT,
             ),
-            2_000,
+            20_000,
         )  # fmt: skip
+
+        def with_total(model: str = model, provider: str = provider) -> object:
+            return llmspend.price(model, provider=provider, input_tokens=i, cached_input_tokens=c,
+                                  output_tokens=o, reasoning_tokens=r, at=AT).total_usd  # fmt: skip
+
+        total = per_call_us(with_total, 20_000)
+        fast = per_call_us(partial(book.price_nanos, provider, model, i, c, w, o, r, epoch), 50_000)
         genai = per_call_us(
             partial(calc_price, usage, model, provider_id=gp, genai_request_timestamp=AT), 2_000
         )
-        line = f"{model:<18}{fast:>9.2f}µs{full:>9.1f}µs{genai:>9.1f}µs{genai / fast:>8.0f}x"
-        if completion_cost is not None:
-            lite = per_call_us(
-                partial(
-                    completion_cost, model=model, prompt="", completion="", prompt_tokens=i,
-                    completion_tokens=o,
-                ),
-                500,
-            )  # fmt: skip
-            line += f"{lite:>9.1f}µs"
+        floor = per_call_us(partial(cache.get, (provider, model)), 200_000)
+        line = (
+            f"{model:<16}{public:>9.2f}{total:>9.2f}{fast:>9.2f}{genai:>9.1f}{floor:>9.3f}"
+            f"{genai / public:>9.0f}x"
+        )
         print(line)
-    print("ratio = genai_prices.calc_price / llmspend fast path (price_nanos)")
+    print("price() = llmspend.price (public API, no store); +total = also reading .total_usd;")
+    print("nanos = PriceBook.price_nanos (the tracker's path); genai = genai_prices.calc_price;")
+    print("floor = one dict look-up; vs genai = genai / price()")
+    print(f"first llmspend.price() after import llmspend: {first_call_ms():.0f} ms (median of 5)")
 
 
 if __name__ == "__main__":

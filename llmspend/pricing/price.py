@@ -81,16 +81,15 @@ class Price:
     ``input_usd`` and ``output_usd`` are exact; ``total_usd`` (== ``total_nanos`` / 1e9) is
     their sum plus any per-request fee, rounded half-even once to the nanodollar.
     Immutable, compared and hashed by its fields. The price book makes it from integers
-    (:meth:`from_units`) and the three Decimals are made when first read, so pricing a
-    call costs no Decimal arithmetic.
+    (:meth:`from_units`) and each Decimal is made when read, so pricing a call costs no
+    Decimal work.
     """
 
-    # _v: model, provider, status, ref, total_nanos, note, and the input and output as
-    # integers of 10**-exp USD and exp (None when given as Decimals); _usd: the three
-    # Decimals, set when first read. One slot set per price keeps pricing cheap.
-    __slots__ = ("_v", "_usd")
+    # _v: model, provider, status, ref, total_nanos, note, then either the input and
+    # output as integers of 10**-exp USD and exp (from_units: each Decimal is made when
+    # read), or input_usd, output_usd, None, total_usd. One slot set per price.
+    __slots__ = ("_v",)
     _v: tuple[Any, ...]
-    _usd: tuple[Decimal | None, Decimal | None, Decimal | None]
 
     def __init__(
         self,
@@ -104,8 +103,8 @@ class Price:
         total_nanos: int | None,
         note: str | None = None,
     ) -> None:
-        _set(self, "_v", (model, provider, status, ref, total_nanos, note, None, None, None))
-        _set(self, "_usd", (input_usd, output_usd, total_usd))
+        _set(self, "_v", (model, provider, status, ref, total_nanos, note, input_usd, output_usd,
+                          None, total_usd))  # fmt: skip
 
     @classmethod
     def from_units(
@@ -126,15 +125,6 @@ class Price:
                           output_units, exp))  # fmt: skip
         return self
 
-    def _money(self) -> tuple[Decimal | None, Decimal | None, Decimal | None]:
-        try:
-            return self._usd
-        except AttributeError:  # made by from_units, not read yet
-            v = self._v
-            usd = (usd_digits(v[6], v[8]), usd_digits(v[7], v[8]), usd_digits(v[4], 9))
-            _set(self, "_usd", usd)
-            return usd
-
     model = property(lambda self: self._v[0], doc="The model as asked for.")
     provider = property(lambda self: self._v[1], doc="The provider (as asked, or found).")
     status = property(lambda self: self._v[2], doc='"priced", "override" or "unknown".')
@@ -145,17 +135,20 @@ class Price:
     @property
     def input_usd(self) -> Decimal | None:
         """The input tokens' cost, exact."""
-        return self._money()[0]
+        v = self._v
+        return v[6] if v[8] is None else usd_digits(v[6], v[8])
 
     @property
     def output_usd(self) -> Decimal | None:
         """The output tokens' cost, exact."""
-        return self._money()[1]
+        v = self._v
+        return v[7] if v[8] is None else usd_digits(v[7], v[8])
 
     @property
     def total_usd(self) -> Decimal | None:
         """The total, rounded half-even to the nanodollar."""
-        return self._money()[2]
+        v = self._v
+        return v[9] if v[8] is None else usd_digits(v[4], 9)
 
     def _fields(self) -> tuple[Any, ...]:
         return tuple(getattr(self, name) for name in _FIELDS)
