@@ -406,3 +406,44 @@ def test_no_provider_key_in_the_store(stack: tuple[Sim, Gateway], ana: str) -> N
         dump = "".join(repr(list(conn.execute(text(f'SELECT * FROM "{t}"')))) for t in tables)
     assert "llmspend_gateway_keys" in tables and "acme" in dump
     assert PROVIDER_KEY not in dump and ana not in dump
+
+
+def test_upstream_errors_pass_through_unchanged_and_cost_nothing(
+    stack: tuple[Sim, Gateway], ana: str
+) -> None:
+    _, gateway = stack
+    body = {"model": "gpt-4o-mini", "messages": MESSAGES, "max_tokens": 5}
+    errors = {"x-sim-directives": "error=400"}
+    direct = httpx.post(stack[0].url + "/v1/chat/completions", json=body, headers=errors)
+    before = len(gateway.rows())
+    r = httpx.post(
+        gateway.url + "/openai/v1/chat/completions", json=body, timeout=60,
+        headers={**errors, "authorization": f"Bearer {ana}"},
+    )  # fmt: skip
+    assert (r.status_code, r.json()) == (direct.status_code, direct.json()) and r.status_code == 400
+    (row,) = gateway.rows()[before:]
+    assert (row.status, row.cost_nanos, row.user_name) == ("error", 0, "ana")
+
+
+def test_a_stream_cut_upstream_is_settled_partial_with_what_was_received(
+    stack: tuple[Sim, Gateway], ana: str
+) -> None:
+    _, gateway = stack
+    body = {"model": "gpt-4o-mini", "messages": MESSAGES, "max_tokens": 40, "stream": True}
+    before = len(gateway.rows())
+    headers = {"x-sim-directives": "cut=2", "authorization": f"Bearer {ana}"}
+    url = gateway.url + "/openai/v1/chat/completions"
+    with (
+        pytest.raises(httpx.RemoteProtocolError),  # the client sees the cut too
+        httpx.stream("POST", url, json=body, headers=headers, timeout=60) as r,
+    ):
+        assert r.status_code == 200
+        for _ in r.iter_raw():
+            pass
+    deadline = time.monotonic() + 60
+    while len(gateway.rows()) == before:  # settled after the client saw the cut: poll
+        assert time.monotonic() < deadline
+        time.sleep(0.05)
+    (row,) = gateway.rows()[before:]
+    assert (row.status, row.user_name, bool(row.streamed)) == ("partial", "ana", True)
+    assert row.output_tokens > 0  # estimated from the chunks that arrived

@@ -271,7 +271,7 @@ class Proxy:
     ) -> int:
         """Pass a streamed body through chunk by chunk, keeping a copy for its usage."""
         kept: list[bytes] = []
-        ended = False
+        ended = settled = False
         if seen is not None and seen.call.estimate_nanos is not None:
             headers.append(("x-llmspend-estimate-usd", _usd(seen.call.estimate_nanos)))
         try:
@@ -287,13 +287,16 @@ class Proxy:
                 async for chunk in response.aiter_raw():
                     kept.append(chunk)
                     await send({"type": "http.response.body", "body": chunk, "more_body": True})
-                await send({"type": "http.response.body", "body": b""})
                 ended = True
+                if seen is not None:  # the row is committed before the client sees the end
+                    settled = True
+                    await _blocking(seen.finish_body, b"".join(kept), ctype, rid)
+                await send({"type": "http.response.body", "body": b""})
                 tg.cancel_scope.cancel()
         finally:
             with anyio.CancelScope(shield=True):
                 await response.aclose()
-            if seen is not None:
+            if seen is not None and not settled:  # cut: the client left, or upstream failed
                 await _blocking(seen.finish_body, b"".join(kept), ctype, rid, ended=ended)
         return response.status_code
 
