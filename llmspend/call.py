@@ -41,6 +41,7 @@ __all__ = [
     "notebook_path",
     "output_cap_for",
     "session_id",
+    "tier_label",
 ]
 
 log = logging.getLogger("llmspend")

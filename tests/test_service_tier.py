@@ -22,7 +22,7 @@ def test_the_column_is_filled_for_flex_priority_and_batch(
 ) -> None:
     c = client(fresh_sim)
     for tier in ("flex", "priority"):
-        c.chat.completions.create(model="o3", max_tokens=20, service_tier=tier,  # type: ignore[arg-type]
+        c.chat.completions.create(model="o3", max_tokens=20, service_tier=tier,
                                   messages=[{"role": "user", "content": "hi"}])  # fmt: skip
     c.chat.completions.create(model="gpt-4o-mini", max_tokens=20,
                               messages=[{"role": "user", "content": "hi"}])  # fmt: skip
@@ -84,3 +84,34 @@ def test_upgrade_from_the_previous_head_keeps_rows(store_url: str) -> None:
         assert list(llmspend.records()["service_tier"]) == [None, "priority"]
     finally:
         llmspend.uninstall()
+
+
+def test_gemini_tier_served_is_recorded(installed: Any, fresh_sim: SimServer) -> None:
+    """google-genai's ``config.service_tier`` goes out as ``serviceTier``; the tier the
+    response's usage metadata reports is recorded. No Gemini flex/priority price is cited in
+    tiers.toml, so the price stays the standard one."""
+    from google import genai
+    from google.genai import types
+
+    c = genai.Client(api_key="k", http_options=types.HttpOptions(base_url=fresh_sim.url))
+    for tier in ("flex", "priority"):
+        config = types.GenerateContentConfig(max_output_tokens=20, service_tier=tier)  # type: ignore[arg-type]
+        c.models.generate_content(model="gemini-2.5-flash", contents="hi", config=config)
+    config = types.GenerateContentConfig(max_output_tokens=20, service_tier="flex")  # type: ignore[arg-type]
+    for _ in c.models.generate_content_stream(model="gemini-2.5-flash", contents="hi",
+                                              config=config):  # fmt: skip
+        pass
+    frame = llmspend.records()
+    assert list(frame["service_tier"]) == ["flex", "priority", "flex"]
+    assert all("tier=" not in ref for ref in frame["price_ref"])
+
+
+def test_gemini_usage_tier_readings() -> None:
+    from llmspend.dialects.gemini import served_tier
+
+    assert served_tier({"serviceTier": "FLEX"}) == "flex"
+    assert served_tier({"service_tier": "unspecified", "traffic_type": "ON_DEMAND_PRIORITY"}) == (
+        "priority"
+    )
+    assert served_tier({"trafficType": "ON_DEMAND"}) == "standard"
+    assert served_tier({"promptTokenCount": 3}) is None

@@ -22,6 +22,13 @@ reasoning)::
 candidates`` when positive (the legacy SDK's proto drops ``thoughtsTokenCount``). Malformed
 usage (negative counts, wrong types, no prompt count) reads as ``None``: the caller
 estimates. Stream chunks carry cumulative usage: the last one is the best report.
+
+The tier served (:func:`served_tier`, which chooses the price): the Gemini API's
+``usageMetadata.serviceTier`` (``standard``, ``flex``, ``priority``; asked for with
+``serviceTier`` in the request, google-genai's ``config.service_tier``), else Vertex AI's
+``usageMetadata.trafficType`` (``ON_DEMAND_FLEX`` → ``flex``, ``ON_DEMAND_PRIORITY`` →
+``priority``, ``ON_DEMAND_OFFPEAK`` → ``offpeak``, ``PROVISIONED_THROUGHPUT`` →
+``provisioned_throughput``, ``ON_DEMAND`` → ``standard``).
 """
 
 from __future__ import annotations
@@ -51,6 +58,7 @@ __all__ = [
     "reader",
     "route",
     "route_for",
+    "served_tier",
     "terminal",
     "usage_of",
 ]
@@ -235,6 +243,29 @@ def _raw_body_usage(response: Any) -> Any:
     return field(data, "usage_metadata") if isinstance(data, Mapping) else None
 
 
+_TRAFFIC = {
+    "ON_DEMAND": "standard", "ON_DEMAND_FLEX": "flex", "ON_DEMAND_PRIORITY": "priority",
+    "ON_DEMAND_OFFPEAK": "offpeak", "PROVISIONED_THROUGHPUT": "provisioned_throughput",
+}  # fmt: skip
+
+
+def _name(value: Any) -> str | None:
+    value = getattr(value, "value", value)  # the SDK's enums
+    return value if isinstance(value, str) and value else None
+
+
+def served_tier(md: Any) -> str | None:
+    """The tier a ``usage_metadata`` says the call was served at (see the module
+    docstring), lower case; ``None`` when it does not say."""
+    if md is None:
+        return None
+    tier = _name(field(md, "service_tier"))
+    if tier is not None and tier.lower() != "unspecified":
+        return tier.lower()
+    traffic = _name(field(md, "traffic_type"))
+    return _TRAFFIC.get(traffic.upper()) if traffic is not None else None
+
+
 def usage_of(response: Any) -> Usage | None:
     """The normalized usage a generate/embed response reports, or None."""
     usage = parse_usage(field(response, "usage_metadata"))
@@ -294,6 +325,7 @@ def read(api: str, body: Any) -> Reading:
         usage,
         _str(field(body, "model_version")),
         _str(field(body, "response_id")),
+        served_tier(field(body, "usage_metadata")),
         out_bytes=output_bytes(body) if usage is None else 0,
     )
 
@@ -302,7 +334,7 @@ class Reader:
     """Reads one stream's chunks: the last usage, the model, the response id, the text
     received and whether the terminal chunk (finish reason or blocked prompt) arrived."""
 
-    __slots__ = ("chunks", "complete", "model", "out_bytes", "response_id", "usage")
+    __slots__ = ("chunks", "complete", "model", "out_bytes", "response_id", "tier", "usage")
 
     def __init__(self, api: str = "generate_content") -> None:
         self.chunks = 0
@@ -310,15 +342,18 @@ class Reader:
         self.usage: Usage | None = None
         self.model: str | None = None
         self.response_id: str | None = None
+        self.tier: str | None = None
         self.complete = False
 
     def feed(self, chunk: Any) -> bool:
         """Account for one chunk (never a usage-only one in this dialect: ``False``)."""
         self.chunks += 1
         self.out_bytes += output_bytes(chunk)
-        usage = parse_usage(field(chunk, "usage_metadata"))
+        md = field(chunk, "usage_metadata")
+        usage = parse_usage(md)
         if usage is not None:
             self.usage = usage
+            self.tier = served_tier(md) or self.tier
         self.model = _str(field(chunk, "model_version")) or self.model
         self.response_id = _str(field(chunk, "response_id")) or self.response_id
         if terminal(chunk):
@@ -331,6 +366,7 @@ class Reader:
             self.usage,
             self.model,
             self.response_id,
+            self.tier,
             complete=self.complete,
             out_bytes=self.out_bytes,
         )

@@ -129,13 +129,15 @@ def route(method: str, model: Any, body: dict[str, Any]) -> Route | None:
     return shielded(dialect.route_for, method, name, plain, what="read a Gemini request")
 
 
-def begin(route: Route | None) -> Call | None:
-    """:func:`~llmspend.pipeline.begin_call` for a routed request (``None``: untracked)."""
+def begin(route: Route | None, service_tier: str | None = None) -> Call | None:
+    """:func:`~llmspend.pipeline.begin_call` for a routed request (``None``: untracked);
+    ``service_tier``: the tier it asks for (priced unless the response names another)."""
     if route is None:
         return None
     return begin_call(
         route.provider, route.api, route.model, input_tokens=route.input_upper,
         payload=route.payload, max_output_tokens=route.output_cap, streamed=route.streamed,
+        service_tier=service_tier,
     )  # fmt: skip
 
 
@@ -190,6 +192,7 @@ def finish_response(call: Call, response: Any, input_upper: int, api: str = "") 
         response_model=reading.model,
         request_id=reading.response_id,
         usage_estimated=estimated,
+        service_tier=reading.service_tier,
     )
 
 
@@ -257,7 +260,8 @@ class StreamObserver:
             usage = Usage(tokens_from_bytes(self.input_upper))
         self.call.finish(usage, status=status, response_model=reading.model,
                          request_id=reading.response_id, error=error,
-                         usage_estimated=estimated)  # fmt: skip
+                         usage_estimated=estimated,
+                         service_tier=reading.service_tier)  # fmt: skip
 
     def complete(self) -> None:
         """The stream was read to its end."""

@@ -76,6 +76,17 @@ def _route(method: str, args: tuple[Any, ...], kwargs: dict[str, Any]) -> Route 
     )
 
 
+def _tier(args: tuple[Any, ...], kwargs: dict[str, Any]) -> str | None:
+    """The service tier a request asks for (``config.service_tier``), lower case, or ``None``.
+
+    google-genai's response type drops the Gemini API's ``usageMetadata.serviceTier``, so
+    the tier asked for is the one priced; a response that names one (Vertex AI's
+    ``traffic_type``) wins."""
+    tier = field(_arg(args, kwargs, "config", 2), "service_tier")
+    tier = getattr(tier, "value", tier)
+    return tier.lower() if isinstance(tier, str) and tier else None
+
+
 def _upper(r: Route | None) -> int:
     return r.input_upper or 0 if r is not None else 0
 
@@ -93,7 +104,9 @@ def _generate(wrapped: Any, instance: Any, args: tuple[Any, ...], kwargs: dict[s
     """One ``generateContent`` request (sync)."""
     r = _route("generateContent", args, kwargs)
     return run_recorded(
-        begin(r), lambda: wrapped(*args, **kwargs), lambda c, resp: _finish(c, resp, r)
+        begin(r, _tier(args, kwargs)),
+        lambda: wrapped(*args, **kwargs),
+        lambda c, resp: _finish(c, resp, r),
     )
 
 
@@ -103,7 +116,9 @@ async def _agenerate(
     """One ``generateContent`` request (async)."""
     r = _route("generateContent", args, kwargs)
     return await arun_recorded(
-        begin(r), lambda: wrapped(*args, **kwargs), lambda c, resp: _finish(c, resp, r)
+        begin(r, _tier(args, kwargs)),
+        lambda: wrapped(*args, **kwargs),
+        lambda c, resp: _finish(c, resp, r),
     )
 
 
@@ -117,7 +132,9 @@ def _embed(wrapped: Any, instance: Any, args: tuple[Any, ...], kwargs: dict[str,
     """``Models.embed_content``: one request."""
     r = _route("embedContent", args, kwargs)
     return run_recorded(
-        begin(r), lambda: wrapped(*args, **kwargs), lambda c, resp: _finish(c, resp, r)
+        begin(r, _tier(args, kwargs)),
+        lambda: wrapped(*args, **kwargs),
+        lambda c, resp: _finish(c, resp, r),
     )
 
 
@@ -127,7 +144,9 @@ async def _aembed(
     """``AsyncModels.embed_content``: one request."""
     r = _route("embedContent", args, kwargs)
     return await arun_recorded(
-        begin(r), lambda: wrapped(*args, **kwargs), lambda c, resp: _finish(c, resp, r)
+        begin(r, _tier(args, kwargs)),
+        lambda: wrapped(*args, **kwargs),
+        lambda c, resp: _finish(c, resp, r),
     )
 
 
@@ -148,7 +167,7 @@ def _stream(wrapped: Any, instance: Any, args: tuple[Any, ...], kwargs: dict[str
 
 def _observe_stream(wrapped: Any, args: tuple[Any, ...], kwargs: dict[str, Any]) -> Iterator[Any]:
     r = _route("streamGenerateContent", args, kwargs)
-    call = begin(r)
+    call = begin(r, _tier(args, kwargs))
     if call is None:
         yield from wrapped(*args, **kwargs)
         return
@@ -183,7 +202,7 @@ async def _astream(
     """``AsyncModels._generate_content_stream``: awaiting it sends the request and returns
     an async iterator; ours yields the very same chunks while observing them."""
     r = _route("streamGenerateContent", args, kwargs)
-    call = begin(r)
+    call = begin(r, _tier(args, kwargs))
     if call is None:
         return await wrapped(*args, **kwargs)
     observer = StreamObserver(call, _upper(r))

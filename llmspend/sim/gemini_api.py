@@ -201,11 +201,16 @@ def _generate(ex: Exchange, model: str, *, stream: bool) -> None:
     thoughts = _get(_get(config, "thinkingConfig"), "includeThoughts") and plan.reasoning
     thought = [{"text": sim_text(min(plan.reasoning, 8), 7), "thought": True}] if thoughts else []
     head = {"modelVersion": model, "responseId": ex.ident("")}
+    tier = _get(body, "serviceTier")  # echoed as served when the request asks for a tier
+    served = {"serviceTier": str(tier).lower()} if isinstance(tier, str) and tier else {}
     if not stream:
         content = {"parts": thought + parts, "role": "model"}
         cands = [dict(content=content, finishReason=finish, index=i) for i in range(n)]
-        return ex.send_json({"candidates": cands, "usageMetadata": _usage(plan, n), **head})
+        usage = _usage(plan, n) | served
+        return ex.send_json({"candidates": cands, "usageMetadata": usage, **head})
     chunks = list(_stream_chunks(plan, thought, parts, finish, head))
+    for chunk in chunks:
+        chunk["usageMetadata"] |= served
     if ex.query.get("alt") == "sse":
         return ex.stream(iter_sse(chunks, crlf=True), d.cut, "text/event-stream")
     pieces = [(b"[" if i == 0 else b",\r\n") + json.dumps(c).encode() for i, c in enumerate(chunks)]
