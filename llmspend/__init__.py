@@ -18,6 +18,7 @@ from .errors import (
     IngestError,
     LLMSpendError,
     LLMSpendWarning,
+    MissingExtra,
     PriceFileError,
     PricingError,
     ReportError,
@@ -60,6 +61,7 @@ __all__ = [
     "IngestError",
     "LLMSpendError",
     "LLMSpendWarning",
+    "MissingExtra",
     "Patch",
     "Price",
     "PriceFileError",
@@ -322,6 +324,9 @@ def dashboard(**options: Any) -> Any:
     (``"24h"``, ``"7d"``, ``"30d"``, ``"month"``), ``live`` (default ``True``) and
     ``min_interval`` (seconds between live refreshes, default 2).
     """
+    from .extras import DASHBOARD, require_extra
+
+    require_extra("llmspend.dashboard()", *DASHBOARD)
     from .notebook.widgets import dashboard as _dashboard
 
     return _dashboard(**options)

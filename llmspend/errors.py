@@ -4,7 +4,9 @@ The tree::
 
     LLMSpendError                      base of everything below
     ├── ConfigError                    bad settings, environment variables or files
-    │   └── PriceFileError             a bad price-override file (names file, entry, field)
+    │   ├── PriceFileError             a bad price-override file (names file, entry, field)
+    │   └── MissingExtra               a feature's optional extra is not installed (names
+    │                                  the feature and the ``pip install`` that fixes it)
     ├── StoreError                     the store cannot be opened, migrated or reached
     │   ├── SchemaTooNewError          the database was migrated by a newer llmspend
     │   ├── StoreCorrupted             the SQLite file is damaged: ``llmspend db recover``
@@ -39,6 +41,7 @@ __all__ = [
     "IngestError",
     "LLMSpendError",
     "LLMSpendWarning",
+    "MissingExtra",
     "PriceFileError",
     "PricingError",
     "ProviderError",
@@ -83,6 +86,23 @@ class PriceFileError(ConfigError):
         if field:
             where += f", field {field!r}"
         super().__init__(f"{where}: {problem}")
+
+
+class MissingExtra(ConfigError):
+    """A feature needs an optional extra that is not installed.
+
+    One line: ``llmspend report needs the notebook extra: pip install 'llmspend[notebook]'``.
+    ``feature``, ``extra`` and ``modules`` (the modules found missing) are kept.
+    """
+
+    def __init__(self, feature: str, extra: str, modules: tuple[str, ...] = ()) -> None:
+        super().__init__(f"{feature} needs the {extra} extra: pip install 'llmspend[{extra}]'")
+        self.feature = feature
+        self.extra = extra
+        self.modules = modules
+
+    def __reduce__(self) -> tuple[type[MissingExtra], tuple[str, str, tuple[str, ...]]]:
+        return type(self), (self.feature, self.extra, self.modules)
 
 
 class StoreError(LLMSpendError):

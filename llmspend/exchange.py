@@ -15,6 +15,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from .errors import ValidationError
+from .extras import PARQUET, require_extra
 
 if TYPE_CHECKING:
     import pandas as pd
@@ -49,10 +50,7 @@ def detect_format(path: str | os.PathLike[str], fmt: str | None = None) -> str:
 
 
 def _require_pyarrow() -> None:
-    try:
-        import pyarrow  # noqa: F401
-    except ImportError:
-        raise ValidationError("Parquet needs pyarrow: pip install 'llmspend[parquet]'") from None
+    require_extra("Parquet export and import", *PARQUET)
 
 
 def write_records(frame: pd.DataFrame, path: str | os.PathLike[str], fmt: str | None = None) -> int:

@@ -26,7 +26,8 @@ import threading
 from typing import TYPE_CHECKING, Any
 
 from .config import otel_enabled
-from .errors import BudgetExceeded, ConfigError
+from .errors import BudgetExceeded
+from .extras import OTEL, require_extra
 
 if TYPE_CHECKING:
     from .call import Call
@@ -71,13 +72,9 @@ def operation_name(api: str) -> str:
 
 
 def _require_api() -> Any:
-    try:
-        import opentelemetry.trace
-    except ImportError:
-        raise ConfigError(
-            "OpenTelemetry export needs the otel extra: pip install 'llmspend[otel]'"
-        ) from None
+    require_extra("OpenTelemetry export", *OTEL)
     import opentelemetry
+    import opentelemetry.trace
 
     return opentelemetry
 

@@ -5,6 +5,7 @@ from __future__ import annotations
 import argparse
 from typing import Any
 
+from ..extras import PARQUET, require_extra
 from . import common_options, database_url
 from .output import print_json
 
@@ -37,10 +38,12 @@ def register(sub: argparse._SubParsersAction) -> None:
 
 
 def _export(args: argparse.Namespace) -> int:
-    from ..exchange import write_records
+    from ..exchange import detect_format, write_records
     from ..tracker import Tracker
     from ..usage import fetch_records
 
+    if detect_format(args.file, args.format) == "parquet":  # before the store is read
+        require_extra("llmspend export to Parquet", *PARQUET)
     store = Tracker(database_url(args)).store
     frame = fetch_records(store, args.since, args.until, **filters_of(args))
     n = write_records(frame, args.file, args.format)

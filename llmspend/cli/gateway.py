@@ -6,6 +6,7 @@ import argparse
 from typing import Any
 
 from ..errors import ConfigError
+from ..extras import GATEWAY, require_extra
 from . import common_options, database_url
 from .output import print_json, print_table
 
@@ -50,6 +51,7 @@ def register(sub: Any) -> None:
 
 
 def _gateway_modules() -> tuple[Any, Any]:
+    require_extra("llmspend gateway", *GATEWAY)
     try:
         from ..gateway import app, config
     except ImportError as exc:

@@ -15,6 +15,7 @@ import argparse
 import logging
 import sys
 
+from ..extras import REPORT, require_extra
 from ..money import format_usd
 from . import common_options, database_url
 from .output import print_json
@@ -76,6 +77,7 @@ def register(sub: argparse._SubParsersAction) -> None:
 
 
 def _report(args: argparse.Namespace) -> int:
+    require_extra("llmspend report", *REPORT)
     # llmspend.report loads SQLAlchemy and the analytics; `llmspend --help` and the other
     # subcommands do not pay for it
     from ..report import run_report

@@ -19,6 +19,7 @@ from typing import TYPE_CHECKING, Any
 from ..attribution import validate_name
 from ..errors import ValidationError
 from ..exchange import write_records
+from ..extras import NOTEBOOK_CHARTS, require_extra
 from ..tracker import get_tracker
 from .cellcost import cell_cost
 from .render import (
@@ -281,6 +282,8 @@ def spend_report(
     """Spend grouped ``by`` a column since ``since``: a DataFrame, and a chart displayed."""
     from .. import analytics
 
+    if show_chart:  # before the query, not after it
+        require_extra("%spend report's chart", *NOTEBOOK_CHARTS)
     frame = analytics.cost_breakdown(by=by, since=since, until=until, **_clean_filters(filters))
     if show_chart:
         from IPython.display import display

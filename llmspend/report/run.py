@@ -17,6 +17,7 @@ from typing import Any
 
 from ..analytics import usage_report
 from ..errors import ValidationError
+from ..extras import REPORT, require_extra
 from ..store.engine import safe_url
 from ..tracker import Tracker
 from .execute import execute_notebook, notebook_path, to_html
@@ -90,6 +91,7 @@ def run_report(
     :class:`~llmspend.LLMSpendError`\\ s with one-line messages; on any error no HTML is
     written. Returns a :class:`ReportResult` (paths, window, totals of the period).
     """
+    require_extra("run_report()", *REPORT)
     started = time.monotonic()
     window = resolve_window(period, since, until, now=now)
     if isinstance(decimals, bool) or not isinstance(decimals, int) or not 0 <= decimals <= 9:

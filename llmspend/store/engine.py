@@ -30,6 +30,7 @@ from typing import Any
 from sqlalchemy import Connection, create_engine, exc
 
 from ..errors import ConfigError, StoreCorrupted, StoreError
+from ..extras import POSTGRES, require_extra
 from .forkguard import guarded
 from .health import check_file, check_on_open, check_whole, describe, file_identity, is_corruption
 from .migrate import current_revisions, ensure_schema, upgrade
@@ -197,6 +198,8 @@ def _create(url: str) -> Store:
 
 def _create_engine(url: str) -> Store:
     parsed = normalize_url(url)
+    if parsed.drivername == "postgresql+psycopg":
+        require_extra("a PostgreSQL store", *POSTGRES)
     kwargs: dict[str, Any] = {}
     if parsed.get_backend_name() == "sqlite":
         db = file_path(parsed)
