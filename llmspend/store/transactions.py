@@ -132,20 +132,36 @@ class TxScope:
 
     def _wait_for_lock(self, busy: Exception) -> None:
         """``BEGIN IMMEDIATE`` again, a slice at a time, until the lock is had or the wait
-        runs out (then ``busy`` is raised). The first attempt waited one slice already."""
+        runs out with no progress (then ``busy`` is raised). The first attempt waited one
+        slice already. Other connections committing meanwhile (``PRAGMA data_version``
+        moves: a busy store, not a stuck one) start the wait again, up to the busy
+        timeout in all."""
         wait = self.store.lock_wait if self.wait is None else self.wait
-        deadline = time.monotonic() + wait - LOCK_SLICE
-        if time.monotonic() >= deadline:
+        start = time.monotonic()
+        deadline, limit = start + wait - LOCK_SLICE, start + self.store.busy_wait
+        if start >= deadline:
             raise busy
         log.debug("llmspend: the store is locked by another connection; waiting %.2f s", wait)
+        version = self._version()
         while True:
             try:
                 self.dbapi.execute("BEGIN IMMEDIATE")
                 return
             except Exception as e:
-                if not is_busy(e) or time.monotonic() >= deadline:
+                if not is_busy(e):
                     raise
-                # between slices Python runs signal handlers: Ctrl-C is raised here
+                now = time.monotonic()  # (between slices Python runs Ctrl-C's handler)
+                if now >= deadline:
+                    seen = self._version()
+                    if seen is None or seen == version or now >= limit:
+                        raise
+                    version, deadline = seen, now + wait
+
+    def _version(self) -> int | None:
+        try:
+            return data_version(self.dbapi)
+        except Exception:
+            return None
 
     def __exit__(self, kind: Any, error: Any, tb: Any) -> None:
         direct = self.direct
