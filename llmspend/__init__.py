@@ -91,6 +91,7 @@ __all__ = [
     "load_ipython_extension",
     "on_alert",
     "price",
+    "reconcile",
     "records",
     "register_provider",
     "set_budget",
@@ -147,6 +148,18 @@ def records(since: Any = None, until: Any = None, **filters: Any) -> pd.DataFram
     from .tracker import get_tracker
 
     return get_tracker().records(since, until, **filters)
+
+
+def reconcile(source: Any, **options: Any) -> Any:
+    """Compare a provider's cost export (OpenAI Costs API JSON or cost/usage CSV,
+    Anthropic cost report, Google Cloud billing CSV) with the recorded calls, per UTC day ×
+    provider × model: billed, recorded, the difference in $ and %, and what llmspend never
+    saw. Returns a ``Reconciliation`` (``.frame``, ``.differences``, ``.write(path)``);
+    options: see :func:`llmspend.reconciliation.reconcile`.
+    """
+    from .reconciliation import reconcile as _reconcile
+
+    return _reconcile(source, **options)
 
 
 def ingest(rows: Any) -> int:

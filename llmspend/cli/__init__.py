@@ -16,7 +16,17 @@ from ..errors import LLMSpendError
 
 __all__ = ["main"]
 
-_SUBCOMMANDS = ("budget", "db", "export", "gateway", "import_", "prices", "report", "sim")
+_SUBCOMMANDS = (
+    "budget",
+    "db",
+    "export",
+    "gateway",
+    "import_",
+    "prices",
+    "reconcile",
+    "report",
+    "sim",
+)
 
 
 def build_parser() -> argparse.ArgumentParser:

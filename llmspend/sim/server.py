@@ -26,7 +26,7 @@ from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from typing import Any
 
 from ..dialects import gemini
-from . import anthropic_api, gemini_api, openai_api
+from . import anthropic_api, costs_api, gemini_api, openai_api
 from .exchange import (
     _DIRECTIVE_FIELDS,
     Behavior,
@@ -70,6 +70,8 @@ def _route(ex: Exchange) -> None:
         return gemini_api.handle_models(ex, m.group(1))
     if (m := _GEMINI_BATCHES.match(path)) and google:
         return gemini_api.handle_batches(ex, m.group(1))
+    if path.endswith(costs_api.PATH):  # the organization Costs API (admin)
+        return costs_api.handle(ex)
     if m := _AZURE_DEPLOYMENT.match(path):
         return openai_api.handle(ex, m.group(2), provider="azure", deployment=m.group(1))
     for prefix, provider in (*_OPENAI_PREFIXES, ("/v1", None)):

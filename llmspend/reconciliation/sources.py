@@ -1,0 +1,269 @@
+"""Providers' own cost exports, read into one shape: billed lines per UTC day and model.
+
+Readers (pure: data in, lines out; :func:`read_export` tells them apart):
+
+* OpenAI organization **Costs API** JSON (``GET /v1/organization/costs``, grouped by
+  ``line_item``: ``"gpt-4o-mini-2024-07-18, input"``), one page, a list of pages, or the
+  openai SDK's ``admin.organization.usage.costs()`` result; amounts in dollars.
+* OpenAI **cost CSV** (the dashboard's export: ``start_time``/``start_time_iso``,
+  ``line_item``, ``amount_value``, ``project_id``) and its **usage CSV** (tokens per model,
+  no money: priced here with llmspend's price book, ``source="openai-usage"``).
+* Anthropic **cost report** JSON (``GET /v1/organizations/cost_report`` grouped by
+  ``description``); amounts are decimal strings in cents.
+* Google Cloud **billing export** CSV (BigQuery's standard export saved as CSV:
+  ``service.description``, ``sku.description``, ``usage_start_time``, ``cost``,
+  ``project.id``): Gemini SKUs, the model read from the SKU's name.
+
+Model names are compared by :func:`model_key`: a dated snapshot
+(``gpt-4o-mini-2024-07-18``, ``claude-sonnet-4-20250514``) bills as its family.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import csv
+import datetime as dt
+import io
+import json
+import os
+import re
+from collections.abc import Callable, Iterable, Mapping
+from decimal import Decimal, InvalidOperation
+from pathlib import Path
+from typing import Any, NamedTuple
+
+from ..errors import ValidationError
+
+__all__ = [
+    "BilledLine",
+    "Export",
+    "model_key",
+    "read_export",
+]
+
+_DATED = re.compile(r"-(?:\d{4}-\d{2}-\d{2}|\d{8})$")
+_GEMINI_SKU = re.compile(
+    r"Gemini\s+(\d+(?:\.\d+)?)\s+(Flash[- ]Lite|Flash|Pro)(?:\s+(Image|Live|TTS))?", re.I
+)
+
+
+class BilledLine(NamedTuple):
+    """One amount a provider billed: its UTC day, provider, model (:func:`model_key`),
+    project (``None`` when the export has none) and USD."""
+
+    day: dt.date
+    provider: str
+    model: str
+    project: str | None
+    usd: Decimal
+
+
+class Export(NamedTuple):
+    """What a cost export held: its ``source`` (which reader) and billed lines."""
+
+    source: str
+    provider: str
+    lines: list[BilledLine]
+
+
+def model_key(model: str | None) -> str:
+    """The name a model is compared by: no ``models/`` prefix, no date suffix, lowercase."""
+    if not model:
+        return "(none)"
+    name = str(model).strip().lower().removeprefix("models/")
+    return _DATED.sub("", name)
+
+
+def _usd(value: Any, *, cents: bool = False, where: str) -> Decimal:
+    try:
+        amount = Decimal(str(value))
+    except InvalidOperation:
+        raise ValidationError(f"{where}: not an amount: {value!r}") from None
+    if not amount.is_finite():
+        raise ValidationError(f"{where}: not an amount: {value!r}")
+    return amount / 100 if cents else amount
+
+
+def _day(value: Any, *, where: str) -> dt.date:
+    """A UTC day from unix seconds, an ISO time or date, or BigQuery's ``... UTC`` text."""
+    try:
+        if isinstance(value, (int, float)) or (isinstance(value, str) and value.isdigit()):
+            return dt.datetime.fromtimestamp(int(value), dt.UTC).date()
+        text = str(value).strip().replace(" UTC", "+00:00").replace("Z", "+00:00")
+        when = dt.datetime.fromisoformat(text)
+    except (ValueError, OverflowError, OSError):
+        raise ValidationError(f"{where}: not a time: {value!r}") from None
+    if when.tzinfo is not None:
+        when = when.astimezone(dt.UTC)
+    return when.date()
+
+
+def _pages(data: Any) -> list[Mapping[str, Any]]:
+    if hasattr(data, "model_dump"):  # an SDK response object
+        data = data.model_dump()
+    if isinstance(data, Mapping):
+        return [data]
+    if isinstance(data, list) and all(isinstance(p, Mapping) or hasattr(p, "model_dump")
+                                      for p in data):  # fmt: skip
+        return [p.model_dump() if hasattr(p, "model_dump") else p for p in data]
+    raise ValidationError("a cost export must be a JSON object (one page) or a list of pages")
+
+
+def openai_costs(data: Any) -> Export:
+    """Billed lines from OpenAI Costs API pages (amounts in dollars)."""
+    lines = []
+    for page in _pages(data):
+        for bucket in page.get("data") or ():
+            day = _day(bucket.get("start_time"), where="OpenAI costs bucket")
+            for r in bucket.get("results") or ():
+                amount = (r.get("amount") or {}).get("value")
+                if amount is None:
+                    continue
+                currency = str((r.get("amount") or {}).get("currency") or "usd").lower()
+                if currency != "usd":
+                    raise ValidationError(f"OpenAI costs: currency {currency!r} is not USD")
+                item = r.get("line_item") or ""
+                lines.append(BilledLine(day, "openai", model_key(item.split(",")[0]),
+                                        r.get("project_id"),
+                                        _usd(amount, where="OpenAI costs")))  # fmt: skip
+    return Export("openai-costs", "openai", lines)
+
+
+def anthropic_costs(data: Any) -> Export:
+    """Billed lines from Anthropic cost report pages (amounts in cents)."""
+    lines = []
+    for page in _pages(data):
+        for bucket in page.get("data") or ():
+            day = _day(bucket.get("starting_at"), where="Anthropic cost report bucket")
+            for r in bucket.get("results") or ():
+                if str(r.get("currency") or "USD").upper() != "USD":
+                    raise ValidationError(f"Anthropic cost report: currency {r['currency']!r}")
+                model = r.get("model") or r.get("description") or r.get("cost_type")
+                lines.append(BilledLine(day, "anthropic", model_key(model),
+                                        r.get("workspace_id"),
+                                        _usd(r.get("amount"), cents=True,
+                                             where="Anthropic cost report")))  # fmt: skip
+    return Export("anthropic-cost-report", "anthropic", lines)
+
+
+def _pick(row: Mapping[str, Any], *names: str) -> Any:
+    for name in names:
+        value = row.get(name)
+        if value not in (None, ""):
+            return value
+    return None
+
+
+def gcp_billing(rows: Iterable[Mapping[str, Any]]) -> Export:
+    """Billed lines from a Google Cloud billing export: Gemini SKUs only, the model read
+    from the SKU (``Gemini 2.5 Flash Input Text Tokens`` → ``gemini-2.5-flash``)."""
+    lines = []
+    for i, row in enumerate(rows, start=2):
+        service = str(_pick(row, "service.description", "service_description", "service") or "")
+        sku = str(_pick(row, "sku.description", "sku_description", "sku") or "")
+        m = _GEMINI_SKU.search(sku)
+        if m is None and "gemini" not in service.lower() and "generative" not in service.lower():
+            continue
+        model = "(other)"
+        if m is not None:
+            kind = m.group(2).lower().replace(" ", "-")
+            model = f"gemini-{m.group(1)}-{kind}" + (f"-{m.group(3).lower()}" if m.group(3) else "")
+        currency = str(_pick(row, "currency") or "USD").upper()
+        if currency != "USD":
+            raise ValidationError(f"billing export line {i}: currency {currency!r} is not USD")
+        when = _pick(row, "usage_start_time", "usage_start", "date")
+        cost = _usd(_pick(row, "cost") or 0, where=f"billing export line {i}")
+        credits = _pick(row, "credits.amount", "credits")
+        if credits is not None:
+            with contextlib.suppress(InvalidOperation):  # a JSON list of credits: left out
+                cost += Decimal(str(credits))  # credits are negative
+        project = _pick(row, "project.id", "project_id", "project.name")
+        lines.append(BilledLine(_day(when, where=f"billing export line {i}"), "google", model,
+                                project, cost))  # fmt: skip
+    return Export("gcp-billing", "google", lines)
+
+
+def openai_cost_csv(rows: Iterable[Mapping[str, Any]]) -> Export:
+    """Billed lines from OpenAI's cost CSV (``line_item``, ``amount_value``)."""
+    lines = []
+    for i, row in enumerate(rows, start=2):
+        when = _pick(row, "start_time_iso", "start_time", "date", "day")
+        item = str(_pick(row, "line_item", "model") or "")
+        amount = _pick(row, "amount_value", "amount", "cost")
+        if amount is None:
+            continue
+        lines.append(BilledLine(_day(when, where=f"cost CSV line {i}"), "openai",
+                                model_key(item.split(",")[0]),
+                                _pick(row, "project_id", "project_name", "project"),
+                                _usd(amount, where=f"cost CSV line {i}")))  # fmt: skip
+    return Export("openai-cost-csv", "openai", lines)
+
+
+#: ``(model, input, cached input, output, day) -> USD``: prices a usage CSV's tokens.
+Pricer = Callable[[str, int, int, int, dt.date], Decimal | None]
+
+
+def openai_usage_csv(rows: Iterable[Mapping[str, Any]], price: Pricer) -> Export:
+    """Lines from OpenAI's usage CSV (tokens per day and model, no money), priced by
+    ``price`` at list prices."""
+    lines = []
+    for i, row in enumerate(rows, start=2):
+        when = _pick(row, "start_time_iso", "start_time", "date")
+        model = str(_pick(row, "model") or "")
+
+        def n(*names: str, _row: Mapping[str, Any] = row) -> int:
+            return int(float(_pick(_row, *names) or 0))
+
+        usd = price(model, n("input_tokens"), n("input_cached_tokens", "cached_input_tokens"),
+                    n("output_tokens"), _day(when, where=f"usage CSV line {i}"))  # fmt: skip
+        lines.append(BilledLine(_day(when, where=f"usage CSV line {i}"), "openai",
+                                model_key(model), _pick(row, "project_id", "project"),
+                                usd if usd is not None else Decimal(0)))  # fmt: skip
+    return Export("openai-usage", "openai", lines)
+
+
+def read_export(source: Any, *, price: Pricer | None = None) -> Export:
+    """Read a cost export: a path (``.json`` or ``.csv``), JSON text, parsed JSON, or an
+    SDK response; which provider's format it is comes from its shape."""
+    data: Any = source
+    name = ""
+    if isinstance(source, (str, os.PathLike)) and not str(source).lstrip().startswith(("{", "[")):
+        path = Path(source).expanduser()
+        if not path.is_file():
+            raise ValidationError(f"no such file: {str(path)!r}")
+        name = path.name
+        data = path.read_text(encoding="utf-8-sig")
+    if isinstance(data, str):
+        text = data.lstrip()
+        if text.startswith(("{", "[")):
+            try:
+                data = json.loads(text)
+            except json.JSONDecodeError as exc:
+                raise ValidationError(f"{name or 'cost export'}: not JSON: {exc}") from None
+        else:
+            return _read_csv(text, name, price)
+    pages = _pages(data)
+    results = [r for p in pages for b in p.get("data") or () for r in b.get("results") or ()]
+    first_bucket: Mapping[str, Any] = next((b for p in pages for b in p.get("data") or ()), {})
+    if "starting_at" in first_bucket or any(isinstance(r.get("amount"), str) for r in results):
+        return anthropic_costs(pages)
+    if "start_time" in first_bucket or not results:
+        return openai_costs(pages)
+    raise ValidationError(f"{name or 'cost export'}: not a cost export llmspend can read")
+
+
+def _read_csv(text: str, name: str, price: Pricer | None) -> Export:
+    rows = list(csv.DictReader(io.StringIO(text)))
+    header = set(rows[0]) if rows else set()
+    if header & {"sku.description", "sku_description"}:
+        return gcp_billing(rows)
+    if header & {"amount_value", "line_item"}:
+        return openai_cost_csv(rows)
+    if "model" in header and "input_tokens" in header:
+        if price is None:
+            raise ValidationError("a usage CSV has tokens, not money: it needs a price book")
+        return openai_usage_csv(rows, price)
+    raise ValidationError(
+        f"{name or 'CSV'}: not a cost export llmspend can read (expected OpenAI's cost or "
+        "usage CSV or a Google Cloud billing export)"
+    )
