@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import logging as _logging
 import sys as _sys
+from collections.abc import Sequence
 from typing import TYPE_CHECKING, Any
 
 from .errors import (
@@ -125,9 +126,7 @@ def install(
     """
     from .installer import install as _install
 
-    return _install(
-        database_url, org=org, project=project, user=user, children=children, otel=otel
-    )
+    return _install(database_url, org=org, project=project, user=user, children=children, otel=otel)
 
 
 def uninstall() -> None:
@@ -137,17 +136,26 @@ def uninstall() -> None:
     _uninstall()
 
 
-def records(since: Any = None, until: Any = None, **filters: Any) -> pd.DataFrame:
+def records(
+    since: Any = None,
+    until: Any = None,
+    *,
+    columns: Sequence[str] | None = None,
+    as_: str = "pandas",
+    **filters: Any,
+) -> pd.DataFrame:
     """Usage records as a DataFrame, one row per call (money as exact ``Decimal``).
 
     ``since`` (inclusive) and ``until`` (exclusive) accept datetimes (naive means UTC),
     dates, ISO strings and spans such as ``"7d"``. Filters (``org``, ``project``, ``user``,
     ``provider``, ``model``, ``api``, ``status``, ``price_status``, ``session_id``,
-    ``request_id``) take a name or a list of names.
+    ``request_id``) take a name or a list of names. ``columns`` picks columns (read only
+    those). ``as_="arrow"`` returns a ``pyarrow.Table`` instead (``cost_usd`` as
+    ``decimal128(38, 9)``, tags as JSON text); ``as_="polars"`` a polars DataFrame.
     """
     from .tracker import get_tracker
 
-    return get_tracker().records(since, until, **filters)
+    return get_tracker().records(since, until, columns=columns, as_=as_, **filters)
 
 
 def reconcile(source: Any, **options: Any) -> Any:

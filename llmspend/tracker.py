@@ -29,7 +29,7 @@ import logging
 import threading
 import warnings
 import weakref
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Iterator, Sequence
 from typing import TYPE_CHECKING, Any
 
 from sqlalchemy.exc import DBAPIError, InterfaceError, OperationalError
@@ -52,7 +52,6 @@ from .store.urls import reason as driver_reason
 from .usage import fetch_records, ingest_rows, insert_usage
 
 if TYPE_CHECKING:
-    import pandas as pd
     from sqlalchemy import Connection
 
     from .call import Call
@@ -291,11 +290,19 @@ class Tracker:
         return n
 
     # -- records -------------------------------------------------------------------------
-    def records(self, since: Any = None, until: Any = None, **filters: Any) -> pd.DataFrame:
+    def records(
+        self,
+        since: Any = None,
+        until: Any = None,
+        *,
+        columns: Sequence[str] | None = None,
+        as_: str = "pandas",
+        **filters: Any,
+    ) -> Any:
         for reserved in ("limit", "newest_first"):  # options, not filters: not public here
             if reserved in filters:
                 raise ValidationError(f"unknown filter {reserved!r}")
-        return fetch_records(self.store, since, until, **filters)
+        return fetch_records(self.store, since, until, columns=columns, as_=as_, **filters)
 
     def ingest(self, rows: Any) -> int:
         def on_write(conn: Connection, clean: list[dict[str, Any]]) -> None:

@@ -17,13 +17,14 @@ from collections.abc import Iterable, Mapping, Sequence
 from decimal import Decimal, InvalidOperation
 from typing import TYPE_CHECKING, Any, Protocol
 
-from sqlalchemy import Connection, select
+from sqlalchemy import Connection
 
 from .attribution import validate_name
 from .errors import IngestError, ValidationError
 from .money import nanos_to_usd, usd_to_nanos
 from .names import name_list
-from .store.fastsql import SQL, Tx, db_time_for
+from .store import arrowio
+from .store.fastsql import SQL, Tx, db_time_for, py_time
 from .store.hierarchy import ensure_entities
 from .store.models import UsageRecord
 from .timeutil import MAX_TIME as _MAX_TIME
@@ -459,24 +460,6 @@ def write_usage(store: Store, clean: list[dict[str, Any]], *, on_write: Any = No
             on_write(conn, clean)
 
 
-_TEXT_COLUMNS = (
-    "request_id", "provider", "api", "model", "requested_model", "org", "project", "user",
-    "price_status", "price_ref", "status", "error_type", "session_id", "notebook_path",
-    "service_tier",
-)  # fmt: skip
-
-_SELECT_COLUMNS = [
-    UsageRecord.id, UsageRecord.ts, UsageRecord.request_id, UsageRecord.provider,
-    UsageRecord.api, UsageRecord.model, UsageRecord.requested_model, UsageRecord.org_name,
-    UsageRecord.project_name, UsageRecord.user_name, UsageRecord.input_tokens,
-    UsageRecord.cached_input_tokens, UsageRecord.cache_write_tokens, UsageRecord.output_tokens,
-    UsageRecord.reasoning_tokens, UsageRecord.cost_nanos, UsageRecord.estimate_nanos,
-    UsageRecord.price_status, UsageRecord.price_ref, UsageRecord.status, UsageRecord.error_type,
-    UsageRecord.latency_ms, UsageRecord.streamed, UsageRecord.usage_estimated, UsageRecord.tags,
-    UsageRecord.session_id, UsageRecord.notebook_path, UsageRecord.service_tier,
-]  # fmt: skip
-
-
 def build_filters(filters: Mapping[str, Any], columns: Mapping[str, Any] = FILTERS) -> list[Any]:
     """WHERE clauses for name filters; unknown names are a ``ValidationError``."""
     clauses = []
@@ -500,41 +483,116 @@ def fetch_records(
     *,
     limit: int | None = None,
     newest_first: bool = False,
+    columns: Sequence[str] | None = None,
+    as_: str = "pandas",
     **filters: Any,
-) -> pd.DataFrame:
-    """The ``records()`` frame: one row per call, money as exact ``Decimal``."""
-    import pandas as pd
+) -> Any:
+    """The ``records()`` frame: one row per call, money as exact ``Decimal``.
 
+    ``columns`` picks columns (records() names, in that order) and ``as_`` the kind of
+    result: ``"pandas"`` (a DataFrame), ``"arrow"`` (a ``pyarrow.Table``, money as
+    ``decimal128(38, 9)``, tags as JSON text) or ``"polars"``. Filters and columns are
+    pushed down into the SQL.
+    """
     lo = parse_when(since, name="since")
     hi = parse_when(until, name="until")
-    stmt = select(*_SELECT_COLUMNS).where(*build_filters(filters))
-    if lo is not None:
-        stmt = stmt.where(UsageRecord.ts >= lo)
-    if hi is not None:
-        stmt = stmt.where(UsageRecord.ts < hi)
-    if newest_first:
-        stmt = stmt.order_by(UsageRecord.id.desc())
-    else:
-        stmt = stmt.order_by(UsageRecord.ts, UsageRecord.id)
-    if limit is not None:
-        stmt = stmt.limit(limit)
+    cols = _record_columns(columns)
+    if as_ not in ("pandas", "arrow", "polars"):
+        raise ValidationError(f"as_ must be 'pandas', 'arrow' or 'polars', not {as_!r}")
+    if not arrowio.have_pyarrow():
+        if as_ != "pandas":
+            raise ValidationError(f"records(as_={as_!r}) needs pyarrow: pip install pyarrow")
+        with store.begin() as conn:
+            sqlite = conn.dialect.name == "sqlite"
+            where, params = arrowio.where_clauses(
+                db_time_for(sqlite, lo), db_time_for(sqlite, hi), _filter_values(filters)
+            )
+            order = "id DESC" if newest_first else "ts, id"
+            rows = arrowio.read_rows(conn, cols, where, params, order=order, limit=limit)
+        return records_frame(rows, cols)
+    table = _fetch_table(store, lo, hi, limit, newest_first, cols, filters)
+    if as_ == "arrow":
+        return table
+    if as_ == "polars":
+        try:
+            import polars as pl
+        except ImportError:
+            raise ValidationError(
+                "records(as_='polars') needs polars: pip install polars"
+            ) from None
+        return pl.from_arrow(table)
+    return arrowio.to_pandas(table)
+
+
+def _record_columns(columns: Sequence[str] | None) -> tuple[str, ...]:
+    if columns is None:
+        return RECORD_COLUMNS
+    if isinstance(columns, str):
+        columns = [columns]
+    cols = tuple(columns)
+    unknown = [c for c in cols if c not in RECORD_COLUMNS]
+    if unknown or not cols or len(set(cols)) != len(cols):
+        raise ValidationError(
+            f"columns must be distinct records() columns, got {list(cols)!r}; "
+            f"use some of: {', '.join(RECORD_COLUMNS)}"
+        )
+    return cols
+
+
+def _fetch_table(
+    store: Store,
+    lo: dt.datetime | None,
+    hi: dt.datetime | None,
+    limit: int | None,
+    newest_first: bool,
+    cols: tuple[str, ...],
+    filters: Mapping[str, Any],
+) -> Any:
     with store.begin() as conn:
-        rows = conn.execute(stmt).all()
-    return records_frame(rows, pd)
+        sqlite = conn.dialect.name == "sqlite"
+        where, params = arrowio.where_clauses(
+            db_time_for(sqlite, lo), db_time_for(sqlite, hi), _filter_values(filters)
+        )
+        return arrowio.read_records(
+            conn, cols, where, params, newest_first=newest_first, limit=limit
+        )
 
 
-def records_frame(rows: Iterable[Sequence[Any]], pd: Any) -> pd.DataFrame:
-    cols = list(zip(*rows, strict=True)) if rows else [()] * len(RECORD_COLUMNS)
-    data: dict[str, Any] = dict(zip(RECORD_COLUMNS, (list(c) for c in cols), strict=True))
-    data["ts"] = pd.to_datetime(pd.Series(data["ts"], dtype="datetime64[us]")).dt.tz_localize("UTC")
-    for money in ("cost_usd", "estimate_usd"):
-        data[money] = pd.Series([nanos_to_usd(v) for v in data[money]], dtype=object)
-    data["tags"] = pd.Series([json.loads(t) if t else {} for t in data["tags"]], dtype=object)
-    for flag in ("streamed", "usage_estimated"):
-        data[flag] = pd.Series([bool(v) for v in data[flag]], dtype=bool)
-    for tok in ("id", *_TOKEN_FIELDS):
-        data[tok] = pd.Series(data[tok], dtype="int64")
-    data["latency_ms"] = pd.Series(data["latency_ms"], dtype="float64")
-    for name in _TEXT_COLUMNS:  # object dtype keeps None as None (pandas 3 would say NaN)
-        data[name] = pd.Series(data[name], dtype=object)
-    return pd.DataFrame(data, columns=list(RECORD_COLUMNS))
+def _filter_values(filters: Mapping[str, Any]) -> list[tuple[str, list[Any]]]:
+    """(store column, values) for each name filter given; unknown names are an error."""
+    out = []
+    for name, value in filters.items():
+        if name not in FILTERS:
+            raise ValidationError(
+                f"unknown filter {name!r}; use one of: {', '.join(sorted(FILTERS))}"
+            )
+        values = name_list(value, name)
+        if values is not None:
+            out.append((FILTERS[name].name, list(values)))
+    return out
+
+
+def records_frame(rows: Sequence[Sequence[Any]], cols: Sequence[str]) -> pd.DataFrame:
+    """records() columns ``cols`` from rows of store values (without pyarrow)."""
+    import pandas as pd
+
+    values = list(zip(*rows, strict=True)) if rows else [()] * len(cols)
+    data: dict[str, Any] = {}
+    for name, col in zip(cols, values, strict=True):
+        kind = arrowio.COLUMN_KINDS.get(name, "text")
+        if kind == "ts":
+            s = pd.Series([py_time(v) for v in col], dtype="datetime64[us]")
+            data[name] = s.dt.tz_localize("UTC")
+        elif kind == "money":
+            data[name] = pd.Series([nanos_to_usd(v) for v in col], dtype=object)
+        elif kind == "tags":
+            data[name] = pd.Series([json.loads(t) if t else {} for t in col], dtype=object)
+        elif kind == "flag":
+            data[name] = pd.Series([bool(v) for v in col], dtype=bool)
+        elif kind == "int":
+            data[name] = pd.Series(col, dtype="int64")
+        elif kind == "float":
+            data[name] = pd.Series(col, dtype="float64")
+        else:  # object dtype keeps None as None (pandas 3 would say NaN)
+            data[name] = pd.Series(col, dtype=object)
+    return pd.DataFrame(data, columns=list(cols))
