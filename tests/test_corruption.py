@@ -133,6 +133,45 @@ def test_damage_found_by_a_read_after_open_is_translated_and_quarantines(
         conn.exec_driver_sql("SELECT 1")
 
 
+def test_a_large_file_is_checked_off_the_open_path(
+    damaged: Any, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    url, path = damaged
+    monkeypatch.setenv("LLMSPEND_QUICK_CHECK_MAX_MB", "0")  # every file is "large"
+    store = open_store(url)
+    assert store.checking is not None  # its header and schema read; the rest in a child
+    store.checking.join(120)
+    assert store.corruption
+    with pytest.raises(StoreCorrupted, match=str(path)), store.begin():
+        pass
+
+
+def test_a_clean_check_is_remembered_until_the_file_changes(tmp_path: Path) -> None:
+    from llmspend.store import health
+
+    path = tmp_path / "store.sqlite"
+    url = make_store(path, rows=10)
+    calls: list[str] = []
+    real = health.check_file
+
+    def counting(p: str, **kw: Any) -> list[str]:
+        calls.append(p)
+        return real(p, **kw)
+
+    mp = pytest.MonkeyPatch()
+    mp.setattr(health, "check_file", counting)
+    try:
+        assert health.check_on_open(str(path)) == (None, False)
+        assert health.check_on_open(str(path)) == (None, False)
+        assert len(calls) == 1  # unchanged: not read again
+        damage_usage_pages(path)
+        assert health.check_on_open(str(path))[0]
+        assert len(calls) == 2
+    finally:
+        mp.undo()
+        forget_store(url)
+
+
 @pytest.mark.parametrize("where", ["header", "schema"])
 def test_a_damaged_header_or_schema_is_a_clear_error(tmp_path: Path, where: str) -> None:
     path = tmp_path / "store.sqlite"

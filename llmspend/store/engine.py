@@ -31,8 +31,14 @@ from sqlalchemy import Connection, create_engine, exc
 
 from ..errors import ConfigError, StoreCorrupted, StoreError
 from ..extras import POSTGRES, require_extra
-from .forkguard import guarded
-from .health import check_file, check_on_open, check_whole, describe, file_identity, is_corruption
+from .health import (
+    check_file,
+    check_in_child,
+    check_on_open,
+    describe,
+    file_identity,
+    is_corruption,
+)
 from .migrate import current_revisions, ensure_schema, upgrade
 from .sqlite import busy_timeout_ms, file_path, install_events
 from .transactions import Transactions, TxScope
@@ -46,6 +52,7 @@ class Store(Transactions):
     (``begin``, ``tx``; see :class:`~llmspend.store.transactions.Transactions`)."""
 
     corruption: str | None = None  # what quick_check found, while quarantined
+    checking: threading.Thread | None = None  # a large file's quick_check, running
     _corrupt_inode: tuple[int, ...] | None = None
 
     def __repr__(self) -> str:
@@ -164,20 +171,23 @@ def open_store(url: str, *, migrate: bool = True) -> Store:
 
 
 def _check_later(store: Store) -> None:
-    """``quick_check`` a large store file on a background thread (quarantine if damaged)."""
+    """``quick_check`` a large store file in a child process, watched from a thread
+    (seconds of work: in this process it would hold off every fork meanwhile, see
+    :mod:`.forkguard`); the store is quarantined if the file is damaged."""
 
     def run() -> None:
         try:
-            with guarded():
-                problem = check_whole(store.path)  # type: ignore[arg-type]
+            problem = check_in_child(store.path)  # type: ignore[arg-type]
         except Exception:  # never break anything for a check
             log.debug("llmspend: background quick_check failed", exc_info=True)
             return
         if problem is not None and store.corruption is None:
             store.quarantine(problem)
 
+    thread = threading.Thread(target=run, name="llmspend-quick-check", daemon=True)
     with contextlib.suppress(RuntimeError):  # no new threads at interpreter shutdown
-        threading.Thread(target=run, name="llmspend-quick-check", daemon=True).start()
+        thread.start()
+        store.checking = thread
 
 
 def forget_store(url: str) -> None:

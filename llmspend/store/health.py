@@ -7,8 +7,8 @@ record is read, O(size) — 0.9 s for a 1M-call, 186 MB store with a warm cache
 memo in the data directory keyed by the file's identity, size and mtime, so child
 processes and CLI runs on an unchanged store do not pay it again), before the store is
 used while the file is at most ``LLMSPEND_QUICK_CHECK_MAX_MB`` (default 32: ≈ 150 ms,
-about 170,000 calls), and for a larger file on a background thread after its header and
-schema were read (damage a page read meets first is recognized then, too).
+about 170,000 calls), and for a larger file in a child process after its header and
+schema were read (:func:`check_in_child`; damage a read meets first is recognized then).
 
 :func:`is_corruption` recognizes what SQLite says about a damaged file ("database disk
 image is malformed", "file is not a database", "file is encrypted or is not a
@@ -21,6 +21,8 @@ import contextlib
 import hashlib
 import json
 import os
+import subprocess
+import sys
 from pathlib import Path
 from typing import Any
 
@@ -30,6 +32,7 @@ __all__ = [
     "CORRUPTION_MARKERS",
     "QUICK_CHECK_MAX_MB",
     "check_file",
+    "check_in_child",
     "check_on_open",
     "check_whole",
     "describe",
@@ -150,6 +153,20 @@ def check_whole(path: str, ident: tuple[int, ...] | None = None) -> str | None:
     return None
 
 
+def check_in_child(path: str) -> str | None:
+    """:func:`check_whole` in a child Python process (no SQLite work in this one)."""
+    out = subprocess.run(
+        [sys.executable, "-m", "llmspend.store.health", path],
+        capture_output=True,
+        text=True,
+        check=False,
+    )
+    if out.returncode != 0:
+        raise RuntimeError(f"quick_check process failed: {out.stderr.strip()[-300:]}")
+    problem: str | None = json.loads(out.stdout)
+    return problem
+
+
 def _schema_problems(path: str) -> list[str]:
     """Read the header and the schema only (what every statement needs first)."""
     import sqlite3
@@ -170,3 +187,7 @@ def describe(e: Any) -> str:
     """The driver's one line about a damaged file."""
     said = str(getattr(e, "orig", None) or e).strip()
     return said.splitlines()[0] if said else type(e).__name__
+
+
+if __name__ == "__main__":  # :func:`check_in_child`
+    print(json.dumps(check_whole(sys.argv[1])))
