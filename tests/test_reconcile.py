@@ -365,3 +365,13 @@ def test_sim_costs_api_through_the_openai_admin_client(
         assert httpx.get(url, params={"start_time": 0}).status_code == 401
     finally:
         clear_costs(fresh_sim)
+
+
+def test_chart_of_the_differences(installed: Any) -> None:
+    from llmspend.notebook import charts
+
+    totals = seed("openai")
+    result = llmspend.reconcile(openai_costs_json(billed(totals, MODELS["openai"][0])))
+    svg = charts.to_svg(charts.reconciliation(result.frame))
+    assert svg.startswith("<svg") and "gpt-4o-mini" in svg and "o3" in svg
+    assert "<svg" in charts.to_svg(charts.reconciliation(result.frame.iloc[:0]))

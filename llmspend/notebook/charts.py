@@ -15,6 +15,7 @@ Charts (each takes the analytics frames of DESIGN §3: money in ``cost_usd`` as
 - :func:`budget_gauges` — one gauge per budget, grouped by level, coloured by state
 - :func:`alert_timeline` — when which budget crossed which threshold (or refused)
 - :func:`forecast` — cumulative spend with its end-of-period projection and band
+- :func:`reconciliation` — billed minus recorded per day and model (``llmspend.reconcile``)
 
 Export: :func:`to_svg`, :func:`to_png`, :func:`save_svg`, :func:`save_png`.
 """
@@ -46,6 +47,7 @@ __all__ = [
     "forecast",
     "forecast_frame",
     "offline",
+    "reconciliation",
     "save_png",
     "save_svg",
     "to_png",
@@ -517,3 +519,31 @@ def forecast(
             .encode(y=alt.Y("limit:Q"), tooltip=[alt.Tooltip("limit:Q", format="$,.2f")])
         )
     return alt.layer(*layers).properties(title=title, width=WIDTH, height=180)
+
+
+def reconciliation(frame: pd.DataFrame, *, title: str = "Billed minus recorded") -> Any:
+    """Bars of billed minus recorded (``diff_usd``) per day, one colour per model, from a
+    reconciliation's ``frame`` (``llmspend.reconcile(...).frame``); matching lines are 0."""
+    import altair as alt
+
+    if frame is None or not len(frame):
+        return _empty(title, "nothing to reconcile")
+    data = _plot_frame(frame, ("billed_usd", "recorded_usd", "diff_usd"))
+    data["day"] = [str(d) for d in data["day"]]
+    return (
+        alt.Chart(data)
+        .mark_bar()
+        .encode(
+            x=alt.X("day:O", title=None),
+            y=alt.Y("sum(diff_usd):Q", title="billed − recorded (USD)",
+                    axis=alt.Axis(format=money_format(data["diff_usd"]))),
+            color=alt.Color("model:N"),
+            tooltip=[
+                alt.Tooltip("day:O"), alt.Tooltip("model:N"), alt.Tooltip("state:N"),
+                alt.Tooltip("billed_usd:Q", title="billed", format=_MONEY),
+                alt.Tooltip("recorded_usd:Q", title="recorded", format=_MONEY),
+                alt.Tooltip("diff_usd:Q", title="difference", format=_MONEY),
+            ],
+        )
+        .properties(title=title, width=WIDTH, height=180)
+    )  # fmt: skip
