@@ -1,29 +1,35 @@
-"""Analytics at scale: every ``llmspend.analytics`` function on 1,000,000 usage rows.
+"""Analytics at scale: every ``llmspend.analytics`` function, 100k to 10M rows, SQLite and
+PostgreSQL, next to a baseline measured in the same run.
 
-Generates realistic history (90 days, 3 orgs, 10 projects, ~50 users each in one org
-and one to three of its projects, 20 models with per-user favourites, working-hours and
-weekday rhythm, log-normal token counts, a few errors, refusals and unpriced calls) and
-loads it through ``llmspend.ingest`` (which maintains the rollups), sets a few budgets,
-then times each function (median of ``--repeat`` runs after a warm-up) and prints the
-time next to a baseline measured in the same run: a plain SQL ``GROUP BY model`` over the
-raw usage table (what analytics would cost without rollups). Targets (DESIGN §10): each
-query <= 100 ms at 1M rows (<= 200 ms at 10M), ``dashboard_data()`` <= 300 ms.
+Data comes from ``benchmarks/_data.py`` (realistic, high-cardinality by default: 3 orgs,
+15 projects, 60 users on one to three projects each, 12 models over 3 providers used by
+everyone, 120 days with business-hour and weekday peaks, caching on a third of chat calls,
+costs given), loaded through ``llmspend.ingest`` (which maintains every rollup as the write
+path does). SQLite files are generated once into ``--data-dir`` and reused; PostgreSQL is
+loaded into a throwaway cluster (``benchmarks/pgcluster.py``) or ``--pg-url``. The
+cardinalities found in the store are printed with each table.
 
-    python benchmarks/analytics.py                       # SQLite, 1M rows, temp file
-    python benchmarks/analytics.py --rows 10000000
-    python benchmarks/analytics.py --pg-url postgresql://postgres@127.0.0.1:5432/bench
-    python benchmarks/analytics.py --db /tmp/bench.sqlite --reuse   # skip loading
+Each function's time is the median of ``--repeat`` runs after a warm-up, wall clock, and
+the CPU time of this process beside it (the whole query on SQLite; on a shared machine the
+wall clock also counts waiting for a core). The baseline is a plain
+``SELECT model, count(*), sum(...) FROM llmspend_usage GROUP BY model`` over the raw table.
+Targets (issue 23): each function <= 100 ms at up to 2M rows and <= 200 ms at 10M,
+``dashboard_data()`` <= 300 ms.
+
+    python benchmarks/analytics.py                                   # SQLite, 100k and 1M
+    python benchmarks/analytics.py --rows 100000,1000000,10000000 --stores sqlite,postgres
+    python benchmarks/analytics.py --rows 1000000 --stores postgres --pg-url postgresql://...
 """
 
 from __future__ import annotations
 
 import argparse
 import datetime as dt
-import random
 import statistics
+import sys
 import tempfile
 import time
-from collections.abc import Callable, Iterator
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
@@ -32,105 +38,34 @@ from llmspend import analytics
 from llmspend.timeutil import utcnow
 from llmspend.tracker import Tracker, set_tracker
 
-MODELS = [  # (provider, model, api, weight)
-    ("openai", "gpt-4o-mini", "chat.completions", 30),
-    ("openai", "gpt-4o", "chat.completions", 12),
-    ("openai", "gpt-4.1", "responses", 6),
-    ("openai", "gpt-4.1-mini", "responses", 10),
-    ("openai", "gpt-4.1-nano", "responses", 4),
-    ("openai", "o3", "responses", 2),
-    ("openai", "o4-mini", "responses", 5),
-    ("openai", "gpt-5", "responses", 3),
-    ("openai", "gpt-5-mini", "responses", 6),
-    ("openai", "text-embedding-3-small", "embeddings", 8),
-    ("azure", "gpt-4o", "chat.completions", 5),
-    ("azure", "gpt-4o-mini", "chat.completions", 6),
-    ("google", "gemini-2.5-flash", "generate_content", 14),
-    ("google", "gemini-2.5-pro", "generate_content", 5),
-    ("google", "gemini-2.5-flash-lite", "generate_content", 6),
-    ("google", "gemini-2.0-flash", "generate_content", 4),
-    ("xai", "grok-3-mini", "chat.completions", 3),
-    ("xai", "grok-3", "chat.completions", 1),
-    ("openrouter", "anthropic/claude-sonnet-4", "chat.completions", 2),
-    ("openai-compatible", "llama-house-70b", "chat.completions", 2),  # unpriced
-]
-HOUR_WEIGHT = [1, 1, 1, 1, 1, 2, 3, 6, 10, 12, 12, 11, 9, 11, 12, 12, 11, 9, 6, 4, 3, 2, 2, 1]
 
-
-def people(rnd: random.Random) -> list[dict[str, Any]]:
-    """~50 users in 3 orgs, each on 1-3 of the org's projects, with favourite models."""
-    orgs = {"acme": ["churn", "search", "support", "ads"], "globex": ["risk", "ops", "lab"],
-            "initech": ["tps", "billing", "infra"]}  # fmt: skip
-    users = []
-    for i in range(50):
-        org = ("acme", "globex", "initech")[0 if i < 22 else 1 if i < 38 else 2]
-        favs = rnd.sample(range(len(MODELS)), rnd.randint(2, 5))
-        users.append({
-            "org": org, "user": f"user{i:02d}",
-            "projects": rnd.sample(orgs[org], rnd.randint(1, 3)),
-            "models": favs, "model_w": [MODELS[m][3] * rnd.random() + 0.1 for m in favs],
-            "weight": 1 / (i + 3),  # a few heavy users, a long tail
-        })  # fmt: skip
-    return users
-
-
-def generate(n: int, end: dt.datetime, days: int = 90, seed: int = 1) -> Iterator[list[dict]]:
-    """``n`` rows over ``days`` ending at ``end``, in time order, in batches of 100,000."""
-    rnd = random.Random(seed)
-    users = people(rnd)
-    user_w = [u["weight"] for u in users]
-    start = end - dt.timedelta(days=days)
-    day_w = [(0.35 if (start + dt.timedelta(days=d)).weekday() >= 5 else 1.0) for d in range(days)]
-    day_of = rnd.choices(range(days), day_w, k=n)
-    hour_of = rnd.choices(range(24), HOUR_WEIGHT, k=n)
-    # Calls are recorded as they happen: the rows arrive in time order.
-    offsets = sorted(
-        d * 86400 + h * 3600 + rnd.random() * 3600 for d, h in zip(day_of, hour_of, strict=True)
-    )
-    del day_of, hour_of
-    batch: list[dict] = []
-    for offset in offsets:
-        u = rnd.choices(users, user_w)[0]
-        m = MODELS[rnd.choices(u["models"], u["model_w"])[0]]
-        ts = min(start + dt.timedelta(seconds=offset), end - dt.timedelta(microseconds=1))
-        embed = m[2] == "embeddings"
-        inp = max(1, int(rnd.lognormvariate(7.0, 1.1)))
-        out = 0 if embed else max(1, int(rnd.lognormvariate(5.5, 1.0)))
-        r = rnd.random()
-        status = (
-            "ok" if r < 0.975 else "error" if r < 0.99 else "refused" if r < 0.995 else "partial"
-        )
-        refused = status == "refused"
-        row = {
-            "ts": ts, "provider": m[0], "api": m[2], "model": m[1], "org": u["org"],
-            "project": rnd.choice(u["projects"]), "user": u["user"],
-            "input_tokens": 0 if refused else inp,
-            "cached_input_tokens": 0 if refused or rnd.random() < 0.7 else inp // 3,
-            "output_tokens": 0 if refused else out,
-            "reasoning_tokens": out // 2 if m[1] in ("o3", "o4-mini", "gpt-5") and not refused
-            else 0,
-            "status": status, "latency_ms": float(int(200 + out * 8 * rnd.random())),
-        }  # fmt: skip
-        batch.append(row)
-        if len(batch) == 100_000:
-            yield batch
-            batch = []
-    if batch:
-        yield batch
-
-
-def load(tracker: Tracker, rows: int) -> float:
-    t0 = time.perf_counter()
-    done = 0
+def load(tracker: Tracker, rows: int, card: dict[str, int]) -> float:
+    """Generate ``rows`` rows (benchmarks/_data.py) into ``tracker`` through ingest."""
     import warnings
 
+    sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
+    from benchmarks._data import _usd, usage_columns
+
+    days = card["days"]
+    start = (utcnow() - dt.timedelta(days=days)).replace(minute=0, second=0, microsecond=0)
+    t0 = time.perf_counter()
+    cols = usage_columns(rows, start=start, **card)
+    nanos = cols.pop("cost_nanos")
+    cols["ts"] = cols["ts"].astype(dt.datetime)
+    keys = [*cols, "cost_usd"]
+    done = 0
+    step = 200_000
     with warnings.catch_warnings():
-        warnings.simplefilter("ignore")  # the unpriced model warns once
-        for batch in generate(rows, utcnow()):
-            done += llmspend.ingest(batch)
+        warnings.simplefilter("ignore")
+        for i in range(0, rows, step):
+            lists = [cols[k][i : i + step].tolist() for k in keys[:-1]]
+            lists.append(_usd(nanos[i : i + step]))
+            done += tracker.ingest(
+                [dict(zip(keys, v, strict=True)) for v in zip(*lists, strict=True)]
+            )
             print(f"\r  ingested {done:,} rows", end="", flush=True)
     seconds = time.perf_counter() - t0
-    print(f"\r  ingested {done:,} rows in {seconds:.1f} s ({done / seconds:,.0f} rows/s)")
+    print(f"\r  generated and ingested {done:,} rows in {seconds:.1f} s")
     return seconds
 
 
@@ -163,14 +98,16 @@ def per_call_overhead(calls: int = 3000) -> tuple[float, float]:
     return statistics.median(samples[True]), statistics.median(samples[False])
 
 
-def median_ms(fn: Callable[[], Any], repeat: int) -> float:
+def median_ms(fn: Callable[[], Any], repeat: int) -> tuple[float, float]:
+    """(median wall ms, median CPU ms of this process) after one warm-up run."""
     fn()  # warm-up: caches, compiled statements
-    times = []
+    wall, cpu = [], []
     for _ in range(repeat):
-        t0 = time.perf_counter()
+        t0, c0 = time.perf_counter(), time.process_time()
         fn()
-        times.append((time.perf_counter() - t0) * 1000)
-    return statistics.median(times)
+        wall.append((time.perf_counter() - t0) * 1000)
+        cpu.append((time.process_time() - c0) * 1000)
+    return statistics.median(wall), statistics.median(cpu)
 
 
 def baseline(tracker: Tracker) -> Callable[[], Any]:
@@ -198,12 +135,13 @@ def cases(now: dt.datetime) -> list[tuple[str, Callable[[], Any], float | None]]
         ("spending_trends(tz=Kolkata) (+5:30)",
          lambda: analytics.spending_trends(tz="Asia/Kolkata"), 100),
         ("spending_trends('week', unaligned, org)",
-         lambda: analytics.spending_trends("week", a, b, org="acme"), 100),
+         lambda: analytics.spending_trends("week", a, b, org="org0"), 100),
         ("cost_breakdown() by model", lambda: analytics.cost_breakdown(), 100),
         ("cost_breakdown(org+project, '30d')",
          lambda: analytics.cost_breakdown(["org", "project"], since="30d"), 100),
         ("cost_breakdown(user, unaligned, filters)",
-         lambda: analytics.cost_breakdown("user", a, b, org="acme", model=["gpt-4o", "o3"]), 100),
+         lambda: analytics.cost_breakdown("user", a, b, org="org0", model=["gpt-4o", "o4-mini"]),
+         100),
         ("usage_comparison('7d')", lambda: analytics.usage_comparison(), 100),
         ("usage_comparison('30d', by=user)",
          lambda: analytics.usage_comparison("30d", by="user"), 100),
@@ -219,61 +157,127 @@ def cases(now: dt.datetime) -> list[tuple[str, Callable[[], Any], float | None]]
     ]  # fmt: skip
 
 
+def cardinalities(tracker: Tracker) -> str:
+    with tracker.store.begin() as conn:
+        q = conn.exec_driver_sql
+        n = q("SELECT count(*) FROM llmspend_usage").scalar()
+        orgs = q("SELECT count(DISTINCT org_name) FROM llmspend_rollup_weekly").scalar()
+        projects = q(
+            "SELECT count(*) FROM (SELECT DISTINCT org_name, project_name "
+            "FROM llmspend_rollup_weekly) p"
+        ).scalar()
+        users = q("SELECT count(DISTINCT user_name) FROM llmspend_rollup_weekly").scalar()
+        models = q(
+            "SELECT count(*) FROM (SELECT DISTINCT provider, model FROM llmspend_rollup_weekly) m"
+        ).scalar()
+        providers = q("SELECT count(DISTINCT provider) FROM llmspend_rollup_weekly").scalar()
+        days = q("SELECT count(DISTINCT bucket) FROM llmspend_rollup_daily").scalar()
+        combos = q(
+            "SELECT count(*) FROM (SELECT DISTINCT org_name, project_name, user_name, provider, "
+            "model FROM llmspend_rollup_weekly) c"
+        ).scalar()
+        sizes = {
+            name: q(f"SELECT count(*) FROM {name}").scalar()
+            for name in ("llmspend_rollup_hourly", "llmspend_rollup_daily",
+                         "llmspend_rollup_weekly", "llmspend_rollup_hourly_model")
+        }  # fmt: skip
+    return (
+        f"{n:,} rows; {orgs} orgs, {projects} projects, {users} users, {models} models / "
+        f"{providers} providers, {days} days; "
+        f"{combos:,} org x project x user x model combinations; "
+        f"{sizes['llmspend_rollup_hourly']:,} distinct (combination, hour) = hourly rollup rows, "
+        f"{sizes['llmspend_rollup_daily']:,} daily, {sizes['llmspend_rollup_weekly']:,} weekly, "
+        f"{sizes['llmspend_rollup_hourly_model']:,} hourly per model"
+    )
+
+
+def set_budgets() -> None:
+    llmspend.set_budget("org", "org0", "5000", "month")
+    llmspend.set_budget("project", "org0/proj0", "800", "month", mode="soft")
+    llmspend.set_budget("project", "org1/*", "500", "month")
+    llmspend.set_budget("user", "org0/user0", "40", "day", mode="soft")
+    llmspend.set_budget("user", "org2/*", "300", "week")
+
+
+def run_one(url: str, rows: int, card: dict[str, int], repeat: int, reuse: bool) -> list[Any]:
+    tracker = Tracker(url, org="org0", project="proj0", user="user0")
+    set_tracker(tracker)
+    print(f"\n== {tracker.store.dialect}, {rows:,} rows ({tracker.store})")
+    if not reuse:
+        load(tracker, rows, card)
+        set_budgets()
+    if tracker.store.dialect == "postgresql":
+        with tracker.store.begin() as conn:
+            conn.exec_driver_sql("ANALYZE")
+    print(f"  {cardinalities(tracker)}")
+    base, _ = median_ms(baseline(tracker), repeat)
+    print(f"  baseline (plain GROUP BY model over the raw table): {base:,.1f} ms\n")
+    print(f"  {'function':<44}{'ms':>9}{'cpu ms':>9}{'x base':>9}{'target':>8}")
+    out = []
+    for label, fn, target in cases(utcnow()):
+        ms, cpu = median_ms(fn, repeat)
+        if target is None:
+            verdict = "-"
+        else:
+            verdict = "ok" if ms <= (target if rows <= 2_000_000 else 2 * target) else "SLOW"
+        print(f"  {label:<44}{ms:>9.1f}{cpu:>9.1f}{ms / base:>9.3f}{verdict:>8}")
+        out.append((label, ms, cpu, verdict))
+    set_tracker(None)
+    return [tracker.store.dialect, rows, base, out]
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    parser.add_argument("--rows", type=int, default=1_000_000)
+    parser.add_argument("--rows", default="100000,1000000", help="comma-separated sizes")
+    parser.add_argument("--stores", default="sqlite", help="sqlite, postgres or both")
     parser.add_argument("--pg-url", default=None, help="PostgreSQL URL (an empty database)")
-    parser.add_argument("--db", default=None, help="SQLite file (default: a temporary one)")
-    parser.add_argument("--reuse", action="store_true", help="use the data already there")
+    parser.add_argument("--data-dir", default="/tmp/bench-data", help="where SQLite data lives")
+    parser.add_argument("--orgs", type=int, default=3)
+    parser.add_argument("--projects", type=int, default=15)
+    parser.add_argument("--users", type=int, default=60)
+    parser.add_argument("--days", type=int, default=120)
     parser.add_argument("--repeat", type=int, default=5)
-    parser.add_argument("--skip-per-call", action="store_true")
+    parser.add_argument("--per-call", action="store_true", help="also time the write path")
     args = parser.parse_args()
-    if not args.skip_per_call:
+    if args.per_call:
         with_us, without_us = per_call_overhead()
         print(
             f"per call (SQLite, full pipeline): {with_us:.0f} µs with rollups, {without_us:.0f} µs "
             f"without: +{with_us - without_us:.0f} µs"
         )
-    if args.pg_url:
-        url = args.pg_url
-    else:
-        path = Path(args.db) if args.db else Path(tempfile.mkdtemp()) / "bench.sqlite"
-        url = f"sqlite:///{path}"
-    tracker = Tracker(url, org="acme", project="churn", user="user00")
-    set_tracker(tracker)
-    print(f"store: {tracker.store}")
-    if not args.reuse:
-        load(tracker, args.rows)
-        llmspend.set_budget("org", "acme", "5000", "month")
-        llmspend.set_budget("project", "acme/churn", "800", "month", mode="soft")
-        llmspend.set_budget("project", "globex/*", "500", "month")
-        llmspend.set_budget("user", "acme/user01", "40", "day", mode="soft")
-        llmspend.set_budget("user", "initech/*", "300", "week")
-    with tracker.store.begin() as conn:
-        n = conn.exec_driver_sql("SELECT count(*) FROM llmspend_usage").scalar()
-        hourly = conn.exec_driver_sql("SELECT count(*) FROM llmspend_rollup_hourly").scalar()
-        daily = conn.exec_driver_sql("SELECT count(*) FROM llmspend_rollup_daily").scalar()
-        if tracker.store.dialect == "postgresql":
-            conn.exec_driver_sql("ANALYZE")
-    print(f"  {n:,} usage rows; rollups: {hourly:,} hourly, {daily:,} daily rows")
-    base = median_ms(baseline(tracker), args.repeat)
-    print(f"baseline: plain GROUP BY model over the raw table: {base:,.1f} ms\n")
-    now = utcnow()
-    print(f"{'function':<44}{'ms':>9}{'x baseline':>12}{'target':>9}")
-    worst = True
-    for label, fn, target in cases(now):
-        ms = median_ms(fn, args.repeat)
-        if target is None:
-            verdict = "-"
-        else:
-            ok = ms <= (target if n <= 2_000_000 else 2 * target)
-            worst &= ok
-            verdict = "ok" if ok else "SLOW"
-        print(f"{label:<44}{ms:>9.1f}{ms / base:>12.3f}{verdict:>9}")
-    print("\nall within target" if worst else "\nsome functions above target")
-    t0 = time.perf_counter()
-    counts = analytics.rebuild_rollups()
-    print(f"rebuild_rollups(): {counts} in {time.perf_counter() - t0:.1f} s")
+    card = {k: getattr(args, k) for k in ("orgs", "projects", "users", "days")}
+    sizes = [int(x) for x in args.rows.split(",")]
+    stores = args.stores.split(",")
+    results = []
+    tag = "-".join(str(card[k]) for k in ("orgs", "projects", "users", "days"))
+    if "sqlite" in stores:
+        Path(args.data_dir).mkdir(parents=True, exist_ok=True)
+        for n in sizes:
+            path = Path(args.data_dir) / f"analytics-{n}-{tag}.sqlite"
+            results.append(run_one(f"sqlite:///{path}", n, card, args.repeat, path.exists()))
+    if "postgres" in stores:
+        sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
+        from benchmarks.pgcluster import postgres
+
+        for n in sizes:
+            with postgres(args.pg_url) as (url, note):
+                if url is None:
+                    print(f"PostgreSQL skipped: {note}")
+                    break
+                results.append(run_one(url, n, card, args.repeat, False))
+    print("\nscaling table (median wall ms; * = above target)\n")
+    head = [f"{d} {n // 1000:,}k" if n < 1_000_000 else f"{d} {n // 1_000_000}M"
+            for d, n, _, _ in results]  # fmt: skip
+    print(f"{'function':<44}" + "".join(f"{h:>15}" for h in head))
+    print(
+        f"{'baseline: GROUP BY model, raw table':<44}" + "".join(f"{r[2]:>15.1f}" for r in results)
+    )
+    for i, (label, _, _) in enumerate(cases(utcnow())):
+        cells = []
+        for r in results:
+            _, ms, _, verdict = r[3][i]
+            cells.append(f"{ms:.1f}{'*' if verdict == 'SLOW' else ''}")
+        print(f"{label:<44}" + "".join(f"{c:>15}" for c in cells))
 
 
 if __name__ == "__main__":

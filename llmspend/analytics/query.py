@@ -38,6 +38,7 @@ from sqlalchemy import (
     Integer,
     String,
     and_,
+    bindparam,
     case,
     cast,
     column,
@@ -260,6 +261,9 @@ def _run_level(
     if not sqlite and len(ranges) > _JOIN_MIN:
         _run_joined(conn, level, segs, tcol, key_cols, measures, flt, getters, acc)
         return
+    if sqlite and level.table is not None and len(ranges) > 1:
+        _run_templated(conn, segs, ranges, tcol, key_cols, measures, flt, getters, acc)
+        return
     # One SELECT per contiguous time range, glued with UNION ALL: each range is then an
     # index range scan (an OR of ranges makes SQLite scan a WITHOUT ROWID table). A range
     # of few segments names its segment in SQL (a constant or a CASE tree); a range of
@@ -299,6 +303,60 @@ def _run_level(
             rows = result.cursor.fetchall() if result.cursor is not None else []
             result.close()
             _combine(rows, segs, o, bucketed, sqlite, len(key_cols), getters, acc)
+
+
+def _run_templated(
+    conn: Connection,
+    segs: list[Segment],
+    ranges: list[tuple[dt.datetime, dt.datetime, int, int]],
+    tcol: Any,
+    key_cols: list[Any],
+    measures: list[Any],
+    flt: list[Any],
+    getters: list[Any],
+    acc: Acc,
+) -> None:
+    """SQLite, a rollup level over many time ranges: one SELECT (grouped by bucket)
+    compiled once, repeated per range with its own bounds in a UNION ALL; each bucket is
+    mapped to its segment here. Building a SQLAlchemy SELECT per range cost more than
+    running the query."""
+    # A range of one segment groups by the segment's index (a parameter), a range of
+    # several by bucket (text), so a run of single-segment ranges sends back few rows.
+    lead = case(
+        (bindparam("one", 0, type_=Integer()) == 1, bindparam("seg", 0, type_=Integer())),
+        else_=type_coerce(tcol, String()),
+    )
+    stmt = (
+        select(lead, *key_cols, *measures)
+        .where(tcol >= bindparam("lo", ""), tcol < bindparam("hi", ""), *flt)
+        .group_by(*(literal_column(str(i)) for i in range(1, len(key_cols) + 2)))
+    )
+    compiled = stmt.compile(dialect=conn.dialect, compile_kwargs={"render_postcompile": True})
+    names = compiled.positiontup or []
+    fixed = compiled.params
+    one = compiled.string
+    for i in range(0, len(ranges), _UNION_LIMIT):
+        chunk = ranges[i : i + _UNION_LIMIT]
+        params: list[Any] = []
+        for lo, hi, first, end in chunk:
+            bound = {
+                "lo": db_time_for(True, lo),
+                "hi": db_time_for(True, hi),
+                "one": int(end - first == 1),
+                "seg": first,
+            }
+            params.extend(bound[n] if n in bound else fixed[n] for n in names)
+        sql = " UNION ALL ".join([one] * len(chunk))
+        result = conn.exec_driver_sql(sql, tuple(params))
+        rows = result.cursor.fetchall() if result.cursor is not None else []
+        result.close()
+        if any(isinstance(r[0], str) for r in rows):
+            starts = [db_time_for(True, seg.lo) for seg in segs]
+            rows = [
+                r if not isinstance(r[0], str) else (bisect_right(starts, r[0]) - 1, *r[1:])
+                for r in rows
+            ]
+        _combine(rows, segs, 1, False, True, len(key_cols), getters, acc)
 
 
 def _run_joined(
