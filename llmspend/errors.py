@@ -124,9 +124,9 @@ class StoreCorrupted(StoreError):
         self.path = path
         self.detail = detail
         super().__init__(
-            f"the store file {path} is corrupted ({detail}); run `llmspend db recover` to "
-            "copy what is readable into a fresh store (the old file is kept); calls are "
-            "journaled in the spool meanwhile"
+            f"the store file {path} is corrupted: run `llmspend db recover` (it copies what "
+            "is readable into a fresh store and keeps the old file); calls are journaled in "
+            f"the spool meanwhile. SQLite found: {detail}"
         )
 
 
