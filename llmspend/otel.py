@@ -127,36 +127,34 @@ class OtelExport:
 
     # -- the span and the metrics -----------------------------------------------------------
     def _emit(self, call: Call, row: dict[str, Any], refusal: Exception | None) -> None:
-        attrs = span_attributes(call, row)
-        op = attrs["gen_ai.operation.name"]
+        op = operation_name(call.api)
         start = int(call.epoch * 1e9)
-        end = start + int((row["latency_ms"] or 0.0) * 1e6)
+        latency = row["latency_ms"] or 0.0
         status = row["status"]
         trace = self._trace
         span = self.tracer.start_span(
-            f"{op} {call.model}",
-            context=call.otel_context,
-            kind=trace.SpanKind.CLIENT,
-            attributes=attrs,
+            f"{op} {call.model}", context=call.otel_context, kind=trace.SpanKind.CLIENT,
             start_time=start,
-        )
-        if refusal is not None:
-            span.set_attributes(refusal_attributes(refusal))
-            span.set_status(trace.Status(trace.StatusCode.ERROR, "refused by a budget"))
-        elif status == "error":
-            span.set_status(trace.Status(trace.StatusCode.ERROR, row["error_type"] or None))
-        span.end(end_time=end)
+        )  # fmt: skip
+        if span.is_recording():  # with no SDK configured: a no-op span, nothing to build
+            span.set_attributes(span_attributes(call, row))
+            if refusal is not None:
+                span.set_attributes(refusal_attributes(refusal))
+                span.set_status(trace.Status(trace.StatusCode.ERROR, "refused by a budget"))
+            elif status == "error":
+                span.set_status(trace.Status(trace.StatusCode.ERROR, row["error_type"] or None))
+        span.end(end_time=start + int(latency * 1e6))
         if refusal is not None:
             return  # nothing was sent: no operation to measure
         metric = {
             "gen_ai.operation.name": op,
-            "gen_ai.provider.name": attrs["gen_ai.provider.name"],
+            "gen_ai.provider.name": provider_name(call.provider),
             "gen_ai.request.model": call.model,
             "gen_ai.response.model": row["model"],
         }
         if status == "error":
             metric["error.type"] = row["error_type"] or "_OTHER"
-        self.duration.record((row["latency_ms"] or 0.0) / 1000, metric)
+        self.duration.record(latency / 1000, metric)
         if status != "error" or row["input_tokens"] or row["output_tokens"]:
             self.token_usage.record(row["input_tokens"], {**metric, "gen_ai.token.type": "input"})
             self.token_usage.record(row["output_tokens"], {**metric, "gen_ai.token.type": "output"})
