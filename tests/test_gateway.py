@@ -78,13 +78,25 @@ class Sim:
 
 
 class Gateway:
-    def __init__(self, tmp: Path, sim: Sim) -> None:
-        self.db = f"sqlite:///{tmp / 'gateway.db'}"
+    """``llmspend gateway serve`` as a child process (``db``: its store, default a SQLite
+    file in ``tmp``; ``extra``: more TOML for its configuration; ``env``: more variables)."""
+
+    def __init__(
+        self,
+        tmp: Path,
+        sim: Sim,
+        db: str | None = None,
+        extra: str = "",
+        env: dict[str, str] | None = None,
+        name: str = "gateway",
+    ) -> None:
+        self.db = db or f"sqlite:///{tmp / 'gateway.db'}"
         self.port = _free_port()
         self.url = f"http://127.0.0.1:{self.port}"
-        config = tmp / "gateway.toml"
+        config = tmp / f"{name}.toml"
         config.write_text(
-            "[gateway]\nmax_request_bytes = 200000\n"
+            extra
+            + "[gateway]\nmax_request_bytes = 200000\n"
             + "".join(
                 f'[upstreams.{name}]\nbase_url = "{sim.url}"\nkey_env = "{KEY_ENV}"\n'
                 f'provider = "{provider}"\n'
@@ -97,11 +109,11 @@ class Gateway:
         )
         self.env = {
             **os.environ, KEY_ENV: PROVIDER_KEY, "LLMSPEND_HOME": str(tmp / "home"),
-            "LLMSPEND_DATABASE_URL": self.db,
+            "LLMSPEND_DATABASE_URL": self.db, **(env or {}),
         }  # fmt: skip
-        for name in ("OPENAI_API_KEY", "GEMINI_API_KEY", "GOOGLE_API_KEY", "ANTHROPIC_API_KEY"):
-            self.env.pop(name, None)
-        self.log = tmp / "gateway.log"
+        for var in ("OPENAI_API_KEY", "GEMINI_API_KEY", "GOOGLE_API_KEY", "ANTHROPIC_API_KEY"):
+            self.env.pop(var, None)
+        self.log = tmp / f"{name}.log"
         with open(self.log, "wb") as err:
             self.proc = subprocess.Popen(
                 [sys.executable, "-m", "llmspend", "gateway", "serve", "--port", str(self.port),

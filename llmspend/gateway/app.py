@@ -24,6 +24,7 @@ from starlette.routing import Route
 
 from ..tracker import Tracker, set_tracker
 from .config import GatewayConfig
+from .hub import HubIdentities
 from .proxy import Proxy
 
 __all__ = ["build_app", "serve"]
@@ -45,7 +46,8 @@ def build_app(config: GatewayConfig, database_url: str | None = None) -> Starlet
         follow_redirects=False,
         trust_env=False,
     )
-    proxy = Proxy(config, tracker.store, client)
+    hub = HubIdentities(config.hub) if config.hub is not None else None
+    proxy = Proxy(config, tracker.store, client, hub)
 
     @contextlib.asynccontextmanager
     async def lifespan(app: Starlette) -> AsyncIterator[None]:

@@ -12,7 +12,20 @@ base_url = "https://api.openai.com"
 key_env = "OPENAI_API_KEY"     # the NAME of the environment variable holding the key
 provider = "openai"            # optional: what rows are recorded under (default: by host)
 auth = "bearer"                # optional: bearer | api-key | x-api-key | x-goog-api-key
+
+[hub]                          # optional: accept JupyterHub API tokens (the ``hub`` extra)
+api_url = "http://127.0.0.1:8081/hub/api"   # default: $JUPYTERHUB_API_URL
+token_env = "JUPYTERHUB_API_TOKEN"          # the variable holding the service's token
+cache_seconds = 30             # how long a token's answer (yes or no) is reused
+group_pattern = "{org}-{project}"           # hub group names that map to org/project
+default = {org = "acme", project = "general"}   # optional: users in no mapped group
+
+[hub.groups]                   # explicit mappings, checked before the pattern
+"data-science" = {org = "acme", project = "ds"}
 ```
+
+Without a ``[hub]`` table, hub tokens are accepted when the gateway runs as a hub-managed
+service (``JUPYTERHUB_API_TOKEN`` and ``JUPYTERHUB_API_URL`` set), with the default pattern.
 
 The path after ``/NAME`` is appended to ``base_url`` as it is. Without a file the three
 public providers are configured (``OPENAI_API_KEY``, ``GEMINI_API_KEY``,
@@ -32,7 +45,14 @@ from urllib.parse import urlsplit
 from ..dialects.hosts import DIALECTS
 from ..errors import ConfigError
 
-__all__ = ["AUTH_HEADERS", "GatewayConfig", "Upstream", "default_config", "load_config"]
+__all__ = [
+    "AUTH_HEADERS",
+    "GatewayConfig",
+    "HubConfig",
+    "Upstream",
+    "default_config",
+    "load_config",
+]
 
 #: How each dialect's SDK sends its key, and so how the gateway sends the provider's.
 AUTH_HEADERS = {"openai": "bearer", "gemini": "x-goog-api-key", "anthropic": "x-api-key"}
@@ -67,11 +87,24 @@ class Upstream:
 
 
 @dataclass(frozen=True, slots=True)
+class HubConfig:
+    """Where the hub is and how its groups map to org/project."""
+
+    api_url: str
+    token: str = field(repr=False)
+    cache_seconds: float = 30.0
+    group_pattern: str | None = "{org}-{project}"
+    groups: dict[str, tuple[str, str]] = field(default_factory=dict)
+    default: tuple[str, str] | None = None
+
+
+@dataclass(frozen=True, slots=True)
 class GatewayConfig:
     upstreams: dict[str, Upstream]
     max_request_bytes: int = 32 * 1024 * 1024
     timeout: float = 600.0
     connect_timeout: float = 10.0
+    hub: HubConfig | None = None
 
 
 def _number(section: dict[str, Any], name: str, default: float) -> float:
@@ -113,6 +146,54 @@ def _upstream(name: str, spec: Any, environ: dict[str, str]) -> Upstream:
     return Upstream(name, dialect, base_url.rstrip("/"), key_env, provider, auth, key)
 
 
+def _pair(where: str, spec: Any) -> tuple[str, str]:
+    if (
+        not isinstance(spec, dict)
+        or set(spec) != {"org", "project"}
+        or not all(isinstance(v, str) and v for v in spec.values())
+    ):
+        raise ConfigError(f'gateway config: {where} must be {{org = "...", project = "..."}}')
+    return spec["org"], spec["project"]
+
+
+def _hub(spec: Any, env: dict[str, str]) -> HubConfig | None:
+    """The ``[hub]`` table; without one, the hub-managed service's environment if set."""
+    if spec is None:
+        if not (env.get("JUPYTERHUB_API_TOKEN") and env.get("JUPYTERHUB_API_URL")):
+            return None
+        spec = {}
+    if not isinstance(spec, dict):
+        raise ConfigError("gateway config: [hub] must be a table")
+    known = {"api_url", "token_env", "cache_seconds", "group_pattern", "groups", "default"}
+    if unknown := set(spec) - known:
+        raise ConfigError(f"gateway config: unknown keys in [hub]: {sorted(unknown)}")
+    api_url = spec.get("api_url") or env.get("JUPYTERHUB_API_URL", "")
+    if not isinstance(api_url, str) or urlsplit(api_url).scheme not in ("http", "https"):
+        raise ConfigError("gateway config: [hub] api_url (or $JUPYTERHUB_API_URL) must be a URL")
+    token_env = spec.get("token_env", "JUPYTERHUB_API_TOKEN")
+    token = env.get(token_env, "") if isinstance(token_env, str) else ""
+    if not token:
+        raise ConfigError(f"gateway config: [hub] needs the service's token in ${token_env}")
+    pattern = spec.get("group_pattern", "{org}-{project}")
+    if pattern is not None and (
+        not isinstance(pattern, str) or pattern.count("{org}") != 1
+        or pattern.count("{project}") != 1
+    ):  # fmt: skip
+        raise ConfigError("gateway config: [hub] group_pattern must hold {org} and {project}")
+    groups = spec.get("groups", {})
+    if not isinstance(groups, dict):
+        raise ConfigError("gateway config: [hub.groups] must be a table")
+    default = spec.get("default")
+    return HubConfig(
+        api_url=api_url.rstrip("/"),
+        token=token,
+        cache_seconds=_number(spec, "cache_seconds", 30.0),
+        group_pattern=pattern or None,
+        groups={g: _pair(f"[hub.groups] {g!r}", v) for g, v in groups.items()},
+        default=None if default is None else _pair("[hub] default", default),
+    )
+
+
 def load_config(path: str | None, environ: dict[str, str] | None = None) -> GatewayConfig:
     """The configuration in the TOML file at ``path`` (``None``: :func:`default_config`),
     with the provider keys read from ``environ`` (default: the process environment)."""
@@ -126,7 +207,7 @@ def load_config(path: str | None, environ: dict[str, str] | None = None) -> Gate
         raise ConfigError(f"cannot read the gateway config {path}: {exc.strerror}") from None
     except tomllib.TOMLDecodeError as exc:
         raise ConfigError(f"the gateway config {path} is not valid TOML: {exc}") from None
-    unknown = set(data) - {"gateway", "upstreams"}
+    unknown = set(data) - {"gateway", "upstreams", "hub"}
     if unknown:
         raise ConfigError(f"gateway config: unknown sections {sorted(unknown)}")
     section = data.get("gateway", {})
@@ -138,6 +219,7 @@ def load_config(path: str | None, environ: dict[str, str] | None = None) -> Gate
         max_request_bytes=int(_number(section, "max_request_bytes", 32 * 1024 * 1024)),
         timeout=_number(section, "timeout", 600.0),
         connect_timeout=_number(section, "connect_timeout", 10.0),
+        hub=_hub(data.get("hub"), env),
     )
 
 
@@ -148,5 +230,6 @@ def default_config(environ: dict[str, str] | None = None) -> GatewayConfig:
         {
             name: _upstream(name, {"base_url": url, "key_env": key_env}, env)
             for name, (url, key_env) in _DEFAULTS.items()
-        }
+        },
+        hub=_hub(None, env),
     )

@@ -1,7 +1,8 @@
 """One proxied request, through the same pipeline as a kernel's call.
 
-    authenticate (the key → identity) → the dialect's route → begin_call (attribution from
-    the identity, estimate, reservation: a refusal is answered here, nothing sent) →
+    authenticate (a gateway key or a JupyterHub token → identity) → the dialect's route →
+    begin_call (attribution from the identity, estimate, reservation: a refusal is answered
+    here, nothing sent) →
     forward (the client's auth replaced by the provider key) → the response passed through
     chunk by chunk, a copy kept → settle from it (usage, price, the record transaction,
     alerts), as the transport taps do (:class:`llmspend.providers.http.Seen`)
@@ -36,7 +37,8 @@ from ..pipeline import begin_call, internal_error
 from ..providers.http import Seen
 from ..store.engine import Store
 from .config import GatewayConfig, Upstream
-from .keys import Identity, authenticate
+from .hub import HubDenied, HubIdentities, HubUnavailable
+from .keys import KEY_PREFIX, Identity, authenticate
 from .shapes import error_body, error_headers
 
 __all__ = ["Proxy", "client_key"]
@@ -98,10 +100,17 @@ class _Refused(Exception):
 class Proxy:
     """Serves ``/{upstream}/{path}`` for the upstreams of a :class:`GatewayConfig`."""
 
-    def __init__(self, config: GatewayConfig, store: Store, client: httpx.AsyncClient) -> None:
+    def __init__(
+        self,
+        config: GatewayConfig,
+        store: Store,
+        client: httpx.AsyncClient,
+        hub: HubIdentities | None = None,
+    ) -> None:
         self.config = config
         self.store = store
         self.client = client
+        self.hub = hub
         self._keys = tuple(u.key for u in config.upstreams.values() if u.key)
 
     # -- the ASGI face ----------------------------------------------------------------------
@@ -136,9 +145,7 @@ class Proxy:
         headers = {k.decode("latin-1").lower(): v.decode("latin-1") for k, v in scope["headers"]}
         query_string = scope.get("query_string", b"").decode("latin-1")
         query = dict(httpx.QueryParams(query_string))
-        identity = await _blocking(authenticate, self.store, client_key(headers, query))
-        if identity is None:
-            raise _Refused(401, "llmspend gateway: invalid, expired or revoked gateway key")
+        identity = await self._identify(client_key(headers, query))
         content = await self._read_body(headers, receive)
         method: str = scope["method"]
         route = self._route(up, method, rest, content, headers, query)
@@ -161,6 +168,24 @@ class Proxy:
             log.warning("upstream %s unreachable: %s", up.name, type(exc).__name__)
             raise _Refused(502, f"llmspend gateway: upstream {up.name} unreachable") from None
         return await self._relay(send, receive, response, seen)
+
+    async def _identify(self, key: str | None) -> Identity:
+        """Who the request is: a gateway key (``lsk_``), else a JupyterHub token."""
+        identity = None
+        if key and key.startswith(KEY_PREFIX):
+            identity = await _blocking(authenticate, self.store, key)
+        elif key and self.hub is not None:
+            try:
+                identity = await self.hub.identify(key)
+            except HubDenied as exc:
+                raise _Refused(403, str(exc)) from None
+            except HubUnavailable as exc:
+                log.warning("%s", exc)
+                raise _Refused(503, "llmspend gateway: the hub cannot be asked") from None
+        if identity is None:
+            what = "gateway key or hub token" if self.hub is not None else "gateway key"
+            raise _Refused(401, f"llmspend gateway: invalid, expired or revoked {what}")
+        return identity
 
     async def _read_body(self, headers: dict[str, str], receive: Receive) -> bytes:
         limit = self.config.max_request_bytes

@@ -1,0 +1,234 @@
+"""The gateway as a JupyterHub service: a real hub (``jupyterhub`` and the
+``configurable-http-proxy`` npm package, started here), hub users' API tokens as
+credentials, org/project from hub groups. Missing hub or proxy: skipped, an error under CI.
+
+The proxy is found at ``$LLMSPEND_TEST_CHP``, else ``.venv/hub-proxy`` (``.ci/run``
+installs it there: ``npm install --prefix .venv/hub-proxy configurable-http-proxy``), else
+on PATH.
+"""
+
+from __future__ import annotations
+
+import os
+import secrets
+import shutil
+import signal
+import subprocess
+import sys
+import time
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any, NoReturn
+
+import httpx
+import pytest
+
+from llmspend.gateway.config import HubConfig
+from llmspend.gateway.hub import HubDenied, group_identity
+from tests.test_gateway import MESSAGES, Gateway, Sim, _anthropic, _free_port, _openai
+
+REPO = Path(__file__).resolve().parent.parent
+SERVICE_TOKEN = secrets.token_hex(32)
+ADMIN_TOKEN = secrets.token_hex(32)
+
+HUB_CONFIG = """
+c.JupyterHub.bind_url = "http://127.0.0.1:{public}"
+c.JupyterHub.hub_bind_url = "http://127.0.0.1:{hub}"
+c.ConfigurableHTTPProxy.api_url = "http://127.0.0.1:{proxy_api}"
+c.ConfigurableHTTPProxy.command = [{chp!r}]
+c.ConfigurableHTTPProxy.pid_file = "{run}/proxy.pid"
+c.JupyterHub.db_url = "sqlite:///{run}/jupyterhub.sqlite"
+c.JupyterHub.cookie_secret_file = "{run}/cookie_secret"
+c.JupyterHub.pid_file = "{run}/hub.pid"
+c.JupyterHub.authenticator_class = "dummy"
+c.Authenticator.allowed_users = {{"ana", "bob"}}
+c.JupyterHub.load_groups = {{"acme-churn": {{"users": ["ana"]}}, "lunch": {{"users": ["bob"]}}}}
+c.JupyterHub.services = [
+    {{"name": "llmspend", "api_token": {service!r}}},
+    {{"name": "test-admin", "api_token": {admin!r}}},
+]
+c.JupyterHub.load_roles = [
+    {{"name": "llmspend-service", "services": ["llmspend"],
+      "scopes": ["read:users", "read:groups", "users:activity"]}},
+    {{"name": "test-admin", "services": ["test-admin"], "scopes": ["admin:users", "tokens"]}},
+]
+c.JupyterHub.extra_user_scopes = {{"access:services!service=llmspend"}}
+"""
+
+
+def _missing(what: str) -> NoReturn:
+    if os.environ.get("CI"):
+        pytest.fail(f"CI needs {what} for the JupyterHub test")
+    pytest.skip(f"{what} not available")
+
+
+def _chp() -> str:
+    for candidate in (
+        os.environ.get("LLMSPEND_TEST_CHP"),
+        str(REPO / ".venv/hub-proxy/node_modules/.bin/configurable-http-proxy"),
+        shutil.which("configurable-http-proxy"),
+    ):
+        if candidate and os.access(candidate, os.X_OK):
+            return candidate
+    return _missing("configurable-http-proxy (npm)")
+
+
+class Hub:
+    def __init__(self, run: Path) -> None:
+        jupyterhub = Path(sys.executable).parent / "jupyterhub"
+        if not jupyterhub.exists():
+            _missing("the jupyterhub package")
+        chp = _chp()
+        ports = {"public": _free_port(), "hub": _free_port(), "proxy_api": _free_port()}
+        self.api = f"http://127.0.0.1:{ports['hub']}/hub/api"
+        cfg = run / "jupyterhub_config.py"
+        cfg.write_text(
+            HUB_CONFIG.format(**ports, chp=chp, run=run, service=SERVICE_TOKEN, admin=ADMIN_TOKEN)
+        )
+        self.log = run / "hub.log"
+        with open(self.log, "wb") as out:
+            self.proc = subprocess.Popen(
+                [str(jupyterhub), "-f", str(cfg)], cwd=run, stdout=out, stderr=subprocess.STDOUT,
+                start_new_session=True,
+            )  # fmt: skip
+        deadline = time.monotonic() + 120
+        while True:  # generous polling: no timing is asserted
+            assert self.proc.poll() is None, self.log.read_text()
+            try:
+                if httpx.get(self.api + "/", timeout=5).status_code == 200:
+                    break
+            except httpx.TransportError:
+                pass
+            assert time.monotonic() < deadline, self.log.read_text()
+            time.sleep(0.1)
+
+    def admin(self, method: str, path: str, **kwargs: Any) -> httpx.Response:
+        headers = {"Authorization": f"token {ADMIN_TOKEN}"}
+        return httpx.request(method, self.api + path, headers=headers, timeout=30, **kwargs)
+
+    def mint(self, user: str) -> tuple[str, str]:
+        """A new API token for ``user``: (its id, the token)."""
+        r = self.admin("POST", f"/users/{user}/tokens", json={"note": "t", "expires_in": 3600})
+        assert r.status_code == 201, r.text
+        return r.json()["id"], r.json()["token"]
+
+    def stop(self) -> None:
+        self.proc.send_signal(signal.SIGTERM)
+        try:
+            self.proc.wait(timeout=60)
+        except subprocess.TimeoutExpired:
+            os.killpg(self.proc.pid, signal.SIGKILL)
+            self.proc.wait(timeout=30)
+
+
+@pytest.fixture(scope="module")
+def hub_stack(tmp_path_factory: pytest.TempPathFactory) -> Iterator[tuple[Hub, Sim, Gateway]]:
+    run = tmp_path_factory.mktemp("hub")
+    hub = Hub(run)
+    sim = Sim()
+    try:
+        env = {"JUPYTERHUB_API_TOKEN": SERVICE_TOKEN, "JUPYTERHUB_API_URL": hub.api}
+        gateway = Gateway(run, sim, extra="[hub]\ncache_seconds = 1\n", env=env)
+        try:
+            yield hub, sim, gateway
+        finally:
+            log = gateway.stop()
+            assert SERVICE_TOKEN not in log
+    finally:
+        sim.stop()
+        hub.stop()
+
+
+def test_a_hub_token_is_a_credential_attributed_to_its_user_and_group(
+    hub_stack: tuple[Hub, Sim, Gateway],
+) -> None:
+    hub, sim, gateway = hub_stack
+    _, token = hub.mint("ana")
+    before, sent = len(gateway.rows()), sim.count()
+    _openai(gateway, token).chat.completions.create(
+        model="gpt-4o-mini", messages=MESSAGES, max_tokens=20
+    )
+    _anthropic(gateway, token).messages.create(
+        model="claude-sonnet-4-5", max_tokens=20, messages=MESSAGES
+    )
+    assert sim.count() - sent == 2
+    rows = gateway.rows()[before:]
+    assert [(r.provider, r.org_name, r.project_name, r.user_name, r.status) for r in rows] == [
+        ("openai", "acme", "churn", "ana", "ok"),
+        ("anthropic", "acme", "churn", "ana", "ok"),
+    ]
+    assert token not in sim.last_headers().values()
+
+
+def test_a_made_up_hub_token_gets_the_providers_401(hub_stack: tuple[Hub, Sim, Gateway]) -> None:
+    import anthropic
+    import openai
+
+    _, sim, gateway = hub_stack
+    sent = sim.count()
+    with pytest.raises(openai.AuthenticationError):
+        _openai(gateway, secrets.token_hex(32)).chat.completions.create(
+            model="gpt-4o-mini", messages=MESSAGES, max_tokens=5
+        )
+    with pytest.raises(anthropic.AuthenticationError):
+        _anthropic(gateway, "not-a-token").messages.create(
+            model="claude-sonnet-4-5", max_tokens=5, messages=MESSAGES
+        )
+    with pytest.raises(openai.AuthenticationError):  # a made-up gateway key is no hub token
+        _openai(gateway, "lsk_" + secrets.token_urlsafe(32)).embeddings.create(
+            model="text-embedding-3-small", input="x"
+        )
+    assert sim.count() == sent
+
+
+def test_a_user_in_no_mapped_group_is_refused_without_retry(
+    hub_stack: tuple[Hub, Sim, Gateway],
+) -> None:
+    import openai
+
+    hub, sim, gateway = hub_stack
+    _, token = hub.mint("bob")  # bob is only in "lunch", which names no org and project
+    sent = sim.count()
+    with pytest.raises(openai.PermissionDeniedError, match="no group"):
+        _openai(gateway, token).chat.completions.create(
+            model="gpt-4o-mini", messages=MESSAGES, max_tokens=5
+        )
+    assert sim.count() == sent
+
+
+def test_a_revoked_hub_token_is_refused_once_the_cache_age_has_passed(
+    hub_stack: tuple[Hub, Sim, Gateway],
+) -> None:
+    import openai
+
+    hub, _, gateway = hub_stack
+    token_id, token = hub.mint("ana")
+    headers = {"Authorization": f"Bearer {token}"}
+    models = gateway.url + "/openai/v1/models"  # authenticated, forwarded untracked
+    assert httpx.get(models, headers=headers, timeout=30).status_code == 200
+    assert hub.admin("DELETE", f"/users/ana/tokens/{token_id}").status_code == 204
+    deadline = time.monotonic() + 120  # cache_seconds = 1: refused about a second later
+    while httpx.get(models, headers=headers, timeout=30).status_code != 401:
+        assert time.monotonic() < deadline, "a revoked hub token was never refused"
+    with pytest.raises(openai.AuthenticationError):
+        _openai(gateway, token).chat.completions.create(
+            model="gpt-4o-mini", messages=MESSAGES, max_tokens=5
+        )
+
+
+def _who(cfg: HubConfig, user: str, groups: list[str]) -> tuple[str, str, str]:
+    found = group_identity(cfg, user, groups)
+    return found.org, found.project, found.user
+
+
+def test_group_mapping_explicit_then_pattern_then_default() -> None:
+    cfg = HubConfig(
+        api_url="http://127.0.0.1:1/hub/api", token="t", group_pattern="team-{org}-{project}",
+        groups={"ds": ("acme", "science")},
+    )  # fmt: skip
+    assert _who(cfg, "ana", ["team-acme-churn", "ds"]) == ("acme", "science", "ana")
+    assert _who(cfg, "ana", ["zz", "team-acme-churn"]) == ("acme", "churn", "ana")
+    with pytest.raises(HubDenied, match="no group"):
+        group_identity(cfg, "bob", ["lunch"])
+    fallback = HubConfig(api_url=cfg.api_url, token="t", default=("acme", "general"))
+    assert _who(fallback, "bob", ["lunch"]) == ("acme", "general", "bob")
