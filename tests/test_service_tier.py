@@ -8,6 +8,7 @@ import json
 from typing import Any
 
 import openai
+import pytest
 
 import llmspend
 from llmspend.sim import SimServer
@@ -115,3 +116,30 @@ def test_gemini_usage_tier_readings() -> None:
     )
     assert served_tier({"trafficType": "ON_DEMAND"}) == "standard"
     assert served_tier({"promptTokenCount": 3}) is None
+
+
+def test_a_request_leaving_the_tier_to_the_project_reserves_priority(
+    installed: Any, fresh_sim: SimServer
+) -> None:
+    """No ``service_tier`` (or ``auto``) may be served at the project's default, which may
+    be priority: reserved at priority, settled at the tier the response reports."""
+    c = client(fresh_sim)
+
+    def ask(tier: str | None) -> None:
+        kw: dict[str, Any] = {"service_tier": tier} if tier else {}
+        kw |= {"model": "gpt-4o-mini", "max_tokens": 20,
+               "messages": [{"role": "user", "content": "same words"}]}  # fmt: skip
+        c.chat.completions.create(**kw)
+
+    llmspend.set_budget("project", "acme/churn", "100", mode="hard")
+    for tier in (None, "auto", "default"):
+        ask(tier)
+    loose, auto, pinned = installed.recent
+    assert loose["estimate_nanos"] == auto["estimate_nanos"] > pinned["estimate_nanos"]
+    assert loose["cost_nanos"] == pinned["cost_nanos"]  # served (and priced) at default
+    middle = (loose["estimate_nanos"] + pinned["estimate_nanos"]) // 2
+    llmspend.set_budget("project", "acme/tight", f"{middle / 10**9:.9f}", mode="hard")
+    with llmspend.attribute(project="tight"):
+        with pytest.raises(llmspend.BudgetExceeded):
+            ask(None)
+        ask("default")

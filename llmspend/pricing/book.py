@@ -24,7 +24,7 @@ from .price import Price, PriceNanos, to_epoch, usd_digits
 from .rates import NANOS, Plan, Window, compile_spec, exact_usd
 from .resolve import resolve
 from .snapshot import normalize_provider, price_at
-from .tiers import FREE_APIS, UNPRICED_APIS, normalize_tier, tier_price
+from .tiers import FREE_APIS, UNPRICED_APIS, normalize_tier, reserve_tier, tier_price
 
 __all__ = ["PriceBook", "default_pricebook", "history", "model_output_cap", "shared_pricebook"]
 
@@ -269,7 +269,9 @@ class PriceBook:
         Every input token at the dearest input rate (uncached input, or cache writes where
         those cost more), every output token at the dearest output rate (reasoning where
         that costs more), at the tier ``input_tokens`` reaches, plus per-request fees;
-        rounded up. ``tier``: the service tier the request asks for (``None``: standard).
+        rounded up. ``tier``: the service tier the request asks for (``None``: standard);
+        with ``api``, a request that leaves the tier to the provider (``"auto"``) is priced
+        at the dearest it may be served at (:func:`~llmspend.pricing.tiers.reserve_tier`).
         """
         i, o = input_tokens, output_tokens
         if not (type(i) is type(o) is int and i >= 0 and o >= 0):
@@ -280,6 +282,8 @@ class PriceBook:
         if plan.first is None:
             return None
         win = plan.window(at_epoch)
+        if api is not None:
+            tier = reserve_tier(provider, api, tier)
         if tier is not None:
             win = self._tiered(provider, model, plan, win, tier, at_epoch)
         rt = win.rates(input_tokens)

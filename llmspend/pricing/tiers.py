@@ -39,6 +39,7 @@ __all__ = [
     "genai_variant",
     "normalize_tier",
     "package_tiers",
+    "reserve_tier",
     "tier_price",
 ]
 
@@ -57,6 +58,38 @@ UNPRICED_APIS = frozenset(
 _STANDARD = frozenset(
     {"", "default", "standard", "auto", "standard_only", "unspecified", "on_demand"}
 )
+
+
+#: Where a request that leaves the tier to the provider (no ``service_tier``, or ``auto``)
+#: may be served at ``priority``: OpenAI projects can default to Priority processing
+#: (chat and responses; also through an OpenAI-compatible proxy, priced by model name),
+#: Anthropic's ``auto`` uses Priority Tier capacity when the organization has it.
+_OPENAI_TIERED = frozenset({"chat.completions", "responses"})
+_PRIORITY_DEFAULT = {
+    "openai": _OPENAI_TIERED, "azure": _OPENAI_TIERED, "openai-compatible": _OPENAI_TIERED,
+    "anthropic": frozenset({"messages"}),
+}  # fmt: skip
+_LEFT_TO_PROVIDER = frozenset({"auto"})
+
+
+def reserve_tier(provider: str | None, api: str | None, tier: Any) -> Any:
+    """The tier a request's reservation is priced at: the one it asks for, or ``priority``
+    when it leaves the tier to the provider (``auto``: what the SDK taps pass for a request
+    without ``service_tier``, as the provider reads it) on an endpoint whose project
+    default may be priority (see ``_PRIORITY_DEFAULT``) — the dearest tier it could be
+    served at. ``None`` is the standard tier. The call is settled at the tier the response
+    reports (``auto`` is priced as standard when it reports none).
+
+    How loose: for such a request on a standard-tier project the reservation is the
+    priority price (OpenAI: up to 2x standard, the catch-all entry; the published
+    per-model prices are 1.67x-2x); Anthropic's table prices priority at list prices (1x).
+    A request that pins a tier (``default``, ``flex``, ``standard_only``...) reserves
+    exactly that tier.
+    """
+    if tier is None or api not in _PRIORITY_DEFAULT.get(provider or "", ()):
+        return tier
+    name = str(getattr(tier, "value", tier)).strip().lower()
+    return "priority" if name in _LEFT_TO_PROVIDER else tier
 
 
 def normalize_tier(tier: Any) -> str | None:

@@ -51,6 +51,7 @@ from ..pipeline import (
     shielded,
 )
 from ..plugins import Patch
+from ..teammode import avia_gateway, client_bound, via_gateway
 from .openai_batches import begin_batch, created, watch
 from .openai_calls import LEDGER, CallContext
 from .openai_streams import observe_raw, observe_stream, settle_bytes
@@ -189,6 +190,12 @@ def _with_usage_option(
     return args, {**kwargs, "options": copy}
 
 
+def _default_tier(api: str) -> str | None:
+    """``auto`` (the API's default: the project's tier, which may be priority, reserved as
+    such by the guard) where a request may name a tier; ``None`` elsewhere."""
+    return "auto" if api in ("chat.completions", "responses") else None
+
+
 def _begin(
     instance: Any, args: tuple[Any, ...], kwargs: dict[str, Any]
 ) -> tuple[Any, tuple[Any, ...], dict[str, Any]]:
@@ -225,7 +232,7 @@ def _begin(
             payload=route.payload,
             max_output_tokens=route.output_cap,
             streamed=plan.streamed,
-            service_tier=tier if isinstance(tier, str) else None,
+            service_tier=tier if isinstance(tier, str) else _default_tier(route.api),
             request_key=json_key("POST", route.api, plan.body),
         )  # may raise BudgetExceeded: nothing has been sent
     if call is None:
@@ -317,6 +324,8 @@ def _resume(response_id: str, result: Any, *, is_async: bool) -> Any:
 
 def _request(wrapped: Any, instance: Any, args: tuple[Any, ...], kwargs: dict[str, Any]) -> Any:
     """``SyncAPIClient.request``: one billed call (retries included)."""
+    if client_bound(instance):  # team mode: the gateway's call to record
+        return via_gateway(lambda: wrapped(*args, **kwargs))
     ctx, args, kwargs = _begin(instance, args, kwargs)
     if ctx is None:
         return wrapped(*args, **kwargs)
@@ -337,6 +346,8 @@ async def _arequest(
     wrapped: Any, instance: Any, args: tuple[Any, ...], kwargs: dict[str, Any]
 ) -> Any:
     """``AsyncAPIClient.request``: one billed call (retries included)."""
+    if client_bound(instance):  # team mode: the gateway's call to record
+        return await avia_gateway(lambda: wrapped(*args, **kwargs))
     ctx, args, kwargs = _begin(instance, args, kwargs)
     if ctx is None:
         return await wrapped(*args, **kwargs)
