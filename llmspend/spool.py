@@ -291,6 +291,7 @@ class Replayer:
         self._thread: threading.Thread | None = None
         self._pid = 0
         self._stopping = False
+        self._asked = 0  # wake()s so far: one during an attempt is not missed
         self.attempts = 0  # (tests wait on it)
         _replayers.add(self)
 
@@ -299,11 +300,13 @@ class Replayer:
         t = self._thread
         return t is not None and self._pid == _process.pid and t.is_alive()
 
-    def wake(self) -> None:
-        """Retry now, starting the thread if none runs in this process."""
+    def wake(self, now: bool = True) -> None:
+        """Retry now (``now=False``: when the back-off says), starting the thread if none
+        runs in this process."""
         with self._lock:
             if self._stopping:
                 return
+            self._asked += 1
             if not self.running:
                 self._pid = _process.pid
                 self._wake = threading.Event()  # a fresh one (a forked child's may be stale)
@@ -315,7 +318,8 @@ class Replayer:
                 except RuntimeError:  # no new threads (the interpreter is shutting down)
                     self._thread = None
                     return
-            self._wake.set()
+            if now:
+                self._wake.set()
 
     def _run(self, wake: threading.Event) -> None:
         delay = self.FIRST
@@ -326,6 +330,7 @@ class Replayer:
             if self._stopping:
                 return
             self.attempts += 1
+            asked = self._asked
             try:
                 left = self._attempt()
             except Exception:
@@ -333,7 +338,7 @@ class Replayer:
                 left = True
             if not left:
                 with self._lock:
-                    if not wake.is_set():  # nothing new meanwhile: done
+                    if asked == self._asked:  # nothing new meanwhile: done
                         self._thread = None
                         return
             delay = self.FIRST if woken else min(delay * 2, self.CAP)

@@ -320,3 +320,23 @@ def test_a_full_disk_loses_no_served_call(
         finally:
             llmspend.uninstall()
             forget_store(url)
+
+
+def test_background_replay_stops_at_uninstall_and_resumes_at_install(
+    store: Any, fresh_sim: Any
+) -> None:
+    tracker, path = store
+    locker = Locker(path)
+    try:
+        with pytest.warns(llmspend.LLMSpendWarning, match="journaled"):
+            ask(fresh_sim)
+        assert tracker.replayer.running  # retrying with back-off, off the calls' path
+        llmspend.uninstall()
+        assert not tracker.replayer.running  # stopped, and joined
+    finally:
+        locker.release()
+    assert len(tracker.spool.pending()) == 1  # the journal stays for the next session
+    again = llmspend.install(f"sqlite:///{path}", org="acme", project="churn", user="ana")
+    assert again is tracker
+    eventually(lambda: len(llmspend.records()) == 1, "the journaled row replayed")
+    eventually(lambda: not tracker.replayer.running, "the replayer ended with nothing left")
