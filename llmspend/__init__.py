@@ -9,7 +9,6 @@ from __future__ import annotations
 
 import logging as _logging
 import sys as _sys
-from collections.abc import Sequence
 from typing import TYPE_CHECKING, Any
 
 from .errors import (
@@ -32,7 +31,7 @@ from .errors import (
 
 if TYPE_CHECKING:
     import datetime as dt
-    from collections.abc import Callable
+    from collections.abc import Callable, Sequence
     from decimal import Decimal
 
     import pandas as pd
