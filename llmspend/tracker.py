@@ -41,16 +41,15 @@ from .budgets.guard import BudgetGuard
 from .budgets.heartbeat import HEARTBEAT
 from .budgets.ledger import count_ingested
 from .budgets.settle import Settlement
-from .bulkload import ingest_rows
 from .config import Settings, default_attribution
 from .errors import LLMSpendWarning, StoreError, ValidationError
-from .pricing import PriceBook
+from .pricing import PriceBook, shared_pricebook
 from .spool import Replayer, Spool
 from .store import rollups
 from .store.engine import Store, open_store
 from .store.hierarchy import ensure_entities
 from .store.urls import reason as driver_reason
-from .usage import fetch_records, insert_usage
+from .usage import fetch_records, ingest_rows, insert_usage
 
 if TYPE_CHECKING:
     from sqlalchemy import Connection
@@ -141,7 +140,9 @@ class Tracker:
         if self._pricebook is None:
             with self._lock:
                 if self._pricebook is None:
-                    self._pricebook = PriceBook(self.settings.prices_path)
+                    # the process-wide book llmspend.price() uses too (one source of truth)
+                    path = self.settings.prices_path
+                    self._pricebook = shared_pricebook(path, fresh_warnings=True)
         return self._pricebook
 
     def price_nanos(self, *args: Any, **kwargs: Any) -> tuple[int | None, str, str | None]:
