@@ -43,6 +43,7 @@ if TYPE_CHECKING:
     from .pipeline import begin_call
     from .plugins import Patch, ProviderPlugin, register_provider
     from .pricing import Price, PriceBook
+    from .teammode import team_hint
     from .tracker import Tracker
 
 __version__ = "0.1.0"
@@ -96,6 +97,7 @@ __all__ = [
     "register_provider",
     "set_budget",
     "set_webhook",
+    "team_hint",
     "uninstall",
     "unload_ipython_extension",
     "update_budget",
@@ -374,6 +376,8 @@ _LAZY = {
     "register_provider": ("plugins", "register_provider"),
     # Where the transport taps look for provider calls besides the providers' own hosts.
     "declare_endpoint": ("dialects.hosts", "declare_endpoint"),
+    # Team mode: how to point the SDKs at the gateway.
+    "team_hint": ("teammode", "team_hint"),
 }
 
 

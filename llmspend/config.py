@@ -8,6 +8,8 @@ then a default. Environment variables:
 ``LLMSPEND_PRICES``          path of a price-override TOML file
 ``LLMSPEND_ORG`` / ``LLMSPEND_PROJECT`` / ``LLMSPEND_USER``   default attribution
 ``LLMSPEND_OTEL``            ``1`` (or ``true``, ``yes``, ``on``): export OpenTelemetry spans
+``LLMSPEND_GATEWAY_URL``     the llmspend gateway's URL: team mode (calls to it are the
+                             gateway's to record, see :mod:`llmspend.teammode`)
 
 What llmspend creates is private whatever the umask: directories 0700
 (:func:`private_dir`), files 0600 (:func:`private_file`). A directory or file that
@@ -28,6 +30,7 @@ __all__ = [
     "FILE_MODE",
     "Settings",
     "default_attribution",
+    "gateway_url_from_env",
     "otel_enabled",
     "private_dir",
     "private_file",
@@ -178,3 +181,8 @@ def otel_enabled() -> bool:
     """Whether ``LLMSPEND_OTEL`` asks for OpenTelemetry export (``1``, ``true``, ``yes``,
     ``on``)."""
     return os.environ.get("LLMSPEND_OTEL", "").strip().lower() in ("1", "true", "yes", "on")
+
+
+def gateway_url_from_env() -> str | None:
+    """``LLMSPEND_GATEWAY_URL``, stripped (``None`` when unset or empty)."""
+    return os.environ.get("LLMSPEND_GATEWAY_URL", "").strip() or None

@@ -8,6 +8,7 @@ import threading
 from .budgets.heartbeat import HEARTBEAT
 from .children import Carrier, ChildSettings, hook_children, opted_out, set_enabled, unhook_children
 from .config import resolve_database_url
+from .dialects.hosts import set_gateway
 from .otel import configure as configure_otel
 from .plugins import apply_patches, remove_patches
 from .tracker import Tracker, current_tracker, installed_tracker, set_tracker
@@ -28,6 +29,7 @@ def install(
     children: bool | None = None,
     prices_path: str | None = None,
     otel: bool | None = None,
+    gateway_url: str | None = None,
 ) -> Tracker:
     """Hook the provider SDKs and record every call into the store at ``database_url``.
 
@@ -41,9 +43,13 @@ def install(
     context (see :mod:`llmspend.children`); ``None`` keeps the current choice (on, unless
     turned off). ``prices_path`` is the price-override file of a new tracker. ``otel``:
     export a span per call to OpenTelemetry (see :mod:`llmspend.otel`); ``None`` keeps the
-    current choice (off, unless ``LLMSPEND_OTEL=1``).
+    current choice (off, unless ``LLMSPEND_OTEL=1``). ``gateway_url``: team mode — calls
+    to the llmspend gateway there are the gateway's to budget and record (see
+    :mod:`llmspend.teammode`); ``None`` keeps the current one (``LLMSPEND_GATEWAY_URL``).
     """
     with _lock:
+        if gateway_url is not None:
+            set_gateway(gateway_url)
         # Reuse the current tracker (installed or not) when it is on the same store: its
         # caches stay warm, and an uninstall/install cycle keeps the same defaults.
         current = current_tracker()

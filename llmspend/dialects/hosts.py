@@ -9,6 +9,11 @@ OpenAI-compatible server, a corporate proxy, a gateway:
   ``http://127.0.0.1:8000/v1=openai, https://llm.corp.example/gemini=gemini``;
 * :func:`declare_endpoint` (``llmspend.declare_endpoint``) from Python.
 
+**Team mode.** The llmspend gateway's URL (``LLMSPEND_GATEWAY_URL``, or
+``install(gateway_url=...)`` through :func:`set_gateway`) is recognized here too, and
+first: :func:`gateway_bound` says a request goes to the gateway, which records and budgets
+it. Such a request is observed, not tracked (:mod:`llmspend.teammode`), by every tap.
+
 A declared endpoint matches requests to its scheme, host and port whose path starts with
 its path; the rest of the path is what the dialect reads. Nothing is recorded for a
 request to any other host. A request an SDK tap records itself (the openai, Gemini and
@@ -22,9 +27,20 @@ import threading
 from typing import NamedTuple
 from urllib.parse import urlsplit
 
+from ..config import gateway_url_from_env
 from ..errors import ConfigError
 
-__all__ = ["DIALECTS", "Endpoint", "declare_endpoint", "declared_endpoints", "match"]
+__all__ = [
+    "DIALECTS",
+    "Endpoint",
+    "declare_endpoint",
+    "declared_endpoints",
+    "gateway",
+    "gateway_bound",
+    "gateway_bound_url",
+    "match",
+    "set_gateway",
+]
 
 #: The dialects a request can be handed to, by name (modules of this package).
 DIALECTS = ("openai", "gemini", "anthropic")
@@ -61,7 +77,7 @@ _lock = threading.Lock()
 
 
 def _parse(url: str, dialect: str, provider: str | None) -> Endpoint:
-    if dialect not in DIALECTS:
+    if dialect not in DIALECTS and dialect != "gateway":
         raise ConfigError(f"unknown dialect {dialect!r} for {url!r}: one of {', '.join(DIALECTS)}")
     parts = urlsplit(url.strip())
     if parts.scheme not in ("http", "https") or not parts.hostname:
@@ -132,3 +148,52 @@ def match(scheme: str, host: str, port: int | None, path: str) -> tuple[Endpoint
         if host == known or (known[0] in ".-" and host.endswith(known)):
             return Endpoint(dialect, provider, scheme, host, port, ""), path
     return None
+
+
+# -- team mode: the gateway ------------------------------------------------------------------
+
+_gateway_set: list[Endpoint] = []  # install(gateway_url=...); empty: the environment's
+_gateway_env: tuple[str | None, Endpoint | None] = (None, None)
+
+
+def set_gateway(url: str | None) -> None:
+    """Send-to-the-gateway means recorded-by-the-gateway: requests under ``url`` are not
+    recorded here. ``None`` goes back to ``LLMSPEND_GATEWAY_URL``."""
+    endpoint = _parse(url, "gateway", None) if url else None
+    with _lock:
+        _gateway_set[:] = [endpoint] if endpoint is not None else []
+
+
+def gateway() -> Endpoint | None:
+    """The gateway requests are bound for in team mode, or ``None`` (solo mode)."""
+    if _gateway_set:
+        return _gateway_set[0]
+    global _gateway_env
+    raw = gateway_url_from_env()
+    if raw is None:
+        return None
+    if _gateway_env[0] != raw:
+        _gateway_env = (raw, _parse(raw, "gateway", None))
+    return _gateway_env[1]
+
+
+def gateway_bound(scheme: str, host: str, port: int | None, path: str) -> bool:
+    """Whether a request to this URL goes to the gateway (team mode)."""
+    ep = gateway()
+    if ep is None or ep.host != host.lower().rstrip(".") or ep.scheme != scheme:
+        return False
+    if (ep.port or _default_port(ep.scheme)) != (port or _default_port(scheme)):
+        return False
+    return not ep.prefix or path == ep.prefix or path.startswith(ep.prefix + "/")
+
+
+def gateway_bound_url(url: object) -> bool:
+    """:func:`gateway_bound` for a URL (a string or an ``httpx``-style URL object)."""
+    if gateway() is None:
+        return False
+    parts = urlsplit(str(url))
+    try:
+        port = parts.port
+    except ValueError:
+        return False
+    return gateway_bound(parts.scheme, parts.hostname or "", port, parts.path or "/")

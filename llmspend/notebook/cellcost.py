@@ -9,6 +9,10 @@ refusals included, from any thread) between IPython's ``pre_run_cell`` and
 ``post_run_cell`` events. The budget shown is the most used (highest % of its limit) of
 the budgets that apply to the cell's calls.
 
+In team mode (:mod:`llmspend.teammode`) a call bound for the gateway is counted from the
+gateway's answer: its cost header (a stream's cost is not in its headers: counted as
+``at the gateway``), a refusal, and the budgets it brought past a threshold.
+
 Switches: ``%spend quiet on`` / ``%spend quiet off``, ``%spend quiet --min 0.01`` (hide
 lines for cells that cost less), or the environment: ``LLMSPEND_CELL_COST=off`` (default
 on) and ``LLMSPEND_CELL_COST_MIN=0.01``.
@@ -25,7 +29,8 @@ from dataclasses import dataclass, field
 from decimal import Decimal, InvalidOperation
 from typing import TYPE_CHECKING, Any
 
-from ..money import nanos_to_usd
+from ..money import nanos_to_usd, usd_to_nanos
+from ..teammode import GatewayAnswer, add_observer, remove_observer
 from .render import NO_MATH, fmt_pct, fmt_usd, status_percent
 
 if TYPE_CHECKING:
@@ -51,6 +56,8 @@ class CellSummary:
     unpriced: int = 0
     models: Counter[str] = field(default_factory=Counter)
     who: set[tuple[str, str, str]] = field(default_factory=set)
+    at_gateway: int = 0  # gateway calls whose cost the headers did not say (streams)
+    gateway_warnings: list[str] = field(default_factory=list)
 
     @property
     def cost_usd(self) -> Decimal:
@@ -72,6 +79,24 @@ class CellSummary:
         self.models[str(row.get("model"))] += 1
         self.who.add((row["org_name"], row["project_name"], row["user_name"]))
 
+    def add_gateway(self, answer: GatewayAnswer) -> None:
+        """One call the gateway recorded, from its answer's headers (team mode)."""
+        self.calls += 1
+        if answer.refused:
+            self.refused += 1
+        elif answer.status >= 400:
+            self.errors += 1
+        elif answer.cost_usd is not None:
+            self.cost_nanos += usd_to_nanos(answer.cost_usd)
+        else:
+            self.at_gateway += 1
+        if answer.price_status == "unknown":
+            self.unpriced += 1
+        self.models[f"{answer.api or 'a call'} via the gateway"] += 1
+        for budget in answer.thresholds:
+            if budget not in self.gateway_warnings:
+                self.gateway_warnings.append(budget)
+
     def text(self) -> str:
         """``3 calls, $0.0042`` (with refusals, errors and unpriced calls when any)."""
         out = f"{self.calls} call{'s' if self.calls != 1 else ''}"
@@ -81,6 +106,7 @@ class CellSummary:
                 (self.refused, "refused"),
                 (self.errors, "failed"),
                 (self.unpriced, "unpriced"),
+                (self.at_gateway, "costed at the gateway"),
             )
             if n
         ]
@@ -131,6 +157,8 @@ class CostLine:
             line += f" · {b.budget}: {fmt_pct(status_percent(b))} of {_limit_text(b)}"
             if b.state != "ok":
                 line += f" ({b.state})"
+        if self.cell.gateway_warnings:
+            line += f" · threshold reached at the gateway: {', '.join(self.cell.gateway_warnings)}"
         return line
 
     def __repr__(self) -> str:
@@ -140,7 +168,9 @@ class CostLine:
         colour = "var(--jp-ui-font-color2, #757575)"
         if self.budget is not None and self.budget.state == "exceeded":
             colour = "#b00020"
-        elif self.budget is not None and self.budget.state == "warning":
+        elif self.cell.gateway_warnings or (
+            self.budget is not None and self.budget.state == "warning"
+        ):
             colour = "#b26a00"
         return (
             f'<div class="llmspend-cell-cost {NO_MATH}" style="font-size:11px;color:{colour};'
@@ -177,14 +207,20 @@ class CellCost:
         """Count ``tracker``'s calls (idempotent)."""
         if self.on_record not in tracker.after_record_hooks:
             tracker.after_record_hooks.append(self.on_record)
+        add_observer(self.on_gateway)
 
     def detach(self, tracker: Tracker) -> None:
         while self.on_record in tracker.after_record_hooks:
             tracker.after_record_hooks.remove(self.on_record)
+        remove_observer(self.on_gateway)
 
     def on_record(self, call: Call, row: dict[str, Any]) -> None:
         with self._lock:
             self.current.add(row)
+
+    def on_gateway(self, answer: GatewayAnswer) -> None:
+        with self._lock:
+            self.current.add_gateway(answer)
 
     # -- IPython events ---------------------------------------------------------------------
     def pre_run_cell(self, info: Any = None) -> None:

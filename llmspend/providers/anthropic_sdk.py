@@ -44,6 +44,7 @@ from ..pipeline import (
     shielded,
 )
 from ..plugins import Patch
+from ..teammode import avia_gateway, client_bound, via_gateway
 from .anthropic_batches import BatchRequest, batch_request
 from .anthropic_streams import CallContext, observe_raw, observe_stream
 
@@ -157,6 +158,8 @@ def _observe(ctx: CallContext, result: Any, *, is_async: bool) -> Any:
 
 def _request(wrapped: Any, instance: Any, args: tuple[Any, ...], kwargs: dict[str, Any]) -> Any:
     """``SyncAPIClient.request``: one billed call (retries included)."""
+    if client_bound(instance):  # team mode: the gateway's call to record
+        return via_gateway(lambda: wrapped(*args, **kwargs))
     ctx = _begin(instance, args, kwargs)
     if ctx is None:
         return wrapped(*args, **kwargs)
@@ -172,6 +175,8 @@ async def _arequest(
     wrapped: Any, instance: Any, args: tuple[Any, ...], kwargs: dict[str, Any]
 ) -> Any:
     """``AsyncAPIClient.request``: one billed call (retries included)."""
+    if client_bound(instance):  # team mode: the gateway's call to record
+        return await avia_gateway(lambda: wrapped(*args, **kwargs))
     ctx = _begin(instance, args, kwargs)
     if ctx is None:
         return await wrapped(*args, **kwargs)

@@ -14,6 +14,10 @@ one call is one row however many layers see it.
 
 A framework's retries of a refused request are refused each time and recorded once
 (:func:`llmspend.pipeline.begin_call`'s ``request_key``).
+
+Team mode: a request to the llmspend gateway is observed, not tracked (:class:`Watched`):
+nothing is reserved or recorded here, and its answer's headers go to
+:func:`llmspend.teammode.answered`.
 """
 
 from __future__ import annotations
@@ -27,12 +31,13 @@ from typing import Any, TypeVar
 
 from ..call import Call, Usage
 from ..dialects import Reading, Request, Route, tokens_from_bytes
-from ..dialects.hosts import Endpoint, match
+from ..dialects.hosts import Endpoint, gateway_bound, match
 from ..pipeline import asend_recorded, begin_call, internal_error, send_recorded
+from ..teammode import answered, in_sdk_call, refusal
 from ..tracker import installed_tracker
 from .bytestreams import Tee, decoded
 
-__all__ = ["Ending", "Seen", "asend_seen", "see", "send_seen"]
+__all__ = ["Ending", "Seen", "Watched", "asend_seen", "see", "send_seen"]
 
 log = logging.getLogger("llmspend")
 
@@ -161,6 +166,40 @@ class Seen:
         return reading
 
 
+class Watched(Seen):
+    """A request to the llmspend gateway (team mode): nothing to reserve or record here;
+    its answer's headers are handed to :func:`llmspend.teammode.answered`. A refusal raises
+    ``BudgetExceeded`` to a bare HTTP caller (an SDK tap's :func:`~llmspend.teammode.
+    via_gateway` raises it instead, once the SDK has raised its own error)."""
+
+    __slots__ = ("path",)
+
+    def __init__(self, path: str) -> None:
+        self.path = path
+
+    def observe(self, observe: Callable[[Seen, Any], None], response: Any, what: str) -> None:
+        try:
+            status: Any = getattr(response, "status_code", None) or getattr(response, "status", 0)
+            answer = answered(int(status), response.headers, self.path)
+        except Exception as exc:
+            internal_error("read the gateway's answer", exc)
+            return
+        if answer.refused and not in_sdk_call():
+            raise refusal(answer, _text(response))
+
+    def fail(self, exc: BaseException) -> None:
+        pass
+
+
+def _text(response: Any) -> str:
+    """A response body already read, as text (``""`` when it is not: never reads)."""
+    try:
+        content = response.__dict__.get("_content")
+        return content.decode("utf-8", "replace") if isinstance(content, bytes) else ""
+    except Exception:
+        return ""
+
+
 class Ending:
     """Settles one streamed response once, from what its tee kept: when the body ends or
     is closed (``partial`` before its end), when the response is collected unclosed (off
@@ -256,6 +295,8 @@ def see(
     tracker = installed_tracker()
     if tracker is None:
         return None
+    if gateway_bound(scheme, host, port, path):
+        return Watched(path)
     found = match(scheme, host, port, path)
     if found is None:
         return None

@@ -1,0 +1,180 @@
+"""A kernel in team mode: ``llmspend.sim`` and a gateway (SQLite store) as child processes,
+and an IPython shell in this process with ``%load_ext llmspend``, ``LLMSPEND_GATEWAY_URL``
+set and a local store of its own. Gateway-bound calls are the gateway's: recorded once,
+there; the cell line and ``BudgetExceeded`` come from the gateway's answer."""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+from decimal import Decimal
+from pathlib import Path
+from typing import Any
+
+import httpx
+import pytest
+from IPython.core.interactiveshell import InteractiveShell
+from IPython.utils.capture import capture_output
+
+import llmspend
+from llmspend.money import nanos_to_usd
+from llmspend.notebook.cellcost import _money, cell_cost
+from tests.test_gateway import Gateway, Sim
+
+MESSAGES = [{"role": "user", "content": "hello there"}]
+pytestmark = pytest.mark.filterwarnings("ignore::ResourceWarning")
+
+
+@pytest.fixture(scope="module")
+def stack(tmp_path_factory: pytest.TempPathFactory) -> Iterator[tuple[Sim, Gateway]]:
+    sim = Sim()
+    gateway = Gateway(tmp_path_factory.mktemp("team"), sim)
+    try:
+        yield sim, gateway
+    finally:
+        gateway.stop()
+        sim.stop()
+
+
+@pytest.fixture
+def kernel(
+    stack: tuple[Sim, Gateway], tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> Iterator[InteractiveShell]:
+    """An IPython shell with ``%load_ext llmspend`` in team mode, on a local store."""
+    from traitlets.config import Config
+
+    from llmspend.store.engine import forget_store
+
+    monkeypatch.setenv("LLMSPEND_GATEWAY_URL", stack[1].url)
+    url = f"sqlite:///{tmp_path / 'kernel.sqlite'}"
+    monkeypatch.setenv("LLMSPEND_DATABASE_URL", url)
+    if InteractiveShell.initialized():
+        shell = InteractiveShell.instance()
+    else:
+        config = Config()
+        config.HistoryAccessor.enabled = False
+        config.InteractiveShell.colors = "nocolor"
+        shell = InteractiveShell.instance(config=config)
+    run(shell, "%load_ext llmspend")
+    enabled, minimum = cell_cost.enabled, cell_cost.min_usd
+    cell_cost.enabled, cell_cost.min_usd = True, Decimal(0)
+    yield shell
+    cell_cost.enabled, cell_cost.min_usd = enabled, minimum
+    shell.run_cell("%unload_ext llmspend")
+    forget_store(url)
+
+
+def run(shell: InteractiveShell, cell: str) -> tuple[Any, list[str]]:
+    """Run ``cell``: its result and the cost lines it displayed."""
+    with capture_output() as cap:
+        result = shell.run_cell(cell, store_history=False)
+    assert result.error_before_exec is None, result.error_before_exec
+    lines = [
+        o.data["text/plain"]
+        for o in cap.outputs
+        if "llmspend · this cell" in o.data.get("text/plain", "")
+    ]
+    return result, lines
+
+
+def _client(shell: InteractiveShell, gateway: Gateway, key: str) -> None:
+    import openai
+
+    shell.user_ns["client"] = openai.OpenAI(
+        base_url=gateway.url + "/openai/v1", api_key=key, max_retries=2
+    )
+
+
+def test_a_call_through_the_gateway_is_recorded_once_there_and_its_cost_shown(
+    stack: tuple[Sim, Gateway], kernel: InteractiveShell
+) -> None:
+    _sim, gateway = stack
+    key = gateway.new_key("acme", "churn", "tina")
+    _client(kernel, gateway, key)
+    result, lines = run(
+        kernel,
+        f"r = client.chat.completions.create(model='gpt-4o-mini', messages={MESSAGES!r},"
+        " max_tokens=20)",
+    )
+    assert result.error_in_exec is None, result.error_in_exec
+    rows = gateway.rows("user_name = :u", u="tina")
+    assert len(rows) == 1 and rows[0].status == "ok" and rows[0].cost_nanos > 0
+    assert llmspend.records().empty  # nothing recorded (or reserved) in the kernel's store
+    cost = _money(nanos_to_usd(rows[0].cost_nanos))
+    assert lines == [f"llmspend · this cell: 1 call, {cost}"]
+
+    # A stream: its cost is not in its headers (it is in the gateway's store).
+    result, lines = run(
+        kernel,
+        f"s = client.chat.completions.create(model='gpt-4o-mini', messages={MESSAGES!r},"
+        " max_tokens=20, stream=True)\nchunks = list(s)",
+    )
+    assert result.error_in_exec is None, result.error_in_exec
+    assert kernel.user_ns["chunks"]
+    assert len(gateway.rows("user_name = :u", u="tina")) == 2
+    assert llmspend.records().empty
+    assert lines == ["llmspend · this cell: 1 call (1 costed at the gateway), $0"]
+
+
+def test_a_refusal_at_the_gateway_raises_budget_exceeded_and_nothing_is_sent(
+    stack: tuple[Sim, Gateway], kernel: InteractiveShell
+) -> None:
+    import openai
+
+    sim, gateway = stack
+    gateway.cli("budget", "set", "project", "acme/tight", "0.000001/day", "--hard")
+    key = gateway.new_key("acme", "tight", "tom")
+    _client(kernel, gateway, key)
+    sent = sim.count()
+    result, lines = run(
+        kernel,
+        f"client.chat.completions.create(model='gpt-4o-mini', messages={MESSAGES!r},"
+        " max_tokens=50)",
+    )
+    error = result.error_in_exec
+    assert type(error) is llmspend.BudgetExceeded, error
+    assert (error.budget, error.scope, error.period) == ("acme/tight", "project", "day")
+    assert error.limit == Decimal("0.000001") and error.estimate is not None
+
+    # The same message as the gateway's (solo mode's message for the same refusal).
+    raw = openai.OpenAI(base_url=gateway.url + "/openai/v1", api_key=key, max_retries=2)
+    llmspend.uninstall()
+    try:
+        with pytest.raises(openai.PermissionDeniedError) as denied:
+            raw.chat.completions.create(model="gpt-4o-mini", messages=MESSAGES, max_tokens=50)
+    finally:
+        llmspend.install()
+    assert str(error) == denied.value.body["message"]  # type: ignore[index]
+
+    assert sim.count() == sent  # the simulator saw nothing
+    refused = gateway.rows("user_name = :u", u="tom")
+    assert [(r.status, r.cost_nanos) for r in refused] == [("refused", 0), ("refused", 0)]
+    assert llmspend.records().empty
+    assert lines == ["llmspend · this cell: 1 call (1 refused), $0"]
+
+
+def test_a_bare_http_client_gets_budget_exceeded_too(
+    stack: tuple[Sim, Gateway], kernel: InteractiveShell
+) -> None:
+    sim, gateway = stack
+    gateway.cli("budget", "set", "project", "acme/bare", "0.000001/day", "--hard")
+    key = gateway.new_key("acme", "bare", "bo")
+    sent = sim.count()
+    with pytest.raises(llmspend.BudgetExceeded) as refused:
+        httpx.post(
+            gateway.url + "/openai/v1/chat/completions",
+            headers={"authorization": f"Bearer {key}"},
+            json={"model": "gpt-4o-mini", "messages": MESSAGES, "max_tokens": 50},
+        )
+    assert refused.value.budget == "acme/bare" and refused.value.scope == "project"
+    assert sim.count() == sent
+    assert llmspend.records().empty
+
+
+def test_team_hint_names_the_gateway(
+    stack: tuple[Sim, Gateway], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.delenv("LLMSPEND_GATEWAY_URL", raising=False)
+    assert llmspend.team_hint() == ""
+    monkeypatch.setenv("LLMSPEND_GATEWAY_URL", stack[1].url)
+    hint = llmspend.team_hint()
+    assert f"OPENAI_BASE_URL={stack[1].url}/openai/v1" in hint and "\n" not in hint
