@@ -345,7 +345,7 @@ class Dashboard(W.VBox):
                 repr(self),
                 [
                     [self.tiles.value],
-                    [self.gauges.value, self.trend.value, self.forecast.value],
+                    [self.gauges.value, self.trend.value + self.forecast.value],  # as laid out live
                     [self.by_model.value, self.by_project.value, self.by_user.value],
                     [self.alerts_html.value, self.alert_chart.value],
                 ],
