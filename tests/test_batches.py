@@ -185,3 +185,26 @@ def test_gemini_batch_refused_when_over_budget_or_unbounded(
             c.batches.create(model="gemini-2.5-flash", src="files/elsewhere")
     assert not any("batch" in r.path.lower() for r in fresh_sim.requests)
     assert [r["status"] for r in rows(installed)] == ["refused", "refused"]
+
+
+def test_openai_batch_of_several_models_is_unbounded(installed: Any, fresh_sim: SimServer) -> None:
+    """One reservation holds one model's prices: a file naming two is refused by default."""
+    import json
+
+    import openai
+
+    c = openai.OpenAI(api_key="x", base_url=fresh_sim.openai_base_url, max_retries=0)
+    lines = [
+        {"custom_id": f"r{i}", "method": "POST", "url": "/v1/chat/completions",
+         "body": {"model": model, "max_tokens": 10,
+                  "messages": [{"role": "user", "content": "q"}]}}
+        for i, model in enumerate(["gpt-4o-mini", "gpt-4o"])
+    ]  # fmt: skip
+    f = c.files.create(file=("in.jsonl", "\n".join(map(json.dumps, lines)).encode()),
+                       purpose="batch")  # fmt: skip
+    llmspend.set_budget("project", "acme/churn", "100", mode="hard")
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", UnknownModelWarning)
+        with pytest.raises(llmspend.BudgetExceeded):
+            c.batches.create(input_file_id=f.id, endpoint="/v1/chat/completions",
+                             completion_window="24h")  # fmt: skip

@@ -135,11 +135,7 @@ class BatchRequest:
         """A creation returned its batch: park the call under its id. A results stream:
         read it as the caller does (``_raw_iterator`` of the SDK's JSONL decoder)."""
         if self.call is not None:
-            bid = field(result, "id")
-            if isinstance(bid, str):
-                BATCHES.park(bid, self.call)
-            else:
-                self.call.finish(None, status="error")
+            BATCHES.created(self.call, field(result, "id"))
             return
         raw = getattr(result, "_raw_iterator", None)
         if self.batch_id is None or raw is None or self.batch_id not in BATCHES.parked:

@@ -18,7 +18,7 @@ from __future__ import annotations
 import atexit
 import threading
 from collections.abc import Iterable
-from typing import NamedTuple
+from typing import Any, NamedTuple
 
 from ..call import DEFAULT_OUTPUT_CAP, Call, Usage, output_cap_for
 from ..pipeline import begin_call
@@ -81,6 +81,15 @@ class BatchLedger:
             if not self._hooked:
                 atexit.register(self.flush)
                 self._hooked = True
+
+    def created(self, call: Call, job_id: Any) -> bool:
+        """A creation returned job ``job_id``: park its call (``False``, and the call
+        recorded as an error, when the provider named no job)."""
+        if not isinstance(job_id, str) or not job_id:
+            call.finish(None, status="error")
+            return False
+        self.park(job_id, call)
+        return True
 
     def note_file(self, file_id: str, job_id: str) -> None:
         """Job ``job_id``'s results are in file ``file_id`` (settled when it is read)."""

@@ -100,12 +100,8 @@ def seen(job: Any) -> None:
 
 
 def _created(call: Call, job: Any) -> None:
-    name = field(job, "name")
-    if not isinstance(name, str):
-        call.finish(None, status="error")
-        return
-    BATCHES.park(name, call)
-    seen(job)
+    if BATCHES.created(call, field(job, "name")):
+        seen(job)
 
 
 def _listed(result: Any) -> None:

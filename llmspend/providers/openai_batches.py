@@ -3,12 +3,15 @@
 The SDK uploads a batch's input (JSONL) with ``files.create(purpose="batch")`` and then
 calls ``batches.create(input_file_id=...)``. llmspend reads the upload as it leaves (the
 bytes the caller handed the SDK) and keeps, by file id and in this process only, what the
-file asks for: its model, a bound on its input tokens (``ceil(utf8_bytes / 4)`` of each
-line's request text) and on its output (each line's ``max_tokens``-style cap, or
+file asks for: its model, a bound on its input tokens (each line's request bounded as the
+openai dialect bounds a request: text, images, tools) and on its output (each line's
+``max_tokens``-style cap, else the model's published cap, else
 :data:`~llmspend.call.DEFAULT_OUTPUT_CAP`). ``batches.create`` is then begun as one call
 (api ``batches``) reserving that worst case at the batch price. A batch whose input file
-this process did not upload cannot be bounded: its model is unknown, so a hard budget
-refuses it by default (``unpriced_policy``), as it does a call to an unknown model.
+this process did not upload cannot be bounded, nor one whose lines name several models or
+content of unknown size (files, stored responses): it is begun for an unknown model, so a
+hard budget refuses it by default (``unpriced_policy``), as it does a call to an unknown
+model.
 
 One row per batch: the call is parked under the batch id (:mod:`.batch_jobs`, the
 machinery every provider's batches share) and settled, priced at the ``batch`` tier
@@ -32,17 +35,18 @@ import os
 from collections.abc import Mapping
 from typing import Any
 
-from ..call import DEFAULT_OUTPUT_CAP, Call
-from ..dialects import field
+from ..call import Call, measure_input
+from ..dialects import Request, field
 from ..dialects import openai as dialect
 from ..pipeline import internal_error
-from .batch_jobs import BatchInput, BatchLedger, total_usage
+from .batch_jobs import BatchInput, BatchLedger, output_bound, total_usage
 from .batch_jobs import begin_batch as start_batch
 
 __all__ = ["BATCHES", "BatchInput", "begin_batch", "created", "read_input", "watch"]
 
 log = logging.getLogger("llmspend")
 
+_CHAT = "/v1/chat/completions"
 _ENDPOINT_APIS = {"/v1/chat/completions": "chat.completions", "/v1/responses": "responses",
                   "/v1/embeddings": "embeddings", "/v1/completions": "completions",
                   "/v1/moderations": "moderations"}  # fmt: skip
@@ -61,11 +65,19 @@ def read_input(data: bytes) -> BatchInput | None:
         body = field(line, "body")
         if not isinstance(body, Mapping):
             return None
-        api = _ENDPOINT_APIS.get(str(field(line, "url") or "").split("?")[0], "chat.completions")
+        path = str(field(line, "url") or "").split("?")[0]
+        api = _ENDPOINT_APIS.get(path, "chat.completions")
         name = body.get("model")
-        model = model or (name if isinstance(name, str) else "")
-        inp += dialect.input_estimate(body)
-        out += dialect.max_output(api, body) or (0 if api == "embeddings" else DEFAULT_OUTPUT_CAP)
+        if not isinstance(name, str) or not name or (model and name != model):
+            return None  # one reservation holds one model's prices
+        model = name
+        r = dialect.route(Request("post", path if path in _ENDPOINT_APIS else _CHAT, body))
+        bound = measure_input(r.payload) if r is not None else None
+        if bound is None or bound.open_ended or bound.prior_ids:
+            return None  # content of unknown size: no offline bound
+        inp += bound.tokens
+        cap = dialect.max_output(api, body)
+        out += cap or (0 if api == "embeddings" else output_bound(model, None))
         n += 1
     return BatchInput(model, inp, out, n) if n else None
 
@@ -155,12 +167,8 @@ def begin_batch(provider: str, body: Mapping[str, Any]) -> Call | None:
 
 def created(call: Call, batch: Any) -> None:
     """``batches.create`` returned: park the call under the batch id (or settle, if done)."""
-    bid = field(batch, "id")
-    if not isinstance(bid, str):
-        call.finish(None, status="error")
-        return
-    BATCHES.park(bid, call)
-    BATCHES.seen(batch)
+    if BATCHES.created(call, field(batch, "id")):
+        BATCHES.seen(batch)
 
 
 def watch(method: str, url: str, options: Any) -> Any:
