@@ -25,18 +25,20 @@ CALLS = 6  # per client
 
 def _client(urls: list[str], key: str, index: int, barrier: Any) -> dict[str, int]:
     """One client process: ``CALLS`` chat calls alternating between the replicas."""
+    import httpx2  # the openai SDK's own HTTP library
     import openai
 
     attempts = 0
 
-    def count(request: httpx.Request) -> None:
+    def count(request: httpx2.Request) -> None:
         nonlocal attempts
         attempts += 1
 
     done = {"ok": 0, "refused": 0, "other": 0}
-    with httpx.Client(event_hooks={"request": [count]}, timeout=120) as http:
-        clients = [openai.OpenAI(base_url=u + "/openai/v1", api_key=key, http_client=http)
-                   for u in urls]  # fmt: skip
+    with httpx2.Client(event_hooks={"request": [count]}, timeout=120) as http:
+        clients: list[Any] = [
+            openai.OpenAI(base_url=u + "/openai/v1", api_key=key, http_client=http) for u in urls
+        ]
         barrier.wait()  # every client starts together
         for i in range(CALLS):
             try:
