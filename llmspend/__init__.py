@@ -207,6 +207,8 @@ def price(
 
 def _price_book() -> PriceBook:
     """The current tracker's price book if there is a tracker, else the process-wide one."""
+    # No tracker exists unless its module is loaded: looking in sys.modules imports nothing
+    # (no SQLAlchemy for a price).
     tracker_module = _sys.modules.get("llmspend.tracker")
     tracker = tracker_module.current_tracker() if tracker_module is not None else None
     if tracker is not None:
@@ -215,6 +217,7 @@ def _price_book() -> PriceBook:
 
 
 def _default_pricebook() -> PriceBook:
+    """``pricing.default_pricebook()``; the first call imports it and takes its place."""
     global _default_pricebook
     from .pricing.book import default_pricebook
 
