@@ -192,3 +192,111 @@ def test_hierarchy_rows_created(tracker) -> None:  # type: ignore[no-untyped-def
         projects = {r[0] for r in conn.exec_driver_sql("SELECT name FROM llmspend_projects")}
         users = {r[0] for r in conn.exec_driver_sql("SELECT name FROM llmspend_users")}
     assert "o1" in orgs and "p1" in projects and "u1" in users
+
+
+# -- the column path (llmspend.bulkload) gives what the row path gives ----------------------
+
+
+def backfill_row(i: int) -> dict:
+    """A row as a provider export gives it: cost given, most columns absent."""
+    return {
+        "ts": dt.datetime(2026, 4, 1) + dt.timedelta(seconds=37 * i),
+        "provider": "openai" if i % 3 else "google",
+        "api": "chat.completions",
+        "model": "gpt-4o-mini" if i % 3 else "gemini-2.5-flash",
+        "org": "acme",
+        "project": f"p{i % 4}",
+        "user": f"u{i % 9}",
+        "input_tokens": 1000 + i,
+        "cached_input_tokens": i % 500,
+        "output_tokens": 200 + i % 50,
+        "cost_usd": Decimal(i * 1237 + 1).scaleb(-9),
+        "status": "ok",
+        "latency_ms": 100.0 + i % 300,
+    }
+
+
+BIG = 3000
+
+
+@pytest.mark.parametrize("patch, field, message", BAD, ids=[b[1] + ":" + b[2] for b in BAD])
+def test_bad_row_in_a_big_batch_rejects_everything(
+    tracker, patch: dict, field: str, message: str
+) -> None:  # type: ignore[no-untyped-def]
+    from llmspend.usage import ingest_rows
+
+    rows = [backfill_row(i) for i in range(BIG)]
+    rows[1700].update(patch)
+    rows[2500]["model"] = None  # a later bad row is not the one named
+    if "colour" not in patch:  # one set of keys, as a DataFrame's rows have: the column path
+        keys = {k for r in rows for k in r}
+        rows = [{k: r.get(k) for k in keys} for r in rows]
+    with pytest.raises(IngestError, match=message) as info:
+        llmspend.ingest(rows)
+    assert (info.value.row, info.value.field) == (1700, field)
+    with pytest.raises(IngestError) as old:
+        ingest_rows(tracker.store, rows, defaults=tracker.defaults, pricer=tracker)
+    assert str(info.value) == str(old.value)
+    assert llmspend.records().empty and llmspend.records(as_="arrow").num_rows == 0
+
+
+def test_bad_row_in_a_big_frame_rejects_everything(tracker) -> None:  # type: ignore[no-untyped-def]
+    frame = pd.DataFrame([backfill_row(i) for i in range(BIG)])
+    frame.loc[2222, "output_tokens"] = -5
+    with pytest.raises(IngestError, match="row 2222, field 'output_tokens'"):
+        llmspend.ingest(frame)
+    assert llmspend.records().empty
+
+
+def _mixed_rows(n: int) -> list[dict]:
+    """Rows whose values take every shape the row validator accepts."""
+    rnd = random.Random(3)
+    rows = []
+    for i in range(n):
+        row = backfill_row(i)
+        k = i % 10
+        if k == 0:
+            row["cost_usd"] = rnd.random() / 100  # a float: read by its shortest repr
+        elif k == 1:
+            row["cost_usd"] = None  # priced at its ts
+        elif k == 2:
+            row["ts"] = (row["ts"].replace(tzinfo=UTC) + dt.timedelta(hours=2)).astimezone(
+                dt.timezone(dt.timedelta(hours=2))
+            )
+        elif k == 3:
+            row["ts"] = row["ts"].isoformat() + "Z"
+        elif k == 4:
+            row["price_status"] = "priced"
+            row["estimate_usd"] = "0.5"
+        elif k == 5:
+            row["tags"] = {"team": "red", "n": i % 3}
+            row["org"] = ""  # the default org
+        elif k == 6:
+            row["status"] = "error"
+            row["cost_usd"] = Decimal("1.0000000005")  # rounded half-even to the nanodollar
+        elif k == 7:
+            row["latency_ms"] = None
+            row["user"] = None
+        rows.append(row)
+    keys = {k for r in rows for k in r}
+    return [{k: r.get(k) for k in sorted(keys)} for r in rows]
+
+
+@pytest.mark.parametrize("as_frame", [False, True], ids=["dicts", "frame"])
+def test_column_path_equals_row_path(tracker, as_frame: bool) -> None:  # type: ignore[no-untyped-def]
+    from llmspend.usage import ingest_rows
+
+    rows = _mixed_rows(2000)
+    data = pd.DataFrame(rows) if as_frame else rows
+    assert llmspend.ingest(data) == 2000  # the column path (COPY on PostgreSQL)
+    assert ingest_rows(tracker.store, data, defaults=tracker.defaults, pricer=tracker) == 2000
+    frame = llmspend.records().sort_values("id").reset_index(drop=True)
+    fast, slow = frame.iloc[:2000], frame.iloc[2000:]
+    pd.testing.assert_frame_equal(
+        fast.drop(columns=["id"]).reset_index(drop=True),
+        slow.drop(columns=["id"]).reset_index(drop=True),
+    )
+    assert fast["price_status"].value_counts().to_dict() == {
+        "imported": 1600,
+        "priced": 400,
+    } or set(fast["price_status"]) <= {"imported", "priced", "unknown"}
