@@ -54,7 +54,9 @@ def kernel(
         config.HistoryAccessor.enabled = False
         config.InteractiveShell.colors = "nocolor"
         shell = InteractiveShell.instance(config=config)
-    run(shell, "%load_ext llmspend")
+    with capture_output() as cap:
+        shell.run_cell("%load_ext llmspend", store_history=False)
+    shell.user_ns["load_ext_said"] = cap.stdout
     enabled, minimum = cell_cost.enabled, cell_cost.min_usd
     cell_cost.enabled, cell_cost.min_usd = True, Decimal(0)
     yield shell
@@ -168,6 +170,14 @@ def test_a_bare_http_client_gets_budget_exceeded_too(
     assert refused.value.budget == "acme/bare" and refused.value.scope == "project"
     assert sim.count() == sent
     assert llmspend.records().empty
+
+
+def test_load_ext_in_team_mode_prints_the_hint(
+    stack: tuple[Sim, Gateway], kernel: InteractiveShell
+) -> None:
+    said = kernel.user_ns["load_ext_said"]
+    assert said.strip() == llmspend.team_hint()
+    assert f"OPENAI_BASE_URL={stack[1].url}/openai/v1" in said
 
 
 def test_team_hint_names_the_gateway(

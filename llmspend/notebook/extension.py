@@ -20,6 +20,7 @@ import sys
 from typing import Any
 
 from ..pipeline import settle_interrupted
+from ..teammode import team_hint
 from ..tracker import installed_tracker
 from .cellcost import cell_cost
 from .commands import ensure_tag_hook
@@ -106,6 +107,9 @@ def load(ipython: Any) -> None:
 
     tracker = llmspend.install()
     warn_if_degraded(tracker)
+    hint = team_hint()
+    if hint and id(ipython) not in _loaded:
+        print(hint)
     cell_cost.attach(tracker)
 
     ensure_tag_hook(tracker)
