@@ -255,9 +255,7 @@ def _text(col: Any, key: str, default: Any, out: _Columns) -> Any:
 
     if _kind(col) not in ("string", "empty"):
         return _per_value(col, lambda v, i: check(v), out)
-    if _missing(col).any() and required:
-        out.mark(_missing(col))
-    return _distinct(col, check, out)
+    return _distinct(col, check, out)  # a required value missing fails its check
 
 
 def _choice(col: Any, allowed: frozenset[str], default: str, out: _Columns) -> Any:
