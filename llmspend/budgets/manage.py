@@ -1,7 +1,10 @@
 """Setting, changing, listing and deleting budgets; their status and history.
 
 Everything lives in the store (never only in a cache) and every change is audited in
-``llmspend_audit``: who, when, and the definition before and after.
+``llmspend_audit`` (hash-chained, see ``llmspend.store.audit``): who, when, and the definition
+before and after, with the webhook URL masked. ``actor=`` is who made the change (the gateway
+passes the authenticated one); without it, the local user. A webhook URL is never read back:
+every :class:`Budget` returned carries its masked form.
 """
 
 from __future__ import annotations
@@ -16,6 +19,7 @@ from sqlalchemy import Connection, delete, insert, select, update
 from ..config import default_attribution
 from ..errors import BudgetError
 from ..money import nanos_to_usd
+from ..store.audit import append_entry
 from ..store.hierarchy import ensure_entities
 from ..store.models import AuditEntry, BudgetPeriod
 from ..store.models import Budget as BudgetRow
@@ -32,6 +36,8 @@ from .spec import (
     check_choice,
     check_period,
     check_timezone,
+    check_webhook_url,
+    mask_url,
     parse_key,
     parse_limit,
     parse_thresholds,
@@ -75,6 +81,7 @@ def _definition(row: Any) -> dict[str, Any]:
     d = {k: getattr(row, k) for k in _DEFINITION}
     d["limit_usd"] = str(nanos_to_usd(d.pop("limit_nanos")))
     d["thresholds"] = json.loads(d["thresholds"])
+    d["webhook_url"] = mask_url(d["webhook_url"])
     return d
 
 
@@ -87,16 +94,8 @@ def _audit(
     old: dict[str, Any] | None,
     new: dict[str, Any] | None,
 ) -> None:
-    conn.execute(
-        insert(AuditEntry).values(
-            ts=utcnow(),
-            actor=actor,
-            action=action,
-            budget_key=key[:600],
-            budget_id=budget_id,
-            old=None if old is None else json.dumps(old, sort_keys=True),
-            new=None if new is None else json.dumps(new, sort_keys=True),
-        )
+    append_entry(
+        conn, actor=actor, action=action, budget_key=key, budget_id=budget_id, old=old, new=new
     )
 
 
@@ -124,7 +123,7 @@ def _to_budget(row: Any, created: dt.datetime, updated: dt.datetime) -> Budget:
         is_default=bool(row.default_for),
         inherited=row.derived_from is not None,
         unpriced_policy=row.unpriced_policy or "refuse",
-        webhook_url=row.webhook_url,
+        webhook_url=mask_url(row.webhook_url),
         created_at=created,
         updated_at=updated,
     )
@@ -151,10 +150,8 @@ def _validated(
 ) -> dict[str, Any]:
     if isinstance(week_start, bool) or not isinstance(week_start, int) or not 0 <= week_start <= 6:
         raise BudgetError(f"week_start must be 0 (Monday) to 6 (Sunday), got {week_start!r}")
-    if webhook_url is not None and (
-        not isinstance(webhook_url, str) or not webhook_url.startswith(("http://", "https://"))
-    ):
-        raise BudgetError(f"webhook_url must be an http(s) URL, got {webhook_url!r}")
+    if webhook_url is not None:
+        check_webhook_url(webhook_url)
     return {
         "limit_nanos": parse_limit(limit),
         "period": check_period(period),
@@ -273,6 +270,10 @@ def update_budget(
             f"cannot update {', '.join(sorted(unknown))}; use: {', '.join(sorted(allowed))}"
         )
     current = get_budget(store, scope, name)
+    with store.begin() as conn:  # the real URL: the Budget carries only its masked form
+        raw_url = conn.execute(
+            select(BudgetRow.webhook_url).where(BudgetRow.id == current.id)
+        ).scalar()
     merged = {
         "limit": current.limit_usd,
         "period": current.period,
@@ -281,7 +282,7 @@ def update_budget(
         "timezone": current.timezone,
         "week_start": current.week_start,
         "unpriced": current.unpriced_policy,
-        "webhook_url": current.webhook_url,
+        "webhook_url": raw_url,
     }
     merged.update(changes)
     limit = merged.pop("limit")
@@ -449,7 +450,7 @@ def audit_log(store: Store, scope: str | None = None, name: str | None = None) -
         AuditEntry.budget_key,
         AuditEntry.old,
         AuditEntry.new,
-    ).order_by(AuditEntry.id)
+    ).order_by(AuditEntry.seq, AuditEntry.id)
     if scope is not None and name is not None:
         stmt = stmt.where(AuditEntry.budget_key == parse_key(scope, name).label)
     with store.begin() as conn:

@@ -27,13 +27,23 @@ from collections.abc import Iterable
 from dataclasses import dataclass
 from decimal import Decimal, InvalidOperation
 from typing import Any
+from urllib.parse import urlsplit
 
 from ..attribution import validate_name
 from ..errors import BudgetError
 from ..money import usd_to_nanos
 from .periods import PERIODS, zone
 
-__all__ = ["Budget", "BudgetKey", "BudgetStatus", "parse_key", "parse_limit", "parse_thresholds"]
+__all__ = [
+    "Budget",
+    "BudgetKey",
+    "BudgetStatus",
+    "check_webhook_url",
+    "mask_url",
+    "parse_key",
+    "parse_limit",
+    "parse_thresholds",
+]
 
 SCOPES = ("org", "project", "user")
 MODES = ("hard", "soft")
@@ -192,7 +202,7 @@ class Budget:
     is_default: bool
     inherited: bool
     unpriced_policy: str
-    webhook_url: str | None
+    webhook_url: str | None  # masked, scheme://host/***: the full URL is never read back
     created_at: dt.datetime
     updated_at: dt.datetime
 
@@ -269,3 +279,45 @@ def parse_alert_percents(text: str) -> tuple[Decimal, ...]:
             raise BudgetError(f"alert percentages must be in (0, 100], got {part.strip()!r}")
         out.append(value / 100)
     return tuple(sorted(set(out)))
+
+
+def check_webhook_url(url: Any) -> str:
+    """An http(s) URL with a host and no control characters or spaces, else ``BudgetError``.
+
+    Only the form is checked here; where it may be delivered is decided at delivery time
+    (``llmspend.alerting.destinations``). The message never repeats the URL's path.
+    """
+    if not isinstance(url, str) or not url.startswith(("http://", "https://")):
+        shown = mask_url(url) if isinstance(url, str) else repr(url)
+        raise BudgetError(f"webhook url must be an http(s) URL, got {shown!r}")
+    if any(ord(c) < 0x21 or 0x7F <= ord(c) <= 0x9F for c in url):
+        raise BudgetError(
+            "webhook url must not contain spaces or control characters (tab, newline, NUL...)"
+        )
+    if len(url) > 2000:
+        raise BudgetError("webhook url is longer than 2000 characters")
+    try:
+        parts = urlsplit(url)
+        parts.port  # noqa: B018 - raises ValueError on a bad port
+    except ValueError as exc:
+        raise BudgetError(f"webhook url is malformed: {exc}") from None
+    if not parts.hostname:
+        raise BudgetError("webhook url has no host")
+    return url
+
+
+def mask_url(url: str | None) -> str | None:
+    """``scheme://host[:port]`` with any userinfo, path, query or fragment shown as ``***``.
+
+    Webhook URLs carry their secret there (Slack's path, ``?token=``), so listings, API
+    answers and audit entries show this form and the full URL is never read back.
+    """
+    if url is None:
+        return None
+    try:
+        parts = urlsplit(url)
+        host = parts.netloc.rsplit("@", 1)[-1]
+    except ValueError:
+        return "***"
+    secret = "@" in parts.netloc or parts.path not in ("", "/") or parts.query or parts.fragment
+    return f"{parts.scheme}://{host}{'/***' if secret else parts.path}"[:300]

@@ -246,10 +246,13 @@ class Alert(Base):
 
 
 class AuditEntry(Base):
-    """Who changed which budget when, from what to what."""
+    """Who changed which budget when, from what to what; hash-chained (``store.audit``)."""
 
     __tablename__ = "llmspend_audit"
-    __table_args__ = (Index("ix_llmspend_audit_ts", "ts"),)
+    __table_args__ = (
+        Index("ix_llmspend_audit_ts", "ts"),
+        Index("ux_llmspend_audit_seq", "seq", unique=True),
+    )
 
     id: Mapped[int] = mapped_column(BigId, primary_key=True)
     ts: Mapped[dt.datetime] = mapped_column(DateTime())
@@ -259,6 +262,9 @@ class AuditEntry(Base):
     budget_id: Mapped[int | None] = mapped_column(BigInteger)
     old: Mapped[str | None] = mapped_column(Text)
     new: Mapped[str | None] = mapped_column(Text)
+    seq: Mapped[int | None] = mapped_column(BigInteger)  # 1, 2, 3... in chain order
+    prev_hash: Mapped[str | None] = mapped_column(String(64))
+    hash: Mapped[str | None] = mapped_column(String(64))
 
 
 class WebhookDelivery(Base):
@@ -274,7 +280,7 @@ class WebhookDelivery(Base):
     )
     # Only scheme://host of the URL: webhook URLs often carry a secret token in the path.
     target: Mapped[str] = mapped_column(String(300))
-    status: Mapped[str] = mapped_column(String(16))  # delivered / failed
+    status: Mapped[str] = mapped_column(String(16))  # delivered / failed / refused
     attempts: Mapped[int] = mapped_column(Integer)
     http_status: Mapped[int | None] = mapped_column(Integer)
     error: Mapped[str | None] = mapped_column(String(500))
