@@ -2,12 +2,13 @@
 
 For periods ``[b[i], b[i+1])`` (naive UTC; :data:`LO_INF` / :data:`HI_INF` for open ends),
 each level snaps every boundary to its own grid (nearest Monday 00:00 UTC, nearest UTC
-midnight, nearest hour, or the exact time for raw rows). The rollup levels read the tables
-of one family (:data:`~llmspend.store.rollups.FAMILIES`): the narrowest that keeps every
-dimension the query groups or filters by. A level's *segments* are the time ranges where
-its assignment of a row to a period differs from the assignment of the level above: there,
-the level adds its rows to the period it assigns and subtracts them from the one the level
-above assigned. Summed over all levels, every row counts once, in its true period
+midnight, nearest hour, nearest quarter hour (team and model families), or the exact time
+for raw rows). The rollup levels read the tables of one family
+(:data:`~llmspend.store.rollups.FAMILIES`): the narrowest that keeps every dimension the
+query groups or filters by. A level's *segments* are the time ranges where its assignment
+of a row to a period differs from the assignment of the level above: there, the level adds
+its rows to the period it assigns and subtracts them from the one the level above
+assigned. Summed over all levels, every row counts once, in its true period
 (``tests/test_analytics_engine.py`` checks this property on random inputs)."""
 
 from __future__ import annotations
@@ -42,6 +43,7 @@ HI_INF = dt.datetime.max
 HOUR = dt.timedelta(hours=1)
 DAY = dt.timedelta(days=1)
 WEEK = dt.timedelta(days=7)
+QUARTER = dt.timedelta(minutes=15)
 _MONDAY = dt.datetime(1970, 1, 5)
 
 
@@ -52,7 +54,7 @@ class Level:
     unit: dt.timedelta | None
 
 
-_UNITS = {"hour": HOUR, "day": DAY, "week": WEEK}
+_UNITS = {"quarter": QUARTER, "hour": HOUR, "day": DAY, "week": WEEK}
 #: family → grain → level
 _LEVELS: dict[str, dict[str, Level]] = {}
 for _r in ROLLUPS:
@@ -87,6 +89,8 @@ class Segment:
 
 
 def _floor(t: dt.datetime, unit: dt.timedelta) -> dt.datetime:
+    if unit == QUARTER:
+        return t.replace(minute=t.minute // 15 * 15, second=0, microsecond=0)
     if unit == WEEK:
         return _MONDAY + (t - _MONDAY) // WEEK * WEEK
     if unit == DAY:
@@ -148,6 +152,9 @@ def plan(
             levels.append(days)
         if span is None or span >= 2 * HOUR:
             levels.append(hours)
+        quarters = _LEVELS[family].get("quarter")
+        if quarters is not None and (span is None or span >= 2 * QUARTER):
+            levels.append(quarters)
     levels.append(RAW)
     out = []
     upper: list[dt.datetime] | None = None

@@ -38,10 +38,12 @@ __all__ = [
     "RollupHourly",
     "RollupModelDaily",
     "RollupModelHourly",
+    "RollupModelQuarter",
     "RollupModelWeekly",
     "RollupState",
     "RollupTeamDaily",
     "RollupTeamHourly",
+    "RollupTeamQuarter",
     "RollupTeamWeekly",
     "RollupWeekly",
     "UsageRecord",
@@ -380,6 +382,21 @@ class RollupModelWeekly(_RollupBucket, Base):
     """Per UTC week × provider × model (org, project and user = "")."""
 
     __tablename__ = "llmspend_rollup_weekly_model"
+    __table_args__ = {"sqlite_with_rowid": False}  # noqa: RUF012  (SQLAlchemy reads it)
+
+
+class RollupTeamQuarter(_RollupBucket, Base):
+    """Per UTC quarter hour × org × project × provider × model (``user_name`` = ""): time
+    zones off the whole hour (+5:30, +5:45) read these instead of raw rows."""
+
+    __tablename__ = "llmspend_rollup_quarter_team"
+    __table_args__ = {"sqlite_with_rowid": False}  # noqa: RUF012  (SQLAlchemy reads it)
+
+
+class RollupModelQuarter(_RollupBucket, Base):
+    """Per UTC quarter hour × provider × model (org, project and user = "")."""
+
+    __tablename__ = "llmspend_rollup_quarter_model"
     __table_args__ = {"sqlite_with_rowid": False}  # noqa: RUF012  (SQLAlchemy reads it)
 
 

@@ -48,9 +48,11 @@ from .models import (
     RollupHourly,
     RollupModelDaily,
     RollupModelHourly,
+    RollupModelQuarter,
     RollupModelWeekly,
     RollupTeamDaily,
     RollupTeamHourly,
+    RollupTeamQuarter,
     RollupTeamWeekly,
     RollupWeekly,
     UsageRecord,
@@ -97,7 +99,7 @@ class Rollup:
 
     table: Table
     family: str
-    grain: str  # "hour", "day" or "week" (weeks start on Monday, UTC)
+    grain: str  # "quarter" (hour), "hour", "day" or "week" (weeks start on Monday, UTC)
 
     @property
     def dims(self) -> tuple[str, ...]:
@@ -119,6 +121,8 @@ ROLLUPS: tuple[Rollup, ...] = (
     _r(RollupModelHourly, "model", "hour"),
     _r(RollupModelDaily, "model", "day"),
     _r(RollupModelWeekly, "model", "week"),
+    _r(RollupTeamQuarter, "team", "quarter"),
+    _r(RollupModelQuarter, "model", "quarter"),
 )
 _TABLES: tuple[Table, Table] = (RollupHourly.__table__, RollupDaily.__table__)  # type: ignore[assignment]
 _COLUMNS = ("bucket", *DIMENSION_COLUMNS, *MEASURES)
@@ -200,6 +204,8 @@ def _week(t: dt.datetime) -> dt.datetime:
 
 
 def _bucket_of(t: dt.datetime, grain: str) -> dt.datetime:
+    if grain == "quarter":
+        return t.replace(minute=t.minute // 15 * 15, second=0, microsecond=0)
     if grain == "hour":
         return t.replace(minute=0, second=0, microsecond=0)
     if grain == "day":
@@ -264,6 +270,7 @@ def add_rows(conn: Connection | Tx, rows: Iterable[Mapping[str, Any]]) -> None:
     """Add usage rows (dicts with store column names) to the rollups, on ``conn``'s
     transaction: summed per bucket in Python first, then one upsert per bucket."""
     hourly: dict[tuple[Any, ...], list[int]] = {}
+    quarters: dict[tuple[Any, ...], list[int]] = {}
     start = end = None
     for row in rows:
         ts, org, project, user, provider, model, status, cost, i, c, w, o, r = _ROW_FIELDS(row)
@@ -281,6 +288,9 @@ def add_rows(conn: Connection | Tx, rows: Iterable[Mapping[str, Any]]) -> None:
         ]  # fmt: skip
         acc = hourly.get(key)
         hourly[key] = sums if acc is None else list(map(add, acc, sums))
+        qkey = (ts.replace(minute=ts.minute // 15 * 15, second=0, microsecond=0), *key[1:])
+        acc = quarters.get(qkey)
+        quarters[qkey] = sums if acc is None else list(map(add, acc, sums))
     if not hourly:
         return
     sqlite = conn.dialect.name == "sqlite"
@@ -292,7 +302,7 @@ def add_rows(conn: Connection | Tx, rows: Iterable[Mapping[str, Any]]) -> None:
         else:
             sums_by_key = {}
             buckets: dict[dt.datetime, dt.datetime] = {}
-            for key, sums in hourly.items():
+            for key, sums in (quarters if r.grain == "quarter" else hourly).items():
                 b = buckets.get(key[0])
                 if b is None:
                     b = buckets[key[0]] = _bucket_of(key[0], r.grain)
@@ -331,6 +341,9 @@ _MARK = SQL("UPDATE llmspend_rollup_state SET rolled_through = :last WHERE id = 
 
 
 _SQLITE_BUCKET = {
+    "quarter": "substr(ts, 1, 14) || CASE WHEN substr(ts, 15, 2) < '15' THEN '00' "
+    "WHEN substr(ts, 15, 2) < '30' THEN '15' WHEN substr(ts, 15, 2) < '45' THEN '30' "
+    "ELSE '45' END || ':00.000000'",
     "hour": "substr(ts, 1, 13) || ':00:00.000000'",
     "day": "substr(ts, 1, 10) || ' 00:00:00.000000'",
     "week": "date(substr(ts, 1, 10), '-6 days', 'weekday 1') || ' 00:00:00.000000'",
@@ -401,7 +414,15 @@ def up_to_date(store: Store) -> Store:
 
 def _bucket_expr(conn: Connection, column: Any, unit: str) -> Any:
     if conn.dialect.name == "postgresql":
+        if unit == "quarter":
+            return func.date_bin(
+                literal_column("interval '15 minutes'"),
+                column,
+                literal_column("timestamp '2000-01-01'"),
+            )
         return func.date_trunc(unit, column)
+    if unit == "quarter":
+        return literal_column(_SQLITE_BUCKET["quarter"])  # over the usage table only
     # SQLite keeps DateTime as 'YYYY-MM-DD HH:MM:SS.ffffff' text: cut and pad it.
     if unit == "week":
         day = func.date(func.substr(column, 1, 10), "-6 days", "weekday 1")
@@ -443,7 +464,16 @@ def rebuild_in(conn: Connection) -> tuple[int, int]:
             list(_COLUMNS), select(hour, *dims, *_sums_from_usage()).group_by(*by)
         )
     )
-    fill_from_hourly(conn, ROLLUPS[1:])
+    fill_from_hourly(conn, [r for r in ROLLUPS[1:] if r.grain != "quarter"])
+    for r in ROLLUPS:
+        if r.grain == "quarter":
+            bucket = _bucket_expr(conn, u.ts, "quarter")
+            kept = [d if d.key in r.dims else literal_column("''") for d in dims]
+            conn.execute(
+                insert(r.table).from_select(
+                    list(_COLUMNS), select(bucket, *kept, *_sums_from_usage()).group_by(*by)
+                )
+            )
     if conn.dialect.name == "sqlite":  # every row is in them now
         Tx.of(conn).run(_MARK, {"last": conn.execute(select(func.max(u.id))).scalar() or 0})
     n_hourly = conn.execute(select(func.count()).select_from(hourly)).scalar_one()
