@@ -4,6 +4,7 @@ simulator — reserved at creation, settled once at batch rates, refused when un
 from __future__ import annotations
 
 import asyncio
+import json
 import warnings
 from collections.abc import Iterator
 from decimal import Decimal
@@ -208,3 +209,24 @@ def test_openai_batch_of_several_models_is_unbounded(installed: Any, fresh_sim: 
         with pytest.raises(llmspend.BudgetExceeded):
             c.batches.create(input_file_id=f.id, endpoint="/v1/chat/completions",
                              completion_window="24h")  # fmt: skip
+
+
+def test_gemini_file_job_let_through_is_settled_from_its_results_file(
+    installed: Any, fresh_sim: SimServer
+) -> None:
+    """A file source is unbounded: with ``unpriced="allow"`` it goes out, and its row is
+    settled once from the results file when that is downloaded."""
+    llmspend.set_budget("project", "acme/churn", "100", mode="hard", unpriced="allow")
+    c = gemini(fresh_sim)
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", UnknownModelWarning)
+        job = c.batches.create(model="gemini-2.5-flash", src="files/input-elsewhere")
+        done = c.batches.get(name=str(job.name))
+    assert done.dest is not None and done.dest.file_name
+    assert rows(installed) == []  # results in a file: settled when it is read
+    for _ in range(2):
+        data = c.files.download(file=done.dest.file_name)
+    row = settled_once(installed, "google", "gemini-2.5-flash", str(job.name))
+    lines = [json.loads(x)["response"]["usageMetadata"] for x in data.splitlines()]
+    assert row["input_tokens"] == sum(u["promptTokenCount"] for u in lines)
+    assert row["model"] == "gemini-2.5-flash" and row["service_tier"] == "batch"

@@ -2,8 +2,9 @@
 
 Hooks (``google.genai.batches``, class level, sync and async): ``Batches._create`` (what
 ``client.batches.create`` sends: ``POST models/{model}:batchGenerateContent``),
-``Batches.get`` (``GET batches/{name}``) and ``Batches._list`` (``GET batches``, each page
-of ``client.batches.list``).
+``Batches.get`` (``GET batches/{name}``), ``Batches._list`` (``GET batches``, each page
+of ``client.batches.list``), and ``google.genai.files``' ``Files.download`` (a results
+file).
 
 A job of inline requests (``src=[{contents, config}, ...]``) is begun as one call (api
 ``batches``) reserving the worst case of its requests — each bounded as the Gemini dialect
@@ -16,13 +17,16 @@ model: a hard budget refuses it by default (``unpriced_policy``).
 
 The call is parked under the job's name (:mod:`.batch_jobs`) and settled, at the batch
 price, when a ``get`` or ``list`` first returns the job finished: the ``usage_metadata`` of
-every inline response, summed, the model from the first. A finished job without inline
-responses (results in a file) is settled from its bound at exit; a failed, cancelled or
-expired one without results costs nothing. Reading it again counts nothing more.
+every inline response, summed, the model from the first. A finished job whose results are
+in a file (``dest.file_name``) is settled when that file is downloaded
+(``Files.download`` returning the bytes: the usage of every line's response), else from
+its bound at exit; a failed, cancelled or expired one without results costs nothing.
+Reading it again counts nothing more.
 """
 
 from __future__ import annotations
 
+import json
 from typing import Any
 
 from ..call import Call, Usage
@@ -36,6 +40,7 @@ from .gemini_usage import arun_recorded, route, run_recorded
 __all__ = ["BATCHES", "patches", "read_source"]
 
 MODULE = "google.genai.batches"
+FILES = "google.genai.files"
 
 BATCHES = BatchLedger()
 """The process-wide record of parked Gemini batch jobs."""
@@ -95,8 +100,39 @@ def seen(job: Any) -> None:
                 usages.append(usage)
                 model = model or field(response, "model_version")
         BATCHES.settle(name, total_usage(usages), model if isinstance(model, str) else None)
-    elif not state.endswith("SUCCEEDED") and field(field(job, "dest"), "file_name") is None:
+        return
+    file_name = field(field(job, "dest"), "file_name")
+    if isinstance(file_name, str) and file_name:
+        BATCHES.note_file(_file_id(file_name), name)  # settled when it is downloaded
+    elif not state.endswith("SUCCEEDED"):
         BATCHES.settle(name, Usage(), status="error")
+
+
+def _file_id(file: Any) -> str:
+    """``files/abc`` for a file name, ``abc``, or a File object."""
+    name = field(file, "name") if not isinstance(file, str) else file
+    name = name if isinstance(name, str) else ""
+    return name if name.startswith("files/") else f"files/{name}"
+
+
+def results(file: Any, data: Any) -> None:
+    """A downloaded results file (JSONL of ``{key, response}``): settle its job from the
+    responses' usage, the model from the first."""
+    job = BATCHES.job_of_file(_file_id(file))
+    if job is None or not isinstance(data, bytes):
+        return
+    usages: list[Usage] = []
+    model = None
+    for raw in data.splitlines():
+        try:
+            response = field(json.loads(raw), "response")
+        except ValueError:
+            continue
+        usage = dialect.usage_of(response) if isinstance(response, dict) else None
+        if usage is not None:
+            usages.append(usage)
+            model = model or field(response, "model_version")
+    BATCHES.settle(job, total_usage(usages), model if isinstance(model, str) else None)
 
 
 def _created(call: Call, job: Any) -> None:
@@ -153,6 +189,28 @@ _get, _aget = _reader(seen)
 _list, _alist = _reader(_listed)
 
 
+def _download(wrapped: Any, instance: Any, args: tuple[Any, ...], kwargs: dict[str, Any]) -> Any:
+    """``Files.download``: a batch's results file, read as the caller reads it."""
+    if not BATCHES.files:
+        return wrapped(*args, **kwargs)
+    with handled():
+        data = wrapped(*args, **kwargs)
+    shielded(results, kwargs.get("file"), data, what="read a Gemini batch's results")
+    return data
+
+
+async def _adownload(
+    wrapped: Any, instance: Any, args: tuple[Any, ...], kwargs: dict[str, Any]
+) -> Any:
+    """``AsyncFiles.download``."""
+    if not BATCHES.files:
+        return await wrapped(*args, **kwargs)
+    with handled():
+        data = await wrapped(*args, **kwargs)
+    shielded(results, kwargs.get("file"), data, what="read a Gemini batch's results")
+    return data
+
+
 def patches() -> list[Patch]:
     """The batch hooks of the google-genai plugin."""
     return [
@@ -162,4 +220,6 @@ def patches() -> list[Patch]:
         Patch(MODULE, "AsyncBatches.get", _aget),
         Patch(MODULE, "Batches._list", _list),
         Patch(MODULE, "AsyncBatches._list", _alist),
+        Patch(FILES, "Files.download", _download),
+        Patch(FILES, "AsyncFiles.download", _adownload),
     ]

@@ -24,7 +24,7 @@ from .formulas import (
     vector,
 )
 
-__all__ = ["error_body", "handle", "handle_batches", "handle_models"]
+__all__ = ["error_body", "handle", "handle_batches", "handle_download", "handle_models"]
 
 MEDIA_TOKENS = gemini.MEDIA_TOKENS
 """Prompt tokens counted for each ``inlineData`` / ``fileData`` part (the dialect's)."""
@@ -285,7 +285,8 @@ def _batch_reply(ex: Exchange, model: str, request: dict[str, Any]) -> dict[str,
 def _batch_create(ex: Exchange, model: str) -> None:
     """``models/{model}:batchGenerateContent``: a job of inline requests, ``PENDING`` when
     created and ``SUCCEEDED`` (with every inline response and its usage) from the first
-    read on. A file source is accepted; its job succeeds with an (empty) responses file."""
+    read on. A file source is accepted; its job succeeds with a responses file of two
+    lines (``files/{name}:download``)."""
     config = _get(_get(_body(ex), "batch"), "inputConfig") or {}
     items = _get(_get(config, "requests"), "requests")
     name = f"batches/{ex.ident('')}"
@@ -300,8 +301,16 @@ def _batch_create(ex: Exchange, model: str) -> None:
             for i in items if isinstance(i, dict)
         ]  # fmt: skip
         output: dict[str, Any] = {"inlinedResponses": {"inlinedResponses": replies}}
-    else:
-        output = {"responsesFile": f"files/{ex.ident('batch-results-')}"}
+    else:  # a file source: two lines of results, in a file to download
+        results = f"files/{ex.ident('batch-results-')}"
+        lines = [
+            {"key": f"request-{i}", "response": _batch_reply(ex, model, {"contents": [
+                {"parts": [{"text": f"file request {i}"}], "role": "user"}]})}
+            for i in range(2)
+        ]  # fmt: skip
+        data = "".join(json.dumps(line) + "\n" for line in lines).encode()
+        ex.sim._remember({"id": results, "_gemini_file": data})
+        output = {"responsesFile": results}
     done = dict(meta, state="BATCH_STATE_SUCCEEDED", output=output,
                 endTime="2026-12-05T00:00:01Z")  # fmt: skip
     ex.sim._remember({"id": name, "_gemini_batch": {"name": name, "metadata": done, "done": True}})
@@ -320,3 +329,12 @@ def handle_batches(ex: Exchange, name: str | None) -> None:
     if job is None:
         return ex.send_error(404, f"Batch batches/{name} not found.")
     ex.send_json(job)
+
+
+def handle_download(ex: Exchange, name: str) -> None:
+    """``GET .../files/{name}:download?alt=media``: a batch's results file."""
+    ex.error_body = error_body
+    stored = ex.sim.store.get(f"files/{name}")
+    if ex.method != "GET" or stored is None or "_gemini_file" not in stored:
+        return ex.send_error(404, f"File files/{name} not found.")
+    ex.send_body(stored["_gemini_file"], "application/octet-stream")

@@ -55,6 +55,7 @@ _LOOPBACK = ("127.", "localhost")
 
 _GEMINI_MODELS = re.compile(r"^/(?:v1|v1beta|v1alpha)/models(?:/([^/:]+))?$")
 _GEMINI_BATCHES = re.compile(r"^/(?:v1|v1beta|v1alpha)/batches(?:/([^/:]+))?$")
+_GEMINI_DOWNLOAD = re.compile(r"^/(?:v1|v1beta|v1alpha)/files/([^/:]+):download$")
 _AZURE_DEPLOYMENT = re.compile(r"^/openai/deployments/([^/]+)(/.*)$")
 _OPENAI_PREFIXES = (("/openai/v1", "azure"), ("/openai", "azure"), ("/api/v1", "openrouter"))
 
@@ -70,6 +71,8 @@ def _route(ex: Exchange) -> None:
         return gemini_api.handle_models(ex, m.group(1))
     if (m := _GEMINI_BATCHES.match(path)) and google:
         return gemini_api.handle_batches(ex, m.group(1))
+    if (m := _GEMINI_DOWNLOAD.match(path)) and google:
+        return gemini_api.handle_download(ex, m.group(1))
     if path.endswith(costs_api.PATH):  # the organization Costs API (admin)
         return costs_api.handle(ex)
     if m := _AZURE_DEPLOYMENT.match(path):
