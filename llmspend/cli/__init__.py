@@ -17,6 +17,7 @@ from ..errors import LLMSpendError
 __all__ = ["main"]
 
 _SUBCOMMANDS = (
+    "audit",
     "budget",
     "db",
     "export",
