@@ -20,9 +20,10 @@ import httpx
 from starlette.applications import Starlette
 from starlette.requests import Request
 from starlette.responses import JSONResponse
-from starlette.routing import Route
+from starlette.routing import Mount, Route
 
 from ..tracker import Tracker, set_tracker
+from .api import data_api
 from .config import GatewayConfig
 from .hub import HubIdentities
 from .proxy import Proxy
@@ -61,6 +62,7 @@ def build_app(config: GatewayConfig, database_url: str | None = None) -> Starlet
     return Starlette(
         routes=[
             Route("/health", _health, methods=["GET"]),
+            Mount("/llmspend/api/v1", app=data_api(config, tracker.store, hub)),
             Route("/{upstream}/{rest:path}", proxy),
         ],
         lifespan=lifespan,

@@ -44,6 +44,7 @@ from urllib.parse import urlsplit
 
 from ..dialects.hosts import DIALECTS
 from ..errors import ConfigError
+from .roles import RoleConfig, parse_roles
 
 __all__ = [
     "AUTH_HEADERS",
@@ -105,6 +106,7 @@ class GatewayConfig:
     timeout: float = 600.0
     connect_timeout: float = 10.0
     hub: HubConfig | None = None
+    roles: RoleConfig = field(default_factory=RoleConfig)  # [roles]: see .roles
 
 
 def _number(section: dict[str, Any], name: str, default: float) -> float:
@@ -207,7 +209,7 @@ def load_config(path: str | None, environ: dict[str, str] | None = None) -> Gate
         raise ConfigError(f"cannot read the gateway config {path}: {exc.strerror}") from None
     except tomllib.TOMLDecodeError as exc:
         raise ConfigError(f"the gateway config {path} is not valid TOML: {exc}") from None
-    unknown = set(data) - {"gateway", "upstreams", "hub"}
+    unknown = set(data) - {"gateway", "upstreams", "hub", "roles"}
     if unknown:
         raise ConfigError(f"gateway config: unknown sections {sorted(unknown)}")
     section = data.get("gateway", {})
@@ -220,6 +222,7 @@ def load_config(path: str | None, environ: dict[str, str] | None = None) -> Gate
         timeout=_number(section, "timeout", 600.0),
         connect_timeout=_number(section, "connect_timeout", 10.0),
         hub=_hub(data.get("hub"), env),
+        roles=parse_roles(data.get("roles")),
     )
 
 

@@ -1,0 +1,370 @@
+"""The gateway's data API, mounted at ``/llmspend/api/v1``: budgets, records, status and
+alerts, scoped by role (:mod:`.roles`).
+
+Authenticated as the proxy is (a gateway key or a JupyterHub token, in any header the SDKs
+use); who is asking comes only from that credential, never from a header or the
+environment. Every answer is JSON; ``GET records`` answers an Arrow IPC stream when asked
+with ``Accept: application/vnd.apache.arrow.stream``.
+
+    GET    budgets                    the budgets the caller may see (webhook URLs masked)
+    POST   budgets                    create or replace one: {"scope", "name", "limit", ...}
+    PATCH  budgets/{scope}/{name}     change some fields
+    DELETE budgets/{scope}/{name}
+    GET    status                     status of the budgets the caller may see
+    GET    records?since=&user=&...   records (members: their own; owners: what they own)
+    GET    alerts                     alerts of the budgets the caller may see
+    POST   alerts/acknowledge         {"ids": [...]}: only alerts the caller may acknowledge
+
+Changes go through :mod:`llmspend.budgets.manage` with ``actor=`` the caller's user, so the
+audit names them. A refusal is a 403 naming the missing role; bad input a 400 with the
+message ``llmspend.set_budget`` would raise.
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+import json
+import math
+from collections.abc import Callable
+from dataclasses import asdict
+from decimal import Decimal
+from typing import Any
+
+from starlette.applications import Starlette
+from starlette.concurrency import run_in_threadpool
+from starlette.requests import Request
+from starlette.responses import JSONResponse, Response
+from starlette.routing import Route
+
+from ..alerting.query import acknowledge, fetch_alerts
+from ..budgets import manage
+from ..budgets.spec import BudgetKey, mask_url, parse_key
+from ..errors import LLMSpendError
+from ..store.engine import Store
+from ..usage import FILTERS, fetch_records
+from .config import GatewayConfig
+from .hub import HubDenied, HubIdentities, group_identity
+from .keys import KEY_PREFIX, Identity, authenticate
+from .proxy import client_key
+from .roles import (
+    Roles,
+    can_acknowledge_alert,
+    can_manage_budget,
+    can_read_records,
+    can_see_budget,
+    roles_for,
+)
+
+__all__ = ["ARROW_STREAM", "data_api"]
+
+ARROW_STREAM = "application/vnd.apache.arrow.stream"
+_BUDGET_FIELDS = {
+    "scope", "name", "limit", "period", "mode", "thresholds", "timezone", "week_start",
+    "unpriced", "webhook_url",
+}  # fmt: skip
+_SCOPED = ("org", "project", "user")
+
+
+class _Refused(Exception):
+    def __init__(self, status: int, message: str, role: str | None = None) -> None:
+        super().__init__(message)
+        self.status, self.message, self.role = status, message, role
+
+
+def _answer(status: int, message: str, role: str | None = None) -> JSONResponse:
+    error: dict[str, Any] = {"message": message}
+    if role is not None:
+        error["missing_role"] = role
+    return JSONResponse({"error": error}, status_code=status)
+
+
+def _plain(value: Any) -> Any:
+    """A value as JSON holds it: Decimal and times as text, NaN/NaT as null."""
+    if value is None or isinstance(value, (str, bool, int)):
+        return value
+    if isinstance(value, Decimal):
+        return str(value)
+    if isinstance(value, (dt.datetime, dt.date)):
+        return value.isoformat()
+    if isinstance(value, float):
+        return None if math.isnan(value) else value
+    if isinstance(value, dict):
+        return {str(k): _plain(v) for k, v in value.items()}
+    if isinstance(value, (list, tuple)):
+        return [_plain(v) for v in value]
+    if hasattr(value, "item"):  # numpy scalars
+        return _plain(value.item())
+    try:
+        import pandas as pd
+
+        if pd.isna(value):
+            return None
+    except (ImportError, TypeError, ValueError):
+        pass
+    return str(value)
+
+
+def _frame_json(frame: Any) -> list[dict[str, Any]]:
+    cols = list(frame.columns)
+    return [
+        {c: _plain(v) for c, v in zip(cols, row, strict=True)}
+        for row in frame.itertuples(index=False, name=None)
+    ]
+
+
+class DataApi:
+    """The routes, over one store and the gateway's identities and roles."""
+
+    def __init__(self, config: GatewayConfig, store: Store, hub: HubIdentities | None) -> None:
+        self.config, self.store, self.hub = config, store, hub
+
+    # -- who is asking --------------------------------------------------------------------
+    async def caller(self, request: Request) -> Roles:
+        """The caller's roles, from their credential alone (401 without a live one)."""
+        key = client_key(request.headers, {})
+        identity: Identity | None = None
+        scopes: list[str] = []
+        groups: list[str] = []
+        if key and key.startswith(KEY_PREFIX):
+            identity = await run_in_threadpool(authenticate, self.store, key)
+        elif key and self.hub is not None and len(key) <= 200:
+            # The hub's model of the token (HubAuth caches it) gives the user, the groups
+            # that map to org/project (as the proxy maps them) and the token's scopes.
+            try:
+                model = await self.hub._auth.user_for_token(key, sync=False)
+            except Exception:  # tornado HTTPError: the hub is down or refused our token
+                raise _Refused(503, "llmspend gateway: the hub cannot be asked") from None
+            if isinstance(model, dict) and model.get("kind", "user") == "user":
+                name = model.get("name")
+                groups = [g for g in model.get("groups") or () if isinstance(g, str)]
+                scopes = [s for s in model.get("scopes") or () if isinstance(s, str)]
+                if isinstance(name, str):
+                    try:
+                        identity = group_identity(self.hub.config, name, groups)
+                    except HubDenied as exc:
+                        raise _Refused(403, str(exc)) from None
+        if identity is None:
+            what = "gateway key or hub token" if self.hub is not None else "gateway key"
+            raise _Refused(401, f"llmspend gateway: invalid, expired or revoked {what}")
+        return roles_for(identity, self.config.roles, hub_scopes=scopes, hub_groups=groups)
+
+    # -- budgets ----------------------------------------------------------------------------
+    def _visible(self, roles: Roles, scope: str, name: str) -> bool:
+        try:
+            return can_see_budget(roles, parse_key(scope, name)) is None
+        except LLMSpendError:
+            return roles.admin
+
+    @staticmethod
+    def _check(roles: Roles, decision: Callable[[Roles, BudgetKey], str | None],
+               key: BudgetKey, what: str) -> None:  # fmt: skip
+        missing = decision(roles, key)
+        if missing is not None:
+            raise _Refused(
+                403, f"llmspend gateway: {roles.user} may not {what} {key.label}: needs {missing}",
+                missing,
+            )  # fmt: skip
+
+    def list_budgets(self, roles: Roles, request: Request) -> Any:
+        budgets = manage.list_budgets(self.store, request.query_params.get("scope"))
+        return [
+            {**{k: _plain(v) for k, v in asdict(b).items()}, "webhook_url": mask_url(b.webhook_url)}
+            for b in budgets
+            if self._visible(roles, b.scope, b.name)
+        ]
+
+    @staticmethod
+    async def _body(request: Request) -> dict[str, Any]:
+        try:
+            body = json.loads(await request.body() or b"{}")
+        except ValueError:
+            raise _Refused(400, "llmspend gateway: the body must be a JSON object") from None
+        if not isinstance(body, dict):
+            raise _Refused(400, "llmspend gateway: the body must be a JSON object")
+        return body
+
+    def set_budget(self, roles: Roles, body: dict[str, Any]) -> Any:
+        if unknown := set(body) - _BUDGET_FIELDS:
+            raise _Refused(400, f"unknown budget fields: {', '.join(sorted(unknown))}")
+        if "limit" not in body:
+            raise _Refused(400, "a budget needs a limit")
+        key = parse_key(body.get("scope"), body.get("name"))
+        self._check(roles, can_manage_budget, key, "set")
+        fields = {k: v for k, v in body.items() if k not in ("scope", "name", "limit", "period")}
+        if isinstance(fields.get("thresholds"), list):
+            fields["thresholds"] = tuple(fields["thresholds"])
+        budget = manage.set_budget(
+            self.store, key.scope, key.name, body["limit"], body.get("period", "month"),
+            actor=roles.user, **fields,
+        )  # fmt: skip
+        return {k: _plain(v) for k, v in asdict(budget).items()}
+
+    def update_budget(self, roles: Roles, scope: str, name: str, body: dict[str, Any]) -> Any:
+        key = parse_key(scope, name)
+        self._check(roles, can_manage_budget, key, "change")
+        if isinstance(body.get("thresholds"), list):
+            body["thresholds"] = tuple(body["thresholds"])
+        budget = manage.update_budget(self.store, key.scope, key.name, actor=roles.user, **body)
+        return {k: _plain(v) for k, v in asdict(budget).items()}
+
+    def delete_budget(self, roles: Roles, scope: str, name: str) -> Any:
+        key = parse_key(scope, name)
+        self._check(roles, can_manage_budget, key, "delete")
+        manage.delete_budget(self.store, key.scope, key.name, actor=roles.user)
+        return {"deleted": key.label}
+
+    def status(self, roles: Roles, request: Request) -> Any:
+        return [
+            {k: _plain(v) for k, v in asdict(s).items()}
+            for s in manage.budget_status(self.store, request.query_params.get("scope"))
+            if self._visible(roles, s.scope, s.budget)
+        ]
+
+    # -- records ----------------------------------------------------------------------------
+    def records(self, roles: Roles, request: Request) -> Any:
+        """The records asked for, when every org/project/user asked for may be read; with
+        none asked for, a member gets their own and an owner what they own."""
+        query = request.query_params
+        if unknown := set(query) - {"since", "until", "columns", *FILTERS}:
+            raise _Refused(400, f"unknown records parameters: {', '.join(sorted(unknown))}")
+        filters: dict[str, Any] = {
+            f: (values if len(values) > 1 else values[0])
+            for f in FILTERS
+            if (values := query.getlist(f))
+        }
+        columns: list[str] | None = query.getlist("columns") or None
+        if not roles.admin and not any(f in filters for f in _SCOPED):
+            filters.update(self._default_scope(roles))
+        elif not roles.admin and "org" not in filters:
+            filters["org"] = roles.org  # "user=bob": bob in the caller's org
+        asked = [filters.get(f) for f in _SCOPED]
+        combos: list[tuple[Any, ...]] = [()]
+        for wanted in asked:
+            options: list[Any] = wanted if isinstance(wanted, list) else [wanted]
+            combos = [(*c, v) for c in combos for v in options]
+        for org, project, user in combos:
+            missing = can_read_records(roles, org, project, user)
+            if missing is not None:
+                where = "/".join(p for p in (org, project, user) if p) or "every org"
+                raise _Refused(
+                    403, f"llmspend gateway: {roles.user} may not read the records of {where}:"
+                    f" needs {missing}", missing,
+                )  # fmt: skip
+        arrow = ARROW_STREAM in request.headers.get("accept", "")
+        result = fetch_records(
+            self.store, query.get("since"), query.get("until"), columns=columns,
+            as_="arrow" if arrow else "pandas", **filters,
+        )  # fmt: skip
+        if not arrow:
+            return _frame_json(result)
+        import pyarrow as pa
+
+        sink = pa.BufferOutputStream()
+        with pa.ipc.new_stream(sink, result.schema) as writer:
+            writer.write_table(result)
+        return Response(sink.getvalue().to_pybytes(), media_type=ARROW_STREAM)
+
+    @staticmethod
+    def _default_scope(roles: Roles) -> dict[str, Any]:
+        """What a non-admin reads when naming no org/project/user: an owned org, else the
+        owned projects of their org, else their own records."""
+        if roles.org in roles.orgs:
+            return {"org": roles.org}
+        mine = sorted(p for o, p in roles.projects if o == roles.org)
+        if mine:
+            return {"org": roles.org, "project": mine if len(mine) > 1 else mine[0]}
+        return {"org": roles.org, "user": roles.user}
+
+    # -- alerts -----------------------------------------------------------------------------
+    def _alert_key(self, scope: Any, budget: Any) -> BudgetKey | None:
+        try:
+            return parse_key(scope, budget)
+        except LLMSpendError:
+            return None
+
+    def alerts(self, roles: Roles, request: Request) -> Any:
+        query = request.query_params
+        frame = fetch_alerts(self.store, query.get("since"), query.get("until"))
+        keep = [
+            roles.admin or (k is not None and can_see_budget(roles, k) is None)
+            for k in (
+                self._alert_key(s, b) for s, b in zip(frame["scope"], frame["budget"], strict=True)
+            )
+        ]
+        return _frame_json(frame[keep] if len(frame) else frame)
+
+    def acknowledge(self, roles: Roles, body: dict[str, Any]) -> Any:
+        ids = body.get("ids")
+        if (
+            not isinstance(ids, list)
+            or not ids
+            or not all(isinstance(i, int) and not isinstance(i, bool) for i in ids)
+        ):
+            raise _Refused(400, "llmspend gateway: ids must be a non-empty list of alert ids")
+        frame = fetch_alerts(self.store)
+        found = {
+            int(i): (s, b)
+            for i, s, b in zip(frame["id"], frame["scope"], frame["budget"], strict=True)
+        }
+        for alert_id in ids:
+            if alert_id not in found:
+                raise _Refused(400, f"no alert with id {alert_id}")
+            key = self._alert_key(*found[alert_id])
+            missing = "admin" if key is None else can_acknowledge_alert(roles, key)
+            if missing is not None and not roles.admin:
+                raise _Refused(
+                    403, f"llmspend gateway: {roles.user} may not acknowledge alert {alert_id}:"
+                    f" needs {missing}", missing,
+                )  # fmt: skip
+        return {"acknowledged": acknowledge(self.store, ids, by=roles.user)}
+
+
+def _endpoint(api: DataApi, work: Callable[..., Any], *parts: str, body: bool = False) -> Any:
+    """A route handler: authenticate, read the path parts (and JSON body), run ``work`` off
+    the event loop, answer JSON; refusals and bad input become their JSON errors."""
+
+    async def handle(request: Request) -> Response:
+        try:
+            roles = await api.caller(request)
+            args: list[Any] = [request.path_params[p] for p in parts]
+            if body:
+                args.append(await api._body(request))
+            elif not parts:
+                args.append(request)
+            result = await run_in_threadpool(work, roles, *args)
+        except _Refused as r:
+            return _answer(r.status, r.message, r.role)
+        except LLMSpendError as exc:  # BudgetError, ValidationError: what set_budget says
+            return _answer(400, str(exc))
+        if isinstance(result, Response):
+            return result
+        return JSONResponse(result)
+
+    return handle
+
+
+def data_api(config: GatewayConfig, store: Store, hub: HubIdentities | None) -> Starlette:
+    """The data API as an ASGI app, to mount at ``/llmspend/api/v1``."""
+    api = DataApi(config, store, hub)
+    return Starlette(
+        routes=[
+            Route("/budgets", _endpoint(api, api.list_budgets), methods=["GET"]),
+            Route("/budgets", _endpoint(api, api.set_budget, body=True), methods=["POST"]),
+            Route(
+                "/budgets/{scope}/{name:path}",
+                _endpoint(api, api.update_budget, "scope", "name", body=True),
+                methods=["PATCH"],
+            ),
+            Route(
+                "/budgets/{scope}/{name:path}",
+                _endpoint(api, api.delete_budget, "scope", "name"),
+                methods=["DELETE"],
+            ),
+            Route("/status", _endpoint(api, api.status), methods=["GET"]),
+            Route("/records", _endpoint(api, api.records), methods=["GET"]),
+            Route("/alerts", _endpoint(api, api.alerts), methods=["GET"]),
+            Route(
+                "/alerts/acknowledge", _endpoint(api, api.acknowledge, body=True), methods=["POST"]
+            ),
+        ]
+    )
