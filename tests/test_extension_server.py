@@ -30,15 +30,23 @@ else:
     )
 pytest.importorskip("pytest_jupyter")
 
-from llmspend_jupyterlab.routes import HANDLERS, NAMESPACE
+from jupyter_server.auth.authorizer import Authorizer
+from llmspend_jupyterlab.routes import AUTH_RESOURCE, HANDLERS, NAMESPACE
 from pytest_jupyter.jupyter_server import *  # noqa: F403
 
 Fetch = Callable[..., Any]
 
 
 @pytest.fixture
-def jp_server_config() -> dict[str, Any]:
-    return {
+def server_config() -> dict[str, Any]:
+    """Extra server configuration (``ServerApp`` traits, ``LLMSpendLab`` settings); a test
+    parametrizes it."""
+    return {}
+
+
+@pytest.fixture
+def jp_server_config(server_config: dict[str, Any]) -> dict[str, Any]:
+    config: dict[str, Any] = {
         "ServerApp": {
             "jpserver_extensions": {"llmspend_jupyterlab": True},
             # Jupyter's default: handlers are reachable without a token unless they ask for
@@ -46,6 +54,9 @@ def jp_server_config() -> dict[str, Any]:
             "allow_unauthenticated_access": True,
         }
     }
+    for section, values in server_config.items():
+        config.setdefault(section, {}).update(values)
+    return config
 
 
 @pytest.fixture(autouse=True)
@@ -388,3 +399,236 @@ def test_acknowledging_keeps_the_xsrf_check(jp_web_app: Any) -> None:
 
     assert jp_web_app.settings.get("xsrf_cookies") is True
     assert AcknowledgeHandler.check_xsrf_cookie is APIHandler.check_xsrf_cookie
+
+
+# -- authorization ----------------------------------------------------------------------------
+class DenyLLMSpend(Authorizer):
+    """Grants everything but the ``llmspend`` resource."""
+
+    def is_authorized(self, handler: Any, user: Any, action: str, resource: str) -> bool:
+        return resource != AUTH_RESOURCE
+
+
+class ReadOnlyLLMSpend(Authorizer):
+    """Grants everything but ``write`` on the ``llmspend`` resource."""
+
+    def is_authorized(self, handler: Any, user: Any, action: str, resource: str) -> bool:
+        return not (resource == AUTH_RESOURCE and action == "write")
+
+
+def _bodies(path: str, verb: str) -> dict[str, Any]:
+    """A request that would succeed if authorized."""
+    if path == "alerts/acknowledge":
+        return {"body": {"ids": [1]}}
+    if verb == "post":
+        return {"body": {"scope": "org", "name": "acme", "limit": "5"}}
+    if verb == "patch":
+        return {"body": {"scope": "org", "name": "acme", "limit": "6"}}
+    if verb == "delete":
+        return {"params": {"scope": "org", "name": "acme"}}
+    return {}
+
+
+@pytest.mark.parametrize("server_config", [{"ServerApp": {"authorizer_class": DenyLLMSpend}}])
+def test_an_authorizer_denying_the_llmspend_resource_closes_every_route(
+    known: Any, api: Fetch, jp_fetch: Any, jp_asyncio_loop: Any
+) -> None:
+    checked = 0
+    for path, handler in HANDLERS:
+        assert handler.auth_resource == AUTH_RESOURCE  # type: ignore[attr-defined]
+        for verb in _verbs(handler):
+            code, error = api(path, method=verb.upper(), **_bodies(path, verb))
+            assert code == 403, f"{verb.upper()} /llmspend/{path} answered {code}"
+            if verb != "head":
+                assert AUTH_RESOURCE in error["message"]
+            checked += 1
+    assert checked >= 8
+    # nothing was changed on the way
+    assert [(b.scope, b.name, b.limit_usd) for b in llmspend.list_budgets("org")] == [
+        ("org", "acme", Decimal(100))
+    ]
+    # the denial is the llmspend resource's only: the server's own API still answers
+    reply = jp_asyncio_loop.run_until_complete(jp_fetch("api", "status"))
+    assert reply.code == 200
+
+
+@pytest.mark.parametrize("server_config", [{"ServerApp": {"authorizer_class": ReadOnlyLLMSpend}}])
+def test_without_write_on_llmspend_budgets_are_read_only(known: Any, api: Fetch) -> None:
+    code, listing = api("budgets")
+    assert code == 200 and listing["can_manage"] is False
+    for verb in ("post", "patch", "delete"):
+        code, _ = api("budgets", method=verb.upper(), **_bodies("budgets", verb))
+        assert code == 403, verb
+    assert llmspend.budget_status("org", "acme")[0].limit_usd == Decimal(100)
+
+
+# -- acknowledging only what the caller may see --------------------------------------------------
+def test_alerts_of_budgets_that_do_not_apply_cannot_be_acknowledged(
+    installed: Any, api: Fetch
+) -> None:
+    llmspend.set_budget("project", "acme/churn", ONE * 2, "day", mode="soft")
+    llmspend.set_budget("project", "acme/other", ONE * 2, "day", mode="soft")
+    spend()  # ana's project: 50 %
+    spend(project="other", user="bob")  # bob's project: 50 %, not ana's to see
+    frame = llmspend.alerts()
+    mine = int(frame[frame["budget"] == "acme/churn"]["id"].iloc[0])
+    bobs = int(frame[frame["budget"] == "acme/other"]["id"].iloc[0])
+    code, error = api("alerts/acknowledge", method="POST", body={"ids": [mine, bobs]})
+    assert code == 400 and str(bobs) in error["message"]
+    assert not llmspend.alerts()["acknowledged"].any()  # all or nothing
+    code, ack = api("alerts/acknowledge", method="POST", body={"ids": [mine]})
+    assert (code, ack) == (200, {"acknowledged": 1})
+    acked = llmspend.alerts().set_index("id")["acknowledged"]
+    assert acked[mine] and not acked[bobs]
+
+
+# -- budgets ------------------------------------------------------------------------------------
+def test_budgets_are_created_changed_and_deleted(installed: Any, api: Fetch) -> None:
+    code, listing = api("budgets")
+    assert code == 200
+    assert listing == {
+        "context": {"org": "acme", "project": "churn", "user": "ana"},
+        "can_manage": True,
+        "budgets": [],
+    }
+    body = {
+        "scope": "project",
+        "name": "acme/churn",
+        "limit": "25.50",
+        "period": "week",
+        "mode": "soft",
+        "thresholds": ["0.5", "0.9"],
+        "timezone": "Europe/Berlin",
+        "webhook_url": "https://hooks.example.com/services/T0/SECRET",
+    }
+    code, created = api("budgets", method="POST", body=body)
+    assert code == 200, created
+    budget = created["budget"]
+    assert (budget["scope"], budget["name"], budget["limit_usd"]) == (
+        "project",
+        "acme/churn",
+        "25.5",
+    )
+    assert (budget["period"], budget["mode"], budget["timezone"]) == (
+        "week",
+        "soft",
+        "Europe/Berlin",
+    )
+    assert budget["thresholds"] == ["0.5", "0.9"]
+    assert budget["webhook_url"] == "https://hooks.example.com/***"  # never read back
+    [stored] = llmspend.list_budgets()
+    assert (stored.limit_usd, stored.mode, stored.timezone) == (
+        Decimal("25.5"),
+        "soft",
+        "Europe/Berlin",
+    )
+    assert api("status")[1]["budgets"][0]["budget"] == "acme/churn"
+
+    # a second POST for the same budget does not silently replace it
+    code, error = api("budgets", method="POST", body=body | {"limit": "1"})
+    assert code == 400 and "already exists" in error["message"]
+
+    code, changed = api(
+        "budgets", method="PATCH", body={"scope": "project", "name": "acme/churn", "limit": "40"}
+    )
+    assert code == 200 and changed["budget"]["limit_usd"] == "40"
+    [stored] = llmspend.list_budgets()
+    assert (stored.limit_usd, stored.period, stored.mode) == (Decimal(40), "week", "soft")
+    assert stored.webhook_url == "https://hooks.example.com/***"  # kept when not given
+    code, listing = api("budgets")
+    assert [b["limit_usd"] for b in listing["budgets"]] == ["40"]
+
+    code, changed = api(
+        "budgets",
+        method="PATCH",
+        body={"scope": "project", "name": "acme/churn", "webhook_url": None, "mode": "hard"},
+    )
+    assert code == 200 and changed["budget"]["webhook_url"] is None
+    assert llmspend.list_budgets()[0].mode == "hard"
+
+    code, deleted = api(
+        "budgets", method="DELETE", params={"scope": "project", "name": "acme/churn"}
+    )
+    assert (code, deleted) == (200, {"deleted": {"scope": "project", "name": "acme/churn"}})
+    assert llmspend.list_budgets() == []
+    code, error = api("budgets", method="DELETE", params={"scope": "project", "name": "acme/churn"})
+    assert code == 404 and "acme/churn" in error["message"]
+
+
+@pytest.mark.parametrize(
+    ("verb", "body", "message"),
+    [
+        ("POST", {"scope": "project", "name": "acme/churn", "limit": "-5"}, "greater than 0"),
+        ("POST", {"scope": "project", "name": "acme/churn", "limit": "lots"}, "amount of USD"),
+        ("POST", {"scope": "team", "name": "acme", "limit": "5"}, "unknown budget scope"),
+        ("POST", {"scope": "project", "name": "acme", "limit": "5"}, "org/project"),
+        ("POST", {"scope": "org", "name": "acme", "limit": "5", "period": "fortnight"}, "period"),
+        ("POST", {"scope": "org", "name": "acme", "limit": "5", "mode": "strict"}, "mode"),
+        ("POST", {"scope": "org", "name": "acme", "limit": "5", "timezone": "Mars/Base"}, "IANA"),
+        ("POST", {"scope": "org", "name": "acme", "limit": "5", "thresholds": ["1.5"]}, "(0, 1]"),
+        ("POST", {"scope": "org", "name": "acme", "limit": "5", "webhook_url": "ftp://x"}, "http"),
+        ("POST", {"scope": "org", "name": "acme"}, "limit is required"),
+        ("POST", {"scope": "org", "name": "acme", "limit": "5", "colour": "red"}, "colour"),
+        ("POST", {"name": "acme", "limit": "5"}, "scope"),
+        ("POST", "not json", "JSON"),
+        ("POST", ["a", "list"], "object"),
+        ("PATCH", {"scope": "org", "name": "acme"}, "nothing to change"),
+        ("PATCH", {"scope": "org", "name": "acme", "limit": "0"}, "greater than 0"),
+    ],
+)
+def test_bad_budget_requests_get_the_librarys_message(
+    installed: Any, api: Fetch, verb: str, body: Any, message: str
+) -> None:
+    if verb == "PATCH":
+        llmspend.set_budget("org", "acme", "100")
+    before = llmspend.list_budgets()
+    code, error = api("budgets", method=verb, body=body)
+    assert code == 400, error
+    assert message in error["message"]
+    assert llmspend.list_budgets() == before  # nothing changed
+
+
+def test_changing_a_budget_that_does_not_exist_is_a_404(installed: Any, api: Fetch) -> None:
+    code, error = api(
+        "budgets", method="PATCH", body={"scope": "user", "name": "acme/zoe", "limit": "3"}
+    )
+    assert code == 404 and "acme/zoe" in error["message"]
+    code, error = api("budgets", method="DELETE", params={"scope": "user"})
+    assert code == 400 and "scope" in error["message"]
+
+
+@pytest.mark.parametrize("server_config", [{"LLMSpendLab": {"read_only": True}}])
+def test_a_read_only_server_shows_members_their_budgets_and_refuses_changes(
+    known: Any, api: Fetch
+) -> None:
+    llmspend.update_budget("project", "acme/churn", webhook_url="https://hooks.example.com/s/T")
+    code, listing = api("budgets")
+    assert code == 200 and listing["can_manage"] is False
+    # only what applies to acme/churn/ana, and no webhook, not even masked
+    assert [(b["scope"], b["name"]) for b in listing["budgets"]] == [
+        ("org", "acme"),
+        ("project", "acme/churn"),
+        ("user", "acme/ana"),
+    ]
+    assert all(b["webhook_url"] is None for b in listing["budgets"])
+    assert listing["budgets"][1]["has_webhook"] is True
+    for verb in ("post", "patch", "delete"):
+        code, error = api("budgets", method=verb.upper(), **_bodies("budgets", verb))
+        assert code == 403 and "read-only" in error["message"], verb
+    assert llmspend.budget_status("org", "acme")[0].limit_usd == Decimal(100)
+    # acknowledging one's own alerts stays allowed (nothing to acknowledge: a 400, not 403)
+    code, _ = api("alerts/acknowledge", method="POST", body={"ids": [1]})
+    assert code == 400
+
+
+def test_the_read_only_setting_is_read_from_the_server_config(jp_environ: Any) -> None:
+    from jupyter_server.serverapp import ServerApp
+    from llmspend_jupyterlab import LLMSpendLab
+    from llmspend_jupyterlab.routes import SETTINGS_KEY
+
+    app = ServerApp.instance(jpserver_extensions={"llmspend_jupyterlab": True})
+    app.initialize(
+        argv=["--LLMSpendLab.read_only=True"], find_extensions=False, new_httpserver=False
+    )
+    settings = app.web_app.settings[SETTINGS_KEY]
+    assert isinstance(settings, LLMSpendLab) and settings.read_only is True

@@ -13,7 +13,9 @@ try:
 except ImportError:  # a source tree that was never built
     __version__ = "0.0.0+unbuilt"
 
-__all__ = ["__version__"]
+from .config import LLMSpendLab
+
+__all__ = ["LLMSpendLab", "__version__"]
 
 
 def _jupyter_labextension_paths() -> list[dict[str, str]]:
@@ -28,5 +30,9 @@ def _load_jupyter_server_extension(server_app: Any) -> None:
     """Register the ``/llmspend/*`` routes with the Jupyter server."""
     from .routes import setup_route_handlers
 
-    setup_route_handlers(server_app.web_app)
-    server_app.log.info("llmspend_jupyterlab: registered the /llmspend/ routes")
+    settings = LLMSpendLab(parent=server_app)
+    setup_route_handlers(server_app.web_app, settings)
+    server_app.log.info(
+        "llmspend_jupyterlab: registered the /llmspend/ routes%s",
+        " (read-only)" if settings.read_only else "",
+    )

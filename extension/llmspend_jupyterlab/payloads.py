@@ -268,5 +268,18 @@ def alerts_payload(
 
 
 def acknowledge_payload(ids: list[int]) -> dict[str, Any]:
-    """``POST /llmspend/alerts/acknowledge``: the only write the extension makes."""
+    """``POST /llmspend/alerts/acknowledge``: acknowledge alerts of the context's budgets.
+
+    Only the alerts ``GET /llmspend/alerts`` can show may be acknowledged: an id of any
+    other alert (another user's, or none at all) is refused the same way, as unknown, and
+    nothing is acknowledged.
+    """
+    ctx = current_context()
+    visible = set(_relevant_alerts(ctx)["id"].astype(int))
+    unknown = [i for i in ids if i not in visible]
+    if unknown:
+        raise ValueError(
+            f"no alert {', '.join(map(str, unknown))} among the alerts of the budgets of "
+            f"{ctx.org}/{ctx.project}/{ctx.user}"
+        )
     return {"acknowledged": llmspend.acknowledge_alerts(ids)}

@@ -4,13 +4,21 @@
 GET      ``status``                   budgets of the user's context, today's spend
 GET      ``summary``                  today's and this period's spend, calls, top model
 GET      ``alerts``                   recent alerts of those budgets, newest first
-POST     ``alerts/acknowledge``       ``{"ids": [...]}``: acknowledge alerts
+POST     ``alerts/acknowledge``       ``{"ids": [...]}``: acknowledge alerts of those budgets
+GET      ``budgets``                  the budgets the caller may see, and ``can_manage``
+POST     ``budgets``                  ``{"scope", "name", "limit", ...}``: create a budget
+PATCH    ``budgets``                  ``{"scope", "name", <fields to change>}``
+DELETE   ``budgets?scope=&name=``     delete a budget
 =======  ===========================  ================================================
 
-Every verb requires Jupyter authentication (``@tornado.web.authenticated``); the POST is
-also XSRF-protected by ``APIHandler``. Acknowledging is the only write: the rest reads
-the store the kernels write (blocking llmspend calls run in a worker thread, off the
-server's event loop). Payloads are described in :mod:`llmspend_jupyterlab.payloads`.
+Every verb requires Jupyter authentication (``@tornado.web.authenticated``) and then
+jupyter_server's authorizer (``@authorized``) for the resource ``llmspend`` (the action
+follows the HTTP verb: ``GET`` is ``read``, the rest ``write``); the writes are also
+XSRF-protected by ``APIHandler``. Changing budgets also needs ``can_manage``: not
+``LLMSpendLab.read_only`` and the authorizer granting ``write`` on ``llmspend``; otherwise
+``403``. Blocking llmspend calls run in a worker thread, off the server's event loop.
+Payloads are described in :mod:`llmspend_jupyterlab.payloads` and
+:mod:`llmspend_jupyterlab.budgets`.
 """
 
 from __future__ import annotations
@@ -21,16 +29,23 @@ from collections.abc import Callable
 from typing import Any
 
 import tornado.web
+from jupyter_core.utils import ensure_async
+from jupyter_server.auth.decorator import authorized
 from jupyter_server.base.handlers import APIHandler
 from jupyter_server.utils import url_path_join
 
 from llmspend import ConfigError, LLMSpendError, StoreError
 
-from . import payloads
+from . import budgets, payloads
+from .config import LLMSpendLab
 
-__all__ = ["HANDLERS", "NAMESPACE", "setup_route_handlers"]
+__all__ = ["AUTH_RESOURCE", "HANDLERS", "NAMESPACE", "SETTINGS_KEY", "setup_route_handlers"]
 
 NAMESPACE = "llmspend"
+#: The resource name the routes ask jupyter_server's authorizer about.
+AUTH_RESOURCE = "llmspend"
+#: Where the server's :class:`LLMSpendLab` settings live in ``web_app.settings``.
+SETTINGS_KEY = "llmspend_lab"
 MAX_ALERTS = 200
 
 
@@ -39,14 +54,18 @@ class _LLMSpendHandler(APIHandler):
 
     A store that cannot be opened or reached (or is misconfigured) is a ``503``; bad
     arguments (``ValidationError``, ``BudgetError``, an unknown time zone) are a ``400``;
-    both carry the error's text as the JSON ``message``.
+    both carry the error's text as the JSON ``message``; an unknown budget is a ``404``.
     """
+
+    auth_resource = AUTH_RESOURCE
 
     async def respond(self, compute: Callable[..., dict[str, Any]], *args: Any, **kw: Any) -> None:
         try:
             payload = await asyncio.to_thread(compute, *args, **kw)
         except (StoreError, ConfigError) as exc:  # the server's store, not the request
             raise tornado.web.HTTPError(503, str(exc)) from exc
+        except budgets.NotFound as exc:
+            raise tornado.web.HTTPError(404, str(exc)) from exc
         except (LLMSpendError, ValueError) as exc:
             raise tornado.web.HTTPError(400, str(exc)) from exc
         self.set_header("Content-Type", "application/json")
@@ -56,21 +75,54 @@ class _LLMSpendHandler(APIHandler):
     def timezone_argument(self) -> str | None:
         return self.get_query_argument("tz", None) or None
 
+    def json_body(self) -> dict[str, Any]:
+        """The request's JSON object (else a ``400``)."""
+        try:
+            body = json.loads(self.request.body or b"{}")
+        except ValueError:
+            raise tornado.web.HTTPError(400, "the body must be JSON") from None
+        if not isinstance(body, dict):
+            raise tornado.web.HTTPError(400, "the body must be a JSON object")
+        return body
+
+    @property
+    def lab_settings(self) -> LLMSpendLab:
+        found = self.settings.get(SETTINGS_KEY)
+        return found if isinstance(found, LLMSpendLab) else LLMSpendLab()
+
+    async def can_manage(self) -> bool:
+        """Whether the caller may change budgets: in solo mode the server's user may,
+        unless the server is read-only or its authorizer refuses ``write`` on
+        ``llmspend``."""
+        if self.lab_settings.read_only:
+            return False
+        allowed = await ensure_async(
+            self.authorizer.is_authorized(self, self.current_user, "write", AUTH_RESOURCE)
+        )
+        return bool(allowed)
+
+    async def require_manage(self) -> None:
+        if not await self.can_manage():
+            raise tornado.web.HTTPError(403, "budgets are read-only here: you may not change them")
+
 
 class StatusHandler(_LLMSpendHandler):
     @tornado.web.authenticated
+    @authorized
     async def get(self) -> None:
         await self.respond(payloads.status_payload, self.timezone_argument())
 
 
 class SummaryHandler(_LLMSpendHandler):
     @tornado.web.authenticated
+    @authorized
     async def get(self) -> None:
         await self.respond(payloads.summary_payload, self.timezone_argument())
 
 
 class AlertsHandler(_LLMSpendHandler):
     @tornado.web.authenticated
+    @authorized
     async def get(self) -> None:
         raw_limit = self.get_query_argument("limit", "20")
         if not raw_limit.isdigit() or not 1 <= int(raw_limit) <= MAX_ALERTS:
@@ -88,6 +140,7 @@ class AlertsHandler(_LLMSpendHandler):
 
 class AcknowledgeHandler(_LLMSpendHandler):
     @tornado.web.authenticated
+    @authorized
     async def post(self) -> None:
         try:
             body = json.loads(self.request.body or b"{}")
@@ -103,16 +156,50 @@ class AcknowledgeHandler(_LLMSpendHandler):
         await self.respond(payloads.acknowledge_payload, ids)
 
 
+class BudgetsHandler(_LLMSpendHandler):
+    @tornado.web.authenticated
+    @authorized
+    async def get(self) -> None:
+        await self.respond(budgets.budgets_payload, await self.can_manage())
+
+    @tornado.web.authenticated
+    @authorized
+    async def post(self) -> None:
+        await self.require_manage()
+        body = self.json_body()
+        await self.respond(budgets.create_budget, body)
+
+    @tornado.web.authenticated
+    @authorized
+    async def patch(self) -> None:
+        await self.require_manage()
+        body = self.json_body()
+        await self.respond(budgets.update_budget, body)
+
+    @tornado.web.authenticated
+    @authorized
+    async def delete(self) -> None:
+        await self.require_manage()
+        scope = self.get_query_argument("scope", "")
+        name = self.get_query_argument("name", "")
+        if not scope or not name:
+            raise tornado.web.HTTPError(400, "say which budget: ?scope=...&name=...")
+        await self.respond(budgets.delete_budget, scope, name)
+
+
 # (path under /llmspend/, handler): the single list the server registers and the tests walk.
 HANDLERS: list[tuple[str, type[APIHandler]]] = [
     ("status", StatusHandler),
     ("summary", SummaryHandler),
     ("alerts", AlertsHandler),
     ("alerts/acknowledge", AcknowledgeHandler),
+    ("budgets", BudgetsHandler),
 ]
 
 
-def setup_route_handlers(web_app: Any) -> None:
+def setup_route_handlers(web_app: Any, settings: LLMSpendLab | None = None) -> None:
+    """Register the routes; ``settings`` (default: all defaults) is what they obey."""
+    web_app.settings[SETTINGS_KEY] = settings or LLMSpendLab()
     base_url = web_app.settings["base_url"]
     web_app.add_handlers(
         ".*$", [(url_path_join(base_url, NAMESPACE, path), cls) for path, cls in HANDLERS]
