@@ -106,9 +106,12 @@ class Hub:
         headers = {"Authorization": f"token {ADMIN_TOKEN}"}
         return httpx.request(method, self.api + path, headers=headers, timeout=30, **kwargs)
 
-    def mint(self, user: str) -> tuple[str, str]:
-        """A new API token for ``user``: (its id, the token)."""
-        r = self.admin("POST", f"/users/{user}/tokens", json={"note": "t", "expires_in": 3600})
+    def mint(self, user: str, scopes: list[str] | None = None) -> tuple[str, str]:
+        """A new API token for ``user`` (``scopes``: fewer than the user's): (id, token)."""
+        body: dict[str, Any] = {"note": "t", "expires_in": 3600}
+        if scopes is not None:
+            body["scopes"] = scopes
+        r = self.admin("POST", f"/users/{user}/tokens", json=body)
         assert r.status_code == 201, r.text
         return r.json()["id"], r.json()["token"]
 
@@ -158,6 +161,13 @@ def test_a_hub_token_is_a_credential_attributed_to_its_user_and_group(
         ("anthropic", "acme", "churn", "ana", "ok"),
     ]
     assert token not in sim.last_headers().values()
+    # A token with a single-user server's scopes only is a credential too.
+    _, server_like = hub.mint("ana", scopes=["users:activity!user", "access:servers!server"])
+    _openai(gateway, server_like).embeddings.create(model="text-embedding-3-small", input="x")
+    last = gateway.rows()[-1]
+    assert (last.api, last.org_name, last.project_name, last.user_name) == (
+        "embeddings", "acme", "churn", "ana"
+    )  # fmt: skip
 
 
 def test_a_made_up_hub_token_gets_the_providers_401(hub_stack: tuple[Hub, Sim, Gateway]) -> None:

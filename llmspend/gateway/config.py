@@ -5,6 +5,7 @@
 max_request_bytes = 33554432   # a larger request body gets a 413 (default 32 MiB)
 timeout = 600                  # seconds for an upstream read (default 600)
 connect_timeout = 10           # seconds to connect upstream (default 10)
+key_cache_seconds = 5          # a revoked gateway key is refused within this (0: at once)
 
 [upstreams.openai]             # served at /openai/...: /openai/v1/chat/completions
 dialect = "openai"             # openai | gemini | anthropic (default: the upstream's name)
@@ -107,12 +108,20 @@ class GatewayConfig:
     connect_timeout: float = 10.0
     hub: HubConfig | None = None
     roles: RoleConfig = field(default_factory=RoleConfig)  # [roles]: see .roles
+    key_cache_seconds: float = 5.0
 
 
 def _number(section: dict[str, Any], name: str, default: float) -> float:
     value = section.get(name, default)
     if isinstance(value, bool) or not isinstance(value, (int, float)) or not value > 0:
         raise ConfigError(f"gateway config: {name} must be a positive number, got {value!r}")
+    return float(value)
+
+
+def _seconds(section: dict[str, Any], name: str, default: float) -> float:
+    value = section.get(name, default)
+    if isinstance(value, bool) or not isinstance(value, (int, float)) or value < 0:
+        raise ConfigError(f"gateway config: {name} must be a number >= 0, got {value!r}")
     return float(value)
 
 
@@ -223,6 +232,7 @@ def load_config(path: str | None, environ: dict[str, str] | None = None) -> Gate
         connect_timeout=_number(section, "connect_timeout", 10.0),
         hub=_hub(data.get("hub"), env),
         roles=parse_roles(data.get("roles")),
+        key_cache_seconds=_seconds(section, "key_cache_seconds", 5.0),
     )
 
 

@@ -7,14 +7,18 @@ revoked at the hub is refused at most that long after (each replica keeps its ow
 so replicas may differ by at most that long, never longer). The user is the hub's name;
 org and project come from the user's hub groups: ``[hub.groups]`` first, then
 ``group_pattern`` (sorted group names, the first that maps wins), else ``default``; a user
-in no mapped group and no default is refused (403). Needs the ``hub`` extra (jupyterhub),
+in no mapped group and no default is refused (403). If the hub's answer for a token lacks
+the groups (a hub that shows them only to tokens allowed to read them), they are looked up
+with the service's token (``read:users``), cached as long. Needs the ``hub`` extra (jupyterhub),
 imported only when a hub is configured.
 """
 
 from __future__ import annotations
 
 import re
+import time
 from typing import Any
+from urllib.parse import quote
 
 from ..attribution import validate_name
 from ..errors import ConfigError, ValidationError
@@ -77,6 +81,7 @@ class HubIdentities:
         except ImportError as exc:  # pragma: no cover - found but broken
             raise ConfigError(f"JupyterHub identities need the 'hub' extra ({exc})") from None
         self.config = config
+        self._group_cache: dict[str, tuple[float, list[str]]] = {}
         self._auth: Any = HubAuth(
             api_token=config.token,
             api_url=config.api_url,
@@ -97,4 +102,25 @@ class HubIdentities:
         name = model.get("name")
         if not isinstance(name, str):
             return None
-        return group_identity(self.config, name, list(model.get("groups") or ()))
+        groups = model.get("groups")
+        if groups is None:  # a token not allowed to read its owner's groups
+            groups = await self._groups(name)
+        return group_identity(self.config, name, list(groups))
+
+    async def _groups(self, name: str) -> list[str]:
+        """``name``'s hub groups, asked with the service's own token (``read:users``),
+        cached as long as a token's answer."""
+        now = time.monotonic()
+        hit = self._group_cache.get(name)
+        if hit is not None and now - hit[0] < self.config.cache_seconds:
+            return hit[1]
+        url = f"{self.config.api_url}/users/{quote(name, safe='')}"
+        try:
+            model = await self._auth._api_request("GET", url)
+        except Exception as exc:
+            raise HubUnavailable(f"llmspend gateway: the hub cannot be asked ({exc})") from None
+        groups = [g for g in (model or {}).get("groups") or () if isinstance(g, str)]
+        if len(self._group_cache) >= 10_000:
+            self._group_cache.clear()
+        self._group_cache[name] = (now, groups)
+        return groups

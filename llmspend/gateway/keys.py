@@ -4,8 +4,9 @@ A key is ``lsk_`` + 43 characters of ``secrets.token_urlsafe(32)`` (256 random b
 shown once, when created; the store keeps its SHA-256 (a plain hash suffices for a secret
 this long: there is nothing to guess or look up) and its first characters, to recognize
 it in ``keys list``. A key names the org, project and user its calls are charged to; it
-may expire, and can be revoked. Every lookup reads the store: a revoked key is refused by
-every replica at once (no cache two replicas could disagree on).
+may expire, and can be revoked. A gateway remembers a key it found live for at most
+``key_cache_seconds`` (:class:`KeyCache`; 0 turns it off): a revoked key is refused by
+every replica within that bound, an expired one at once, an unknown one is always looked up.
 """
 
 from __future__ import annotations
@@ -14,6 +15,7 @@ import datetime as dt
 import hashlib
 import re
 import secrets
+import time
 from dataclasses import dataclass
 from typing import Any
 
@@ -28,6 +30,7 @@ from ..timeutil import utcnow
 __all__ = [
     "KEY_PREFIX",
     "Identity",
+    "KeyCache",
     "KeyInfo",
     "authenticate",
     "create_key",
@@ -50,6 +53,7 @@ class Identity:
     org: str
     project: str
     user: str
+    expires_at: dt.datetime | None = None
 
 
 @dataclass(frozen=True, slots=True)
@@ -183,4 +187,33 @@ def authenticate(store: Store, key: str | None) -> Identity | None:
     expires = py_time(row[4])
     if expires is not None and expires <= utcnow():
         return None
-    return Identity(int(row[0]), row[1], row[2], row[3])
+    return Identity(int(row[0]), row[1], row[2], row[3], expires)
+
+
+class KeyCache:
+    """Live keys found in the store, remembered for ``seconds`` (by hash, never the key)."""
+
+    MAX = 10_000
+
+    def __init__(self, seconds: float) -> None:
+        self.seconds = seconds
+        self._found: dict[str, tuple[float, Identity]] = {}
+
+    def get(self, key: str) -> Identity | None:
+        """The identity of a key found live less than ``seconds`` ago and not expired since."""
+        if self.seconds <= 0:
+            return None
+        hit = self._found.get(hash_key(key))
+        if hit is None or time.monotonic() - hit[0] >= self.seconds:
+            return None
+        identity = hit[1]
+        if identity.expires_at is not None and identity.expires_at <= utcnow():
+            return None
+        return identity
+
+    def put(self, key: str, identity: Identity) -> None:
+        if self.seconds <= 0:
+            return
+        if len(self._found) >= self.MAX:
+            self._found.clear()
+        self._found[hash_key(key)] = (time.monotonic(), identity)

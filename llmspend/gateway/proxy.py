@@ -38,7 +38,7 @@ from ..providers.http import Seen
 from ..store.engine import Store
 from .config import GatewayConfig, Upstream
 from .hub import HubDenied, HubIdentities, HubUnavailable
-from .keys import KEY_PREFIX, Identity, authenticate
+from .keys import KEY_PREFIX, Identity, KeyCache, authenticate
 from .shapes import error_body, error_headers
 
 __all__ = ["Proxy", "client_key"]
@@ -79,11 +79,15 @@ def _usd(nanos: int | None) -> str:
     return "" if nanos is None else str(nanos_to_usd(nanos))
 
 
-async def _blocking(fn: Callable[..., T], *args: Any, **kwargs: Any) -> T:
+async def _blocking(
+    fn: Callable[..., T], *args: Any, limiter: anyio.CapacityLimiter | None = None, **kwargs: Any
+) -> T:
     """``fn(*args, **kwargs)`` on a worker thread; finishes even if the request is
     cancelled (a settlement must not be lost to a client leaving)."""
     with anyio.CancelScope(shield=True):
-        result: T = await anyio.to_thread.run_sync(functools.partial(fn, *args, **kwargs))
+        result: T = await anyio.to_thread.run_sync(
+            functools.partial(fn, *args, **kwargs), limiter=limiter
+        )
     return result
 
 
@@ -111,6 +115,11 @@ class Proxy:
         self.store = store
         self.client = client
         self.hub = hub
+        self._key_cache = KeyCache(config.key_cache_seconds)
+        # As many store hops at once as the store's pool keeps connections: more would open
+        # and close an overflow connection per transaction (a new PostgreSQL backend each).
+        size = getattr(getattr(store.engine, "pool", None), "size", None)
+        self._db = anyio.CapacityLimiter(max(4, size() if callable(size) else 8))
         self._keys = tuple(u.key for u in config.upstreams.values() if u.key)
 
     # -- the ASGI face ----------------------------------------------------------------------
@@ -151,7 +160,7 @@ class Proxy:
         route = self._route(up, method, rest, content, headers, query)
         seen = None
         if route is not None and route.billed:
-            call = await _blocking(self._begin, identity, route)
+            call = await _blocking(self._begin, identity, route, limiter=self._db)
             seen = Seen(call, route, up.dialect)
         query.pop("key", None)
         out = {k: v for k, v in headers.items() if k not in _DROP_REQUEST}
@@ -164,7 +173,7 @@ class Proxy:
             response = await self.client.send(request, stream=True)
         except httpx.HTTPError as exc:
             if seen is not None:
-                await _blocking(seen.fail, exc)
+                await _blocking(seen.fail, exc, limiter=self._db)
             log.warning("upstream %s unreachable: %s", up.name, type(exc).__name__)
             raise _Refused(502, f"llmspend gateway: upstream {up.name} unreachable") from None
         return await self._relay(send, receive, response, seen)
@@ -173,7 +182,11 @@ class Proxy:
         """Who the request is: a gateway key (``lsk_``), else a JupyterHub token."""
         identity = None
         if key and key.startswith(KEY_PREFIX):
-            identity = await _blocking(authenticate, self.store, key)
+            identity = self._key_cache.get(key)
+            if identity is None:
+                identity = await _blocking(authenticate, self.store, key, limiter=self._db)
+                if identity is not None:
+                    self._key_cache.put(key, identity)
         elif key and self.hub is not None:
             try:
                 identity = await self.hub.identify(key)
@@ -274,9 +287,9 @@ class Proxy:
                         f"upstream status {response.status_code}",
                         request=response.request, response=response,
                     )  # fmt: skip
-                    await _blocking(seen.finish_status, error)
+                    await _blocking(seen.finish_status, error, limiter=self._db)
             elif seen is not None:
-                await _blocking(seen.finish_body, body, ctype, rid)
+                await _blocking(seen.finish_body, body, ctype, rid, limiter=self._db)
             headers += _cost_headers(seen)
             headers.append(("content-length", str(len(body))))
             await _start(send, response.status_code, headers)
@@ -315,14 +328,16 @@ class Proxy:
                 ended = True
                 if seen is not None:  # the row is committed before the client sees the end
                     settled = True
-                    await _blocking(seen.finish_body, b"".join(kept), ctype, rid)
+                    await _blocking(seen.finish_body, b"".join(kept), ctype, rid, limiter=self._db)
                 await send({"type": "http.response.body", "body": b""})
                 tg.cancel_scope.cancel()
         finally:
             with anyio.CancelScope(shield=True):
                 await response.aclose()
             if seen is not None and not settled:  # cut: the client left, or upstream failed
-                await _blocking(seen.finish_body, b"".join(kept), ctype, rid, ended=ended)
+                await _blocking(
+                    seen.finish_body, b"".join(kept), ctype, rid, ended=ended, limiter=self._db
+                )
         return response.status_code
 
     def _scrub(self, body: bytes) -> bytes:

@@ -1,0 +1,227 @@
+"""Latency the llmspend gateway adds to a call, against calling ``llmspend.sim`` directly.
+
+In one run: the simulator (``llmspend sim serve``, a process of its own), a gateway
+(``llmspend gateway serve``, another process) in front of it on PostgreSQL (a throwaway
+cluster, or ``--pg-url``) with three hard budgets applying to every call (org, project,
+user; limits far away), and asyncio clients (httpx) making the same chat-completion
+request directly to the simulator and through the gateway, interleaved batch by batch so
+machine noise hits both alike. At 1, 50 and 200 concurrent clients, streaming and not:
+median and p99 of each and the added latency (gateway minus direct, per statistic).
+Target (issue 24): <= 1 ms median, <= 5 ms p99 added at 200 concurrent clients.
+
+``--litellm PATH`` runs LiteLLM's proxy (the ``litellm`` command of a venv of its own) side
+by side against the same simulator, with no budgets or database (its lightest setup).
+
+    python benchmarks/gateway.py [--requests 2000] [--pg-url URL] [--litellm PATH]
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import contextlib
+import os
+import re
+import socket
+import statistics
+import subprocess
+import sys
+import tempfile
+import time
+from collections.abc import Iterator
+from pathlib import Path
+
+import httpx
+from pgcluster import postgres  # benchmarks/pgcluster.py (run as a script)
+
+BODY = {"model": "gpt-4o-mini", "max_tokens": 20,
+        "messages": [{"role": "user", "content": "Say hello through the gateway"}]}  # fmt: skip
+STREAM_BODY = {**BODY, "stream": True, "stream_options": {"include_usage": True}}
+
+
+def pct(values: list[float], q: float) -> float:
+    ordered = sorted(values)
+    return ordered[min(len(ordered) - 1, int(q * len(ordered)))]
+
+
+def _free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return int(s.getsockname()[1])
+
+
+def _wait(url: str, proc: subprocess.Popen[bytes], what: str) -> None:
+    deadline = time.monotonic() + 120
+    while time.monotonic() < deadline:
+        if proc.poll() is not None:
+            raise RuntimeError(f"{what} exited with {proc.returncode}")
+        with contextlib.suppress(httpx.TransportError):
+            if httpx.get(url, timeout=5).status_code < 500:
+                return
+        time.sleep(0.2)
+    raise RuntimeError(f"{what} did not start")
+
+
+@contextlib.contextmanager
+def sim_process() -> Iterator[str]:
+    """``llmspend sim serve`` in a child process: its root URL."""
+    cmd = [sys.executable, "-m", "llmspend", "sim", "serve", "--port", "0"]
+    with subprocess.Popen(cmd, stdout=subprocess.PIPE, text=True) as proc:
+        try:
+            line = proc.stdout.readline() if proc.stdout else ""
+            found = re.search(r"OpenAI base_url (\S+)/v1\)", line)
+            if not found:
+                raise RuntimeError(f"the simulator did not start: {line!r}")
+            yield found.group(1)
+        finally:
+            proc.terminate()
+            proc.wait(timeout=10)
+
+
+@contextlib.contextmanager
+def gateway_process(sim: str, db: str, tmp: Path) -> Iterator[tuple[str, str, int]]:
+    """A gateway in front of ``sim`` on ``db``, three hard budgets: (URL, a key, its pid)."""
+    from llmspend.budgets.manage import set_budget
+    from llmspend.gateway.keys import create_key
+    from llmspend.store.engine import open_store
+
+    config = tmp / "gateway.toml"
+    config.write_text(f'[upstreams.openai]\nbase_url = "{sim}"\nkey_env = "BENCH_KEY"\n')
+    store = open_store(db)
+    for scope, name in (("org", "acme"), ("project", "acme/bench"), ("user", "acme/bench/ana")):
+        set_budget(store, scope, name, "1000000", "month", mode="hard")
+    _, key = create_key(store, org="acme", project="bench", user="ana")
+    port = _free_port()
+    env = {**os.environ, "BENCH_KEY": "sk-bench"}
+    cmd = [sys.executable, "-m", "llmspend", "gateway", "serve", "--port", str(port),
+           "--config", str(config), "--database-url", db]  # fmt: skip
+    with open(tmp / "gateway.log", "wb") as log:
+        proc = subprocess.Popen(cmd, env=env, stdout=log, stderr=subprocess.STDOUT)
+    try:
+        _wait(f"http://127.0.0.1:{port}/health", proc, "the gateway")
+        yield f"http://127.0.0.1:{port}/openai", key, proc.pid
+    finally:
+        proc.terminate()
+        proc.wait(timeout=30)
+
+
+@contextlib.contextmanager
+def litellm_process(binary: str, sim: str, tmp: Path) -> Iterator[tuple[str, str, int]]:
+    """LiteLLM's proxy in front of ``sim``, no database: (URL, its master key, its pid)."""
+    config = tmp / "litellm.yaml"
+    config.write_text(
+        "model_list:\n  - model_name: gpt-4o-mini\n    litellm_params:\n"
+        f"      model: openai/gpt-4o-mini\n      api_base: {sim}/v1\n      api_key: sk-bench\n"
+        "general_settings:\n  master_key: sk-litellm-bench\n"
+    )
+    port = _free_port()
+    env = {**os.environ, "LITELLM_LOCAL_MODEL_COST_MAP": "True", "LITELLM_LOG": "ERROR"}
+    with open(tmp / "litellm.log", "wb") as log:
+        proc = subprocess.Popen(
+            [binary, "--config", str(config), "--port", str(port), "--host", "127.0.0.1"],
+            env=env, stdout=log, stderr=subprocess.STDOUT,
+        )  # fmt: skip
+    try:
+        _wait(f"http://127.0.0.1:{port}/health/liveliness", proc, "litellm")
+        yield f"http://127.0.0.1:{port}", "sk-litellm-bench", proc.pid
+    finally:
+        proc.terminate()
+        proc.wait(timeout=30)
+
+
+async def _one(client: httpx.AsyncClient, url: str, key: str, stream: bool) -> float:
+    headers = {"Authorization": f"Bearer {key}"}
+    t0 = time.perf_counter()
+    if stream:
+        async with client.stream("POST", url, json=STREAM_BODY, headers=headers) as r:
+            async for _ in r.aiter_raw():
+                pass
+    else:
+        r = await client.post(url, json=BODY, headers=headers)
+    elapsed = time.perf_counter() - t0
+    if r.status_code != 200:
+        raise RuntimeError(f"{url}: {r.status_code} {r.read()[:300]!r}")
+    return elapsed
+
+
+async def _batch(url: str, key: str, clients: int, n: int, stream: bool) -> list[float]:
+    """``n`` requests from ``clients`` concurrent clients; each request's latency."""
+    limits = httpx.Limits(max_connections=clients + 8, max_keepalive_connections=clients + 8)
+    out: list[float] = []
+    async with httpx.AsyncClient(limits=limits, timeout=120) as client:
+        await asyncio.gather(*(_one(client, url, key, stream) for _ in range(clients)))  # warm
+
+        async def worker(count: int) -> None:
+            for _ in range(count):
+                out.append(await _one(client, url, key, stream))
+
+        share = [n // clients + (i < n % clients) for i in range(clients)]
+        await asyncio.gather(*(worker(c) for c in share))
+    return out
+
+
+def cpu_seconds(pid: int) -> float:
+    """User + system CPU time of process ``pid`` (Linux /proc), 0 elsewhere."""
+    try:
+        fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
+    except OSError:
+        return 0.0
+    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+
+
+def measure(
+    targets: dict[str, tuple[str, str, int]], clients: int, n: int, stream: bool, rounds: int
+) -> tuple[dict[str, list[float]], dict[str, float]]:
+    """Latencies per target, and each proxy's CPU seconds per request."""
+    got: dict[str, list[float]] = {name: [] for name in targets}
+    cpu = dict.fromkeys(targets, 0.0)
+    for _ in range(rounds):  # interleaved: each target in turn, n / rounds requests each
+        for name, (base, key, pid) in targets.items():
+            url = base + "/v1/chat/completions"
+            before = cpu_seconds(pid) if pid else 0.0
+            got[name] += asyncio.run(_batch(url, key, clients, max(clients, n // rounds), stream))
+            cpu[name] += (cpu_seconds(pid) - before) if pid else 0.0
+    return got, {name: cpu[name] / len(got[name]) for name in targets}
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser(description=__doc__)
+    ap.add_argument("--requests", type=int, default=2000, help="per target and setting")
+    ap.add_argument("--clients", default="1,50,200", help="concurrency levels")
+    ap.add_argument("--rounds", type=int, default=4, help="interleaved batches per setting")
+    ap.add_argument("--pg-url", default=None, help="default: a throwaway cluster")
+    ap.add_argument("--litellm", default=None, help="the litellm command, to run it alongside")
+    args = ap.parse_args()
+    with contextlib.ExitStack() as stack:
+        tmp = Path(stack.enter_context(tempfile.TemporaryDirectory()))
+        db, note = stack.enter_context(postgres(args.pg_url))
+        if db is None:
+            sys.exit(f"no PostgreSQL: {note}")
+        sim = stack.enter_context(sim_process())
+        targets = {"direct": (sim, "sk-bench", 0)}
+        targets["gateway"] = stack.enter_context(gateway_process(sim, db, tmp))
+        if args.litellm:
+            targets["litellm"] = stack.enter_context(litellm_process(args.litellm, sim, tmp))
+        print(f"PostgreSQL: {note}; {os.cpu_count()} CPUs shared by the simulator, the")
+        print("proxies and the clients; latency in ms per request, added = proxy - direct")
+        print("(cpu: the proxy process's CPU ms per request, warm-up excluded only roughly)")
+        head = f"{'clients':>7} {'stream':>6} {'target':>8} {'n':>5} {'median':>8} {'p99':>8}"
+        print(head + f" {'+median':>8} {'+p99':>8} {'cpu':>6}")
+        for clients in (int(c) for c in args.clients.split(",")):
+            for stream in (False, True):
+                n = args.requests if clients > 1 else max(200, args.requests // 5)
+                got, cpu = measure(targets, clients, n, stream, args.rounds)
+                base = got["direct"]
+                for name, values in got.items():
+                    med, p99 = statistics.median(values) * 1e3, pct(values, 0.99) * 1e3
+                    added = ""
+                    if name != "direct":
+                        plus_med = med - statistics.median(base) * 1e3
+                        plus_p99 = p99 - pct(base, 0.99) * 1e3
+                        added = f" {plus_med:8.2f} {plus_p99:8.2f} {cpu[name] * 1e3:6.2f}"
+                    print(f"{clients:>7} {stream!s:>6} {name:>8} {len(values):>5} "
+                          f"{med:8.2f} {p99:8.2f}{added}", flush=True)  # fmt: skip
+
+
+if __name__ == "__main__":
+    main()
