@@ -173,6 +173,7 @@ def hook_server(monkeypatch):  # type: ignore[no-untyped-def]
     monkeypatch.setenv("LLMSPEND_WEBHOOK_TIMEOUT", "0.5")
     monkeypatch.setenv("LLMSPEND_WEBHOOK_RETRIES", "2")
     monkeypatch.setenv("LLMSPEND_WEBHOOK_BACKOFF", "0.01")
+    monkeypatch.setenv("LLMSPEND_WEBHOOK_ALLOW", "127.0.0.1")  # receivers on loopback
     _Hook.bodies = []
     _Hook.release = threading.Event()
     server = http.server.ThreadingHTTPServer(("127.0.0.1", 0), _Hook)

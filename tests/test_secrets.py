@@ -319,6 +319,7 @@ def quick_webhooks(monkeypatch: pytest.MonkeyPatch) -> Iterator[None]:
     monkeypatch.setenv("LLMSPEND_WEBHOOK_RETRIES", "1")
     monkeypatch.setenv("LLMSPEND_WEBHOOK_BACKOFF", "0.01")
     monkeypatch.setenv("LLMSPEND_WEBHOOK_TIMEOUT", "5")
+    monkeypatch.setenv("LLMSPEND_WEBHOOK_ALLOW", "127.0.0.1")  # receivers on loopback
     yield
     set_webhook(None)
 

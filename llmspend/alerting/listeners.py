@@ -14,6 +14,7 @@ import threading
 from collections.abc import Callable
 from typing import TYPE_CHECKING, Any
 
+from ..budgets.spec import check_webhook_url
 from ..errors import ValidationError
 from .webhooks import detect_format, sender
 
@@ -55,8 +56,7 @@ def set_webhook(url: str | None, *, format: str = "auto") -> None:
     if url is None:
         _global_webhook = None
         return
-    if not isinstance(url, str) or not url.startswith(("http://", "https://")):
-        raise ValidationError(f"webhook url must be an http(s) URL, got {url!r}")
+    check_webhook_url(url)
     if format not in ("auto", "json", "slack"):
         raise ValidationError(f"webhook format must be 'auto', 'json' or 'slack', got {format!r}")
     _global_webhook = (url, format)

@@ -1,40 +1,50 @@
-"""Webhook delivery, off the call's hot path.
+"""Webhook delivery, off the call's hot path, to checked destinations only.
 
 Alerts are queued to one daemon thread per process, which POSTs JSON (or a Slack-style
-``{"text": ...}`` payload) with a timeout, retries with backoff on errors, 5xx and 429,
-and records each outcome in ``llmspend_webhook_deliveries``. A failing or hanging
-webhook never fails or slows the caller's call; at exit the queue gets a bounded moment
-to drain.
+``{"text": ...}`` payload), retries with backoff on errors, 5xx and 429, and records each
+outcome in ``llmspend_webhook_deliveries``. A failing or hanging webhook never fails or
+slows the caller's call; at exit the queue gets a bounded moment to drain.
 
-Settings: ``LLMSPEND_WEBHOOK_TIMEOUT`` (seconds per attempt, default 5),
+Safety: the host is resolved once and refused unless public or allow-listed
+(``destinations``), before any connection; the POST goes to the address that was checked
+(the name is sent as ``Host`` and TLS SNI/certificate name); redirects are not followed
+(a 3xx is a failure); each attempt has a total deadline, checked while reading, so a
+receiver that drip-feeds bytes is cut off at it. Errors and logs name only
+``scheme://host[:port]``: a webhook URL's path or query is a secret.
+
+Settings: ``LLMSPEND_WEBHOOK_TIMEOUT`` (total seconds per attempt, default 5),
 ``LLMSPEND_WEBHOOK_RETRIES`` (attempts after the first, default 3),
-``LLMSPEND_WEBHOOK_BACKOFF`` (first delay in seconds, doubled each retry, default 0.5).
+``LLMSPEND_WEBHOOK_BACKOFF`` (first delay in seconds, doubled each retry, default 0.5),
+``LLMSPEND_WEBHOOK_ALLOW`` (non-public hosts/CIDRs allowed, see ``destinations``).
 """
 
 from __future__ import annotations
 
 import atexit
+import base64
 import json
 import logging
 import os
 import queue
+import socket
+import ssl
 import threading
 import time
-import urllib.error
-import urllib.request
 from typing import TYPE_CHECKING, Any
-from urllib.parse import urlsplit
+from urllib.parse import unquote, urlsplit
 
 from sqlalchemy import insert
 
+from ..budgets.spec import check_webhook_url
 from ..store.models import WebhookDelivery
 from ..timeutil import utcnow
+from .destinations import DestinationRefused, check_destination
 
 if TYPE_CHECKING:
     from ..store.engine import Store
     from .events import BudgetThresholdReached
 
-__all__ = ["WebhookSender", "payload_for", "sender"]
+__all__ = ["DeliveryError", "WebhookSender", "payload_for", "post", "sender"]
 
 log = logging.getLogger("llmspend.alerts")
 
@@ -65,6 +75,126 @@ def payload_for(event: BudgetThresholdReached, fmt: str) -> dict[str, Any]:
 def detect_format(url: str, default: str = "json") -> str:
     host = urlsplit(url).hostname or ""
     return "slack" if host == "hooks.slack.com" or host.endswith(".slack.com") else default
+
+
+class DeliveryError(Exception):
+    """One failed attempt; the message never holds the URL's path, query or userinfo."""
+
+
+_MAX_HEAD = 64 * 1024
+
+
+def _scrub(message: str, url: str) -> str:
+    """``message`` without any part of ``url`` beyond scheme://host (bounded to 500)."""
+    try:
+        parts = urlsplit(url)
+        secrets = [url, parts.path, parts.query, parts.fragment, parts.netloc]
+        host = parts.netloc.rsplit("@", 1)[-1]
+    except ValueError:
+        return message.split(":", 1)[0][:500]
+    for secret in sorted(secrets, key=len, reverse=True):
+        if len(secret) > 1 and secret != host:
+            message = message.replace(secret, "***")
+    return message[:500]
+
+
+def destination_of(url: str) -> list[str]:
+    """The checked addresses a delivery to ``url`` may use; ``DestinationRefused`` if none."""
+    try:
+        check_webhook_url(url)
+        parts = urlsplit(url)
+        port = parts.port or (443 if parts.scheme == "https" else 80)
+    except ValueError:  # BudgetError is one: a malformed URL never gets a connection
+        raise DestinationRefused("refused: destination not allowed") from None
+    return check_destination(parts.hostname or "", port)
+
+
+def _left(deadline: float, timeout: float) -> float:
+    left = deadline - time.monotonic()
+    if left <= 0:
+        raise DeliveryError(f"timed out: no complete answer within {timeout:g} s")
+    return left
+
+
+def _connect(addresses: list[str], port: int, deadline: float, timeout: float) -> socket.socket:
+    error: Exception | None = None
+    for addr in addresses:
+        try:
+            return socket.create_connection((addr, port), timeout=_left(deadline, timeout))
+        except TimeoutError:
+            raise DeliveryError(f"timed out: no connection within {timeout:g} s") from None
+        except OSError as exc:
+            error = exc
+    raise DeliveryError(f"{type(error).__name__}: {getattr(error, 'strerror', None) or error}")
+
+
+def _request(url: str, body: bytes) -> bytes:
+    parts = urlsplit(url)
+    target = (parts.path or "/") + (f"?{parts.query}" if parts.query else "")
+    host = parts.netloc.rsplit("@", 1)[-1]
+    lines = [
+        f"POST {target} HTTP/1.1",
+        f"Host: {host}",
+        "Content-Type: application/json",
+        "User-Agent: llmspend-webhook",
+        f"Content-Length: {len(body)}",
+        "Connection: close",
+    ]
+    if parts.username is not None:
+        cred = f"{unquote(parts.username)}:{unquote(parts.password or '')}"
+        lines.append("Authorization: Basic " + base64.b64encode(cred.encode()).decode())
+    return ("\r\n".join(lines) + "\r\n\r\n").encode() + body
+
+
+def _status(sock: socket.socket, deadline: float, timeout: float) -> int:
+    """Read response heads up to the first final one; its status code."""
+    buf = b""
+    while True:
+        while b"\r\n\r\n" not in buf:
+            sock.settimeout(_left(deadline, timeout))
+            try:
+                chunk = sock.recv(4096)
+            except TimeoutError:
+                raise DeliveryError(f"timed out: no complete answer within {timeout:g} s") from None
+            if not chunk:
+                raise DeliveryError("the receiver closed the connection before answering")
+            buf += chunk
+            if len(buf) > _MAX_HEAD:
+                raise DeliveryError("the receiver's answer has no end of headers")
+        head, buf = buf.split(b"\r\n\r\n", 1)
+        fields = head.split(b"\r\n", 1)[0].split()
+        if len(fields) < 2 or not fields[0].startswith(b"HTTP/") or not fields[1].isdigit():
+            raise DeliveryError("the receiver's answer is not HTTP")
+        code = int(fields[1])
+        if code >= 200 or code < 100:
+            return code
+
+
+def post(url: str, body: bytes, *, addresses: list[str], timeout: float) -> int:
+    """POST ``body`` to ``url`` at one of ``addresses`` (already checked); the status code.
+
+    ``timeout`` is the total for connecting, TLS, sending and reading the answer's headers:
+    a monotonic deadline checked between reads, each socket timeout set to what is left.
+    Redirects are returned as their status, never followed. Raises :class:`DeliveryError`.
+    """
+    parts = urlsplit(url)
+    https = parts.scheme == "https"
+    deadline = time.monotonic() + timeout
+    sock = _connect(addresses, parts.port or (443 if https else 80), deadline, timeout)
+    try:
+        if https:
+            sock.settimeout(_left(deadline, timeout))
+            sock = ssl.create_default_context().wrap_socket(sock, server_hostname=parts.hostname)
+        sock.settimeout(_left(deadline, timeout))
+        try:
+            sock.sendall(_request(url, body))
+        except TimeoutError:
+            raise DeliveryError(f"timed out: could not send within {timeout:g} s") from None
+        return _status(sock, deadline, timeout)
+    except ssl.SSLError as exc:
+        raise DeliveryError(f"TLS: {exc.reason or type(exc).__name__}") from None
+    finally:
+        sock.close()
 
 
 class WebhookSender:
@@ -119,33 +249,38 @@ class WebhookSender:
         retries = int(_env_float("LLMSPEND_WEBHOOK_RETRIES", 3))
         delay = _env_float("LLMSPEND_WEBHOOK_BACKOFF", 0.5)
         body = json.dumps(payload_for(event, fmt)).encode()
-        attempts, status, error = 0, None, None
-        for attempt in range(retries + 1):
-            attempts = attempt + 1
-            req = urllib.request.Request(
-                url,
-                data=body,
-                method="POST",
-                headers={"Content-Type": "application/json", "User-Agent": "llmspend-webhook"},
-            )
-            try:
-                with urllib.request.urlopen(req, timeout=timeout) as resp:
-                    status, error = resp.status, None
-                    if 200 <= resp.status < 300:
+        attempts, status, error, outcome = 0, None, None, "failed"
+        try:
+            addresses = destination_of(url)
+        except DestinationRefused as exc:
+            outcome, error = "refused", str(exc)
+        else:
+            for attempt in range(retries + 1):
+                attempts = attempt + 1
+                try:
+                    status = post(url, body, addresses=addresses, timeout=timeout)
+                    error = None if 200 <= status < 300 else f"HTTP {status}"
+                except DeliveryError as exc:
+                    status, error = None, str(exc)
+                except Exception as exc:  # never echo the URL: only the kind of failure
+                    status, error = None, _scrub(f"{type(exc).__name__}: {exc}", url)
+                if status is not None:
+                    if 200 <= status < 300:
                         break
-            except urllib.error.HTTPError as exc:
-                status, error = exc.code, f"HTTP {exc.code}"
-                if exc.code < 500 and exc.code != 429:
-                    break  # a 4xx will not get better by retrying
-            except Exception as exc:
-                status, error = None, f"{type(exc).__name__}: {exc}"[:500]
-            if attempt < retries:
-                time.sleep(delay * (2**attempt))
-        delivered = status is not None and 200 <= status < 300 and error is None
-        if not delivered:
+                    if 300 <= status < 400:
+                        error = f"HTTP {status} (redirects are not followed)"
+                        break
+                    if status < 500 and status != 429:
+                        break  # a 4xx will not get better by retrying
+                if attempt < retries:
+                    time.sleep(delay * (2**attempt))
+            if status is not None and 200 <= status < 300:
+                outcome = "delivered"
+        if outcome != "delivered":
             log.warning(
-                "llmspend webhook to %s failed after %d attempts: %s",
+                "llmspend webhook to %s %s after %d attempts: %s",
                 target_of(url),
+                outcome,
                 attempts,
                 error,
             )
@@ -156,10 +291,10 @@ class WebhookSender:
                         ts=utcnow(),
                         alert_id=event.id,
                         target=target_of(url),
-                        status="delivered" if delivered else "failed",
+                        status=outcome,
                         attempts=attempts,
                         http_status=status,
-                        error=None if delivered else (error or f"HTTP {status}")[:500],
+                        error=None if outcome == "delivered" else (error or "failed")[:500],
                     )
                 )
         except Exception:
