@@ -3,7 +3,14 @@ import { ISignal, Signal } from '@lumino/signaling';
 import { IDisposable } from '@lumino/disposable';
 
 import { requestAPI } from './request';
-import type { IAlert, IAlerts, IStatus, ISummary } from './types';
+import type {
+  IAlert,
+  IAlerts,
+  IBudgetDef,
+  IBudgetList,
+  IStatus,
+  ISummary
+} from './types';
 
 /** How often the meter asks the server, and how far it backs off on errors. */
 export const POLL_INTERVAL_MS = 15 * 1000;
@@ -48,6 +55,10 @@ export class SpendModel implements IDisposable {
   get alerts(): IAlert[] {
     return this._alerts;
   }
+  /** The budget definitions the user may see, and whether they may change them. */
+  get budgets(): IBudgetList | null {
+    return this._budgets;
+  }
   /** The last error, or `null` after a success. */
   get error(): string | null {
     return this._error;
@@ -79,12 +90,14 @@ export class SpendModel implements IDisposable {
   /** Load the summary and the recent alerts (what the panel shows). */
   async loadDetails(): Promise<void> {
     try {
-      const [summary, alerts] = await Promise.all([
+      const [summary, alerts, budgets] = await Promise.all([
         requestAPI<ISummary>('summary', {}, this._query),
-        this.fetchAlerts()
+        this.fetchAlerts(),
+        requestAPI<IBudgetList>('budgets')
       ]);
       this._summary = summary;
       this._alerts = alerts.alerts;
+      this._budgets = budgets;
       this._error = null;
     } catch (error) {
       this._error = describe(error);
@@ -97,7 +110,7 @@ export class SpendModel implements IDisposable {
     return requestAPI<IAlerts>('alerts', {}, { limit: String(limit) });
   }
 
-  /** Acknowledge alerts; the only write the extension makes. */
+  /** Acknowledge alerts of the context's budgets. */
   async acknowledge(ids: number[]): Promise<number> {
     if (ids.length === 0) {
       return 0;
@@ -111,6 +124,28 @@ export class SpendModel implements IDisposable {
     );
     await Promise.all([this.loadDetails(), this.refresh()]);
     return reply.acknowledged;
+  }
+
+  /**
+   * Create (`POST`) or change (`PATCH`) a budget with a body from `checkBudgetForm`; a
+   * refusal throws with the server's message. Reloads what the panel shows.
+   */
+  async saveBudget(
+    body: Record<string, unknown>,
+    editing: boolean
+  ): Promise<IBudgetDef> {
+    const reply = await requestAPI<{ budget: IBudgetDef }>('budgets', {
+      method: editing ? 'PATCH' : 'POST',
+      body: JSON.stringify(body)
+    });
+    await Promise.all([this.loadDetails(), this.refresh()]);
+    return reply.budget;
+  }
+
+  /** Delete a budget; a refusal throws with the server's message. */
+  async deleteBudget(scope: string, name: string): Promise<void> {
+    await requestAPI('budgets', { method: 'DELETE' }, { scope, name });
+    await Promise.all([this.loadDetails(), this.refresh()]);
   }
 
   dispose(): void {
@@ -139,6 +174,7 @@ export class SpendModel implements IDisposable {
   private _status: IStatus | null = null;
   private _summary: ISummary | null = null;
   private _alerts: IAlert[] = [];
+  private _budgets: IBudgetList | null = null;
   private _error: string | null = null;
   private _changed = new Signal<this, void>(this);
   private _statusFetched = new Signal<this, IStatus>(this);

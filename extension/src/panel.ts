@@ -10,6 +10,8 @@ import {
   levelOf,
   plural
 } from './format';
+import { h } from './dom';
+import { BudgetManager } from './manage';
 import type { SpendModel } from './model';
 import type { IAlert, IBudget, ISpend } from './types';
 
@@ -32,30 +34,6 @@ const LEVELS: { scope: IBudget['scope']; title: string }[] = [
   { scope: 'user', title: 'User' }
 ];
 
-type Child = Node | string | null | undefined | false;
-
-/** A small DOM builder; text always goes in as text, never as HTML. */
-function h(
-  tag: string,
-  attrs: Record<string, string> = {},
-  ...children: Child[]
-): HTMLElement {
-  const el = document.createElement(tag);
-  for (const [key, value] of Object.entries(attrs)) {
-    if (key === 'class') {
-      el.className = value;
-    } else {
-      el.setAttribute(key, value);
-    }
-  }
-  for (const child of children) {
-    if (child) {
-      el.append(child);
-    }
-  }
-  return el;
-}
-
 function when(iso: string | null): string {
   if (!iso) {
     return 'never';
@@ -66,7 +44,8 @@ function when(iso: string | null): string {
 
 /**
  * The budget panel (right side bar): budgets per level with progress bars, today's and
- * this period's spend, and recent alerts with acknowledge buttons.
+ * this period's spend, recent alerts with acknowledge buttons, and the budgets' settings
+ * (a form to create, edit and delete them for those the server lets manage budgets).
  */
 export class SpendPanel extends Widget {
   constructor(model: SpendModel) {
@@ -76,6 +55,9 @@ export class SpendPanel extends Widget {
     this.addClass('jp-LLMSpendPanel');
     this.title.icon = spendIcon;
     this.title.caption = 'LLM spend and budgets';
+    this._manager = new BudgetManager(model);
+    // the manager's form stays in place while the rest is redrawn: what is typed survives
+    this.node.replaceChildren(this._content, this._manager.node);
     model.changed.connect(this._render, this);
     model.statusFetched.connect(this._onStatus, this);
     this._render();
@@ -137,7 +119,8 @@ export class SpendPanel extends Widget {
       this._budgetSection(),
       this._alertSection()
     );
-    this.node.replaceChildren(body);
+    this._content.replaceChildren(body);
+    this._manager.update();
   }
 
   private _spendSection(): HTMLElement {
@@ -355,4 +338,6 @@ export class SpendPanel extends Widget {
   }
 
   private _model: SpendModel;
+  private _manager: BudgetManager;
+  private _content = h('div', { class: 'jp-LLMSpendPanel-content' });
 }

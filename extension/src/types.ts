@@ -89,3 +89,29 @@ export interface IAlerts {
   alerts: IAlert[];
   unacknowledged: number;
 }
+
+/** A budget's definition, as `GET /llmspend/budgets` lists it. */
+export interface IBudgetDef {
+  scope: 'org' | 'project' | 'user';
+  name: string;
+  limit_usd: string;
+  period: string;
+  mode: 'hard' | 'soft';
+  thresholds: string[];
+  timezone: string;
+  week_start: number;
+  unpriced: string;
+  /** Masked (`https://host/***`), and `null` for those who may not manage budgets. */
+  webhook_url: string | null;
+  has_webhook: boolean;
+  is_default: boolean;
+  inherited: boolean;
+  updated_at: string;
+}
+
+export interface IBudgetList {
+  context: IContext;
+  /** Whether the server lets this user create, change and delete budgets. */
+  can_manage: boolean;
+  budgets: IBudgetDef[];
+}
