@@ -351,12 +351,13 @@ def test_bob_cannot_acknowledge_anas_alert(stack: Stack) -> None:
 @pytest.mark.postgres
 def test_bad_input_is_a_400_with_set_budgets_message(stack: Stack, tmp_path: Path) -> None:
     local = open_store(f"sqlite:///{tmp_path / 's.db'}")
-    for body in (
+    bodies: list[dict[str, Any]] = [
         {"scope": "project", "name": "acme/churn", "limit": "-5"},
         {"scope": "project", "name": "acme/churn", "limit": "5", "period": "fortnight"},
         {"scope": "team", "name": "acme", "limit": "5"},
         {"scope": "project", "name": "acme/churn", "limit": "5", "thresholds": ["2"]},
-    ):
+    ]
+    for body in bodies:
         rest = dict(body)
         with pytest.raises(BudgetError) as expected:
             manage.set_budget(local, rest.pop("scope"), rest.pop("name"), rest.pop("limit"),

@@ -43,7 +43,7 @@ from ..errors import LLMSpendError
 from ..store.engine import Store
 from ..usage import FILTERS, fetch_records
 from .config import GatewayConfig
-from .hub import HubDenied, HubIdentities, group_identity
+from .hub import HubDenied, HubIdentities
 from .keys import KEY_PREFIX, Identity, authenticate
 from .proxy import client_key
 from .roles import (
@@ -127,22 +127,24 @@ class DataApi:
         groups: list[str] = []
         if key and key.startswith(KEY_PREFIX):
             identity = await run_in_threadpool(authenticate, self.store, key)
-        elif key and self.hub is not None and len(key) <= 200:
-            # The hub's model of the token (HubAuth caches it) gives the user, the groups
-            # that map to org/project (as the proxy maps them) and the token's scopes.
+        elif key and self.hub is not None:
+            # The identity as the proxy takes it; the roles from the hub's model of the token
+            # (HubAuth caches it): its scopes, and the user's groups.
+            # TODO(hub.py): a public HubIdentities method returning the model would replace
+            # the two private hops below.
             try:
-                model = await self.hub._auth.user_for_token(key, sync=False)
-            except Exception:  # tornado HTTPError: the hub is down or refused our token
+                identity = await self.hub.identify(key)
+                if identity is not None:
+                    model = await self.hub._auth.user_for_token(key, sync=False)
+                    found = model.get("groups")
+                    if found is None:
+                        found = await self.hub._groups(identity.user)
+                    groups = [g for g in found if isinstance(g, str)]
+                    scopes = [s for s in model.get("scopes") or () if isinstance(s, str)]
+            except HubDenied as exc:
+                raise _Refused(403, str(exc)) from None
+            except Exception:  # HubUnavailable, or the hub failing between the two asks
                 raise _Refused(503, "llmspend gateway: the hub cannot be asked") from None
-            if isinstance(model, dict) and model.get("kind", "user") == "user":
-                name = model.get("name")
-                groups = [g for g in model.get("groups") or () if isinstance(g, str)]
-                scopes = [s for s in model.get("scopes") or () if isinstance(s, str)]
-                if isinstance(name, str):
-                    try:
-                        identity = group_identity(self.hub.config, name, groups)
-                    except HubDenied as exc:
-                        raise _Refused(403, str(exc)) from None
         if identity is None:
             what = "gateway key or hub token" if self.hub is not None else "gateway key"
             raise _Refused(401, f"llmspend gateway: invalid, expired or revoked {what}")
