@@ -69,6 +69,52 @@ def load(tracker: Tracker, rows: int, card: dict[str, int]) -> float:
     return seconds
 
 
+def bulk_load(tracker: Tracker, rows: int, card: dict[str, int]) -> float:
+    """SQLite only, for 10M rows: the same generated rows inserted straight into the usage
+    table, then ``rebuild_rollups()`` (which gives the tables the write path keeps; a test
+    checks this: tests/test_analytics_exact.py)."""
+    import sqlite3
+
+    sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
+    from benchmarks._data import usage_columns
+
+    path = tracker.store.engine.url.database
+    assert path, "bulk loading needs a SQLite file"
+    days = card["days"]
+    start = (utcnow() - dt.timedelta(days=days)).replace(minute=0, second=0, microsecond=0)
+    t0 = time.perf_counter()
+    step = 1_000_000
+    con = sqlite3.connect(path)
+    con.execute("PRAGMA synchronous = OFF")
+    sql = (
+        "INSERT INTO llmspend_usage (ts, provider, api, model, org_name, project_name, "
+        "user_name, input_tokens, cached_input_tokens, cache_write_tokens, output_tokens, "
+        "reasoning_tokens, cost_nanos, price_status, status, latency_ms, streamed, "
+        "usage_estimated) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, 0, ?, ?, ?, 'imported', ?, ?, 0, 0)"
+    )
+    # One generation (one set of people and time order), inserted in slices.
+    cols = usage_columns(rows, start=start, **card)
+    ts = cols["ts"].astype("datetime64[us]").astype(str)
+    for i in range(0, rows, step):
+        sl = slice(i, i + step)
+        stamps = [t.replace("T", " ") for t in ts[sl].tolist()]
+        stamps = [t if len(t) == 26 else t + ".000000"[: 26 - len(t)] for t in stamps]
+        parts = [stamps] + [
+            cols[k][sl].tolist()
+            for k in ("provider", "api", "model", "org", "project", "user", "input_tokens",
+                      "cached_input_tokens", "output_tokens", "reasoning_tokens", "cost_nanos",
+                      "status", "latency_ms")
+        ]  # fmt: skip
+        with con:
+            con.executemany(sql, zip(*parts, strict=True))
+        print(f"\r  inserted {min(i + step, rows):,} rows", end="", flush=True)
+    con.close()
+    counts = analytics.rebuild_rollups(store=tracker.store)
+    seconds = time.perf_counter() - t0
+    print(f"\r  bulk-loaded {rows:,} rows and rebuilt the rollups {counts} in {seconds:.1f} s")
+    return seconds
+
+
 def per_call_overhead(calls: int = 3000) -> tuple[float, float]:
     """Median µs of one call through the real pipeline (price, record, budgets), with and
     without the rollup hook, interleaved in rounds on a fresh SQLite store."""
@@ -199,12 +245,17 @@ def set_budgets() -> None:
     llmspend.set_budget("user", "org2/*", "300", "week")
 
 
-def run_one(url: str, rows: int, card: dict[str, int], repeat: int, reuse: bool) -> list[Any]:
+def run_one(
+    url: str, rows: int, card: dict[str, int], repeat: int, reuse: bool, bulk: bool = False
+) -> list[Any]:
     tracker = Tracker(url, org="org0", project="proj0", user="user0")
     set_tracker(tracker)
     print(f"\n== {tracker.store.dialect}, {rows:,} rows ({tracker.store})")
     if not reuse:
-        load(tracker, rows, card)
+        if bulk and tracker.store.dialect == "sqlite":
+            bulk_load(tracker, rows, card)
+        else:
+            load(tracker, rows, card)
         set_budgets()
     if tracker.store.dialect == "postgresql":
         with tracker.store.begin() as conn:
@@ -237,6 +288,12 @@ def main() -> None:
     parser.add_argument("--users", type=int, default=60)
     parser.add_argument("--days", type=int, default=120)
     parser.add_argument("--repeat", type=int, default=5)
+    parser.add_argument(
+        "--bulk-from",
+        type=int,
+        default=5_000_000,
+        help="SQLite sizes from this many rows load in bulk (then rebuild_rollups)",
+    )
     parser.add_argument("--per-call", action="store_true", help="also time the write path")
     args = parser.parse_args()
     if args.per_call:
@@ -254,7 +311,8 @@ def main() -> None:
         Path(args.data_dir).mkdir(parents=True, exist_ok=True)
         for n in sizes:
             path = Path(args.data_dir) / f"analytics-{n}-{tag}.sqlite"
-            results.append(run_one(f"sqlite:///{path}", n, card, args.repeat, path.exists()))
+            bulk = n >= args.bulk_from
+            results.append(run_one(f"sqlite:///{path}", n, card, args.repeat, path.exists(), bulk))
     if "postgres" in stores:
         sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
         from benchmarks.pgcluster import postgres
