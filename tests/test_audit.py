@@ -42,7 +42,7 @@ def _cli(capsys: pytest.CaptureFixture[str], url: str, *argv: str) -> tuple[int,
     return code, out.out + out.err
 
 
-def test_untouched_log_verifies_and_names_the_actor(tracker: Tracker, capsys) -> None:  # type: ignore[no-untyped-def]
+def test_untouched_log_verifies_and_names_the_actor(tracker: Tracker, capsys) -> None:
     _changes()
     code, out = _cli(capsys, tracker.store.url, "verify")
     assert (code, out.strip()) == (0, "ok: 5 entries")
@@ -65,7 +65,7 @@ def test_untouched_log_verifies_and_names_the_actor(tracker: Tracker, capsys) ->
     ],
     ids=["update", "delete", "reorder"],
 )
-def test_tampering_with_plain_sql_is_named(tracker: Tracker, capsys, tamper, named) -> None:  # type: ignore[no-untyped-def]
+def test_tampering_with_plain_sql_is_named(tracker: Tracker, capsys, tamper, named) -> None:
     _changes()
     if tamper == "swap":  # reorder: entries 2 and 4 trade sequence numbers
         _sql(tracker, "UPDATE llmspend_audit SET seq = -4 WHERE seq = 4")
@@ -83,7 +83,7 @@ def test_tampering_with_plain_sql_is_named(tracker: Tracker, capsys, tamper, nam
 
 def test_export_round_trips_and_catches_a_rewritten_chain(
     tracker: Tracker, capsys, tmp_path: Path
-) -> None:  # type: ignore[no-untyped-def]
+) -> None:
     _changes()
     saved = tmp_path / "audit.jsonl"
     code, out = _cli(capsys, tracker.store.url, "export", "--out", str(saved))
@@ -114,7 +114,7 @@ def test_export_round_trips_and_catches_a_rewritten_chain(
     assert code == 1 and "entry #3" in out and "differs from the export" in out
 
 
-def test_a_removed_newest_entry_is_caught_by_the_export(tracker: Tracker, capsys, tmp_path) -> None:  # type: ignore[no-untyped-def]
+def test_a_removed_newest_entry_is_caught_by_the_export(tracker: Tracker, capsys, tmp_path) -> None:
     _changes()
     saved = tmp_path / "audit.jsonl"
     assert _cli(capsys, tracker.store.url, "export", "--out", str(saved))[0] == 0
