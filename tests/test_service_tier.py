@@ -143,3 +143,14 @@ def test_a_request_leaving_the_tier_to_the_project_reserves_priority(
         with pytest.raises(llmspend.BudgetExceeded):
             ask(None)
         ask("default")
+
+
+def test_records_round_trip_through_ingest_keeps_the_tier(installed: Any) -> None:
+    """records() → ingest() (a frame with costs: the column path) keeps ``service_tier``."""
+    base = {"ts": "2026-12-01T00:00:00", "provider": "openai", "model": "gpt-4o-mini",
+            "input_tokens": 10, "output_tokens": 5}  # fmt: skip
+    llmspend.ingest([{**base, "service_tier": "batch"}, base])
+    frame = llmspend.records()
+    again = frame.drop(columns=["id"])
+    assert llmspend.ingest(again) == 2
+    assert list(llmspend.records()["service_tier"]) == ["batch", None, "batch", None]
