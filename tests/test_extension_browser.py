@@ -3,8 +3,10 @@
 A store with budgets for acme/churn/ana and $4 of history; JupyterLab runs with that
 store and context. The meter must show the headline budget, change after a notebook cell
 makes a call against the simulated provider, announce the threshold it crossed as a
-notification, and open the panel, where the alert can be acknowledged. Screenshots go to
-``artifacts/extension/``.
+notification, and open the panel, where the alert can be acknowledged. Then budgets
+managed from the panel: an owner creates, edits and deletes them through its form (with
+inline errors), and a member on a read-only server (``LLMSpendLab.read_only``) over the
+same store sees them and cannot change them. Screenshots go to ``artifacts/extension/``.
 """
 
 from __future__ import annotations
@@ -14,6 +16,7 @@ import importlib.util
 import json
 import os
 import sys
+import urllib.error
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
@@ -206,3 +209,153 @@ def test_meter_panel_and_notification_in_jupyterlab(tmp_path: Path, store: str, 
             page.screenshot(path=str(ARTIFACTS / "failure.png"))
             print(lab.log_tail(80))
             raise
+
+
+@pytest.fixture
+def empty_store(tmp_path: Path) -> Iterator[str]:
+    """A SQLite store with no budget yet (this process's tracker uses it too)."""
+    from llmspend.store.engine import forget_store
+    from llmspend.tracker import Tracker, set_tracker
+
+    url = f"sqlite:///{tmp_path / 'budgets.sqlite'}"
+    set_tracker(Tracker(url, org="acme", project="churn", user="ana"))
+    yield url
+    set_tracker(None)
+    forget_store(url)
+
+
+def open_panel(page: Any, lab: LabServer) -> Any:
+    """Open JupyterLab and the llmspend panel; returns the panel's locator."""
+    page.goto(lab.lab_url(), timeout=TIMEOUT_MS)
+    page.wait_for_function(
+        "() => !!window.jupyterapp && !!document.querySelector('#llmspend-meter')"
+    )
+    page.evaluate("() => window.jupyterapp.commands.execute('llmspend:open-panel')")
+    panel = page.locator("#llmspend-panel")
+    panel.wait_for(state="visible")
+    panel.locator("[data-llmspend=manage] h3").wait_for()
+    return panel
+
+
+def test_an_owner_manages_budgets_from_the_panel_and_a_member_only_sees_them(
+    tmp_path: Path, empty_store: str
+) -> None:
+    require_browser()
+    require_extension()
+    ARTIFACTS.mkdir(parents=True, exist_ok=True)
+    env = {
+        "LLMSPEND_DATABASE_URL": empty_store,
+        "LLMSPEND_ORG": "acme",
+        "LLMSPEND_PROJECT": "churn",
+        "LLMSPEND_USER": "ana",
+    }
+    # the owner: a single-user server as it comes
+    with LabServer(tmp_path / "owner", env=env) as lab, chromium() as browser:
+        decline_news(lab)
+        page = browser.new_page(viewport={"width": 1400, "height": 1000})
+        page.set_default_timeout(TIMEOUT_MS)
+        try:
+            panel = open_panel(page, lab)
+            form = panel.locator("[data-llmspend=budget-form]")
+            form.wait_for()
+            form.locator("[data-field=scope]").select_option("project")
+            form.locator("[data-field=name]").fill("acme/churn")
+            form.locator("[data-field=limit]").fill("12.50")
+            form.locator("[data-field=period]").select_option("week")
+            form.locator("[data-field=mode]").select_option("soft")
+            form.locator("[data-field=thresholds]").fill("50, 90")
+            form.locator("[data-field=timezone]").fill("Europe/Berlin")
+            form.locator("[data-llmspend=save]").click()
+            row = panel.locator("[data-def='project:acme/churn']")
+            row.locator("[data-llmspend=def-limit]", has_text="$12.50 per week").wait_for()
+            assert "soft" in row.inner_text() and "Europe/Berlin" in row.inner_text()
+            [budget] = llmspend.list_budgets()
+            assert (budget.scope, budget.name, budget.limit_usd) == ("project", "acme/churn", 12.5)
+            assert (budget.period, budget.mode, budget.timezone) == (
+                "week",
+                "soft",
+                "Europe/Berlin",
+            )
+            assert [str(t) for t in budget.thresholds] == ["0.5", "0.9"]
+            # it applies to ana: the status part of the panel lists it too
+            panel.locator("[data-llmspend=budget][data-budget='project:acme/churn']").wait_for()
+            page.screenshot(path=str(ARTIFACTS / "6-budget-created.png"))
+
+            # edit its limit
+            row.locator("[data-llmspend=edit]").click()
+            assert form.locator("[data-field=name]").is_disabled()
+            form.locator("[data-field=limit]").fill("20")
+            form.locator("[data-llmspend=save]").click()
+            row.locator("[data-llmspend=def-limit]", has_text="$20.00 per week").wait_for()
+            assert llmspend.list_budgets()[0].limit_usd == 20
+
+            # a bad value: a clear inline error next to the field, nothing sent
+            row.locator("[data-llmspend=edit]").click()
+            form.locator("[data-field=limit]").fill("-5")
+            form.locator("[data-llmspend=save]").click()
+            error = form.locator("[data-error-for=limit]")
+            error.wait_for(state="visible")
+            assert "greater than $0" in error.inner_text()
+            assert form.locator("[data-field=limit]").get_attribute("aria-invalid") == "true"
+            page.screenshot(path=str(ARTIFACTS / "7-budget-bad-limit.png"))
+            form.locator("[data-llmspend=cancel]").click()
+            assert llmspend.list_budgets()[0].limit_usd == 20
+
+            # what only the library can judge comes back as its own message
+            form.locator("[data-field=scope]").select_option("user")
+            form.locator("[data-field=name]").fill("acme/ana")
+            form.locator("[data-field=limit]").fill("5")
+            form.locator("[data-field=timezone]").fill("Mars/Olympus")
+            form.locator("[data-llmspend=save]").click()
+            failed = form.locator("[data-llmspend=form-error]")
+            failed.wait_for(state="visible")
+            assert "IANA" in failed.inner_text() and "Mars/Olympus" in failed.inner_text()
+            assert [b.name for b in llmspend.list_budgets()] == ["acme/churn"]
+
+            # delete takes a second click, then the budget is gone
+            form.locator("[data-field=timezone]").fill("UTC")
+            form.locator("[data-llmspend=save]").click()
+            temp = panel.locator("[data-def='user:acme/ana']")
+            temp.wait_for()
+            temp.locator("[data-llmspend=delete]").click()
+            temp.locator("[data-llmspend=delete-confirm]").click()
+            temp.wait_for(state="detached")
+            assert [b.name for b in llmspend.list_budgets()] == ["acme/churn"]
+        except Exception:
+            page.screenshot(path=str(ARTIFACTS / "failure-owner.png"))
+            print(lab.log_tail(80))
+            raise
+
+    # a member (bob, in the same project) on a read-only server over the same store
+    member_env = env | {"LLMSPEND_USER": "bob"}
+    with (
+        LabServer(
+            tmp_path / "member", env=member_env, extra_args=["--LLMSpendLab.read_only=True"]
+        ) as lab,
+        chromium() as browser,
+    ):
+        decline_news(lab)
+        page = browser.new_page(viewport={"width": 1400, "height": 1000})
+        page.set_default_timeout(TIMEOUT_MS)
+        try:
+            panel = open_panel(page, lab)
+            row = panel.locator("[data-def='project:acme/churn']")
+            row.locator("[data-llmspend=def-limit]", has_text="$20.00 per week").wait_for()
+            panel.locator("[data-llmspend=read-only]").wait_for()
+            for control in ("budget-form", "edit", "delete", "save"):
+                assert panel.locator(f"[data-llmspend={control}]").count() == 0, control
+            page.screenshot(path=str(ARTIFACTS / "8-budget-member.png"))
+        except Exception:
+            page.screenshot(path=str(ARTIFACTS / "failure-member.png"))
+            print(lab.log_tail(80))
+            raise
+        # and the server refuses the change itself, whatever the page shows
+        with pytest.raises(urllib.error.HTTPError) as refused:
+            lab.api(
+                "/llmspend/budgets",
+                method="POST",
+                body={"scope": "project", "name": "acme/churn", "limit": "1000"},
+            )
+        assert refused.value.code == 403
+        assert lab.api("/llmspend/budgets")["can_manage"] is False
+    assert llmspend.list_budgets()[0].limit_usd == 20

@@ -119,7 +119,7 @@ export class BudgetManager {
       {
         class: 'jp-LLMSpendPanel-def',
         'data-llmspend': 'budget-def',
-        'data-budget': key
+        'data-def': key
       },
       h(
         'div',
