@@ -27,6 +27,7 @@ Reading it again counts nothing more.
 from __future__ import annotations
 
 import json
+from collections.abc import Callable
 from typing import Any
 
 from ..call import Call, Usage
@@ -163,52 +164,35 @@ async def _acreate(
     return await arun_recorded(_begin(kwargs), lambda: wrapped(*args, **kwargs), _created)
 
 
-def _reader(read: Any) -> tuple[Any, Any]:
+def _reader(read: Callable[[dict[str, Any], Any], None], waiting: dict[str, Any]) -> Any:
+    """Sync and async hooks that send the request, then hand ``read(kwargs, result)`` the
+    result — only while ``waiting`` (parked jobs, or results files) is not empty."""
+
     def sync(wrapped: Any, instance: Any, args: tuple[Any, ...], kwargs: dict[str, Any]) -> Any:
-        if not BATCHES.parked:
+        if not waiting:
             return wrapped(*args, **kwargs)
         with handled():
             result = wrapped(*args, **kwargs)
-        shielded(read, result, what="read a Gemini batch")
+        shielded(read, kwargs, result, what="read a Gemini batch")
         return result
 
     async def asyn(
         wrapped: Any, instance: Any, args: tuple[Any, ...], kwargs: dict[str, Any]
     ) -> Any:
-        if not BATCHES.parked:
+        if not waiting:
             return await wrapped(*args, **kwargs)
         with handled():
             result = await wrapped(*args, **kwargs)
-        shielded(read, result, what="read a Gemini batch")
+        shielded(read, kwargs, result, what="read a Gemini batch")
         return result
 
     return sync, asyn
 
 
-_get, _aget = _reader(seen)
-_list, _alist = _reader(_listed)
-
-
-def _download(wrapped: Any, instance: Any, args: tuple[Any, ...], kwargs: dict[str, Any]) -> Any:
-    """``Files.download``: a batch's results file, read as the caller reads it."""
-    if not BATCHES.files:
-        return wrapped(*args, **kwargs)
-    with handled():
-        data = wrapped(*args, **kwargs)
-    shielded(results, kwargs.get("file"), data, what="read a Gemini batch's results")
-    return data
-
-
-async def _adownload(
-    wrapped: Any, instance: Any, args: tuple[Any, ...], kwargs: dict[str, Any]
-) -> Any:
-    """``AsyncFiles.download``."""
-    if not BATCHES.files:
-        return await wrapped(*args, **kwargs)
-    with handled():
-        data = await wrapped(*args, **kwargs)
-    shielded(results, kwargs.get("file"), data, what="read a Gemini batch's results")
-    return data
+_get, _aget = _reader(lambda kw, job: seen(job), BATCHES.parked)
+_list, _alist = _reader(lambda kw, page: _listed(page), BATCHES.parked)
+# ``Files.download``: a batch's results file, read as the caller reads it.
+_download, _adownload = _reader(lambda kw, data: results(kw.get("file"), data), BATCHES.files)
 
 
 def patches() -> list[Patch]:
