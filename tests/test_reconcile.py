@@ -375,3 +375,32 @@ def test_chart_of_the_differences(installed: Any) -> None:
     svg = charts.to_svg(charts.reconciliation(result.frame))
     assert svg.startswith("<svg") and "gpt-4o-mini" in svg and "o3" in svg
     assert "<svg" in charts.to_svg(charts.reconciliation(result.frame.iloc[:0]))
+
+
+def test_the_spend_report_shows_the_lines_that_differ(installed: Any, tmp_path: Path) -> None:
+    totals = seed("openai")
+    model = MODELS["openai"][0]
+    path = tmp_path / "costs.json"
+    path.write_text(json.dumps(openai_costs_json(billed(totals, model))))
+    url = str(installed.settings.database_url)
+    html = tmp_path / "report.html"
+    window = ["--since", DAYS[0].isoformat(), "--until", TODAY.isoformat()]
+    args = ["report", *window, "--database-url", url, "--no-progress", "--output", str(html)]
+    assert main([*args, "--reconcile", str(path)]) == 0
+    page = html.read_text(encoding="utf-8")
+    section = page[page.index("Against the provider") :]
+    assert "3 of 11 day × model lines differ" in section
+    for d in CHANGED:
+        assert DAYS[d].isoformat() in section
+    assert "not recorded" in section and ">o3<" in section
+    assert DAYS[0].isoformat() not in section.split("<table", 1)[1]  # a matching day: not listed
+    assert "<svg" in section
+    # without an export the report has no such section; an unreadable one fails up front
+    plain = tmp_path / "plain.html"
+    assert main([*args[:-1], str(plain)]) == 0
+    assert "Against the provider" not in plain.read_text(encoding="utf-8")
+    bad = tmp_path / "bad.csv"
+    bad.write_text("a,b\n1,2\n")
+    never = tmp_path / "never.html"
+    assert main([*args[:-1], str(never), "--reconcile", str(bad)]) == 1
+    assert not never.exists()

@@ -63,6 +63,12 @@ def register(sub: argparse._SubParsersAction) -> None:
         "--top", type=int, default=10, metavar="N", help="rows in the top-N tables (10)"
     )
     out.add_argument("--json", action="store_true", help="print a JSON summary for scripts")
+    out.add_argument(
+        "--reconcile",
+        metavar="EXPORT",
+        help="a provider's cost export (as for `llmspend reconcile`): adds a section of "
+        "billed vs recorded per day and model",
+    )
     run = p.add_argument_group("execution")
     run.add_argument(
         "--notebook", metavar="FILE.ipynb", help="run this notebook instead of the shipped one"
@@ -101,6 +107,7 @@ def _report(args: argparse.Namespace) -> int:
         kernel_name=args.kernel,
         progress_bar=sys.stderr.isatty() and not args.no_progress and not args.json,
         timeout=args.timeout,
+        reconcile=args.reconcile,
     )
     totals = result.totals
     if args.json:

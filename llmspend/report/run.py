@@ -18,6 +18,7 @@ from typing import Any
 from ..analytics import usage_report
 from ..errors import ValidationError
 from ..extras import REPORT, require_extra
+from ..reconciliation import reconcile as reconcile_export
 from ..store.engine import safe_url
 from ..tracker import Tracker
 from .execute import execute_notebook, notebook_path, to_html
@@ -82,12 +83,15 @@ def run_report(
     progress_bar: bool = False,
     timeout: int | None = 600,
     now: dt.datetime | None = None,
+    reconcile: str | os.PathLike[str] | None = None,
 ) -> ReportResult:
     """Make the spend report: check the parameters, run the notebook, write the HTML.
 
     Everything that can be checked before the (seconds-long) notebook run is: the period
     (:func:`resolve_window`), the store (it is opened), the org/project/user names
-    (:func:`check_names`), the output directories, ``decimals`` and ``top``. Errors are
+    (:func:`check_names`), the output directories, ``decimals`` and ``top``, and the cost
+    export given as ``reconcile`` (read, then shown against the store in a section of its
+    own: :func:`llmspend.reconcile`). Errors are
     :class:`~llmspend.LLMSpendError`\\ s with one-line messages; on any error no HTML is
     written. Returns a :class:`ReportResult` (paths, window, totals of the period).
     """
@@ -104,6 +108,10 @@ def run_report(
     tracker = Tracker(database_url)
     url = tracker.settings.database_url
     flt = check_names(tracker.store, org, project, user)
+    export = ""
+    if reconcile is not None:
+        export = str(Path(reconcile).resolve())
+        reconcile_export(export, tracker=tracker)  # an unreadable export fails here
     title = title or default_title(window)
     s, u = window.iso()
     parameters = {
@@ -117,6 +125,7 @@ def run_report(
         "decimals": decimals,
         "top": top,
         "title": title,
+        "reconcile": export,
     }
     with tempfile.TemporaryDirectory(prefix="llmspend-report-") as tmp:
         executed = nb_out or Path(tmp) / "spend_report.ipynb"
