@@ -87,8 +87,9 @@ def warn_if_degraded(tracker: Any) -> bool:
     print(
         f"llmspend: WARNING: the store file {store.path} is corrupted ({problem}).\n"
         f"llmspend: calls are still tracked: they are journaled in {tracker.spool.dir} "
-        "and counted once the store is recovered (budgets cannot be checked meanwhile: "
-        "LLMSPEND_STORE_DOWN decides whether calls are sent).\n"
+        "and counted once the store is recovered. Budgets cannot be checked meanwhile: "
+        "by default (LLMSPEND_STORE_DOWN=auto) a call a hard budget may cover is refused; "
+        "LLMSPEND_STORE_DOWN=open sends calls unchecked.\n"
         "llmspend: fix: run `llmspend db recover` in a terminal (it copies what is "
         "readable into a fresh store and keeps the old file).",
         file=sys.stderr,
