@@ -270,7 +270,8 @@ def run_one(
         if target is None:
             verdict = "-"
         else:
-            verdict = "ok" if ms <= (target if rows <= 2_000_000 else 2 * target) else "SLOW"
+            limit = target if rows <= 2_000_000 or target >= 300 else 2 * target
+            verdict = "ok" if ms <= limit else "SLOW"
         print(f"  {label:<44}{ms:>9.1f}{cpu:>9.1f}{ms / base:>9.3f}{verdict:>8}")
         out.append((label, ms, cpu, verdict))
     set_tracker(None)
