@@ -98,8 +98,8 @@ def _columns_of(rows: Any) -> tuple[Any, dict[str, Any] | None]:
         return source, None
     keys = list(source[0])
     width = len(keys)
-    if not all(type(r) is dict and len(r) == width for r in source):
-        return source, None
+    if set(map(type, source)) != {dict} or set(map(len, source)) != {width}:
+        return source, None  # same count and every key present (below): the same keys
     try:
         return source, {k: [r[k] for r in source] for k in keys}
     except KeyError:
@@ -169,9 +169,7 @@ def _check(
     if "status" in columns:
         out.cols["status"] = _choice(columns["status"], usage.STATUSES, "ok", out)
     if "latency_ms" in columns:
-        out.cols["latency_ms"] = _per_value(
-            columns["latency_ms"], lambda v, i: usage._latency(v, i), out
-        )
+        out.cols["latency_ms"] = _latency(columns["latency_ms"], out)
     for key in ("streamed", "usage_estimated"):
         if key in columns:
             out.cols[key] = _per_value(columns[key], functools.partial(_flag, key), out)
@@ -212,12 +210,46 @@ def _per_value(col: Any, check: Callable[[Any, int], Any], out: _Columns) -> Any
     """The row validator's own check, value by value; a failing row is left to it."""
     import numpy as np
 
-    result = np.empty(out.n, dtype=object)
-    for i, v in enumerate(_values(col).tolist()):
+    values = _values(col)
+    if values.dtype == object:  # None is checked once: its result is the same for every row
+        nones = _nones(values)
+        given = np.flatnonzero(~nones)
+        try:
+            result = np.full(out.n, check(None, 0), dtype=object)
+        except IngestError:  # None is not allowed here: those rows are the row path's
+            result = np.full(out.n, None, dtype=object)
+            out.mark(nones)
+    else:
+        given = np.arange(out.n)
+        result = np.empty(out.n, dtype=object)
+    for i, v in zip(given.tolist(), values[given].tolist(), strict=True):
         try:
             result[i] = check(v, i)
         except IngestError:
             out.slow[i] = True
+    return result
+
+
+def _nones(values: Any) -> Any:
+    """Where an object array holds None (elementwise)."""
+    return values == None  # noqa: E711
+
+
+def _latency(col: Any, out: _Columns) -> Any:
+    """Durations in ms as floats, None where missing; the row helper for unusual input."""
+    import numpy as np
+
+    values = _values(col)
+    if values.dtype.kind not in "fiu" and _kind(col) not in ("floating", "integer", "empty"):
+        return _per_value(col, lambda v, i: usage._latency(v, i), out)
+    try:
+        arr = np.where(_nones(values), np.nan, values).astype(np.float64)
+    except (TypeError, ValueError, OverflowError):
+        return _per_value(col, lambda v, i: usage._latency(v, i), out)
+    nan = np.isnan(arr)
+    out.mark(~nan & ~((arr >= 0) & (arr < 1e12)))
+    result = arr.astype(object)
+    result[nan] = None
     return result
 
 
@@ -414,7 +446,8 @@ def _write(store: Store, out: _Columns, on_write: Any) -> None:
     triples = pd.DataFrame(
         {"o": cols["org_name"], "p": cols["project_name"], "u": cols["user_name"]}
     ).drop_duplicates()
-    names = usage._INSERT_COLUMNS
+    # a column with no value in the whole batch is left to its NULL: fewer values to bind
+    names = [k for k in usage._INSERT_COLUMNS if not _all_none(cols[k])]
     with store.begin(write=True) as conn:
         tx = Tx.of(conn)
         ensure_entities(tx, set(triples.itertuples(index=False, name=None)))
@@ -432,7 +465,17 @@ def _insert_sqlite(tx: Tx, cols: Mapping[str, Any], names: Sequence[str]) -> Non
 
     ts = pc.strftime(pa.array(cols["ts"], type=pa.timestamp("us")), "%Y-%m-%d %H:%M:%S")
     lists = [ts.to_pylist() if k == "ts" else cols[k].tolist() for k in names]
-    tx.executemany(usage._insert_sql("sqlite"), list(zip(*lists, strict=True)))
+    # only constant identifiers are formatted in; every value is a bound parameter
+    sql = (
+        f"INSERT INTO {UsageRecord.__tablename__} ({', '.join(names)}) "  # noqa: S608
+        f"VALUES ({', '.join('?' * len(names))})"
+    )
+    tx.executemany(sql, list(zip(*lists, strict=True)))
+
+
+def _all_none(column: Any) -> bool:
+
+    return column.dtype == object and bool(_nones(column).all())
 
 
 def _arrow(cols: Mapping[str, Any], names: Sequence[str]) -> Any:
