@@ -74,14 +74,15 @@ come from the rollups; ``api``, ``status``, ``price_status``, ``requested_model`
 rows in range, as are the filters other than the five above.
 
 How it is fast: usage is summed into rollup tables per hour, day and week (and quarter
-hour for the two narrower families), in three families — full (org × project × user × provider × model), team (without the user) and
-model (provider × model) — in the same transaction that writes each record (PostgreSQL)
-or just before the next read (SQLite; :mod:`llmspend.store.rollups`). A query reads the
-narrowest family that keeps the dimensions it groups or filters by, whole weeks and days
-from the coarse tables, and only the hours, quarter hours and partial ones at the edges of
-a range (or of a time-zone bucket) from the finer tables and raw rows, so its cost follows the
-answer's size and the number of edges, not the number of distinct org × project × user ×
-model × hour combinations; the result equals a computation over ``records()`` exactly
+hour for the two narrower families), in three families — full (org × project × user ×
+provider × model), team (without the user) and model (provider × model) — in the same
+transaction that writes each record (PostgreSQL) or just before the next read (SQLite;
+:mod:`llmspend.store.rollups`). A query reads the narrowest family that keeps the
+dimensions it groups or filters by, whole weeks and days from the coarse tables, and only
+the hours, quarter hours and partial ones at the edges of a range (or of a time-zone
+bucket) from the finer tables and raw rows, so its cost follows the answer's size and the
+number of edges, not the number of distinct org × project × user × model × hour
+combinations; the result equals a computation over ``records()`` exactly
 (:mod:`llmspend.analytics.query`). Grouping by a column the rollups do not keep (``api``,
 ``status``, ``tag:NAME``, ...) or filtering on one reads raw rows.
 """
