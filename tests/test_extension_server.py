@@ -435,7 +435,7 @@ def test_an_authorizer_denying_the_llmspend_resource_closes_every_route(
 ) -> None:
     checked = 0
     for path, handler in HANDLERS:
-        assert handler.auth_resource == AUTH_RESOURCE  # type: ignore[attr-defined]
+        assert handler.auth_resource == AUTH_RESOURCE
         for verb in _verbs(handler):
             code, error = api(path, method=verb.upper(), **_bodies(path, verb))
             assert code == 403, f"{verb.upper()} /llmspend/{path} answered {code}"
