@@ -35,7 +35,8 @@ from llmspend.store.engine import forget_store
 from llmspend.store.fastsql import py_time
 
 LEASE = 2.0
-LIMIT = Decimal("0.001")  # room for one call's worst case (max_tokens=1000), not two
+LIMIT = Decimal("0.0015")  # room for one worst case (max_tokens=1000, reserved at the
+# priority tier a request without service_tier may be served at: ≈ $0.00101), not two
 MAX_TOKENS = 1000
 
 CALLER = r"""
