@@ -36,6 +36,7 @@ __all__ = [
     "answered",
     "avia_gateway",
     "client_bound",
+    "gateway_client_url_bound",
     "in_sdk_call",
     "refusal",
     "remove_observer",
@@ -191,6 +192,17 @@ def client_bound(client: Any) -> bool:
         return False
     try:
         return gateway_bound_url(client.base_url)
+    except Exception:
+        return False
+
+
+def gateway_client_url_bound(base_url: Any) -> bool:
+    """Whether an SDK client whose base URL is ``base_url`` sends to the gateway. Never
+    raises."""
+    if gateway() is None or not base_url:
+        return False
+    try:
+        return gateway_bound_url(str(base_url))
     except Exception:
         return False
 

@@ -188,3 +188,46 @@ def test_team_hint_names_the_gateway(
     monkeypatch.setenv("LLMSPEND_GATEWAY_URL", stack[1].url)
     hint = llmspend.team_hint()
     assert f"OPENAI_BASE_URL={stack[1].url}/openai/v1" in hint and "\n" not in hint
+
+
+def test_gemini_calls_through_the_gateway_are_the_gateways_too(
+    stack: tuple[Sim, Gateway], kernel: InteractiveShell
+) -> None:
+    from tests.test_gateway import _genai
+
+    sim, gateway = stack
+    key = gateway.new_key("acme", "churn", "gina")
+    kernel.user_ns["gclient"] = _genai(gateway, key)
+    result, lines = run(
+        kernel, "r = gclient.models.generate_content(model='gemini-2.5-flash', contents='hi')"
+    )
+    assert result.error_in_exec is None, result.error_in_exec
+    rows = gateway.rows("user_name = :u", u="gina")
+    assert len(rows) == 1 and rows[0].status == "ok" and rows[0].cost_nanos > 0
+    assert llmspend.records().empty  # recorded once: at the gateway, not in the kernel
+    assert lines == [f"llmspend · this cell: 1 call, {_money(nanos_to_usd(rows[0].cost_nanos))}"]
+
+    result, _ = run(
+        kernel,
+        "chunks = list(gclient.models.generate_content_stream("
+        "model='gemini-2.5-flash', contents='hi'))",
+    )
+    assert result.error_in_exec is None, result.error_in_exec
+    assert kernel.user_ns["chunks"]
+    assert len(gateway.rows("user_name = :u", u="gina")) == 2
+    assert llmspend.records().empty
+
+    gateway.cli("budget", "set", "project", "acme/gtight", "0.000001/day", "--hard")
+    tight = gateway.new_key("acme", "gtight", "gus")
+    kernel.user_ns["gclient"] = _genai(gateway, tight)
+    sent = sim.count()
+    for cell in (
+        "gclient.models.generate_content(model='gemini-2.5-flash', contents='hi')",
+        "list(gclient.models.generate_content_stream(model='gemini-2.5-flash', contents='hi'))",
+    ):
+        result, _ = run(kernel, cell)
+        error = result.error_in_exec
+        assert type(error) is llmspend.BudgetExceeded, error
+        assert error.budget == "acme/gtight"
+    assert sim.count() == sent  # nothing reached the provider
+    assert llmspend.records().empty

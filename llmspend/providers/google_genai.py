@@ -29,6 +29,7 @@ from ..call import Call
 from ..dialects import Route, field
 from ..pipeline import handled
 from ..plugins import Patch
+from ..teammode import avia_gateway, gateway_client_url_bound, via_gateway
 from .gemini_usage import (
     ObservedAsyncIterator,
     StreamObserver,
@@ -100,8 +101,35 @@ async def _asend(wrapped: Any, args: tuple[Any, ...], kwargs: dict[str, Any]) ->
         return await wrapped(*args, **kwargs)
 
 
+def _bound(instance: Any) -> bool:
+    """Team mode: does this ``Models``/``AsyncModels`` send to the llmspend gateway (its
+    client's ``base_url``)? Then the gateway budgets and records the call."""
+    try:
+        base = instance._api_client._http_options.base_url
+    except Exception:
+        return False
+    return gateway_client_url_bound(base)
+
+
+def _gateway_stream(wrapped: Any, args: tuple[Any, ...], kwargs: dict[str, Any]) -> Iterator[Any]:
+    """A gateway-bound sync stream: the request goes out at the first step."""
+    inner = iter(wrapped(*args, **kwargs))
+    try:
+        while True:
+            chunk = via_gateway(lambda: next(inner, _END))
+            if chunk is _END:
+                return
+            yield chunk
+    finally:
+        close = getattr(inner, "close", None)
+        if close is not None:
+            close()
+
+
 def _generate(wrapped: Any, instance: Any, args: tuple[Any, ...], kwargs: dict[str, Any]) -> Any:
     """One ``generateContent`` request (sync)."""
+    if _bound(instance):
+        return via_gateway(lambda: wrapped(*args, **kwargs))
     r = _route("generateContent", args, kwargs)
     return run_recorded(
         begin(r, _tier(args, kwargs)),
@@ -114,6 +142,8 @@ async def _agenerate(
     wrapped: Any, instance: Any, args: tuple[Any, ...], kwargs: dict[str, Any]
 ) -> Any:
     """One ``generateContent`` request (async)."""
+    if _bound(instance):
+        return await avia_gateway(lambda: wrapped(*args, **kwargs))
     r = _route("generateContent", args, kwargs)
     return await arun_recorded(
         begin(r, _tier(args, kwargs)),
@@ -130,6 +160,8 @@ def _finish(call: Call, response: Any, r: Route | None) -> None:
 
 def _embed(wrapped: Any, instance: Any, args: tuple[Any, ...], kwargs: dict[str, Any]) -> Any:
     """``Models.embed_content``: one request."""
+    if _bound(instance):
+        return via_gateway(lambda: wrapped(*args, **kwargs))
     r = _route("embedContent", args, kwargs)
     return run_recorded(
         begin(r, _tier(args, kwargs)),
@@ -142,6 +174,8 @@ async def _aembed(
     wrapped: Any, instance: Any, args: tuple[Any, ...], kwargs: dict[str, Any]
 ) -> Any:
     """``AsyncModels.embed_content``: one request."""
+    if _bound(instance):
+        return await avia_gateway(lambda: wrapped(*args, **kwargs))
     r = _route("embedContent", args, kwargs)
     return await arun_recorded(
         begin(r, _tier(args, kwargs)),
@@ -162,6 +196,8 @@ def _stream(wrapped: Any, instance: Any, args: tuple[Any, ...], kwargs: dict[str
     Nothing is sent until the first ``next()``; the call begins there too, so a budget
     refusal surfaces at the first iteration, before the request.
     """
+    if _bound(instance):
+        return _gateway_stream(wrapped, args, kwargs)
     return _observe_stream(wrapped, args, kwargs)
 
 
@@ -201,6 +237,8 @@ async def _astream(
 ) -> Any:
     """``AsyncModels._generate_content_stream``: awaiting it sends the request and returns
     an async iterator; ours yields the very same chunks while observing them."""
+    if _bound(instance):
+        return await avia_gateway(lambda: wrapped(*args, **kwargs))
     r = _route("streamGenerateContent", args, kwargs)
     call = begin(r, _tier(args, kwargs))
     if call is None:
