@@ -19,6 +19,7 @@ from .errors import (
     LLMSpendError,
     LLMSpendWarning,
     MissingExtra,
+    PermissionDenied,
     PriceFileError,
     PricingError,
     ReportError,
@@ -43,6 +44,7 @@ if TYPE_CHECKING:
     from .pipeline import begin_call
     from .plugins import Patch, ProviderPlugin, register_provider
     from .pricing import Price, PriceBook
+    from .teamclient import GatewayClient
     from .teammode import team_hint
     from .tracker import Tracker
 
@@ -64,6 +66,7 @@ __all__ = [
     "LLMSpendWarning",
     "MissingExtra",
     "Patch",
+    "PermissionDenied",
     "Price",
     "PriceFileError",
     "PricingError",
@@ -153,7 +156,10 @@ def records(
     ``request_id``) take a name or a list of names. ``columns`` picks columns (read only
     those). ``as_="arrow"`` returns a ``pyarrow.Table`` instead (``cost_usd`` as
     ``decimal128(38, 9)``, tags as JSON text); ``as_="polars"`` a polars DataFrame.
+    In team mode the gateway answers (scoped by role; see :mod:`llmspend.teamclient`).
     """
+    if (team := _team()) is not None:
+        return team.records(since, until, columns=columns, as_=as_, **filters)
     from .tracker import get_tracker
 
     return get_tracker().records(since, until, columns=columns, as_=as_, **filters)
@@ -250,6 +256,11 @@ def set_budget(
     ``thresholds`` are fractions in (0, 1] at which alerts fire. ``unpriced``: what a
     hard budget does with a call whose model has no price (``"refuse"`` or ``"allow"``).
     """
+    if (team := _team()) is not None:
+        return team.set_budget(
+            scope, name, limit, period, mode=mode, thresholds=thresholds, timezone=timezone,
+            week_start=week_start, unpriced=unpriced, webhook_url=webhook_url,
+        )  # fmt: skip
     from .budgets.manage import set_budget as _set
     from .tracker import get_tracker
 
@@ -270,6 +281,8 @@ def set_budget(
 
 def update_budget(scope: str, name: str, **changes: Any) -> Budget:
     """Change some fields of an existing budget (``limit``, ``period``, ``mode``, ...)."""
+    if (team := _team()) is not None:
+        return team.update_budget(scope, name, **changes)
     from .budgets.manage import update_budget as _update
     from .tracker import get_tracker
 
@@ -278,6 +291,9 @@ def update_budget(scope: str, name: str, **changes: Any) -> Budget:
 
 def delete_budget(scope: str, name: str) -> None:
     """Delete a budget (audited). Deleting a default removes the budgets made from it."""
+    if (team := _team()) is not None:
+        team.delete_budget(scope, name)
+        return
     from .budgets.manage import delete_budget as _delete
     from .tracker import get_tracker
 
@@ -286,6 +302,8 @@ def delete_budget(scope: str, name: str) -> None:
 
 def list_budgets(scope: str | None = None) -> list[Budget]:
     """Every budget set, defaults included."""
+    if (team := _team()) is not None:
+        return team.list_budgets(scope)
     from .budgets.manage import list_budgets as _list
     from .tracker import get_tracker
 
@@ -294,6 +312,8 @@ def list_budgets(scope: str | None = None) -> list[Budget]:
 
 def budget_status(scope: str | None = None, name: str | None = None) -> list[BudgetStatus]:
     """Spent, reserved, limit, remaining, % used, state and projection per budget."""
+    if (team := _team()) is not None:
+        return team.budget_status(scope, name)
     from .budgets.manage import budget_status as _status
     from .tracker import get_tracker
 
@@ -304,6 +324,10 @@ def budget_status(scope: str | None = None, name: str | None = None) -> list[Bud
 
 def budget_history(scope: str, name: str) -> pd.DataFrame:
     """Every period of one budget so far, newest first."""
+    if _team() is not None:
+        from .teamclient import not_served
+
+        raise not_served("llmspend.budget_history()")
     from .budgets.manage import budget_history as _history
     from .tracker import get_tracker
 
@@ -319,6 +343,8 @@ def alerts(since: Any = None, until: Any = None, **filters: Any) -> pd.DataFrame
     ``metadata``. Filters: ``org``, ``project``, ``user``, ``budget``, ``scope``, ``kind``,
     and ``acknowledged=True/False``.
     """
+    if (team := _team()) is not None:
+        return team.alerts(since, until, **filters)
     from .alerting.query import fetch_alerts
     from .tracker import get_tracker
 
@@ -327,10 +353,20 @@ def alerts(since: Any = None, until: Any = None, **filters: Any) -> pd.DataFrame
 
 def acknowledge_alerts(ids: int | list[int] | None = None) -> int:
     """Acknowledge alerts by id (all unacknowledged ones when ``ids`` is None)."""
+    if (team := _team()) is not None:
+        return team.acknowledge_alerts(ids)
     from .alerting.query import acknowledge
     from .tracker import get_tracker
 
     return acknowledge(get_tracker().store, ids)
+
+
+def _team() -> GatewayClient | None:
+    """The gateway's data API in team mode with a credential (the kernel then opens no
+    store for records, budgets and alerts), else ``None``."""
+    from .teamclient import client
+
+    return client()
 
 
 def on_alert(callback: Callable[[BudgetThresholdReached], Any]) -> None:

@@ -16,6 +16,8 @@ The tree::
     │   ├── PricingError               a usage that cannot be priced (e.g. subset > total)
     │   └── BudgetError                a bad budget definition or an unknown budget
     ├── BudgetExceeded                 a call refused by a hard budget before it was sent
+    ├── PermissionDenied               team mode: the gateway refused an operation the
+    │                                  caller's role does not allow (names the role needed)
     ├── ReportError                    the spend report could not be made (names the cell)
     ├── ResponseFailedError            a provider's response said ``status: failed``; never
     │                                  raised to a caller, only named as a call's error_type
@@ -42,6 +44,7 @@ __all__ = [
     "LLMSpendError",
     "LLMSpendWarning",
     "MissingExtra",
+    "PermissionDenied",
     "PriceFileError",
     "PricingError",
     "ProviderError",
@@ -216,6 +219,21 @@ class BudgetExceeded(LLMSpendError):
         if self.reason:
             msg += f" ({self.reason})"
         return msg
+
+
+class PermissionDenied(LLMSpendError):
+    """Team mode: the gateway refused an operation the caller's role does not allow.
+
+    ``missing_role`` names what it needs (``"owner of acme/churn or admin"``), when the
+    gateway said; nothing was changed.
+    """
+
+    def __init__(self, message: str, missing_role: str | None = None) -> None:
+        self.missing_role = missing_role
+        super().__init__(message)
+
+    def __reduce__(self) -> tuple[type[PermissionDenied], tuple[str, str | None]]:
+        return type(self), (str(self), self.missing_role)
 
 
 class ReportError(LLMSpendError):

@@ -7,6 +7,7 @@ from collections.abc import Iterable, Sequence
 from fractions import Fraction
 from typing import TYPE_CHECKING, Any
 
+from .. import teamclient
 from ..errors import ValidationError
 from ..money import nanos_to_usd
 from ..store import rollups
@@ -45,6 +46,8 @@ CALLS = MEASURES.index("calls")
 
 
 def resolve_store(store: Store | None) -> Store:
+    if store is None and teamclient.active():  # the kernel has no store in team mode
+        raise teamclient.not_served("llmspend.analytics")
     return store if store is not None else get_tracker().store
 
 

@@ -12,8 +12,10 @@ with ``Accept: application/vnd.apache.arrow.stream``.
     DELETE budgets/{scope}/{name}
     GET    status                     status of the budgets the caller may see
     GET    records?since=&user=&...   records (members: their own; owners: what they own)
-    GET    alerts                     alerts of the budgets the caller may see
-    POST   alerts/acknowledge         {"ids": [...]}: only alerts the caller may acknowledge
+    GET    alerts?since=&budget=&...  alerts of the budgets the caller may see (the filters
+                                      of ``llmspend.alerts()``, ``acknowledged=true|false``)
+    POST   alerts/acknowledge         {"ids": [...]}: only alerts the caller may acknowledge;
+                                      without ids, every unacknowledged one they may
 
 Changes go through :mod:`llmspend.budgets.manage` with ``actor=`` the caller's user, so the
 audit names them. A refusal is a 403 naming the missing role; bad input a 400 with the
@@ -63,6 +65,7 @@ _BUDGET_FIELDS = {
     "unpriced", "webhook_url",
 }  # fmt: skip
 _SCOPED = ("org", "project", "user")
+_ALERT_FILTERS = ("org", "project", "user", "budget", "scope", "kind")
 
 
 class _Refused(Exception):
@@ -286,7 +289,19 @@ class DataApi:
 
     def alerts(self, roles: Roles, request: Request) -> Any:
         query = request.query_params
-        frame = fetch_alerts(self.store, query.get("since"), query.get("until"))
+        if unknown := set(query) - {"since", "until", "acknowledged", *_ALERT_FILTERS}:
+            raise _Refused(400, f"unknown alerts parameters: {', '.join(sorted(unknown))}")
+        filters: dict[str, Any] = {
+            f: (values if len(values) > 1 else values[0])
+            for f in _ALERT_FILTERS
+            if (values := query.getlist(f))
+        }
+        acked = query.get("acknowledged")
+        if acked is not None:
+            if acked.lower() not in ("true", "false"):
+                raise _Refused(400, "llmspend gateway: acknowledged must be true or false")
+            filters["acknowledged"] = acked.lower() == "true"
+        frame = fetch_alerts(self.store, query.get("since"), query.get("until"), **filters)
         keep = [
             roles.admin or (k is not None and can_see_budget(roles, k) is None)
             for k in (
@@ -297,7 +312,18 @@ class DataApi:
 
     def acknowledge(self, roles: Roles, body: dict[str, Any]) -> Any:
         ids = body.get("ids")
-        if (
+        if ids is None:  # every unacknowledged alert the caller may acknowledge
+            frame = fetch_alerts(self.store, acknowledged=False)
+            ids = [
+                int(i)
+                for i, s, b in zip(frame["id"], frame["scope"], frame["budget"], strict=True)
+                if roles.admin
+                or ((k := self._alert_key(s, b)) is not None and can_acknowledge_alert(roles, k)
+                    is None)
+            ]  # fmt: skip
+            if not ids:
+                return {"acknowledged": 0}
+        elif (
             not isinstance(ids, list)
             or not ids
             or not all(isinstance(i, int) and not isinstance(i, bool) for i in ids)
