@@ -154,3 +154,30 @@ def test_records_round_trip_through_ingest_keeps_the_tier(installed: Any) -> Non
     again = frame.drop(columns=["id"])
     assert llmspend.ingest(again) == 2
     assert list(llmspend.records()["service_tier"]) == ["batch", None, "batch", None]
+
+
+def test_plain_http_requests_reserve_the_same_tier_as_the_sdk(
+    installed: Any, fresh_sim: SimServer, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The transport taps read the requested tier as the SDK tap does: none (or ``auto``)
+    is reserved at priority, a pinned ``default`` at standard."""
+    import httpx
+
+    from llmspend.dialects import hosts
+
+    monkeypatch.setattr(hosts, "_declared", [])
+    monkeypatch.delenv("LLMSPEND_ENDPOINTS", raising=False)
+    llmspend.declare_endpoint(fresh_sim.openai_base_url, "openai")
+
+    body: dict[str, Any] = {"model": "gpt-4o-mini", "max_tokens": 20,
+                            "messages": [{"role": "user", "content": "same words"}]}  # fmt: skip
+    url = fresh_sim.openai_base_url.rstrip("/") + "/chat/completions"
+    llmspend.set_budget("project", "acme/churn", "100", mode="hard")
+    for tier in (None, "default"):
+        sent = body | ({"service_tier": tier} if tier else {})
+        httpx.post(url, json=sent, headers={"authorization": "Bearer x"}).raise_for_status()
+    client(fresh_sim).chat.completions.create(**body)
+    loose, pinned, sdk = installed.recent
+    assert loose["provider"] == pinned["provider"] == sdk["provider"]
+    assert loose["estimate_nanos"] == sdk["estimate_nanos"] > pinned["estimate_nanos"]
+    assert loose["cost_nanos"] == pinned["cost_nanos"]  # served (and priced) at default

@@ -45,6 +45,7 @@ __all__ = [
     "provider_for_host",
     "read",
     "reader",
+    "requested_tier",
     "result_text_bytes",
     "route",
     "sse_events",
@@ -151,6 +152,16 @@ def max_output(api: str, body: Mapping[str, Any]) -> int | None:
         return None
     n = body.get("n")
     return value * n if isinstance(n, int) and not isinstance(n, bool) and n > 1 else value
+
+
+def requested_tier(api: str, body: Any) -> str | None:
+    """The service tier a request asks for: its ``service_tier``, else ``auto`` (the API's
+    default: the project's tier, which may be priority — reserved as such) where a request
+    may name a tier (chat completions, responses); ``None`` elsewhere."""
+    tier = body.get("service_tier") if isinstance(body, Mapping) else None
+    if isinstance(tier, str):
+        return tier
+    return "auto" if api in ("chat.completions", "responses") else None
 
 
 def route(request: Request, *, provider: str | None = None) -> Route | None:

@@ -313,6 +313,9 @@ def see(
         input_tokens=route.input_upper,
         max_output_tokens=route.output_cap,
         streamed=route.streamed,
+        service_tier=_dialect("openai").requested_tier(route.api, body)
+        if ep.dialect == "openai"
+        else None,
         request_key=lambda: b"%s %s://%s:%d%s\n%s"
         % (method.encode(), scheme.encode(), host.encode(), port or 0, path.encode(),
            content or b""),

@@ -190,12 +190,6 @@ def _with_usage_option(
     return args, {**kwargs, "options": copy}
 
 
-def _default_tier(api: str) -> str | None:
-    """``auto`` (the API's default: the project's tier, which may be priority, reserved as
-    such by the guard) where a request may name a tier; ``None`` elsewhere."""
-    return "auto" if api in ("chat.completions", "responses") else None
-
-
 def _begin(
     instance: Any, args: tuple[Any, ...], kwargs: dict[str, Any]
 ) -> tuple[Any, tuple[Any, ...], dict[str, Any]]:
@@ -221,7 +215,6 @@ def _begin(
     if isinstance(plan, str):
         return plan, args, kwargs
     route = plan.route
-    tier = plan.body.get("service_tier")
     if route.api == "batches":
         call = begin_batch(route.provider, plan.body)
     else:
@@ -232,7 +225,7 @@ def _begin(
             payload=route.payload,
             max_output_tokens=route.output_cap,
             streamed=plan.streamed,
-            service_tier=tier if isinstance(tier, str) else _default_tier(route.api),
+            service_tier=dialect.requested_tier(route.api, plan.body),
             request_key=json_key("POST", route.api, plan.body),
         )  # may raise BudgetExceeded: nothing has been sent
     if call is None:
