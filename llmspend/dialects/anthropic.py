@@ -3,8 +3,9 @@
 Requests: ``/v1/messages`` (api ``messages``) and the legacy ``/v1/complete`` (api
 ``completions``) are billed; ``/v1/messages/count_tokens`` (``count_tokens``) is free. A
 path may carry a prefix (a base URL with a path: ``/anthropic/v1/messages``) and a query
-(``?beta=true``). ``/v1/messages/batches`` is left unrouted on purpose: a batch is billed
-when its results are, at batch prices, which a later issue handles. The worst-case input is
+(``?beta=true``). ``/v1/messages/batches`` is not routed here: a batch is reserved at
+creation and settled when its results are read, at batch prices, by the SDK tap
+(:mod:`llmspend.providers.anthropic_batches`). The worst-case input is
 the text of ``system``, ``messages`` and ``tools`` (``prompt`` for completions), images and
 documents by :func:`input_upper`; the output cap ``max_tokens`` (``max_tokens_to_sample``),
 which the API requires.
