@@ -385,6 +385,10 @@ def dashboard(**options: Any) -> Any:
     (``"24h"``, ``"7d"``, ``"30d"``, ``"month"``), ``live`` (default ``True``) and
     ``min_interval`` (seconds between live refreshes, default 2).
     """
+    if _team() is not None:
+        from .teamclient import not_served
+
+        raise not_served("llmspend.dashboard()")
     from .extras import DASHBOARD, require_extra
 
     require_extra("llmspend.dashboard()", *DASHBOARD)

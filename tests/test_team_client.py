@@ -220,6 +220,8 @@ def test_analytics_and_history_say_they_are_not_served(kernel: Kernel) -> None:
         analytics.cost_breakdown(by="model")
     with pytest.raises(ConfigError, match="not served in team mode"):
         llmspend.budget_history("project", "acme/churn")
+    with pytest.raises(ConfigError, match="not served in team mode"):
+        llmspend.dashboard()
 
 
 def test_a_bad_key_or_a_gateway_down_is_a_clear_error(
