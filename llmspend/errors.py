@@ -19,6 +19,11 @@ The tree::
     ├── PermissionDenied               team mode: the gateway refused an operation the
     │                                  caller's role does not allow (names the role needed)
     ├── ReportError                    the spend report could not be made (names the cell)
+    ├── WebhookError                   a webhook was not delivered (never raised to a caller:
+    │   │                              recorded in ``llmspend_webhook_deliveries``)
+    │   ├── DestinationRefused         its destination is not public and not allow-listed
+    │   └── DeliveryError              one attempt failed (the message never holds the URL's
+    │                                  path, query or userinfo)
     ├── ResponseFailedError            a provider's response said ``status: failed``; never
     │                                  raised to a caller, only named as a call's error_type
     └── ProviderError                  a provider answered with an error status, seen by a
@@ -40,6 +45,8 @@ __all__ = [
     "BudgetError",
     "BudgetExceeded",
     "ConfigError",
+    "DeliveryError",
+    "DestinationRefused",
     "IngestError",
     "LLMSpendError",
     "LLMSpendWarning",
@@ -56,6 +63,7 @@ __all__ = [
     "StoreUnavailable",
     "UnknownModelWarning",
     "ValidationError",
+    "WebhookError",
 ]
 
 
@@ -252,3 +260,16 @@ class ProviderError(LLMSpendError):
     """A provider answered with an error status to a request a tap saw, where the HTTP
     client has no error type of its own to name it. Never raised to a caller (the
     client's own answer is returned unchanged): it names the call's ``error_type``."""
+
+
+class WebhookError(LLMSpendError):
+    """A webhook was not delivered; recorded with the delivery, never raised to a caller."""
+
+
+class DestinationRefused(WebhookError):
+    """A webhook destination that is not public and not allow-listed (or does not resolve)."""
+
+
+class DeliveryError(WebhookError):
+    """One failed delivery attempt; the message never holds the URL's path, query or
+    userinfo."""

@@ -19,7 +19,7 @@ import os
 import socket
 from collections.abc import Iterable
 
-from ..errors import LLMSpendError
+from ..errors import DestinationRefused
 
 __all__ = [
     "DestinationRefused",
@@ -34,10 +34,6 @@ Network = ipaddress.IPv4Network | ipaddress.IPv6Network
 
 _NAT64 = (ipaddress.IPv6Network("64:ff9b::/96"), ipaddress.IPv6Network("64:ff9b:1::/48"))
 _COMPAT = ipaddress.IPv6Network("::/96")  # deprecated IPv4-compatible ::a.b.c.d
-
-
-class DestinationRefused(LLMSpendError):
-    """A webhook destination that is not public and not allow-listed (or does not resolve)."""
 
 
 def resolve(host: str, port: int) -> list[str]:

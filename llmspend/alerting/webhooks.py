@@ -36,6 +36,7 @@ from urllib.parse import unquote, urlsplit
 from sqlalchemy import insert
 
 from ..budgets.spec import check_webhook_url
+from ..errors import DeliveryError
 from ..store.models import WebhookDelivery
 from ..timeutil import utcnow
 from .destinations import DestinationRefused, check_destination
@@ -75,10 +76,6 @@ def payload_for(event: BudgetThresholdReached, fmt: str) -> dict[str, Any]:
 def detect_format(url: str, default: str = "json") -> str:
     host = urlsplit(url).hostname or ""
     return "slack" if host == "hooks.slack.com" or host.endswith(".slack.com") else default
-
-
-class DeliveryError(Exception):
-    """One failed attempt; the message never holds the URL's path, query or userinfo."""
 
 
 _MAX_HEAD = 64 * 1024
