@@ -41,7 +41,11 @@ VALUES = {
     "user": ["ana", "dee", "cy"],
     "provider": ["openai", "google"],
     "model": ["gpt-4o", "gpt-4o-mini", "gemini-2.5-flash"],
+    "api": ["chat.completions", "responses", "generate_content"],
 }
+TIERS = [None, "default", "flex", "priority"]
+#: The model family's keys (``service_tier`` is a group key, not a filter).
+MODEL_KEYS = ["provider", "model", "api", "service_tier"]
 CASES = 25
 
 
@@ -63,6 +67,9 @@ def dataset(request, tmp_path_factory) -> Iterator[tuple[Any, pd.DataFrame, dt.d
     with warnings.catch_warnings():
         warnings.simplefilter("ignore")  # the unpriced model warns once
         rows = make_rows(3000, now, days=100, seed=23)
+        tiers = random.Random(23)
+        for row in rows:  # the model family keeps the tier too (NULL stored as "")
+            row["service_tier"] = tiers.choice(TIERS)
         half = len(rows) // 2
         tracker.ingest(rows[:half])  # two batches: the second adds to existing buckets
         tracker.ingest(rows[half:])
@@ -111,11 +118,16 @@ def random_window(rnd: random.Random, now: dt.datetime) -> tuple[Any, Any]:
 
 
 def random_query(rnd: random.Random) -> tuple[list[str], dict[str, Any]]:
-    """Keys and filters that land on each family: model only, team, or full."""
-    family = rnd.choice([["provider", "model"], ["org", "project", "provider", "model"], DIMS])
+    """Keys and filters that land on each family: model only (with api and service
+    tier), team, or full; or on raw rows (api with the user: no family keeps both)."""
+    family = rnd.choice(
+        [["provider", "model"], MODEL_KEYS, ["org", "project", "provider", "model"], DIMS,
+         ["user", "api"]]
+    )  # fmt: skip
     keys = rnd.sample(family, rnd.randint(0, min(2, len(family))))
     flt: dict[str, Any] = {}
-    for name in rnd.sample(family, rnd.randint(0, 2)):
+    filterable = [name for name in family if name != "service_tier"]
+    for name in rnd.sample(filterable, rnd.randint(0, 2)):
         vals = rnd.sample(VALUES[name], rnd.randint(1, 2))
         flt[name] = vals[0] if len(vals) == 1 else vals
     return keys, flt
@@ -130,6 +142,19 @@ def test_cost_breakdown_random(data) -> None:  # type: ignore[no-untyped-def]
         frame = analytics.cost_breakdown(by=keys or None, since=since, until=until, **flt)
         want = expect(select(df, since, until, **flt), keys)
         assert got(frame, keys) == want, (since, until, keys, flt)
+
+
+def test_api_and_service_tier_breakdowns_read_the_model_rollups(data) -> None:  # type: ignore[no-untyped-def]
+    """Every grouping of the model family's keys, over random windows and filters."""
+    df, now = data
+    rnd = random.Random(5)
+    for keys in (["api"], ["service_tier"], ["api", "service_tier"], MODEL_KEYS):
+        for _ in range(6):
+            since, until = random_window(rnd, now)
+            flt: dict[str, Any] = {"api": rnd.choice(VALUES["api"])} if rnd.random() < 0.3 else {}
+            frame = analytics.cost_breakdown(by=keys, since=since, until=until, **flt)
+            want = expect(select(df, since, until, **flt), keys)
+            assert got(frame, keys) == want, (since, until, keys, flt)
 
 
 def test_spending_trends_random(data) -> None:  # type: ignore[no-untyped-def]

@@ -322,3 +322,40 @@ def test_rollup_range_scans_use_the_primary_key(tmp_path) -> None:  # type: igno
         assert scans and all("USING PRIMARY KEY (bucket>? AND bucket<?)" in p for p in scans), plan
     con.close()
     forget_store(url)
+
+
+def test_api_and_service_tier_queries_read_the_model_family() -> None:
+    from llmspend.analytics.plan import family_for
+
+    assert family_for({"api"}) == "model"
+    assert family_for({"provider", "model", "api", "service_tier"}) == "model"
+    assert family_for({"org_name", "provider"}) == "team"
+    assert family_for(set()) == "model"
+    assert family_for({"user_name", "api"}) is None  # no family keeps both: raw rows
+
+
+def test_postgres_calls_are_queued_and_folded_before_the_next_read(installed_any) -> None:  # type: ignore[no-untyped-def]
+    """On PostgreSQL a call only inserts its row (a trigger queues its id); the next
+    analytics read folds the queue into every rollup table, exactly once."""
+    tracker = installed_any
+    if tracker.store.is_sqlite:
+        pytest.skip("the queue serves PostgreSQL (SQLite has the mark)")
+
+    def queued() -> int:
+        with tracker.store.begin() as conn:
+            sql = "SELECT count(*) FROM llmspend_rollup_pending"
+            return int(conn.exec_driver_sql(sql).scalar_one())
+
+    _live_calls(3)
+    assert queued() == 3
+    assert snapshot(tracker) == ([], [])  # the calls wrote no rollup row
+    assert got(analytics.cost_breakdown(by="model"), ["model"]) == expect(
+        llmspend.records(), ["model"]
+    )
+    assert queued() == 0
+    assert snapshot(tracker) == from_records()
+    _live_calls(2)
+    frame = analytics.spending_trends(granularity="hour")
+    assert int(frame["calls"].sum()) == 5
+    assert queued() == 0
+    assert_consistent(tracker)

@@ -6,7 +6,7 @@ from typing import TYPE_CHECKING, Any
 
 from .breakdown import breakdown_frame, grouped
 from .frames import Filter, filters_of, measures_frame, resolve_store, window
-from .query import DIMENSIONS, total
+from .query import total
 from .status import alerts_summary, budget_utilization
 from .trends import realtime_metrics, spending_trends
 
@@ -68,7 +68,7 @@ def dashboard_data(
     flt = filters_of(org, project, user, provider, model, {})
     lo, hi = window(since, until)  # validated once, up front
     st = resolve_store(store)
-    dims = tuple(DIMENSIONS)
+    dims = ("org", "project", "user", "provider", "model")  # what the full rollups keep
     base = grouped(st, dims, lo, hi, flt)
     pos = {name: i for i, name in enumerate(dims)}
     totals = measures_frame([((), total({(0, k): v for k, v in base}))], ())

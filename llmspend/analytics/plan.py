@@ -69,13 +69,14 @@ def levels_of(family: str) -> tuple[Level, Level, Level]:
     return lv["week"], lv["day"], lv["hour"]
 
 
-def family_for(dims: set[str]) -> str:
-    """The narrowest rollup family keeping every store column in ``dims``."""
-    best = "full"
-    for name, kept in FAMILIES.items():
-        if dims <= set(kept) and len(kept) < len(FAMILIES[best]):
-            best = name
-    return best
+def family_for(dims: set[str]) -> str | None:
+    """The narrowest rollup family keeping every store column in ``dims`` (None: none
+    keeps them all, as ``user`` with ``api``: read raw rows). Families are listed widest
+    first, so the last that keeps them is the narrowest."""
+    for name in reversed(FAMILIES):
+        if dims <= set(FAMILIES[name]):
+            return name
+    return None
 
 
 @dataclass(frozen=True, slots=True)

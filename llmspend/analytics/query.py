@@ -17,8 +17,11 @@ exactly (a group whose rows all cancel has ``calls == 0`` and is dropped). A lev
 skipped when the range is shorter than two of its units (or, for days, when periods are
 shorter than a day), which keeps short windows on raw rows only.
 
-Grouping by a column the rollups do not keep (``api``, ``status``, ``tag:NAME``, ...) or
-filtering on one runs the whole query on raw rows instead (bounded by since/until).
+Grouping by a column the rollups do not keep (``status``, ``tag:NAME``, ...) or filtering
+on one, or by dimensions no one rollup family keeps together (``user`` with ``api``),
+runs the whole query on raw rows instead (bounded by since/until). ``api`` and
+``service_tier`` are kept by the model family only (a NULL tier stored as "", read back
+as None).
 """
 
 from __future__ import annotations
@@ -80,10 +83,12 @@ DIMENSIONS: dict[str, str] = {
     "user": "user_name",
     "provider": "provider",
     "model": "model",
+    "api": "api",
+    "service_tier": "service_tier",
 }
 #: Further ``records()`` columns one can group by (read from raw rows), plus ``tag:NAME``.
 RAW_KEYS: tuple[str, ...] = (
-    "api", "status", "price_status", "requested_model", "error_type", "session_id",
+    "status", "price_status", "requested_model", "error_type", "session_id",
     "notebook_path", "streamed", "usage_estimated",
 )  # fmt: skip
 TAG_PREFIX = "tag:"
@@ -211,11 +216,14 @@ def _key_columns(level: Level, keys: Sequence[str]) -> tuple[list[Any], list[Any
             getters.append((idx, key[len(TAG_PREFIX) :]))
         elif key in _BOOL_KEYS:
             getters.append((idx, bool))
+        elif key == "service_tier":
+            getters.append((idx, _NO_TIER))
         else:
             getters.append((idx, None))
     return cols, getters
 
 
+_NO_TIER = object()
 _tags_cache: dict[str, dict[str, Any]] = {}
 
 
@@ -234,7 +242,7 @@ def _tag(text: Any, name: str) -> Any:
 def _filters_for(level: Level, filters: Mapping[str, Any]) -> list[Any]:
     if level.table is None:
         return build_filters(filters)
-    columns = {k: level.table.c[v] for k, v in DIMENSIONS.items()}
+    columns = {k: level.table.c[v] for k, v in DIMENSIONS.items() if v in level.table.c}
     return build_filters(filters, columns)
 
 
@@ -439,6 +447,8 @@ def _key_value(value: Any, how: Any) -> Any:
         return value
     if how is bool:
         return bool(value)
+    if how is _NO_TIER:  # rollups store a NULL tier as ""
+        return value or None
     return _tag(value, how)
 
 
@@ -465,7 +475,9 @@ def aggregate(
         raise ValueError(f"bounds must be non-decreasing, got {bounds!r}")
     raw_only = any(k not in DIMENSIONS for k in keys) or any(f not in DIMENSIONS for f in filters)
     acc: Acc = {}
-    family = "full" if raw_only else family_for({DIMENSIONS[k] for k in (*keys, *filters)})
+    kept = None if raw_only else family_for({DIMENSIONS[k] for k in (*keys, *filters)})
+    raw_only = kept is None
+    family = kept or "full"
     steps = plan(bounds, raw_only=raw_only, use_days=use_days, family=family, use_weeks=True)
     if isinstance(store, Connection):
         for level, segs in steps:

@@ -40,6 +40,7 @@ __all__ = [
     "RollupModelHourly",
     "RollupModelQuarter",
     "RollupModelWeekly",
+    "RollupPending",
     "RollupState",
     "RollupTeamDaily",
     "RollupTeamHourly",
@@ -364,22 +365,30 @@ class RollupTeamWeekly(_RollupBucket, Base):
     __table_args__ = {"sqlite_with_rowid": False}  # noqa: RUF012  (SQLAlchemy reads it)
 
 
-class RollupModelHourly(_RollupBucket, Base):
-    """Per UTC hour × provider × model (org, project and user = "")."""
+class _RollupModelBucket(_RollupBucket):
+    """The model family's columns: also the call's ``api`` and ``service_tier`` (NULL
+    stored as "") in the key (migration 0013), so grouping by them reads rollups too."""
+
+    api: Mapped[str] = mapped_column(String(64), primary_key=True, sort_order=1)
+    service_tier: Mapped[str] = mapped_column(String(32), primary_key=True, sort_order=1)
+
+
+class RollupModelHourly(_RollupModelBucket, Base):
+    """Per UTC hour × provider × model × api × service tier (org, project, user = "")."""
 
     __tablename__ = "llmspend_rollup_hourly_model"
     __table_args__ = {"sqlite_with_rowid": False}  # noqa: RUF012  (SQLAlchemy reads it)
 
 
-class RollupModelDaily(_RollupBucket, Base):
-    """Per UTC day × provider × model (org, project and user = "")."""
+class RollupModelDaily(_RollupModelBucket, Base):
+    """Per UTC day × provider × model × api × service tier (org, project, user = "")."""
 
     __tablename__ = "llmspend_rollup_daily_model"
     __table_args__ = {"sqlite_with_rowid": False}  # noqa: RUF012  (SQLAlchemy reads it)
 
 
-class RollupModelWeekly(_RollupBucket, Base):
-    """Per UTC week × provider × model (org, project and user = "")."""
+class RollupModelWeekly(_RollupModelBucket, Base):
+    """Per UTC week × provider × model × api × service tier (org, project, user = "")."""
 
     __tablename__ = "llmspend_rollup_weekly_model"
     __table_args__ = {"sqlite_with_rowid": False}  # noqa: RUF012  (SQLAlchemy reads it)
@@ -393,8 +402,9 @@ class RollupTeamQuarter(_RollupBucket, Base):
     __table_args__ = {"sqlite_with_rowid": False}  # noqa: RUF012  (SQLAlchemy reads it)
 
 
-class RollupModelQuarter(_RollupBucket, Base):
-    """Per UTC quarter hour × provider × model (org, project and user = "")."""
+class RollupModelQuarter(_RollupModelBucket, Base):
+    """Per UTC quarter hour × provider × model × api × service tier (org, project, user
+    = "")."""
 
     __tablename__ = "llmspend_rollup_quarter_model"
     __table_args__ = {"sqlite_with_rowid": False}  # noqa: RUF012  (SQLAlchemy reads it)
@@ -408,14 +418,27 @@ class RollupState(Base):
     only appends its row, and the rows past the mark are summed into the rollups later
     (before any read of the rollups, with every ingest and spool replay, and by
     ``rebuild_rollups``), in one write transaction with the mark. PostgreSQL assigns ids
-    out of commit order; there every write adds its rows to the rollups itself and the
-    mark is not used.
+    out of commit order, so the mark is not used there: see :class:`RollupPending`.
     """
 
     __tablename__ = "llmspend_rollup_state"
 
     id: Mapped[int] = mapped_column(Integer, primary_key=True)
     rolled_through: Mapped[int] = mapped_column(BigInteger, default=0)
+
+
+class RollupPending(Base):
+    """PostgreSQL: the ids of usage rows not yet summed into the rollups (migration 0013).
+
+    A trigger on ``llmspend_usage`` adds every inserted row's id here, in the inserting
+    transaction (one statement-level trigger: a live call pays no upsert); the rollups
+    module folds the rows into every rollup table and deletes their ids in one statement,
+    under an advisory lock, before analytics read them. Unused (empty) on SQLite.
+    """
+
+    __tablename__ = "llmspend_rollup_pending"
+
+    usage_id: Mapped[int] = mapped_column(BigInteger, primary_key=True, autoincrement=False)
 
 
 # -- the gateway -----------------------------------------------------------------------------

@@ -3,33 +3,37 @@
 The *full* family (``llmspend_rollup_hourly``, ``_daily``, ``_weekly``) holds one row per
 UTC bucket × org × project × user × provider × model with the sums of :data:`MEASURES`;
 the *team* family (``llmspend_rollup_*_team``) leaves out the user and the *model* family
-(``llmspend_rollup_*_model``) keeps only provider × model — a left-out dimension is stored
-as ``""`` — so questions that do not need the user (or the org and project) read far fewer
+(``llmspend_rollup_*_model``) keeps only provider × model × api × service tier (two more
+key columns its tables have; a NULL tier is stored as ``""``) — a left-out dimension is
+stored as ``""`` — so questions that do not need the user (or the org and project) read far fewer
 rows however many users there are (:data:`ROLLUPS`). Rows are added with ``INSERT ... ON
 CONFLICT (key) DO UPDATE SET col = col + excluded.col``, so concurrent writers add up
 instead of overwriting each other. Because the sums are integers (nanodollars, tokens,
 counts), a rollup equals the raw rows it covers, exactly.
 
-How rows reach them depends on the store:
+How rows reach them: **after** the write, on both stores, so a live call pays for no
+upsert. The rows not yet summed in are found differently per store:
 
-* **PostgreSQL**: in the transaction that writes the rows — a live call upserts one row
-  per table in one statement (:func:`record_hook`, a stage of the record transaction); ``ingest()``
-  sums its batch in Python first, then upserts each (bucket, dimensions) once, in sorted
-  order (a consistent lock order).
-* **SQLite**: after it. Writers take turns there, so usage ids are committed in ascending
-  order, and ``llmspend_rollup_state.rolled_through`` marks how far the rollups go: a live
-  call only appends its row (the two upserts were the costliest statements of a call),
-  and :func:`catch_up` sums the rows past the mark into both tables and moves the mark,
-  in one write transaction. It runs before every read of the rollups (``aggregate``
-  calls :func:`up_to_date`), with every ``ingest()`` and spool replay, and in
-  :func:`rebuild_rollups`.
+* **SQLite**: writers take turns there, so usage ids are committed in ascending order,
+  and ``llmspend_rollup_state.rolled_through`` marks how far the rollups go.
+* **PostgreSQL**: ids are committed out of order, so a statement-level trigger on
+  ``llmspend_usage`` (migration 0013) queues every inserted row's id in
+  ``llmspend_rollup_pending``, in the inserting transaction.
+
+:func:`catch_up` sums the pending rows into every rollup table (one set-based statement
+per table on SQLite; on PostgreSQL one statement for all of them that also deletes the
+queued ids) and moves the mark, in one write transaction. It runs before every read of
+the rollups (``aggregate`` calls :func:`up_to_date`), with every ``ingest()`` and spool
+replay, and in :func:`rebuild_rollups`. Two kernels or replicas catching up at once on
+PostgreSQL take turns on a lock of the queue table (``SHARE UPDATE EXCLUSIVE``: writers
+are not held up), and a queued id is deleted by the statement that sums its row, so no
+row is counted twice.
 
 :func:`rebuild_rollups` recomputes every table from the raw rows and gives identical
 tables (use it after deleting or editing raw rows by hand).
 
-Any other code that inserts into ``llmspend_usage`` must call :func:`add_rows` in the same
-transaction on PostgreSQL; on SQLite nothing (the next catch-up sums its rows; add_rows
-would count them twice).
+Code that inserts into ``llmspend_usage`` needs to do nothing more: the next catch-up sums
+its rows (calling :func:`add_rows` too would count them twice).
 """
 
 from __future__ import annotations
@@ -65,6 +69,7 @@ if TYPE_CHECKING:
 __all__ = [
     "DIMENSION_COLUMNS",
     "FAMILIES",
+    "KEY_COLUMNS",
     "MEASURES",
     "ROLLUPS",
     "Rollup",
@@ -75,8 +80,10 @@ __all__ = [
     "up_to_date",
 ]
 
-#: Store columns of the rollup key, after the bucket.
+#: Store columns of the full family's key, after the bucket.
 DIMENSION_COLUMNS: tuple[str, ...] = ("org_name", "project_name", "user_name", "provider", "model")
+#: Every dimension some rollup keeps (the model family's tables also have the last two).
+KEY_COLUMNS: tuple[str, ...] = (*DIMENSION_COLUMNS, "api", "service_tier")
 
 #: The summed columns of both rollup tables, in table order.
 MEASURES: tuple[str, ...] = (
@@ -89,7 +96,7 @@ MEASURES: tuple[str, ...] = (
 FAMILIES: dict[str, tuple[str, ...]] = {
     "full": DIMENSION_COLUMNS,
     "team": ("org_name", "project_name", "provider", "model"),
-    "model": ("provider", "model"),
+    "model": ("provider", "model", "api", "service_tier"),
 }
 
 
@@ -104,6 +111,15 @@ class Rollup:
     @property
     def dims(self) -> tuple[str, ...]:
         return FAMILIES[self.family]
+
+    @property
+    def key(self) -> tuple[str, ...]:
+        """The table's dimension columns (kept or stored as ""), in key order."""
+        return tuple(c for c in KEY_COLUMNS if c in self.table.c)
+
+    @property
+    def columns(self) -> tuple[str, ...]:
+        return ("bucket", *self.key, *MEASURES)
 
 
 def _r(model: Any, family: str, grain: str) -> Rollup:
@@ -126,43 +142,48 @@ ROLLUPS: tuple[Rollup, ...] = (
 )
 _TABLES: tuple[Table, Table] = (RollupHourly.__table__, RollupDaily.__table__)  # type: ignore[assignment]
 _COLUMNS = ("bucket", *DIMENSION_COLUMNS, *MEASURES)
-#: Per rollup, which of the five dimension positions it keeps.
-_KEEP = [tuple(d in r.dims for d in DIMENSION_COLUMNS) for r in ROLLUPS]
+#: Per rollup, for each of its key columns: (position in KEY_COLUMNS, kept).
+_PICK = [tuple((KEY_COLUMNS.index(c), c in r.dims) for c in r.key) for r in ROLLUPS]
 _BATCH = 5000
 
 
 class _Upsert:
     """One table's upsert, compiled once per dialect to the DBAPI's own SQL and params."""
 
-    __slots__ = ("names", "positional", "sql")
+    __slots__ = ("columns", "names", "order", "positional", "sql")
 
-    def __init__(self, table: Table, conn: Connection | Tx) -> None:
+    def __init__(self, rollup: Rollup, conn: Connection | Tx) -> None:
         if conn.dialect.name == "postgresql":
             from sqlalchemy.dialects.postgresql import insert as dialect_insert
         elif conn.dialect.name == "sqlite":
             from sqlalchemy.dialects.sqlite import insert as dialect_insert  # type: ignore[assignment]
         else:  # pragma: no cover - only SQLite and PostgreSQL are supported stores
             raise NotImplementedError(f"rollups need SQLite or PostgreSQL, not {conn.dialect.name}")
+        table = rollup.table
+        self.columns = rollup.columns
         ins = dialect_insert(table)
         stmt = ins.on_conflict_do_update(
-            index_elements=[table.c[c] for c in ("bucket", *DIMENSION_COLUMNS)],
+            index_elements=[table.c[c] for c in ("bucket", *rollup.key)],
             set_={m: table.c[m] + ins.excluded[m] for m in MEASURES},
         )
-        compiled = stmt.compile(dialect=conn.dialect, column_keys=list(_COLUMNS))
+        compiled = stmt.compile(dialect=conn.dialect, column_keys=list(self.columns))
         self.sql = compiled.string
         self.positional = bool(compiled.positional)
         self.names: tuple[str, ...] = tuple(compiled.positiontup or ())
-        if self.positional and self.names != _COLUMNS:  # pragma: no cover - a SQLAlchemy change
-            raise RuntimeError(f"unexpected parameter order in the rollup upsert: {self.names}")
+        if self.positional and set(self.names) != set(self.columns):  # pragma: no cover
+            raise RuntimeError(f"unexpected parameters in the rollup upsert: {self.names}")
+        # Positional parameters come in the table's column order; ours are key first.
+        order = [self.columns.index(n) for n in self.names]
+        self.order = None if order == list(range(len(order))) else itemgetter(*order)
 
     def run(self, conn: Connection | Tx, params: list[tuple[Any, ...]]) -> None:
         if not params:
             return
         tx = Tx.of(conn)
         if self.positional:
-            args: Any = params
+            args: Any = params if self.order is None else [self.order(p) for p in params]
         else:
-            args = [dict(zip(_COLUMNS, p, strict=True)) for p in params]
+            args = [dict(zip(self.columns, p, strict=True)) for p in params]
         if len(args) == 1:
             tx.execute(self.sql, args[0])
             return
@@ -173,29 +194,12 @@ class _Upsert:
 _upserts: dict[tuple[str, str, str], _Upsert] = {}
 
 
-def _upsert(conn: Connection | Tx, table: Table) -> _Upsert:
-    key = (conn.dialect.name, conn.dialect.driver, table.name)
+def _upsert(conn: Connection | Tx, rollup: Rollup) -> _Upsert:
+    key = (conn.dialect.name, conn.dialect.driver, rollup.table.name)
     up = _upserts.get(key)
     if up is None:
-        up = _upserts[key] = _Upsert(table, conn)
+        up = _upserts[key] = _Upsert(rollup, conn)
     return up
-
-
-def _measures(row: Mapping[str, Any]) -> list[int]:
-    status = row["status"]
-    cost = row["cost_nanos"]
-    return [
-        1,
-        1 if status == "error" else 0,
-        1 if status == "refused" else 0,
-        1 if cost is None else 0,
-        row["input_tokens"],
-        row["cached_input_tokens"],
-        row["cache_write_tokens"],
-        row["output_tokens"],
-        row["reasoning_tokens"],
-        cost or 0,
-    ]
 
 
 def _week(t: dt.datetime) -> dt.datetime:
@@ -213,55 +217,16 @@ def _bucket_of(t: dt.datetime, grain: str) -> dt.datetime:
     return _week(t)
 
 
-def _masked(dims: tuple[Any, ...], keep: tuple[bool, ...]) -> tuple[Any, ...]:
-    return tuple(d if k else "" for d, k in zip(dims, keep, strict=True))
-
-
-_pg_hook_sql: str | None = None
-
-
-def _pg_hook() -> str:
-    """PostgreSQL: one statement upserting one row into every rollup table (data-modifying
-    CTEs), so a live call pays one round trip for all of them."""
-    global _pg_hook_sql
-    if _pg_hook_sql is None:
-        marks = ", ".join(["%s"] * len(_COLUMNS))
-        key = ", ".join(("bucket", *DIMENSION_COLUMNS))
-        parts = []
-        for r in ROLLUPS:
-            t = r.table.name
-            sets = ", ".join(f"{m} = {t}.{m} + excluded.{m}" for m in MEASURES)
-            parts.append(
-                f"INSERT INTO {t} ({', '.join(_COLUMNS)}) VALUES ({marks}) "  # noqa: S608
-                f"ON CONFLICT ({key}) DO UPDATE SET {sets}"
-            )
-        ctes = ", ".join(f"u{i} AS ({p})" for i, p in enumerate(parts[:-1]))
-        _pg_hook_sql = f"WITH {ctes} {parts[-1]}"
-    return _pg_hook_sql
-
-
 def record_hook(tx: Tx, call: Call | None, row: Mapping[str, Any]) -> None:
-    """``in_record_hooks`` entry: add one call's row to its bucket in every rollup table
-    (PostgreSQL; on SQLite the row is summed in later by :func:`catch_up`)."""
-    if tx.sqlite:
-        return
-    ts: dt.datetime = row["ts"]
-    dims = (row["org_name"], row["project_name"], row["user_name"], row["provider"], row["model"])
-    sums = _measures(row)
-    params: list[Any] = []
-    for r, keep in zip(ROLLUPS, _KEEP, strict=True):
-        params.append(_bucket_of(ts, r.grain))
-        params.extend(_masked(dims, keep))
-        params.extend(sums)
-    # One statement straight on the DBAPI connection, inside the caller's transaction:
-    # the cheapest path (the per-call latency budget is a fraction of a ms).
-    tx.execute(_pg_hook(), params)
+    """``in_record_hooks`` entry: nothing to do on the call path any more. A call's row is
+    summed into the rollups by the next :func:`catch_up` (SQLite: the rows past the mark;
+    PostgreSQL: the ids the insert trigger queued)."""
 
 
 _ROW_FIELDS = itemgetter(
-    "ts", "org_name", "project_name", "user_name", "provider", "model", "status", "cost_nanos",
-    "input_tokens", "cached_input_tokens", "cache_write_tokens", "output_tokens",
-    "reasoning_tokens",
+    "ts", "org_name", "project_name", "user_name", "provider", "model", "api", "status",
+    "cost_nanos", "input_tokens", "cached_input_tokens", "cache_write_tokens",
+    "output_tokens", "reasoning_tokens",
 )  # fmt: skip
 _HOUR = dt.timedelta(hours=1)
 
@@ -273,11 +238,12 @@ def add_rows(conn: Connection | Tx, rows: Iterable[Mapping[str, Any]]) -> None:
     quarters: dict[tuple[Any, ...], list[int]] = {}
     start = end = None
     for row in rows:
-        ts, org, project, user, provider, model, status, cost, i, c, w, o, r = _ROW_FIELDS(row)
+        ts, org, project, user, provider, model, api, status, cost, i, c, w, o, r = _ROW_FIELDS(row)
         if start is None or not start <= ts < end:  # rows mostly come in time order
             start = ts.replace(minute=0, second=0, microsecond=0)
             end = start + _HOUR
-        key = (start, org, project, user, provider, model)
+        tier = row.get("service_tier") or ""
+        key = (start, org, project, user, provider, model, api, tier)
         sums = [
             1,
             1 if status == "error" else 0,
@@ -295,20 +261,16 @@ def add_rows(conn: Connection | Tx, rows: Iterable[Mapping[str, Any]]) -> None:
         return
     sqlite = conn.dialect.name == "sqlite"
     text: dict[dt.datetime, str] = {}
-    for r, keep in zip(ROLLUPS, _KEEP, strict=True):
-        sums_by_key: dict[tuple[Any, ...], list[int]]
-        if r.grain == "hour" and r.family == "full":
-            sums_by_key = hourly
-        else:
-            sums_by_key = {}
-            buckets: dict[dt.datetime, dt.datetime] = {}
-            for key, sums in (quarters if r.grain == "quarter" else hourly).items():
-                b = buckets.get(key[0])
-                if b is None:
-                    b = buckets[key[0]] = _bucket_of(key[0], r.grain)
-                rkey = (b, *_masked(key[1:], keep))
-                acc = sums_by_key.get(rkey)
-                sums_by_key[rkey] = sums if acc is None else list(map(add, acc, sums))
+    for r, pick in zip(ROLLUPS, _PICK, strict=True):
+        sums_by_key: dict[tuple[Any, ...], list[int]] = {}
+        buckets: dict[dt.datetime, dt.datetime] = {}
+        for key, sums in (quarters if r.grain == "quarter" else hourly).items():
+            b = buckets.get(key[0])
+            if b is None:
+                b = buckets[key[0]] = _bucket_of(key[0], r.grain)
+            rkey = (b, *(key[1 + i] if kept else "" for i, kept in pick))
+            acc = sums_by_key.get(rkey)
+            sums_by_key[rkey] = sums if acc is None else list(map(add, acc, sums))
         items: Iterable[tuple[tuple[Any, ...], list[int]]] = sums_by_key.items()
         if sqlite:  # one writer at a time: no lock order to keep; buckets as SQLite text
             params = []
@@ -319,25 +281,25 @@ def add_rows(conn: Connection | Tx, rows: Iterable[Mapping[str, Any]]) -> None:
                 params.append((t, *k[1:], *v))
         else:  # upsert in key order, so concurrent writers lock rows in the same order
             params = [(*k, *v) for k, v in sorted(items)]
-        _upsert(conn, r.table).run(conn, params)
+        _upsert(conn, r).run(conn, params)
 
 
 def ingest_hook(conn: Connection, rows: list[dict[str, Any]]) -> None:
-    """``ingest_hooks`` entry: add an ingested batch (just inserted) to the rollups; on
-    SQLite, with the rows past the mark before it."""
-    if conn.dialect.name == "sqlite":
-        catch_up(conn, inserted=rows)
-    else:
-        add_rows(conn, rows)
+    """``ingest_hooks`` entry: sum an ingested batch (just inserted) into the rollups,
+    with the rows pending before it."""
+    catch_up(conn, inserted=rows)
 
 
-# -- SQLite: catching up with the rows past the mark -----------------------------------------
+# -- catching up with the rows past the mark (SQLite) or queued (PostgreSQL) ------------------
 
 _PENDING = SQL(
     "SELECT rolled_through, (SELECT max(id) FROM llmspend_usage) AS last "
     "FROM llmspend_rollup_state WHERE id = 1"
 )
 _MARK = SQL("UPDATE llmspend_rollup_state SET rolled_through = :last WHERE id = 1")
+_QUEUED = SQL("SELECT EXISTS (SELECT 1 FROM llmspend_rollup_pending) AS queued")
+#: Folders take turns (writers, which take ROW EXCLUSIVE, are not held up).
+_PG_TURN = "LOCK TABLE llmspend_rollup_pending IN SHARE UPDATE EXCLUSIVE MODE"
 
 
 _SQLITE_BUCKET = {
@@ -348,40 +310,100 @@ _SQLITE_BUCKET = {
     "day": "substr(ts, 1, 10) || ' 00:00:00.000000'",
     "week": "date(substr(ts, 1, 10), '-6 days', 'weekday 1') || ' 00:00:00.000000'",
 }
+_PG_BUCKET = {
+    "quarter": "bucket",
+    "hour": "date_trunc('hour', bucket)",
+    "day": "date_trunc('day', bucket)",
+    "week": "date_trunc('week', bucket)",
+}
+_RAW_SUM_LIST = (
+    "count(*)",
+    "sum(CASE WHEN status = 'error' THEN 1 ELSE 0 END)",
+    "sum(CASE WHEN status = 'refused' THEN 1 ELSE 0 END)",
+    "sum(CASE WHEN cost_nanos IS NULL THEN 1 ELSE 0 END)",
+    *(f"coalesce(sum({m}), 0)" for m in MEASURES[4:]),
+)
+_RAW_SUMS = ", ".join(_RAW_SUM_LIST)
+
+
+def _dim_exprs(r: Rollup) -> str:
+    """The rollup's key columns over usage rows: kept, "" when left out; a NULL tier ""."""
+    return ", ".join(
+        ("coalesce(service_tier, '')" if d == "service_tier" else d) if d in r.dims else "''"
+        for d in r.key
+    )
+
+
+def _conflict(r: Rollup) -> str:
+    """``ON CONFLICT (key) DO UPDATE`` adding the excluded sums (constant names only)."""
+    table = r.table.name
+    key = ", ".join(("bucket", *r.key))
+    sets = ", ".join(f"{m} = {table}.{m} + excluded.{m}" for m in MEASURES)
+    return f"ON CONFLICT ({key}) DO UPDATE SET {sets}"
 
 
 def _fold(r: Rollup) -> SQL:
-    """Sum the usage rows in ``(mark, last]`` into one rollup table (constant text only)."""
+    """SQLite: sum the usage rows in ``(mark, last]`` into one rollup table."""
     table = r.table.name
-    key = f"bucket, {', '.join(DIMENSION_COLUMNS)}"
-    dims = ", ".join(d if d in r.dims else "''" for d in DIMENSION_COLUMNS)
+    columns = ", ".join(r.columns)
+    groups = ", ".join(str(i) for i in range(1, len(r.key) + 2))
     return SQL(
-        f"INSERT INTO {table} ({', '.join(_COLUMNS)}) "  # noqa: S608
-        f"SELECT {_SQLITE_BUCKET[r.grain]}, {dims}, count(*), "
-        "sum(CASE WHEN status = 'error' THEN 1 ELSE 0 END), "
-        "sum(CASE WHEN status = 'refused' THEN 1 ELSE 0 END), "
-        "sum(CASE WHEN cost_nanos IS NULL THEN 1 ELSE 0 END), "
-        + ", ".join(f"coalesce(sum({m}), 0)" for m in MEASURES[4:])
-        + " FROM llmspend_usage WHERE id > :mark AND id <= :last GROUP BY 1, 2, 3, 4, 5, 6 "
-        f"ON CONFLICT ({key}) DO UPDATE SET "
-        + ", ".join(f"{m} = {table}.{m} + excluded.{m}" for m in MEASURES)
+        f"INSERT INTO {table} ({columns}) "  # noqa: S608  (constant names and expressions)
+        f"SELECT {_SQLITE_BUCKET[r.grain]}, {_dim_exprs(r)}, {_RAW_SUMS} "
+        f"FROM llmspend_usage WHERE id > :mark AND id <= :last GROUP BY {groups} " + _conflict(r)
     )
 
 
 _FOLDS = tuple(_fold(r) for r in ROLLUPS)
 
 
-def catch_up(conn: Connection | Tx, *, inserted: Sequence[Mapping[str, Any]] = ()) -> int:
-    """On SQLite, sum the usage rows past the mark into the rollups and move the mark, on
-    ``conn``'s write transaction. Returns how many ids it covered (0 on PostgreSQL).
+def _pg_fold_sql() -> str:
+    """PostgreSQL: one statement deleting the queued ids, summing their rows once per
+    quarter hour and every key column, then into every rollup table (data-modifying
+    CTEs, so the ids and the sums go together)."""
+    quarter = "date_bin(interval '15 minutes', ts, timestamp '2000-01-01')"
+    keys = ", ".join(f"coalesce({k}, '') AS {k}" if k == "service_tier" else k for k in KEY_COLUMNS)
+    sums = ", ".join(f"{e} AS m{j}" for j, e in enumerate(_RAW_SUM_LIST))
+    groups = ", ".join(str(j) for j in range(1, len(KEY_COLUMNS) + 2))
+    parts = [
+        "d AS (DELETE FROM llmspend_rollup_pending RETURNING usage_id)",
+        f"q AS MATERIALIZED (SELECT {quarter} AS bucket, {keys}, {sums} "  # noqa: S608
+        f"FROM llmspend_usage JOIN d ON id = usage_id GROUP BY {groups})",
+    ]
+    totals = ", ".join(f"sum(m{j})" for j in range(len(MEASURES)))
+    for i, r in enumerate(ROLLUPS):
+        table = r.table.name
+        dims = ", ".join(d if d in r.dims else "''" for d in r.key)
+        by = ", ".join(str(j) for j in range(1, len(r.key) + 2))
+        parts.append(
+            f"u{i} AS (INSERT INTO {table} ({', '.join(r.columns)}) "  # noqa: S608
+            f"SELECT {_PG_BUCKET[r.grain]}, {dims}, {totals} FROM q GROUP BY {by} "
+            f"{_conflict(r)})"
+        )
+    return "WITH " + ", ".join(parts) + " SELECT count(*) FROM d"  # noqa: S608
 
-    ``inserted``: rows this transaction has just inserted (the highest ids, as SQLite
-    gives a new row the highest id plus one); they are summed in Python, which is faster
-    for a large batch than reading them back.
+
+_PG_FOLD = _pg_fold_sql()
+
+
+def _pg_catch_up(tx: Tx) -> int:
+    """PostgreSQL: fold the queued rows into the rollups (on ``tx``); how many rows."""
+    tx.execute(_PG_TURN)
+    return int(tx.execute(_PG_FOLD).fetchone()[0])
+
+
+def catch_up(conn: Connection | Tx, *, inserted: Sequence[Mapping[str, Any]] = ()) -> int:
+    """Sum the usage rows not yet in the rollups into them, on ``conn``'s write
+    transaction (SQLite: the rows past the mark, then the mark moves; PostgreSQL: the
+    queued rows, whose ids are deleted). Returns how many rows it covered.
+
+    ``inserted``: rows this transaction has just inserted (on SQLite the highest ids, as
+    SQLite gives a new row the highest id plus one); SQLite sums them in Python, which is
+    faster for a large batch than reading them back. PostgreSQL reads them from the queue.
     """
     tx = Tx.of(conn)
     if not tx.sqlite:
-        return 0
+        return _pg_catch_up(tx)
     mark, last = tx.run(_PENDING).one()
     if last is None or last <= mark:
         return 0
@@ -398,14 +420,17 @@ def catch_up(conn: Connection | Tx, *, inserted: Sequence[Mapping[str, Any]] = (
 def up_to_date(store: Store) -> Store:
     """``store`` with its rollups covering every stored row (what analytics reads first).
 
-    One read when nothing is pending; else one short write transaction on SQLite.
+    One read when nothing is pending; else one short write transaction.
     """
-    if store.is_sqlite:
-        with store.tx() as tx:
+    with store.tx() as tx:
+        if store.is_sqlite:
             mark, last = tx.run(_PENDING).one()
-        if last is not None and last > mark:
-            with store.tx(write=True) as tx:
-                catch_up(tx)
+            pending = last is not None and last > mark
+        else:
+            pending = bool(tx.run(_QUEUED).one()[0])
+    if pending:
+        with store.tx(write=True) as tx:
+            catch_up(tx)
     return store
 
 
@@ -444,55 +469,62 @@ def _sums_from_usage() -> list[Any]:
     ]
 
 
+def _fill_from_usage(conn: Connection, r: Rollup) -> None:
+    """Fill one (empty) rollup table by summing every usage row."""
+    empty: Any = literal_column("''")
+    dims: list[Any] = []
+    for d in r.key:
+        col: Any = getattr(UsageRecord, d)
+        if d == "service_tier":
+            col = func.coalesce(col, empty)
+        dims.append(col if d in r.dims else empty)
+    by: list[Any] = [literal_column(str(i)) for i in range(1, len(r.key) + 2)]
+    bucket = _bucket_expr(conn, UsageRecord.ts, r.grain)
+    conn.execute(
+        insert(r.table).from_select(
+            list(r.columns), select(bucket, *dims, *_sums_from_usage()).group_by(*by)
+        )
+    )
+
+
 def rebuild_in(conn: Connection) -> tuple[int, int]:
     """Recompute every rollup table from the raw rows on ``conn``'s (write) transaction.
     Returns the row counts of the full hourly and daily tables."""
-    hourly = ROLLUPS[0].table
     if conn.dialect.name == "postgresql":
-        # Writers upsert after inserting their usage row: hold them off until we commit,
-        # so every row is counted exactly once (by us, or by its own upsert afterwards).
-        names = ", ".join(r.table.name for r in ROLLUPS)
-        conn.execute(text(f"LOCK TABLE {names} IN EXCLUSIVE MODE"))
+        # Writers (their insert trigger) and folders wait until we commit: every row is
+        # counted exactly once, by us, or by a catch-up of its queued id afterwards.
+        conn.execute(text("LOCK TABLE llmspend_rollup_pending IN EXCLUSIVE MODE"))
+        conn.execute(text("DELETE FROM llmspend_rollup_pending"))
     for r in ROLLUPS:
         conn.execute(r.table.delete())
-    u = UsageRecord
-    hour = _bucket_expr(conn, u.ts, "hour")
-    dims = [u.org_name, u.project_name, u.user_name, u.provider, u.model]
-    by: list[Any] = [literal_column(str(i)) for i in range(1, 7)]
-    conn.execute(
-        insert(hourly).from_select(
-            list(_COLUMNS), select(hour, *dims, *_sums_from_usage()).group_by(*by)
-        )
-    )
-    fill_from_hourly(conn, [r for r in ROLLUPS[1:] if r.grain != "quarter"])
-    for r in ROLLUPS:
-        if r.grain == "quarter":
-            bucket = _bucket_expr(conn, u.ts, "quarter")
-            kept = [d if d.key in r.dims else literal_column("''") for d in dims]
-            conn.execute(
-                insert(r.table).from_select(
-                    list(_COLUMNS), select(bucket, *kept, *_sums_from_usage()).group_by(*by)
-                )
-            )
+    from_usage = [r for r in ROLLUPS if r.grain == "quarter" or (r.grain, r.family) in (
+        ("hour", "full"), ("hour", "model"))]  # fmt: skip
+    for r in from_usage:
+        _fill_from_usage(conn, r)
+    fill_from_hourly(conn, [r for r in ROLLUPS if r not in from_usage])
     if conn.dialect.name == "sqlite":  # every row is in them now
-        Tx.of(conn).run(_MARK, {"last": conn.execute(select(func.max(u.id))).scalar() or 0})
+        last = conn.execute(select(func.max(UsageRecord.id))).scalar() or 0
+        Tx.of(conn).run(_MARK, {"last": last})
+    hourly = ROLLUPS[0].table
     n_hourly = conn.execute(select(func.count()).select_from(hourly)).scalar_one()
     n_daily = conn.execute(select(func.count()).select_from(ROLLUPS[1].table)).scalar_one()
     return int(n_hourly), int(n_daily)
 
 
 def fill_from_hourly(conn: Connection, rollups: Sequence[Rollup]) -> None:
-    """Fill (empty) rollup tables by summing the full hourly table (rebuilds, migrations)."""
-    hourly = ROLLUPS[0].table
-    by: list[Any] = [literal_column(str(i)) for i in range(1, 7)]
-    empty: Any = literal_column("''")
+    """Fill (empty) rollup tables by summing their family's hourly table (the full one
+    for the full and team families)."""
     for r in rollups:
-        bucket = _bucket_expr(conn, hourly.c.bucket, r.grain)
-        dims = [hourly.c[d] if d in r.dims else empty for d in DIMENSION_COLUMNS]
+        source = ROLLUPS[6] if r.family == "model" else ROLLUPS[0]
+        src = source.table
+        by: list[Any] = [literal_column(str(i)) for i in range(1, len(r.key) + 2)]
+        empty: Any = literal_column("''")
+        bucket = _bucket_expr(conn, src.c.bucket, r.grain)
+        dims = [src.c[d] if d in r.dims else empty for d in r.key]
         conn.execute(
             insert(r.table).from_select(
-                list(_COLUMNS),
-                select(bucket, *dims, *(func.sum(hourly.c[m]) for m in MEASURES)).group_by(*by),
+                list(r.columns),
+                select(bucket, *dims, *(func.sum(src.c[m]) for m in MEASURES)).group_by(*by),
             )
         )
 
@@ -501,7 +533,7 @@ def rebuild_rollups(store: Store) -> dict[str, int]:
     """Recreate the rollups from the raw usage rows, in one write transaction.
 
     Returns ``{"hourly": rows, "daily": rows}``. The result is identical to the tables the
-    write hooks maintain; run it after changing raw rows by hand.
+    catch-ups maintain; run it after changing raw rows by hand.
     """
     with store.begin(write=True) as conn:
         n_hourly, n_daily = rebuild_in(conn)
@@ -509,8 +541,8 @@ def rebuild_rollups(store: Store) -> dict[str, int]:
 
 
 def rollup_rows(conn: Connection, table: str = "hourly") -> Sequence[tuple[Any, ...]]:
-    """Every row of one rollup table in key order, as stored (for checks and tests; on
-    SQLite the rows past the mark are not in them until :func:`up_to_date` or
+    """Every row of one full-family rollup table in key order, as stored (for checks and
+    tests; the rows not yet caught up are not in them until :func:`up_to_date` or
     :func:`catch_up` runs)."""
     t = _TABLES[0] if table == "hourly" else _TABLES[1]
     cols = [t.c[c] for c in _COLUMNS]
