@@ -7,7 +7,6 @@ import datetime as dt
 import importlib.util
 import random
 from decimal import Decimal
-from typing import Any
 
 import pandas as pd
 import pyarrow as pa
@@ -162,40 +161,3 @@ def test_empty_and_bad_arguments(tracker) -> None:  # type: ignore[no-untyped-de
 def test_polars_without_polars_says_what_to_install(tracker) -> None:  # type: ignore[no-untyped-def]
     with pytest.raises(ValidationError, match="pip install polars"):
         llmspend.records(as_="polars")
-
-
-@pytest.mark.skipif(importlib.util.find_spec("connectorx") is None, reason="needs connectorx")
-def test_connectorx_read_equals_the_sqlite3_read(loaded, monkeypatch) -> None:  # type: ignore[no-untyped-def]
-    from llmspend.store import arrowio
-
-    odd = {"ts": dt.datetime(2026, 5, 3), "provider": "openai", "model": "it's", "org": "o b",
-           "project": "p--", "user": "ana", "input_tokens": 1, "output_tokens": 1,
-           "cost_usd": Decimal("0.000000001"), "tags": {"q": "'"}}  # fmt: skip
-    llmspend.ingest([odd])
-    cases: list[dict[str, Any]] = [
-        {},
-        {"org": ["o b", "o'b"], "model": ["it's", "gpt-4o-mini"]},
-        {"since": "2026-05-03", "until": dt.datetime(2026, 5, 20), "user": "ana"},
-        {"columns": ["ts", "org", "cost_usd", "tags"], "project": "p--"},
-        {"as_": "arrow"},
-    ]
-    used = []
-    real = arrowio._read_connectorx
-
-    def spy(*args, **kwargs):  # type: ignore[no-untyped-def]
-        out = real(*args, **kwargs)
-        used.append(out is not None)
-        return out
-
-    monkeypatch.setattr(arrowio, "_read_connectorx", spy)
-    fast = [llmspend.records(**kw) for kw in cases]
-    monkeypatch.setattr(arrowio, "have_connectorx", lambda: False)
-    slow = [llmspend.records(**kw) for kw in cases]
-    if loaded.store.path is not None:  # a SQLite file: connectorx read every case
-        assert used[: len(cases)] == [True] * len(cases)
-    assert len(fast[1]) == len(fast[3]) == 1
-    for got, want in zip(fast[:-1], slow[:-1], strict=True):
-        pd.testing.assert_frame_equal(got, want)
-        for a, b in zip(got.get("cost_usd", []), want.get("cost_usd", []), strict=True):
-            assert (a is None and b is None) or a.as_tuple() == b.as_tuple()
-    assert fast[-1].equals(slow[-1])

@@ -2,8 +2,7 @@
 can be helped: the fast read path of ``records()`` and the COPY path of ``ingest()``.
 
 Reading: on PostgreSQL ``COPY (SELECT ...) TO STDOUT`` in CSV, parsed by Arrow's CSV
-reader (C++, no Python object per value); on a SQLite file, connectorx (Rust, the ``fast``
-extra) when installed, reading straight into Arrow; else the raw ``sqlite3`` cursor's rows,
+reader (C++, no Python object per value); on SQLite the raw ``sqlite3`` cursor's rows,
 turned into one object matrix and then typed Arrow arrays column by column. Money stays
 integer nanodollars until the end, where each column becomes ``decimal128(38, 9)`` with
 the same unscaled integer: exact, and summed exactly by Arrow.
@@ -18,7 +17,6 @@ from __future__ import annotations
 
 import importlib.util
 import json
-import re
 from collections.abc import Mapping, Sequence
 from typing import TYPE_CHECKING, Any
 
@@ -33,7 +31,6 @@ __all__ = [
     "COLUMN_KINDS",
     "STORE_COLUMN",
     "copy_in",
-    "have_connectorx",
     "have_pyarrow",
     "nanos_to_decimal",
     "read_records",
@@ -101,9 +98,7 @@ def read_usage(
     tx = Tx.of(conn)
     sql = _select(columns, where, order, limit)
     if tx.sqlite:
-        arrays = _read_connectorx(tx, sql, columns, params or {}, split=order is None)
-        if arrays is None:
-            arrays = _read_sqlite(tx, sql, columns, params or {})
+        arrays = _read_sqlite(tx, sql, columns, params or {})
     else:
         arrays = _read_copy(tx, sql, columns, params or {})
     import pyarrow as pa
@@ -145,65 +140,6 @@ def _read_sqlite(tx: Tx, sql: SQL, columns: Sequence[str], params: Mapping[str, 
             out.append(pc.not_equal(pa.array(col, type=pa.int64()), 0))
         else:
             out.append(_typed(kind, pa.array(col, type=_read_type(kind))))
-    return out
-
-
-def have_connectorx() -> bool:
-    return importlib.util.find_spec("connectorx") is not None
-
-
-def _sqlite_file(dbapi: Any) -> str | None:
-    """The file of a ``sqlite3`` connection's main database (``None`` in memory)."""
-    for _, name, path in dbapi.execute("PRAGMA database_list").fetchall():
-        if name == "main":
-            return str(path) or None
-    return None
-
-
-def _literal(value: Any) -> str | None:
-    """``value`` as a SQLite literal, or ``None`` when it is not plain text or an integer
-    (connectorx takes no bound parameters; the caller then reads with them instead)."""
-    if isinstance(value, str) and "\x00" not in value:
-        return "'" + value.replace("'", "''") + "'"  # SQLite text has no other escape
-    if isinstance(value, int) and not isinstance(value, bool):
-        return str(value)
-    return None
-
-
-def _read_connectorx(
-    tx: Tx, sql: SQL, columns: Sequence[str], params: Mapping[str, Any], *, split: bool
-) -> list[Any] | None:
-    """The rows read by connectorx from the store's SQLite file, or ``None`` when it is not
-    installed, the store is in memory or a parameter is not text or an integer.
-
-    connectorx reads on its own connection: what is committed, which is what a
-    transaction that has read nothing yet sees too. ``split`` reads two id ranges on two
-    threads (rows then come in no set order: the caller sorts).
-    """
-    if not have_connectorx():
-        return None
-    path = _sqlite_file(tx.dbapi)
-    literals = {k: _literal(v) for k, v in params.items()}
-    if path is None or any(v is None for v in literals.values()):
-        return None
-    import urllib.parse
-
-    import connectorx as cx
-
-    # Each :name appears once, from where_clauses; names are p0.., since, until.
-    text = re.sub(r":(\w+)", lambda m: literals[m.group(1)] or "", sql.text)
-    url = "sqlite://" + urllib.parse.quote(path)
-    table: Any
-    if split and "id" in columns:
-        table = cx.read_sql(url, text, return_type="arrow", partition_on="id", partition_num=2)
-    else:
-        table = cx.read_sql(url, text, return_type="arrow")
-    out = []
-    for i, name in enumerate(columns):
-        kind = COLUMN_KINDS.get(name, "text")
-        col = table.column(i).combine_chunks()
-        # typed by the columns' declared types; cast in case a version differs
-        out.append(_typed(kind, col.cast(_read_type(kind))))
     return out
 
 
