@@ -18,6 +18,11 @@ The tree::
     ├── BudgetExceeded                 a call refused by a hard budget before it was sent
     ├── PermissionDenied               team mode: the gateway refused an operation the
     │                                  caller's role does not allow (names the role needed)
+    ├── GatewayError                   inside the gateway (never raised to a caller of
+    │   │                              llmspend's API: answered over HTTP)
+    │   ├── GatewayRefused             an answer of the gateway's own (status, message)
+    │   ├── HubDenied                  the hub knows the user, but no org/project applies
+    │   └── HubUnavailable             the hub could not be asked
     ├── ReportError                    the spend report could not be made (names the cell)
     ├── WebhookError                   a webhook was not delivered (never raised to a caller:
     │   │                              recorded in ``llmspend_webhook_deliveries``)
@@ -47,6 +52,10 @@ __all__ = [
     "ConfigError",
     "DeliveryError",
     "DestinationRefused",
+    "GatewayError",
+    "GatewayRefused",
+    "HubDenied",
+    "HubUnavailable",
     "IngestError",
     "LLMSpendError",
     "LLMSpendWarning",
@@ -242,6 +251,37 @@ class PermissionDenied(LLMSpendError):
 
     def __reduce__(self) -> tuple[type[PermissionDenied], tuple[str, str | None]]:
         return type(self), (str(self), self.missing_role)
+
+
+class GatewayError(LLMSpendError):
+    """Inside the gateway: answered to its client over HTTP, never raised to a caller of
+    llmspend's own API."""
+
+
+class GatewayRefused(GatewayError):
+    """An answer of the gateway's own: ``status``, ``message``, extra response ``headers``
+    and, for the data API, the ``role`` the caller lacks."""
+
+    def __init__(
+        self,
+        status: int,
+        message: str,
+        headers: dict[str, str] | None = None,
+        role: str | None = None,
+    ) -> None:
+        super().__init__(message)
+        self.status = status
+        self.message = message
+        self.headers = headers or {}
+        self.role = role
+
+
+class HubDenied(GatewayError):
+    """The hub knows the user, but no org/project applies to them."""
+
+
+class HubUnavailable(GatewayError):
+    """The hub could not be asked (down, or it refused the service's own token)."""
 
 
 class ReportError(LLMSpendError):

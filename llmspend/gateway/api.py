@@ -41,11 +41,11 @@ from starlette.routing import Route
 from ..alerting.query import acknowledge, fetch_alerts
 from ..budgets import manage
 from ..budgets.spec import BudgetKey, mask_url, parse_key
-from ..errors import LLMSpendError
+from ..errors import GatewayRefused, HubDenied, LLMSpendError
 from ..store.engine import Store
 from ..usage import FILTERS, fetch_records
 from .config import GatewayConfig
-from .hub import HubDenied, HubIdentities
+from .hub import HubIdentities
 from .keys import KEY_PREFIX, Identity, authenticate
 from .proxy import client_key
 from .roles import (
@@ -66,12 +66,6 @@ _BUDGET_FIELDS = {
 }  # fmt: skip
 _SCOPED = ("org", "project", "user")
 _ALERT_FILTERS = ("org", "project", "user", "budget", "scope", "kind")
-
-
-class _Refused(Exception):
-    def __init__(self, status: int, message: str, role: str | None = None) -> None:
-        super().__init__(message)
-        self.status, self.message, self.role = status, message, role
 
 
 def _answer(status: int, message: str, role: str | None = None) -> JSONResponse:
@@ -145,12 +139,12 @@ class DataApi:
                     groups = [g for g in found if isinstance(g, str)]
                     scopes = [s for s in model.get("scopes") or () if isinstance(s, str)]
             except HubDenied as exc:
-                raise _Refused(403, str(exc)) from None
+                raise GatewayRefused(403, str(exc)) from None
             except Exception:  # HubUnavailable, or the hub failing between the two asks
-                raise _Refused(503, "llmspend gateway: the hub cannot be asked") from None
+                raise GatewayRefused(503, "llmspend gateway: the hub cannot be asked") from None
         if identity is None:
             what = "gateway key or hub token" if self.hub is not None else "gateway key"
-            raise _Refused(401, f"llmspend gateway: invalid, expired or revoked {what}")
+            raise GatewayRefused(401, f"llmspend gateway: invalid, expired or revoked {what}")
         return roles_for(identity, self.config.roles, hub_scopes=scopes, hub_groups=groups)
 
     # -- budgets ----------------------------------------------------------------------------
@@ -165,9 +159,9 @@ class DataApi:
                key: BudgetKey, what: str) -> None:  # fmt: skip
         missing = decision(roles, key)
         if missing is not None:
-            raise _Refused(
+            raise GatewayRefused(
                 403, f"llmspend gateway: {roles.user} may not {what} {key.label}: needs {missing}",
-                missing,
+                role=missing,
             )  # fmt: skip
 
     def list_budgets(self, roles: Roles, request: Request) -> Any:
@@ -183,16 +177,16 @@ class DataApi:
         try:
             body = json.loads(await request.body() or b"{}")
         except ValueError:
-            raise _Refused(400, "llmspend gateway: the body must be a JSON object") from None
+            raise GatewayRefused(400, "llmspend gateway: the body must be a JSON object") from None
         if not isinstance(body, dict):
-            raise _Refused(400, "llmspend gateway: the body must be a JSON object")
+            raise GatewayRefused(400, "llmspend gateway: the body must be a JSON object")
         return body
 
     def set_budget(self, roles: Roles, body: dict[str, Any]) -> Any:
         if unknown := set(body) - _BUDGET_FIELDS:
-            raise _Refused(400, f"unknown budget fields: {', '.join(sorted(unknown))}")
+            raise GatewayRefused(400, f"unknown budget fields: {', '.join(sorted(unknown))}")
         if "limit" not in body:
-            raise _Refused(400, "a budget needs a limit")
+            raise GatewayRefused(400, "a budget needs a limit")
         key = parse_key(body.get("scope"), body.get("name"))
         self._check(roles, can_manage_budget, key, "set")
         fields = {k: v for k, v in body.items() if k not in ("scope", "name", "limit", "period")}
@@ -231,7 +225,7 @@ class DataApi:
         none asked for, a member gets their own and an owner what they own."""
         query = request.query_params
         if unknown := set(query) - {"since", "until", "columns", *FILTERS}:
-            raise _Refused(400, f"unknown records parameters: {', '.join(sorted(unknown))}")
+            raise GatewayRefused(400, f"unknown records parameters: {', '.join(sorted(unknown))}")
         filters: dict[str, Any] = {
             f: (values if len(values) > 1 else values[0])
             for f in FILTERS
@@ -251,9 +245,9 @@ class DataApi:
             missing = can_read_records(roles, org, project, user)
             if missing is not None:
                 where = "/".join(p for p in (org, project, user) if p) or "every org"
-                raise _Refused(
+                raise GatewayRefused(
                     403, f"llmspend gateway: {roles.user} may not read the records of {where}:"
-                    f" needs {missing}", missing,
+                    f" needs {missing}", role=missing,
                 )  # fmt: skip
         arrow = ARROW_STREAM in request.headers.get("accept", "")
         result = fetch_records(
@@ -290,7 +284,7 @@ class DataApi:
     def alerts(self, roles: Roles, request: Request) -> Any:
         query = request.query_params
         if unknown := set(query) - {"since", "until", "acknowledged", *_ALERT_FILTERS}:
-            raise _Refused(400, f"unknown alerts parameters: {', '.join(sorted(unknown))}")
+            raise GatewayRefused(400, f"unknown alerts parameters: {', '.join(sorted(unknown))}")
         filters: dict[str, Any] = {
             f: (values if len(values) > 1 else values[0])
             for f in _ALERT_FILTERS
@@ -299,7 +293,7 @@ class DataApi:
         acked = query.get("acknowledged")
         if acked is not None:
             if acked.lower() not in ("true", "false"):
-                raise _Refused(400, "llmspend gateway: acknowledged must be true or false")
+                raise GatewayRefused(400, "llmspend gateway: acknowledged must be true or false")
             filters["acknowledged"] = acked.lower() == "true"
         frame = fetch_alerts(self.store, query.get("since"), query.get("until"), **filters)
         keep = [
@@ -328,7 +322,7 @@ class DataApi:
             or not ids
             or not all(isinstance(i, int) and not isinstance(i, bool) for i in ids)
         ):
-            raise _Refused(400, "llmspend gateway: ids must be a non-empty list of alert ids")
+            raise GatewayRefused(400, "llmspend gateway: ids must be a non-empty list of alert ids")
         frame = fetch_alerts(self.store)
         found = {
             int(i): (s, b)
@@ -336,13 +330,13 @@ class DataApi:
         }
         for alert_id in ids:
             if alert_id not in found:
-                raise _Refused(400, f"no alert with id {alert_id}")
+                raise GatewayRefused(400, f"no alert with id {alert_id}")
             key = self._alert_key(*found[alert_id])
             missing = "admin" if key is None else can_acknowledge_alert(roles, key)
             if missing is not None and not roles.admin:
-                raise _Refused(
+                raise GatewayRefused(
                     403, f"llmspend gateway: {roles.user} may not acknowledge alert {alert_id}:"
-                    f" needs {missing}", missing,
+                    f" needs {missing}", role=missing,
                 )  # fmt: skip
         return {"acknowledged": acknowledge(self.store, ids, by=roles.user)}
 
@@ -360,7 +354,7 @@ def _endpoint(api: DataApi, work: Callable[..., Any], *parts: str, body: bool = 
             elif not parts:
                 args.append(request)
             result = await run_in_threadpool(work, roles, *args)
-        except _Refused as r:
+        except GatewayRefused as r:
             return _answer(r.status, r.message, r.role)
         except LLMSpendError as exc:  # BudgetError, ValidationError: what set_budget says
             return _answer(400, str(exc))

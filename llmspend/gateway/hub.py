@@ -21,20 +21,12 @@ from typing import Any
 from urllib.parse import quote
 
 from ..attribution import validate_name
-from ..errors import ConfigError, ValidationError
+from ..errors import ConfigError, HubDenied, HubUnavailable, ValidationError
 from ..extras import require_extra
 from .config import HubConfig
 from .keys import Identity
 
 __all__ = ["HubDenied", "HubIdentities", "HubUnavailable", "group_identity"]
-
-
-class HubDenied(Exception):
-    """The hub knows the user, but no org/project applies to them."""
-
-
-class HubUnavailable(Exception):
-    """The hub could not be asked (down, or it refused the service's own token)."""
 
 
 def _pattern(pattern: str) -> re.Pattern[str]:

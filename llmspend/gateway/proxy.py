@@ -31,13 +31,13 @@ from ..dialects import Request, Route
 from ..dialects import anthropic as anthropic_dialect
 from ..dialects import gemini as gemini_dialect
 from ..dialects import openai as openai_dialect
-from ..errors import BudgetExceeded, LLMSpendError
+from ..errors import BudgetExceeded, GatewayRefused, HubDenied, HubUnavailable, LLMSpendError
 from ..money import nanos_to_usd
 from ..pipeline import begin_call, internal_error
 from ..providers.http import Seen
 from ..store.engine import Store
 from .config import GatewayConfig, Upstream
-from .hub import HubDenied, HubIdentities, HubUnavailable
+from .hub import HubIdentities
 from .keys import KEY_PREFIX, Identity, KeyCache, authenticate
 from .shapes import error_body, error_headers
 
@@ -91,16 +91,6 @@ async def _blocking(
     return result
 
 
-class _Refused(Exception):
-    """An answer of the gateway's own (status, message, extra headers)."""
-
-    def __init__(self, status: int, message: str, headers: dict[str, str] | None = None):
-        super().__init__(message)
-        self.status = status
-        self.message = message
-        self.headers = headers or {}
-
-
 class Proxy:
     """Serves ``/{upstream}/{path}`` for the upstreams of a :class:`GatewayConfig`."""
 
@@ -131,9 +121,9 @@ class Proxy:
         status = 0
         try:
             if upstream is None:
-                raise _Refused(404, f"llmspend gateway: no upstream named {name!r}")
+                raise GatewayRefused(404, f"llmspend gateway: no upstream named {name!r}")
             status = await self._serve(scope, receive, send, upstream, "/" + rest)
-        except _Refused as r:
+        except GatewayRefused as r:
             status = r.status
             await self._answer(send, dialect, r.status, r.message, r.headers)
         log.info("%s /%s %s", scope["method"], name, status)
@@ -175,7 +165,7 @@ class Proxy:
             if seen is not None:
                 await _blocking(seen.fail, exc, limiter=self._db)
             log.warning("upstream %s unreachable: %s", up.name, type(exc).__name__)
-            raise _Refused(502, f"llmspend gateway: upstream {up.name} unreachable") from None
+            raise GatewayRefused(502, f"llmspend gateway: upstream {up.name} unreachable") from None
         return await self._relay(send, receive, response, seen)
 
     async def _identify(self, key: str | None) -> Identity:
@@ -191,29 +181,29 @@ class Proxy:
             try:
                 identity = await self.hub.identify(key)
             except HubDenied as exc:
-                raise _Refused(403, str(exc)) from None
+                raise GatewayRefused(403, str(exc)) from None
             except HubUnavailable as exc:
                 log.warning("%s", exc)
-                raise _Refused(503, "llmspend gateway: the hub cannot be asked") from None
+                raise GatewayRefused(503, "llmspend gateway: the hub cannot be asked") from None
         if identity is None:
             what = "gateway key or hub token" if self.hub is not None else "gateway key"
-            raise _Refused(401, f"llmspend gateway: invalid, expired or revoked {what}")
+            raise GatewayRefused(401, f"llmspend gateway: invalid, expired or revoked {what}")
         return identity
 
     async def _read_body(self, headers: dict[str, str], receive: Receive) -> bytes:
         limit = self.config.max_request_bytes
         declared = headers.get("content-length", "")
         if declared.isdigit() and int(declared) > limit:
-            raise _Refused(413, f"llmspend gateway: request body over {limit} bytes")
+            raise GatewayRefused(413, f"llmspend gateway: request body over {limit} bytes")
         parts, size = [], 0
         while True:
             message = await receive()
             if message["type"] == "http.disconnect":
-                raise _Refused(400, "llmspend gateway: client disconnected")
+                raise GatewayRefused(400, "llmspend gateway: client disconnected")
             chunk = message.get("body", b"")
             size += len(chunk)
             if size > limit:
-                raise _Refused(413, f"llmspend gateway: request body over {limit} bytes")
+                raise GatewayRefused(413, f"llmspend gateway: request body over {limit} bytes")
             parts.append(chunk)
             if not message.get("more_body", False):
                 return b"".join(parts)
@@ -261,11 +251,13 @@ class Proxy:
                     streamed=route.streamed,
                 )  # fmt: skip
         except BudgetExceeded as exc:
-            raise _Refused(403, str(exc), _refusal_headers(exc)) from None
+            raise GatewayRefused(403, str(exc), _refusal_headers(exc)) from None
         except LLMSpendError as exc:  # the store is down and hard budgets fail closed
-            raise _Refused(503, f"llmspend gateway: budgets cannot be checked: {exc}") from None
+            raise GatewayRefused(
+                503, f"llmspend gateway: budgets cannot be checked: {exc}"
+            ) from None
         if call is None:  # a bug of llmspend's (logged): the gateway fails closed
-            raise _Refused(503, "llmspend gateway: the call could not be checked")
+            raise GatewayRefused(503, "llmspend gateway: the call could not be checked")
         return call
 
     # -- the response -----------------------------------------------------------------------
