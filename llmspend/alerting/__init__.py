@@ -11,14 +11,14 @@ import logging
 from typing import TYPE_CHECKING, Any
 
 from .events import BudgetThresholdReached, decide_refusal, decide_thresholds
-from .listeners import dispatch
+from .listeners import WebhookPolicy, dispatch
 
 if TYPE_CHECKING:
     from ..call import Call
     from ..store.fastsql import Tx
     from ..tracker import Tracker
 
-__all__ = ["AlertHub", "BudgetThresholdReached"]
+__all__ = ["AlertHub", "BudgetThresholdReached", "WebhookPolicy"]
 
 log = logging.getLogger("llmspend.alerts")
 
@@ -35,6 +35,8 @@ class AlertHub:
         self.tracker = tracker
         # Alerts whose row exists, not tried again: (budget id, created, period start, ppm).
         self.fired: set[tuple[Any, ...]] = set()
+        # Which webhooks this tracker's alerts go to (the gateway sets its own).
+        self.webhooks = WebhookPolicy()
 
     def decide(self, tx: Tx, call: Call, row: dict[str, Any]) -> None:
         states = call.settled

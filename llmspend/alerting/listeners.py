@@ -2,6 +2,12 @@
 
 Every listener is isolated: one that raises is logged and the others still run; none of
 them can fail the call that crossed the threshold.
+
+A budget's own ``webhook_url`` is delivered by one process only: the gateway in team mode
+(its :class:`WebhookPolicy` says so, with its configuration's allow-list), the kernel in
+solo mode. A kernel in team mode (``LLMSPEND_GATEWAY_URL`` or ``install(gateway_url=...)``)
+never posts a budget's webhook. The global webhook (``set_webhook()`` /
+``LLMSPEND_WEBHOOK_URL``) is the process's own and is posted in either mode.
 """
 
 from __future__ import annotations
@@ -12,9 +18,11 @@ import os
 import sys
 import threading
 from collections.abc import Callable
+from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 
 from ..budgets.spec import check_webhook_url
+from ..dialects.hosts import gateway
 from ..errors import ValidationError
 from .webhooks import detect_format, sender
 
@@ -22,13 +30,38 @@ if TYPE_CHECKING:
     from ..tracker import Tracker
     from .events import BudgetThresholdReached
 
-__all__ = ["AlertNotice", "dispatch", "on_alert", "remove_alert_callback", "set_webhook"]
+__all__ = [
+    "AlertNotice",
+    "WebhookPolicy",
+    "dispatch",
+    "on_alert",
+    "remove_alert_callback",
+    "set_webhook",
+]
 
 log = logging.getLogger("llmspend.alerts")
 
 _callbacks: list[Callable[[BudgetThresholdReached], Any]] = []
 _lock = threading.Lock()
 _global_webhook: tuple[str, str] | None = None
+
+
+@dataclass(frozen=True, slots=True)
+class WebhookPolicy:
+    """Which webhooks a tracker's alerts are posted to, and where they may go.
+
+    ``budget_webhooks``: post a budget's own ``webhook_url`` (``None``: only in solo mode,
+    i.e. not when a gateway is configured). ``allow``: the destinations allowed although not
+    public (``None``: ``LLMSPEND_WEBHOOK_ALLOW``; the gateway passes its configuration's).
+    """
+
+    budget_webhooks: bool | None = None
+    allow: str | None = None
+
+    def posts_budget_webhooks(self) -> bool:
+        if self.budget_webhooks is not None:
+            return self.budget_webhooks
+        return gateway() is None
 
 
 def on_alert(callback: Callable[[BudgetThresholdReached], Any]) -> None:
@@ -112,6 +145,8 @@ def dispatch(tracker: Tracker, events: list[BudgetThresholdReached]) -> None:
     with _lock:
         callbacks = list(_callbacks)
     glob = _global()
+    policy: WebhookPolicy = tracker.alerts.webhooks
+    own = policy.posts_budget_webhooks()
     for event in events:
         if event.kind == "refused" or event.threshold >= 1:
             log.warning(event.message)
@@ -123,14 +158,18 @@ def dispatch(tracker: Tracker, events: list[BudgetThresholdReached]) -> None:
             except Exception:
                 log.exception("llmspend alert listener %r failed", listener)
         targets = []
-        if event.webhook_url:
+        if event.webhook_url and own:
             targets.append((event.webhook_url, "auto"))
-        if glob is not None and glob[0] != event.webhook_url:
+        if glob is not None and (glob[0] != event.webhook_url or not own):
             targets.append(glob)
         for url, fmt in targets:
             try:
                 sender().submit(
-                    tracker.store, event, url, detect_format(url) if fmt == "auto" else fmt
+                    tracker.store,
+                    event,
+                    url,
+                    detect_format(url) if fmt == "auto" else fmt,
+                    allow=policy.allow,
                 )
             except Exception:
                 log.exception("llmspend could not queue a webhook")

@@ -95,15 +95,17 @@ def _scrub(message: str, url: str) -> str:
     return message[:500]
 
 
-def destination_of(url: str) -> list[str]:
-    """The checked addresses a delivery to ``url`` may use; ``DestinationRefused`` if none."""
+def destination_of(url: str, allow: str | None = None) -> list[str]:
+    """The checked addresses a delivery to ``url`` may use; ``DestinationRefused`` if none.
+
+    ``allow``: the allow-list (``None``: ``LLMSPEND_WEBHOOK_ALLOW``)."""
     try:
         check_webhook_url(url)
         parts = urlsplit(url)
         port = parts.port or (443 if parts.scheme == "https" else 80)
     except ValueError:  # BudgetError is one: a malformed URL never gets a connection
         raise DestinationRefused("refused: destination not allowed") from None
-    return check_destination(parts.hostname or "", port)
+    return check_destination(parts.hostname or "", port, allow=allow)
 
 
 def _left(deadline: float, timeout: float) -> float:
@@ -198,15 +200,24 @@ class WebhookSender:
     """A queue and one worker thread that delivers webhooks with retries."""
 
     def __init__(self) -> None:
-        self._queue: queue.Queue[tuple[Store, BudgetThresholdReached, str, str] | None] = (
-            queue.Queue()
-        )
+        self._queue: queue.Queue[
+            tuple[Store, BudgetThresholdReached, str, str, str | None] | None
+        ] = queue.Queue()
         self._thread: threading.Thread | None = None
         self._lock = threading.Lock()
         self._pending = 0
         self._idle = threading.Condition(self._lock)
 
-    def submit(self, store: Store, event: BudgetThresholdReached, url: str, fmt: str) -> None:
+    def submit(
+        self,
+        store: Store,
+        event: BudgetThresholdReached,
+        url: str,
+        fmt: str,
+        *,
+        allow: str | None = None,
+    ) -> None:
+        """Queue a delivery; ``allow`` is the allow-list (``None``: the environment's)."""
         with self._lock:
             self._pending += 1
             if self._thread is None or not self._thread.is_alive():
@@ -214,7 +225,7 @@ class WebhookSender:
                     target=self._run, name="llmspend-webhooks", daemon=True
                 )
                 self._thread.start()
-        self._queue.put((store, event, url, fmt))
+        self._queue.put((store, event, url, fmt, allow))
 
     def wait(self, timeout: float = 10.0) -> bool:
         """Block until the queue is drained (tests, exit). Returns False on timeout."""
@@ -241,14 +252,21 @@ class WebhookSender:
                     self._pending -= 1
                     self._idle.notify_all()
 
-    def _deliver(self, store: Store, event: BudgetThresholdReached, url: str, fmt: str) -> None:
+    def _deliver(
+        self,
+        store: Store,
+        event: BudgetThresholdReached,
+        url: str,
+        fmt: str,
+        allow: str | None = None,
+    ) -> None:
         timeout = _env_float("LLMSPEND_WEBHOOK_TIMEOUT", 5.0)
         retries = int(_env_float("LLMSPEND_WEBHOOK_RETRIES", 3))
         delay = _env_float("LLMSPEND_WEBHOOK_BACKOFF", 0.5)
         body = json.dumps(payload_for(event, fmt)).encode()
         attempts, status, error, outcome = 0, None, None, "failed"
         try:
-            addresses = destination_of(url)
+            addresses = destination_of(url, allow)
         except DestinationRefused as exc:
             outcome, error = "refused", str(exc)
         else:

@@ -22,6 +22,7 @@ from starlette.requests import Request
 from starlette.responses import JSONResponse
 from starlette.routing import Mount, Route
 
+from ..alerting import WebhookPolicy
 from ..tracker import Tracker, set_tracker
 from .api import data_api
 from .config import GatewayConfig
@@ -41,6 +42,8 @@ def build_app(config: GatewayConfig, database_url: str | None = None) -> Starlet
     """The gateway for ``config``, recording into the store at ``database_url`` (default:
     ``LLMSPEND_DATABASE_URL`` or the per-user SQLite file)."""
     tracker = Tracker(database_url)
+    # Budgets' webhooks are fired here, never by kernels in team mode; allow-list: [webhooks].
+    tracker.alerts.webhooks = WebhookPolicy(budget_webhooks=True, allow=config.webhook_allow)
     client = httpx.AsyncClient(
         timeout=httpx.Timeout(config.timeout, connect=config.connect_timeout),
         limits=httpx.Limits(max_connections=1000, max_keepalive_connections=200),

@@ -23,6 +23,9 @@ default = {org = "acme", project = "general"}   # optional: users in no mapped g
 
 [hub.groups]                   # explicit mappings, checked before the pattern
 "data-science" = {org = "acme", project = "ds"}
+
+[webhooks]                     # budgets' webhooks are delivered by the gateway only
+allow = ["hooks.internal", "10.1.2.0/24"]   # non-public hosts/CIDRs allowed (default none)
 ```
 
 Without a ``[hub]`` table, hub tokens are accepted when the gateway runs as a hub-managed
@@ -109,6 +112,7 @@ class GatewayConfig:
     hub: HubConfig | None = None
     roles: RoleConfig = field(default_factory=RoleConfig)  # [roles]: see .roles
     key_cache_seconds: float = 5.0
+    webhook_allow: str = ""  # [webhooks] allow, as check_destination takes it
 
 
 def _number(section: dict[str, Any], name: str, default: float) -> float:
@@ -205,6 +209,22 @@ def _hub(spec: Any, env: dict[str, str]) -> HubConfig | None:
     )
 
 
+def _webhook_allow(spec: Any) -> str:
+    """The ``[webhooks]`` table's ``allow`` list, space-separated (``""``: none)."""
+    if spec is None:
+        return ""
+    if not isinstance(spec, dict):
+        raise ConfigError("gateway config: [webhooks] must be a table")
+    if unknown := set(spec) - {"allow"}:
+        raise ConfigError(f"gateway config: unknown keys in [webhooks]: {sorted(unknown)}")
+    allow = spec.get("allow", [])
+    if not isinstance(allow, list) or not all(
+        isinstance(a, str) and a.strip() and not any(c in a for c in " ,\t\n") for a in allow
+    ):
+        raise ConfigError("gateway config: [webhooks] allow must be a list of hosts or CIDRs")
+    return " ".join(allow)
+
+
 def load_config(path: str | None, environ: dict[str, str] | None = None) -> GatewayConfig:
     """The configuration in the TOML file at ``path`` (``None``: :func:`default_config`),
     with the provider keys read from ``environ`` (default: the process environment)."""
@@ -218,7 +238,7 @@ def load_config(path: str | None, environ: dict[str, str] | None = None) -> Gate
         raise ConfigError(f"cannot read the gateway config {path}: {exc.strerror}") from None
     except tomllib.TOMLDecodeError as exc:
         raise ConfigError(f"the gateway config {path} is not valid TOML: {exc}") from None
-    unknown = set(data) - {"gateway", "upstreams", "hub", "roles"}
+    unknown = set(data) - {"gateway", "upstreams", "hub", "roles", "webhooks"}
     if unknown:
         raise ConfigError(f"gateway config: unknown sections {sorted(unknown)}")
     section = data.get("gateway", {})
@@ -233,6 +253,7 @@ def load_config(path: str | None, environ: dict[str, str] | None = None) -> Gate
         hub=_hub(data.get("hub"), env),
         roles=parse_roles(data.get("roles")),
         key_cache_seconds=_seconds(section, "key_cache_seconds", 5.0),
+        webhook_allow=_webhook_allow(data.get("webhooks")),
     )
 
 
