@@ -6,6 +6,7 @@ use); who is asking comes only from that credential, never from a header or the
 environment. Every answer is JSON; ``GET records`` answers an Arrow IPC stream when asked
 with ``Accept: application/vnd.apache.arrow.stream``.
 
+    GET    whoami                     the caller's identity and roles
     GET    budgets                    the budgets the caller may see (webhook URLs masked)
     POST   budgets                    create or replace one: {"scope", "name", "limit", ...}
     PATCH  budgets/{scope}/{name}     change some fields
@@ -163,6 +164,15 @@ class DataApi:
                 403, f"llmspend gateway: {roles.user} may not {what} {key.label}: needs {missing}",
                 role=missing,
             )  # fmt: skip
+
+    def whoami(self, roles: Roles, request: Request) -> Any:
+        """Who the credential is, and the roles the gateway grants it."""
+        return {
+            "org": roles.org, "project": roles.project, "user": roles.user,
+            "admin": roles.admin, "owns": sorted(
+                [*roles.orgs, *(f"{o}/{p}" for o, p in roles.projects)]
+            ),
+        }  # fmt: skip
 
     def list_budgets(self, roles: Roles, request: Request) -> Any:
         budgets = manage.list_budgets(self.store, request.query_params.get("scope"))
@@ -370,6 +380,7 @@ def data_api(config: GatewayConfig, store: Store, hub: HubIdentities | None) -> 
     api = DataApi(config, store, hub)
     return Starlette(
         routes=[
+            Route("/whoami", _endpoint(api, api.whoami), methods=["GET"]),
             Route("/budgets", _endpoint(api, api.list_budgets), methods=["GET"]),
             Route("/budgets", _endpoint(api, api.set_budget, body=True), methods=["POST"]),
             Route(
