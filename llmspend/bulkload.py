@@ -412,7 +412,7 @@ def _settle_slow_rows(
 
 class _Rows(Sequence[dict[str, Any]]):
     """The written rows as dicts of store columns, for the ingest hooks; made on first use
-    (``len()`` costs nothing)."""
+    (``len()`` and :attr:`columns` cost nothing)."""
 
     def __init__(self, cols: Mapping[str, Any], n: int) -> None:
         self._cols = cols
@@ -428,6 +428,11 @@ class _Rows(Sequence[dict[str, Any]]):
             lists = [v.tolist() for v in values]
             self._rows = [dict(zip(keys, row, strict=True)) for row in zip(*lists, strict=True)]
         return self._rows
+
+    @property
+    def columns(self) -> Mapping[str, Any]:
+        """The written rows as arrays per store column (what set-based hooks read)."""
+        return self._cols
 
     def __len__(self) -> int:
         return self._n

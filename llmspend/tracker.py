@@ -41,6 +41,7 @@ from .budgets.guard import BudgetGuard
 from .budgets.heartbeat import HEARTBEAT
 from .budgets.ledger import count_ingested
 from .budgets.settle import Settlement
+from .bulkload import ingest_rows
 from .config import Settings, default_attribution
 from .errors import LLMSpendWarning, StoreError, ValidationError
 from .pricing import PriceBook, shared_pricebook
@@ -49,7 +50,7 @@ from .store import rollups
 from .store.engine import Store, open_store
 from .store.hierarchy import ensure_entities
 from .store.urls import reason as driver_reason
-from .usage import fetch_records, ingest_rows, insert_usage
+from .usage import fetch_records, insert_usage
 
 if TYPE_CHECKING:
     from sqlalchemy import Connection

@@ -305,3 +305,59 @@ def test_column_path_equals_row_path(tracker, as_frame: bool) -> None:  # type: 
     odd = fast[fast["error_type"] == "ÉrrorÜ"]  # read back as written (COPY both ways)
     assert len(odd) == 200 and set(odd["notebook_path"]) == {'dir,x/"nb"\n\\b\tc.ipynb'}
     assert all(t == {"q": 'a"b,c', "nl": "x\ny"} for t in odd["tags"])
+
+
+@pytest.mark.parametrize("as_frame", [False, True])
+def test_ingested_rows_count_in_existing_budget_periods(tracker, as_frame: bool) -> None:  # type: ignore[no-untyped-def]
+    """Periods that exist when a batch is ingested (row path or column path) count its
+    rows as records() has them: refused rows left out, unknown costs as 0, by scope and
+    period window."""
+    now = dt.datetime.now(dt.UTC).replace(tzinfo=None)
+    budgets = [
+        ("org", "acme", "day"),
+        ("org", "acme", "total"),
+        ("project", "acme/churn", "month"),
+        ("user", "acme/ana", "week"),
+        ("user", "acme/search/bo", "total"),
+        ("org", "umbrella", "day"),
+    ]
+    for scope, name, period in budgets:
+        llmspend.set_budget(scope, name, 10**9, period=period, mode="soft")
+    rnd = random.Random(3)
+    rows = []
+    for i in range(1500):
+        rows.append(
+            {
+                "ts": now - dt.timedelta(minutes=rnd.randint(0, 60 * 24 * 40)),
+                "provider": "openai",
+                "model": "gpt-4o-mini",
+                "org": rnd.choice(["acme", "acme", "umbrella"]),
+                "project": rnd.choice(["churn", "search"]),
+                "user": rnd.choice(["ana", "bo"]),
+                "input_tokens": 10,
+                "output_tokens": 5,
+                "status": rnd.choice(["ok", "ok", "error", "refused"]),
+                "cost_usd": None if i % 13 == 0 else Decimal(rnd.randint(0, 10**12)).scaleb(-9),
+            }
+        )
+        if i % 13 == 0:
+            rows[-1]["price_status"] = "unknown"
+    for size in (1500, 7):  # the column path, then the row path
+        batch, rows = rows[:size], rows[size:] + rows[:size]
+        llmspend.ingest(pd.DataFrame(batch) if as_frame else batch)
+    df = llmspend.records()
+    df = df[df.status != "refused"]
+    for st in llmspend.budget_status():
+        want = df[df.org == st.budget.split("/")[0]]
+        parts = st.budget.split("/")
+        if st.scope == "project":
+            want = want[want.project == parts[1]]
+        if st.scope == "user":
+            want = want[want.user == parts[-1]]
+            if len(parts) == 3:
+                want = want[want.project == parts[1]]
+        want = want[want.ts >= pd.Timestamp(st.period_start).tz_convert("UTC")]
+        if st.period_end is not None:
+            want = want[want.ts < pd.Timestamp(st.period_end).tz_convert("UTC")]
+        spent = sum((c for c in want.cost_usd if c is not None), Decimal(0))
+        assert st.spent_usd == spent, st.budget

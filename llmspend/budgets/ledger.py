@@ -10,7 +10,8 @@ here are constant text with bound values.
 from __future__ import annotations
 
 import datetime as dt
-from typing import Any, NamedTuple
+from collections.abc import Mapping, Sequence
+from typing import Any, NamedTuple, cast
 
 from sqlalchemy import Connection, select, update
 
@@ -314,9 +315,15 @@ class Statements:
         return stmt
 
 
-def count_ingested(conn: Connection, rows: list[dict[str, Any]]) -> None:
+def count_ingested(conn: Connection, rows: Sequence[Mapping[str, Any]]) -> None:
     """Add ingested rows to the periods that already exist, so status agrees with
-    ``records()`` (periods made later count existing rows when they are made)."""
+    ``records()`` (periods made later count existing rows when they are made).
+
+    Set-based: the batch is grouped once by org × project × user with its times sorted
+    and costs summed cumulatively; a period's calls and spend are then two binary searches
+    per group it covers, whatever the batch size. ``rows`` may carry ``columns`` (store
+    column → array, as :mod:`llmspend.bulkload` gives), read instead of the dicts.
+    """
     periods = conn.execute(
         select(
             BudgetPeriod.id,
@@ -327,22 +334,13 @@ def count_ingested(conn: Connection, rows: list[dict[str, Any]]) -> None:
             BudgetRow.user_name,
         ).join(BudgetRow, BudgetRow.id == BudgetPeriod.budget_id)
     ).all()
-    if not periods:
+    if not periods or not len(rows):
         return
+    batch = _IngestedBatch(rows)
     now = utcnow()
     for p in periods:
-        spent = calls = 0
-        for r in rows:
-            if r["status"] == "refused" or r["org_name"] != p.org_name:
-                continue
-            if p.project_name not in (None, "*") and r["project_name"] != p.project_name:
-                continue
-            if p.user_name not in (None, "*") and r["user_name"] != p.user_name:
-                continue
-            if r["ts"] < p.period_start or (p.period_end is not None and r["ts"] >= p.period_end):
-                continue
-            spent += r["cost_nanos"] or 0
-            calls += 1
+        calls, spent = batch.sums(p.org_name, p.project_name, p.user_name,
+                                  p.period_start, p.period_end)  # fmt: skip
         if calls:
             conn.execute(
                 update(BudgetPeriod)
@@ -353,3 +351,54 @@ def count_ingested(conn: Connection, rows: list[dict[str, Any]]) -> None:
                     updated_at=now,
                 )
             )
+
+
+class _IngestedBatch:
+    """Ingested rows (refused ones left out) per org, project and user: times sorted, and
+    cumulative cost split in 32-bit halves (int64 sums of each half cannot overflow, and
+    the halves recombine exactly as Python ints)."""
+
+    def __init__(self, rows: Sequence[Mapping[str, Any]]) -> None:
+        import numpy as np
+        import pandas as pd
+
+        cols = getattr(rows, "columns", None)
+        names = ("org_name", "project_name", "user_name", "ts", "cost_nanos", "status")
+        if cols is None:
+            cols = {k: [r[k] for r in rows] for k in names}
+        frame = pd.DataFrame({k: cols[k] for k in names})
+        frame = frame[frame["status"] != "refused"]
+        ts = frame["ts"].to_numpy(dtype="datetime64[us]").view(np.int64)
+        cost = frame["cost_nanos"].fillna(0).to_numpy(dtype=np.int64)
+        self.by_org: dict[str, list[tuple[str, str, Any, Any, Any]]] = {}
+        groups = frame.groupby(["org_name", "project_name", "user_name"], sort=False).indices
+        for key, where in groups.items():
+            org, project, user = cast(tuple[str, str, str], key)
+            order = where[np.argsort(ts[where], kind="stable")]
+            c = cost[order]
+            hi = np.concatenate(([0], np.cumsum(c >> 32)))
+            lo = np.concatenate(([0], np.cumsum(c & 0xFFFFFFFF)))
+            self.by_org.setdefault(org, []).append((project, user, ts[order], hi, lo))
+
+    def sums(
+        self, org: str, project: str | None, user: str | None,
+        start: dt.datetime, end: dt.datetime | None,
+    ) -> tuple[int, int]:  # fmt: skip
+        """(calls, nanodollars) of the rows of ``org`` (and ``project``/``user`` unless
+        None or "*") with ``start <= ts < end`` (``end`` None: unbounded)."""
+        import numpy as np
+
+        lo_t = np.datetime64(start, "us").astype(np.int64)
+        hi_t = None if end is None else np.datetime64(end, "us").astype(np.int64)
+        calls = spent = 0
+        for g_project, g_user, ts, hi, lo in self.by_org.get(org, ()):
+            if project not in (None, "*") and g_project != project:
+                continue
+            if user not in (None, "*") and g_user != user:
+                continue
+            a = int(np.searchsorted(ts, lo_t, "left"))
+            b = len(ts) if hi_t is None else int(np.searchsorted(ts, hi_t, "left"))
+            if b > a:
+                calls += b - a
+                spent += (int(hi[b] - hi[a]) << 32) + int(lo[b] - lo[a])
+        return calls, spent
