@@ -50,8 +50,8 @@ from sqlalchemy import (
     select,
     type_coerce,
     union_all,
-    values,
 )
+from sqlalchemy.dialects.postgresql import ARRAY
 
 from ..errors import ValidationError
 from ..store.fastsql import db_time_for
@@ -99,6 +99,11 @@ _VALUES_LIMIT = 5000  # (lo, hi, segment) rows per PostgreSQL statement
 # PostgreSQL: above this many disjoint time ranges, join a VALUES list of them (below it,
 # constant ranges give the planner real estimates; with few VALUES rows it seq-scans).
 _JOIN_MIN = 16
+_PG_NO_JIT = "SELECT set_config('jit', 'off', true)"
+_PG_SETTINGS = (
+    "SELECT set_config('jit', 'off', true), "
+    "set_config('max_parallel_workers_per_gather', '0', true)"
+)
 
 #: (period index, group key) → sums in MEASURES order.
 Acc = dict[tuple[int, tuple[Any, ...]], list[int]]
@@ -378,21 +383,34 @@ def _run_joined(
     getters: list[Any],
     acc: Acc,
 ) -> None:
-    """PostgreSQL, many segments: join a VALUES list of (lo, hi, segment) to the table;
-    each of its rows becomes one index range scan (a nested loop), planned once."""
+    """PostgreSQL, many segments: join the (lo, hi, segment) ranges, sent as three array
+    parameters and unnested, to the table; each range becomes one index range scan (a
+    nested loop). The statement text does not depend on the ranges, so SQLAlchemy compiles
+    it once (a VALUES list of literals was compiled anew for every call)."""
     table = level.table if level.table is not None else UsageRecord.__table__
-    for start in range(0, len(segs), _VALUES_LIMIT):
-        chunk = [(s.lo, s.hi, start + i) for i, s in enumerate(segs[start : start + _VALUES_LIMIT])]
-        ranges = values(
-            column("lo", DateTime()), column("hi", DateTime()), column("seg", Integer()), name="r"
-        ).data(chunk)
-        stmt = (
-            select(ranges.c.seg, *key_cols, *measures)
-            .select_from(ranges.join(table, and_(tcol >= ranges.c.lo, tcol < ranges.c.hi)))
-            .where(*flt)
-            .group_by(*(literal_column(str(i)) for i in range(1, len(key_cols) + 2)))
+    ranges = (
+        func.unnest(
+            bindparam("r_lo", type_=ARRAY(DateTime())),
+            bindparam("r_hi", type_=ARRAY(DateTime())),
+            bindparam("r_seg", type_=ARRAY(Integer())),
         )
-        result = conn.execute(stmt)
+        .table_valued(column("lo", DateTime()), column("hi", DateTime()), column("seg", Integer()))
+        .render_derived(name="r")
+    )
+    stmt = (
+        select(ranges.c.seg, *key_cols, *measures)
+        .select_from(ranges.join(table, and_(tcol >= ranges.c.lo, tcol < ranges.c.hi)))
+        .where(*flt)
+        .group_by(*(literal_column(str(i)) for i in range(1, len(key_cols) + 2)))
+    )
+    for start in range(0, len(segs), _VALUES_LIMIT):
+        chunk = segs[start : start + _VALUES_LIMIT]
+        params = {
+            "r_lo": [s.lo for s in chunk],
+            "r_hi": [s.hi for s in chunk],
+            "r_seg": list(range(start, start + len(chunk))),
+        }
+        result = conn.execute(stmt, params)
         rows = result.cursor.fetchall() if result.cursor is not None else []
         result.close()
         _combine(rows, segs, 1, False, False, len(key_cols), getters, acc)
@@ -489,8 +507,9 @@ def aggregate(
                     # One snapshot for every level: a concurrent write is seen by all or none.
                     conn.exec_driver_sql("SET TRANSACTION ISOLATION LEVEL REPEATABLE READ")
                 # These queries run in milliseconds; JIT compiling them costs more than that
-                # (their row estimates, over parameterized ranges, look big to the planner).
-                conn.exec_driver_sql("SET LOCAL jit = off")
+                # (their row estimates, over parameterized ranges, look big to the planner),
+                # and so does starting parallel workers for a few thousand rollup rows.
+                conn.exec_driver_sql(_PG_SETTINGS if not raw_only else _PG_NO_JIT)
             for level, segs in steps:
                 _run_level(conn, level, segs, keys, filters, acc)
     return {k: v for k, v in acc.items() if v[0] != 0}
