@@ -196,6 +196,11 @@ class GatewayClient:
         _, content = self._send(method, path, **options)
         return json.loads(content)
 
+    def whoami(self) -> dict[str, Any]:
+        """``GET whoami``: the caller's org, project, user, ``admin`` and what it ``owns``."""
+        found: dict[str, Any] = self._json("GET", "/whoami")
+        return found
+
     # -- budgets ----------------------------------------------------------------------------
     @staticmethod
     def _path(scope: str, name: str) -> str:

@@ -6,7 +6,8 @@ shape is a :class:`BadRequest`; the values themselves are judged by the library
 message the route returns as a ``400``. Money goes out as exact decimal strings,
 thresholds as decimal strings of fractions (``"0.8"``). A webhook URL is only ever shown
 masked (``https://host/***``, as the library returns it), and only to those who may
-manage budgets.
+manage budgets. In team mode the gateway answers only the budgets the caller may see, and
+the context is the identity the gateway takes from the server's credential.
 """
 
 from __future__ import annotations
@@ -15,6 +16,7 @@ from collections.abc import Mapping
 from typing import TYPE_CHECKING, Any
 
 import llmspend
+from llmspend import teamclient
 
 from .payloads import Context, current_context, usd
 
@@ -66,7 +68,7 @@ def budget_json(b: Budget, *, show_webhook: bool) -> dict[str, Any]:
 def _visible(ctx: Context, can_manage: bool) -> list[Budget]:
     """Every budget for a manager; otherwise those that apply to ``ctx`` (org first)."""
     every = llmspend.list_budgets()
-    if can_manage:
+    if can_manage or teamclient.active():  # the gateway answers what the caller may see
         return sorted(every, key=lambda b: (("org", "project", "user").index(b.scope), b.name))
     by_key = {(b.scope, b.name): b for b in every if not b.is_default}
     return [by_key[key] for key in ctx.budget_keys() if key in by_key]
@@ -75,7 +77,12 @@ def _visible(ctx: Context, can_manage: bool) -> list[Budget]:
 def budgets_payload(can_manage: bool) -> dict[str, Any]:
     """``GET /llmspend/budgets``: the budgets the caller may see, and whether they may
     change them."""
-    ctx = current_context()
+    gateway = teamclient.client()
+    if gateway is not None:
+        me = gateway.whoami()
+        ctx = Context(me["org"], me["project"], me["user"])
+    else:
+        ctx = current_context()
     return {
         "context": ctx.to_json(),
         "can_manage": can_manage,

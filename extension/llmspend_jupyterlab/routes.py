@@ -19,6 +19,12 @@ XSRF-protected by ``APIHandler``. Changing budgets also needs ``can_manage``: no
 ``403``. Blocking llmspend calls run in a worker thread, off the server's event loop.
 Payloads are described in :mod:`llmspend_jupyterlab.payloads` and
 :mod:`llmspend_jupyterlab.budgets`.
+
+Team mode: with ``LLMSPEND_GATEWAY_URL`` and a credential (``LLMSPEND_GATEWAY_KEY`` or
+``JUPYTERHUB_API_TOKEN``) in the server's environment, llmspend's public functions read and
+write through the gateway (:mod:`llmspend.teamclient`), scoped by the role the gateway
+grants that credential. ``can_manage`` then also needs the gateway's ``whoami`` to name an
+admin or an owner, and a change the gateway refuses is its ``403`` (with its message).
 """
 
 from __future__ import annotations
@@ -34,7 +40,7 @@ from jupyter_server.auth.decorator import authorized
 from jupyter_server.base.handlers import APIHandler
 from jupyter_server.utils import url_path_join
 
-from llmspend import ConfigError, LLMSpendError, StoreError
+from llmspend import ConfigError, LLMSpendError, PermissionDenied, StoreError, teamclient
 
 from . import budgets, payloads
 from .config import LLMSpendLab
@@ -54,7 +60,8 @@ class _LLMSpendHandler(APIHandler):
 
     A store that cannot be opened or reached (or is misconfigured) is a ``503``; bad
     arguments (``ValidationError``, ``BudgetError``, an unknown time zone) are a ``400``;
-    both carry the error's text as the JSON ``message``; an unknown budget is a ``404``.
+    both carry the error's text as the JSON ``message``; an unknown budget is a ``404``;
+    a refusal by the gateway (team mode) is a ``403``.
     """
 
     auth_resource = AUTH_RESOURCE
@@ -62,6 +69,8 @@ class _LLMSpendHandler(APIHandler):
     async def respond(self, compute: Callable[..., dict[str, Any]], *args: Any, **kw: Any) -> None:
         try:
             payload = await asyncio.to_thread(compute, *args, **kw)
+        except PermissionDenied as exc:  # the gateway's refusal (team mode)
+            raise tornado.web.HTTPError(403, str(exc)) from exc
         except (StoreError, ConfigError) as exc:  # the server's store, not the request
             raise tornado.web.HTTPError(503, str(exc)) from exc
         except budgets.NotFound as exc:
@@ -90,10 +99,8 @@ class _LLMSpendHandler(APIHandler):
         found = self.settings.get(SETTINGS_KEY)
         return found if isinstance(found, LLMSpendLab) else LLMSpendLab()
 
-    async def can_manage(self) -> bool:
-        """Whether the caller may change budgets: in solo mode the server's user may,
-        unless the server is read-only or its authorizer refuses ``write`` on
-        ``llmspend``."""
+    async def may_write(self) -> bool:
+        """Not read-only, and the authorizer grants ``write`` on ``llmspend``."""
         if self.lab_settings.read_only:
             return False
         allowed = await ensure_async(
@@ -101,8 +108,26 @@ class _LLMSpendHandler(APIHandler):
         )
         return bool(allowed)
 
+    async def can_manage(self) -> bool:
+        """Whether the caller may change budgets: in solo mode the server's user may,
+        unless the server is read-only or its authorizer refuses ``write`` on
+        ``llmspend``; in team mode only if the gateway also names them an admin or an
+        owner."""
+        if not await self.may_write():
+            return False
+        gateway = teamclient.client()
+        if gateway is None:
+            return True
+        try:
+            me = await asyncio.to_thread(gateway.whoami)
+        except LLMSpendError:
+            return False
+        return bool(me.get("admin") or me.get("owns"))
+
     async def require_manage(self) -> None:
-        if not await self.can_manage():
+        # In team mode the gateway decides each change (its 403 is passed on as a 403).
+        allowed = await self.may_write() if teamclient.active() else await self.can_manage()
+        if not allowed:
             raise tornado.web.HTTPError(403, "budgets are read-only here: you may not change them")
 
 
