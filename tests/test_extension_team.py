@@ -52,9 +52,9 @@ def _as(monkeypatch: pytest.MonkeyPatch, gw: Gateway, key: str, tmp: Path) -> No
 
 def test_an_owner_manages_budgets_through_the_gateway(
     gateway: Gateway,
-    api: Fetch,
+    api: Fetch,  # noqa: F811  (the fixture imported above)
     monkeypatch: pytest.MonkeyPatch,
-    tmp_path: Path,  # noqa: F811
+    tmp_path: Path,
 ) -> None:
     _as(monkeypatch, gateway, gateway.new_key("acme", "churn", "ana"), tmp_path)
     code, listing = api("budgets")
@@ -78,9 +78,9 @@ def test_an_owner_manages_budgets_through_the_gateway(
 
 def test_a_member_sees_what_applies_and_cannot_change_it(
     gateway: Gateway,
-    api: Fetch,
+    api: Fetch,  # noqa: F811  (the fixture imported above)
     monkeypatch: pytest.MonkeyPatch,
-    tmp_path: Path,  # noqa: F811
+    tmp_path: Path,
 ) -> None:
     root = gateway.new_key("acme", "churn", "root")
     _as(monkeypatch, gateway, root, tmp_path)
