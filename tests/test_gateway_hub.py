@@ -1,6 +1,7 @@
 """The gateway as a JupyterHub service: a real hub (``jupyterhub`` and the
 ``configurable-http-proxy`` npm package, started here), hub users' API tokens as
-credentials, org/project from hub groups. Missing hub or proxy: skipped, an error under CI.
+credentials, org/project from hub groups, the admin role from a hub role's custom scope.
+Missing hub or proxy: skipped, an error under CI.
 
 The proxy is found at ``$LLMSPEND_TEST_CHP``, else ``.venv/hub-proxy`` (``.ci/run``
 installs it there: ``npm install --prefix .venv/hub-proxy configurable-http-proxy``), else
@@ -23,8 +24,10 @@ from typing import Any, NoReturn
 import httpx
 import pytest
 
+from llmspend.budgets import manage
 from llmspend.gateway.config import HubConfig
 from llmspend.gateway.hub import HubDenied, group_identity
+from llmspend.store.engine import open_store
 from tests.test_gateway import MESSAGES, Gateway, Sim, _anthropic, _free_port, _openai
 
 REPO = Path(__file__).resolve().parent.parent
@@ -51,7 +54,11 @@ c.JupyterHub.load_roles = [
     {{"name": "llmspend-service", "services": ["llmspend"],
       "scopes": ["read:users", "read:groups", "users:activity"]}},
     {{"name": "test-admin", "services": ["test-admin"], "scopes": ["admin:users", "tokens"]}},
+    {{"name": "llmspend-admin", "users": ["ana"], "scopes": ["custom:llmspend:admin"]}},
 ]
+c.JupyterHub.custom_scopes = {{
+    "custom:llmspend:admin": {{"description": "Administer llmspend budgets"}},
+}}
 c.JupyterHub.extra_user_scopes = {{"access:services!service=llmspend"}}
 """
 
@@ -224,6 +231,44 @@ def test_a_revoked_hub_token_is_refused_once_the_cache_age_has_passed(
         _openai(gateway, token).chat.completions.create(
             model="gpt-4o-mini", messages=MESSAGES, max_tokens=5
         )
+
+
+def test_a_hub_role_with_the_admin_scope_grants_admin_at_the_data_api(
+    hub_stack: tuple[Hub, Sim, Gateway], tmp_path: Path
+) -> None:
+    hub, sim, _ = hub_stack
+    # bob's only group maps to nothing: this gateway charges such users to acme/general, so
+    # he is a plain member there (not refused for want of a project)
+    env = {"JUPYTERHUB_API_TOKEN": SERVICE_TOKEN, "JUPYTERHUB_API_URL": hub.api}
+    extra = '[hub]\ncache_seconds = 1\ndefault = {org = "acme", project = "general"}\n'
+    gateway = Gateway(tmp_path, sim, db=f"sqlite:///{tmp_path / 'roles.db'}", extra=extra,
+                      env=env, name="gw-roles")  # fmt: skip
+    try:
+        tokens = {user: hub.mint(user)[1] for user in ("ana", "bob")}
+
+        def call(user: str, method: str, path: str, **kw: Any) -> httpx.Response:
+            headers = {"authorization": f"Bearer {tokens[user]}"}
+            url = gateway.url + "/llmspend/api/v1" + path
+            return httpx.request(method, url, headers=headers, timeout=60, **kw)
+
+        assert call("ana", "GET", "/whoami").json()["admin"] is True
+        me = call("bob", "GET", "/whoami").json()
+        assert (me["admin"], me["owns"], me["org"], me["user"]) == (False, [], "acme", "bob")
+        body = {"scope": "org", "name": "acme", "limit": "250", "mode": "hard"}
+        r = call("bob", "POST", "/budgets", json=body)
+        assert r.status_code == 403, r.text
+        assert r.json()["error"]["missing_role"] == "owner of acme or admin"
+        r = call("ana", "POST", "/budgets", json=body)
+        assert r.status_code == 200, r.text
+        r = call("bob", "PATCH", "/budgets/org/acme", json={"limit": "1000000"})
+        assert r.status_code == 403, r.text
+        log = manage.audit_log(open_store(gateway.db))
+        assert list(log[log["budget"] == "org acme"]["actor"]) == ["ana"]
+        (org,) = [b for b in manage.list_budgets(open_store(gateway.db)) if b.scope == "org"]
+        assert org.limit_usd == 250
+    finally:
+        log_text = gateway.stop()
+    assert SERVICE_TOKEN not in log_text and tokens["ana"] not in log_text
 
 
 def _who(cfg: HubConfig, user: str, groups: list[str]) -> tuple[str, str, str]:
