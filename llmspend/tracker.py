@@ -49,6 +49,7 @@ from .spool import Replayer, Spool
 from .store import rollups
 from .store.engine import Store, open_store
 from .store.hierarchy import ensure_entities
+from .store.rollup_batch import batch_ingest_hook
 from .store.urls import reason as driver_reason
 from .usage import fetch_records, insert_usage
 
@@ -113,7 +114,7 @@ class Tracker:
         self.refusal_hooks: list[Callable[[Call, Exception], None]] = [self.alerts.on_refusal]
         self.ingest_hooks: list[Callable[[Connection, list[dict[str, Any]]], None]] = [
             count_ingested,
-            rollups.ingest_hook,
+            batch_ingest_hook,
         ]
         if self._spool_pending:  # calls journaled while the store was down
             self.replay_spool()

@@ -361,3 +361,55 @@ def test_ingested_rows_count_in_existing_budget_periods(tracker, as_frame: bool)
             want = want[want.ts < pd.Timestamp(st.period_end).tz_convert("UTC")]
         spent = sum((c for c in want.cost_usd if c is not None), Decimal(0))
         assert st.spent_usd == spent, st.budget
+
+
+def _rollup_tables(tracker) -> dict[str, list[tuple]]:  # type: ignore[no-untyped-def]
+    from llmspend.store.rollups import ROLLUPS
+
+    with tracker.store.begin() as conn:
+        return {
+            r.table.name: sorted(
+                tuple(str(v) for v in row)
+                for row in conn.execute(r.table.select().with_only_columns(
+                    *(r.table.c[c] for c in r.columns))).all()
+            )
+            for r in ROLLUPS
+        }  # fmt: skip
+
+
+def test_a_big_batch_is_folded_into_every_rollup_exactly(tracker, monkeypatch) -> None:  # type: ignore[no-untyped-def]
+    """The bulk path sums its batch into the rollups from its columns (SQLite), with the
+    rows pending before it; every rollup table then equals a rebuild from the raw rows."""
+    from llmspend.store import rollup_batch, rollups
+
+    hooks = tracker.ingest_hooks
+    tracker.ingest_hooks = []  # these rows stay past the mark (or queued)
+    early = [backfill_row(i) for i in range(30)]
+    llmspend.ingest(early)
+    tracker.ingest_hooks = hooks
+    folded = []
+    real = rollup_batch.fold_columns
+    monkeypatch.setattr(
+        rollup_batch,
+        "fold_columns",
+        lambda tx, cols: folded.append(len(cols["ts"])) or real(tx, cols),
+    )
+    rnd = random.Random(9)
+    rows = []
+    for i in range(3000):
+        row = backfill_row(i + 100)
+        row["ts"] = row["ts"] + dt.timedelta(minutes=rnd.randint(-20000, 20000), microseconds=i)
+        row["status"] = rnd.choice(["ok", "ok", "error", "refused"])
+        row["service_tier"] = rnd.choice([None, "flex", "priority"])
+        row["api"] = rnd.choice(["chat.completions", "responses"])
+        row["cost_usd"] = None if i % 17 == 0 else Decimal(rnd.randint(0, 10**13)).scaleb(-9)
+        if i % 17 == 0:
+            row["price_status"] = "unknown"
+        rows.append(row)
+    llmspend.ingest(pd.DataFrame(rows))
+    if tracker.store.is_sqlite:
+        assert folded == [3030]  # the batch and the 30 rows pending before it
+    got = _rollup_tables(tracker)
+    rollups.rebuild_rollups(tracker.store)
+    assert got == _rollup_tables(tracker)
+    assert sum(len(v) for v in got.values()) > 0
