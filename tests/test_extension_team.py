@@ -93,6 +93,12 @@ def test_a_member_sees_what_applies_and_cannot_change_it(
     assert listing["can_manage"] is False
     assert listing["context"]["user"] == "bob"
     assert {(b["scope"], b["name"]) for b in listing["budgets"]} >= {("project", "acme/churn")}
+    for route in ("status", "summary"):  # the meter: bob's context, through the gateway
+        code, shown = api(route)
+        assert code == 200, (route, shown)
+    assert shown["context"] == {"org": "acme", "project": "churn", "user": "bob"}
+    code, status = api("status")
+    assert ("project", "acme/churn") in {(b["scope"], b["budget"]) for b in status["budgets"]}
     for method, kw in (
         ("POST", {"body": {"scope": "user", "name": "acme/churn/bob", "limit": "1000"}}),
         ("PATCH", {"body": {"scope": "project", "name": "acme/churn", "limit": "1000000"}}),

@@ -77,12 +77,7 @@ def _visible(ctx: Context, can_manage: bool) -> list[Budget]:
 def budgets_payload(can_manage: bool) -> dict[str, Any]:
     """``GET /llmspend/budgets``: the budgets the caller may see, and whether they may
     change them."""
-    gateway = teamclient.client()
-    if gateway is not None:
-        me = gateway.whoami()
-        ctx = Context(me["org"], me["project"], me["user"])
-    else:
-        ctx = current_context()
+    ctx = current_context()
     return {
         "context": ctx.to_json(),
         "can_manage": can_manage,

@@ -23,6 +23,7 @@ from decimal import Decimal
 from typing import TYPE_CHECKING, Any
 
 import llmspend
+from llmspend import teamclient
 from llmspend.budgets.periods import period_bounds
 from llmspend.timeutil import utcnow
 from llmspend.tracker import get_tracker
@@ -63,6 +64,12 @@ class Context:
 
 
 def current_context() -> Context:
+    """Whose spend the routes show: in team mode the identity the gateway takes from the
+    server's credential (``whoami``), else the server's default attribution."""
+    gateway = teamclient.client()
+    if gateway is not None:
+        me = gateway.whoami()
+        return Context(me["org"], me["project"], me["user"])
     return Context(*get_tracker().defaults)
 
 
