@@ -23,6 +23,8 @@ from starlette.responses import JSONResponse
 from starlette.routing import Mount, Route
 
 from ..alerting import WebhookPolicy
+from ..config import Settings
+from ..store.engine import open_store
 from ..tracker import Tracker, set_tracker
 from .api import data_api
 from .config import GatewayConfig
@@ -32,6 +34,7 @@ from .proxy import Proxy
 __all__ = ["build_app", "serve"]
 
 log = logging.getLogger("llmspend.gateway")
+_PING_IDLE_SECONDS = 10.0
 
 
 async def _health(request: Request) -> JSONResponse:
@@ -41,7 +44,10 @@ async def _health(request: Request) -> JSONResponse:
 def build_app(config: GatewayConfig, database_url: str | None = None) -> Starlette:
     """The gateway for ``config``, recording into the store at ``database_url`` (default:
     ``LLMSPEND_DATABASE_URL`` or the per-user SQLite file)."""
-    tracker = Tracker(database_url)
+    # Connections a busy gateway used within seconds are not pinged on every checkout.
+    url = Settings.resolve(database_url, None).database_url
+    open_store(url, ping_idle=_PING_IDLE_SECONDS)
+    tracker = Tracker(url)
     # Budgets' webhooks are fired here, never by kernels in team mode; allow-list: [webhooks].
     tracker.alerts.webhooks = WebhookPolicy(budget_webhooks=True, allow=config.webhook_allow)
     client = httpx.AsyncClient(

@@ -2,7 +2,8 @@
 
 :func:`open_store` turns a database URL into an engine with the right settings (SQLite:
 the file's directory must exist, connections set up by :mod:`.sqlite`; PostgreSQL:
-psycopg 3 with pre-ping), applies pending migrations on first use (:mod:`.migrate`), and
+psycopg 3 with pre-ping, or with ``ping_idle`` only a connection idle that long pinged),
+applies pending migrations on first use (:mod:`.migrate`), and
 keeps the store per URL and process until :func:`forget_store`. Errors from deep inside
 SQLAlchemy become ``ConfigError`` or ``StoreError`` messages that say what is wrong and
 what to do, and every URL they show has its password hidden.
@@ -23,11 +24,12 @@ from __future__ import annotations
 import contextlib
 import logging
 import threading
+import time
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
-from sqlalchemy import Connection, create_engine, exc
+from sqlalchemy import Connection, create_engine, event, exc
 
 from ..errors import ConfigError, StoreCorrupted, StoreError
 from ..extras import POSTGRES, require_extra
@@ -142,16 +144,19 @@ _opened_lock = threading.Lock()
 _heal_lock = threading.Lock()  # a quarantined store looking at its replaced file
 
 
-def open_store(url: str, *, migrate: bool = True) -> Store:
+def open_store(url: str, *, migrate: bool = True, ping_idle: float | None = None) -> Store:
     """Open (and by default migrate) the store at ``url``; cached per URL and process.
 
     A damaged SQLite file opens quarantined (see the module's docstring), unmigrated.
+    ``ping_idle`` (PostgreSQL, when this call opens the store): ping a pooled connection
+    on checkout only when it was idle that many seconds, instead of on every checkout (a
+    round trip per transaction; the gateway's choice).
     """
     with _opened_lock:
         store = _opened.get(url)
         if store is not None:
             return store
-        store = _create(url)
+        store = _create(url, ping_idle)
         try:
             problem, later = check_on_open(store.path) if store.path else (None, False)
             if later:
@@ -198,15 +203,15 @@ def forget_store(url: str) -> None:
         store.dispose()
 
 
-def _create(url: str) -> Store:
+def _create(url: str, ping_idle: float | None = None) -> Store:
     """A store for ``url``, neither cached nor migrated."""
     try:
-        return _create_engine(url)
+        return _create_engine(url, ping_idle)
     except (ValueError, TypeError) as e:  # e.g. a NUL byte in a path, a port that is no number
         raise ConfigError(f"bad database URL {redacted(url)!r}: {e}") from None
 
 
-def _create_engine(url: str) -> Store:
+def _create_engine(url: str, ping_idle: float | None = None) -> Store:
     parsed = normalize_url(url)
     if parsed.drivername == "postgresql+psycopg":
         require_extra("a PostgreSQL store", *POSTGRES)
@@ -221,7 +226,7 @@ def _create_engine(url: str) -> Store:
                 )
         kwargs["connect_args"] = {"timeout": busy_timeout_ms() / 1000}
     else:
-        kwargs["pool_pre_ping"] = True
+        kwargs["pool_pre_ping"] = ping_idle is None
     try:
         engine = create_engine(parsed, **kwargs)
     except exc.NoSuchModuleError:
@@ -238,4 +243,24 @@ def _create_engine(url: str) -> Store:
         raise ConfigError(f"bad database URL {safe_url(url)!r}: {e}") from None
     if engine.dialect.name == "sqlite":
         install_events(engine)
+    elif ping_idle is not None:
+        _ping_when_idle(engine, ping_idle)
     return Store(engine, url)
+
+
+def _ping_when_idle(engine: Any, seconds: float) -> None:
+    """Ping a pooled connection on checkout only if it was idle over ``seconds``; a dead
+    one is replaced (SQLAlchemy retries the checkout on ``DisconnectionError``)."""
+
+    @event.listens_for(engine, "checkout")
+    def _checkout(dbapi_conn: Any, record: Any, proxy: Any) -> None:
+        if time.monotonic() - record.info.get("llmspend_checkin", 0.0) <= seconds:
+            return
+        try:
+            engine.dialect.do_ping(dbapi_conn)
+        except Exception as e:
+            raise exc.DisconnectionError(str(e)) from e
+
+    @event.listens_for(engine, "checkin")
+    def _checkin(dbapi_conn: Any, record: Any) -> None:
+        record.info["llmspend_checkin"] = time.monotonic()
