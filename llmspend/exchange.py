@@ -114,8 +114,14 @@ def read_records(
     fmt: str | None = None,
     *,
     column_map: dict[str, str] | None = None,
-) -> list[dict[str, Any]]:
-    """Read rows for ``ingest`` from CSV or Parquet (``column_map`` renames columns)."""
+) -> pd.DataFrame:
+    """Read rows for ``ingest`` from CSV or Parquet (``column_map`` renames columns), as a
+    frame: ``ingest`` checks a large one column by column (:mod:`llmspend.bulkload`).
+
+    Empty text and NaN become ``None``; text that spells an integer token count, a
+    decimal amount, a boolean or JSON tags becomes that value, and anything else is left
+    as it is for ``ingest`` to name the row and field.
+    """
     import pandas as pd
 
     fmt = detect_format(path, fmt)
@@ -131,29 +137,36 @@ def read_records(
         raise ValidationError(f"cannot read {str(path)!r} as {fmt}: {exc}") from None
     if column_map:
         frame = frame.rename(columns=column_map)
-    rows = []
-    for raw in frame.to_dict("records"):
-        row = {str(k): _none(v) for k, v in raw.items()}
-        for col in _INT:
-            v = row.get(col)
-            if isinstance(v, str):
-                row[col] = int(v) if v.strip().lstrip("-").isdigit() else v
-        for col in _MONEY:
-            v = row.get(col)
-            if isinstance(v, (str, float)):
-                row[col] = Decimal(str(v)) if _is_number(str(v)) else v
-        for col in _BOOL:
-            v = row.get(col)
-            if isinstance(v, str) and v.lower() in ("true", "false", "1", "0"):
-                row[col] = v.lower() in ("true", "1")
-        if isinstance(row.get("latency_ms"), str):
-            with contextlib.suppress(ValueError):
-                row["latency_ms"] = float(row["latency_ms"])
-        if isinstance(row.get("tags"), str):
-            with contextlib.suppress(ValueError):  # if not JSON, ingest names the row/field
-                row["tags"] = json.loads(row["tags"])
-        rows.append(row)
-    return rows
+    frame.columns = [str(c) for c in frame.columns]
+    return pd.DataFrame(
+        {name: _column(name, frame[name]) for name in frame.columns}, index=frame.index
+    )
+
+
+def _column(name: str, col: pd.Series) -> Any:
+    """One read column with each value as :func:`_value` makes it (times left typed)."""
+    import pandas as pd
+
+    if col.dtype.kind == "M":  # a typed time column: the bulk path reads it whole
+        return col
+    values = [_value(name, _none(v)) for v in col.tolist()]
+    return pd.Series(values, dtype=object, index=col.index)
+
+
+def _value(name: str, v: Any) -> Any:
+    if name in _INT and isinstance(v, str):
+        return int(v) if v.strip().lstrip("-").isdigit() else v
+    if name in _MONEY and isinstance(v, (str, float)):
+        return Decimal(str(v)) if _is_number(str(v)) else v
+    if name in _BOOL and isinstance(v, str) and v.lower() in ("true", "false", "1", "0"):
+        return v.lower() in ("true", "1")
+    if name == "latency_ms" and isinstance(v, str):
+        with contextlib.suppress(ValueError):
+            return float(v)
+    if name == "tags" and isinstance(v, str):
+        with contextlib.suppress(ValueError):  # if not JSON, ingest names the row/field
+            return json.loads(v)
+    return v
 
 
 def _is_number(text: str) -> bool:
