@@ -3,7 +3,7 @@
 Routes: ``GET /health`` (unauthenticated, says only that it is up) and ``/{upstream}/...``
 for every upstream of the configuration (:mod:`.proxy`). The app holds one
 :class:`~llmspend.tracker.Tracker` (the store, the price book, the budget stages, installed
-as the pipeline's) and one pooled ``httpx.AsyncClient`` for the upstreams. Nothing else is
+as the pipeline's) and one pooled ``httpx.AsyncHTTPTransport`` for the upstreams. Nothing else is
 kept between requests: any number of replicas can share one store.
 
 Logging: one line per request (method, upstream, status; never a query string or a
@@ -50,14 +50,12 @@ def build_app(config: GatewayConfig, database_url: str | None = None) -> Starlet
     tracker = Tracker(url)
     # Budgets' webhooks are fired here, never by kernels in team mode; allow-list: [webhooks].
     tracker.alerts.webhooks = WebhookPolicy(budget_webhooks=True, allow=config.webhook_allow)
-    client = httpx.AsyncClient(
-        timeout=httpx.Timeout(config.timeout, connect=config.connect_timeout),
+    transport = httpx.AsyncHTTPTransport(
         limits=httpx.Limits(max_connections=1000, max_keepalive_connections=200),
-        follow_redirects=False,
         trust_env=False,
     )
     hub = HubIdentities(config.hub) if config.hub is not None else None
-    proxy = Proxy(config, tracker.store, client, hub)
+    proxy = Proxy(config, tracker.store, transport, hub)
 
     @contextlib.asynccontextmanager
     async def lifespan(app: Starlette) -> AsyncIterator[None]:
@@ -65,7 +63,7 @@ def build_app(config: GatewayConfig, database_url: str | None = None) -> Starlet
         try:
             yield
         finally:
-            await client.aclose()
+            await transport.aclose()
             set_tracker(None)
 
     return Starlette(

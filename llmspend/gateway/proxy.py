@@ -98,12 +98,14 @@ class Proxy:
         self,
         config: GatewayConfig,
         store: Store,
-        client: httpx.AsyncClient,
+        transport: httpx.AsyncBaseTransport,
         hub: HubIdentities | None = None,
     ) -> None:
         self.config = config
         self.store = store
-        self.client = client
+        self.transport = transport
+        timeout = httpx.Timeout(config.timeout, connect=config.connect_timeout)
+        self._timeout = timeout.as_dict()
         self.hub = hub
         self._key_cache = KeyCache(config.key_cache_seconds)
         # As many store hops at once as the store's pool keeps connections: more would open
@@ -156,11 +158,15 @@ class Proxy:
         out = {k: v for k, v in headers.items() if k not in _DROP_REQUEST}
         out["accept-encoding"] = "identity"  # usage is read from the bytes passed through
         out.update(up.auth_headers())
-        request = self.client.build_request(
-            method, up.base_url + rest, params=query, headers=out, content=content
-        )
+        # Straight to the pooled transport: no client layers (cookie jar, auth, redirects,
+        # hooks) a pass-through needs, and no cookie of one user's kept for another's call.
+        request = httpx.Request(
+            method, up.base_url + rest, params=query or None, headers=out, content=content,
+            extensions={"timeout": self._timeout},
+        )  # fmt: skip
         try:
-            response = await self.client.send(request, stream=True)
+            response = await self.transport.handle_async_request(request)
+            response.request = request
         except httpx.HTTPError as exc:
             if seen is not None:
                 await _blocking(seen.fail, exc, limiter=self._db)
