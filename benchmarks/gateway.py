@@ -10,10 +10,14 @@ median and p99 of each and the added latency (gateway minus direct, per statisti
 proxy's CPU time per request, and how many requests failed (not timed).
 Target (issue 24): <= 1 ms median, <= 5 ms p99 added at 200 concurrent clients.
 
-``--litellm PATH`` runs LiteLLM's proxy (the ``litellm`` command of a venv of its own) side
-by side against the same simulator, with no budgets or database (its lightest setup).
+``--before SRC`` adds a gateway run from another checkout (``git archive REV | tar -x -C
+SRC``; ``--before-pure`` hides uvloop and httptools from it), for before/after figures
+from one run. ``--litellm PATH`` runs LiteLLM's proxy (the ``litellm`` command of a venv
+of its own) side by side against the same simulator, with no budgets or database (its
+lightest setup).
 
     python benchmarks/gateway.py [--requests 2000] [--pg-url URL] [--litellm PATH]
+                                 [--before SRC [--before-pure]]
 """
 
 from __future__ import annotations
@@ -79,9 +83,8 @@ def sim_process() -> Iterator[str]:
             proc.wait(timeout=10)
 
 
-@contextlib.contextmanager
-def gateway_process(sim: str, db: str, tmp: Path) -> Iterator[tuple[str, str, int]]:
-    """A gateway in front of ``sim`` on ``db``, three hard budgets: (URL, a key, its pid)."""
+def gateway_setup(sim: str, db: str, tmp: Path) -> tuple[Path, str]:
+    """Three hard budgets and a key on ``db``, a configuration for ``sim``: (its path, the key)."""
     from llmspend.budgets.manage import set_budget
     from llmspend.gateway.keys import create_key
     from llmspend.store.engine import open_store
@@ -92,11 +95,30 @@ def gateway_process(sim: str, db: str, tmp: Path) -> Iterator[tuple[str, str, in
     for scope, name in (("org", "acme"), ("project", "acme/bench"), ("user", "acme/bench/ana")):
         set_budget(store, scope, name, "1000000", "month", mode="hard")
     _, key = create_key(store, org="acme", project="bench", user="ana")
+    return config, key
+
+
+@contextlib.contextmanager
+def gateway_process(
+    config: Path, key: str, db: str, tmp: Path, src: str | None = None, pure: bool = False
+) -> Iterator[tuple[str, str, int]]:
+    """A gateway with ``config`` on ``db``: (URL, the key, its pid). ``src``: run the
+    llmspend of another checkout (put first on ``PYTHONPATH``); ``pure``: without uvloop and
+    httptools (uvicorn then uses asyncio's loop and h11)."""
     port = _free_port()
     env = {**os.environ, "BENCH_KEY": "sk-bench"}
+    paths = [src] if src else []
+    if pure:
+        stubs = tmp / "no-uvloop"
+        stubs.mkdir(exist_ok=True)
+        for name in ("uvloop", "httptools"):
+            (stubs / f"{name}.py").write_text(f"raise ImportError('{name} hidden')\n")
+        paths.insert(0, str(stubs))
+    if paths:
+        env["PYTHONPATH"] = os.pathsep.join([*paths, env.get("PYTHONPATH", "")]).rstrip(os.pathsep)
     cmd = [sys.executable, "-m", "llmspend", "gateway", "serve", "--port", str(port),
            "--config", str(config), "--database-url", db]  # fmt: skip
-    with open(tmp / "gateway.log", "wb") as log:
+    with open(tmp / f"gateway-{port}.log", "wb") as log:
         proc = subprocess.Popen(cmd, env=env, stdout=log, stderr=subprocess.STDOUT)
     try:
         _wait(f"http://127.0.0.1:{port}/health", proc, "the gateway")
@@ -195,6 +217,14 @@ def main() -> None:
     ap.add_argument("--rounds", type=int, default=4, help="interleaved batches per setting")
     ap.add_argument("--pg-url", default=None, help="default: a throwaway cluster")
     ap.add_argument("--litellm", default=None, help="the litellm command, to run it alongside")
+    ap.add_argument(
+        "--before",
+        default=None,
+        metavar="SRC",
+        help="also a gateway from another checkout (e.g. `git archive REV`)",
+    )
+    ap.add_argument("--before-pure", action="store_true",
+                    help="run the --before gateway without uvloop and httptools")  # fmt: skip
     args = ap.parse_args()
     with contextlib.ExitStack() as stack:
         tmp = Path(stack.enter_context(tempfile.TemporaryDirectory()))
@@ -203,7 +233,12 @@ def main() -> None:
             sys.exit(f"no PostgreSQL: {note}")
         sim = stack.enter_context(sim_process())
         targets = {"direct": (sim, "sk-bench", 0)}
-        targets["gateway"] = stack.enter_context(gateway_process(sim, db, tmp))
+        config, key = gateway_setup(sim, db, tmp)
+        targets["gateway"] = stack.enter_context(gateway_process(config, key, db, tmp))
+        if args.before:
+            targets["before"] = stack.enter_context(
+                gateway_process(config, key, db, tmp, args.before, pure=args.before_pure)
+            )
         if args.litellm:
             targets["litellm"] = stack.enter_context(litellm_process(args.litellm, sim, tmp))
         print(f"PostgreSQL: {note}; {os.cpu_count()} CPUs shared by the simulator, the")

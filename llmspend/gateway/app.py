@@ -8,6 +8,7 @@ kept between requests: any number of replicas can share one store.
 
 Logging: one line per request (method, upstream, status; never a query string or a
 header), uvicorn's access log off (a Gemini client may send its key as ``?key=``).
+uvicorn runs on uvloop and httptools when they are installed (the gateway extra has them).
 """
 
 from __future__ import annotations
