@@ -161,3 +161,39 @@ def test_empty_and_bad_arguments(tracker) -> None:  # type: ignore[no-untyped-de
 def test_polars_without_polars_says_what_to_install(tracker) -> None:  # type: ignore[no-untyped-def]
     with pytest.raises(ValidationError, match="pip install polars"):
         llmspend.records(as_="polars")
+
+
+@pytest.mark.skipif(importlib.util.find_spec("connectorx") is None, reason="needs connectorx")
+def test_connectorx_read_equals_the_copy_read(loaded, monkeypatch) -> None:  # type: ignore[no-untyped-def]
+    """PostgreSQL: connectorx reads what COPY reads, filters given as literals included
+    (quotes and backslashes in a filter value stay text)."""
+    from llmspend.store import arrowio
+
+    if loaded.store.is_sqlite:
+        pytest.skip("connectorx serves PostgreSQL only")
+    cases: list[dict] = [
+        {},
+        {"org": ["acme", "o'b\\\\'; --"], "model": "gpt-4o-mini"},
+        {"since": "2026-05-03", "until": dt.datetime(2026, 5, 20), "user": ["ana", "cy"]},
+        {"columns": ["ts", "org", "cost_usd", "tags"], "project": "ads"},
+        {"as_": "arrow"},
+    ]
+    used = []
+    real = arrowio._read_connectorx
+
+    def spy(*args, **kwargs):  # type: ignore[no-untyped-def]
+        out = real(*args, **kwargs)
+        used.append(out is not None)
+        return out
+
+    monkeypatch.setattr(arrowio, "_read_connectorx", spy)
+    fast = [llmspend.records(**kw) for kw in cases]
+    assert used == [True] * len(cases)
+    monkeypatch.setattr(arrowio, "have_connectorx", lambda: False)
+    slow = [llmspend.records(**kw) for kw in cases]
+    assert 0 < len(fast[1]) < len(fast[0])
+    for got, want in zip(fast[:-1], slow[:-1], strict=True):
+        pd.testing.assert_frame_equal(got, want)
+        for a, b in zip(got.get("cost_usd", []), want.get("cost_usd", []), strict=True):
+            assert (a is None and b is None) or a.as_tuple() == b.as_tuple()
+    assert fast[-1].equals(slow[-1])

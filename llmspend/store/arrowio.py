@@ -1,7 +1,9 @@
 """Usage rows between the store and Arrow, without a Python object per value where it
 can be helped: the fast read path of ``records()`` and the COPY path of ``ingest()``.
 
-Reading: on PostgreSQL ``COPY (SELECT ...) TO STDOUT`` in CSV, parsed by Arrow's CSV
+Reading: on PostgreSQL connectorx (Rust, the ``fast`` extra: the binary protocol straight
+into Arrow, on its own connection to the same server) when installed and the connection
+is a plain TCP one, else ``COPY (SELECT ...) TO STDOUT`` in CSV, parsed by Arrow's CSV
 reader (C++, no Python object per value); on SQLite the raw ``sqlite3`` cursor's rows,
 turned into one object matrix and then typed Arrow arrays column by column. Money stays
 integer nanodollars until the end, where each column becomes ``decimal128(38, 9)`` with
@@ -15,8 +17,10 @@ pyarrow is optional (the ``parquet`` extra): callers check :func:`have_pyarrow` 
 
 from __future__ import annotations
 
+import datetime as dt
 import importlib.util
 import json
+import re
 from collections.abc import Mapping, Sequence
 from typing import TYPE_CHECKING, Any
 
@@ -31,6 +35,7 @@ __all__ = [
     "COLUMN_KINDS",
     "STORE_COLUMN",
     "copy_in",
+    "have_connectorx",
     "have_pyarrow",
     "nanos_to_decimal",
     "read_records",
@@ -100,7 +105,10 @@ def read_usage(
     if tx.sqlite:
         arrays = _read_sqlite(tx, sql, columns, params or {})
     else:
-        arrays = _read_copy(tx, sql, columns, params or {})
+        # one array per column (never an empty list): None means read with COPY
+        arrays = _read_connectorx(tx, sql, columns, params or {}) or _read_copy(
+            tx, sql, columns, params or {}
+        )
     import pyarrow as pa
 
     return pa.Table.from_arrays(arrays, names=list(columns))
@@ -141,6 +149,73 @@ def _read_sqlite(tx: Tx, sql: SQL, columns: Sequence[str], params: Mapping[str, 
         else:
             out.append(_typed(kind, pa.array(col, type=_read_type(kind))))
     return out
+
+
+def have_connectorx() -> bool:
+    return importlib.util.find_spec("connectorx") is not None
+
+
+#: Connection parameters a connectorx URL carries here, and others that may be set to
+#: their defaults; with any other (sslmode=require, a service file, options...) the COPY
+#: read is used instead.
+_PLAIN = frozenset({"host", "hostaddr", "port", "user", "dbname", "password"})
+_DEFAULTS = {"sslcertmode": "allow", "sslmode": "prefer"}
+
+
+def _pg_url(dbapi: Any) -> str | None:
+    """A ``postgresql://`` URL for the server and database of a psycopg connection, or
+    ``None`` when it is not a plain TCP connection."""
+    import urllib.parse
+
+    info = dbapi.info
+    extra = {k: v for k, v in info.get_parameters().items() if k not in _PLAIN}
+    if any(_DEFAULTS.get(k) != v for k, v in extra.items()):
+        return None
+    if not info.host or info.host.startswith("/"):
+        return None
+    q = urllib.parse.quote
+    auth = q(info.user, safe="") + (":" + q(info.password, safe="") if info.password else "")
+    return f"postgresql://{auth}@{info.host}:{info.port}/{q(info.dbname, safe='')}"
+
+
+def _literal(value: Any) -> str | None:
+    """``value`` as a PostgreSQL literal, or ``None`` for a type not handled here
+    (connectorx takes no bound parameters). ``E''`` text escapes backslashes itself, so it
+    reads the same whatever ``standard_conforming_strings`` says."""
+    if isinstance(value, str) and "\x00" not in value:
+        return "E'" + value.replace("\\", "\\\\").replace("'", "''") + "'"
+    if isinstance(value, dt.datetime) and value.tzinfo is None:
+        return f"TIMESTAMP '{value.isoformat(sep=' ', timespec='microseconds')}'"
+    return None
+
+
+def _read_connectorx(
+    tx: Tx, sql: SQL, columns: Sequence[str], params: Mapping[str, Any]
+) -> list[Any] | None:
+    """PostgreSQL: the rows read by connectorx, or ``None`` (not installed, not a plain
+    TCP connection, or a parameter of another type).
+
+    It reads on a connection of its own: what is committed, which is what a transaction
+    that has read nothing yet sees too (records() reads in a fresh one).
+    """
+    if not have_connectorx():
+        return None
+    url = _pg_url(tx.dbapi)
+    literals = {k: _literal(v) for k, v in params.items()}
+    if url is None or any(v is None for v in literals.values()):
+        return None
+    import connectorx as cx
+
+    # Only constant identifiers and clauses are in sql.text; each :name is from
+    # where_clauses and becomes its literal.
+    text = re.sub(r":(\w+)", lambda m: literals[m.group(1)] or "", sql.text)
+    table: Any = cx.read_sql(url, text, return_type="arrow")
+    # typed by the columns' types; cast in case a version types one otherwise
+    return [
+        _typed(COLUMN_KINDS.get(name, "text"),
+               table.column(i).combine_chunks().cast(_read_type(COLUMN_KINDS.get(name, "text"))))
+        for i, name in enumerate(columns)
+    ]  # fmt: skip
 
 
 def _read_type(kind: str) -> Any:
