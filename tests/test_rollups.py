@@ -359,3 +359,24 @@ def test_postgres_calls_are_queued_and_folded_before_the_next_read(installed_any
     assert int(frame["calls"].sum()) == 5
     assert queued() == 0
     assert_consistent(tracker)
+
+
+def test_postgres_catch_ups_take_turns_and_count_each_row_once(installed_any) -> None:  # type: ignore[no-untyped-def]
+    """Two catch-ups at once: the second waits for the first's lock on the queue (here it
+    gives up at once), and after the first commits it finds nothing left to fold."""
+    from psycopg.errors import LockNotAvailable
+
+    from llmspend.store.rollups import catch_up
+
+    tracker = installed_any
+    if tracker.store.is_sqlite:
+        pytest.skip("SQLite's writers take turns already")
+    _live_calls(4)
+    with tracker.store.begin(write=True) as first:
+        assert catch_up(first) == 4
+        with pytest.raises(LockNotAvailable), tracker.store.begin(write=True) as second:
+            second.exec_driver_sql("SET LOCAL lock_timeout = '1ms'")
+            catch_up(second)
+    with tracker.store.begin(write=True) as again:
+        assert catch_up(again) == 0
+    assert snapshot(tracker) == from_records()
