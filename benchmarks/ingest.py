@@ -5,7 +5,9 @@ models, four months, business-hour peaks, caching on a third of chat calls; a se
 tagged). For each store it prints rows/s for
 
 - ``llmspend.ingest`` — the column path (``llmspend.bulkload``): validation, hierarchy
-  rows, one executemany (SQLite) or COPY (PostgreSQL), the ingest hooks (rollups);
+  rows, one executemany (SQLite) or COPY (PostgreSQL), the ingest hooks (budget periods
+  of three budgets; every rollup table: ``llmspend.store.rollup_batch`` on SQLite, the
+  queued-id fold on PostgreSQL), wall and CPU time (the machine may be shared);
 - the row path it replaced (``llmspend.usage.ingest_rows``), same hooks;
 - a baseline in the same run: a raw DBAPI ``executemany`` of the same rows, already
   validated, into a table of the same columns and index (no checks, no hooks).
@@ -45,14 +47,21 @@ def rows_for(n: int) -> list[dict[str, Any]]:
     return [{k: r.get(k) for k in keys} for r in rows]
 
 
-def bench_column_path(url: str, rows: list[dict[str, Any]], *, hooks: bool = True) -> float:
+def bench_column_path(
+    url: str, rows: list[dict[str, Any]], *, hooks: bool = True
+) -> tuple[float, float]:
+    """(rows/s wall, rows/s CPU) of ``llmspend.ingest``."""
     tracker = Tracker(url)
-    if not hooks:
-        tracker.ingest_hooks = []
     set_tracker(tracker)
-    t0 = time.perf_counter()
+    if hooks:  # budget periods for the count hook to fill
+        llmspend.set_budget("org", "org0", 10**6, period="month")
+        llmspend.set_budget("project", "org1/proj1", 10**6, period="week")
+        llmspend.set_budget("user", "org2/user2", 10**6, period="day")
+    else:
+        tracker.ingest_hooks = []
+    t0, c0 = time.perf_counter(), time.process_time()
     llmspend.ingest(rows)
-    return len(rows) / (time.perf_counter() - t0)
+    return len(rows) / (time.perf_counter() - t0), len(rows) / (time.process_time() - c0)
 
 
 def bench_row_path(url: str, rows: list[dict[str, Any]]) -> float:
@@ -113,15 +122,28 @@ def bench_raw_pg(url: str, params: list[tuple[Any, ...]]) -> float:
     return rate
 
 
-def report(store: str, column: float, bare: float, row: float, base: float) -> None:
+def report(
+    store: str,
+    column: tuple[float, float],
+    bare: tuple[float, float],
+    row: float,
+    base: float,
+) -> None:
     target = TARGET[store]
-    print(f"{store:8} raw executemany (validated rows, no hooks): {base:>10,.0f} rows/s")
-    print(f"{store:8} column path without the ingest hooks:       {bare:>10,.0f} rows/s")
-    print(f"{store:8} llmspend.ingest (column path):             {column:>10,.0f} rows/s")
-    print(f"{store:8} row path (before):                         {row:>10,.0f} rows/s")
+    print(f"{store:8} raw executemany (validated rows, no hooks): {base:>10,.0f} rows/s wall")
     print(
-        f"{store:8} column/raw {column / base:.2f}   column/row {column / row:.2f}   "
-        f"target >= {target:,} rows/s: {'MET' if column >= target else 'NOT MET'}"
+        f"{store:8} column path without the ingest hooks:       {bare[0]:>10,.0f} rows/s wall"
+        f" {bare[1]:>10,.0f} rows/s CPU"
+    )
+    print(
+        f"{store:8} llmspend.ingest (column path, hooks):       {column[0]:>10,.0f} rows/s wall"
+        f" {column[1]:>10,.0f} rows/s CPU"
+    )
+    print(f"{store:8} row path (before):                         {row:>10,.0f} rows/s wall")
+    print(
+        f"{store:8} column/raw {column[0] / base:.2f}   column/row {column[0] / row:.2f}   "
+        f"target >= {target:,} rows/s: {'MET' if column[0] >= target else 'NOT MET'} (wall), "
+        f"{'MET' if column[1] >= target else 'NOT MET'} (CPU)"
     )
 
 
@@ -149,7 +171,8 @@ def main() -> None:
         base = bench_raw_pg(url, validated(rows, sqlite=False))
         forget_store(url)
         with postgres(None) as (url2, _):  # fresh databases for the others
-            bare = bench_column_path(url2, rows, hooks=False) if url2 else float("nan")
+            nan = float("nan")
+            bare = bench_column_path(url2, rows, hooks=False) if url2 else (nan, nan)
         with postgres(None) as (url3, _):
             row = bench_row_path(url3, rows) if url3 else float("nan")
         report("postgres", column, bare, row, base)

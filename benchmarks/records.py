@@ -7,6 +7,8 @@ seventh tagged) through ``llmspend.ingest``, then times (best of ``--repeat``):
 - ``records()`` — every column, a DataFrame with exact ``Decimal`` money and tag dicts;
 - ``records(as_="arrow")`` — the same as a ``pyarrow.Table`` (``decimal128(38, 9)``);
 - ``records(columns=[ts, model, cost_usd])`` and one with an org filter (pushdown);
+- on PostgreSQL with connectorx installed, ``records()`` and ``as_="arrow"`` read by
+  COPY as well (the fallback);
 - a baseline measured in the same run: ``pandas.read_sql`` of the same query
   (every column, ``ORDER BY ts, id``) on the SQLAlchemy engine — raw values, money
   still integer nanodollars, times as stored.
@@ -31,6 +33,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 import llmspend
 from benchmarks._data import usage_frame
 from benchmarks.pgcluster import postgres
+from llmspend.store import arrowio
 from llmspend.tracker import Tracker, set_tracker
 
 QUERY = (
@@ -55,6 +58,7 @@ def run(store: str, url: str, rows: int, repeat: int) -> None:
     import pandas as pd
 
     tracker = Tracker(url)
+    tracker.ingest_hooks = []  # records() reads raw rows only: load without the rollups
     set_tracker(tracker)
     frame = usage_frame(rows)
     tags = [{"team": ("red", "blue")[i % 2]} if i % 7 == 0 else None for i in range(rows)]
@@ -72,6 +76,21 @@ def run(store: str, url: str, rows: int, repeat: int) -> None:
         ),
         "records(org='org1')": lambda: llmspend.records(org="org1"),
     }
+    if store != "sqlite" and arrowio.have_connectorx():
+
+        def by_copy(**kw: Any) -> Callable[[], Any]:
+            def read() -> Any:
+                real = arrowio.have_connectorx
+                arrowio.have_connectorx = lambda: False
+                try:
+                    return llmspend.records(**kw)
+                finally:
+                    arrowio.have_connectorx = real
+
+            return read
+
+        cases["records() by COPY"] = by_copy()
+        cases["records(as_='arrow') by COPY"] = by_copy(as_="arrow")
     print(f"{store:8} {'pandas.read_sql (baseline)':42} {base:7.2f} s")
     for name, fn in cases.items():
         took = best(fn, repeat)
