@@ -231,7 +231,7 @@ class Proxy:
                 parsed = None
             body = parsed if isinstance(parsed, dict) else None
         dialect: Any = _DIALECTS[up.dialect]
-        host = httpx.URL(up.base_url).host
+        host = _host(up.base_url)
         route: Route | None
         if up.dialect == "openai":
             url = up.base_url + rest
@@ -344,6 +344,12 @@ class Proxy:
             if key.encode() in body:
                 body = body.replace(key.encode(), b"[redacted]")
         return body
+
+
+@functools.lru_cache(maxsize=64)
+def _host(base_url: str) -> str:
+    """An upstream's host (parsed once, not per request)."""
+    return httpx.URL(base_url).host
 
 
 def _streamed(seen: Seen | None) -> bool:
