@@ -470,6 +470,92 @@ ALLOWED_IN_SQL: dict[tuple[str, str], str] = {
         "constant column names (a migration)",
     ("store/migrations/versions/0003_rollups.py", "', '.join((f'sum({m})' for m in _MEASURES))"):
         "sum() over constant column names (a migration)",
+    ('analytics/query.py', "' UNION ALL '.join([one] * len(chunk))"):
+        'one compiled SELECT repeated per chunk of ranges (values bound)',
+    ('bulkload.py', "', '.join('?' * len(names))"):
+        "constant column names (usage._INSERT_COLUMNS), placeholders, a model's table name",
+    ('bulkload.py', "', '.join(names)"):
+        "constant column names (usage._INSERT_COLUMNS), placeholders, a model's table name",
+    ('bulkload.py', 'UsageRecord.__tablename__'):
+        "constant column names (usage._INSERT_COLUMNS), placeholders, a model's table name",
+    ('cli/dbcheck.py', 'table'):
+        'constant table names (COUNTED)',
+    ('store/arrowio.py', "', '.join((STORE_COLUMN.get(c, c) for c in columns))"):
+        "records() columns checked against RECORD_COLUMNS (usage._record_columns), a model's table name",  # noqa: E501
+    ('store/arrowio.py', 'UsageRecord.__tablename__'):
+        "records() columns checked against RECORD_COLUMNS (usage._record_columns), a model's table name",  # noqa: E501
+    ('store/health.py', 'int(limit)'):
+        "PRAGMA quick_check's limit, int()",
+    ('store/migrations/versions/0009_rollup_families.py', '\', \'.join((d if d in dims else "\'\'" for d in _DIMS))'):  # noqa: E501
+        'constant table, column and bucket expressions (a migration)',
+    ('store/migrations/versions/0009_rollup_families.py', "', '.join((f'sum({m})' for m in _MEASURES))"):  # noqa: E501
+        'constant table, column and bucket expressions (a migration)',
+    ('store/migrations/versions/0009_rollup_families.py', "', '.join(_DIMS)"):
+        'constant table, column and bucket expressions (a migration)',
+    ('store/migrations/versions/0009_rollup_families.py', "', '.join(_MEASURES)"):
+        'constant table, column and bucket expressions (a migration)',
+    ('store/migrations/versions/0009_rollup_families.py', 'name'):
+        'constant table, column and bucket expressions (a migration)',
+    ('store/migrations/versions/0009_rollup_families.py', '{\'hourly\': \'bucket\', \'daily\': "date_trunc(\'day\', bucket)", \'weekly\': "date_trunc(\'week\', bucket)"}[grain]'):  # noqa: E501
+        'constant table, column and bucket expressions (a migration)',
+    ('store/migrations/versions/0009_rollup_families.py', '{\'hourly\': \'bucket\', \'daily\': "substr(bucket, 1, 10) || \' 00:00:00.000000\'", \'weekly\': "date(substr(bucket, 1, 10), \'-6 days\', \'weekday 1\') || \' 00:00:00.000000\'"}[grain]'):  # noqa: E501
+        'constant table, column and bucket expressions (a migration)',
+    ('store/migrations/versions/0012_quarter_rollups.py', '\', \'.join((d if d in dims else "\'\'" for d in _DIMS))'):  # noqa: E501
+        'constant table, column and bucket expressions (a migration)',
+    ('store/migrations/versions/0012_quarter_rollups.py', "', '.join(_DIMS)"):
+        'constant table, column and bucket expressions (a migration)',
+    ('store/migrations/versions/0012_quarter_rollups.py', "', '.join(_MEASURES)"):
+        'constant table, column and bucket expressions (a migration)',
+    ('store/migrations/versions/0012_quarter_rollups.py', 'name'):
+        'constant table, column and bucket expressions (a migration)',
+    ('store/migrations/versions/0013_rollup_queue_and_api.py', "', '.join(('bucket', *key, *_MEASURES))"):  # noqa: E501
+        'constant table, column and bucket expressions (a migration)',
+    ('store/migrations/versions/0013_rollup_queue_and_api.py', "', '.join((str(i) for i in range(1, len(key) + 2)))"):  # noqa: E501
+        'constant table, column and bucket expressions (a migration)',
+    ('store/migrations/versions/0013_rollup_queue_and_api.py', "', '.join(dims)"):
+        'constant table, column and bucket expressions (a migration)',
+    ('store/migrations/versions/0013_rollup_queue_and_api.py', '(_PG_BUCKET if pg else _SQLITE_BUCKET)[grain]'):  # noqa: E501
+        'constant table, column and bucket expressions (a migration)',
+    ('store/migrations/versions/0013_rollup_queue_and_api.py', 'name'):
+        'constant table, column and bucket expressions (a migration)',
+    ('store/recover.py', "', '.join('?' * len(cols))"):
+        "identifiers read from the damaged file's schema, quoted (_quote), and placeholders",
+    ('store/recover.py', "', '.join((_quote(c) for c in cols))"):
+        "identifiers read from the damaged file's schema, quoted (_quote), and placeholders",
+    ('store/recover.py', 'name'):
+        "identifiers read from the damaged file's schema, quoted (_quote), and placeholders",
+    ('store/rollup_batch.py', "', '.join('?' * len(r.columns))"):
+        'constant rollup table and column names, placeholders',
+    ('store/rollup_batch.py', "', '.join(('bucket', *r.key))"):
+        'constant rollup table and column names, placeholders',
+    ('store/rollup_batch.py', "', '.join((f'{m} = {table}.{m} + excluded.{m}' for m in MEASURES))"):
+        'constant rollup table and column names, placeholders',
+    ('store/rollup_batch.py', "', '.join(_SOURCE)"):
+        'constant rollup table and column names, placeholders',
+    ('store/rollup_batch.py', "', '.join(r.columns)"):
+        'constant rollup table and column names, placeholders',
+    ('store/rollup_batch.py', 'r.table.name'):
+        'constant rollup table and column names, placeholders',
+    ('store/rollups.py', "', '.join(('bucket', *r.key))"):
+        'constant rollup table names, columns and bucket expressions (Rollup definitions)',
+    ('store/rollups.py', '\', \'.join((("coalesce(service_tier, \'\')" if d == \'service_tier\' else d) if d in r.dims else "\'\'" for d in r.key))'):  # noqa: E501
+        'constant rollup table names, columns and bucket expressions (Rollup definitions)',
+    ('store/rollups.py', "', '.join((str(i) for i in range(1, len(r.key) + 2)))"):
+        'constant rollup table names, columns and bucket expressions (Rollup definitions)',
+    ('store/rollups.py', "', '.join(_RAW_SUM_LIST)"):
+        'constant rollup table names, columns and bucket expressions (Rollup definitions)',
+    ('store/rollups.py', "', '.join(parts)"):
+        'constant rollup table names, columns and bucket expressions (Rollup definitions)',
+    ('store/rollups.py', "', '.join(r.columns)"):
+        'constant rollup table names, columns and bucket expressions (Rollup definitions)',
+    ('store/rollups.py', '_SQLITE_BUCKET[r.grain]'):
+        'constant rollup table names, columns and bucket expressions (Rollup definitions)',
+    ('store/rollups.py', 'r.table.name'):
+        'constant rollup table names, columns and bucket expressions (Rollup definitions)',
+    ('store/transactions.py', 'int(self._busy_ms)'):
+        'PRAGMA busy_timeout; a number, int()',
+    ('store/transactions.py', 'int(wait * 1000)'):
+        'PRAGMA busy_timeout; a number, int()',
 }  # fmt: skip
 
 _STRING_SINKS = frozenset({"exec_driver_sql", "executescript"})
