@@ -113,3 +113,16 @@ def installed_any(store_url: str):  # type: ignore[no-untyped-def]
     tracker = _install(store_url)
     yield tracker
     llmspend.uninstall()
+
+
+@pytest.fixture
+def installed_pg(pg_server):  # type: ignore[no-untyped-def]
+    """llmspend installed on a fresh PostgreSQL database (for what only PostgreSQL has)."""
+    import llmspend
+    from llmspend.store.engine import forget_store
+
+    url = pg_server.create_database()
+    tracker = _install(url)
+    yield tracker
+    llmspend.uninstall()
+    forget_store(url)

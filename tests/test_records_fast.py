@@ -163,14 +163,28 @@ def test_polars_without_polars_says_what_to_install(tracker) -> None:  # type: i
         llmspend.records(as_="polars")
 
 
+@pytest.fixture
+def loaded_pg(pg_server):  # type: ignore[no-untyped-def]
+    from llmspend.store.engine import forget_store
+    from llmspend.tracker import Tracker, set_tracker
+
+    url = pg_server.create_database()
+    tracker = Tracker(url, org="acme", project="churn", user="ana")
+    set_tracker(tracker)
+    llmspend.ingest(_rows(2500))
+    yield tracker
+    set_tracker(None)
+    forget_store(url)
+
+
+@pytest.mark.postgres
 @pytest.mark.skipif(importlib.util.find_spec("connectorx") is None, reason="needs connectorx")
-def test_connectorx_read_equals_the_copy_read(loaded, monkeypatch) -> None:  # type: ignore[no-untyped-def]
-    """PostgreSQL: connectorx reads what COPY reads, filters given as literals included
-    (quotes and backslashes in a filter value stay text)."""
+def test_connectorx_read_equals_the_copy_read(loaded_pg, monkeypatch) -> None:  # type: ignore[no-untyped-def]
+    """PostgreSQL (connectorx serves only PostgreSQL): connectorx reads what COPY reads,
+    filters given as literals included (quotes and backslashes in a filter value stay
+    text)."""
     from llmspend.store import arrowio
 
-    if loaded.store.is_sqlite:
-        pytest.skip("connectorx serves PostgreSQL only")
     cases: list[dict] = [
         {},
         {"org": ["acme", "o'b\\\\'; --"], "model": "gpt-4o-mini"},

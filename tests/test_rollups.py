@@ -341,12 +341,12 @@ def test_api_and_service_tier_queries_read_the_model_family() -> None:
     assert family_for({"user_name", "api"}) is None  # no family keeps both: raw rows
 
 
-def test_postgres_calls_are_queued_and_folded_before_the_next_read(installed_any) -> None:  # type: ignore[no-untyped-def]
+@pytest.mark.postgres
+def test_postgres_calls_are_queued_and_folded_before_the_next_read(installed_pg) -> None:  # type: ignore[no-untyped-def]
     """On PostgreSQL a call only inserts its row (a trigger queues its id); the next
-    analytics read folds the queue into every rollup table, exactly once."""
-    tracker = installed_any
-    if tracker.store.is_sqlite:
-        pytest.skip("the queue serves PostgreSQL (SQLite has the mark)")
+    analytics read folds the queue into every rollup table, exactly once (SQLite has the
+    mark instead)."""
+    tracker = installed_pg
 
     def queued() -> int:
         with tracker.store.begin() as conn:
@@ -368,16 +368,16 @@ def test_postgres_calls_are_queued_and_folded_before_the_next_read(installed_any
     assert_consistent(tracker)
 
 
-def test_postgres_catch_ups_take_turns_and_count_each_row_once(installed_any) -> None:  # type: ignore[no-untyped-def]
+@pytest.mark.postgres
+def test_postgres_catch_ups_take_turns_and_count_each_row_once(installed_pg) -> None:  # type: ignore[no-untyped-def]
     """Two catch-ups at once: the second waits for the first's lock on the queue (here it
-    gives up at once), and after the first commits it finds nothing left to fold."""
+    gives up at once), and after the first commits it finds nothing left to fold (SQLite's
+    writers take turns already)."""
     from psycopg.errors import LockNotAvailable
 
     from llmspend.store.rollups import catch_up
 
-    tracker = installed_any
-    if tracker.store.is_sqlite:
-        pytest.skip("SQLite's writers take turns already")
+    tracker = installed_pg
     _live_calls(4)
     with tracker.store.begin(write=True) as first:
         assert catch_up(first) == 4
