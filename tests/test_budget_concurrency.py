@@ -37,7 +37,8 @@ assert sys.stdin.readline() == "go\n"
 for _ in range(attempts):
     try:
         client.chat.completions.create(
-            model="gpt-4o-mini", max_tokens=20, messages=[{"role": "user", "content": prompt}]
+            model="gpt-4o-mini", max_tokens=20, messages=[{"role": "user", "content": prompt}],
+            service_tier="default",  # reserved at the tier served: estimate == cost
         )
         ok += 1
     except llmspend.BudgetExceeded:
@@ -54,7 +55,8 @@ def test_eight_processes_never_overspend_a_hard_budget(store_url: str, sim) -> N
     llmspend.install(store_url, org="acme", project="churn", user="ana")
     try:
         llmspend.set_budget("project", "acme/churn", one * n_allowed, "total")
-        # the estimate equals the actual cost, so the outcome does not depend on timing
+        # the estimate equals the actual cost (the tier pinned), so the outcome does not
+        # depend on timing
         import openai
 
         probe = openai.OpenAI(api_key="x", base_url=sim.openai_base_url, max_retries=0)
@@ -62,6 +64,7 @@ def test_eight_processes_never_overspend_a_hard_budget(store_url: str, sim) -> N
             model="gpt-4o-mini",
             max_tokens=MAX_TOKENS,
             messages=[{"role": "user", "content": prompt}],
+            service_tier="default",  # a tier left to the project is reserved at priority
         )
         row = llmspend.records().iloc[-1]
         assert row.cost_usd == row.estimate_usd == one
