@@ -70,7 +70,7 @@ def _stamp(path: str | None) -> tuple[int, int] | None:
         return None
     try:
         st = os.stat(path)
-    except OSError:
+    except (OSError, ValueError):  # missing, unreadable, or not a path (a NUL byte in it)
         return None
     return st.st_mtime_ns, st.st_size
 
