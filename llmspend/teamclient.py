@@ -275,18 +275,7 @@ class GatewayClient:
         _, content = self._send("GET", "/records", query=query, accept=ARROW_STREAM)
         import pyarrow as pa
 
-        table = pa.ipc.open_stream(content).read_all()
-        if as_ == "arrow":
-            return table
-        if as_ == "polars":
-            try:
-                import polars as pl
-            except ImportError:
-                raise ValidationError(
-                    "records(as_='polars') needs polars: pip install polars"
-                ) from None
-            return pl.from_arrow(table)
-        return arrowio.to_pandas(table)
+        return arrowio.shaped(pa.ipc.open_stream(content).read_all(), as_)
 
     # -- alerts -----------------------------------------------------------------------------
     def alerts(self, since: Any = None, until: Any = None, **filters: Any) -> pd.DataFrame:

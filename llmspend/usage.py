@@ -511,17 +511,7 @@ def fetch_records(
             rows = arrowio.read_rows(conn, cols, where, params, order=order, limit=limit)
         return records_frame(rows, cols)
     table = _fetch_table(store, lo, hi, limit, newest_first, cols, filters)
-    if as_ == "arrow":
-        return table
-    if as_ == "polars":
-        try:
-            import polars as pl
-        except ImportError:
-            raise ValidationError(
-                "records(as_='polars') needs polars: pip install polars"
-            ) from None
-        return pl.from_arrow(table)
-    return arrowio.to_pandas(table)
+    return arrowio.shaped(table, as_)
 
 
 def _record_columns(columns: Sequence[str] | None) -> tuple[str, ...]:

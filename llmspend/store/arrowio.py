@@ -24,6 +24,7 @@ import re
 from collections.abc import Mapping, Sequence
 from typing import TYPE_CHECKING, Any
 
+from ..errors import ValidationError
 from .fastsql import SQL, Tx
 from .models import UsageRecord
 
@@ -41,6 +42,7 @@ __all__ = [
     "read_records",
     "read_rows",
     "read_usage",
+    "shaped",
     "sort_by_ts_id",
     "to_pandas",
     "where_clauses",
@@ -430,6 +432,23 @@ def _from_unscaled(values: Any, dec_type: Any) -> Any:
     words[:, 0] = values
     words[:, 1] = values >> 63  # sign extension
     return pa.Array.from_buffers(dec_type, len(values), [None, pa.py_buffer(words)])
+
+
+def shaped(table: pa.Table, as_: str) -> Any:
+    """A :func:`read_usage` table as ``records(as_=...)`` returns it: the table itself
+    (``"arrow"``), a polars frame (``"polars"``, when polars is installed) or the records()
+    DataFrame (:func:`to_pandas`)."""
+    if as_ == "arrow":
+        return table
+    if as_ == "polars":
+        try:
+            import polars as pl
+        except ImportError:
+            raise ValidationError(
+                "records(as_='polars') needs polars: pip install polars"
+            ) from None
+        return pl.from_arrow(table)
+    return to_pandas(table)
 
 
 def to_pandas(table: pa.Table) -> pd.DataFrame:
