@@ -108,6 +108,7 @@ class PriceBook:
             # new dicts, not cleared ones: a reader without the lock sees old or new plans
             self._plans: dict[tuple[Any, Any, Any], Plan] = {}
             self._tier_windows: dict[tuple[Any, ...], tuple[Window, Window]] = {}
+            self._tier_memo: dict[tuple[Any, ...], tuple[Window, Window]] = {}
 
     def file_changed(self) -> bool:
         """Whether the override file changed on disk since it was read."""
@@ -297,7 +298,25 @@ class PriceBook:
     def _tiered(
         self, provider: str | None, model: str, plan: Plan, win: Window, tier: str, epoch: float
     ) -> Window:
-        """``win`` repriced for ``tier`` (``win`` itself for a standard or unpriced tier)."""
+        """``win`` repriced for ``tier`` (``win`` itself for a standard or unpriced tier).
+
+        Remembered per minute: tier entries take effect on dates and genai-prices' variant
+        constraints on whole minutes, so every moment of one minute has the same answer.
+        """
+        key = (id(win), tier, provider, model, int(epoch // 60))
+        memo = self._tier_memo.get(key)
+        if memo is not None and memo[0] is win:
+            return memo[1]
+        found = self._tier_window(provider, model, plan, win, tier, epoch)
+        memos = self._tier_memo
+        if len(memos) > 4096:
+            memos = self._tier_memo = {}  # a new dict: a reader without the lock sees either
+        memos[key] = (win, found)
+        return found
+
+    def _tier_window(
+        self, provider: str | None, model: str, plan: Plan, win: Window, tier: str, epoch: float
+    ) -> Window:
         name = normalize_tier(tier)
         if name is None:
             return win
