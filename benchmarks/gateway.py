@@ -26,7 +26,6 @@ import argparse
 import asyncio
 import contextlib
 import os
-import re
 import socket
 import statistics
 import subprocess
@@ -37,16 +36,13 @@ from collections.abc import Iterator
 from pathlib import Path
 
 import httpx
+from overhead import pct  # benchmarks/overhead.py (run as a script)
+from overhead import sim_process as openai_sim_process
 from pgcluster import postgres  # benchmarks/pgcluster.py (run as a script)
 
 BODY = {"model": "gpt-4o-mini", "max_tokens": 20,
         "messages": [{"role": "user", "content": "Say hello through the gateway"}]}  # fmt: skip
 STREAM_BODY = {**BODY, "stream": True, "stream_options": {"include_usage": True}}
-
-
-def pct(values: list[float], q: float) -> float:
-    ordered = sorted(values)
-    return ordered[min(len(ordered) - 1, int(q * len(ordered)))]
 
 
 def _free_port() -> int:
@@ -69,18 +65,9 @@ def _wait(url: str, proc: subprocess.Popen[bytes], what: str) -> None:
 
 @contextlib.contextmanager
 def sim_process() -> Iterator[str]:
-    """``llmspend sim serve`` in a child process: its root URL."""
-    cmd = [sys.executable, "-m", "llmspend", "sim", "serve", "--port", "0"]
-    with subprocess.Popen(cmd, stdout=subprocess.PIPE, text=True) as proc:
-        try:
-            line = proc.stdout.readline() if proc.stdout else ""
-            found = re.search(r"OpenAI base_url (\S+)/v1\)", line)
-            if not found:
-                raise RuntimeError(f"the simulator did not start: {line!r}")
-            yield found.group(1)
-        finally:
-            proc.terminate()
-            proc.wait(timeout=10)
+    """``llmspend sim serve`` in a child process (overhead.py's): its root URL."""
+    with openai_sim_process() as base_url:
+        yield base_url.removesuffix("/v1")
 
 
 def gateway_setup(sim: str, db: str, tmp: Path) -> tuple[Path, str]:
