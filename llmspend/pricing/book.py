@@ -157,19 +157,7 @@ class PriceBook:
             win = plan.window(at_epoch_seconds)
         if tier is not None:
             win = self._tiered(provider, model, plan, win, tier, at_epoch_seconds)
-        rt = win.base
-        for step in win.tiers:
-            if i > step.above_input_tokens:
-                rt = step.rates
-                break
-        num = rt.ki * i + rt.kc * c + rt.kw * w + rt.ko * o + rt.kr * r + rt.k0
-        den = rt.den
-        if den != 1:
-            q, rem = divmod(num, den)
-            if 2 * rem > den or (2 * rem == den and q & 1):
-                q += 1
-            num = q
-        return num, win.status, win.ref_str
+        return win.rates(i).nanos(i, c, w, o, r), win.status, win.ref_str
 
     def price(
         self,
@@ -230,18 +218,8 @@ class PriceBook:
             win = plan.window(epoch)
         if tier is not None:
             win = self._tiered(provider, model, plan, win, tier, epoch)
-        rt = win.base
-        for step in win.tiers:
-            if i > step.above_input_tokens:
-                rt = step.rates
-                break
-        nanos = rt.ki * i + rt.kc * c + rt.kw * w + rt.ko * o + rt.kr * r + rt.k0
-        den = rt.den
-        if den != 1:
-            q, rem = divmod(nanos, den)
-            if 2 * rem > den or (2 * rem == den and q & 1):
-                q += 1
-            nanos = q
+        rt = win.rates(i)
+        nanos = rt.nanos(i, c, w, o, r)
         a, b = rt.inp, rt.out
         inp = a[0] * i + a[1] * c + a[2] * w + a[3] * o + a[4] * r + a[5]
         out = b[0] * i + b[1] * c + b[2] * w + b[3] * o + b[4] * r + b[5]

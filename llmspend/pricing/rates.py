@@ -67,6 +67,17 @@ class Rates:
     io_scale: int = 0
     io_exp: int = 0
 
+    def nanos(self, i: int, c: int, w: int, o: int, r: int) -> int:
+        """The cost of a usage in nanodollars, rounded half to even."""
+        num = self.ki * i + self.kc * c + self.kw * w + self.ko * o + self.kr * r + self.k0
+        den = self.den
+        if den == 1:
+            return num
+        q, rem = divmod(num, den)
+        if 2 * rem > den or (2 * rem == den and q & 1):
+            q += 1
+        return q
+
 
 @dataclass(frozen=True, slots=True)
 class Tier:
