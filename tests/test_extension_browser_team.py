@@ -1,0 +1,175 @@
+"""Budgets managed from the JupyterLab panel in team mode (issue 25), in a real browser.
+
+A real gateway on PostgreSQL, whose configuration makes ana the owner of acme/churn; bob
+is only a member. Each opens JupyterLab on a server of their own whose environment holds
+``LLMSPEND_GATEWAY_URL`` and their own gateway key (and a local store the server must never
+touch). ana creates a project budget from the panel's form: it is listed, it lands in the
+gateway's store, the audit names ana, and a budget she does not own is refused with the
+gateway's message. bob sees that budget with no create/edit/delete controls, and his
+forced writes to the Lab route are refused (``403``) and change nothing. Screenshots go to
+``artifacts/extension/``.
+"""
+
+from __future__ import annotations
+
+import urllib.error
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from llmspend.budgets import manage
+from llmspend.store.engine import forget_store, open_store
+from tests.labserver import LabServer, chromium, require_browser
+from tests.pgserver import PgServer
+from tests.test_extension_browser import (
+    ARTIFACTS,
+    TIMEOUT_MS,
+    decline_news,
+    open_panel,
+    require_extension,
+)
+from tests.test_gateway import Gateway, Sim
+
+pytestmark = [pytest.mark.slow, pytest.mark.postgres]
+
+ROLES = '[roles]\nadmins = ["root"]\n[roles.owners]\n"acme/churn" = ["ana"]\n'
+
+
+@pytest.fixture
+def gateway(tmp_path: Path, pg_server: PgServer) -> Iterator[Gateway]:
+    """A gateway on a fresh PostgreSQL database; ana owns acme/churn, root is an admin.
+    Its own environment names nobody (``LLMSPEND_USER=admin`` must grant nothing)."""
+    sim = Sim()
+    db = pg_server.create_database()
+    gw = Gateway(tmp_path, sim, db=db, extra=ROLES, env={"LLMSPEND_USER": "admin"})
+    try:
+        yield gw
+    finally:
+        gw.stop()
+        sim.stop()
+        forget_store(db)
+
+
+def lab_env(gw: Gateway, key: str, own_store: str) -> dict[str, str]:
+    """A Jupyter server in team mode: the gateway and one user's key. The server's own
+    store (``own_store``) must stay untouched; no org/project/user of its own."""
+    return {
+        "LLMSPEND_GATEWAY_URL": gw.url,
+        "LLMSPEND_GATEWAY_KEY": key,
+        "LLMSPEND_DATABASE_URL": own_store,
+    }
+
+
+def project_budgets(gw: Gateway) -> list[Any]:
+    return [b for b in manage.list_budgets(open_store(gw.db)) if b.scope == "project"]
+
+
+def actors(gw: Gateway) -> list[tuple[str, str, str]]:
+    log = manage.audit_log(open_store(gw.db))
+    return [(r.actor, r.action, r.budget) for r in log.itertuples()]
+
+
+def test_an_owner_sets_a_budget_from_the_panel_and_a_member_only_sees_it(
+    tmp_path: Path, gateway: Gateway
+) -> None:
+    require_browser()
+    require_extension()
+    ARTIFACTS.mkdir(parents=True, exist_ok=True)
+    own_store = tmp_path / "server-own.sqlite"
+    ana_key = gateway.new_key("acme", "churn", "ana")
+    bob_key = gateway.new_key("acme", "churn", "bob")
+
+    # ana, owner of acme/churn, on her own server
+    env = lab_env(gateway, ana_key, f"sqlite:///{own_store}")
+    with LabServer(tmp_path / "ana", env=env) as lab, chromium() as browser:
+        decline_news(lab)
+        listing = lab.api("/llmspend/budgets")
+        assert listing["can_manage"] is True
+        assert listing["context"] == {"org": "acme", "project": "churn", "user": "ana"}
+        page = browser.new_page(viewport={"width": 1400, "height": 1000})
+        page.set_default_timeout(TIMEOUT_MS)
+        try:
+            panel = open_panel(page, lab)
+            form = panel.locator("[data-llmspend=budget-form]")
+            form.wait_for()
+            form.locator("[data-field=scope]").select_option("project")
+            form.locator("[data-field=name]").fill("acme/churn")
+            form.locator("[data-field=limit]").fill("12.50")
+            form.locator("[data-field=period]").select_option("week")
+            form.locator("[data-field=mode]").select_option("hard")
+            form.locator("[data-field=thresholds]").fill("50, 90")
+            form.locator("[data-field=timezone]").fill("Europe/Berlin")
+            form.locator("[data-llmspend=save]").click()
+            row = panel.locator("[data-def='project:acme/churn']")
+            row.locator("[data-llmspend=def-limit]", has_text="$12.50 per week").wait_for()
+            assert "hard" in row.inner_text() and "Europe/Berlin" in row.inner_text()
+            # it applies to ana: the status part of the panel (through the gateway) lists it
+            panel.locator("[data-llmspend=budget][data-budget='project:acme/churn']").wait_for()
+            page.screenshot(path=str(ARTIFACTS / "team-1-owner-created.png"))
+
+            # on the gateway, with ana as the actor
+            [budget] = project_budgets(gateway)
+            assert (budget.name, budget.limit_usd, budget.period) == ("acme/churn", 12.5, "week")
+            assert (budget.mode, budget.timezone) == ("hard", "Europe/Berlin")
+            assert [str(t) for t in budget.thresholds] == ["0.5", "0.9"]
+            assert actors(gateway) == [("ana", "create", "project acme/churn")]
+
+            # the org's budget is not ana's: the gateway's refusal, shown in the form
+            form.locator("[data-field=scope]").select_option("org")
+            form.locator("[data-field=name]").fill("acme")
+            form.locator("[data-field=limit]").fill("5")
+            form.locator("[data-field=timezone]").fill("UTC")
+            form.locator("[data-llmspend=save]").click()
+            failed = form.locator("[data-llmspend=form-error]")
+            failed.wait_for(state="visible")
+            assert "owner of acme or admin" in failed.inner_text()
+            page.screenshot(path=str(ARTIFACTS / "team-2-owner-refused.png"))
+            assert [b.scope for b in manage.list_budgets(open_store(gateway.db))] == ["project"]
+        except Exception:
+            page.screenshot(path=str(ARTIFACTS / "failure-team-owner.png"))
+            print(lab.log_tail(80))
+            raise
+
+    # bob, a member of acme/churn, on a server of his own with his own key
+    env = lab_env(gateway, bob_key, f"sqlite:///{own_store}")
+    with LabServer(tmp_path / "bob", env=env) as lab, chromium() as browser:
+        decline_news(lab)
+        page = browser.new_page(viewport={"width": 1400, "height": 1000})
+        page.set_default_timeout(TIMEOUT_MS)
+        try:
+            panel = open_panel(page, lab)
+            row = panel.locator("[data-def='project:acme/churn']")
+            row.locator("[data-llmspend=def-limit]", has_text="$12.50 per week").wait_for()
+            panel.locator("[data-llmspend=read-only]").wait_for()
+            panel.locator("[data-llmspend=budget][data-budget='project:acme/churn']").wait_for()
+            for control in ("budget-form", "edit", "delete", "save"):
+                assert panel.locator(f"[data-llmspend={control}]").count() == 0, control
+            page.screenshot(path=str(ARTIFACTS / "team-3-member.png"))
+        except Exception:
+            page.screenshot(path=str(ARTIFACTS / "failure-team-member.png"))
+            print(lab.log_tail(80))
+            raise
+
+        # and the Lab route refuses his writes, whatever the page shows
+        listing = lab.api("/llmspend/budgets")
+        assert listing["can_manage"] is False
+        assert listing["context"]["user"] == "bob"
+        for method, body in (
+            ("POST", {"scope": "user", "name": "acme/churn/bob", "limit": "1000"}),
+            ("PATCH", {"scope": "project", "name": "acme/churn", "limit": "1000000"}),
+        ):
+            with pytest.raises(urllib.error.HTTPError) as refused:
+                lab.api("/llmspend/budgets", method=method, body=body)
+            assert refused.value.code == 403, method
+        with pytest.raises(urllib.error.HTTPError) as refused:
+            lab.api("/llmspend/budgets?scope=project&name=acme/churn", method="DELETE")
+        assert refused.value.code == 403
+
+    # nothing changed on the gateway, and the servers never touched a store of their own
+    [budget] = project_budgets(gateway)
+    assert (budget.limit_usd, budget.period, budget.mode) == (12.5, "week", "hard")
+    assert [b.scope for b in manage.list_budgets(open_store(gateway.db))] == ["project"]
+    assert actors(gateway) == [("ana", "create", "project acme/churn")]
+    assert not own_store.exists()
