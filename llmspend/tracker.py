@@ -43,6 +43,7 @@ from .budgets.ledger import count_ingested
 from .budgets.settle import Settlement
 from .bulkload import ingest_rows
 from .config import Settings, default_attribution
+from .dialects.hosts import gateway
 from .errors import LLMSpendWarning, StoreError, ValidationError
 from .pricing import PriceBook, shared_pricebook
 from .spool import Replayer, Spool
@@ -79,7 +80,10 @@ class Tracker:
         prices_path: str | None = None,
     ) -> None:
         self.settings = Settings.resolve(database_url, prices_path)
-        self.store: Store = open_store(self.settings.database_url)
+        if gateway() is None:  # solo mode: a bad URL or a damaged file is said at once
+            self.store = open_store(self.settings.database_url)
+        # In team mode the store opens at first use (:meth:`__getattr__`): the kernel's
+        # gateway-bound calls and reads never need it.
         d_org, d_project, d_user = default_attribution()
         self.org = validate_name("org", org or d_org)
         self.project = validate_name("project", project or d_project)
@@ -119,9 +123,27 @@ class Tracker:
         if self._spool_pending:  # calls journaled while the store was down
             self.replay_spool()
 
+    store: Store
+
+    def __getattr__(self, name: str) -> Any:
+        """``store``, opened on first use when ``__init__`` left it closed (team mode)."""
+        if name != "store":
+            raise AttributeError(f"{type(self).__name__!r} object has no attribute {name!r}")
+        with _open_lock:
+            store = self.__dict__.get("store")
+            if store is None:
+                store = self.store = open_store(self.settings.database_url)
+        return store
+
+    def opened_store(self) -> Store | None:
+        """The store if it is open (never opens it)."""
+        store: Store | None = self.__dict__.get("store")
+        return store
+
     def __repr__(self) -> str:
+        store = self.opened_store() or "(not opened)"
         return (
-            f"Tracker(store={self.store!r}, org={self.org!r}, project={self.project!r}, "
+            f"Tracker(store={store!r}, org={self.org!r}, project={self.project!r}, "
             f"user={self.user!r})"
         )
 
@@ -327,6 +349,7 @@ def _replay_in_background(ref: weakref.ref[Tracker]) -> bool:
     return tracker._spool_pending
 
 
+_open_lock = threading.Lock()  # a team-mode tracker's store opens once
 _current: Tracker | None = None
 _installed = False
 _current_lock = threading.RLock()

@@ -242,3 +242,46 @@ def test_gemini_calls_through_the_gateway_are_the_gateways_too(
         assert error.budget == "acme/gtight"
     assert sim.count() == sent  # nothing reached the provider
     assert llmspend.records().empty
+
+
+def test_with_a_gateway_key_the_kernel_opens_no_store_and_the_magics_ask_the_gateway(
+    stack: tuple[Sim, Gateway],
+    kernel: InteractiveShell,
+    monkeypatch: pytest.MonkeyPatch,
+    tmp_path: Path,
+) -> None:
+    from llmspend.tracker import current_tracker
+
+    _sim, gateway = stack
+    key = gateway.new_key("acme", "nostore", "nora")
+    gateway.cli("budget", "set", "user", "acme/nostore/nora", "5/day", "--soft")
+    monkeypatch.setenv("LLMSPEND_GATEWAY_KEY", key)
+    tracker = current_tracker()
+    assert tracker is not None and tracker.opened_store() is None  # %load_ext opened none
+    _client(kernel, gateway, key)
+    result, lines = run(
+        kernel,
+        f"r = client.chat.completions.create(model='gpt-4o-mini', messages={MESSAGES!r},"
+        " max_tokens=20)",
+    )
+    assert result.error_in_exec is None, result.error_in_exec
+    (row,) = gateway.rows("user_name = :u", u="nora")
+    cost = _money(nanos_to_usd(row.cost_nanos))
+    assert lines == [f"llmspend · this cell: 1 call, {cost}"]
+
+    def said(line: str) -> str:
+        with capture_output() as cap:
+            kernel.run_cell(line, store_history=False)
+        shown = "".join(o.data.get("text/plain", "") for o in cap.outputs)
+        return cap.stdout + cap.stderr + shown
+
+    last = said("%spend last 3")
+    assert "(gateway)" in last and "gpt-4o-mini" in last and "acme/nostore/nora" in last, last
+    status = said("%budget status")
+    assert "acme/nostore/nora" in status and "$5" in status, status
+    assert "acme/nostore/nora" in said("%budget list")
+    context = said("%spend context")
+    assert "charged to org=acme project=nostore user=nora" in context, context
+    assert "exported 1 calls" in said(f"%spend export {tmp_path / 'nora.csv'}")
+    assert tracker.opened_store() is None  # still none: every answer was the gateway's
+    assert not (tmp_path / "kernel.sqlite").exists()  # the configured store was never made

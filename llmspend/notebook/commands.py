@@ -20,6 +20,7 @@ from ..attribution import validate_name
 from ..errors import ValidationError
 from ..exchange import write_records
 from ..extras import NOTEBOOK_CHARTS, require_extra
+from ..teamclient import client as team_client
 from ..tracker import get_tracker
 from .cellcost import cell_cost
 from .render import (
@@ -230,16 +231,42 @@ def spend_context(
     text = f"llmspend context: org={tracker.org} project={tracker.project} user={tracker.user}"
     if default_tags:
         text += " tags=" + ",".join(f"{k}={v}" for k, v in sorted(default_tags.items()))
+    team = team_client()
+    if team is not None:  # the gateway charges its calls to the credential, not the context
+        me = team.whoami()
+        text += (
+            f"\nllmspend gateway: calls through it are charged to org={me['org']} "
+            f"project={me['project']} user={me['user']} (your gateway credential)"
+        )
     return Note(text)
 
 
 # -- calls -----------------------------------------------------------------------------------
 
 
+#: What ``%spend last`` reads from the gateway, and how far back it looks, widening.
+_LAST_COLUMNS = ["ts", "provider", "model", "org", "project", "user", "input_tokens",
+                 "output_tokens", "cost_usd", "price_status", "latency_ms", "status"]  # fmt: skip
+_LAST_SPANS = ("1h", "1d", "30d", None)
+
+
 def spend_last(n: int = 5) -> Table:
-    """The last ``n`` calls recorded in this kernel: time, model, tokens, cost, latency."""
+    """The last ``n`` calls recorded in this kernel: time, model, tokens, cost, latency.
+
+    In team mode, the caller's last ``n`` calls as the gateway recorded them."""
     if n < 1:
         raise ValidationError(f"N must be at least 1, got {n}")
+    team = team_client()
+    if team is not None:
+        import llmspend
+
+        me = team.whoami()
+        for since in _LAST_SPANS:
+            frame = llmspend.records(since, columns=_LAST_COLUMNS, org=me["org"], user=me["user"])
+            if len(frame) >= n:
+                break
+        rows = frame.sort_values("ts", kind="stable").tail(n).to_dict("records")
+        return calls_table(rows, title=f"llmspend · last {len(rows) or n} call(s) (gateway)")
     rows = list(get_tracker().recent)[-n:]
     return calls_table(rows, title=f"llmspend · last {len(rows) or n} call(s)")
 

@@ -7,6 +7,10 @@ line into IPython's ``pre_run_cell``/``post_run_cell`` events. Loading twice is 
 registered (IPython cannot unregister magics) and keep reading the store, which stays
 readable without ``install()``.
 
+In team mode (``LLMSPEND_GATEWAY_URL``) ``load`` opens no store: the kernel's
+gateway-bound calls are the gateway's, the magics read through it, and the local store
+opens only when a call that does not go to the gateway is recorded.
+
 A store found damaged as it opens is quarantined (see :mod:`llmspend.store.engine`):
 ``load`` still hooks the SDKs — their calls are journaled in the spool and counted once
 the store is recovered — and says so in the cell's output (stderr), with the fix.
@@ -79,8 +83,8 @@ def _quiet_last_resort() -> None:
 
 def warn_if_degraded(tracker: Any) -> bool:
     """Print a visible warning when the tracker's store is quarantined as damaged; True
-    if it is."""
-    store = tracker.store
+    if it is. A store not opened yet (team mode opens it at first use) is not looked at."""
+    store = tracker.opened_store()
     problem = getattr(store, "corruption", None)
     if problem is None:
         return False
