@@ -1,11 +1,12 @@
 """The guard: before a call leaves, reserve its worst case on every budget that applies.
 
 Every budget that applies to the call's (org, project, user) is found with its current
-period (one read), and the call's worst-case cost is reserved on all of them in ONE write
-transaction: a conditional ``UPDATE ... WHERE spent + reserved + x <= limit`` on the hard
-budgets (one statement on SQLite, whose writers are serialized; row by row in ascending id
-order on PostgreSQL, a consistent lock order), and one hold row naming the periods, with a
-lease (:mod:`.holds`). If any budget refuses, the transaction rolls back: nothing is held.
+period (one read), and the call's worst-case cost is reserved on all of them at once: a
+conditional ``UPDATE ... WHERE spent + reserved + x <= limit`` on the hard budgets and one
+hold row naming the periods, with a lease (:mod:`.holds`) — on SQLite two statements in one
+write transaction (its writers are serialized), on PostgreSQL one statement that locks the
+periods in ascending id order (the lock order every transaction keeps), sent right after
+the lookup on the same connection. If any budget refuses, nothing is held.
 
 When something must be made first — a default turned into the child's own budget, the
 first period of a new day or month (roll-over is lazy: no background job) — or when a
@@ -44,11 +45,9 @@ from ..usage import recorded_tokens
 from .heartbeat import HEARTBEAT, lease_param
 from .holds import (
     HOLD,
-    HOLD_DB_CLOCK,
     OTHERS_HOLDS,
     REFUSAL,
-    RESERVE_HARD,
-    RESERVE_SOFT,
+    RESERVE_PG,
     RESERVE_SQLITE,
     Held,
     give_back,
@@ -169,6 +168,26 @@ class BudgetGuard:
                     return hit.found
             return self._read(tx, key, now, version)
 
+    def _lookup_reserving(self, call: Call, now: dt.datetime) -> tuple[Found, bool]:
+        """PostgreSQL: the lookup and, when every budget that applies has its period, the
+        reservation, on one connection in autocommit: two statements, each a round trip
+        and atomic on its own (as the lookup and the reservation were two transactions).
+        Returns the lookup and whether a reservation was tried; ``call.reservation`` is
+        set if it was made, ``call.estimate_nanos`` if the budgets called for one."""
+        key = (call.org, call.project, call.user)
+        with self.tracker.store.tx() as tx:
+            found = self._read(tx, key, now, None)
+            if not found.complete or not found.targets:
+                return found, False
+            estimate = call.estimate_nanos = self.estimate(call)
+            if estimate is None:  # unpriced: the policy decides, in the full path
+                return found, False
+            held = self._hold(tx, *self._hold_plan(found.targets, estimate, now))
+        if held is not None:
+            HEARTBEAT.track(self.tracker.store, held, held.lease)  # renewed while it lives
+            call.reservation = held
+        return found, True
+
     def _read(self, tx: Tx, key: tuple[str, str, str], now: dt.datetime, version: Any) -> Found:
         """The lookup query on ``tx``, its answer remembered with ``version`` when complete."""
         org, project, user = key
@@ -208,13 +227,18 @@ class BudgetGuard:
                 return
         if standing is not None:
             self._give_back([standing])
-        targets, complete, hard = self._lookup(call, now)
+        tried = False
+        if self.tracker.store.is_sqlite:
+            targets, complete, hard = self._lookup(call, now)
+        else:
+            (targets, complete, hard), tried = self._lookup_reserving(call, now)
+            estimate = call.estimate_nanos
         self._hard_seen[key] = hard
-        if complete and not targets:
+        if call.reservation is not None or (complete and not targets):
             return
-        if estimate is None:
+        if estimate is None and not tried:
             estimate = call.estimate_nanos = self.estimate(call)
-        prepared = not complete
+        prepared = not complete or tried  # refused at the first try: prepare, try again
         if prepared:
             targets = self._prepare(call, now)
         waited_until = None
@@ -313,9 +337,10 @@ class BudgetGuard:
         ``None`` (and nothing held) if a hard budget has no room. Everything is prepared
         before the write lock is taken (on SQLite then held for two statements)."""
         plan = self._hold_plan(targets, amount, now)
-        with self.tracker.store.tx(write=True) as tx:
+        store = self.tracker.store
+        with store.tx(write=store.is_sqlite) as tx:  # PostgreSQL: one statement, autocommit
             held = self._hold(tx, *plan)
-            if held is None:
+            if held is None and tx.sqlite:
                 tx.rollback()
         if held is not None:
             HEARTBEAT.track(self.tracker.store, held, held.lease)  # renewed while it lives
@@ -346,27 +371,24 @@ class BudgetGuard:
             ),
             "owner": self.owner,
         }
-        sql = None
+        soft = tuple(t.period_id for t in targets if t.budget.mode != "hard")
         if sqlite:  # one writer at a time: one statement for all of them
             hard = tuple(t.period_id for t in targets if t.budget.mode == "hard")
-            soft = tuple(t.period_id for t in targets if t.budget.mode != "hard")
             sql = RESERVE_SQLITE.get(hard, soft)
-        return held, hold, sql, sorted(targets, key=lambda t: t.period_id)
+        else:  # reservation and hold in one statement
+            sql = RESERVE_PG.get(tuple(held.periods), tuple(sorted(soft)))
+        return held, hold, sql, targets
 
     @staticmethod
     def _hold(tx: Tx, held: Held, hold: dict[str, Any], sql: Any, targets: list[Target]) -> Any:
         """Reserve and write the hold on ``tx``; ``None`` if a hard budget has no room (the
         caller then rolls back)."""
+        if not tx.sqlite:  # atomic on its own: nothing changed unless it all fits
+            return held if tx.run(sql, hold).one().fits else None
         params = {"amount": held.amount, "now": hold["now"]}
-        if sql is not None:
-            if tx.run(sql, params).rowcount != len(targets):
-                return None
-        else:  # row by row in period id order, as settle and reclaim: one lock order
-            for t in targets:
-                stmt = RESERVE_HARD if t.budget.mode == "hard" else RESERVE_SOFT
-                if tx.run(stmt, {**params, "id": t.period_id}).rowcount != 1:
-                    return None
-        tx.run(HOLD if tx.sqlite else HOLD_DB_CLOCK, hold)
+        if tx.run(sql, params).rowcount != len(targets):
+            return None
+        tx.run(HOLD, hold)
         return held
 
     def _unpriced(self, targets: list[Target]) -> BudgetExceeded | None:

@@ -30,16 +30,15 @@ from .ledger import Statements, Target, id_list
 
 __all__ = [
     "HOLD",
-    "HOLD_DB_CLOCK",
     "KEEP",
     "KEEP_KNOWN",
     "KEPT",
     "OTHERS_HOLDS",
     "REFUSAL",
-    "RESERVE_HARD",
-    "RESERVE_SOFT",
+    "RESERVE_PG",
     "RESERVE_SQLITE",
     "SETTLE",
+    "SETTLE_PG",
     "UNHOLD",
     "Held",
     "Keeping",
@@ -157,24 +156,35 @@ def _reserve_sqlite(hard: tuple[int, ...], soft: tuple[int, ...]) -> SQL:
 
 
 RESERVE_SQLITE = Statements(_reserve_sqlite)
-RESERVE_HARD = SQL(
-    "UPDATE llmspend_budget_periods SET reserved_nanos = reserved_nanos + :amount, "
-    "updated_at = :now WHERE id = :id AND spent_nanos + reserved_nanos + :amount <= limit_nanos"
-)
-RESERVE_SOFT = SQL(
-    "UPDATE llmspend_budget_periods SET reserved_nanos = reserved_nanos + :amount, "
-    "updated_at = :now WHERE id = :id"
-)
+
+
+def _reserve_pg(ids: tuple[int, ...], soft: tuple[int, ...]) -> SQL:
+    """PostgreSQL: the whole reservation in one statement (atomic on its own). The periods
+    are locked in id order (the lock order of every transaction that changes them) and read
+    as they are then; only if every hard one has room are all of them reserved on and the
+    hold written (its lease on the database's clock), else nothing changes."""
+    fits = "l.spent_nanos + l.reserved_nanos + :amount <= l.limit_nanos"
+    cond = fits if not soft else f"(l.id IN ({id_list(soft)}) OR {fits})"
+    return SQL(
+        "WITH l AS (SELECT id, spent_nanos, reserved_nanos, limit_nanos "  # noqa: S608
+        f"FROM llmspend_budget_periods WHERE id IN ({id_list(ids)}) ORDER BY id FOR UPDATE), "
+        f"ok AS (SELECT COUNT(*) = {len(ids)} AS fits FROM l WHERE {cond}), "
+        "u AS (UPDATE llmspend_budget_periods p SET reserved_nanos = p.reserved_nanos + :amount, "
+        "updated_at = :now FROM l, ok WHERE p.id = l.id AND ok.fits RETURNING p.id), "
+        "h AS (INSERT INTO llmspend_reservations (token, period_ids, amount_nanos, created_at, "
+        "lease_expires_at, owner) SELECT :token, :period_ids, :amount, :now, "
+        "(statement_timestamp() AT TIME ZONE 'UTC') + CAST(:lease AS double precision) "
+        "* interval '1 second', :owner FROM ok WHERE ok.fits RETURNING 1) "
+        "SELECT ok.fits, (SELECT COUNT(*) FROM u) AS reserved, (SELECT COUNT(*) FROM h) AS held "
+        "FROM ok"
+    )
+
+
+#: Keyed by (all period ids ascending, the soft budgets' period ids).
+RESERVE_PG = Statements(_reserve_pg)
 HOLD = SQL(
     "INSERT INTO llmspend_reservations (token, period_ids, amount_nanos, created_at, "
     "lease_expires_at, owner) VALUES (:token, :period_ids, :amount, :now, :lease, :owner)"
-)
-# PostgreSQL: ``:lease`` is seconds after the database's clock (heartbeat.lease_param).
-HOLD_DB_CLOCK = SQL(
-    "INSERT INTO llmspend_reservations (token, period_ids, amount_nanos, created_at, "
-    "lease_expires_at, owner) VALUES (:token, :period_ids, :amount, :now, "
-    "(statement_timestamp() AT TIME ZONE 'UTC') + CAST(:lease AS double precision) "
-    "* interval '1 second', :owner)"
 )
 UNHOLD = SQL(
     "DELETE FROM llmspend_reservations WHERE token = :token RETURNING period_ids, amount_nanos"
@@ -206,6 +216,25 @@ SETTLE = Statements(
         "UPDATE llmspend_budget_periods SET reserved_nanos = reserved_nanos - :held, "  # noqa: S608
         "spent_nanos = spent_nanos + :cost, calls = calls + 1, updated_at = :now "
         f"WHERE id IN ({id_list(ids)}) RETURNING id, spent_nanos, limit_nanos"
+    )
+)
+# PostgreSQL: the settlement in one statement. The hold row is deleted first (the lock
+# order of reclaim and give_back: the hold, then the periods by id; the ``l`` scan waits for
+# ``h`` through its one-time filter), then every period is charged the cost and given back
+# what the hold still held on it (nothing if its lease expired and it was reclaimed; not on
+# a period it no longer names).
+SETTLE_PG = Statements(
+    lambda ids: SQL(
+        "WITH h AS (DELETE FROM llmspend_reservations WHERE token = :token "  # noqa: S608
+        "RETURNING period_ids, amount_nanos), "
+        "l AS (SELECT id FROM llmspend_budget_periods WHERE (SELECT COUNT(*) FROM h) >= 0 "
+        f"AND id IN ({id_list(ids)}) ORDER BY id FOR UPDATE), "
+        "u AS (UPDATE llmspend_budget_periods p SET reserved_nanos = p.reserved_nanos - "
+        "COALESCE((SELECT h.amount_nanos FROM h WHERE CAST(p.id AS text) = "
+        "ANY(string_to_array(h.period_ids, ','))), 0), spent_nanos = p.spent_nanos + :cost, "
+        "calls = p.calls + 1, updated_at = :now FROM l WHERE p.id = l.id "
+        "RETURNING p.id, p.spent_nanos, p.limit_nanos) "
+        "SELECT id, spent_nanos, limit_nanos FROM u ORDER BY id"
     )
 )
 # A standing hold's settlement (SQLite): the cost is added and the hold stays reserved,

@@ -1,7 +1,8 @@
 """Settlement: after a call, its reservation becomes its actual cost.
 
 In the transaction that writes the call's row, the hold is deleted, what it still holds
-is given back and the cost is added to every period it charged (``SETTLE``). On SQLite a
+is given back and the cost is added to every period it charged (``SETTLE``; on PostgreSQL
+all of it one statement, ``SETTLE_PG``). On SQLite a
 thread's hold may instead stay standing for its next call (:mod:`.standing`): the cost is
 added and the hold kept, if every hard budget still has room for it (``KEEP``). The
 periods that reach a threshold are left on the call (``call.settled``) for the alert stage
@@ -16,7 +17,18 @@ from typing import TYPE_CHECKING, Any
 from ..store.fastsql import Tx, db_time, db_time_for
 from ..timeutil import utcnow
 from .heartbeat import HEARTBEAT
-from .holds import KEEP, KEEP_KNOWN, KEPT, SETTLE, UNHOLD, Held, Keeping, Mirror, give_back
+from .holds import (
+    KEEP,
+    KEEP_KNOWN,
+    KEPT,
+    SETTLE,
+    SETTLE_PG,
+    UNHOLD,
+    Held,
+    Keeping,
+    Mirror,
+    give_back,
+)
 from .standing import StandingHolds
 from .thresholds import PeriodState, reaches_a_threshold
 
@@ -117,20 +129,21 @@ class Settlement:
         """Delete the hold, give back what it still holds and add the cost: the periods'
         rows after it."""
         HEARTBEAT.forget([held])
+        stamp = db_time(tx, now)
+        if not tx.sqlite:  # one statement (see SETTLE_PG)
+            params = {"token": held.token, "cost": cost, "now": stamp}
+            return tx.run(SETTLE_PG.get(tuple(held.periods)), params).all()
         still = tx.run(UNHOLD, {"token": held.token}).first()
         # What is still held, and on which periods: nothing if the lease expired and the
         # hold was given back; not on a period deleted since (its id may be reused).
         named = set() if still is None else {int(i) for i in still.period_ids.split(",")}
         amount = 0 if still is None else still.amount_nanos
-        stamp = db_time(tx, now)
-        # One UPDATE per amount on SQLite (one writer at a time); on PostgreSQL row by row
-        # in ascending id order, the lock order every transaction keeps.
-        groups: dict[tuple[int, int], list[int]] = {}
+        # One UPDATE per amount released (SQLite: one writer at a time, no lock order).
+        groups: dict[int, list[int]] = {}
         for pid in held.periods:  # ascending
-            key = (amount if pid in named else 0, 0 if tx.sqlite else pid)
-            groups.setdefault(key, []).append(pid)
+            groups.setdefault(amount if pid in named else 0, []).append(pid)
         settled = []
-        for (release, _), ids in sorted(groups.items(), key=lambda kv: kv[1][0]):
+        for release, ids in sorted(groups.items(), key=lambda kv: kv[1][0]):
             params = {"held": release, "cost": cost, "now": stamp}
             settled += tx.run(SETTLE.get(tuple(ids)), params).all()
         return settled

@@ -77,7 +77,7 @@ class _Direct:
 class TxScope:
     """The context manager of :meth:`Transactions.tx` (a class: it runs on every call)."""
 
-    __slots__ = ("dbapi", "direct", "ended", "store", "tx", "wait", "write")
+    __slots__ = ("autocommit", "dbapi", "direct", "ended", "store", "tx", "wait", "write")
 
     def __init__(self, store: Transactions, write: bool, wait: float | None) -> None:
         self.store = store
@@ -87,6 +87,7 @@ class TxScope:
         self.dbapi: Any = None
         self.tx: Tx | None = None
         self.ended = False
+        self.autocommit: Any = None  # a pooled connection switched to autocommit (a read)
 
     def __enter__(self) -> Tx:
         GUARD.enter()  # no fork while this thread is in the driver (see forkguard)
@@ -116,6 +117,9 @@ class TxScope:
             follows = direct.committed if direct.committed == direct.serial else None
             direct.serial = serial = direct.serial + 1
         try:
+            if direct is None and not self.write and not store.is_sqlite:
+                self.autocommit = self.dbapi.driver_connection  # no BEGIN, no COMMIT trip
+                self.autocommit.autocommit = True
             if self.write and store.is_sqlite:
                 try:
                     self.dbapi.execute("BEGIN IMMEDIATE")
@@ -211,6 +215,10 @@ class TxScope:
         ) from e
 
     def _close_pooled(self) -> None:
+        if self.autocommit is not None:
+            with contextlib.suppress(Exception):
+                self.autocommit.autocommit = False  # as the pool's other users expect it
+            self.autocommit = None
         if self.dbapi is not None:
             with contextlib.suppress(Exception):
                 self.dbapi.close()  # back to the pool
@@ -268,7 +276,9 @@ class Transactions:
         SQLite uses a connection of the thread's own (opened with the engine's settings,
         kept for the next call); ``write=True`` takes the write lock at ``BEGIN
         IMMEDIATE``, and without it statements run in autocommit (a lone SELECT needs no
-        BEGIN/COMMIT). PostgreSQL checks a connection out of the engine's pool. Commits on
+        BEGIN/COMMIT). PostgreSQL checks a connection out of the engine's pool; without
+        ``write`` it runs in autocommit too (each statement its own transaction, as a lone
+        statement on SQLite: no BEGIN or COMMIT round trip). Commits on
         success, rolls back on any exception; driver errors come out as SQLAlchemy's
         (``sqlalchemy.exc.OperationalError`` and friends), like the rest of the store.
         A write waits at most :attr:`lock_wait` (or ``wait`` seconds) for another
