@@ -16,13 +16,15 @@ from ..config import resolve_database_url
 from ..errors import ValidationError
 from ..store.audit import export_entries, verify
 from ..store.engine import Store, open_store
-from . import common_options, database_url
+from . import ADMIN_NOTE, common_options, database_url
 
 __all__ = ["register"]
 
 
 def register(sub: argparse._SubParsersAction) -> None:
-    parser = sub.add_parser("audit", help="verify or export the tamper-evident audit log")
+    parser = sub.add_parser(
+        "audit", help="verify or export the tamper-evident audit log" + ADMIN_NOTE
+    )
     asub = parser.add_subparsers(dest="audit_command", metavar="ACTION")
     asub.required = True
 

@@ -1,4 +1,8 @@
-"""``llmspend budget {set,list,status,delete,history}``."""
+"""``llmspend budget {set,update,list,status,delete,history}``.
+
+In team mode (see :func:`llmspend.cli.through_gateway`) each action calls the public
+function (``llmspend.set_budget`` ...), which goes through the gateway, scoped by role;
+otherwise it works on the store given by ``--database-url`` (or the default one)."""
 
 from __future__ import annotations
 
@@ -6,7 +10,7 @@ import argparse
 import dataclasses
 from typing import Any
 
-from . import common_options, database_url
+from . import common_options, database_url, through_gateway
 from .output import print_json, print_table
 
 __all__ = ["register"]
@@ -69,6 +73,25 @@ def register(sub: argparse._SubParsersAction) -> None:
     common_options(p)
     p.set_defaults(func=_set, mode="hard")
 
+    p = bsub.add_parser(
+        "update",
+        help="change some fields of a budget",
+        description="Change some fields of an existing budget, e.g. "
+        "`llmspend budget update project acme/churn --limit 150 --soft`.",
+    )
+    p.add_argument("scope", choices=("org", "project", "user"))
+    p.add_argument("name")
+    p.add_argument("--limit", help="USD, optionally with its period: 150 or 150/month")
+    p.add_argument("--period", help="day, week, month, quarter, year or total")
+    mode = p.add_mutually_exclusive_group()
+    mode.add_argument("--hard", dest="mode", action="store_const", const="hard")
+    mode.add_argument("--soft", dest="mode", action="store_const", const="soft")
+    p.add_argument("--alert", help="alert thresholds in percent, e.g. 50,80,100")
+    p.add_argument("--tz", help="IANA time zone of the period boundaries")
+    p.add_argument("--json", action="store_true", help="print JSON for scripts")
+    common_options(p)
+    p.set_defaults(func=_update, mode=None)
+
     p = bsub.add_parser("list", help="list budgets (defaults included)")
     p.add_argument("--scope", choices=("org", "project", "user"))
     p.add_argument("--json", action="store_true", help="print JSON for scripts")
@@ -103,8 +126,32 @@ def _store(args: argparse.Namespace):
     return Tracker(database_url(args)).store
 
 
+def _manage(args: argparse.Namespace, action: str) -> Any:
+    """``action`` (``set_budget``, ``list_budgets``, ...) on the gateway in team mode (the
+    public function), else on the store: a function taking the remaining arguments."""
+    if through_gateway(args):
+        import llmspend
+
+        return getattr(llmspend, action)
+    import functools
+
+    from ..budgets import manage
+
+    return functools.partial(getattr(manage, action), _store(args))
+
+
+def _print_budget(args: argparse.Namespace, budget: Any, verb: str) -> None:
+    if args.json:
+        print_json(budget)
+    else:
+        alerts = ", ".join(f"{(t * 100).normalize():f} %" for t in budget.thresholds) or "none"
+        print(
+            f"{verb} {budget.scope} budget {budget.name}: ${budget.limit_usd:,} per "
+            f"{budget.period} ({budget.mode}), alerts at {alerts}"
+        )
+
+
 def _set(args: argparse.Namespace) -> int:
-    from ..budgets.manage import set_budget
     from ..budgets.spec import parse_alert_percents, parse_limit_period
 
     limit, period = parse_limit_period(args.limit)
@@ -114,8 +161,7 @@ def _set(args: argparse.Namespace) -> int:
         raise BudgetError(
             f"two periods given: {period!r} in {args.limit!r} and --period {args.period!r}"
         )
-    budget = set_budget(
-        _store(args),
+    budget = _manage(args, "set_budget")(
         args.scope,
         args.name,
         limit,
@@ -127,21 +173,38 @@ def _set(args: argparse.Namespace) -> int:
         unpriced=args.unpriced,
         webhook_url=args.webhook,
     )
-    if args.json:
-        print_json(budget)
-    else:
-        alerts = ", ".join(f"{(t * 100).normalize():f} %" for t in budget.thresholds) or "none"
-        print(
-            f"set {budget.scope} budget {budget.name}: ${budget.limit_usd:,} per {budget.period} "
-            f"({budget.mode}), alerts at {alerts}"
-        )
+    _print_budget(args, budget, "set")
+    return 0
+
+
+def _update(args: argparse.Namespace) -> int:
+    from ..budgets.spec import parse_alert_percents, parse_limit_period
+    from ..errors import BudgetError
+
+    changes: dict[str, Any] = {}
+    if args.limit:
+        limit, period = parse_limit_period(args.limit)
+        changes["limit"] = limit
+        if period:
+            changes["period"] = period
+    if args.period:
+        if changes.get("period", args.period) != args.period:
+            raise BudgetError(f"two periods given: in {args.limit!r} and --period {args.period!r}")
+        changes["period"] = args.period
+    if args.mode:
+        changes["mode"] = args.mode
+    if args.alert:
+        changes["thresholds"] = parse_alert_percents(args.alert)
+    if args.tz:
+        changes["timezone"] = args.tz
+    if not changes:
+        raise BudgetError("nothing to change: give --limit, --period, --hard/--soft, ...")
+    _print_budget(args, _manage(args, "update_budget")(args.scope, args.name, **changes), "updated")
     return 0
 
 
 def _list(args: argparse.Namespace) -> int:
-    from ..budgets.manage import list_budgets
-
-    budgets = list_budgets(_store(args), args.scope)
+    budgets = _manage(args, "list_budgets")(args.scope)
     if args.json:
         print_json(budgets)
     else:
@@ -155,9 +218,7 @@ def _list(args: argparse.Namespace) -> int:
 
 
 def _status(args: argparse.Namespace) -> int:
-    from ..budgets.manage import budget_status
-
-    statuses = budget_status(_store(args), args.scope, args.name)
+    statuses = _manage(args, "budget_status")(args.scope, args.name)
     if args.json:
         print_json(statuses)
     else:
@@ -166,9 +227,7 @@ def _status(args: argparse.Namespace) -> int:
 
 
 def _delete(args: argparse.Namespace) -> int:
-    from ..budgets.manage import delete_budget
-
-    delete_budget(_store(args), args.scope, args.name)
+    _manage(args, "delete_budget")(args.scope, args.name)
     if args.json:
         print_json({"deleted": {"scope": args.scope, "name": args.name}})
     else:
@@ -177,9 +236,7 @@ def _delete(args: argparse.Namespace) -> int:
 
 
 def _history(args: argparse.Namespace) -> int:
-    from ..budgets.manage import budget_history
-
-    frame = budget_history(_store(args), args.scope, args.name)
+    frame = _manage(args, "budget_history")(args.scope, args.name)
     rows: list[dict[str, Any]] = [
         {str(k): v for k, v in r.items()} for r in frame.to_dict("records")
     ]

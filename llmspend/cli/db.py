@@ -6,7 +6,7 @@ from __future__ import annotations
 import argparse
 import json
 
-from . import common_options, database_url
+from . import ADMIN_NOTE, common_options, database_url
 from .dbcheck import add_actions
 from .doctor import register as register_doctor
 
@@ -15,7 +15,9 @@ __all__ = ["register"]
 
 def register(sub: argparse._SubParsersAction) -> None:
     """``llmspend db ...``, and ``llmspend doctor`` (its ``check`` with the settings)."""
-    parser = sub.add_parser("db", help="manage the store's schema and check its health")
+    parser = sub.add_parser(
+        "db", help="manage the store's schema and check its health" + ADMIN_NOTE
+    )
     dbsub = parser.add_subparsers(dest="db_command", metavar="ACTION")
     dbsub.required = True
     up = dbsub.add_parser("upgrade", help="apply pending migrations (idempotent)")

@@ -6,6 +6,7 @@ import argparse
 import json
 import os
 
+from . import ADMIN_NOTE
 from .dbcheck import add_check_options, health_report, print_report
 
 __all__ = ["register"]
@@ -23,7 +24,8 @@ SHOWN = (
 
 def register(sub: argparse._SubParsersAction) -> None:
     parser = sub.add_parser(
-        "doctor", help="the store's health, the spool's backlog and llmspend's settings"
+        "doctor",
+        help="the store's health, the spool's backlog and llmspend's settings" + ADMIN_NOTE,
     )
     add_check_options(parser)
     parser.set_defaults(func=_doctor)

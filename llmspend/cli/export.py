@@ -1,4 +1,5 @@
-"""``llmspend export FILE`` — usage records to CSV or Parquet, with filters."""
+"""``llmspend export FILE`` — usage records to CSV or Parquet, with filters (in team mode,
+through the gateway: the records the caller's role may read)."""
 
 from __future__ import annotations
 
@@ -6,7 +7,7 @@ import argparse
 from typing import Any
 
 from ..extras import PARQUET, require_extra
-from . import common_options, database_url
+from . import common_options, database_url, through_gateway
 from .output import print_json
 
 __all__ = ["add_filters", "register"]
@@ -44,8 +45,13 @@ def _export(args: argparse.Namespace) -> int:
 
     if detect_format(args.file, args.format) == "parquet":  # before the store is read
         require_extra("llmspend export to Parquet", *PARQUET)
-    store = Tracker(database_url(args)).store
-    frame = fetch_records(store, args.since, args.until, **filters_of(args))
+    if through_gateway(args):  # team mode: the records the caller's role may read
+        import llmspend
+
+        frame = llmspend.records(args.since, args.until, **filters_of(args))
+    else:
+        store = Tracker(database_url(args)).store
+        frame = fetch_records(store, args.since, args.until, **filters_of(args))
     n = write_records(frame, args.file, args.format)
     if args.json:
         print_json({"file": args.file, "rows": n})

@@ -7,7 +7,7 @@ from typing import Any
 
 from ..errors import ConfigError
 from ..extras import GATEWAY, require_extra
-from . import common_options, database_url
+from . import ADMIN_NOTE, common_options, database_url
 from .output import print_json, print_table
 
 __all__ = ["register"]
@@ -18,7 +18,9 @@ KEY_COLUMNS = ("id", "prefix", "org", "project", "user", "state", "created_at", 
 
 def register(sub: Any) -> None:
     """Add ``gateway`` and its subcommands."""
-    parser = sub.add_parser("gateway", help="the llmspend gateway (team mode): serve, keys")
+    parser = sub.add_parser(
+        "gateway", help="the llmspend gateway (team mode): serve, keys" + ADMIN_NOTE
+    )
     gsub = parser.add_subparsers(dest="gateway_command", metavar="SUBCOMMAND")
     gsub.required = True
 

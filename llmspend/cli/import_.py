@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import argparse
 
-from . import common_options, database_url
+from . import ADMIN_NOTE, common_options, database_url
 from .output import print_json
 
 __all__ = ["register"]
@@ -13,7 +13,8 @@ __all__ = ["register"]
 def register(sub: argparse._SubParsersAction) -> None:
     p = sub.add_parser(
         "import",
-        help="load usage from CSV or Parquet (validated first; nothing is written on error)",
+        help="load usage from CSV or Parquet (validated first; nothing is written on error)"
+        + ADMIN_NOTE,
         description="Load historical usage (e.g. an export from a provider's usage page) "
         "with the columns of records(): ts, provider, model, tokens, cost_usd (optional: "
         "rows without it are priced at their own ts), org, project, user, ...",

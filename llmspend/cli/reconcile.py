@@ -7,7 +7,7 @@ from typing import Any
 
 from ..reconciliation import reconcile
 from ..tracker import Tracker
-from . import common_options, database_url
+from . import ADMIN_NOTE, common_options, database_url
 from .output import print_json, print_table
 
 __all__ = ["register"]
@@ -20,7 +20,7 @@ def register(sub: argparse._SubParsersAction) -> None:
     p = sub.add_parser(
         "reconcile",
         help="compare a provider's cost export (OpenAI Costs API JSON or CSV, Anthropic cost "
-        "report, Google Cloud billing CSV) with the recorded calls, per day and model",
+        "report, Google Cloud billing CSV) with the recorded calls, per day and model" + ADMIN_NOTE,
     )
     p.add_argument("file", help="the provider's cost export (.json or .csv)")
     p.add_argument("--out", help="also write every line to this .csv or .parquet file")

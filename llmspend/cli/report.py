@@ -17,7 +17,7 @@ import sys
 
 from ..extras import REPORT, require_extra
 from ..money import format_usd
-from . import common_options, database_url
+from . import common_options, database_url, through_gateway
 from .output import print_json
 
 __all__ = ["register"]
@@ -90,6 +90,7 @@ def _report(args: argparse.Namespace) -> int:
 
     # papermill warns through logging (e.g. "Black is not installed"); keep stderr to errors
     logging.getLogger("papermill").setLevel(logging.ERROR)
+    through_gateway(args)  # team mode: run_report reads through the gateway
     result = run_report(
         period=args.period,
         since=args.since,
