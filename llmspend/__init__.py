@@ -383,12 +383,9 @@ def dashboard(**options: Any) -> Any:
     Refreshes by itself (throttled) as calls are recorded in this kernel, and filters by
     org, project, user and period. Options: ``org``, ``project``, ``user``, ``period``
     (``"24h"``, ``"7d"``, ``"30d"``, ``"month"``), ``live`` (default ``True``) and
-    ``min_interval`` (seconds between live refreshes, default 2).
+    ``min_interval`` (seconds between live refreshes, default 2). In team mode it reads
+    through the gateway, scoped by role (see :mod:`llmspend.notebook.widgets`).
     """
-    if _team() is not None:
-        from .teamclient import not_served
-
-        raise not_served("llmspend.dashboard()")
     from .extras import DASHBOARD, require_extra
 
     require_extra("llmspend.dashboard()", *DASHBOARD)

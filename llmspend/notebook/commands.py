@@ -265,7 +265,9 @@ def spend_last(n: int = 5) -> Table:
             frame = llmspend.records(since, columns=_LAST_COLUMNS, org=me["org"], user=me["user"])
             if len(frame) >= n:
                 break
-        rows = frame.sort_values("ts", kind="stable").tail(n).to_dict("records")
+        last = frame.sort_values("ts", kind="stable").tail(n)
+        rows: list[dict[str, Any]] = [dict(zip(last.columns, r, strict=True))
+                                      for r in last.itertuples(index=False)]  # fmt: skip
         return calls_table(rows, title=f"llmspend · last {len(rows) or n} call(s) (gateway)")
     rows = list(get_tracker().recent)[-n:]
     return calls_table(rows, title=f"llmspend · last {len(rows) or n} call(s)")

@@ -14,6 +14,12 @@ frontend with live widgets (JupyterLab) renders the widget instead. It refreshes
 itself when calls are recorded in this kernel (through the tracker's
 ``after_record_hooks``, at most once every ``min_interval`` seconds, on a timer thread),
 when a filter changes, and on the refresh button.
+
+In team mode (a gateway and its credential) every number comes through the gateway, scoped
+by the caller's role (``dashboard_data()``, the analytics, ``budget_status()``,
+``alerts()``), the filter menus list the names it lets the caller see
+(``GatewayClient.names()``), and a live dashboard refreshes on the gateway's answers to
+this kernel's calls (:func:`llmspend.teammode.add_observer`); no store is opened.
 """
 
 from __future__ import annotations
@@ -30,6 +36,8 @@ from typing import TYPE_CHECKING, Any
 import ipywidgets as W
 
 from ..errors import ValidationError
+from ..teamclient import client as team_client
+from ..teammode import add_observer, remove_observer
 from ..timeutil import utcnow
 from ..tracker import get_tracker
 from .render import NO_MATH, alerts_table, fmt_int, fmt_usd, snapshot_html
@@ -131,13 +139,17 @@ def _forecast_limit(statuses: list[BudgetStatus], filters: dict[str, Any]) -> De
     return None
 
 
-def _names(tracker: Tracker) -> tuple[list[str], list[str], list[str]]:
-    """Every org, project and user name the store knows (for the filter menus)."""
+def _names() -> tuple[list[str], list[str], list[str]]:
+    """Every org, project and user name the store knows (for the filter menus); in team
+    mode, the names the gateway lets the caller see."""
+    team = team_client()
+    if team is not None:
+        return team.names()
     from sqlalchemy import select
 
     from ..store.models import Org, Project, User
 
-    with tracker.store.begin() as conn:
+    with get_tracker().store.begin() as conn:
         orgs = conn.execute(select(Org.name).distinct().order_by(Org.name)).scalars().all()
         projects = (
             conn.execute(select(Project.name).distinct().order_by(Project.name)).scalars().all()
@@ -174,9 +186,10 @@ class Dashboard(W.VBox):
         self._closed = False
         self._tracker: Tracker | None = None
         self._hook: Any = None
+        self._observer: Any = None
+        self._team = team_client() is not None  # team mode: no tracker, no store
 
-        tracker = get_tracker()
-        orgs, projects, users = _names(tracker)
+        orgs, projects, users = _names()
 
         def menu(label: str, names: list[str], value: str | None) -> W.Dropdown:
             options = [ALL, *names]
@@ -241,7 +254,10 @@ class Dashboard(W.VBox):
         for w in (self.org_menu, self.project_menu, self.user_menu, self.period_buttons):
             w.observe(self._on_filter, names="value")
         self.refresh_button.on_click(lambda _b: self.refresh())
-        self._attach(tracker)
+        if self._team:
+            self._observe_gateway()
+        else:
+            self._attach(get_tracker())
         self.refresh()
 
     # -- filters -------------------------------------------------------------------------------
@@ -281,10 +297,25 @@ class Dashboard(W.VBox):
         self._hook, self._tracker = hook, tracker
         tracker.after_record_hooks.append(hook)
 
+    def _observe_gateway(self) -> None:
+        """Team mode: refresh when the gateway answers one of this kernel's calls."""
+        ref = weakref.ref(self)
+
+        def observer(answer: Any) -> None:
+            dash = ref()
+            if dash is not None:
+                dash.request_refresh()
+
+        self._observer = observer
+        add_observer(observer)
+
     def _detach(self) -> None:
         if self._tracker is not None and self._hook in self._tracker.after_record_hooks:
             self._tracker.after_record_hooks.remove(self._hook)
         self._tracker = self._hook = None
+        if self._observer is not None:
+            remove_observer(self._observer)
+            self._observer = None
 
     def request_refresh(self) -> None:
         """Refresh soon: at once if the last refresh is older than ``min_interval``."""
@@ -377,7 +408,8 @@ class Dashboard(W.VBox):
         from .. import analytics
         from . import charts
 
-        self._attach(get_tracker())
+        if not self._team:
+            self._attach(get_tracker())
         filters = self.filters
         since = _since(self.period)
         granularity, label = PERIODS[self.period][1], PERIODS[self.period][2]

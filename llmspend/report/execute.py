@@ -103,7 +103,8 @@ def execute_notebook(
     output: Path,
     parameters: Mapping[str, Any],
     *,
-    database_url: str,
+    database_url: str | None,
+    gateway_url: str | None = None,
     kernel_name: str = "python3",
     progress_bar: bool = False,
     timeout: int | None = 600,
@@ -111,7 +112,9 @@ def execute_notebook(
     """Execute ``notebook`` with papermill into ``output``.
 
     The store's URL goes to the kernel through ``LLMSPEND_DATABASE_URL`` rather than as a
-    parameter, so a password in it is not written into the executed notebook. A failing
+    parameter, so a password in it is not written into the executed notebook; in team mode
+    (``database_url=None``, ``gateway_url`` given) the kernel gets the gateway's URL and no
+    database URL at all (its gateway credential comes from the environment). A failing
     cell raises :class:`ReportError` naming the cell and its error in one line.
     """
     try:
@@ -125,7 +128,7 @@ def execute_notebook(
         ) from None
     extra = kernel_arguments(kernel_name)
     try:
-        with _environ(LLMSPEND_DATABASE_URL=database_url):
+        with _environ(LLMSPEND_DATABASE_URL=database_url, LLMSPEND_GATEWAY_URL=gateway_url):
             pm.execute_notebook(
                 str(notebook),
                 str(output),

@@ -1,4 +1,5 @@
-"""The report's org/project/user filters, checked against the store's hierarchy."""
+"""The report's org/project/user filters, checked against the store's hierarchy (in team
+mode, against the names the gateway lets the caller see: ``GatewayClient.names()``)."""
 
 from __future__ import annotations
 
@@ -12,8 +13,11 @@ from ..store.models import Org, Project, User
 
 if TYPE_CHECKING:
     from ..store.engine import Store
+    from ..teamclient import GatewayClient
 
-__all__ = ["check_names", "filter_names"]
+__all__ = ["check_names", "filter_names", "known_names"]
+
+Known = tuple[set[str], dict[str, set[str]], dict[str, set[str]]]
 
 
 def filter_names(value: Any, what: str = "name") -> list[str] | None:
@@ -22,7 +26,18 @@ def filter_names(value: Any, what: str = "name") -> list[str] | None:
     return name_list(value, what, text=True)
 
 
-def _known(store: Store) -> tuple[set[str], dict[str, set[str]], dict[str, set[str]]]:
+def known_names(source: Store | GatewayClient) -> Known:
+    """The org names, and the project and user names per org, that ``source`` knows: a
+    store's hierarchy, or the names the gateway lets the caller see (``names()``: flat
+    lists, so each org is taken to hold every project and user seen)."""
+    names = getattr(source, "names", None)
+    if names is None:
+        return _known(source)  # type: ignore[arg-type]
+    orgs, projects, users = names()
+    return set(orgs), {o: set(projects) for o in orgs}, {o: set(users) for o in orgs}
+
+
+def _known(store: Store) -> Known:
     with store.begin() as conn:
         orgs = dict(conn.execute(select(Org.id, Org.name)).all())
         projects: dict[str, set[str]] = {}
@@ -43,9 +58,10 @@ def _listing(names: set[str]) -> str:
 
 
 def check_names(
-    store: Store, org: Any = None, project: Any = None, user: Any = None
+    store: Store | GatewayClient, org: Any = None, project: Any = None, user: Any = None
 ) -> dict[str, list[str]]:
-    """The filters as lists of names, each checked against the store's hierarchy.
+    """The filters as lists of names, each checked against the store's hierarchy (or, given
+    a :class:`~llmspend.teamclient.GatewayClient`, the names the gateway lets us see).
 
     A name the store has never seen (no usage, no budget) raises
     :class:`ValidationError` listing the names it knows, so a typo fails at once
@@ -62,7 +78,7 @@ def check_names(
     }
     if not flt:
         return {}
-    orgs, projects, users = _known(store)
+    orgs, projects, users = known_names(store)
     for name in flt.get("org", []):
         if name not in orgs:
             raise ValidationError(f"unknown org {name!r} (the store knows: {_listing(orgs)})")

@@ -3,6 +3,11 @@
 It resolves and checks every parameter first (the period, the org/project/user names
 against the store, the output paths), then executes the report notebook with papermill
 in a ``python3`` kernel and renders the executed notebook to one HTML file.
+
+In team mode (``LLMSPEND_GATEWAY_URL`` and a gateway credential, no ``database_url``
+given) nothing opens a store: the names are checked against what the gateway lets the
+caller see, and the notebook's kernel reads through the gateway too (it gets the gateway's
+URL and no database URL), so the report shows what the caller's role may read.
 """
 
 from __future__ import annotations
@@ -16,10 +21,11 @@ from pathlib import Path
 from typing import Any
 
 from ..analytics import usage_report
-from ..errors import ValidationError
+from ..errors import ConfigError, ValidationError
 from ..extras import REPORT, require_extra
 from ..reconciliation import reconcile as reconcile_export
 from ..store.engine import safe_url
+from ..teamclient import client as team_client
 from ..tracker import Tracker
 from .execute import execute_notebook, notebook_path, to_html
 from .filters import check_names
@@ -105,11 +111,17 @@ def run_report(
     html_path = _check_output(Path(output) if output else default_output(window), "output")
     nb_out = _check_output(Path(notebook_output), "notebook output") if notebook_output else None
     source = notebook_path(notebook)
-    tracker = Tracker(database_url)
-    url = tracker.settings.database_url
-    flt = check_names(tracker.store, org, project, user)
+    team = team_client() if database_url is None else None
+    tracker = None if team is not None else Tracker(database_url)
+    url = team.base if team is not None else tracker.settings.database_url  # type: ignore[union-attr]
+    flt = check_names(team if team is not None else tracker.store, org, project, user)  # type: ignore[union-attr]
     export = ""
     if reconcile is not None:
+        if tracker is None:
+            raise ConfigError(
+                "--reconcile reads the store's records and is not served through the "
+                "gateway: run it where the database is (llmspend --database-url ... report)"
+            )
         export = str(Path(reconcile).resolve())
         reconcile_export(export, tracker=tracker)  # an unreadable export fails here
     title = title or default_title(window)
@@ -133,22 +145,22 @@ def run_report(
             source,
             executed,
             parameters,
-            database_url=url,
+            database_url=None if team is not None else url,
+            gateway_url=url if team is not None else None,
             kernel_name=kernel_name,
             progress_bar=progress_bar,
             timeout=timeout,
         )
         to_html(executed, html_path, title=title)
-    totals = usage_report("org", window.since, window.until, store=tracker.store, **flt).attrs[
-        "totals"
-    ]
+    store = None if tracker is None else tracker.store  # team mode: through the gateway
+    totals = usage_report("org", window.since, window.until, store=store, **flt).attrs["totals"]
     return ReportResult(
         html=html_path,
         notebook=nb_out,
         window=window,
         filters=flt,
         title=title,
-        database_url=safe_url(url),
+        database_url=url if team is not None else safe_url(url),
         seconds=time.monotonic() - started,
         totals=dict(totals),
     )
