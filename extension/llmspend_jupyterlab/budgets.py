@@ -7,16 +7,22 @@ message the route returns as a ``400``. Money goes out as exact decimal strings,
 thresholds as decimal strings of fractions (``"0.8"``). A webhook URL is only ever shown
 masked (``https://host/***``, as the library returns it), and only to those who may
 manage budgets. In team mode the gateway answers only the budgets the caller may see, and
-the context is the identity the gateway takes from the server's credential.
+the context is the identity the gateway takes from the server's credential. Each budget
+says whether the caller may change it (``can_change``): all of them in solo mode when the
+caller may manage; in team mode those the gateway's rule grants the roles its ``whoami``
+names (an admin: all; an owner: within what they own).
 """
 
 from __future__ import annotations
 
 from collections.abc import Mapping
+from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 
 import llmspend
-from llmspend import teamclient
+from llmspend import BudgetError, teamclient
+from llmspend.budgets.spec import parse_key
+from llmspend.gateway.roles import Roles, can_manage_budget
 
 from .payloads import Context, current_context, usd
 
@@ -25,6 +31,7 @@ if TYPE_CHECKING:
 
 __all__ = [
     "BadRequest",
+    "Grants",
     "NotFound",
     "budgets_payload",
     "create_budget",
@@ -45,7 +52,48 @@ class NotFound(LookupError):
     """No such budget (a ``404``)."""
 
 
-def budget_json(b: Budget, *, show_webhook: bool) -> dict[str, Any]:
+@dataclass(frozen=True, slots=True)
+class Grants:
+    """Which budgets the caller may change: every one (``everything``), those the
+    gateway's roles allow (``roles``, team mode), or none (the default)."""
+
+    everything: bool = False
+    roles: Roles | None = None
+
+    @classmethod
+    def from_whoami(cls, me: Mapping[str, Any]) -> Grants:
+        """The roles a gateway's ``whoami`` answer names (``owns``: ``org`` or
+        ``org/project`` names)."""
+        owns = [o for o in me.get("owns") or () if isinstance(o, str)]
+        projects = [(org, project) for org, _, project in (o.partition("/") for o in owns)]
+        roles = Roles(
+            org=str(me.get("org") or ""),
+            project=str(me.get("project") or ""),
+            user=str(me.get("user") or ""),
+            admin=me.get("admin") is True,
+            orgs=frozenset(o for o in owns if "/" not in o),
+            projects=frozenset((o, p) for o, p in projects if p and "/" not in p),
+        )
+        return cls(roles=roles)
+
+    @property
+    def any(self) -> bool:
+        """Whether the caller may change some budget (the panel then shows its form)."""
+        r = self.roles
+        return self.everything or (r is not None and bool(r.admin or r.orgs or r.projects))
+
+    def allows(self, scope: str, name: str) -> bool:
+        """Whether the caller may change (or create, or delete) the budget ``scope name``."""
+        if self.everything or self.roles is None:
+            return self.everything
+        try:
+            key = parse_key(scope, name)
+        except BudgetError:
+            return False
+        return can_manage_budget(self.roles, key) is None
+
+
+def budget_json(b: Budget, *, show_webhook: bool, can_change: bool = False) -> dict[str, Any]:
     """A budget's definition as JSON."""
     return {
         "scope": b.scope,
@@ -62,6 +110,7 @@ def budget_json(b: Budget, *, show_webhook: bool) -> dict[str, Any]:
         "is_default": b.is_default,
         "inherited": b.inherited,
         "updated_at": b.updated_at.isoformat(),
+        "can_change": can_change,
     }
 
 
@@ -74,14 +123,18 @@ def _visible(ctx: Context, can_manage: bool) -> list[Budget]:
     return [by_key[key] for key in ctx.budget_keys() if key in by_key]
 
 
-def budgets_payload(can_manage: bool) -> dict[str, Any]:
-    """``GET /llmspend/budgets``: the budgets the caller may see, and whether they may
-    change them."""
+def budgets_payload(grants: Grants) -> dict[str, Any]:
+    """``GET /llmspend/budgets``: the budgets the caller may see, whether they may change
+    some (``can_manage``) and which (each budget's ``can_change``)."""
     ctx = current_context()
+    can_manage = grants.any
     return {
         "context": ctx.to_json(),
         "can_manage": can_manage,
-        "budgets": [budget_json(b, show_webhook=can_manage) for b in _visible(ctx, can_manage)],
+        "budgets": [
+            budget_json(b, show_webhook=can_manage, can_change=grants.allows(b.scope, b.name))
+            for b in _visible(ctx, can_manage)
+        ],
     }
 
 
@@ -130,7 +183,7 @@ def create_budget(body: Mapping[str, Any]) -> dict[str, Any]:
     if _exists(scope, name):
         raise BadRequest(f"the {scope} budget {name} already exists; edit it instead")
     budget = llmspend.set_budget(scope, name, fields.pop("limit"), **fields)
-    return {"budget": budget_json(budget, show_webhook=True)}
+    return {"budget": budget_json(budget, show_webhook=True, can_change=True)}
 
 
 def update_budget(body: Mapping[str, Any]) -> dict[str, Any]:
@@ -142,7 +195,7 @@ def update_budget(body: Mapping[str, Any]) -> dict[str, Any]:
     if not _exists(scope, name):
         raise NotFound(f"no {scope} budget {name}")
     budget = llmspend.update_budget(scope, name, **changes)
-    return {"budget": budget_json(budget, show_webhook=True)}
+    return {"budget": budget_json(budget, show_webhook=True, can_change=True)}
 
 
 def delete_budget(scope: str, name: str) -> dict[str, Any]:

@@ -24,7 +24,8 @@ Team mode: with ``LLMSPEND_GATEWAY_URL`` and a credential (``LLMSPEND_GATEWAY_KE
 ``JUPYTERHUB_API_TOKEN``) in the server's environment, llmspend's public functions read and
 write through the gateway (:mod:`llmspend.teamclient`), scoped by the role the gateway
 grants that credential. ``can_manage`` then also needs the gateway's ``whoami`` to name an
-admin or an owner, and a change the gateway refuses is its ``403`` (with its message).
+admin or an owner, each listed budget's ``can_change`` says whether those roles may change
+it, and a change the gateway refuses is its ``403`` (with its message).
 """
 
 from __future__ import annotations
@@ -108,21 +109,24 @@ class _LLMSpendHandler(APIHandler):
         )
         return bool(allowed)
 
-    async def can_manage(self) -> bool:
-        """Whether the caller may change budgets: in solo mode the server's user may,
-        unless the server is read-only or its authorizer refuses ``write`` on
-        ``llmspend``; in team mode only if the gateway also names them an admin or an
-        owner."""
+    async def grants(self) -> budgets.Grants:
+        """Which budgets the caller may change: none when the server is read-only or its
+        authorizer refuses ``write`` on ``llmspend``; otherwise all in solo mode, and in
+        team mode those the gateway's ``whoami`` roles allow (none if it cannot say)."""
         if not await self.may_write():
-            return False
+            return budgets.Grants()
         gateway = teamclient.client()
         if gateway is None:
-            return True
+            return budgets.Grants(everything=True)
         try:
             me = await asyncio.to_thread(gateway.whoami)
         except LLMSpendError:
-            return False
-        return bool(me.get("admin") or me.get("owns"))
+            return budgets.Grants()
+        return budgets.Grants.from_whoami(me)
+
+    async def can_manage(self) -> bool:
+        """Whether the caller may change some budget (see :meth:`grants`)."""
+        return (await self.grants()).any
 
     async def require_manage(self) -> None:
         # In team mode the gateway decides each change (its 403 is passed on as a 403).
@@ -185,7 +189,7 @@ class BudgetsHandler(_LLMSpendHandler):
     @tornado.web.authenticated
     @authorized
     async def get(self) -> None:
-        await self.respond(budgets.budgets_payload, await self.can_manage())
+        await self.respond(budgets.budgets_payload, await self.grants())
 
     @tornado.web.authenticated
     @authorized

@@ -36,7 +36,8 @@ function describe(error: unknown): string {
 
 /**
  * The panel's "Budget settings" section: every budget the server shows this user, and,
- * when the server says `can_manage`, a form to create one and edit/delete buttons. The
+ * when the server says `can_manage`, a form to create one and edit/delete buttons on those
+ * it may change (`can_change`: in team mode, an owner's own, not the org's). The
  * form is built once and kept (redraws replace only the list), so typing is never lost.
  */
 export class BudgetManager {
@@ -94,7 +95,7 @@ export class BudgetManager {
   private _row(b: IBudgetDef, canManage: boolean): HTMLElement {
     const key = `${b.scope}:${b.name}`;
     const buttons: HTMLElement[] = [];
-    if (canManage) {
+    if (canManage && b.can_change) {
       const edit = h(
         'button',
         { type: 'button', 'data-llmspend': 'edit' },

@@ -107,11 +107,14 @@ export interface IBudgetDef {
   is_default: boolean;
   inherited: boolean;
   updated_at: string;
+  /** Whether this user may change (or delete) this budget: in team mode, what the
+   * gateway's roles allow (an owner of a project, not of the org's budget). */
+  can_change: boolean;
 }
 
 export interface IBudgetList {
   context: IContext;
-  /** Whether the server lets this user create, change and delete budgets. */
+  /** Whether the server lets this user create, change and delete (some) budgets. */
   can_manage: boolean;
   budgets: IBudgetDef[];
 }

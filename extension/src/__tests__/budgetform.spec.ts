@@ -42,6 +42,7 @@ function def(overrides: Partial<IBudgetDef> = {}): IBudgetDef {
     is_default: false,
     inherited: false,
     updated_at: '2026-12-05T10:00:00',
+    can_change: true,
     ...overrides
   };
 }
