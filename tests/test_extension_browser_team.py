@@ -3,11 +3,11 @@
 A real gateway on PostgreSQL, whose configuration makes ana the owner of acme/churn; bob
 is only a member. Each opens JupyterLab on a server of their own whose environment holds
 ``LLMSPEND_GATEWAY_URL`` and their own gateway key (and a local store the server must never
-touch). ana creates a project budget from the panel's form: it is listed, it lands in the
-gateway's store, the audit names ana, and a budget she does not own is refused with the
-gateway's message; the org's budget an admin sets is listed for her without controls. bob
-sees both budgets with no create/edit/delete controls, and his
-forced writes to the Lab route are refused (``403``) and change nothing. Screenshots go to
+touch). ana creates a project budget from the panel's form and edits it: it is listed, it
+lands in the gateway's store, the audit names ana; a budget she does not own is refused
+with the gateway's message, and the org's budget an admin sets is listed for her without
+controls. bob sees both budgets with no create/edit/delete controls, and his forced writes
+to the Lab route are refused (``403``) and change nothing. Screenshots go to
 ``artifacts/extension/``.
 """
 
@@ -143,6 +143,14 @@ def test_an_owner_sets_a_budget_from_the_panel_and_a_member_only_sees_it(
             assert [str(t) for t in budget.thresholds] == ["0.5", "0.9"]
             assert actors(gateway) == [("ana", "create", "project acme/churn")]
 
+            # she changes its limit from the panel too
+            row.locator("[data-llmspend=edit]").click()
+            form.locator("[data-field=limit]").fill("20")
+            form.locator("[data-llmspend=save]").click()
+            row.locator("[data-llmspend=def-limit]", has_text="$20.00 per week").wait_for()
+            assert project_budgets(gateway)[0].limit_usd == 20
+            assert actors(gateway)[-1] == ("ana", "update", "project acme/churn")
+
             # the org's budget is not ana's: the gateway's refusal, shown in the form
             form.locator("[data-field=scope]").select_option("org")
             form.locator("[data-field=name]").fill("acme")
@@ -183,7 +191,7 @@ def test_an_owner_sets_a_budget_from_the_panel_and_a_member_only_sees_it(
         try:
             panel = open_panel(page, lab)
             row = panel.locator("[data-def='project:acme/churn']")
-            row.locator("[data-llmspend=def-limit]", has_text="$12.50 per week").wait_for()
+            row.locator("[data-llmspend=def-limit]", has_text="$20.00 per week").wait_for()
             panel.locator("[data-def='org:acme']").wait_for()
             panel.locator("[data-llmspend=read-only]").wait_for()
             panel.locator("[data-llmspend=budget][data-budget='project:acme/churn']").wait_for()
@@ -212,11 +220,12 @@ def test_an_owner_sets_a_budget_from_the_panel_and_a_member_only_sees_it(
 
     # nothing changed on the gateway, and the servers never touched a store of their own
     [budget] = project_budgets(gateway)
-    assert (budget.limit_usd, budget.period, budget.mode) == (12.5, "week", "hard")
+    assert (budget.limit_usd, budget.period, budget.mode) == (20, "week", "hard")
     every = manage.list_budgets(open_store(gateway.db))
     assert sorted((b.scope, b.name) for b in every) == [("org", "acme"), ("project", "acme/churn")]
     assert actors(gateway) == [
         ("ana", "create", "project acme/churn"),
+        ("ana", "update", "project acme/churn"),
         ("root", "create", "org acme"),
     ]
     assert not own_store.exists()
