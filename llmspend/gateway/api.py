@@ -1,5 +1,5 @@
-"""The gateway's data API, mounted at ``/llmspend/api/v1``: budgets, records, status and
-alerts, scoped by role (:mod:`.roles`).
+"""The gateway's data API, mounted at ``/llmspend/api/v1``: budgets, records, status,
+alerts and analytics, scoped by role (:mod:`.roles`, :mod:`.scoping`).
 
 Authenticated as the proxy is (a gateway key or a JupyterHub token, in any header the SDKs
 use); who is asking comes only from that credential, never from a header or the
@@ -17,10 +17,13 @@ with ``Accept: application/vnd.apache.arrow.stream``.
                                       of ``llmspend.alerts()``, ``acknowledged=true|false``)
     POST   alerts/acknowledge         {"ids": [...]}: only alerts the caller may acknowledge;
                                       without ids, every unacknowledged one they may
+    POST   analytics/{function}       llmspend.analytics, as Arrow (:mod:`.analytics_api`)
+    GET    history/{scope}/{name}     budget_history() of a budget the caller may see
+    GET    names                      the org/project/user names the caller may read
 
 Changes go through :mod:`llmspend.budgets.manage` with ``actor=`` the caller's user, so the
 audit names them. A refusal is a 403 naming the missing role; bad input a 400 with the
-message ``llmspend.set_budget`` would raise.
+message (and ``type``, the error's class) the function would raise in solo mode.
 """
 
 from __future__ import annotations
@@ -45,6 +48,7 @@ from ..budgets.spec import BudgetKey, mask_url, parse_key
 from ..errors import GatewayRefused, HubDenied, LLMSpendError
 from ..store.engine import Store
 from ..usage import FILTERS, fetch_records
+from .analytics_api import AnalyticsApi
 from .config import GatewayConfig
 from .hub import HubIdentities
 from .keys import KEY_PREFIX, Identity, authenticate
@@ -53,10 +57,10 @@ from .roles import (
     Roles,
     can_acknowledge_alert,
     can_manage_budget,
-    can_read_records,
     can_see_budget,
     roles_for,
 )
+from .scoping import budget_visible, read_scope, require
 
 __all__ = ["ARROW_STREAM", "data_api"]
 
@@ -65,14 +69,17 @@ _BUDGET_FIELDS = {
     "scope", "name", "limit", "period", "mode", "thresholds", "timezone", "week_start",
     "unpriced", "webhook_url",
 }  # fmt: skip
-_SCOPED = ("org", "project", "user")
 _ALERT_FILTERS = ("org", "project", "user", "budget", "scope", "kind")
 
 
-def _answer(status: int, message: str, role: str | None = None) -> JSONResponse:
+def _answer(
+    status: int, message: str, role: str | None = None, kind: str | None = None
+) -> JSONResponse:
     error: dict[str, Any] = {"message": message}
     if role is not None:
         error["missing_role"] = role
+    if kind is not None:
+        error["type"] = kind
     return JSONResponse({"error": error}, status_code=status)
 
 
@@ -150,20 +157,9 @@ class DataApi:
 
     # -- budgets ----------------------------------------------------------------------------
     def _visible(self, roles: Roles, scope: str, name: str) -> bool:
-        try:
-            return can_see_budget(roles, parse_key(scope, name)) is None
-        except LLMSpendError:
-            return roles.admin
+        return budget_visible(roles, scope, name)
 
-    @staticmethod
-    def _check(roles: Roles, decision: Callable[[Roles, BudgetKey], str | None],
-               key: BudgetKey, what: str) -> None:  # fmt: skip
-        missing = decision(roles, key)
-        if missing is not None:
-            raise GatewayRefused(
-                403, f"llmspend gateway: {roles.user} may not {what} {key.label}: needs {missing}",
-                role=missing,
-            )  # fmt: skip
+    _check = staticmethod(require)
 
     def whoami(self, roles: Roles, request: Request) -> Any:
         """Who the credential is, and the roles the gateway grants it."""
@@ -242,23 +238,7 @@ class DataApi:
             if (values := query.getlist(f))
         }
         columns: list[str] | None = query.getlist("columns") or None
-        if not roles.admin and not any(f in filters for f in _SCOPED):
-            filters.update(self._default_scope(roles))
-        elif not roles.admin and "org" not in filters:
-            filters["org"] = roles.org  # "user=bob": bob in the caller's org
-        asked = [filters.get(f) for f in _SCOPED]
-        combos: list[tuple[Any, ...]] = [()]
-        for wanted in asked:
-            options: list[Any] = wanted if isinstance(wanted, list) else [wanted]
-            combos = [(*c, v) for c in combos for v in options]
-        for org, project, user in combos:
-            missing = can_read_records(roles, org, project, user)
-            if missing is not None:
-                where = "/".join(p for p in (org, project, user) if p) or "every org"
-                raise GatewayRefused(
-                    403, f"llmspend gateway: {roles.user} may not read the records of {where}:"
-                    f" needs {missing}", role=missing,
-                )  # fmt: skip
+        filters = read_scope(roles, filters)
         arrow = ARROW_STREAM in request.headers.get("accept", "")
         result = fetch_records(
             self.store, query.get("since"), query.get("until"), columns=columns,
@@ -272,17 +252,6 @@ class DataApi:
         with pa.ipc.new_stream(sink, result.schema) as writer:
             writer.write_table(result)
         return Response(sink.getvalue().to_pybytes(), media_type=ARROW_STREAM)
-
-    @staticmethod
-    def _default_scope(roles: Roles) -> dict[str, Any]:
-        """What a non-admin reads when naming no org/project/user: an owned org, else the
-        owned projects of their org, else their own records."""
-        if roles.org in roles.orgs:
-            return {"org": roles.org}
-        mine = sorted(p for o, p in roles.projects if o == roles.org)
-        if mine:
-            return {"org": roles.org, "project": mine if len(mine) > 1 else mine[0]}
-        return {"org": roles.org, "user": roles.user}
 
     # -- alerts -----------------------------------------------------------------------------
     def _alert_key(self, scope: Any, budget: Any) -> BudgetKey | None:
@@ -367,7 +336,7 @@ def _endpoint(api: DataApi, work: Callable[..., Any], *parts: str, body: bool = 
         except GatewayRefused as r:
             return _answer(r.status, r.message, r.role)
         except LLMSpendError as exc:  # BudgetError, ValidationError: what set_budget says
-            return _answer(400, str(exc))
+            return _answer(400, str(exc), kind=type(exc).__name__)
         if isinstance(result, Response):
             return result
         return JSONResponse(result)
@@ -378,6 +347,7 @@ def _endpoint(api: DataApi, work: Callable[..., Any], *parts: str, body: bool = 
 def data_api(config: GatewayConfig, store: Store, hub: HubIdentities | None) -> Starlette:
     """The data API as an ASGI app, to mount at ``/llmspend/api/v1``."""
     api = DataApi(config, store, hub)
+    analytics = AnalyticsApi(store)
     return Starlette(
         routes=[
             Route("/whoami", _endpoint(api, api.whoami), methods=["GET"]),
@@ -399,5 +369,16 @@ def data_api(config: GatewayConfig, store: Store, hub: HubIdentities | None) -> 
             Route(
                 "/alerts/acknowledge", _endpoint(api, api.acknowledge, body=True), methods=["POST"]
             ),
+            Route(
+                "/analytics/{function}",
+                _endpoint(api, analytics.run, "function", body=True),
+                methods=["POST"],
+            ),
+            Route(
+                "/history/{scope}/{name:path}",
+                _endpoint(api, analytics.history, "scope", "name"),
+                methods=["GET"],
+            ),
+            Route("/names", _endpoint(api, analytics.names), methods=["GET"]),
         ]
     )
