@@ -324,10 +324,8 @@ def budget_status(scope: str | None = None, name: str | None = None) -> list[Bud
 
 def budget_history(scope: str, name: str) -> pd.DataFrame:
     """Every period of one budget so far, newest first."""
-    if _team() is not None:
-        from .teamclient import not_served
-
-        raise not_served("llmspend.budget_history()")
+    if (team := _team()) is not None:
+        return team.budget_history(scope, name)
     from .budgets.manage import budget_history as _history
     from .tracker import get_tracker
 

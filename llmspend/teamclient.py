@@ -2,15 +2,18 @@
 
 With ``LLMSPEND_GATEWAY_URL`` set and a gateway credential in the kernel
 (``LLMSPEND_GATEWAY_KEY``, else the JupyterHub token ``JUPYTERHUB_API_TOKEN``),
-``llmspend.records()``, the budget functions, ``budget_status()``, ``alerts()`` and
-``acknowledge_alerts()`` call the gateway's data API (``/llmspend/api/v1``, see
-:mod:`llmspend.gateway.api`) instead of a store: same signatures, same results, scoped by
-the caller's role. The kernel opens no store and holds no database credentials for them.
+``llmspend.records()``, the budget functions, ``budget_status()``, ``budget_history()``,
+``alerts()``, ``acknowledge_alerts()`` and every :mod:`llmspend.analytics` function called
+without ``store=`` go to the gateway's data API (``/llmspend/api/v1``, see
+:mod:`llmspend.gateway.api` and :mod:`llmspend.gateway.analytics_api`) instead of a store:
+same signatures, same results, scoped by the caller's role. The kernel opens no store and
+holds no database credentials for them.
 
 The gateway's refusals come back as llmspend errors: a 403 as :class:`PermissionDenied`
 (naming the role needed), a 400 as :class:`ValidationError` (:class:`BudgetError` for the
-budget routes) with the gateway's message, a 401 as :class:`ConfigError` (a bad
-credential), and an unreachable or failing gateway as :class:`StoreError`.
+budget routes, or the subclass the gateway names) with the gateway's message, a 401 as
+:class:`ConfigError` (a bad credential), and an unreachable or failing gateway as
+:class:`StoreError`.
 """
 
 from __future__ import annotations
@@ -25,6 +28,7 @@ from decimal import Decimal
 from typing import TYPE_CHECKING, Any
 from urllib.parse import quote, urlencode
 
+from . import errors, teamwire
 from .alerting.query import ALERT_COLUMNS
 from .budgets.spec import Budget, BudgetStatus, parse_key
 from .dialects.hosts import gateway
@@ -140,6 +144,11 @@ def _status(d: Mapping[str, Any]) -> BudgetStatus:
     )  # fmt: skip
 
 
+def _need_arrow(what: str) -> None:
+    if not arrowio.have_pyarrow():
+        raise ValidationError(f"{what} in team mode needs pyarrow: pip install pyarrow")
+
+
 class GatewayClient:
     """The gateway's data API at ``base`` (the gateway's URL), as ``key``."""
 
@@ -187,6 +196,13 @@ class GatewayClient:
         if exc.code == 403:
             return PermissionDenied(message, error.get("missing_role"))
         if exc.code == 400:
+            named = getattr(errors, str(error.get("type")), None)
+            if (
+                isinstance(named, type)
+                and issubclass(named, bad_input)
+                and named.__init__ is Exception.__init__  # takes the message alone
+            ):
+                return named(message)
             return bad_input(message)
         if exc.code == 401:
             return ConfigError(f"{message} (set {KEY_ENV} to a live gateway key)")
@@ -203,9 +219,9 @@ class GatewayClient:
 
     # -- budgets ----------------------------------------------------------------------------
     @staticmethod
-    def _path(scope: str, name: str) -> str:
+    def _path(scope: str, name: str, root: str = "/budgets") -> str:
         key = parse_key(scope, name)
-        return f"/budgets/{quote(key.scope, safe='')}/{quote(key.name, safe='/')}"
+        return f"{root}/{quote(key.scope, safe='')}/{quote(key.name, safe='/')}"
 
     def list_budgets(self, scope: str | None = None) -> list[Budget]:
         query = [] if scope is None else [("scope", scope)]
@@ -247,6 +263,30 @@ class GatewayClient:
             raise BudgetError(f"no {scope} budget {name!r} (that you may see)")
         return found
 
+    def budget_history(self, scope: str, name: str) -> pd.DataFrame:
+        """``GET history/{scope}/{name}``: :func:`llmspend.budget_history` of a budget the
+        caller may see."""
+        path = self._path(scope, name, "/history")
+        _need_arrow("budget_history()")
+        _, content = self._send("GET", path, accept=ARROW_STREAM, bad_input=BudgetError)
+        frame: pd.DataFrame = teamwire.unpack(content)
+        return frame
+
+    # -- analytics ----------------------------------------------------------------------------
+    def analytics(self, function: str, arguments: Mapping[str, Any]) -> Any:
+        """``POST analytics/{function}``: an :mod:`llmspend.analytics` function run on the
+        gateway's store over what the caller may read; its frame (or dict of frames)."""
+        _need_arrow(f"llmspend.analytics.{function}()")
+        body = {name: teamwire.encode(value, name) for name, value in arguments.items()}
+        path = f"/analytics/{quote(function, safe='')}"
+        _, content = self._send("POST", path, body=body, accept=ARROW_STREAM)
+        return teamwire.unpack(content)
+
+    def names(self) -> tuple[list[str], list[str], list[str]]:
+        """``GET names``: the org, project and user names the caller may see, sorted."""
+        found = self._json("GET", "/names")
+        return list(found["orgs"]), list(found["projects"]), list(found["users"])
+
     # -- records ----------------------------------------------------------------------------
     def records(
         self,
@@ -259,8 +299,7 @@ class GatewayClient:
     ) -> Any:
         if as_ not in ("pandas", "arrow", "polars"):
             raise ValidationError(f"as_ must be 'pandas', 'arrow' or 'polars', not {as_!r}")
-        if not arrowio.have_pyarrow():
-            raise ValidationError("records() in team mode needs pyarrow: pip install pyarrow")
+        _need_arrow("records()")
         query: list[tuple[str, Any]] = []
         for name, value in (("since", since), ("until", until)):
             if value is not None:

@@ -213,17 +213,6 @@ def test_budget_magic_in_a_real_shell_shows_what_applies(stack: Stack, kernel: K
     assert "UsageError" in refused and "owner of acme/churn or admin" in refused, refused
 
 
-def test_analytics_and_history_say_they_are_not_served(kernel: Kernel) -> None:
-    from llmspend import analytics
-
-    with pytest.raises(ConfigError, match="not served in team mode"):
-        analytics.cost_breakdown(by="model")
-    with pytest.raises(ConfigError, match="not served in team mode"):
-        llmspend.budget_history("project", "acme/churn")
-    with pytest.raises(ConfigError, match="not served in team mode"):
-        llmspend.dashboard()
-
-
 def test_a_bad_key_or_a_gateway_down_is_a_clear_error(
     kernel: Kernel, monkeypatch: pytest.MonkeyPatch
 ) -> None:

@@ -16,6 +16,7 @@ from .frames import (
     filters_of,
     measures_frame,
     resolve_store,
+    served,
     share,
     sort_key,
     usd,
@@ -76,6 +77,7 @@ def breakdown_frame(
     return frame
 
 
+@served
 def cost_breakdown(
     by: Any = "model",
     since: Any = None,
@@ -107,6 +109,7 @@ def cost_breakdown(
     return breakdown_frame(grouped(resolve_store(store), keys, since, until, flt), keys)
 
 
+@served
 def usage_report(
     group_by: Any = ("org", "project", "user", "model"),
     since: Any = None,
@@ -170,6 +173,7 @@ def _matches(entity: tuple[str, ...], level: str, flt: dict[str, Any]) -> bool:
     return True
 
 
+@served
 def aggregated_spending(
     level: str = "project",
     since: Any = None,

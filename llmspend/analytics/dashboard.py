@@ -5,7 +5,7 @@ from __future__ import annotations
 from typing import TYPE_CHECKING, Any
 
 from .breakdown import breakdown_frame, grouped
-from .frames import Filter, filters_of, measures_frame, resolve_store, window
+from .frames import Filter, filters_of, measures_frame, resolve_store, served, window
 from .query import total
 from .status import alerts_summary, budget_utilization
 from .trends import realtime_metrics, spending_trends
@@ -36,6 +36,7 @@ def _regroup(
     return list(out.items())
 
 
+@served
 def dashboard_data(
     since: Any = "30d",
     until: Any = None,

@@ -1,11 +1,14 @@
-"""What every analytics function shares: argument checking and building the frames."""
+"""What every analytics function shares: argument checking, building the frames, and
+:func:`served` (team mode: the call goes to the gateway)."""
 
 from __future__ import annotations
 
 import datetime as dt
-from collections.abc import Iterable, Sequence
+import functools
+import inspect
+from collections.abc import Callable, Iterable, Sequence
 from fractions import Fraction
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, TypeVar
 
 from .. import teamclient
 from ..errors import ValidationError
@@ -28,6 +31,7 @@ __all__ = [
     "filters_of",
     "measures_frame",
     "resolve_store",
+    "served",
     "window",
 ]
 
@@ -45,9 +49,33 @@ COST = MEASURES.index("cost_nanos")
 CALLS = MEASURES.index("calls")
 
 
+F = TypeVar("F", bound=Callable[..., Any])
+
+
+def served(function: F) -> F:
+    """An analytics function that, called without ``store=`` in team mode, runs on the
+    gateway (``GatewayClient.analytics``) with the arguments it was given: the same frame,
+    over what the caller may read. Otherwise it runs here."""
+    signature = inspect.signature(function)
+    spread = {n for n, p in signature.parameters.items() if p.kind is p.VAR_KEYWORD}
+
+    @functools.wraps(function)
+    def run(*args: Any, **kwargs: Any) -> Any:
+        if kwargs.get("store") is None and (gateway := teamclient.client()) is not None:
+            arguments: dict[str, Any] = {}
+            for name, value in signature.bind(*args, **kwargs).arguments.items():
+                if name in spread:
+                    arguments.update(value)
+                elif name != "store":
+                    arguments[name] = value
+            return gateway.analytics(function.__name__, arguments)
+        return function(*args, **kwargs)
+
+    return run  # type: ignore[return-value]
+
+
 def resolve_store(store: Store | None) -> Store:
-    if store is None and teamclient.active():  # the kernel has no store in team mode
-        raise teamclient.not_served("llmspend.analytics")
+    """``store``, else the current tracker's (:func:`served` has sent team-mode calls on)."""
     return store if store is not None else get_tracker().store
 
 
@@ -55,6 +83,8 @@ def rebuild_rollups(store: Store | None = None) -> dict[str, int]:
     """Recreate the rollups from the raw usage rows of ``store`` (default: the current
     tracker's), in one write transaction: ``{"hourly": rows, "daily": rows}``, identical to
     the tables the write path maintains. Run it after changing raw rows by hand."""
+    if store is None and teamclient.active():  # the gateway's store is the gateway's to keep
+        raise teamclient.not_served("llmspend.analytics.rebuild_rollups()")
     return rollups.rebuild_rollups(resolve_store(store))
 
 

@@ -47,7 +47,16 @@ from ..names import name_list
 from ..store.rollups import MEASURES
 from ..timeutil import parse_span, utcnow
 from ..tracker import get_tracker
-from .frames import COST, Filter, empty_frame, filters_of, period_dtype, resolve_store, window
+from .frames import (
+    COST,
+    Filter,
+    empty_frame,
+    filters_of,
+    period_dtype,
+    resolve_store,
+    served,
+    window,
+)
 from .query import aggregate, data_bounds
 
 if TYPE_CHECKING:
@@ -295,6 +304,7 @@ def _cheaper_rows(
     return rows
 
 
+@served
 def budget_recommendations(
     since: Any = None,
     until: Any = None,

@@ -18,7 +18,7 @@ from ..names import name_list
 from ..store.models import Budget as BudgetRow
 from ..store.models import BudgetPeriod
 from ..timeutil import utcnow
-from .frames import Filter, empty_frame, period_dtype, resolve_store, window
+from .frames import Filter, empty_frame, period_dtype, resolve_store, served, window
 
 if TYPE_CHECKING:
     import pandas as pd
@@ -60,6 +60,7 @@ def _state(spent: int, limit: int, thresholds: Sequence[Decimal]) -> str:
     return "warning" if Decimal(spent) >= warn * limit else "ok"
 
 
+@served
 def budget_utilization(
     since: Any = None,
     until: Any = None,
@@ -206,6 +207,7 @@ ALERT_SUMMARY_COLUMNS: dict[str, Any] = {
 }  # fmt: skip
 
 
+@served
 def alerts_summary(
     since: Any = None,
     until: Any = None,

@@ -20,6 +20,7 @@ from .frames import (
     measures_frame,
     period_dtype,
     resolve_store,
+    served,
     share,
     sort_key,
     usd,
@@ -41,6 +42,7 @@ def _measure_types() -> dict[str, Any]:
     return {m: (object if m == "cost_usd" else "int64") for m in MEASURE_COLUMNS}
 
 
+@served
 def spending_trends(
     granularity: str = "day",
     since: Any = None,
@@ -159,6 +161,7 @@ def _pct(change: int, before: int) -> float:
     return float(Fraction(change * 100, before)) if before else float("nan")
 
 
+@served
 def usage_comparison(
     current: Any = "7d",
     previous: Any = None,
@@ -257,6 +260,7 @@ REALTIME_COLUMNS: tuple[str, ...] = (
 )  # fmt: skip
 
 
+@served
 def realtime_metrics(
     window: Any = "15m",
     since: Any = None,
