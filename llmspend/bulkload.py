@@ -11,7 +11,9 @@ value; numbers, times and money as arrays; the rest value by value with the row
 validator's own helpers.
 
 Writing: SQLite takes every row in one ``executemany`` on the raw connection; PostgreSQL
-takes them through ``COPY ... FROM STDIN`` (CSV written by Arrow).
+takes them through ``COPY ... FROM STDIN`` (CSV written by Arrow) and, for a large batch,
+sums them into the rollups itself in the same transaction, past the queue trigger
+(:func:`llmspend.store.rollup_batch.write_folded`): no id queued and read back per row.
 """
 
 from __future__ import annotations
@@ -28,6 +30,7 @@ from .store import arrowio
 from .store.fastsql import Tx
 from .store.hierarchy import ensure_entities
 from .store.models import UsageRecord
+from .store.rollup_batch import write_folded
 from .timeutil import MAX_TIME, MIN_TIME
 
 if TYPE_CHECKING:
@@ -461,7 +464,10 @@ def _write(store: Store, out: _Columns, on_write: Any) -> None:
         if tx.sqlite:
             _insert_sqlite(tx, cols, names)
         else:
-            arrowio.copy_in(tx, UsageRecord.__tablename__, names, _arrow(cols, names))
+            table = _arrow(cols, names)
+            write_folded(
+                tx, cols, lambda: arrowio.copy_in(tx, UsageRecord.__tablename__, names, table)
+            )
         if on_write is not None:
             on_write(conn, _Rows(cols, out.n))
 

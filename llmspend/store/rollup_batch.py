@@ -1,40 +1,60 @@
-"""Rollups for an ingested batch on SQLite, summed with numpy from the batch's columns.
+"""Rollups for an ingested batch, summed with numpy/pandas from the batch's columns.
 
-:func:`llmspend.store.rollups.catch_up` sums pending rows with one ``INSERT ... SELECT ...
-GROUP BY`` per rollup table; over a large batch each of those statements re-reads and
-re-sorts every row of the batch (about 2.5 µs a row a table). The bulk path
-(:mod:`llmspend.bulkload`) still holds the rows it has just inserted as arrays, so here
-they are grouped in memory instead — every key column factorized once, each table's
-sums one pandas group-by over integer codes — and only the groups are upserted, with the
-same ``ON CONFLICT ... DO UPDATE SET m = m + excluded.m`` as the catch-up.
+:func:`llmspend.store.rollups.catch_up` sums pending rows with SQL over the raw table; over
+a large batch each of its statements re-reads and re-sorts every row (about 2.5 µs a row
+a table). The bulk path (:mod:`llmspend.bulkload`) still holds the rows it has just
+inserted as arrays, so here they are grouped in memory instead: every key column
+factorized once (sorted, so code order is key order), each family grouped once at its
+finest grain over the raw rows, and each coarser table of the family grouped from the
+finer aggregate (a quarter hour lies in one hour, an hour in one day, a day in one week).
+
+Writing the groups:
+
+* **SQLite**: one ``executemany`` per table of ``INSERT ... ON CONFLICT DO UPDATE SET m =
+  m + excluded.m`` (as the catch-up), the rows in key order: the B-tree is then walked
+  once, not at random (about 40 % less time than in group order).
+* **PostgreSQL**: the quarter-hour groups over every key column go into a temporary table
+  with ``COPY`` and one statement of :mod:`~llmspend.store.rollups` (the catch-up's own
+  fold, reading that table instead of the queue) sums them into every rollup table and
+  empties it. The bulk writer tells the queue trigger to skip its rows (they are folded
+  here, in the same transaction): :func:`write_folded`.
 
 Invariant (SQLite, as in :mod:`~llmspend.store.rollups`): one writer at a time, so the
 batch just inserted holds the highest ids, ``(last - n, last]``; the rows pending before
 it, ``(mark, last - n]``, are read back and summed with it, and the mark then moves to
-``last``. Anything else — PostgreSQL (whose insert trigger queues the ids for the
-catch-up's one statement), rows given as dicts, a batch too small to gain, or sums that
+``last``. Anything else — rows given as dicts, a batch too small to gain, or sums that
 could overflow int64 — goes to :func:`~llmspend.store.rollups.ingest_hook`.
 """
 
 from __future__ import annotations
 
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from typing import TYPE_CHECKING, Any
 
 from .fastsql import Tx
-from .rollups import KEY_COLUMNS, MEASURES, ROLLUPS, Rollup, ingest_hook
+from .rollups import (
+    FAMILIES,
+    KEY_COLUMNS,
+    MEASURES,
+    PG_BATCH_TABLE,
+    ROLLUPS,
+    Rollup,
+    fold_pg_batch,
+    ingest_hook,
+)
 
 if TYPE_CHECKING:
     import numpy as np
     from sqlalchemy import Connection
 
-__all__ = ["batch_ingest_hook", "fold_columns"]
+__all__ = ["Groups", "batch_ingest_hook", "fold_columns", "group_columns", "write_folded"]
 
 #: Below this many rows the catch-up's SQL is as quick.
 MIN_ROWS = 2000
 _TOKENS = MEASURES[4:9]
 _SOURCE = ("ts", *KEY_COLUMNS, "status", "cost_nanos", *_TOKENS)
 _US = {"quarter": 900_000_000, "hour": 3_600_000_000, "day": 86_400_000_000}
+_GRAINS = ("quarter", "hour", "day", "week")  # each bucket lies in one of the next grain
 _STATE = (
     "SELECT rolled_through, (SELECT max(id) FROM llmspend_usage) "
     "FROM llmspend_rollup_state WHERE id = 1"
@@ -44,7 +64,8 @@ _MOVE = "UPDATE llmspend_rollup_state SET rolled_through = ? WHERE id = 1"
 
 def batch_ingest_hook(conn: Connection, rows: list[dict[str, Any]]) -> None:
     """``ingest_hooks`` entry: the batch (and the rows pending before it) into every
-    rollup table, on the ingest's transaction."""
+    rollup table, on the ingest's transaction. On PostgreSQL the bulk writer has folded
+    its batch already (:func:`write_folded`); this folds what others queued."""
     tx = Tx.of(conn)
     cols = getattr(rows, "columns", None)
     if not tx.sqlite or cols is None or len(rows) < MIN_ROWS:
@@ -91,9 +112,76 @@ def _concat(before: Mapping[str, Any], batch: Mapping[str, Any]) -> dict[str, An
     return out
 
 
-def fold_columns(tx: Tx, cols: Mapping[str, Any]) -> bool:
-    """Sum rows given as columns (store names; ``ts`` naive UTC) into every rollup table.
-    False, writing nothing, when a column cannot be summed exactly as int64."""
+class Groups:
+    """Summed rows of one grain over some key columns, in key order.
+
+    ``bucket``: int64 µs since the epoch (naive UTC); ``codes[d]``: codes into
+    ``uniques[d]`` (sorted, so code order is text order); ``sums``: int64, one column per
+    measure.
+    """
+
+    __slots__ = ("bucket", "codes", "sums", "uniques")
+
+    def __init__(
+        self,
+        bucket: np.ndarray,
+        codes: dict[str, np.ndarray],
+        uniques: Mapping[str, np.ndarray],
+        sums: np.ndarray,
+    ) -> None:
+        self.bucket, self.codes, self.uniques, self.sums = bucket, codes, uniques, sums
+
+    def coarser(self, grain: str, dims: tuple[str, ...]) -> Groups:
+        """These groups summed again per ``grain`` bucket and the kept ``dims``."""
+        return _grouped(_bucket(self.bucket, grain), self.codes, dims, self.uniques, self.sums)
+
+    def params(self, r: Rollup, sqlite: bool) -> list[tuple[Any, ...]]:
+        """The table's rows: (bucket, key values — "" for a left-out one —, sums)."""
+        import numpy as np
+
+        starts, inverse = np.unique(self.bucket, return_inverse=True)
+        stamps = starts.astype("datetime64[us]")
+        if sqlite:  # SQLite keeps DateTime as 'YYYY-MM-DD HH:MM:SS.ffffff' text
+            text = np.char.replace(np.datetime_as_string(stamps, unit="us"), "T", " ")
+            firsts = text.astype(object)
+        else:
+            firsts = stamps.astype(object)  # datetime.datetime
+        columns: list[list[Any]] = [firsts[inverse].tolist()]
+        blank = [""] * len(self.bucket)
+        for d in r.key:
+            columns.append(self.uniques[d][self.codes[d]].tolist() if d in r.dims else blank)
+        columns.extend(self.sums.T.tolist())
+        return list(zip(*columns, strict=True))
+
+
+def _grouped(
+    bucket: np.ndarray,
+    codes: Mapping[str, np.ndarray],
+    dims: tuple[str, ...],
+    uniques: Mapping[str, np.ndarray],
+    sums: np.ndarray,
+) -> Groups:
+    """Sum ``sums`` per (bucket, kept dims), sorted by that key."""
+    import numpy as np
+    import pandas as pd
+
+    kept = [d for d in KEY_COLUMNS if d in dims]
+    frame = pd.DataFrame(sums, copy=False)
+    got = frame.groupby([bucket, *(codes[d] for d in kept)], sort=True).sum()
+    index = got.index
+    levels = [np.asarray(index.get_level_values(i)) for i in range(len(kept) + 1)]
+    return Groups(
+        levels[0].astype(np.int64),
+        {d: levels[i + 1] for i, d in enumerate(kept)},
+        uniques,
+        got.to_numpy(dtype=np.int64),
+    )
+
+
+def group_columns(cols: Mapping[str, Any]) -> Groups | None:
+    """Rows given as columns (store names; ``ts`` naive UTC) as ungrouped :class:`Groups`
+    (bucket: the row's time) over every key column; None when a column cannot be summed
+    exactly as int64."""
     import numpy as np
     import pandas as pd
 
@@ -101,19 +189,73 @@ def fold_columns(tx: Tx, cols: Mapping[str, Any]) -> bool:
     n = len(ts)
     measures = _measures(cols, n)
     if measures is None:
-        return False
+        return None
     codes: dict[str, np.ndarray] = {}
     uniques: dict[str, np.ndarray] = {}
     for k in KEY_COLUMNS:
         values = pd.Series(cols[k] if k in cols else [None] * n, dtype=object)
         if k == "service_tier":
             values = values.fillna("")
-        c, u = pd.factorize(values, use_na_sentinel=False)
+        c, u = pd.factorize(values, sort=True, use_na_sentinel=False)
         codes[k], uniques[k] = c, np.asarray(u, dtype=object)
-    frame = pd.DataFrame(measures, columns=list(MEASURES))
-    for r in ROLLUPS:
-        _upsert(tx, r, _group(frame, _bucket(ts, r.grain), r, codes, uniques))
+    return Groups(ts, codes, uniques, measures)
+
+
+def fold_columns(tx: Tx, cols: Mapping[str, Any]) -> bool:
+    """Sum rows given as columns (store names; ``ts`` naive UTC) into every rollup table.
+    False, writing nothing, when a column cannot be summed exactly as int64."""
+    rows = group_columns(cols)
+    if rows is None:
+        return False
+    if not tx.sqlite:
+        quarters = rows.coarser("quarter", KEY_COLUMNS)
+        fold_pg_batch(tx, lambda: None, lambda: _copy_groups(tx, quarters))
+        return True
+    for family, dims in FAMILIES.items():
+        groups = rows
+        for r in sorted((r for r in ROLLUPS if r.family == family), key=_finest):
+            groups = groups.coarser(r.grain, dims)  # the finest from the rows, then each
+            _upsert(tx, r, groups.params(r, sqlite=True))  # from the one before
     return True
+
+
+def _finest(r: Rollup) -> int:
+    return _GRAINS.index(r.grain)
+
+
+def write_folded(tx: Tx, cols: Mapping[str, Any], insert: Callable[[], None]) -> None:
+    """PostgreSQL: run ``insert`` (which writes the rows of ``cols``) and fold those rows
+    into every rollup table on the same transaction, past the queue (the trigger skips
+    them: :func:`~llmspend.store.rollups.fold_pg_batch`). A batch too small to gain, or
+    whose sums cannot be made as int64, is left to the queue."""
+    rows = group_columns(cols) if len(cols["ts"]) >= MIN_ROWS else None
+    if rows is None:
+        insert()
+        return
+    quarters = rows.coarser("quarter", KEY_COLUMNS)
+    fold_pg_batch(tx, insert, lambda: _copy_groups(tx, quarters))
+
+
+def _copy_groups(tx: Tx, groups: Groups) -> None:
+    """The quarter-hour groups over every key column into the batch table, by COPY."""
+    import pyarrow as pa
+
+    from . import arrowio
+
+    names = ["bucket", *KEY_COLUMNS, *(f"m{j}" for j in range(len(MEASURES)))]
+    arrays = [pa.array(groups.bucket.astype("datetime64[us]"), type=pa.timestamp("us"))]
+    arrays.extend(pa.array(groups.uniques[d][groups.codes[d]], pa.string()) for d in KEY_COLUMNS)
+    arrays.extend(pa.array(groups.sums[:, j]) for j in range(len(MEASURES)))
+    arrowio.copy_in(tx, PG_BATCH_TABLE, names, pa.Table.from_arrays(arrays, names=names))
+
+
+def _bucket(ts: np.ndarray, grain: str) -> np.ndarray:
+    """Bucket starts (int64 µs) of a grain; weeks start on Monday (1970-01-01 was a
+    Thursday)."""
+    if grain == "week":
+        day = ts // _US["day"]
+        return (day - (day + 3) % 7) * _US["day"]
+    return ts - ts % _US[grain]
 
 
 def _measures(cols: Mapping[str, Any], n: int) -> np.ndarray | None:
@@ -142,38 +284,6 @@ def _measures(cols: Mapping[str, Any], n: int) -> np.ndarray | None:
             return None
         out[:, j] = ints
     return out
-
-
-def _bucket(ts: np.ndarray, grain: str) -> np.ndarray:
-    """Bucket starts (int64 µs) of a grain; weeks start on Monday (1970-01-01 was a
-    Thursday)."""
-    if grain == "week":
-        day = ts // _US["day"]
-        return (day - (day + 3) % 7) * _US["day"]
-    return ts - ts % _US[grain]
-
-
-def _group(
-    frame: Any,
-    bucket: np.ndarray,
-    r: Rollup,
-    codes: Mapping[str, np.ndarray],
-    uniques: Mapping[str, np.ndarray],
-) -> list[tuple[Any, ...]]:
-    """The table's rows: (bucket text, key values, sums), summed per key."""
-    import numpy as np
-
-    kept = [d for d in r.key if d in r.dims]
-    sums = frame.groupby([bucket, *(codes[d] for d in kept)], sort=False).sum()
-    levels = [sums.index.get_level_values(i).to_numpy() for i in range(len(kept) + 1)]
-    starts, inverse = np.unique(levels[0], return_inverse=True)
-    text = np.char.replace(np.datetime_as_string(starts.astype("datetime64[us]")), "T", " ")
-    columns: list[list[Any]] = [text.astype(object)[inverse].tolist()]
-    blank = [""] * len(sums)
-    for d in r.key:
-        columns.append(uniques[d][levels[kept.index(d) + 1]].tolist() if d in kept else blank)
-    columns.extend(sums[m].to_numpy().tolist() for m in MEASURES)
-    return list(zip(*columns, strict=True))
 
 
 def _upsert(tx: Tx, r: Rollup, params: list[tuple[Any, ...]]) -> None:

@@ -39,7 +39,7 @@ its rows (calling :func:`add_rows` too would count them twice).
 from __future__ import annotations
 
 import datetime as dt
-from collections.abc import Iterable, Mapping, Sequence
+from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass
 from operator import add, itemgetter
 from typing import TYPE_CHECKING, Any
@@ -71,10 +71,12 @@ __all__ = [
     "FAMILIES",
     "KEY_COLUMNS",
     "MEASURES",
+    "PG_BATCH_TABLE",
     "ROLLUPS",
     "Rollup",
     "add_rows",
     "catch_up",
+    "fold_pg_batch",
     "rebuild_rollups",
     "record_hook",
     "up_to_date",
@@ -357,19 +359,23 @@ def _fold(r: Rollup) -> SQL:
 _FOLDS = tuple(_fold(r) for r in ROLLUPS)
 
 
-def _pg_fold_sql() -> str:
-    """PostgreSQL: one statement deleting the queued ids, summing their rows once per
-    quarter hour and every key column, then into every rollup table (data-modifying
-    CTEs, so the ids and the sums go together)."""
+def _pg_fold_sql(queued: bool = True) -> str:
+    """PostgreSQL: one statement summing rows once per quarter hour and every key column,
+    then into every rollup table (data-modifying CTEs, so the source and the sums go
+    together). ``queued``: the usage rows whose ids it deletes from the queue; else the
+    quarter-hour sums a bulk writer put in :data:`PG_BATCH_TABLE`, which it empties."""
     quarter = "date_bin(interval '15 minutes', ts, timestamp '2000-01-01')"
     keys = ", ".join(f"coalesce({k}, '') AS {k}" if k == "service_tier" else k for k in KEY_COLUMNS)
     sums = ", ".join(f"{e} AS m{j}" for j, e in enumerate(_RAW_SUM_LIST))
     groups = ", ".join(str(j) for j in range(1, len(KEY_COLUMNS) + 2))
-    parts = [
-        "d AS (DELETE FROM llmspend_rollup_pending RETURNING usage_id)",
-        f"q AS MATERIALIZED (SELECT {quarter} AS bucket, {keys}, {sums} "  # noqa: S608
-        f"FROM llmspend_usage JOIN d ON id = usage_id GROUP BY {groups})",
-    ]
+    if queued:
+        parts = [
+            "d AS (DELETE FROM llmspend_rollup_pending RETURNING usage_id)",
+            f"q AS MATERIALIZED (SELECT {quarter} AS bucket, {keys}, {sums} "  # noqa: S608
+            f"FROM llmspend_usage JOIN d ON id = usage_id GROUP BY {groups})",
+        ]
+    else:
+        parts = ["d AS (DELETE FROM llmspend_rollup_batch RETURNING *)", "q AS (SELECT * FROM d)"]
     totals = ", ".join(f"sum(m{j})" for j in range(len(MEASURES)))
     for i, r in enumerate(ROLLUPS):
         table = r.table.name
@@ -384,12 +390,45 @@ def _pg_fold_sql() -> str:
 
 
 _PG_FOLD = _pg_fold_sql()
+_PG_BATCH_FOLD = _pg_fold_sql(queued=False)
+
+#: PostgreSQL: a bulk writer's quarter-hour sums (:func:`fold_pg_batch` folds and empties it).
+PG_BATCH_TABLE = "llmspend_rollup_batch"
+_PG_BATCH_CREATE = (
+    "CREATE TEMPORARY TABLE IF NOT EXISTS llmspend_rollup_batch (bucket timestamp NOT NULL, "
+    "org_name text NOT NULL, project_name text NOT NULL, user_name text NOT NULL, "
+    "provider text NOT NULL, model text NOT NULL, api text NOT NULL, "
+    "service_tier text NOT NULL, m0 bigint, m1 bigint, m2 bigint, m3 bigint, m4 bigint, "
+    "m5 bigint, m6 bigint, m7 bigint, m8 bigint, m9 bigint) ON COMMIT DROP"
+)
+#: The queue trigger (migration 0014) skips the rows of a statement run while this is on.
+_PG_QUEUE_OFF = "SELECT set_config('llmspend.rollups_folded', 'on', true)"
+_PG_QUEUE_ON = "SELECT set_config('llmspend.rollups_folded', 'off', true)"
+#: Taken by a bulk writer folding its own rows, as the queue trigger's insert would:
+#: a rebuild (EXCLUSIVE) then sees the batch's rows and sums together, or neither.
+_PG_WRITER = "LOCK TABLE llmspend_rollup_pending IN ROW EXCLUSIVE MODE"
 
 
 def _pg_catch_up(tx: Tx) -> int:
     """PostgreSQL: fold the queued rows into the rollups (on ``tx``); how many rows."""
     tx.execute(_PG_TURN)
     return int(tx.execute(_PG_FOLD).fetchone()[0])
+
+
+def fold_pg_batch(tx: Tx, insert: Callable[[], None], fill: Callable[[], None]) -> None:
+    """PostgreSQL: run ``insert`` (which writes usage rows) with the queue trigger off, then
+    ``fill`` (which puts those rows' quarter-hour sums over every key column into
+    :data:`PG_BATCH_TABLE`) and fold that table into every rollup table — all on ``tx``'s
+    transaction, so the rows are summed once: here, not by a catch-up."""
+    tx.execute(_PG_WRITER)
+    tx.execute(_PG_QUEUE_OFF)
+    try:
+        insert()
+    finally:
+        tx.execute(_PG_QUEUE_ON)
+    tx.execute(_PG_BATCH_CREATE)
+    fill()
+    tx.execute(_PG_BATCH_FOLD)
 
 
 def catch_up(conn: Connection | Tx, *, inserted: Sequence[Mapping[str, Any]] = ()) -> int:
