@@ -211,3 +211,51 @@ def test_connectorx_read_equals_the_copy_read(loaded_pg, monkeypatch) -> None:  
         for a, b in zip(got.get("cost_usd", []), want.get("cost_usd", []), strict=True):
             assert (a is None and b is None) or a.as_tuple() == b.as_tuple()
     assert fast[-1].equals(slow[-1])
+
+
+def _awkward_rows() -> list[dict]:
+    """Text that is hard to carry (quotes, backslashes, newlines, commas, non-ASCII),
+    floats that need 17 digits, amounts from a nanodollar to a billion dollars."""
+    rows = _rows(300, seed=9)
+    texts = ["it's", 'say "hi"', "a\\b", "two\nlines", "x,y", "café ☕", "NULL", "'"]
+    for i, row in enumerate(rows):
+        text = texts[i % len(texts)]
+        row["request_id"] = f"{text}-{i}"
+        row["notebook_path"] = text
+        row["error_type"] = None if i % 3 else text
+        row["latency_ms"] = [0.1 + 0.2, 1 / 3, 1e-7, None, 123.456][i % 5]
+        if i % 4 == 0:
+            row["tags"] = {"note": text, "n": i}
+        row["cost_usd"] = [
+            Decimal("0.000000001"), Decimal("999999999.999999999"), Decimal("0.0000015"),
+            Decimal(3), Decimal(0), None, Decimal("100"), Decimal("12.34"),
+        ][i % 8]  # fmt: skip
+        if row["cost_usd"] is None:
+            row["price_status"] = "unknown"
+    return rows
+
+
+def test_the_arrow_read_equals_the_plain_row_read(tracker, monkeypatch) -> None:  # type: ignore[no-untyped-def]
+    """records() through Arrow (SQLite: in chunks, here of 7 rows) gives the frame the
+    plain row path gives (pyarrow absent): the same values, dtypes and Decimal digits;
+    equal amounts share one Decimal, and each row's tags are its own dict."""
+    from llmspend.store import arrowio
+
+    llmspend.ingest(_awkward_rows())
+    monkeypatch.setattr(arrowio, "_SQLITE_CHUNK", 7)
+    cases: list[dict] = [{}, {"columns": ["cost_usd", "tags", "notebook_path"], "org": "acme"}]
+    fast = [llmspend.records(**kw) for kw in cases]
+    monkeypatch.setattr(arrowio, "have_pyarrow", lambda: False)
+    slow = [llmspend.records(**kw) for kw in cases]
+    for got, want in zip(fast, slow, strict=True):
+        assert len(got) > 0
+        pd.testing.assert_frame_equal(got, want, check_exact=True)  # floats bit for bit
+        for a, b in zip(got["cost_usd"], want["cost_usd"], strict=True):
+            assert (a is None and b is None) or a.as_tuple() == b.as_tuple()
+    frame = fast[0]
+    threes = [c for c in frame["cost_usd"] if c == 3]
+    assert len(threes) > 1 and all(c is threes[0] for c in threes)
+    tags = frame["tags"].tolist()
+    assert len({id(t) for t in tags}) == len(tags)
+    tags[0]["mutated"] = True
+    assert all("mutated" not in t for t in tags[1:])

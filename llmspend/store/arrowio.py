@@ -22,6 +22,7 @@ import importlib.util
 import json
 import re
 from collections.abc import Mapping, Sequence
+from decimal import Decimal
 from typing import TYPE_CHECKING, Any
 
 from ..errors import ValidationError
@@ -130,26 +131,37 @@ def read_rows(
     return tx.run(_select(columns, where, order, limit), dict(params)).all()
 
 
+#: Rows per ``fetchmany`` on SQLite: the rows of one chunk are Python objects at once.
+_SQLITE_CHUNK = 1 << 16
+
+
 def _read_sqlite(tx: Tx, sql: SQL, columns: Sequence[str], params: Mapping[str, Any]) -> list[Any]:
-    import numpy as np
+    """SQLite: the ``sqlite3`` cursor's rows, a chunk at a time, each chunk turned into one
+    Arrow struct array by Arrow in one pass over the row tuples (``ts`` as its stored text,
+    flags as integers); then each column is parsed, typed and made UTC in Arrow, whole."""
     import pyarrow as pa
     import pyarrow.compute as pc
 
+    kinds = [COLUMN_KINDS.get(name, "text") for name in columns]
+    row_type = pa.struct(
+        [pa.field(name, pa.string() if k == "ts" else pa.int64() if k == "flag" else _read_type(k))
+         for name, k in zip(columns, kinds, strict=True)]
+    )  # fmt: skip
     cursor = tx.dbapi.cursor()
     cursor.execute(sql.render("sqlite"), dict(params))
-    rows = cursor.fetchall()
-    matrix = np.array(rows, dtype=object) if rows else np.empty((0, len(columns)), dtype=object)
+    chunks = []
+    while rows := cursor.fetchmany(_SQLITE_CHUNK):
+        chunks.append(pa.array(rows, type=row_type))
     del rows
+    whole = pa.concat_arrays(chunks) if chunks else pa.array([], type=row_type)
     out = []
-    for i, name in enumerate(columns):
-        kind = COLUMN_KINDS.get(name, "text")
-        col = matrix[:, i]
+    for kind, col in zip(kinds, whole.flatten(), strict=True):
         if kind == "ts":  # stored as text, "YYYY-MM-DD HH:MM:SS.ffffff"
-            out.append(_utc(pc.cast(pa.array(col, type=pa.string()), pa.timestamp("us"))))
+            out.append(_utc(pc.cast(col, pa.timestamp("us"))))
         elif kind == "flag":
-            out.append(pc.not_equal(pa.array(col, type=pa.int64()), 0))
+            out.append(pc.not_equal(col, 0))
         else:
-            out.append(_typed(kind, pa.array(col, type=_read_type(kind))))
+            out.append(_typed(kind, col))
     return out
 
 
@@ -382,38 +394,45 @@ def _objects(arr: Any) -> Any:
 
 def _tags(arr: Any) -> list[dict[str, Any]]:
     """JSON tag text → a dict per row (its own, as ``json.loads`` would give)."""
+    import numpy as np
     import pyarrow.compute as pc
 
     enc = arr.dictionary_encode()
     parsed = [json.loads(t) if t else {} for t in enc.dictionary.to_pylist()]
     parsed.append({})
+    shared = np.empty(len(parsed), dtype=object)
+    shared[:] = parsed
     codes = pc.fill_null(enc.indices, len(parsed) - 1).to_numpy()
-    return [dict(parsed[c]) for c in codes.tolist()]
+    return list(map(dict, shared[codes]))  # copies: a row's dict is its own
 
 
 def _decimals(arr: Any) -> Any:
     """decimal128 USD → object ndarray of ``Decimal`` (``None`` for null), each written as
     :func:`llmspend.money.nanos_to_usd` writes it: no trailing zeros (``0.0000015``, ``3``).
 
-    A value whose nanodollars end in k zeros (k ≤ 9) is the same unscaled integer divided
-    by 10**k at scale 9 - k: Arrow makes those Decimals, one scale at a time.
+    One ``Decimal`` per distinct amount, shared by the rows that have it (a ``Decimal`` is
+    immutable). A value whose nanodollars end in k zeros (k ≤ 9) is the same unscaled
+    integer divided by 10**k at scale 9 - k: Arrow writes those as text, one scale at a
+    time, and ``Decimal`` parses the text (the same digits and exponent either way).
     """
     import numpy as np
     import pyarrow as pa
 
-    out = np.full(len(arr), None, dtype=object)
-    valid = arr.is_valid().to_numpy(zero_copy_only=False)
-    nanos = _unscaled(arr)[valid]
+    enc = pa.array(_unscaled(arr)).filter(arr.is_valid()).dictionary_encode()
+    nanos = enc.dictionary.to_numpy()
     zeros = np.zeros(len(nanos), dtype=np.int64)
     for k in range(1, 10):
         zeros[nanos % 10**k == 0] = k
-    where = np.flatnonzero(valid)
+    uniques = np.full(len(nanos) + 1, None, dtype=object)  # the last one: null
     for k in np.unique(zeros).tolist():
-        pick = zeros == k
-        unscaled = nanos[pick] // 10**k
-        dec = _from_unscaled(unscaled, pa.decimal128(38, 9 - k))
-        out[where[pick]] = dec.to_numpy(zero_copy_only=False)
-    return out
+        pick = np.flatnonzero(zeros == k)
+        text = _from_unscaled(nanos[pick] // 10**k, pa.decimal128(38, 9 - k)).cast(pa.string())
+        uniques[pick] = list(map(Decimal, text.to_pylist()))
+    if not arr.null_count:
+        return uniques[enc.indices.to_numpy()]
+    codes = np.full(len(arr), len(nanos), dtype=np.int64)
+    codes[arr.is_valid().to_numpy(zero_copy_only=False)] = enc.indices.to_numpy()
+    return uniques[codes]
 
 
 def _unscaled(dec: Any) -> Any:
@@ -476,7 +495,8 @@ def to_pandas(table: pa.Table) -> pd.DataFrame:
             data[name] = pd.Series(arr.to_numpy(zero_copy_only=False), dtype="float64")
         else:  # flag
             data[name] = pd.Series(arr.to_numpy(zero_copy_only=False), dtype=bool)
-    return pd.DataFrame(data, columns=table.column_names)
+    # copy=False: one block per column, not a copy of every object column into one block
+    return pd.DataFrame(data, columns=table.column_names, copy=False)
 
 
 # -- COPY in (PostgreSQL ingest) -------------------------------------------------------------
