@@ -491,14 +491,18 @@ def fetch_records(
 
     ``columns`` picks columns (records() names, in that order) and ``as_`` the kind of
     result: ``"pandas"`` (a DataFrame), ``"arrow"`` (a ``pyarrow.Table``, money as
-    ``decimal128(38, 9)``, tags as JSON text) or ``"polars"``. Filters and columns are
-    pushed down into the SQL.
+    ``decimal128(38, 9)``, tags as JSON text), ``"polars"`` or ``"pandas-arrow"`` (a
+    DataFrame of ``pd.ArrowDtype`` columns: the Arrow table's data without a Python object
+    per value; money sums exactly to a ``Decimal``). Filters and columns are pushed down
+    into the SQL.
     """
     lo = parse_when(since, name="since")
     hi = parse_when(until, name="until")
     cols = _record_columns(columns)
-    if as_ not in ("pandas", "arrow", "polars"):
-        raise ValidationError(f"as_ must be 'pandas', 'arrow' or 'polars', not {as_!r}")
+    if as_ not in arrowio.AS_VALUES:
+        raise ValidationError(
+            f"as_ must be one of {', '.join(map(repr, arrowio.AS_VALUES))}, not {as_!r}"
+        )
     if not arrowio.have_pyarrow():
         if as_ != "pandas":
             raise ValidationError(f"records(as_={as_!r}) needs pyarrow: pip install pyarrow")

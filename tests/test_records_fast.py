@@ -149,6 +149,8 @@ def test_empty_and_bad_arguments(tracker) -> None:  # type: ignore[no-untyped-de
     empty = llmspend.records()
     assert empty.empty and list(empty.columns) == list(RECORD_COLUMNS)
     assert llmspend.records(as_="arrow").num_rows == 0
+    none = llmspend.records(as_="pandas-arrow")
+    assert none.empty and list(none.columns) == list(RECORD_COLUMNS)
     with pytest.raises(ValidationError, match="columns"):
         llmspend.records(columns=["nope"])
     with pytest.raises(ValidationError, match="as_"):
@@ -259,3 +261,25 @@ def test_the_arrow_read_equals_the_plain_row_read(tracker, monkeypatch) -> None:
     assert len({id(t) for t in tags}) == len(tags)
     tags[0]["mutated"] = True
     assert all("mutated" not in t for t in tags[1:])
+
+
+def test_pandas_arrow_is_the_arrow_table_as_a_frame_with_exact_money(loaded) -> None:  # type: ignore[no-untyped-def]
+    """as_="pandas-arrow": a DataFrame of Arrow-backed columns holding the Arrow read's
+    data; money's elements are Decimal and its sums (whole and grouped) are exact."""
+    table = llmspend.records(as_="arrow")
+    frame = llmspend.records(as_="pandas-arrow")
+    ref = llmspend.records()
+    assert isinstance(frame, pd.DataFrame) and list(frame.columns) == list(RECORD_COLUMNS)
+    assert frame["cost_usd"].dtype == pd.ArrowDtype(pa.decimal128(38, 9))
+    assert pa.Table.from_pandas(frame, preserve_index=False).equals(table)
+    costs = [c for c in ref["cost_usd"] if c is not None]
+    total = frame["cost_usd"].sum()
+    assert isinstance(total, Decimal) and total == sum(costs, Decimal(0))
+    first = frame["cost_usd"].dropna().iloc[0]
+    assert isinstance(first, Decimal) and first == costs[0]
+    by_model = frame.groupby("model")["cost_usd"].sum()
+    want = ref.dropna(subset=["cost_usd"]).groupby("model")["cost_usd"].sum()
+    assert {m: Decimal(v) for m, v in by_model.items()} == dict(want.items())
+    narrow = llmspend.records(as_="pandas-arrow", columns=["org", "cost_usd"], org="acme")
+    assert list(narrow.columns) == ["org", "cost_usd"]
+    assert len(narrow) == int((ref["org"] == "acme").sum())

@@ -34,6 +34,7 @@ if TYPE_CHECKING:
     import pyarrow as pa
 
 __all__ = [
+    "AS_VALUES",
     "COLUMN_KINDS",
     "STORE_COLUMN",
     "copy_in",
@@ -453,12 +454,22 @@ def _from_unscaled(values: Any, dec_type: Any) -> Any:
     return pa.Array.from_buffers(dec_type, len(values), [None, pa.py_buffer(words)])
 
 
+#: What ``records(as_=...)`` can return.
+AS_VALUES = ("pandas", "arrow", "polars", "pandas-arrow")
+
+
 def shaped(table: pa.Table, as_: str) -> Any:
     """A :func:`read_usage` table as ``records(as_=...)`` returns it: the table itself
-    (``"arrow"``), a polars frame (``"polars"``, when polars is installed) or the records()
-    DataFrame (:func:`to_pandas`)."""
+    (``"arrow"``), a polars frame (``"polars"``, when polars is installed), a DataFrame of
+    Arrow-backed columns (``"pandas-arrow"``: ``pd.ArrowDtype``, the table's own buffers,
+    money ``decimal128(38, 9)`` whose elements are ``Decimal``) or the records() DataFrame
+    (:func:`to_pandas`)."""
     if as_ == "arrow":
         return table
+    if as_ == "pandas-arrow":
+        import pandas as pd
+
+        return table.to_pandas(types_mapper=pd.ArrowDtype)
     if as_ == "polars":
         try:
             import polars as pl
