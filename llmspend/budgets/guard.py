@@ -376,7 +376,8 @@ class BudgetGuard:
             hard = tuple(t.period_id for t in targets if t.budget.mode == "hard")
             sql = RESERVE_SQLITE.get(hard, soft)
         else:  # reservation and hold in one statement
-            sql = RESERVE_PG.get(tuple(held.periods), tuple(sorted(soft)))
+            sql = RESERVE_PG.get(tuple(held.periods))
+            hold["n"], hold["soft"] = len(held.periods), list(soft)
         return held, hold, sql, targets
 
     @staticmethod

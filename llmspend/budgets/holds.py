@@ -158,17 +158,17 @@ def _reserve_sqlite(hard: tuple[int, ...], soft: tuple[int, ...]) -> SQL:
 RESERVE_SQLITE = Statements(_reserve_sqlite)
 
 
-def _reserve_pg(ids: tuple[int, ...], soft: tuple[int, ...]) -> SQL:
+def _reserve_pg(ids: tuple[int, ...]) -> SQL:
     """PostgreSQL: the whole reservation in one statement (atomic on its own). The periods
     are locked in id order (the lock order of every transaction that changes them) and read
-    as they are then; only if every hard one has room are all of them reserved on and the
-    hold written (its lease on the database's clock), else nothing changes."""
-    fits = "l.spent_nanos + l.reserved_nanos + :amount <= l.limit_nanos"
-    cond = fits if not soft else f"(l.id IN ({id_list(soft)}) OR {fits})"
+    as they are then; only if every hard one has room (``:soft``: the soft budgets' period
+    ids; ``:n``: how many periods) are all of them reserved on and the hold written (its
+    lease on the database's clock), else nothing changes."""
     return SQL(
         "WITH l AS (SELECT id, spent_nanos, reserved_nanos, limit_nanos "  # noqa: S608
         f"FROM llmspend_budget_periods WHERE id IN ({id_list(ids)}) ORDER BY id FOR UPDATE), "
-        f"ok AS (SELECT COUNT(*) = {len(ids)} AS fits FROM l WHERE {cond}), "
+        "ok AS (SELECT COUNT(*) = :n AS fits FROM l WHERE l.id = ANY(CAST(:soft AS bigint[])) "
+        "OR l.spent_nanos + l.reserved_nanos + :amount <= l.limit_nanos), "
         "u AS (UPDATE llmspend_budget_periods p SET reserved_nanos = p.reserved_nanos + :amount, "
         "updated_at = :now FROM l, ok WHERE p.id = l.id AND ok.fits RETURNING p.id), "
         "h AS (INSERT INTO llmspend_reservations (token, period_ids, amount_nanos, created_at, "
@@ -180,7 +180,7 @@ def _reserve_pg(ids: tuple[int, ...], soft: tuple[int, ...]) -> SQL:
     )
 
 
-#: Keyed by (all period ids ascending, the soft budgets' period ids).
+#: Keyed by the period ids, ascending.
 RESERVE_PG = Statements(_reserve_pg)
 HOLD = SQL(
     "INSERT INTO llmspend_reservations (token, period_ids, amount_nanos, created_at, "

@@ -27,21 +27,28 @@ _ROW_CLASSES: dict[tuple[str, ...], Any] = {}
 class SQL:
     """One statement, rendered once per dialect."""
 
-    __slots__ = ("_rendered", "_row", "text")
+    __slots__ = ("_rendered", "_rows", "text")
 
     def __init__(self, text: str) -> None:
         self.text = " ".join(text.split())
         self._rendered: dict[str, str] = {}
-        self._row: Any = None
+        self._rows: dict[str, Any] = {}  # per dialect: the named tuple of its rows
 
-    def row_class(self, description: Any) -> Any:
-        fields = tuple(d[0] for d in description)
-        if self._row is None or self._row._fields != fields:
+    def row_class(self, cursor: Any, dialect: str, width: int) -> Any:
+        """The named tuple for this statement's rows of ``width`` columns on ``dialect``.
+
+        Invariant: a statement's text fixes its result columns on a dialect, so the class
+        is made once from the cursor's description and then kept (psycopg builds a
+        description, a column object per column, each time it is asked for); a row of
+        another width (a table changed under ``SELECT *``) makes it again."""
+        row = self._rows.get(dialect)
+        if row is None or len(row._fields) != width:
+            fields = tuple(d[0] for d in cursor.description)
             row = _ROW_CLASSES.get(fields)
             if row is None:  # one class per column list, shared by statements built per call
                 row = _ROW_CLASSES[fields] = namedtuple("Row", fields)
-            self._row = row
-        return self._row
+            self._rows[dialect] = row
+        return row
 
     def render(self, dialect: str) -> str:
         out = self._rendered.get(dialect)
@@ -54,23 +61,26 @@ class SQL:
 class Result:
     """The rows of one statement, as named tuples (``row.column``)."""
 
-    __slots__ = ("_cursor", "_sql", "rowcount")
+    __slots__ = ("_cursor", "_dialect", "_sql", "rowcount")
 
-    def __init__(self, cursor: Any, sql: SQL) -> None:
+    def __init__(self, cursor: Any, sql: SQL, dialect: str = "") -> None:
         self._cursor = cursor
         self._sql = sql
+        self._dialect = dialect
         self.rowcount: int = cursor.rowcount
 
     def all(self) -> list[Any]:
         rows = self._cursor.fetchall()
         if not rows:
             return []
-        make = self._sql.row_class(self._cursor.description)._make
+        make = self._sql.row_class(self._cursor, self._dialect, len(rows[0]))._make
         return [make(r) for r in rows]
 
     def first(self) -> Any:
         row = self._cursor.fetchone()
-        return None if row is None else self._sql.row_class(self._cursor.description)._make(row)
+        if row is None:
+            return None
+        return self._sql.row_class(self._cursor, self._dialect, len(row))._make(row)
 
     def one(self) -> Any:
         row = self.first()
@@ -123,9 +133,10 @@ class Tx:
         return cls(conn.connection.dbapi_connection, conn.dialect)
 
     def run(self, sql: SQL, params: Any = None) -> Result:
+        name = self.dialect.name
         cursor = self.dbapi.cursor()
-        cursor.execute(sql.render(self.dialect.name), params or {})
-        return Result(cursor, sql)
+        cursor.execute(sql.render(name), params or {})
+        return Result(cursor, sql, name)
 
     def execute(self, statement: str, params: Any = ()) -> Any:
         """A statement already in the driver's own paramstyle; returns the cursor."""
