@@ -413,3 +413,39 @@ def test_a_big_batch_is_folded_into_every_rollup_exactly(tracker, monkeypatch) -
     rollups.rebuild_rollups(tracker.store)
     assert got == _rollup_tables(tracker)
     assert sum(len(v) for v in got.values()) > 0
+
+
+@pytest.mark.postgres
+def test_a_big_batch_on_postgres_is_folded_by_its_writer_not_queued(pg_server) -> None:  # type: ignore[no-untyped-def]
+    """PostgreSQL: the bulk writer sums its COPY'd batch into the rollups in its own
+    transaction and the queue trigger skips those rows — none queued, each counted once,
+    even with no ingest hook; a smaller write after it (same pooled connection) is queued
+    again."""
+    from llmspend.store import rollups
+    from llmspend.store.engine import forget_store
+    from llmspend.tracker import Tracker, set_tracker
+
+    url = pg_server.create_database()
+    tracker = Tracker(url, org="acme", project="churn", user="ana")
+    set_tracker(tracker)
+    tracker.ingest_hooks = []  # only the writer folds
+
+    def queued() -> int:
+        with tracker.store.begin() as conn:
+            sql = "SELECT count(*) FROM llmspend_rollup_pending"
+            return int(conn.exec_driver_sql(sql).scalar_one())
+
+    try:
+        llmspend.ingest(pd.DataFrame([backfill_row(i) for i in range(2500)]))
+        assert queued() == 0
+        hourly = _rollup_tables(tracker)["llmspend_rollup_hourly"]
+        assert sum(int(row[6]) for row in hourly) == 2500  # calls, once each
+        llmspend.ingest([backfill_row(i) for i in range(3000, 3010)])  # the row path
+        assert queued() == 10
+        rollups.up_to_date(tracker.store)
+        got = _rollup_tables(tracker)
+        rollups.rebuild_rollups(tracker.store)
+        assert got == _rollup_tables(tracker)
+    finally:
+        set_tracker(None)
+        forget_store(url)

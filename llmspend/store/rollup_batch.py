@@ -28,7 +28,8 @@ could overflow int64 — goes to :func:`~llmspend.store.rollups.ingest_hook`.
 
 from __future__ import annotations
 
-from collections.abc import Callable, Mapping
+import functools
+from collections.abc import Callable, Iterator, Mapping
 from typing import TYPE_CHECKING, Any
 
 from .fastsql import Tx
@@ -36,6 +37,7 @@ from .rollups import (
     FAMILIES,
     KEY_COLUMNS,
     MEASURES,
+    PG_BATCH_COLUMNS,
     PG_BATCH_TABLE,
     ROLLUPS,
     Rollup,
@@ -207,20 +209,12 @@ def fold_columns(tx: Tx, cols: Mapping[str, Any]) -> bool:
     rows = group_columns(cols)
     if rows is None:
         return False
-    if not tx.sqlite:
-        quarters = rows.coarser("quarter", KEY_COLUMNS)
-        fold_pg_batch(tx, lambda: None, lambda: _copy_groups(tx, quarters))
-        return True
-    for family, dims in FAMILIES.items():
-        groups = rows
-        for r in sorted((r for r in ROLLUPS if r.family == family), key=_finest):
-            groups = groups.coarser(r.grain, dims)  # the finest from the rows, then each
-            _upsert(tx, r, groups.params(r, sqlite=True))  # from the one before
+    if tx.sqlite:
+        for r, groups in _tables(rows):
+            _upsert(tx, r, groups.params(r, sqlite=True))
+    else:
+        fold_pg_batch(tx, lambda: None, _fills(tx, rows))
     return True
-
-
-def _finest(r: Rollup) -> int:
-    return _GRAINS.index(r.grain)
 
 
 def write_folded(tx: Tx, cols: Mapping[str, Any], insert: Callable[[], None]) -> None:
@@ -232,21 +226,44 @@ def write_folded(tx: Tx, cols: Mapping[str, Any], insert: Callable[[], None]) ->
     if rows is None:
         insert()
         return
-    quarters = rows.coarser("quarter", KEY_COLUMNS)
-    fold_pg_batch(tx, insert, lambda: _copy_groups(tx, quarters))
+    fold_pg_batch(tx, insert, _fills(tx, rows))
 
 
-def _copy_groups(tx: Tx, groups: Groups) -> None:
-    """The quarter-hour groups over every key column into the batch table, by COPY."""
+def _tables(rows: Groups) -> Iterator[tuple[Rollup, Groups]]:
+    """Every rollup table with its groups of ``rows``: per family the finest grain from
+    the rows, then each coarser one from the groups before it."""
+    for family, dims in FAMILIES.items():
+        groups = rows
+        for r in sorted((r for r in ROLLUPS if r.family == family), key=_finest):
+            groups = groups.coarser(r.grain, dims)
+            yield r, groups
+
+
+def _fills(tx: Tx, rows: Groups) -> Iterator[tuple[Rollup, Callable[[], None]]]:
+    for r, groups in _tables(rows):
+        yield r, functools.partial(_copy_groups, tx, r, groups)
+
+
+def _finest(r: Rollup) -> int:
+    return _GRAINS.index(r.grain)
+
+
+def _copy_groups(tx: Tx, r: Rollup, groups: Groups) -> None:
+    """A table's groups (in key order) into the PostgreSQL batch table, by COPY."""
     import pyarrow as pa
 
     from . import arrowio
 
-    names = ["bucket", *KEY_COLUMNS, *(f"m{j}" for j in range(len(MEASURES)))]
+    n = len(groups.bucket)
     arrays = [pa.array(groups.bucket.astype("datetime64[us]"), type=pa.timestamp("us"))]
-    arrays.extend(pa.array(groups.uniques[d][groups.codes[d]], pa.string()) for d in KEY_COLUMNS)
+    for d in KEY_COLUMNS:
+        if d in r.dims:
+            arrays.append(pa.array(groups.uniques[d][groups.codes[d]], pa.string()))
+        else:
+            arrays.append(pa.repeat(pa.scalar("", pa.string()), n))
     arrays.extend(pa.array(groups.sums[:, j]) for j in range(len(MEASURES)))
-    arrowio.copy_in(tx, PG_BATCH_TABLE, names, pa.Table.from_arrays(arrays, names=names))
+    table = pa.Table.from_arrays(arrays, names=list(PG_BATCH_COLUMNS))
+    arrowio.copy_in(tx, PG_BATCH_TABLE, PG_BATCH_COLUMNS, table)
 
 
 def _bucket(ts: np.ndarray, grain: str) -> np.ndarray:

@@ -71,6 +71,7 @@ __all__ = [
     "FAMILIES",
     "KEY_COLUMNS",
     "MEASURES",
+    "PG_BATCH_COLUMNS",
     "PG_BATCH_TABLE",
     "ROLLUPS",
     "Rollup",
@@ -359,23 +360,20 @@ def _fold(r: Rollup) -> SQL:
 _FOLDS = tuple(_fold(r) for r in ROLLUPS)
 
 
-def _pg_fold_sql(queued: bool = True) -> str:
-    """PostgreSQL: one statement summing rows once per quarter hour and every key column,
-    then into every rollup table (data-modifying CTEs, so the source and the sums go
-    together). ``queued``: the usage rows whose ids it deletes from the queue; else the
-    quarter-hour sums a bulk writer put in :data:`PG_BATCH_TABLE`, which it empties."""
+def _pg_fold_sql() -> str:
+    """PostgreSQL: one statement deleting the queued ids, summing their rows once per
+    quarter hour and every key column, then into every rollup table in key order
+    (data-modifying CTEs, so the ids and the sums go together; rows in key order are
+    appended to the index's pages instead of scattered, and locked in one order)."""
     quarter = "date_bin(interval '15 minutes', ts, timestamp '2000-01-01')"
     keys = ", ".join(f"coalesce({k}, '') AS {k}" if k == "service_tier" else k for k in KEY_COLUMNS)
     sums = ", ".join(f"{e} AS m{j}" for j, e in enumerate(_RAW_SUM_LIST))
     groups = ", ".join(str(j) for j in range(1, len(KEY_COLUMNS) + 2))
-    if queued:
-        parts = [
-            "d AS (DELETE FROM llmspend_rollup_pending RETURNING usage_id)",
-            f"q AS MATERIALIZED (SELECT {quarter} AS bucket, {keys}, {sums} "  # noqa: S608
-            f"FROM llmspend_usage JOIN d ON id = usage_id GROUP BY {groups})",
-        ]
-    else:
-        parts = ["d AS (DELETE FROM llmspend_rollup_batch RETURNING *)", "q AS (SELECT * FROM d)"]
+    parts = [
+        "d AS (DELETE FROM llmspend_rollup_pending RETURNING usage_id)",
+        f"q AS MATERIALIZED (SELECT {quarter} AS bucket, {keys}, {sums} "  # noqa: S608
+        f"FROM llmspend_usage JOIN d ON id = usage_id GROUP BY {groups})",
+    ]
     totals = ", ".join(f"sum(m{j})" for j in range(len(MEASURES)))
     for i, r in enumerate(ROLLUPS):
         table = r.table.name
@@ -384,23 +382,40 @@ def _pg_fold_sql(queued: bool = True) -> str:
         parts.append(
             f"u{i} AS (INSERT INTO {table} ({', '.join(r.columns)}) "  # noqa: S608
             f"SELECT {_PG_BUCKET[r.grain]}, {dims}, {totals} FROM q GROUP BY {by} "
-            f"{_conflict(r)})"
+            f"ORDER BY {by} {_conflict(r)})"
         )
     return "WITH " + ", ".join(parts) + " SELECT count(*) FROM d"  # noqa: S608
 
 
 _PG_FOLD = _pg_fold_sql()
-_PG_BATCH_FOLD = _pg_fold_sql(queued=False)
 
-#: PostgreSQL: a bulk writer's quarter-hour sums (:func:`fold_pg_batch` folds and empties it).
+#: PostgreSQL: one rollup table's groups of a bulk writer's batch, already summed and in
+#: key order (:func:`fold_pg_batch`); every key column, "" for one the table leaves out.
 PG_BATCH_TABLE = "llmspend_rollup_batch"
+PG_BATCH_COLUMNS: tuple[str, ...] = ("bucket", *KEY_COLUMNS, *MEASURES)
 _PG_BATCH_CREATE = (
     "CREATE TEMPORARY TABLE IF NOT EXISTS llmspend_rollup_batch (bucket timestamp NOT NULL, "
     "org_name text NOT NULL, project_name text NOT NULL, user_name text NOT NULL, "
     "provider text NOT NULL, model text NOT NULL, api text NOT NULL, "
-    "service_tier text NOT NULL, m0 bigint, m1 bigint, m2 bigint, m3 bigint, m4 bigint, "
-    "m5 bigint, m6 bigint, m7 bigint, m8 bigint, m9 bigint) ON COMMIT DROP"
+    "service_tier text NOT NULL, calls bigint, error_calls bigint, refused_calls bigint, "
+    "unpriced_calls bigint, input_tokens bigint, cached_input_tokens bigint, "
+    "cache_write_tokens bigint, output_tokens bigint, reasoning_tokens bigint, "
+    "cost_nanos bigint) ON COMMIT DROP"
 )
+
+
+def _pg_batch_upsert(r: Rollup) -> str:
+    """Add the batch table's groups to one rollup table (they are final)."""
+    table = r.table.name
+    columns = ", ".join(r.columns)
+    return (
+        f"INSERT INTO {table} ({columns}) "  # noqa: S608
+        f"SELECT {columns} FROM llmspend_rollup_batch " + _conflict(r)
+    )
+
+
+_PG_BATCH_UPSERTS = {r: _pg_batch_upsert(r) for r in ROLLUPS}
+_PG_BATCH_EMPTY = "TRUNCATE llmspend_rollup_batch"
 #: The queue trigger (migration 0014) skips the rows of a statement run while this is on.
 _PG_QUEUE_OFF = "SELECT set_config('llmspend.rollups_folded', 'on', true)"
 _PG_QUEUE_ON = "SELECT set_config('llmspend.rollups_folded', 'off', true)"
@@ -415,11 +430,14 @@ def _pg_catch_up(tx: Tx) -> int:
     return int(tx.execute(_PG_FOLD).fetchone()[0])
 
 
-def fold_pg_batch(tx: Tx, insert: Callable[[], None], fill: Callable[[], None]) -> None:
+def fold_pg_batch(
+    tx: Tx, insert: Callable[[], None], groups: Iterable[tuple[Rollup, Callable[[], None]]]
+) -> None:
     """PostgreSQL: run ``insert`` (which writes usage rows) with the queue trigger off, then
-    ``fill`` (which puts those rows' quarter-hour sums over every key column into
-    :data:`PG_BATCH_TABLE`) and fold that table into every rollup table — all on ``tx``'s
-    transaction, so the rows are summed once: here, not by a catch-up."""
+    for each ``(rollup, fill)`` of ``groups``: ``fill`` puts that table's groups of those
+    rows into :data:`PG_BATCH_TABLE` (:data:`PG_BATCH_COLUMNS`) and they are added to the
+    table. All on ``tx``'s transaction, so the rows are summed once: here, not by a
+    catch-up (``groups`` must cover every table of :data:`ROLLUPS`)."""
     tx.execute(_PG_WRITER)
     tx.execute(_PG_QUEUE_OFF)
     try:
@@ -427,8 +445,10 @@ def fold_pg_batch(tx: Tx, insert: Callable[[], None], fill: Callable[[], None]) 
     finally:
         tx.execute(_PG_QUEUE_ON)
     tx.execute(_PG_BATCH_CREATE)
-    fill()
-    tx.execute(_PG_BATCH_FOLD)
+    for r, fill in groups:
+        fill()
+        tx.execute(_PG_BATCH_UPSERTS[r])
+        tx.execute(_PG_BATCH_EMPTY)  # not DELETE: no dead rows for the next scan to pass
 
 
 def catch_up(conn: Connection | Tx, *, inserted: Sequence[Mapping[str, Any]] = ()) -> int:
