@@ -6,6 +6,7 @@ seventh tagged) through ``llmspend.ingest``, then times (best of ``--repeat``):
 
 - ``records()`` — every column, a DataFrame with exact ``Decimal`` money and tag dicts;
 - ``records(as_="arrow")`` — the same as a ``pyarrow.Table`` (``decimal128(38, 9)``);
+- ``records(as_="pandas-arrow")`` — a DataFrame of Arrow-backed columns over that table;
 - ``records(columns=[ts, model, cost_usd])`` and one with an org filter (pushdown);
 - on PostgreSQL with connectorx installed, ``records()`` and ``as_="arrow"`` read by
   COPY as well (the fallback);
@@ -76,6 +77,7 @@ def run(store: str, url: str, rows: int, repeat: int) -> None:
     cases = {
         "records()": lambda: llmspend.records(),
         "records(as_='arrow')": lambda: llmspend.records(as_="arrow"),
+        "records(as_='pandas-arrow')": lambda: llmspend.records(as_="pandas-arrow"),
         "records(columns=[ts, model, cost_usd])": lambda: llmspend.records(
             columns=["ts", "model", "cost_usd"]
         ),
