@@ -155,7 +155,9 @@ def records(
     ``provider``, ``model``, ``api``, ``status``, ``price_status``, ``session_id``,
     ``request_id``) take a name or a list of names. ``columns`` picks columns (read only
     those). ``as_="arrow"`` returns a ``pyarrow.Table`` instead (``cost_usd`` as
-    ``decimal128(38, 9)``, tags as JSON text); ``as_="polars"`` a polars DataFrame.
+    ``decimal128(38, 9)``, tags as JSON text); ``as_="polars"`` a polars DataFrame;
+    ``as_="pandas-arrow"`` a DataFrame of ``pd.ArrowDtype`` columns (no Python object per
+    value; ``cost_usd`` elements are ``Decimal`` and its ``.sum()`` is exact).
     In team mode the gateway answers (scoped by role; see :mod:`llmspend.teamclient`).
     """
     if (team := _team()) is not None:

@@ -297,8 +297,7 @@ class GatewayClient:
         as_: str = "pandas",
         **filters: Any,
     ) -> Any:
-        if as_ not in ("pandas", "arrow", "polars"):
-            raise ValidationError(f"as_ must be 'pandas', 'arrow' or 'polars', not {as_!r}")
+        arrowio.check_as(as_)
         _need_arrow("records()")
         query: list[tuple[str, Any]] = []
         for name, value in (("since", since), ("until", until)):

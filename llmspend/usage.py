@@ -499,10 +499,7 @@ def fetch_records(
     lo = parse_when(since, name="since")
     hi = parse_when(until, name="until")
     cols = _record_columns(columns)
-    if as_ not in arrowio.AS_VALUES:
-        raise ValidationError(
-            f"as_ must be one of {', '.join(map(repr, arrowio.AS_VALUES))}, not {as_!r}"
-        )
+    arrowio.check_as(as_)
     if not arrowio.have_pyarrow():
         if as_ != "pandas":
             raise ValidationError(f"records(as_={as_!r}) needs pyarrow: pip install pyarrow")

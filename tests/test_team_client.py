@@ -119,6 +119,11 @@ def test_as_owner_records_are_the_gateways_rows_exactly(stack: Stack, kernel: Ke
     arrow = llmspend.records(since="1d", model=["gpt-4o-mini"], as_="arrow")
     assert arrow.equals(fetch_records(stack.store, since="1d", org="acme", project="churn",
                                       model="gpt-4o-mini", as_="arrow"))  # fmt: skip
+    backed = llmspend.records(as_="pandas-arrow")  # Arrow-backed columns, exact money
+    assert backed["cost_usd"].sum() == sum(want["cost_usd"], Decimal(0))
+    assert list(backed.columns) == list(want.columns)
+    with pytest.raises(ValidationError, match="as_ must be one of"):
+        llmspend.records(as_="excel")
     with pytest.raises(ValidationError, match="unknown records parameters: nope"):
         llmspend.records(nope="x")
 

@@ -37,6 +37,7 @@ __all__ = [
     "AS_VALUES",
     "COLUMN_KINDS",
     "STORE_COLUMN",
+    "check_as",
     "copy_in",
     "have_connectorx",
     "have_pyarrow",
@@ -456,6 +457,12 @@ def _from_unscaled(values: Any, dec_type: Any) -> Any:
 
 #: What ``records(as_=...)`` can return.
 AS_VALUES = ("pandas", "arrow", "polars", "pandas-arrow")
+
+
+def check_as(as_: object) -> None:
+    """Raise :class:`ValidationError` unless ``as_`` is one of :data:`AS_VALUES`."""
+    if as_ not in AS_VALUES:
+        raise ValidationError(f"as_ must be one of {', '.join(map(repr, AS_VALUES))}, not {as_!r}")
 
 
 def shaped(table: pa.Table, as_: str) -> Any:
