@@ -18,7 +18,9 @@ upsert. The rows not yet summed in are found differently per store:
   and ``llmspend_rollup_state.rolled_through`` marks how far the rollups go.
 * **PostgreSQL**: ids are committed out of order, so a statement-level trigger on
   ``llmspend_usage`` (migration 0013) queues every inserted row's id in
-  ``llmspend_rollup_pending``, in the inserting transaction.
+  ``llmspend_rollup_pending``, in the inserting transaction — except the rows of a bulk
+  writer that sums its batch into the rollups itself in that transaction
+  (:func:`fold_pg_batch`; migration 0014).
 
 :func:`catch_up` sums the pending rows into every rollup table (one set-based statement
 per table on SQLite; on PostgreSQL one statement for all of them that also deletes the
@@ -393,14 +395,9 @@ _PG_FOLD = _pg_fold_sql()
 #: key order (:func:`fold_pg_batch`); every key column, "" for one the table leaves out.
 PG_BATCH_TABLE = "llmspend_rollup_batch"
 PG_BATCH_COLUMNS: tuple[str, ...] = ("bucket", *KEY_COLUMNS, *MEASURES)
-_PG_BATCH_CREATE = (
-    "CREATE TEMPORARY TABLE IF NOT EXISTS llmspend_rollup_batch (bucket timestamp NOT NULL, "
-    "org_name text NOT NULL, project_name text NOT NULL, user_name text NOT NULL, "
-    "provider text NOT NULL, model text NOT NULL, api text NOT NULL, "
-    "service_tier text NOT NULL, calls bigint, error_calls bigint, refused_calls bigint, "
-    "unpriced_calls bigint, input_tokens bigint, cached_input_tokens bigint, "
-    "cache_write_tokens bigint, output_tokens bigint, reasoning_tokens bigint, "
-    "cost_nanos bigint) ON COMMIT DROP"
+_PG_BATCH_CREATE = (  # the model family's tables have every key column, NOT NULL
+    "CREATE TEMPORARY TABLE IF NOT EXISTS llmspend_rollup_batch "
+    "(LIKE llmspend_rollup_hourly_model) ON COMMIT DROP"
 )
 
 
@@ -419,9 +416,6 @@ _PG_BATCH_EMPTY = "TRUNCATE llmspend_rollup_batch"
 #: The queue trigger (migration 0014) skips the rows of a statement run while this is on.
 _PG_QUEUE_OFF = "SELECT set_config('llmspend.rollups_folded', 'on', true)"
 _PG_QUEUE_ON = "SELECT set_config('llmspend.rollups_folded', 'off', true)"
-#: Taken by a bulk writer folding its own rows, as the queue trigger's insert would:
-#: a rebuild (EXCLUSIVE) then sees the batch's rows and sums together, or neither.
-_PG_WRITER = "LOCK TABLE llmspend_rollup_pending IN ROW EXCLUSIVE MODE"
 
 
 def _pg_catch_up(tx: Tx) -> int:
@@ -433,17 +427,15 @@ def _pg_catch_up(tx: Tx) -> int:
 def fold_pg_batch(
     tx: Tx, insert: Callable[[], None], groups: Iterable[tuple[Rollup, Callable[[], None]]]
 ) -> None:
-    """PostgreSQL: run ``insert`` (which writes usage rows) with the queue trigger off, then
-    for each ``(rollup, fill)`` of ``groups``: ``fill`` puts that table's groups of those
-    rows into :data:`PG_BATCH_TABLE` (:data:`PG_BATCH_COLUMNS`) and they are added to the
-    table. All on ``tx``'s transaction, so the rows are summed once: here, not by a
-    catch-up (``groups`` must cover every table of :data:`ROLLUPS`)."""
-    tx.execute(_PG_WRITER)
-    tx.execute(_PG_QUEUE_OFF)
-    try:
-        insert()
-    finally:
-        tx.execute(_PG_QUEUE_ON)
+    """PostgreSQL, on ``tx``: ``insert`` (usage rows) with the queue trigger off, then per
+    ``(rollup, fill)`` of ``groups`` (every table): ``fill`` puts the table's groups of
+    those rows in :data:`PG_BATCH_TABLE`, which are added to it. Summed once: not queued."""
+    # turns with the folders (no rollup row one of them holds is upserted here), and a
+    # rebuild (EXCLUSIVE) sees the batch's rows and sums together or neither
+    tx.execute(_PG_TURN)
+    tx.execute(_PG_QUEUE_OFF)  # for this transaction only: gone with a rollback too
+    insert()
+    tx.execute(_PG_QUEUE_ON)
     tx.execute(_PG_BATCH_CREATE)
     for r, fill in groups:
         fill()
