@@ -387,3 +387,51 @@ def test_postgres_catch_ups_take_turns_and_count_each_row_once(installed_pg) -> 
     with tracker.store.begin(write=True) as again:
         assert catch_up(again) == 0
     assert snapshot(tracker) == from_records()
+
+
+def test_a_batch_grouped_per_table_equals_its_rows_summed_directly_in_key_order() -> None:
+    """The bulk fold's invariants (``llmspend.store.rollup_batch``): a coarser table's
+    groups made from the finer table's groups equal the rows summed directly (each bucket
+    lies in one bucket of the next grain: quarter, hour, day, Monday week), and every
+    table's rows come in key order (codes sorted as the text is, "" for a left-out key)."""
+    import random
+
+    import numpy as np
+
+    from llmspend.store.rollup_batch import _tables, group_columns
+    from llmspend.store.rollups import KEY_COLUMNS, ROLLUPS, _bucket_of
+
+    rnd = random.Random(5)
+    n = 3000
+    start = dt.datetime(2026, 2, 27, 21)  # a month's and a week's end inside
+    cols: dict[str, Any] = {
+        "ts": np.array(
+            [start + dt.timedelta(seconds=rnd.randint(0, 9 * 86400)) for _ in range(n)],
+            dtype="datetime64[us]",
+        ),
+        "org_name": [rnd.choice(["acme", "Acme", "émile"]) for _ in range(n)],
+        "project_name": [rnd.choice(["p", "p2", "Ω"]) for _ in range(n)],
+        "user_name": [rnd.choice(["ana", "bo", "zoë", "Zed"]) for _ in range(n)],
+        "provider": [rnd.choice(["openai", "google"]) for _ in range(n)],
+        "model": [rnd.choice(["m1", "m2", "gpt-4o"]) for _ in range(n)],
+        "api": [rnd.choice(["responses", "chat.completions"]) for _ in range(n)],
+        "service_tier": [rnd.choice([None, "flex", "priority"]) for _ in range(n)],
+        "status": [rnd.choice(["ok", "ok", "error", "refused"]) for _ in range(n)],
+        "cost_nanos": [None if i % 13 == 0 else rnd.randint(0, 10**12) for i in range(n)],
+        **{m: np.array([rnd.randint(0, 10**6) for _ in range(n)]) for m in MEASURES[4:9]},
+    }
+    rows = group_columns(cols)
+    assert rows is not None
+    made = dict(_tables(rows))
+    assert list(made) == list(ROLLUPS)
+    for r, groups in made.items():
+        direct = rows.coarser(r.grain, r.dims)  # from the raw rows, not the finer groups
+        params = groups.params(r, sqlite=True)
+        assert params == direct.params(r, sqlite=True), r.table.name
+        assert params == sorted(params), r.table.name  # key order: bucket, then key text
+        assert sum(p[len(r.key) + 1] for p in params) == n  # calls
+        want = {_bucket_of(t, r.grain) for t in cols["ts"].astype(dt.datetime)}
+        assert {p[0] for p in params} == {
+            t.isoformat(sep=" ", timespec="microseconds") for t in want
+        }  # as the row path buckets them (weeks from Monday)
+    assert {d for r in ROLLUPS for d in r.key} == set(KEY_COLUMNS)
