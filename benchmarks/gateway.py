@@ -107,7 +107,9 @@ def gateway_process(
     cmd = [sys.executable, "-m", "llmspend", "gateway", "serve", "--port", str(port),
            "--config", str(config), "--database-url", db]  # fmt: skip
     with open(tmp / f"gateway-{port}.log", "wb") as log:
-        proc = subprocess.Popen(cmd, env=env, stdout=log, stderr=subprocess.STDOUT)
+        # Not started in the current directory: ``python -m`` puts it first on sys.path,
+        # ahead of PYTHONPATH, so a checkout there would shadow ``src``.
+        proc = subprocess.Popen(cmd, env=env, stdout=log, stderr=subprocess.STDOUT, cwd=tmp)
     try:
         _wait(f"http://127.0.0.1:{port}/health", proc, "the gateway")
         yield f"http://127.0.0.1:{port}/openai", key, proc.pid
