@@ -5,12 +5,14 @@ models, four months, business-hour peaks, caching on a third of chat calls; a se
 tagged). For each store it prints rows/s for
 
 - ``llmspend.ingest`` — the column path (``llmspend.bulkload``): validation, hierarchy
-  rows, one executemany (SQLite) or COPY (PostgreSQL), the ingest hooks (budget periods
-  of three budgets; every rollup table, from the batch's columns by
-  ``llmspend.store.rollup_batch``: on SQLite an upsert per table, on PostgreSQL through a
-  temporary table and one fold statement, the queue trigger skipping the batch's rows),
-  wall and CPU time (the machine may be shared; the CPU is this process's only — on
-  PostgreSQL the server's work shows in the wall time alone);
+  rows, one executemany (SQLite) or COPY (PostgreSQL), every rollup table summed from
+  the batch's columns by ``llmspend.store.rollup_batch`` (SQLite: in an ingest hook, an
+  upsert per table; PostgreSQL: by the writer, each table's groups COPY'd to a temporary
+  table and added with one INSERT ... ON CONFLICT, the queue trigger skipping the
+  batch's rows), the budget periods of three budgets; wall and CPU time (the machine
+  may be shared; the CPU is this process's only — on PostgreSQL the server's work shows
+  in the wall time alone). "Without the ingest hooks" leaves out the budget periods and,
+  on SQLite, the rollups (on PostgreSQL the writer sums them still);
 - the row path it replaced (``llmspend.usage.ingest_rows``), same hooks;
 - a baseline in the same run: a raw DBAPI ``executemany`` of the same rows, already
   validated, into a table of the same columns and index (no checks, no hooks).
