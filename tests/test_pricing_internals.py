@@ -12,7 +12,7 @@ import pytest
 
 from llmspend.pricing import PriceBook, UnknownModelWarning
 from llmspend.pricing.rates import Tier
-from llmspend.pricing.snapshot import Tiered, TierPrice, genai, spec_of
+from llmspend.pricing.snapshot import Tiered, TierPrice, genai
 
 EPOCH = dt.datetime(2026, 11, 20, 12, tzinfo=dt.UTC).timestamp()
 PACKAGE = Path(__file__).parents[1] / "llmspend" / "pricing"
@@ -43,9 +43,7 @@ def test_a_tiered_spec_is_named() -> None:
     prov = genai().by_id["google"]
     info = prov.find_model("gemini-2.5-pro")
     assert info is not None
-    prices = info.prices
-    model_price = prices if not isinstance(prices, list) else prices[-1].prices
-    tiered = [v for v in spec_of(model_price).values() if isinstance(v, Tiered)]
+    tiered = [v for v in info.prices[-1].spec.values() if isinstance(v, Tiered)]
     assert tiered and all(isinstance(t, TierPrice) for v in tiered for t in v.tiers)
 
 

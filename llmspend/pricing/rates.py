@@ -9,19 +9,16 @@ effective-dated :class:`Window` s, each with its base rates and long-context :cl
 from __future__ import annotations
 
 import dataclasses
-import datetime as dt
 import math
 from dataclasses import dataclass
 from decimal import Decimal
 from fractions import Fraction
-from typing import TYPE_CHECKING, NamedTuple
+from typing import NamedTuple
 
 from .overrides import ModelOverride, Overrides
 from .price import PriceRef, PriceStatus, to_epoch, usd_digits
-from .snapshot import PriceSpec, genai, price_at, spec_of
-
-if TYPE_CHECKING:
-    from genai_prices.types import ModelInfo, Provider
+from .snapshot import PriceSpec, genai, price_at
+from .table import Model, Provider
 
 __all__ = [
     "Plan",
@@ -234,12 +231,10 @@ def build_plan(
     overrides: Overrides | None,
     req: str | None,
     name: str,
-    found: tuple[Provider, ModelInfo] | None,
+    found: tuple[Provider, Model] | None,
     entries: tuple[ModelOverride, ...],
 ) -> Plan:
     """The plan for a model genai-prices ``found`` and/or override ``entries`` price."""
-    from genai_prices.types import ModelPrice, StartDateConstraint, TimeOfDateConstraint
-
     ov = overrides
     provider_id = found[0].id if found else (entries[0].provider or req or "any")
     names = [name, *([found[1].id.lower()] if found else []), *(e.pattern for e in entries)]
@@ -249,23 +244,12 @@ def build_plan(
     defs: list[_Def] = []
     if found:
         prov, info = found
-        prices = info.prices
-        conditional = [(None, prices)] if isinstance(prices, ModelPrice) else [
-            (cp.constraint, cp.prices) for cp in prices]  # fmt: skip
-        for constraint, model_price in conditional:
-            start: float | None = None
-            tod: tuple[float, float] | None = None
-            effective: dt.date | None = None
-            tod_label: str | None = None
-            if isinstance(constraint, StartDateConstraint):
-                effective = constraint.start_date
-                start = to_epoch(effective)
-            elif isinstance(constraint, TimeOfDateConstraint):
-                a, b = (_utc_seconds(t) for t in (constraint.start_time, constraint.end_time))
-                tod = (a, b)
-                tod_label = f"{_hhmm(a)}-{_hhmm(b)}Z"
-            ref = PriceRef("genai-prices", prov.id, info.id, effective, tod_label, pct)
-            defs.append(_Def(spec_of(model_price), start, tod, ref))
+        for price in info.prices:
+            start = to_epoch(price.start) if price.start is not None else None
+            tod = price.tod
+            tod_label = f"{_hhmm(tod[0])}-{_hhmm(tod[1])}Z" if tod is not None else None
+            ref = PriceRef("genai-prices", prov.id, info.id, price.start, tod_label, pct)
+            defs.append(_Def(price.spec, start, tod, ref))
     for e in entries:
         start = to_epoch(e.effective) if e.effective else None
         ref = PriceRef(f"override:{ov.path if ov else ''}", e.provider or provider_id,
@@ -289,12 +273,6 @@ def build_plan(
     window = found[1].context_window if found else None
     return Plan(ordered, windows[0], always, provider_id, None, caps[-1] if caps else None,
                 window)  # fmt: skip
-
-
-def _utc_seconds(value: dt.time) -> float:
-    if value.tzinfo is not None:
-        value = dt.datetime.combine(dt.date(1970, 1, 1), value).astimezone(dt.UTC).time()
-    return value.hour * 3600 + value.minute * 60 + value.second + value.microsecond / 1e6
 
 
 def _hhmm(seconds: float) -> str:

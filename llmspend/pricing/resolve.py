@@ -10,14 +10,12 @@ deployment name is priced by the response's model unless the override file names
 from __future__ import annotations
 
 import re
-from typing import TYPE_CHECKING, NamedTuple
+from typing import NamedTuple
 
 from .overrides import Overrides
 from .rates import Plan, build_plan, with_note
 from .snapshot import genai, genai_provider, infer_provider, normalize_provider
-
-if TYPE_CHECKING:
-    from genai_prices.types import ModelInfo, Provider
+from .table import Model, Provider
 
 __all__ = ["Variant", "resolve", "variants"]
 
@@ -52,7 +50,7 @@ def _configured(ov: Overrides | None, req: str | None, name: str) -> bool:
     return bool(ov and (ov.model_entries((req,), name) or ov.alias_for((req,), name)))
 
 
-def _find(req: str | None, name: str) -> tuple[Provider, ModelInfo] | None:
+def _find(req: str | None, name: str) -> tuple[Provider, Model] | None:
     if req is None or req == "openai-compatible":
         g = genai()
         inferred = infer_provider(name)

@@ -1,22 +1,17 @@
 """The genai-prices snapshot: its providers, units and prices, as llmspend reads them.
 
-genai-prices' data is imported on first use (~0.1 s), never at import of llmspend. A
-model's price becomes a :data:`PriceSpec` (price key → flat Decimal or :class:`Tiered`),
-the form override files produce too.
+genai-prices' data is read on first use, never at import of llmspend: from the table
+cached on disk when it is current (:mod:`~llmspend.pricing.table`). A model's price is a
+:data:`PriceSpec` (price key → flat Decimal or :class:`Tiered`), the form override files
+produce too.
 """
 
 from __future__ import annotations
 
-import importlib.util
-import sys
 import threading
-from dataclasses import dataclass
 from decimal import Decimal
-from typing import TYPE_CHECKING, Any, NamedTuple
 
-if TYPE_CHECKING:
-    from genai_prices.types import ModelPrice, Provider
-    from genai_prices.units import UnitDef
+from .table import PriceSpec, Provider, Table, Tiered, TierPrice, load, spec_of
 
 __all__ = [
     "GenAI",
@@ -46,24 +41,6 @@ _PROVIDER_ALIASES = {
 }
 
 
-class TierPrice(NamedTuple):
-    """A tier's price: in force for requests with more than ``start`` input tokens."""
-
-    start: int
-    price: Decimal
-
-
-class Tiered(NamedTuple):
-    """A tiered price: ``base`` below every tier, then ``tiers`` in ascending ``start``."""
-
-    base: Decimal
-    tiers: tuple[TierPrice, ...]
-
-
-#: genai-prices price key (``input_mtok``...) → a flat price or a :class:`Tiered` one.
-PriceSpec = dict[str, "Decimal | Tiered"]
-
-
 def normalize_provider(name: str | None) -> str | None:
     """Map an llmspend provider name (``xai``, ``gemini``...) to its genai-prices id."""
     if name is None:
@@ -74,68 +51,24 @@ def normalize_provider(name: str | None) -> str | None:
     return _PROVIDER_ALIASES.get(key, key)
 
 
-@dataclass(frozen=True, slots=True)
-class GenAI:
-    """genai-prices' bundled data: providers (in data order), by id, and units by price key."""
+#: genai-prices' bundled data as pricing reads it (see :mod:`~llmspend.pricing.table`).
+GenAI = Table
 
-    providers: tuple[Provider, ...]
-    by_id: dict[str, Provider]
-    units: dict[str, UnitDef]  # price key → unit
+_genai_state: Table | None = None
+_genai_lock = threading.Lock()
 
 
-_genai_state: GenAI | None = None
-
-
-def genai() -> GenAI:
-    """genai-prices' bundled providers and units, imported on first use (~0.1 s)."""
+def genai() -> Table:
+    """genai-prices' providers and units: on first use, from the on-disk table if current
+    (a few ms), else from genai-prices' own data (~0.1 s, then cached on disk)."""
     global _genai_state
-    if _genai_state is None:
-        _defer_package_init()
-        from genai_prices.data import providers
-        from genai_prices.data_units import unit_data
-        from genai_prices.units import UnitRegistry
-
-        registry = UnitRegistry(unit_data)
-        units = {u.price_key: u for u in registry.units.values()}
-        _genai_state = GenAI(tuple(providers), {p.id: p for p in providers}, units)
-    return _genai_state
-
-
-def _defer_package_init() -> None:
-    """Let genai-prices' data modules load without its package ``__init__`` running yet.
-
-    Its ``__init__`` imports what llmspend never uses (the price updater with its HTTP
-    client, ``importlib.metadata``): about half of the first price's cost. Invariant: the
-    package goes into ``sys.modules`` unexecuted, with a module ``__getattr__`` that runs
-    its own ``__init__`` the first time anything not yet loaded is asked of it, so any
-    ``import genai_prices`` or ``from genai_prices import ...`` elsewhere still gets the
-    whole package (tests/test_pricing_standalone.py checks both orders).
-    """
-    if "genai_prices" in sys.modules:
-        return
-    spec = importlib.util.find_spec("genai_prices")
-    if spec is None or spec.loader is None or not spec.submodule_search_locations:
-        return  # pragma: no cover - not installed as a package: the plain import says so
-    package = importlib.util.module_from_spec(spec)
-    loader = spec.loader
-    lock = threading.RLock()
-    ran: list[bool] = []
-
-    def __getattr__(name: str) -> Any:
-        with lock:
-            if not ran:  # the first ask: run the package's own __init__ (once)
-                ran.append(True)
-                try:
-                    loader.exec_module(package)
-                finally:
-                    package.__dict__.pop("__getattr__", None)
-        try:
-            return package.__dict__[name]
-        except KeyError:
-            raise AttributeError(f"module 'genai_prices' has no attribute {name!r}") from None
-
-    package.__getattr__ = __getattr__  # type: ignore[method-assign]
-    sys.modules.setdefault("genai_prices", package)
+    state = _genai_state
+    if state is None:
+        with _genai_lock:
+            if _genai_state is None:
+                _genai_state = load()
+            state = _genai_state
+    return state
 
 
 def genai_provider(provider_id: str) -> Provider | None:
@@ -154,22 +87,6 @@ def infer_provider(name: str) -> Provider | None:
     return next(
         (p for p in genai().providers if p.model_match and p.model_match.is_match(name)), None
     )
-
-
-def spec_of(model_price: ModelPrice) -> PriceSpec:
-    """A genai-prices ``ModelPrice`` as a :data:`PriceSpec`."""
-    from genai_prices.types import TieredPrices
-
-    spec: PriceSpec = {}
-    for key, value in model_price.__dict__.items():
-        if key.startswith("_") or value is None:
-            continue
-        if isinstance(value, TieredPrices):
-            steps = tuple(TierPrice(t.start, t.price) for t in value.tiers)
-            spec[key] = Tiered(value.base, steps)
-        else:
-            spec[key] = value
-    return spec
 
 
 def price_at(value: Decimal | Tiered, above: int | None) -> Decimal:

@@ -27,8 +27,7 @@ from typing import Any
 
 from .overrides import Overrides, TierPriceEntry, load_overrides
 from .price import to_epoch
-from .snapshot import PriceSpec, Tiered, genai
-from .snapshot import TierPrice as Step
+from .snapshot import PriceSpec, genai
 
 __all__ = [
     "BATCH",
@@ -157,26 +156,17 @@ def genai_variant(provider_id: str, model_id: str, tier: str, epoch: float) -> P
     """genai-prices' partial spec for ``tier`` of a model at ``epoch``, or ``None``."""
     prov = genai().by_id.get(provider_id)
     info = next((m for m in prov.models if m.id == model_id), None) if prov else None
-    if info is None or not info.price_variants:
+    if info is None or not info.variants:
         return None
     want = {"processing": "batch"} if tier == BATCH else {"service_tier": tier}
     when = dt.datetime.fromtimestamp(epoch, dt.UTC)
     spec: PriceSpec = {}
-    for variant in info.price_variants:
-        if variant.when != want:
+    for variant in info.variants:
+        if variant.when != want or not variant.price.active(when):
             continue
-        if variant.constraint is not None and not variant.constraint.active(when):
-            continue
-        for key, value in variant.prices.__dict__.items():
-            if not key.startswith("_") and value is not None and key not in spec:
-                spec[key] = _flat_or_tiered(value)
+        for key, value in variant.price.spec.items():
+            spec.setdefault(key, value)
     return spec or None
-
-
-def _flat_or_tiered(value: Any) -> Any:
-    if isinstance(value, Decimal):
-        return value
-    return Tiered(value.base, tuple(Step(t.start, t.price) for t in value.tiers))
 
 
 def tier_price(
