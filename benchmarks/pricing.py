@@ -5,7 +5,10 @@ Per call (after a model's first call): ``llmspend.price`` (the public API, no st
 the same reading ``.total_usd`` (the Decimals are made when first read), the tracker's
 integer fast path ``price_nanos``; baselines: ``genai_prices.calc_price`` and a floor of
 one dict look-up (what any cached price costs at least). The first call is timed in fresh
-subprocesses (median of a few): ``import llmspend`` first, then the first price.
+subprocesses (median of a few): ``import llmspend`` (timed on its own), then the first
+price, once with genai-prices' table cached on disk (the usual case: every process after
+the first) and once with an empty cache directory (the full path: genai-prices' data
+imported and validated, then the table saved).
 
 Per-call figures are CPU time of the measuring thread (``time.thread_time``), so they hold
 on a machine other work shares; the first call is shown as wall and CPU time.
@@ -16,9 +19,11 @@ Run: ``.venv/bin/python benchmarks/pricing.py``
 from __future__ import annotations
 
 import datetime as dt
+import os
 import statistics
 import subprocess
 import sys
+import tempfile
 import time
 import timeit
 from collections.abc import Callable
@@ -41,10 +46,12 @@ USAGE = (250_000, 50_000, 0, 4_000, 1_500)  # input, cached, cache write, output
 AT = dt.datetime(2026, 11, 20, 12, tzinfo=dt.UTC)
 FIRST_CALL = """
 import time
-import llmspend
 t, c = time.perf_counter(), time.process_time()
+import llmspend
+t1, c1 = time.perf_counter(), time.process_time()
 llmspend.price("gpt-4o", input_tokens=1, output_tokens=1)
-print((time.perf_counter() - t) * 1e3, (time.process_time() - c) * 1e3)
+t2, c2 = time.perf_counter(), time.process_time()
+print((t2 - t1) * 1e3, (c2 - c1) * 1e3, (t1 - t) * 1e3, (c1 - c) * 1e3)
 """
 
 
@@ -55,17 +62,18 @@ def per_call_us(fn: Callable[[], object], number: int) -> float:
     return min(timer.repeat(number=number, repeat=7)) / number * 1e6
 
 
-def first_call_ms(runs: int = 5) -> tuple[float, float]:
+def first_call_ms(runs: int = 5, cold: bool = False) -> tuple[float, float, float, float]:
     """The median first ``llmspend.price()`` after ``import llmspend`` in fresh processes:
-    wall-clock and CPU milliseconds."""
-    wall, cpu = [], []
+    wall-clock and CPU milliseconds, then the same for ``import llmspend``. ``cold``: each
+    process with an empty cache directory (no table of genai-prices' data on disk)."""
+    rows = []
     for _ in range(runs):
-        out = subprocess.run([sys.executable, "-c", FIRST_CALL], capture_output=True,
-                             text=True, check=True)  # fmt: skip
-        w, c = out.stdout.split()
-        wall.append(float(w))
-        cpu.append(float(c))
-    return statistics.median(wall), statistics.median(cpu)
+        with tempfile.TemporaryDirectory() as empty:
+            env = {**os.environ, "XDG_CACHE_HOME": empty} if cold else None
+            out = subprocess.run([sys.executable, "-c", FIRST_CALL], capture_output=True,
+                                 text=True, check=True, env=env)  # fmt: skip
+        rows.append([float(x) for x in out.stdout.split()])
+    return tuple(statistics.median(col) for col in zip(*rows, strict=True))
 
 
 def main() -> None:
@@ -112,9 +120,12 @@ def main() -> None:
     print("datetime; +total = price() and reading .total_usd;")
     print("nanos = PriceBook.price_nanos (the tracker's path); genai = genai_prices.calc_price;")
     print("floor = one dict look-up; vs genai = genai / price()")
-    wall, cpu = first_call_ms()
-    print(f"first llmspend.price() after import llmspend: {wall:.0f} ms wall, {cpu:.0f} ms CPU "
-          "(median of 5 fresh processes)")  # fmt: skip
+    first_call_ms(1)  # the table of genai-prices' data saved, if it was not yet
+    for label, cold in (("table cached on disk", False), ("empty cache, full path", True)):
+        wall, cpu, iwall, icpu = first_call_ms(cold=cold)
+        print(f"first llmspend.price() after import llmspend ({label}): {wall:.0f} ms wall, "
+              f"{cpu:.0f} ms CPU; import llmspend {iwall:.0f} ms wall, {icpu:.0f} ms CPU "
+              "(median of 5 fresh processes)")  # fmt: skip
 
 
 if __name__ == "__main__":
