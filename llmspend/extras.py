@@ -34,7 +34,7 @@ NOTEBOOK_CHARTS = ("notebook", ("IPython", "altair", "vl_convert"))
 POSTGRES = ("postgres", ("psycopg",))
 PARQUET = ("parquet", ("pyarrow",))
 OTEL = ("otel", ("opentelemetry.trace",))
-GATEWAY = ("gateway", ("starlette", "uvicorn", "httpx"))
+GATEWAY = ("gateway", ("starlette", "uvicorn", "aiohttp"))
 
 
 def missing_modules(modules: Iterable[str]) -> tuple[str, ...]:

@@ -5,5 +5,5 @@ takes their identity from the key, runs the same pipeline as the kernel (the dia
 budgets, pricing, the record transaction, alerts) and forwards the request to an upstream
 named in its configuration (:mod:`llmspend.gateway.config`). Started by
 ``llmspend gateway serve``; see ``docs/team.md``. Needs the ``gateway`` extra
-(starlette, uvicorn, httpx).
+(starlette, uvicorn, aiohttp).
 """

@@ -3,8 +3,8 @@
 Routes: ``GET /health`` (unauthenticated, says only that it is up) and ``/{upstream}/...``
 for every upstream of the configuration (:mod:`.proxy`). The app holds one
 :class:`~llmspend.tracker.Tracker` (the store, the price book, the budget stages, installed
-as the pipeline's) and one pooled ``httpx.AsyncHTTPTransport`` for the upstreams. Nothing else is
-kept between requests: any number of replicas can share one store.
+as the pipeline's) and the proxy's pooled upstream client (aiohttp, opened and closed with the
+app). Nothing else is kept between requests: any number of replicas can share one store.
 
 Logging: one line per request (method, upstream, status; never a query string or a
 header), uvicorn's access log off (a Gemini client may send its key as ``?key=``).
@@ -17,7 +17,6 @@ import contextlib
 import logging
 from collections.abc import AsyncIterator
 
-import httpx
 from starlette.applications import Starlette
 from starlette.requests import Request
 from starlette.responses import JSONResponse
@@ -51,20 +50,17 @@ def build_app(config: GatewayConfig, database_url: str | None = None) -> Starlet
     tracker = Tracker(url)
     # Budgets' webhooks are fired here, never by kernels in team mode; allow-list: [webhooks].
     tracker.alerts.webhooks = WebhookPolicy(budget_webhooks=True, allow=config.webhook_allow)
-    transport = httpx.AsyncHTTPTransport(
-        limits=httpx.Limits(max_connections=1000, max_keepalive_connections=200),
-        trust_env=False,
-    )
     hub = HubIdentities(config.hub) if config.hub is not None else None
-    proxy = Proxy(config, tracker.store, transport, hub)
+    proxy = Proxy(config, tracker.store, hub)
 
     @contextlib.asynccontextmanager
     async def lifespan(app: Starlette) -> AsyncIterator[None]:
         set_tracker(tracker, installed=True)  # begin_call records into it
+        await proxy.open()
         try:
             yield
         finally:
-            await transport.aclose()
+            await proxy.aclose()
             set_tracker(None)
 
     return Starlette(
@@ -87,8 +83,6 @@ def serve(
     import uvicorn
 
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(name)s %(levelname)s %(message)s")
-    logging.getLogger("httpx").setLevel(logging.WARNING)
-    logging.getLogger("httpcore").setLevel(logging.WARNING)
     app = build_app(config, database_url)
     names = ", ".join(f"/{u.name} → {u.base_url}" for u in config.upstreams.values())
     log.info("llmspend gateway on http://%s:%d (%s)", host, port, names)

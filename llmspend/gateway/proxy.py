@@ -7,10 +7,14 @@
     chunk by chunk, a copy kept → settle from it (usage, price, the record transaction,
     alerts), as the transport taps do (:class:`llmspend.providers.http.Seen`)
 
-The store is reached through SQLAlchemy's blocking drivers, off the event loop (a worker
-thread). A response with an error status passes through unchanged and is recorded as an
-error costing 0; a client that leaves mid-stream stops the upstream read and the call is
-settled as ``partial`` with what was received.
+Upstream requests go through one pooled ``aiohttp.ClientSession`` (its C HTTP parser;
+no cookie jar, no redirects, no proxy variables, bodies passed on as the upstream encoded
+them), marked :func:`~llmspend.pipeline.handled` so a transport tap installed in the same
+process does not record them a second time. The store is reached through SQLAlchemy's
+blocking drivers, off the event loop (a worker thread). A response with an error status
+passes through unchanged (decompressed if the upstream compressed it anyway: scrubbed of
+the provider key) and is recorded as an error costing 0; a client that leaves mid-stream
+stops the upstream read and the call is settled as ``partial`` with what was received.
 """
 
 from __future__ import annotations
@@ -18,12 +22,14 @@ from __future__ import annotations
 import functools
 import json
 import logging
+import zlib
 from collections.abc import Awaitable, Callable, Mapping
 from typing import Any, TypeVar
+from urllib.parse import parse_qsl, urlencode, urlsplit
 
+import aiohttp
 import anyio
 import anyio.to_thread
-import httpx
 
 from ..attribution import attribute
 from ..call import Call
@@ -33,7 +39,7 @@ from ..dialects import gemini as gemini_dialect
 from ..dialects import openai as openai_dialect
 from ..errors import BudgetExceeded, GatewayRefused, HubDenied, HubUnavailable, LLMSpendError
 from ..money import nanos_to_usd
-from ..pipeline import begin_call, internal_error
+from ..pipeline import begin_call, handled, internal_error
 from ..providers.http import Seen
 from ..store.engine import Store
 from .config import GatewayConfig, Upstream
@@ -58,8 +64,11 @@ _DROP_REQUEST = frozenset({
     "proxy-connection", "accept-encoding", "cookie",
 })  # fmt: skip
 _DROP_RESPONSE = frozenset({
-    "connection", "keep-alive", "transfer-encoding", "content-length", "date", "server",
+    b"connection", b"keep-alive", b"transfer-encoding", b"content-length", b"date", b"server",
 })  # fmt: skip
+# Headers aiohttp would add that the client did not send (a pass-through adds none).
+_SKIP_AUTO = ("User-Agent", "Accept")
+_WBITS = {"gzip": 16 + zlib.MAX_WBITS, "x-gzip": 16 + zlib.MAX_WBITS, "deflate": zlib.MAX_WBITS}
 
 
 def client_key(headers: Mapping[str, str], query: Mapping[str, str]) -> str | None:
@@ -95,24 +104,45 @@ class Proxy:
     """Serves ``/{upstream}/{path}`` for the upstreams of a :class:`GatewayConfig`."""
 
     def __init__(
-        self,
-        config: GatewayConfig,
-        store: Store,
-        transport: httpx.AsyncBaseTransport,
-        hub: HubIdentities | None = None,
+        self, config: GatewayConfig, store: Store, hub: HubIdentities | None = None
     ) -> None:
         self.config = config
         self.store = store
-        self.transport = transport
-        timeout = httpx.Timeout(config.timeout, connect=config.connect_timeout)
-        self._timeout = timeout.as_dict()
         self.hub = hub
+        self._session: aiohttp.ClientSession | None = None
         self._key_cache = KeyCache(config.key_cache_seconds)
         # As many store hops at once as the store's pool keeps connections: more would open
         # and close an overflow connection per transaction (a new PostgreSQL backend each).
         size = getattr(getattr(store.engine, "pool", None), "size", None)
         self._db = anyio.CapacityLimiter(max(4, size() if callable(size) else 8))
         self._keys = tuple(u.key for u in config.upstreams.values() if u.key)
+
+    # -- the upstream client ----------------------------------------------------------------
+    async def open(self) -> None:
+        """Open the pooled upstream client (on the running event loop)."""
+        config = self.config
+        connector = aiohttp.TCPConnector(limit=1000, limit_per_host=0, keepalive_timeout=5.0)
+        self._session = aiohttp.ClientSession(
+            connector=connector,
+            # connect: waiting for a pooled connection and opening one; sock_read: between
+            # two reads of the answer; no total (a stream may last as long as it sends).
+            timeout=aiohttp.ClientTimeout(
+                total=None, connect=config.timeout, sock_connect=config.connect_timeout,
+                sock_read=config.timeout,
+            ),
+            cookie_jar=aiohttp.DummyCookieJar(),  # no cookie of one user's for another's call
+            auto_decompress=False,  # the body as sent, with its Content-Encoding
+            trust_env=False,
+            skip_auto_headers=_SKIP_AUTO,
+            max_line_size=65536,
+            max_field_size=65536,
+        )  # fmt: skip
+
+    async def aclose(self) -> None:
+        """Close the upstream client and its connections."""
+        if self._session is not None:
+            await self._session.close()
+            self._session = None
 
     # -- the ASGI face ----------------------------------------------------------------------
     async def __call__(self, scope: dict[str, Any], receive: Receive, send: Send) -> None:
@@ -145,7 +175,8 @@ class Proxy:
     ) -> int:
         headers = {k.decode("latin-1").lower(): v.decode("latin-1") for k, v in scope["headers"]}
         query_string = scope.get("query_string", b"").decode("latin-1")
-        query = dict(httpx.QueryParams(query_string))
+        pairs = parse_qsl(query_string, keep_blank_values=True) if query_string else []
+        query = dict(reversed(pairs))  # a repeated name: its first value
         identity = await self._identify(client_key(headers, query))
         content = await self._read_body(headers, receive)
         method: str = scope["method"]
@@ -154,20 +185,19 @@ class Proxy:
         if route is not None and route.billed:
             call = await _blocking(self._begin, identity, route, limiter=self._db)
             seen = Seen(call, route, up.dialect)
-        query.pop("key", None)
+        if "key" in query:  # a Gemini client's key, never forwarded
+            query_string = urlencode([(k, v) for k, v in pairs if k != "key"])
         out = {k: v for k, v in headers.items() if k not in _DROP_REQUEST}
         out["accept-encoding"] = "identity"  # usage is read from the bytes passed through
         out.update(up.auth_headers())
-        # Straight to the pooled transport: no client layers (cookie jar, auth, redirects,
-        # hooks) a pass-through needs, and no cookie of one user's kept for another's call.
-        request = httpx.Request(
-            method, up.base_url + rest, params=query or None, headers=out, content=content,
-            extensions={"timeout": self._timeout},
-        )  # fmt: skip
+        url = up.base_url + rest + ("?" + query_string if query_string else "")
+        assert self._session is not None, "Proxy.open() was not awaited"
         try:
-            response = await self.transport.handle_async_request(request)
-            response.request = request
-        except httpx.HTTPError as exc:
+            with handled():  # recorded here: a transport tap in this process passes it by
+                response = await self._session.request(
+                    method, url, headers=out, data=content or None, allow_redirects=False
+                )
+        except (TimeoutError, aiohttp.ClientError) as exc:
             if seen is not None:
                 await _blocking(seen.fail, exc, limiter=self._db)
             log.warning("upstream %s unreachable: %s", up.name, type(exc).__name__)
@@ -268,48 +298,59 @@ class Proxy:
 
     # -- the response -----------------------------------------------------------------------
     async def _relay(
-        self, send: Send, receive: Receive, response: httpx.Response, seen: Seen | None
+        self, send: Send, receive: Receive, response: aiohttp.ClientResponse, seen: Seen | None
     ) -> int:
-        ctype = response.headers.get("content-type", "")
-        rid = response.headers.get("x-request-id") or response.headers.get("request-id")
-        headers = [(k, v) for k, v in response.headers.items() if k.lower() not in _DROP_RESPONSE]
-        if response.status_code >= 400 or ("event-stream" not in ctype and not _streamed(seen)):
+        status = response.status
+        got = response.headers
+        ctype = got.get("content-type", "")
+        rid = got.get("x-request-id") or got.get("request-id")
+        encoding = got.get("content-encoding", "")
+        headers = [
+            (k, v) for k, v in ((k.lower(), v) for k, v in response.raw_headers)
+            if k not in _DROP_RESPONSE
+        ]  # fmt: skip
+        if status >= 400 or ("event-stream" not in ctype and not _streamed(seen)):
             try:
-                body = await response.aread()
+                body = await response.read()
             finally:
-                await response.aclose()
-            if response.status_code >= 400:
+                response.close()
+            if status >= 400:
+                if encoding:  # a key quoted in a compressed body could not be scrubbed
+                    body, headers = _decompressed(body, encoding), _without_encoding(headers)
                 body = self._scrub(body)
                 if seen is not None:
-                    error = httpx.HTTPStatusError(
-                        f"upstream status {response.status_code}",
-                        request=response.request, response=response,
+                    error = aiohttp.ClientResponseError(
+                        response.request_info, response.history, status=status,
+                        message=f"upstream status {status}",
                     )  # fmt: skip
                     await _blocking(seen.finish_status, error, limiter=self._db)
             elif seen is not None:
-                await _blocking(seen.finish_body, body, ctype, rid, limiter=self._db)
-            headers += _cost_headers(seen)
-            headers.append(("content-length", str(len(body))))
-            await _start(send, response.status_code, headers)
+                await _blocking(
+                    seen.finish_body, _decompressed(body, encoding), ctype, rid, limiter=self._db
+                )
+            headers += _encoded(_cost_headers(seen))
+            headers.append((b"content-length", str(len(body)).encode()))
+            await _start(send, status, headers)
             await send({"type": "http.response.body", "body": body})
-            return response.status_code
-        return await self._stream(send, receive, response, seen, headers, ctype, rid)
+            return status
+        return await self._stream(send, receive, response, seen, headers, ctype, rid, encoding)
 
     async def _stream(
         self,
         send: Send,
         receive: Receive,
-        response: httpx.Response,
+        response: aiohttp.ClientResponse,
         seen: Seen | None,
-        headers: list[tuple[str, str]],
+        headers: list[tuple[bytes, bytes]],
         ctype: str,
         rid: str | None,
+        encoding: str,
     ) -> int:
         """Pass a streamed body through chunk by chunk, keeping a copy for its usage."""
         kept: list[bytes] = []
         ended = settled = False
         if seen is not None and seen.call.estimate_nanos is not None:
-            headers.append(("x-llmspend-estimate-usd", _usd(seen.call.estimate_nanos)))
+            headers.append((b"x-llmspend-estimate-usd", _usd(seen.call.estimate_nanos).encode()))
         try:
             async with anyio.create_task_group() as tg:
 
@@ -319,24 +360,26 @@ class Proxy:
                     tg.cancel_scope.cancel()
 
                 tg.start_soon(watch_disconnect)
-                await _start(send, response.status_code, headers)
-                async for chunk in response.aiter_raw():
+                await _start(send, response.status, headers)
+                async for chunk in response.content.iter_any():
                     kept.append(chunk)
                     await send({"type": "http.response.body", "body": chunk, "more_body": True})
                 ended = True
                 if seen is not None:  # the row is committed before the client sees the end
                     settled = True
-                    await _blocking(seen.finish_body, b"".join(kept), ctype, rid, limiter=self._db)
+                    body = _decompressed(b"".join(kept), encoding)
+                    await _blocking(seen.finish_body, body, ctype, rid, limiter=self._db)
                 await send({"type": "http.response.body", "body": b""})
                 tg.cancel_scope.cancel()
         finally:
-            with anyio.CancelScope(shield=True):
-                await response.aclose()
+            if ended:
+                response.release()  # the connection goes back to the pool
+            else:
+                response.close()  # cut: the connection is dropped
             if seen is not None and not settled:  # cut: the client left, or upstream failed
-                await _blocking(
-                    seen.finish_body, b"".join(kept), ctype, rid, ended=ended, limiter=self._db
-                )
-        return response.status_code
+                body = _decompressed(b"".join(kept), encoding)
+                await _blocking(seen.finish_body, body, ctype, rid, ended=ended, limiter=self._db)
+        return response.status
 
     def _scrub(self, body: bytes) -> bytes:
         """An upstream error may quote the key it was sent: never pass a provider key on."""
@@ -349,18 +392,42 @@ class Proxy:
 @functools.lru_cache(maxsize=64)
 def _host(base_url: str) -> str:
     """An upstream's host (parsed once, not per request)."""
-    return httpx.URL(base_url).host
+    return urlsplit(base_url).hostname or ""
+
+
+def _decompressed(body: bytes, encoding: str) -> bytes:
+    """``body`` decoded per its ``Content-Encoding`` when it is gzip or deflate (the copy
+    usage is read from; the client gets the bytes as sent), as much as decodes of a body
+    cut short; any other encoding: as it is (usage estimated)."""
+    name = encoding.strip().lower()
+    wbits = _WBITS.get(name)
+    if not body or wbits is None:
+        return body
+    try:
+        return zlib.decompressobj(wbits).decompress(body)
+    except zlib.error:
+        if name == "deflate":  # raw deflate, as some servers send it
+            try:
+                return zlib.decompressobj(-zlib.MAX_WBITS).decompress(body)
+            except zlib.error:
+                pass
+        return b""
+
+
+def _without_encoding(headers: list[tuple[bytes, bytes]]) -> list[tuple[bytes, bytes]]:
+    return [(k, v) for k, v in headers if k != b"content-encoding"]
+
+
+def _encoded(headers: list[tuple[str, str]]) -> list[tuple[bytes, bytes]]:
+    return [(k.encode("latin-1"), v.encode("latin-1")) for k, v in headers]
 
 
 def _streamed(seen: Seen | None) -> bool:
     return seen is not None and seen.call.streamed
 
 
-async def _start(send: Send, status: int, headers: list[tuple[str, str]]) -> None:
-    await send({
-        "type": "http.response.start", "status": status,
-        "headers": [(k.encode("latin-1"), v.encode("latin-1")) for k, v in headers],
-    })  # fmt: skip
+async def _start(send: Send, status: int, headers: list[tuple[bytes, bytes]]) -> None:
+    await send({"type": "http.response.start", "status": status, "headers": headers})
 
 
 def _cost_headers(seen: Seen | None) -> list[tuple[str, str]]:
