@@ -8,7 +8,8 @@ priority variants, and audio/image modality splits, are not distinguished.
 
 The modules, lowest first (each imports only those above it; none imports the store):
 
-- :mod:`~llmspend.pricing.snapshot`: genai-prices' data (imported on first use), price specs
+- :mod:`~llmspend.pricing.table`: genai-prices' data as a compact table, cached on disk
+- :mod:`~llmspend.pricing.snapshot`: that table (read on first use), provider names, specs
 - :mod:`~llmspend.pricing.overrides`: the TOML override file (its format is documented there)
 - :mod:`~llmspend.pricing.price`: the results, :class:`Price`, :class:`PriceRef`, ``PriceNanos``
 - :mod:`~llmspend.pricing.rates`: specs compiled to exact integer rates; a model's plan
