@@ -21,18 +21,12 @@ from llmspend.budgets import manage
 from llmspend.errors import BudgetError, ConfigError, PermissionDenied, ValidationError
 from llmspend.teamclient import client
 from llmspend.timeutil import utcnow
-from llmspend.tracker import Tracker, current_tracker
+from llmspend.tracker import Tracker
+from tests import teamstack
 from tests.test_analytics import make_rows
-from tests.test_gateway import MESSAGES, Gateway, Sim, _openai
 
 pytestmark = pytest.mark.filterwarnings("ignore::ResourceWarning", "ignore::UserWarning")
 
-ROLES_TOML = """
-[roles]
-admins = ["root"]
-[roles.owners]
-"acme/churn" = ["ana"]
-"""
 UTC = dt.UTC
 #: The budgets set, and those that apply to bob (member of acme/churn).
 BUDGETS = [
@@ -47,13 +41,10 @@ BUDGETS = [
 BOBS = {"acme", "acme/churn", "acme/churn/bob", "acme/bob"}
 
 
-class Stack:
+class Stack(teamstack.Stack):
     def __init__(self, tmp: Path, db: str | None) -> None:
-        self.sim = Sim()
-        self.gw = Gateway(tmp, self.sim, db=db, extra=ROLES_TOML)
-        self.keys = {u: self.gw.new_key("acme", "churn", u) for u in ("ana", "bob", "root")}
+        super().__init__(tmp, db)
         self.tracker = Tracker(self.gw.db, org="acme", project="churn", user="ana")
-        self.store = self.tracker.store  # the gateway's store, read by the test only
         self.now = utcnow().replace(microsecond=0)
         self.since, self.until = self.now - dt.timedelta(days=20), self.now + dt.timedelta(hours=1)
         for scope, name in BUDGETS:  # users' tiny daily budgets: crossed by today's chats
@@ -70,13 +61,7 @@ class Stack:
         # History up to two days ago: today's spend is the chats' below (so they cross).
         self.tracker.ingest(make_rows(400, self.now - dt.timedelta(days=2), days=30, seed=25))
         for user in ("ana", "bob"):  # past their thresholds: the gateway records alerts
-            _openai(self.gw, self.keys[user]).chat.completions.create(
-                model="gpt-4o-mini", messages=MESSAGES, max_tokens=5
-            )
-
-    def stop(self) -> None:
-        self.gw.stop()
-        self.sim.stop()
+            self.chat(user)
 
 
 @pytest.fixture(
@@ -97,23 +82,7 @@ def stack(
 @pytest.fixture
 def be(stack: Stack, tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Iterator[Any]:
     """Team mode with no database and no store opened: ``be(user)`` switches the key."""
-    monkeypatch.setenv("LLMSPEND_GATEWAY_URL", stack.gw.url)
-    monkeypatch.setenv("LLMSPEND_HOME", str(tmp_path / "home"))
-    monkeypatch.delenv("LLMSPEND_DATABASE_URL", raising=False)
-    monkeypatch.delenv("JUPYTERHUB_API_TOKEN", raising=False)
-
-    def no_store(*args: Any, **kw: Any) -> Any:
-        raise AssertionError(f"the kernel opened a store: {args!r}")
-
-    for module in ("llmspend.store.engine", "llmspend.tracker"):
-        monkeypatch.setattr(f"{module}.open_store", no_store)
-
-    def switch(user: str) -> None:
-        monkeypatch.setenv("LLMSPEND_GATEWAY_KEY", stack.keys[user])
-
-    assert current_tracker() is None
-    yield switch
-    assert current_tracker() is None
+    yield from teamstack.team_kernel(stack.gw.url, stack.keys, tmp_path / "home", monkeypatch)
 
 
 def _calls(s: Stack) -> list[tuple[str, dict[str, Any]]]:

@@ -17,20 +17,12 @@ import pandas as pd
 import pytest
 
 from llmspend.usage import fetch_records
-from tests.test_team_client import Stack
+from tests.teamstack import Stack, module_stack
 
 pytestmark = pytest.mark.filterwarnings("ignore::ResourceWarning")
 
 
-@pytest.fixture(scope="module")
-def stack(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Stack]:
-    s = Stack(tmp_path_factory.mktemp("teamcli"))
-    try:
-        for user in ("ana", "ana", "bob"):
-            s.chat(user)
-        yield s
-    finally:
-        s.stop()
+stack = module_stack("teamcli")
 
 
 class Cli:

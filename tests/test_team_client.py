@@ -6,7 +6,7 @@ opens no store."""
 
 from __future__ import annotations
 
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from decimal import Decimal
 from pathlib import Path
 from typing import Any
@@ -25,78 +25,28 @@ from llmspend.errors import (
     StoreError,
     ValidationError,
 )
-from llmspend.store.engine import open_store
-from llmspend.tracker import current_tracker
 from llmspend.usage import fetch_records
-from tests.test_gateway import MESSAGES, Gateway, Sim, _openai
+from tests.teamstack import Stack, module_stack, team_kernel
 
 pytestmark = pytest.mark.filterwarnings("ignore::ResourceWarning")
 
-ROLES_TOML = """
-[roles]
-admins = ["root"]
-[roles.owners]
-"acme/churn" = ["ana"]
-"""
-
-
-class Stack:
-    def __init__(self, tmp: Path) -> None:
-        self.sim = Sim()
-        self.gw = Gateway(tmp, self.sim, extra=ROLES_TOML)
-        self.keys = {u: self.gw.new_key("acme", "churn", u) for u in ("ana", "bob", "root")}
-        self.store = open_store(self.gw.db)  # the gateway's store, read by the test only
-
-    def chat(self, user: str) -> None:
-        _openai(self.gw, self.keys[user]).chat.completions.create(
-            model="gpt-4o-mini", messages=MESSAGES, max_tokens=5
-        )
-
-    def stop(self) -> None:
-        self.gw.stop()
-        self.sim.stop()
-
-
-@pytest.fixture(scope="module")
-def stack(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Stack]:
-    s = Stack(tmp_path_factory.mktemp("teamclient"))
-    try:
-        for user in ("ana", "ana", "bob"):
-            s.chat(user)
-        yield s
-    finally:
-        s.stop()
+stack = module_stack("teamclient")
 
 
 class Kernel:
     """This process as a team-mode kernel acting as one user."""
 
-    def __init__(self, monkeypatch: pytest.MonkeyPatch, home: Path, stack: Stack) -> None:
-        self.monkeypatch, self.home, self.stack = monkeypatch, home, stack
-
-    def be(self, user: str) -> None:
-        self.monkeypatch.setenv("LLMSPEND_GATEWAY_KEY", self.stack.keys[user])
+    def __init__(self, home: Path, stack: Stack, be: Callable[[str], None]) -> None:
+        self.home, self.stack, self.be = home, stack, be
 
 
 @pytest.fixture
 def kernel(stack: Stack, tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Iterator[Kernel]:
     """Team mode, no database URL, an empty LLMSPEND_HOME, and no store may be opened."""
     home = tmp_path / "home"
-    monkeypatch.setenv("LLMSPEND_GATEWAY_URL", stack.gw.url)
-    monkeypatch.setenv("LLMSPEND_HOME", str(home))
-    monkeypatch.delenv("LLMSPEND_DATABASE_URL", raising=False)
-    monkeypatch.delenv("JUPYTERHUB_API_TOKEN", raising=False)
-
-    def no_store(*args: Any, **kw: Any) -> Any:
-        raise AssertionError(f"the kernel opened a store: {args!r}")
-
-    for module in ("llmspend.store.engine", "llmspend.tracker"):
-        monkeypatch.setattr(f"{module}.open_store", no_store)
-    assert current_tracker() is None
-    k = Kernel(monkeypatch, home, stack)
-    k.be("ana")
-    yield k
-    assert current_tracker() is None  # nothing created a tracker (and so no store)
+    for be in team_kernel(stack.gw.url, stack.keys, home, monkeypatch):
+        be("ana")
+        yield Kernel(home, stack, be)
     assert not home.exists() or not any(home.iterdir()), list(home.iterdir())
 
 

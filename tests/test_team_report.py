@@ -14,41 +14,19 @@ import pytest
 
 import llmspend
 from llmspend.errors import ValidationError
-from llmspend.tracker import current_tracker
 from llmspend.usage import fetch_records
-from tests.test_team_client import Stack
+from tests.teamstack import Stack, module_stack, team_kernel
 
 pytestmark = pytest.mark.filterwarnings("ignore::ResourceWarning")
 
 
-@pytest.fixture(scope="module")
-def stack(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Stack]:
-    s = Stack(tmp_path_factory.mktemp("teamreport"))
-    try:
-        for user in ("ana", "ana", "bob"):
-            s.chat(user)
-        yield s
-    finally:
-        s.stop()
+stack = module_stack("teamreport")
 
 
 @pytest.fixture
 def be(stack: Stack, tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Iterator[Any]:
     """Team mode as one user (``be("bob")``); no store may be opened in this process."""
-    home = tmp_path / "home"
-    monkeypatch.setenv("LLMSPEND_GATEWAY_URL", stack.gw.url)
-    monkeypatch.setenv("LLMSPEND_HOME", str(home))
-    monkeypatch.delenv("LLMSPEND_DATABASE_URL", raising=False)
-    monkeypatch.delenv("JUPYTERHUB_API_TOKEN", raising=False)
-
-    def no_store(*args: Any, **kw: Any) -> Any:
-        raise AssertionError(f"the kernel opened a store: {args!r}")
-
-    for module in ("llmspend.store.engine", "llmspend.tracker"):
-        monkeypatch.setattr(f"{module}.open_store", no_store)
-    yield lambda user: monkeypatch.setenv("LLMSPEND_GATEWAY_KEY", stack.keys[user])
-    assert current_tracker() is None  # nothing made a tracker (and so no store)
-    assert not home.exists() or not any(home.rglob("*")), list(home.rglob("*"))
+    yield from team_kernel(stack.gw.url, stack.keys, tmp_path / "home", monkeypatch)
 
 
 def _cost(stack: Stack, **filters: Any) -> Decimal:
