@@ -11,7 +11,12 @@ The simulator runs in a process of its own (``llmspend sim serve``), as a provid
 on a thread of the calling process its request handling would take turns with the call
 for the GIL, which no real call pays. ``--sim-in-process`` runs it on a thread anyway.
 
+``--micro N`` times the pipeline alone instead (no SDK, no HTTP): ``begin_call`` and
+``Call.finish`` for a chat call under three budgets (org, project, user), N calls a round,
+five rounds; prints wall and CPU (``time.process_time``, this process's threads) per call.
+
     python benchmarks/overhead.py [--calls 2000] [--tap sdk|transport|both] [--sim-in-process]
+    python benchmarks/overhead.py --micro 5000
 """
 
 from __future__ import annotations
@@ -56,6 +61,43 @@ def sim_thread() -> Iterator[str]:
         yield sim.openai_base_url
 
 
+def micro(calls: int, database_url: str | None) -> None:
+    """The pipeline alone: begin, finish, record, three budgets (see the module docstring)."""
+    import llmspend
+    from llmspend.call import Usage
+    from llmspend.pipeline import begin_call
+
+    with tempfile.TemporaryDirectory() as tmp:
+        llmspend.install(database_url or f"sqlite:///{tmp}/micro.sqlite", org="bench",
+                         project="p", user="u")  # fmt: skip
+        llmspend.set_budget("org", "bench", "1000000", "month")
+        llmspend.set_budget("project", "bench/p", "100000", "month", mode="soft")
+        llmspend.set_budget("user", "bench/u", "10000", "day")
+        msgs = [{"role": "user", "content": "How many tokens is this sentence?"}]
+        usage = Usage(14, output_tokens=10)
+
+        def one() -> None:
+            call = begin_call("openai", "chat", "gpt-4o-mini", payload=msgs, max_output_tokens=50)
+            assert call is not None
+            call.finish(usage, response_model="gpt-4o-mini-2024-07-18", request_id="r")
+
+        for _ in range(500):  # warm up
+            one()
+        walls, cpus = [], []
+        for _ in range(5):
+            c0, t0 = time.process_time(), time.perf_counter()
+            for _ in range(calls):
+                one()
+            walls.append((time.perf_counter() - t0) / calls * 1e6)
+            cpus.append((time.process_time() - c0) / calls * 1e6)
+        llmspend.uninstall()
+    print(
+        f"pipeline alone (begin, finish, record, 3 budgets): median {statistics.median(walls):.1f}"
+        f" us/call wall, {statistics.median(cpus):.1f} us CPU "
+        f"(rounds: {', '.join(f'{w:.0f}' for w in walls)} us wall)"
+    )
+
+
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__)
     ap.add_argument("--calls", type=int, default=2000)
@@ -71,7 +113,14 @@ def main() -> None:
         help="sdk: the openai SDK (its SDK tap); transport: a plain httpx client posting "
         "to the simulator declared as an endpoint (the transport tap alone)",
     )
+    ap.add_argument(
+        "--micro", type=int, metavar="N", default=0,
+        help="time the pipeline alone (no SDK, no HTTP), N calls a round, and exit",
+    )  # fmt: skip
     args = ap.parse_args()
+    if args.micro:
+        micro(args.micro, args.database_url)
+        return
 
     import httpx
     import openai
