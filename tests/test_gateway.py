@@ -464,3 +464,217 @@ def test_a_stream_cut_upstream_is_settled_partial_with_what_was_received(
     (row,) = gateway.rows()[before:]
     assert (row.status, row.user_name, bool(row.streamed)) == ("partial", "ana", True)
     assert row.output_tokens > 0  # estimated from the chunks that arrived
+
+
+ODD_USAGE = {"prompt_tokens": 1234, "completion_tokens": 56, "total_tokens": 1290}
+
+
+class _Upstream:
+    """An OpenAI-shaped upstream in this process that compresses its answers with gzip
+    although asked for ``identity``, and can hold a stream open after its first event
+    (``?hold=1``) until :attr:`release` is set."""
+
+    def __init__(self) -> None:
+        import threading
+        from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+
+        self.release = threading.Event()
+        up = self
+
+        class Handler(BaseHTTPRequestHandler):
+            protocol_version = "HTTP/1.1"
+
+            def log_message(self, *args: Any) -> None:
+                pass
+
+            def do_POST(self) -> None:
+                import gzip
+
+                self.rfile.read(int(self.headers.get("content-length", 0)))
+                seen = {**self.headers, "path": self.path}
+                self.server.seen.append(seen)  # type: ignore[attr-defined]
+                if self.path.endswith("?hold=1"):
+                    self.send_response(200)
+                    self.send_header("content-type", "text/event-stream")
+                    self.send_header("transfer-encoding", "chunked")
+                    self.end_headers()
+                    event = (
+                        b'data: {"id":"c1","object":"chat.completion.chunk",'
+                        b'"model":"gpt-4o-mini","choices":[{"index":0,"delta":'
+                        b'{"content":"hi"}}]}\n\n'
+                    )
+                    self.wfile.write(b"%x\r\n%s\r\n" % (len(event), event))
+                    self.wfile.flush()
+                    up.release.wait(60)
+                    self.close_connection = True
+                    return
+                body: dict[str, Any]
+                if self.path.endswith("?fail=1"):
+                    status = 400
+                    body = {"error": {"message": f"bad key {PROVIDER_KEY}", "type": "x"}}
+                else:
+                    status = 200
+                    body = {
+                        "id": "c1", "object": "chat.completion", "model": "gpt-4o-mini",
+                        "choices": [{"index": 0, "finish_reason": "stop",
+                                     "message": {"role": "assistant", "content": "hi"}}],
+                        "usage": ODD_USAGE,
+                    }  # fmt: skip
+                data = gzip.compress(json.dumps(body).encode())
+                self.send_response(status)
+                self.send_header("content-type", "application/json")
+                self.send_header("content-encoding", "gzip")
+                self.send_header("content-length", str(len(data)))
+                self.end_headers()
+                self.wfile.write(data)
+
+        self.server = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
+        self.server.seen = []  # type: ignore[attr-defined]
+        self.server.daemon_threads = True
+        self.url = f"http://127.0.0.1:{self.server.server_address[1]}"
+        self.thread = threading.Thread(target=self.server.serve_forever, daemon=True)
+        self.thread.start()
+
+    def stop(self) -> None:
+        self.release.set()
+        self.server.shutdown()
+        self.server.server_close()
+
+
+@pytest.fixture(scope="module")
+def odd(tmp_path_factory: pytest.TempPathFactory) -> Iterator[tuple[_Upstream, Gateway, str]]:
+    """A gateway whose ``/odd`` upstream is :class:`_Upstream`."""
+    sim, upstream = Sim(), _Upstream()
+    extra = (
+        f'[upstreams.odd]\nbase_url = "{upstream.url}"\nkey_env = "{KEY_ENV}"\n'
+        'dialect = "openai"\nprovider = "openai"\n'
+    )
+    gateway = Gateway(tmp_path_factory.mktemp("odd"), sim, extra=extra, name="odd")
+    try:
+        yield upstream, gateway, gateway.new_key("acme", "churn", "ana")
+    finally:
+        log = gateway.stop()
+        upstream.stop()
+        sim.stop()
+        assert PROVIDER_KEY not in log
+
+
+def test_a_compressed_answer_passes_through_as_sent_and_its_usage_is_read(
+    odd: tuple[_Upstream, Gateway, str],
+) -> None:
+    upstream, gateway, key = odd
+    body = {"model": "gpt-4o-mini", "messages": MESSAGES, "max_tokens": 60}
+    auth = {"authorization": f"Bearer {key}"}
+    r = httpx.post(gateway.url + "/odd/v1/chat/completions", json=body, headers=auth)
+    assert r.status_code == 200 and r.headers["content-encoding"] == "gzip"
+    assert r.json()["usage"] == ODD_USAGE  # decoded by the client: body and header agree
+    assert upstream.server.seen[-1]["accept-encoding"] == "identity"  # type: ignore[attr-defined]
+    (row,) = gateway.rows()[-1:]
+    assert (row.status, row.input_tokens, row.output_tokens) == ("ok", 1234, 56)
+    # An error answer quoting the provider key: scrubbed, so passed on decoded.
+    r = httpx.post(gateway.url + "/odd/v1/chat/completions?fail=1", json=body, headers=auth)
+    assert r.status_code == 400 and "content-encoding" not in r.headers
+    assert PROVIDER_KEY not in r.text and "[redacted]" in r.json()["error"]["message"]
+    (row,) = gateway.rows()[-1:]
+    assert (row.status, row.cost_nanos) == ("error", 0)
+
+
+def test_a_client_leaving_mid_stream_is_settled_partial_and_the_upstream_read_stops(
+    odd: tuple[_Upstream, Gateway, str],
+) -> None:
+    upstream, gateway, key = odd
+    before = len(gateway.rows())
+    body = {"model": "gpt-4o-mini", "messages": MESSAGES, "max_tokens": 60, "stream": True}
+    url = gateway.url + "/odd/v1/chat/completions?hold=1"
+    with httpx.stream(
+        "POST", url, json=body, headers={"authorization": f"Bearer {key}"}, timeout=60
+    ) as r:
+        assert r.status_code == 200
+        first = next(r.iter_raw())
+        assert first.startswith(b"data: ")
+    # The client has left; the upstream still holds its stream open (until released).
+    deadline = time.monotonic() + 60
+    while len(gateway.rows()) == before:
+        assert time.monotonic() < deadline, gateway.log.read_text()
+        time.sleep(0.05)
+    assert not upstream.release.is_set()
+    (row,) = gateway.rows()[before:]
+    assert (row.status, row.user_name, bool(row.streamed)) == ("partial", "ana", True)
+    upstream.release.set()
+
+
+def test_a_gemini_style_query_key_is_never_forwarded(odd: tuple[_Upstream, Gateway, str]) -> None:
+    upstream, gateway, key = odd
+    body = {"model": "gpt-4o-mini", "messages": MESSAGES, "max_tokens": 5}
+    r = httpx.post(gateway.url + f"/odd/v1/chat/completions?key={key}&x=a+b", json=body)
+    assert r.status_code == 200
+    seen = upstream.server.seen[-1]  # type: ignore[attr-defined]
+    assert seen["path"] == "/v1/chat/completions?x=a+b" and key not in json.dumps(seen)
+
+
+def test_a_transport_tap_in_the_gateways_process_leaves_its_upstream_calls_to_it(
+    fresh_sim: Any, monkeypatch: pytest.MonkeyPatch, tmp_path: Path
+) -> None:
+    """The gateway's upstream requests are recorded once, by the gateway, even where the
+    aiohttp tap is installed and the upstream is a declared provider endpoint."""
+    import asyncio
+
+    import aiohttp
+
+    import llmspend
+    from llmspend.dialects import hosts
+    from llmspend.gateway.config import load_config
+    from llmspend.gateway.proxy import Proxy
+
+    monkeypatch.setattr(hosts, "_declared", [])
+    monkeypatch.delenv("LLMSPEND_ENDPOINTS", raising=False)
+    config_path = tmp_path / "gw.toml"
+    config_path.write_text(
+        f'[upstreams.openai]\nbase_url = "{fresh_sim.url}"\nkey_env = "{KEY_ENV}"\n'
+    )
+    config = load_config(str(config_path), {KEY_ENV: PROVIDER_KEY})
+    tracker = llmspend.install(f"sqlite:///{tmp_path / 't.sqlite'}")
+    try:
+        llmspend.declare_endpoint(fresh_sim.openai_base_url, "openai")
+        _, key = keys.create_key(tracker.store, org="acme", project="churn", user="ana")
+        proxy = Proxy(config, tracker.store)
+        body = {"model": "gpt-4o-mini", "messages": MESSAGES, "max_tokens": 5}
+        sent: list[dict[str, Any]] = []
+
+        async def run() -> None:
+            url = fresh_sim.openai_base_url + "/chat/completions"
+            async with aiohttp.ClientSession() as session, session.post(url, json=body) as r:
+                assert r.status == 200  # the tap is on: recorded
+                await r.read()
+            messages = [{"type": "http.request", "body": json.dumps(body).encode()}]
+
+            async def receive() -> dict[str, Any]:
+                if messages:
+                    return messages.pop()
+                await asyncio.Event().wait()  # the client never leaves
+                raise AssertionError
+
+            async def send(message: dict[str, Any]) -> None:
+                sent.append(message)
+
+            scope = {
+                "type": "http", "method": "POST", "path": "/openai/v1/chat/completions",
+                "query_string": b"", "headers": [
+                    (b"authorization", f"Bearer {key}".encode()),
+                    (b"content-type", b"application/json"),
+                ],
+            }  # fmt: skip
+            await proxy.open()
+            try:
+                await proxy(scope, receive, send)
+            finally:
+                await proxy.aclose()
+
+        asyncio.run(run())
+        assert sent[0]["status"] == 200
+        with tracker.store.begin() as conn:
+            users = [r[0] for r in conn.execute(text("SELECT user_name FROM llmspend_usage"))]
+    finally:
+        llmspend.uninstall()
+    assert fresh_sim.request_count == 2
+    assert len(users) == 2 and users.count("ana") == 1  # not a third row for the tap
