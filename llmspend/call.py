@@ -223,6 +223,9 @@ _uid_random = random.Random()  # uniqueness, not secrecy
 os.register_at_fork(after_in_child=_uid_random.seed)
 
 _session_id: str | None = None
+# ``ts - _EPOCH`` is ``ts.replace(tzinfo=UTC).timestamp()`` for a naive UTC time, at a tenth of
+# the cost (``replace`` with a keyword argument is slow).
+_EPOCH = dt.datetime(1970, 1, 1)
 
 
 def session_id() -> str:
@@ -291,7 +294,7 @@ class Call:
         self.user = over.user or tracker.user
         self.tags = dict(over.tags)
         self.ts = utcnow()
-        self.epoch = self.ts.replace(tzinfo=dt.UTC).timestamp()  # for the price in force
+        self.epoch = (self.ts - _EPOCH).total_seconds()  # for the price in force
         self.t0 = time.perf_counter()
         self._input_upper = input_upper
         self._payload = payload

@@ -76,31 +76,35 @@ def _observe(seen: Seen, response: Any, library: str, *, is_async: bool) -> None
 
 
 def _sync(library: str) -> Any:
+    reading = f"read an {library} response"
+
     def observe(seen: Seen, response: Any) -> None:
         _observe(seen, response, library, is_async=False)
 
     def send(wrapped: Any, instance: Any, args: tuple[Any, ...], kwargs: dict[str, Any]) -> Any:
+        if is_handled():  # an SDK tap records it (the usual case under the openai SDK)
+            return wrapped(*args, **kwargs)
         request = args[0] if args else kwargs.get("request")
-        seen = None if is_handled() else shielded(_see, request, what="read an HTTP request")
-        return send_seen(
-            seen, lambda: wrapped(*args, **kwargs), observe, f"read an {library} response"
-        )
+        seen = shielded(_see, request, what="read an HTTP request")
+        return send_seen(seen, lambda: wrapped(*args, **kwargs), observe, reading)
 
     return send
 
 
 def _async(library: str) -> Any:
+    reading = f"read an {library} response"
+
     def observe(seen: Seen, response: Any) -> None:
         _observe(seen, response, library, is_async=True)
 
     async def send(
         wrapped: Any, instance: Any, args: tuple[Any, ...], kwargs: dict[str, Any]
     ) -> Any:
+        if is_handled():  # an SDK tap records it
+            return await wrapped(*args, **kwargs)
         request = args[0] if args else kwargs.get("request")
-        seen = None if is_handled() else shielded(_see, request, what="read an HTTP request")
-        return await asend_seen(
-            seen, lambda: wrapped(*args, **kwargs), observe, f"read an {library} response"
-        )
+        seen = shielded(_see, request, what="read an HTTP request")
+        return await asend_seen(seen, lambda: wrapped(*args, **kwargs), observe, reading)
 
     return send
 
