@@ -41,6 +41,16 @@ def _isolated_env(
     set_tracker(None)
 
 
+@pytest.fixture
+def patient_locks(monkeypatch: pytest.MonkeyPatch) -> None:
+    """Processes racing for one SQLite store wait for each other's write lock as long as it
+    takes (``LLMSPEND_LOCK_WAIT`` 60 s, inherited by child processes) instead of the 0.25 s
+    after which the outage policy applies: on a loaded machine a writer can hold the lock
+    longer, and these tests are about the budgets, not the lock wait
+    (tests/test_store_faults.py tests that)."""
+    monkeypatch.setenv("LLMSPEND_LOCK_WAIT", "60")
+
+
 @pytest.fixture(scope="session")
 def pg_server() -> Iterator[PgServer]:
     try:

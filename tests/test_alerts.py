@@ -247,6 +247,7 @@ print(len(fired))
 """
 
 
+@pytest.mark.usefixtures("patient_locks")
 def test_eight_processes_crossing_at_once_make_one_alert_row(tmp_path) -> None:
     url = f"sqlite:///{tmp_path / 'shared.sqlite'}"
     llmspend.install(url, org="acme", project="churn", user="ana")

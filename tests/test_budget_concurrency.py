@@ -10,6 +10,8 @@ import sys
 import time
 from decimal import Decimal
 
+import pytest
+
 import llmspend
 from llmspend.call import estimate_input_tokens
 from llmspend.timeutil import shift_clock
@@ -47,6 +49,7 @@ print(ok, refused)
 """
 
 
+@pytest.mark.usefixtures("patient_locks")
 def test_eight_processes_never_overspend_a_hard_budget(store_url: str, sim) -> None:  # type: ignore[no-untyped-def]
     prompt, tokens = exact_prompt()
     one = llmspend.price("gpt-4o-mini", input_tokens=tokens, output_tokens=MAX_TOKENS).total_usd

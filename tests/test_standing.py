@@ -187,6 +187,7 @@ def other_kernel(path: Path, calls: int) -> subprocess.Popen[str]:
     return proc
 
 
+@pytest.mark.usefixtures("patient_locks")
 def test_a_call_refused_only_for_another_kernels_hold_waits_for_it(tmp_path) -> None:  # type: ignore[no-untyped-def]
     path = tmp_path / "two.sqlite"
     llmspend.install(f"sqlite:///{path}", org="acme", project="churn", user="ana")
@@ -207,6 +208,7 @@ def test_a_call_refused_only_for_another_kernels_hold_waits_for_it(tmp_path) -> 
         forget_store(f"sqlite:///{path}")
 
 
+@pytest.mark.usefixtures("patient_locks")
 def test_a_kernel_that_exits_gives_its_standing_hold_back(tmp_path) -> None:  # type: ignore[no-untyped-def]
     path = tmp_path / "exit.sqlite"
     llmspend.install(f"sqlite:///{path}", org="acme", project="churn", user="ana")

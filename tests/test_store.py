@@ -145,6 +145,7 @@ def test_ts_range_query_uses_the_ts_index_on_postgres(pg_server) -> None:  # typ
     forget_store(url)
 
 
+@pytest.mark.usefixtures("patient_locks")
 def test_concurrent_first_use_migrates_once(tmp_path) -> None:
     url = f"sqlite:///{tmp_path / 'race.sqlite'}"
     code = "import sys, llmspend; t = llmspend.Tracker(sys.argv[1]); print(len(llmspend.records()))"
