@@ -96,6 +96,8 @@ class Tracker:
         self._spool_pending = bool(self.spool.pending())
         self._spool_warned = False
         self._local = threading.local()  # .journal: record this thread's rows in the spool
+        self._journaling = 0  # threads inside journal_only() (rare): only then look it up
+        self._journaling_lock = threading.Lock()
         # Holds of calls whose row was journaled: given back when the store allows it.
         self._unreturned: list[Any] = []
         self._unreturned_pid = _process.pid
@@ -195,10 +197,14 @@ class Tracker:
         """Rows this thread records inside go straight to the spool (the store was just
         found unavailable: the refusal of a call is not waited for again)."""
         self._local.journal = why
+        with self._journaling_lock:
+            self._journaling += 1
         try:
             yield
         finally:
             self._local.journal = None
+            with self._journaling_lock:
+                self._journaling -= 1
 
     def record_call(self, call: Call, row: dict[str, Any]) -> None:
         """Commit one call's row, with whatever must change in the same transaction.
@@ -211,7 +217,7 @@ class Tracker:
         """
         key = (row["org_name"], row["project_name"], row["user_name"])
         held = call.reservation
-        journal = getattr(self._local, "journal", None)
+        journal = getattr(self._local, "journal", None) if self._journaling else None
         if journal is not None:
             self._not_recorded(call, row, held, journal)
             return
