@@ -1,10 +1,13 @@
 """The gateway's ASGI app (Starlette) and ``serve`` (uvicorn).
 
-Routes: ``GET /health`` (unauthenticated, says only that it is up) and ``/{upstream}/...``
-for every upstream of the configuration (:mod:`.proxy`). The app holds one
-:class:`~llmspend.tracker.Tracker` (the store, the price book, the budget stages, installed
-as the pipeline's) and the proxy's pooled upstream client (aiohttp, opened and closed with the
-app). Nothing else is kept between requests: any number of replicas can share one store.
+Routes: ``GET /health`` (unauthenticated, says only that it is up), the data API under
+``/llmspend/api/v1/`` (:mod:`.api`) and ``/{upstream}/...`` for every upstream of the
+configuration (:mod:`.proxy`); a proxied request goes to the proxy straight, past
+Starlette's routing and middleware (loop time per call a pass-through does not use). The
+app holds one :class:`~llmspend.tracker.Tracker` (the store, the price book, the budget
+stages, installed as the pipeline's) and the proxy's pooled upstream client (aiohttp,
+opened and closed with the app). Nothing else is kept between requests: any number of
+replicas can share one store.
 
 Logging: one line per request (method, upstream, status; never a query string or a
 header), uvicorn's access log off (a Gemini client may send its key as ``?key=``).
@@ -21,6 +24,7 @@ from starlette.applications import Starlette
 from starlette.requests import Request
 from starlette.responses import JSONResponse
 from starlette.routing import Mount, Route
+from starlette.types import ASGIApp, Receive, Scope, Send
 
 from ..alerting import WebhookPolicy
 from ..config import Settings
@@ -35,13 +39,33 @@ __all__ = ["build_app", "serve"]
 
 log = logging.getLogger("llmspend.gateway")
 _PING_IDLE_SECONDS = 10.0
+_API = "/llmspend/api/v1/"
+
+
+class _Gateway:
+    """``/{upstream}/...`` to the proxy; everything else (``/health``, the data API, the
+    lifespan) to the Starlette app, which routes a proxied path the same way."""
+
+    __slots__ = ("app", "proxy")
+
+    def __init__(self, app: Starlette, proxy: Proxy) -> None:
+        self.app = app
+        self.proxy = proxy
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        if scope["type"] == "http":
+            path: str = scope["path"]
+            if path.find("/", 1) > 0 and not path.startswith(_API):
+                await self.proxy(scope, receive, send)
+                return
+        await self.app(scope, receive, send)
 
 
 async def _health(request: Request) -> JSONResponse:
     return JSONResponse({"status": "ok", "server": "llmspend-gateway"})
 
 
-def build_app(config: GatewayConfig, database_url: str | None = None) -> Starlette:
+def build_app(config: GatewayConfig, database_url: str | None = None) -> ASGIApp:
     """The gateway for ``config``, recording into the store at ``database_url`` (default:
     ``LLMSPEND_DATABASE_URL`` or the per-user SQLite file)."""
     # Connections a busy gateway used within seconds are not pinged on every checkout.
@@ -63,14 +87,15 @@ def build_app(config: GatewayConfig, database_url: str | None = None) -> Starlet
             await proxy.aclose()
             set_tracker(None)
 
-    return Starlette(
+    app = Starlette(
         routes=[
             Route("/health", _health, methods=["GET"]),
-            Mount("/llmspend/api/v1", app=data_api(config, tracker.store, hub)),
+            Mount(_API.rstrip("/"), app=data_api(config, tracker.store, hub)),
             Route("/{upstream}/{rest:path}", proxy),
         ],
         lifespan=lifespan,
     )
+    return _Gateway(app, proxy)
 
 
 def serve(

@@ -26,7 +26,7 @@ import functools
 import json
 import logging
 import zlib
-from collections.abc import Awaitable, Callable, Mapping
+from collections.abc import Awaitable, Callable, Mapping, MutableMapping
 from concurrent.futures import Executor, ThreadPoolExecutor
 from typing import Any, TypeVar
 from urllib.parse import parse_qsl, urlencode, urlsplit
@@ -56,8 +56,9 @@ log = logging.getLogger("llmspend.gateway")
 
 T = TypeVar("T")
 _DIALECTS = {"openai": openai_dialect, "gemini": gemini_dialect, "anthropic": anthropic_dialect}
-Send = Callable[[dict[str, Any]], Awaitable[None]]
-Receive = Callable[[], Awaitable[dict[str, Any]]]
+Scope = MutableMapping[str, Any]
+Send = Callable[[Scope], Awaitable[None]]
+Receive = Callable[[], Awaitable[Scope]]  # messages: as Starlette types them
 
 # Request headers never forwarded: the client's credentials, hop-by-hop headers, and what
 # the upstream request sets itself.
@@ -94,10 +95,11 @@ def _usd(nanos: int | None) -> str:
 async def _blocking(pool: Executor, fn: Callable[..., T], *args: Any, **kwargs: Any) -> T:
     """``fn(*args, **kwargs)`` on one of ``pool``'s threads, in a copy of this context;
     finishes even if the request is cancelled (a settlement must not be lost to a client
-    leaving). A bare executor hop: anyio's ``to_thread`` cost a third of the loop's time."""
-    call = functools.partial(contextvars.copy_context().run, fn, *args, **kwargs)
+    leaving). A bare executor hop (anyio's ``to_thread`` cost a third of the loop's time;
+    ``run_in_executor`` inspects ``fn`` on every call)."""
+    done = pool.submit(contextvars.copy_context().run, fn, *args, **kwargs)
     with anyio.CancelScope(shield=True):
-        result: T = await asyncio.get_running_loop().run_in_executor(pool, call)
+        result: T = await asyncio.wrap_future(done)
     return result
 
 
@@ -148,7 +150,7 @@ class Proxy:
         self._db.shutdown(wait=False)  # its last settlements finish on their threads
 
     # -- the ASGI face ----------------------------------------------------------------------
-    async def __call__(self, scope: dict[str, Any], receive: Receive, send: Send) -> None:
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         path: str = scope["path"]
         name, _, rest = path.lstrip("/").partition("/")
         upstream = self.config.upstreams.get(name)
@@ -174,7 +176,7 @@ class Proxy:
 
     # -- one request ------------------------------------------------------------------------
     async def _serve(
-        self, scope: dict[str, Any], receive: Receive, send: Send, up: Upstream, rest: str
+        self, scope: Scope, receive: Receive, send: Send, up: Upstream, rest: str
     ) -> int:
         headers = {k.decode("latin-1").lower(): v.decode("latin-1") for k, v in scope["headers"]}
         query_string = scope.get("query_string", b"").decode("latin-1")
