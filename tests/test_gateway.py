@@ -545,9 +545,10 @@ class _Upstream:
 def odd(tmp_path_factory: pytest.TempPathFactory) -> Iterator[tuple[_Upstream, Gateway, str]]:
     """A gateway whose ``/odd`` upstream is :class:`_Upstream`."""
     sim, upstream = Sim(), _Upstream()
-    extra = (
-        f'[upstreams.odd]\nbase_url = "{upstream.url}"\nkey_env = "{KEY_ENV}"\n'
+    extra = "".join(
+        f'[upstreams.{name}]\nbase_url = "{url}"\nkey_env = "{KEY_ENV}"\n'
         'dialect = "openai"\nprovider = "openai"\n'
+        for name, url in (("odd", upstream.url), ("dead", f"http://127.0.0.1:{_free_port()}"))
     )
     gateway = Gateway(tmp_path_factory.mktemp("odd"), sim, extra=extra, name="odd")
     try:
@@ -601,6 +602,21 @@ def test_a_client_leaving_mid_stream_is_settled_partial_and_the_upstream_read_st
     (row,) = gateway.rows()[before:]
     assert (row.status, row.user_name, bool(row.streamed)) == ("partial", "ana", True)
     upstream.release.set()
+
+
+def test_an_unreachable_upstream_is_a_502_recorded_as_an_error_costing_nothing(
+    odd: tuple[_Upstream, Gateway, str],
+) -> None:
+    _, gateway, key = odd
+    body = {"model": "gpt-4o-mini", "messages": MESSAGES, "max_tokens": 5}
+    before = len(gateway.rows())
+    r = httpx.post(
+        gateway.url + "/dead/v1/chat/completions", json=body, timeout=60,
+        headers={"authorization": f"Bearer {key}"},
+    )  # fmt: skip
+    assert r.status_code == 502 and r.json()["error"]["code"] == "upstream_unreachable"
+    (row,) = gateway.rows()[before:]
+    assert (row.status, row.cost_nanos, row.user_name) == ("error", 0, "ana")
 
 
 def test_a_gemini_style_query_key_is_never_forwarded(odd: tuple[_Upstream, Gateway, str]) -> None:
