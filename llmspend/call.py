@@ -71,6 +71,15 @@ class Usage:
     def clamp(self) -> Usage:
         """Make a provider's odd numbers consistent (never negative, subsets within totals,
         totals below 2**40 so that no cost can overflow a BIGINT)."""
+        inp, cached, cw = self.input_tokens, self.cached_input_tokens, self.cache_write_tokens
+        out, reasoning = self.output_tokens, self.reasoning_tokens
+        if (  # already consistent plain ints (a provider's usual answer): a copy as it is
+            type(inp) is int and type(cached) is int and type(cw) is int
+            and type(out) is int and type(reasoning) is int
+            and cached >= 0 and cw >= 0 and cached + cw <= inp <= MAX_TOKENS
+            and 0 <= reasoning <= out <= MAX_TOKENS
+        ):  # fmt: skip
+            return Usage(inp, cached, cw, out, reasoning)
         inp = min(max(0, int(self.input_tokens or 0)), MAX_TOKENS)
         out = min(max(0, int(self.output_tokens or 0)), MAX_TOKENS)
         cached = min(max(0, int(self.cached_input_tokens or 0)), inp)
