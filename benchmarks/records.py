@@ -13,18 +13,26 @@ seventh tagged) through ``llmspend.ingest``, then times (best of ``--repeat``):
 - wall time and this process's CPU time for each (the steadier figure on a shared machine);
 - a baseline measured in the same run: ``pandas.read_sql`` of the same query
   (every column, ``ORDER BY ts, id``) on the SQLAlchemy engine — raw values, money
-  still integer nanodollars, times as stored.
+  still integer nanodollars, times as stored;
+- with ``--parallel``, the raw read split over two readers, against one: on SQLite two
+  threads each fetching half the rowid range on its own ``sqlite3`` connection, on
+  PostgreSQL connectorx's ``partition_on="id", partition_num=2`` (two connections, Rust
+  threads) — the experiments docs/data-access.md reports (neither is used by records()).
 
 Target (DESIGN §10): 1M rows in <= 1.5 s, money exact.
 
     python benchmarks/records.py [--rows 1000000] [--pg-url URL] [--no-pg] [--repeat 3]
+                                 [--parallel]
 """
 
 from __future__ import annotations
 
 import argparse
+import contextlib
+import sqlite3
 import sys
 import tempfile
+import threading
 import time
 from collections.abc import Callable
 from pathlib import Path
@@ -60,7 +68,55 @@ def best(fn: Callable[[], Any], repeat: int) -> tuple[float, float]:
     return min(walls), min(cpus)
 
 
-def run(store: str, url: str, rows: int, repeat: int) -> None:
+def parallel_readers(store: str, url: str, repeat: int) -> None:
+    """The raw read (every column, no order) by one reader and by two on halves of the id
+    range: wall and this process's CPU (on PostgreSQL the server's work is not in it)."""
+    select = QUERY.removesuffix(" ORDER BY ts, id")
+    if store == "sqlite":
+        path = url.removeprefix("sqlite:///")
+
+        def fetch(lo: int, hi: int) -> None:
+            conn = sqlite3.connect(path, check_same_thread=False)
+            try:
+                cur = conn.execute(f"{select} WHERE id >= ? AND id < ?", (lo, hi))
+                while cur.fetchmany(1 << 16):
+                    pass
+            finally:
+                conn.close()
+
+        with contextlib.closing(sqlite3.connect(path)) as conn:
+            lo, hi = conn.execute("SELECT min(id), max(id) + 1 FROM llmspend_usage").fetchone()
+        mid = (lo + hi) // 2
+
+        def two() -> None:
+            threads = [threading.Thread(target=fetch, args=r) for r in ((lo, mid), (mid, hi))]
+            for t in threads:
+                t.start()
+            for t in threads:
+                t.join()
+
+        cases: dict[str, Callable[[], Any]] = {
+            "sqlite3 fetch, 1 thread": lambda: fetch(lo, hi),
+            "sqlite3 fetch, 2 threads": two,
+        }
+    else:
+        if not arrowio.have_connectorx():
+            return
+        import connectorx as cx
+
+        cx_url = url.replace("+psycopg", "", 1)
+        cases = {
+            "connectorx, 1 connection": lambda: cx.read_sql(cx_url, select, return_type="arrow"),
+            "connectorx, partition_on=id, 2": lambda: cx.read_sql(
+                cx_url, select, return_type="arrow", partition_on="id", partition_num=2
+            ),
+        }
+    for name, fn in cases.items():
+        took, cpu = best(fn, repeat)
+        print(f"{store:8} {name:42} {took:7.2f} s  cpu {cpu:6.2f} s")
+
+
+def run(store: str, url: str, rows: int, repeat: int, parallel: bool = False) -> None:
     import pandas as pd
 
     tracker = Tracker(url)
@@ -113,6 +169,8 @@ def run(store: str, url: str, rows: int, repeat: int) -> None:
         nanos = conn.exec_driver_sql("SELECT sum(cost_nanos) FROM llmspend_usage").scalar()
     exact = sum((c for c in df["cost_usd"] if c is not None), start=0) * 10**9 == nanos
     print(f"{store:8} sum of cost_usd equals the stored nanodollars: {exact}")
+    if parallel:
+        parallel_readers(store, url, repeat)
 
 
 def main() -> None:
@@ -121,16 +179,17 @@ def main() -> None:
     ap.add_argument("--repeat", type=int, default=3)
     ap.add_argument("--pg-url", default=None)
     ap.add_argument("--no-pg", action="store_true")
+    ap.add_argument("--parallel", action="store_true", help="time one reader against two")
     args = ap.parse_args()
     with tempfile.TemporaryDirectory() as tmp:
-        run("sqlite", f"sqlite:///{tmp}/records.sqlite", args.rows, args.repeat)
+        run("sqlite", f"sqlite:///{tmp}/records.sqlite", args.rows, args.repeat, args.parallel)
     if args.no_pg:
         return
     with postgres(args.pg_url) as (url, note):
         if url is None:
             print(f"postgres skipped: {note}")
             return
-        run("postgres", url, args.rows, args.repeat)
+        run("postgres", url, args.rows, args.repeat, args.parallel)
 
 
 if __name__ == "__main__":
