@@ -317,8 +317,10 @@ class Proxy:
         if status >= 400 or ("event-stream" not in ctype and not _streamed(seen)):
             try:
                 body = await response.read()
-            finally:
-                response.close()
+            except BaseException:
+                response.close()  # cut or cancelled: the connection is dropped
+                raise
+            response.release()  # read to its end: the connection goes back to the pool
             if status >= 400:
                 if encoding:  # a key quoted in a compressed body could not be scrubbed
                     body, headers = _decompressed(body, encoding), _without_encoding(headers)
