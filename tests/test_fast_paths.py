@@ -34,7 +34,7 @@ _TOKENS = st.one_of(
 
 
 @given(st.tuples(_TOKENS, _TOKENS, _TOKENS, _TOKENS, _TOKENS))
-def test_clamp_gives_the_general_rules_answer_as_a_new_usage_of_ints(values) -> None:  # type: ignore[no-untyped-def]
+def test_clamp_gives_the_general_rules_answer_as_a_new_usage_of_ints(values) -> None:
     u = Usage(*values)
     got = u.clamp()
     assert got is not u
@@ -46,7 +46,7 @@ _TIMES = st.datetimes(min_value=dt.datetime(1970, 1, 1), max_value=dt.datetime(9
 
 
 @given(_TIMES, st.booleans())
-def test_sqlite_time_text_is_isoformat_with_microseconds(value, whole_second) -> None:  # type: ignore[no-untyped-def]
+def test_sqlite_time_text_is_isoformat_with_microseconds(value, whole_second) -> None:
     if whole_second:
         value = value.replace(microsecond=0)
     assert db_time_for(True, value) == value.isoformat(sep=" ", timespec="microseconds")
@@ -56,5 +56,5 @@ def test_sqlite_time_text_is_isoformat_with_microseconds(value, whole_second) ->
 
 
 @given(_TIMES)
-def test_a_calls_epoch_is_its_utc_timestamp(value) -> None:  # type: ignore[no-untyped-def]
+def test_a_calls_epoch_is_its_utc_timestamp(value) -> None:
     assert (value - _EPOCH).total_seconds() == value.replace(tzinfo=dt.UTC).timestamp()
