@@ -224,6 +224,17 @@ def empty_store(tmp_path: Path) -> Iterator[str]:
     forget_store(url)
 
 
+def fill_form(form: Any, **fields: str) -> None:
+    """Fill the panel's budget form in the order given: a choice for scope, period and mode,
+    text for the rest."""
+    for field, value in fields.items():
+        box = form.locator(f"[data-field={field}]")
+        if field in ("scope", "period", "mode"):
+            box.select_option(value)
+        else:
+            box.fill(value)
+
+
 def open_panel(page: Any, lab: LabServer) -> Any:
     """Open JupyterLab and the llmspend panel; returns the panel's locator."""
     page.goto(lab.lab_url(), timeout=TIMEOUT_MS)
@@ -258,13 +269,16 @@ def test_an_owner_manages_budgets_from_the_panel_and_a_member_only_sees_them(
             panel = open_panel(page, lab)
             form = panel.locator("[data-llmspend=budget-form]")
             form.wait_for()
-            form.locator("[data-field=scope]").select_option("project")
-            form.locator("[data-field=name]").fill("acme/churn")
-            form.locator("[data-field=limit]").fill("12.50")
-            form.locator("[data-field=period]").select_option("week")
-            form.locator("[data-field=mode]").select_option("soft")
-            form.locator("[data-field=thresholds]").fill("50, 90")
-            form.locator("[data-field=timezone]").fill("Europe/Berlin")
+            fill_form(
+                form,
+                scope="project",
+                name="acme/churn",
+                limit="12.50",
+                period="week",
+                mode="soft",
+                thresholds="50, 90",
+                timezone="Europe/Berlin",
+            )
             form.locator("[data-llmspend=save]").click()
             row = panel.locator("[data-def='project:acme/churn']")
             row.locator("[data-llmspend=def-limit]", has_text="$12.50 per week").wait_for()
@@ -302,10 +316,7 @@ def test_an_owner_manages_budgets_from_the_panel_and_a_member_only_sees_them(
             assert llmspend.list_budgets()[0].limit_usd == 20
 
             # what only the library can judge comes back as its own message
-            form.locator("[data-field=scope]").select_option("user")
-            form.locator("[data-field=name]").fill("acme/ana")
-            form.locator("[data-field=limit]").fill("5")
-            form.locator("[data-field=timezone]").fill("Mars/Olympus")
+            fill_form(form, scope="user", name="acme/ana", limit="5", timezone="Mars/Olympus")
             form.locator("[data-llmspend=save]").click()
             failed = form.locator("[data-llmspend=form-error]")
             failed.wait_for(state="visible")

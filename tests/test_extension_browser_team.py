@@ -30,6 +30,7 @@ from tests.test_extension_browser import (
     ARTIFACTS,
     TIMEOUT_MS,
     decline_news,
+    fill_form,
     open_panel,
     require_extension,
 )
@@ -121,13 +122,16 @@ def test_an_owner_sets_a_budget_from_the_panel_and_a_member_only_sees_it(
             panel = open_panel(page, lab)
             form = panel.locator("[data-llmspend=budget-form]")
             form.wait_for()
-            form.locator("[data-field=scope]").select_option("project")
-            form.locator("[data-field=name]").fill("acme/churn")
-            form.locator("[data-field=limit]").fill("12.50")
-            form.locator("[data-field=period]").select_option("week")
-            form.locator("[data-field=mode]").select_option("hard")
-            form.locator("[data-field=thresholds]").fill("50, 90")
-            form.locator("[data-field=timezone]").fill("Europe/Berlin")
+            fill_form(
+                form,
+                scope="project",
+                name="acme/churn",
+                limit="12.50",
+                period="week",
+                mode="hard",
+                thresholds="50, 90",
+                timezone="Europe/Berlin",
+            )
             form.locator("[data-llmspend=save]").click()
             row = panel.locator("[data-def='project:acme/churn']")
             row.locator("[data-llmspend=def-limit]", has_text="$12.50 per week").wait_for()
@@ -152,10 +156,7 @@ def test_an_owner_sets_a_budget_from_the_panel_and_a_member_only_sees_it(
             assert actors(gateway)[-1] == ("ana", "update", "project acme/churn")
 
             # the org's budget is not ana's: the gateway's refusal, shown in the form
-            form.locator("[data-field=scope]").select_option("org")
-            form.locator("[data-field=name]").fill("acme")
-            form.locator("[data-field=limit]").fill("5")
-            form.locator("[data-field=timezone]").fill("UTC")
+            fill_form(form, scope="org", name="acme", limit="5", timezone="UTC")
             form.locator("[data-llmspend=save]").click()
             failed = form.locator("[data-llmspend=form-error]")
             failed.wait_for(state="visible")
