@@ -526,6 +526,11 @@ class _Upstream:
                 self.send_header("content-encoding", "gzip")
                 self.send_header("content-length", str(len(data)))
                 self.end_headers()
+                if self.path.endswith("?half=1"):  # the answer cut off half-way
+                    self.wfile.write(data[: len(data) // 2])
+                    self.wfile.flush()
+                    self.close_connection = True
+                    return
                 self.wfile.write(data)
 
         self.server = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
@@ -619,6 +624,21 @@ def test_an_unreachable_upstream_is_a_502_recorded_as_an_error_costing_nothing(
     assert (row.status, row.cost_nanos, row.user_name) == ("error", 0, "ana")
 
 
+def test_an_answer_cut_off_upstream_is_a_502_recorded_as_an_error_costing_nothing(
+    odd: tuple[_Upstream, Gateway, str],
+) -> None:
+    _, gateway, key = odd
+    body = {"model": "gpt-4o-mini", "messages": MESSAGES, "max_tokens": 5}
+    before = len(gateway.rows())
+    r = httpx.post(
+        gateway.url + "/odd/v1/chat/completions?half=1", json=body, timeout=60,
+        headers={"authorization": f"Bearer {key}"},
+    )  # fmt: skip
+    assert r.status_code == 502 and "cut off" in r.json()["error"]["message"]
+    (row,) = gateway.rows()[before:]  # recorded, and its reservation given back
+    assert (row.status, row.cost_nanos, row.user_name) == ("error", 0, "ana")
+
+
 def test_a_gemini_style_query_key_is_never_forwarded(odd: tuple[_Upstream, Gateway, str]) -> None:
     upstream, gateway, key = odd
     body = {"model": "gpt-4o-mini", "messages": MESSAGES, "max_tokens": 5}
@@ -626,6 +646,22 @@ def test_a_gemini_style_query_key_is_never_forwarded(odd: tuple[_Upstream, Gatew
     assert r.status_code == 200
     seen = upstream.server.seen[-1]  # type: ignore[attr-defined]
     assert seen["path"] == "/v1/chat/completions?x=a+b" and key not in json.dumps(seen)
+
+
+def test_request_headers_pass_as_sent_with_none_added(
+    odd: tuple[_Upstream, Gateway, str],
+) -> None:
+    upstream, gateway, key = odd
+    body = json.dumps({"model": "gpt-4o-mini", "messages": MESSAGES, "max_tokens": 5})
+    url, auth = gateway.url + "/odd/v1/chat/completions", {"authorization": f"Bearer {key}"}
+    assert httpx.post(url, content=body, headers=auth).status_code == 200  # no content-type
+    seen = {k.lower(): v for k, v in upstream.server.seen[-1].items()}  # type: ignore[attr-defined]
+    assert "content-type" not in seen  # aiohttp would add application/octet-stream
+    assert seen["user-agent"].startswith("python-httpx/")  # the client's own, not aiohttp's
+    typed = auth | {"content-type": "application/json", "user-agent": "mine/1"}
+    assert httpx.post(url, content=body, headers=typed).status_code == 200
+    seen = {k.lower(): v for k, v in upstream.server.seen[-1].items()}  # type: ignore[attr-defined]
+    assert (seen["content-type"], seen["user-agent"]) == ("application/json", "mine/1")
 
 
 def test_a_transport_tap_in_the_gateways_process_leaves_its_upstream_calls_to_it(
@@ -694,3 +730,56 @@ def test_a_transport_tap_in_the_gateways_process_leaves_its_upstream_calls_to_it
         llmspend.uninstall()
     assert fresh_sim.request_count == 2
     assert len(users) == 2 and users.count("ana") == 1  # not a third row for the tap
+
+
+def test_a_store_job_still_queued_runs_when_its_request_is_cancelled() -> None:
+    """A settlement waiting for a busy store thread is not thrown away when the request's
+    task is cancelled (a client leaving, a server's shutdown): the job runs all the same."""
+    import asyncio
+    import threading
+    from concurrent.futures import ThreadPoolExecutor
+
+    from llmspend.gateway.proxy import _blocking
+
+    pool = ThreadPoolExecutor(1)
+    busy, ran = threading.Event(), threading.Event()
+    pool.submit(busy.wait, 60)  # the only thread is taken: the next job queues
+
+    async def run() -> None:
+        task = asyncio.ensure_future(_blocking(pool, ran.set))
+        await asyncio.sleep(0)  # the job is submitted and waited for
+        task.cancel()
+        with pytest.raises(asyncio.CancelledError):
+            await task
+
+    asyncio.run(run())
+    busy.set()
+    assert ran.wait(60)  # the queued job ran after the cancellation
+    pool.shutdown()
+
+
+def test_a_second_lifespan_of_the_same_proxy_still_reaches_its_store(tmp_path: Path) -> None:
+    import asyncio
+
+    from llmspend.gateway.config import load_config
+    from llmspend.gateway.proxy import Proxy, _blocking
+    from llmspend.store.engine import open_store
+
+    config_path = tmp_path / "gw.toml"
+    config_path.write_text(
+        f'[upstreams.openai]\nbase_url = "http://127.0.0.1:9"\nkey_env = "{KEY_ENV}"\n'
+    )
+    proxy = Proxy(
+        load_config(str(config_path), {KEY_ENV: PROVIDER_KEY}),
+        open_store(f"sqlite:///{tmp_path / 'g.sqlite'}"),
+    )
+
+    async def lifespan() -> int:
+        await proxy.open()
+        try:
+            return await _blocking(proxy._db, lambda: 42)
+        finally:
+            await proxy.aclose()
+
+    assert asyncio.run(lifespan()) == 42
+    assert asyncio.run(lifespan()) == 42  # not "cannot schedule new futures after shutdown"

@@ -71,7 +71,7 @@ _DROP_RESPONSE = frozenset({
     b"connection", b"keep-alive", b"transfer-encoding", b"content-length", b"date", b"server",
 })  # fmt: skip
 # Headers aiohttp would add that the client did not send (a pass-through adds none).
-_SKIP_AUTO = ("User-Agent", "Accept")
+_SKIP_AUTO = ("User-Agent", "Accept", "Content-Type")
 _WBITS = {"gzip": 16 + zlib.MAX_WBITS, "x-gzip": 16 + zlib.MAX_WBITS, "deflate": zlib.MAX_WBITS}
 
 
@@ -98,8 +98,10 @@ async def _blocking(pool: Executor, fn: Callable[..., T], *args: Any, **kwargs: 
     leaving). A bare executor hop (anyio's ``to_thread`` cost a third of the loop's time;
     ``run_in_executor`` inspects ``fn`` on every call)."""
     done = pool.submit(contextvars.copy_context().run, fn, *args, **kwargs)
-    with anyio.CancelScope(shield=True):
-        result: T = await asyncio.wrap_future(done)
+    with anyio.CancelScope(shield=True):  # an anyio cancel scope leaving: still waits
+        # a direct Task.cancel() (a server's shutdown, a client leaving) interrupts only the
+        # wait: asyncio.shield keeps wrap_future from cancelling the job still queued
+        result: T = await asyncio.shield(asyncio.wrap_future(done))
     return result
 
 
@@ -147,7 +149,9 @@ class Proxy:
         if self._session is not None:
             await self._session.close()
             self._session = None
-        self._db.shutdown(wait=False)  # its last settlements finish on their threads
+        # The store's threads are not shut down: a stream still settling, or a second
+        # lifespan of the same app, submits to them after this; idle, they cost nothing, and
+        # the interpreter runs what is queued before it exits.
 
     # -- the ASGI face ----------------------------------------------------------------------
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
@@ -207,6 +211,10 @@ class Proxy:
                 await _blocking(self._db, seen.fail, exc)
             log.warning("upstream %s unreachable: %s", up.name, type(exc).__name__)
             raise GatewayRefused(502, f"llmspend gateway: upstream {up.name} unreachable") from None
+        except BaseException as exc:  # cancelled while sending: recorded, the hold given back
+            if seen is not None:
+                await _blocking(self._db, seen.fail, exc)
+            raise
         return await self._relay(send, receive, response, seen)
 
     async def _identify(self, key: str | None) -> Identity:
@@ -317,8 +325,15 @@ class Proxy:
         if status >= 400 or ("event-stream" not in ctype and not _streamed(seen)):
             try:
                 body = await response.read()
-            except BaseException:
+            except BaseException as exc:
                 response.close()  # cut or cancelled: the connection is dropped
+                if seen is not None:  # recorded as an error (costs 0), the hold given back
+                    await _blocking(self._db, seen.fail, exc)
+                if isinstance(exc, (TimeoutError, aiohttp.ClientError)):
+                    log.warning("upstream answer cut: %s", type(exc).__name__)
+                    raise GatewayRefused(
+                        502, "llmspend gateway: the upstream's answer was cut off"
+                    ) from None
                 raise
             response.release()  # read to its end: the connection goes back to the pool
             if status >= 400:
