@@ -508,6 +508,16 @@ class _Upstream:
                     up.release.wait(60)
                     self.close_connection = True
                     return
+                if self.path.endswith(("?br=1", "?badgzip=1")):  # an error it cannot read
+                    brotli = self.path.endswith("?br=1")
+                    data = b"\x1b\x2a\x00" + f"bad key {PROVIDER_KEY}".encode()
+                    self.send_response(400)
+                    self.send_header("content-type", "application/json")
+                    self.send_header("content-encoding", "br" if brotli else "gzip")
+                    self.send_header("content-length", str(len(data)))
+                    self.end_headers()
+                    self.wfile.write(data)
+                    return
                 body: dict[str, Any]
                 if self.path.endswith("?fail=1"):
                     status = 400
@@ -637,6 +647,26 @@ def test_an_answer_cut_off_upstream_is_a_502_recorded_as_an_error_costing_nothin
     assert r.status_code == 502 and "cut off" in r.json()["error"]["message"]
     (row,) = gateway.rows()[before:]  # recorded, and its reservation given back
     assert (row.status, row.cost_nanos, row.user_name) == ("error", 0, "ana")
+
+
+@pytest.mark.parametrize("how", ["br", "badgzip"])
+def test_an_error_body_the_gateway_cannot_decode_becomes_its_own_error(
+    odd: tuple[_Upstream, Gateway, str], how: str
+) -> None:
+    """An error body in an encoding the gateway cannot read (it may quote the key) is not
+    passed on: the status stays, the body is the provider's error shape, uncompressed."""
+    _, gateway, key = odd
+    body = {"model": "gpt-4o-mini", "messages": MESSAGES, "max_tokens": 5}
+    before = len(gateway.rows())
+    r = httpx.post(
+        gateway.url + f"/odd/v1/chat/completions?{how}=1", json=body, timeout=60,
+        headers={"authorization": f"Bearer {key}"},
+    )  # fmt: skip
+    assert r.status_code == 400 and "content-encoding" not in r.headers
+    assert "cannot read" in r.json()["error"]["message"]
+    assert PROVIDER_KEY not in r.text
+    (row,) = gateway.rows()[before:]
+    assert (row.status, row.cost_nanos) == ("error", 0)
 
 
 def test_a_gemini_style_query_key_is_never_forwarded(odd: tuple[_Upstream, Gateway, str]) -> None:

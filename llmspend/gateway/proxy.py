@@ -215,7 +215,7 @@ class Proxy:
             if seen is not None:
                 await _blocking(self._db, seen.fail, exc)
             raise
-        return await self._relay(send, receive, response, seen)
+        return await self._relay(send, receive, response, seen, up.dialect)
 
     async def _identify(self, key: str | None) -> Identity:
         """Who the request is: a gateway key (``lsk_``), else a JupyterHub token."""
@@ -311,7 +311,12 @@ class Proxy:
 
     # -- the response -----------------------------------------------------------------------
     async def _relay(
-        self, send: Send, receive: Receive, response: aiohttp.ClientResponse, seen: Seen | None
+        self,
+        send: Send,
+        receive: Receive,
+        response: aiohttp.ClientResponse,
+        seen: Seen | None,
+        dialect: str,
     ) -> int:
         status = response.status
         got = response.headers
@@ -338,7 +343,15 @@ class Proxy:
             response.release()  # read to its end: the connection goes back to the pool
             if status >= 400:
                 if encoding:  # a key quoted in a compressed body could not be scrubbed
-                    body, headers = _decompressed(body, encoding), _without_encoding(headers)
+                    plain = _decompressed(body, encoding) if _decodable(encoding) else b""
+                    if body and not plain:  # br, zstd, or damaged: nothing to pass on safely
+                        plain = error_body(
+                            dialect, status, f"llmspend gateway: the upstream answered "
+                            f"{status} in an encoding it cannot read ({encoding.strip()})",
+                        )  # fmt: skip
+                        headers = [(k, v) for k, v in headers if k != b"content-type"]
+                        headers.append((b"content-type", b"application/json"))
+                    body, headers = plain, _without_encoding(headers)
                 body = self._scrub(body)
                 if seen is not None:
                     error = aiohttp.ClientResponseError(
@@ -434,6 +447,11 @@ def _decompressed(body: bytes, encoding: str) -> bytes:
             except zlib.error:
                 pass
         return b""
+
+
+def _decodable(encoding: str) -> bool:
+    """Whether :func:`_decompressed` can read a body of this ``Content-Encoding``."""
+    return encoding.strip().lower() in _WBITS
 
 
 def _without_encoding(headers: list[tuple[bytes, bytes]]) -> list[tuple[bytes, bytes]]:
