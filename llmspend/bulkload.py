@@ -145,8 +145,6 @@ def _check(
     template = usage.validate_row(
         0, {"ts": MIN_TIME, "provider": "x", "model": "x", "cost_usd": 0}, defaults, pricer
     )
-    for store_key, value in template.items():
-        out.cols[store_key] = np.full(n, value, dtype=object)
     out.cols["ts"] = _ts(columns["ts"], out)
     for key, store_key in _TEXT.items():
         if key in columns:
@@ -178,6 +176,9 @@ def _check(
             out.cols[key] = _per_value(columns[key], functools.partial(_flag, key), out)
     if "tags" in columns:
         out.cols["tags"] = _per_value(columns["tags"], lambda v, i: usage._tags(v, i), out)
+    for store_key, value in template.items():  # the columns not given: their defaults
+        if store_key not in out.cols:
+            out.cols[store_key] = np.full(n, value, dtype=object)
     c = out.cols
     out.mark(c["cached_input_tokens"] + c["cache_write_tokens"] > c["input_tokens"])
     out.mark(c["reasoning_tokens"] > c["output_tokens"])
@@ -474,16 +475,17 @@ def _write(store: Store, out: _Columns, on_write: Any) -> None:
 
 def _insert_sqlite(tx: Tx, cols: Mapping[str, Any], names: Sequence[str]) -> None:
     import pyarrow as pa
-    import pyarrow.compute as pc
 
-    ts = pc.strftime(pa.array(cols["ts"], type=pa.timestamp("us")), "%Y-%m-%d %H:%M:%S")
+    # Arrow's cast writes SQLAlchemy's text ('YYYY-MM-DD HH:MM:SS.ffffff') ten times as fast
+    # as its strftime
+    ts = pa.array(cols["ts"], type=pa.timestamp("us")).cast(pa.string())
     lists = [ts.to_pylist() if k == "ts" else cols[k].tolist() for k in names]
     # only constant identifiers are formatted in; every value is a bound parameter
     sql = (
         f"INSERT INTO {UsageRecord.__tablename__} ({', '.join(names)}) "  # noqa: S608
         f"VALUES ({', '.join('?' * len(names))})"
     )
-    tx.executemany(sql, list(zip(*lists, strict=True)))
+    tx.executemany(sql, zip(*lists, strict=True))  # a tuple reused per row, not one each
 
 
 def _all_none(column: Any) -> bool:

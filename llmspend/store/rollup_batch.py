@@ -30,7 +30,7 @@ could overflow int64 — goes to :func:`~llmspend.store.rollups.ingest_hook`.
 from __future__ import annotations
 
 import functools
-from collections.abc import Callable, Iterator, Mapping
+from collections.abc import Callable, Iterable, Iterator, Mapping
 from typing import TYPE_CHECKING, Any
 
 from .fastsql import Tx
@@ -140,21 +140,32 @@ class Groups:
 
     def params(self, r: Rollup, sqlite: bool) -> list[tuple[Any, ...]]:
         """The table's rows: (bucket, key values — "" for a left-out one —, sums)."""
+        return list(self.rows(r, sqlite))
+
+    def rows(self, r: Rollup, sqlite: bool) -> Iterator[tuple[Any, ...]]:
+        """:meth:`params` made one at a time (``executemany`` binds each and drops it, so
+        ``zip`` reuses one tuple instead of allocating a tuple per row)."""
         import numpy as np
 
         starts, inverse = np.unique(self.bucket, return_inverse=True)
         stamps = starts.astype("datetime64[us]")
-        if sqlite:  # SQLite keeps DateTime as 'YYYY-MM-DD HH:MM:SS.ffffff' text
-            text = np.char.replace(np.datetime_as_string(stamps, unit="us"), "T", " ")
-            firsts = text.astype(object)
-        else:
-            firsts = stamps.astype(object)  # datetime.datetime
+        # SQLite keeps DateTime as 'YYYY-MM-DD HH:MM:SS.ffffff' text; PostgreSQL takes datetimes
+        firsts = _stamp_text(stamps) if sqlite else stamps.astype(object)
         columns: list[list[Any]] = [firsts[inverse].tolist()]
         blank = [""] * len(self.bucket)
         for d in r.key:
             columns.append(self.uniques[d][self.codes[d]].tolist() if d in r.dims else blank)
         columns.extend(self.sums.T.tolist())
-        return list(zip(*columns, strict=True))
+        return zip(*columns, strict=True)
+
+
+def _stamp_text(stamps: np.ndarray) -> np.ndarray:
+    """``datetime64[us]`` as SQLAlchemy's SQLite text (an object array of str)."""
+    import numpy as np
+    import pyarrow as pa
+
+    text = pa.array(stamps, type=pa.timestamp("us")).cast(pa.string())
+    return np.array(text.to_pylist(), dtype=object)
 
 
 def _grouped(
@@ -212,7 +223,7 @@ def fold_columns(tx: Tx, cols: Mapping[str, Any]) -> bool:
         return False
     if tx.sqlite:
         for r, groups in _tables(rows):
-            _upsert(tx, r, groups.params(r, sqlite=True))
+            _upsert(tx, r, groups.rows(r, sqlite=True))
     else:
         fold_pg_batch(tx, lambda: None, _fills(tx, rows))
     return True
@@ -307,7 +318,7 @@ def _measures(cols: Mapping[str, Any], n: int) -> np.ndarray | None:
     return out
 
 
-def _upsert(tx: Tx, r: Rollup, params: list[tuple[Any, ...]]) -> None:
+def _upsert(tx: Tx, r: Rollup, params: Iterable[tuple[Any, ...]]) -> None:
     table = r.table.name
     key = ", ".join(("bucket", *r.key))
     sets = ", ".join(f"{m} = {table}.{m} + excluded.{m}" for m in MEASURES)
