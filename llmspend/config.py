@@ -10,6 +10,8 @@ then a default. Environment variables:
 ``LLMSPEND_OTEL``            ``1`` (or ``true``, ``yes``, ``on``): export OpenTelemetry spans
 ``LLMSPEND_GATEWAY_URL``     the llmspend gateway's URL: team mode (calls to it are the
                              gateway's to record, see :mod:`llmspend.teammode`)
+``LLMSPEND_RECORDS_CACHE``   ``0`` (or ``false``, ``no``, ``off``): records() keeps no
+                             columnar copy of a SQLite store (see :mod:`llmspend.store.segments`)
 
 What llmspend creates is private whatever the umask: directories 0700
 (:func:`private_dir`), files 0600 (:func:`private_file`). A directory or file that
@@ -36,6 +38,7 @@ __all__ = [
     "private_file",
     "resolve_database_url",
     "resolve_home",
+    "user_cache_dir",
 ]
 
 DIR_MODE = 0o700
@@ -51,6 +54,21 @@ def resolve_home(home: str | os.PathLike[str] | None = None) -> Path:
 
         home = platformdirs.user_data_dir("llmspend", appauthor=False)
     return Path(home).expanduser()
+
+
+def user_cache_dir() -> Path:
+    """llmspend's directory in the user's cache (``$XDG_CACHE_HOME`` or ``~/.cache``,
+    ``~/Library/Caches`` on macOS, ``%LOCALAPPDATA%`` on Windows): what can be rebuilt
+    from installed packages or the store. Not created here."""
+    import sys
+
+    if sys.platform == "win32":  # pragma: no cover - not tested here
+        base = os.environ.get("LOCALAPPDATA") or os.path.expanduser("~\\AppData\\Local")
+        return Path(base, "llmspend", "Cache")
+    if sys.platform == "darwin":  # pragma: no cover - not tested here
+        return Path(os.path.expanduser("~/Library/Caches"), "llmspend")
+    base = os.environ.get("XDG_CACHE_HOME", "").strip() or os.path.expanduser("~/.cache")
+    return Path(base, "llmspend")
 
 
 def private_dir(path: str | os.PathLike[str]) -> Path:

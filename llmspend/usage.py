@@ -23,7 +23,7 @@ from .attribution import validate_name
 from .errors import IngestError, ValidationError
 from .money import nanos_to_usd, usd_to_nanos
 from .names import name_list
-from .store import arrowio
+from .store import arrowio, segments
 from .store.fastsql import SQL, Tx, db_time_for, py_time
 from .store.hierarchy import ensure_entities
 from .store.models import UsageRecord
@@ -539,11 +539,19 @@ def _fetch_table(
     cols: tuple[str, ...],
     filters: Mapping[str, Any],
 ) -> Any:
+    chosen = _filter_values(filters)
     with store.begin() as conn:
         sqlite = conn.dialect.name == "sqlite"
         where, params = arrowio.where_clauses(
-            db_time_for(sqlite, lo), db_time_for(sqlite, hi), _filter_values(filters)
+            db_time_for(sqlite, lo), db_time_for(sqlite, hi), chosen
         )
+        if sqlite and limit is None and not newest_first:
+            whole = cols == RECORD_COLUMNS and not chosen and lo is None and hi is None
+            table = segments.read_records(
+                conn, cols, where, params, since=lo, until=hi, filters=chosen, build=whole
+            )
+            if table is not None:
+                return table
         return arrowio.read_records(
             conn, cols, where, params, newest_first=newest_first, limit=limit
         )

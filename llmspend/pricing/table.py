@@ -27,6 +27,8 @@ from dataclasses import dataclass
 from decimal import Decimal
 from typing import TYPE_CHECKING, Any, NamedTuple
 
+from ..config import user_cache_dir
+
 if TYPE_CHECKING:
     from genai_prices.types import ModelPrice
 
@@ -471,16 +473,9 @@ def data_key() -> str | None:
 
 
 def cache_path() -> str:
-    """Where the table is cached: the user's cache directory (``$XDG_CACHE_HOME`` or
-    ``~/.cache``, ``~/Library/Caches`` on macOS, ``%LOCALAPPDATA%`` on Windows)."""
-    if sys.platform == "win32":  # pragma: no cover - not tested here
-        base = os.environ.get("LOCALAPPDATA") or os.path.expanduser("~\\AppData\\Local")
-        return os.path.join(base, "llmspend", "Cache", "genai-prices.json")
-    if sys.platform == "darwin":  # pragma: no cover - not tested here
-        base = os.path.expanduser("~/Library/Caches")
-    else:
-        base = os.environ.get("XDG_CACHE_HOME", "").strip() or os.path.expanduser("~/.cache")
-    return os.path.join(base, "llmspend", "genai-prices.json")
+    """Where the table is cached: ``genai-prices.json`` in
+    :func:`llmspend.config.user_cache_dir`."""
+    return str(user_cache_dir() / "genai-prices.json")
 
 
 def load() -> Table:

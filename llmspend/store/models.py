@@ -47,6 +47,7 @@ __all__ = [
     "RollupTeamQuarter",
     "RollupTeamWeekly",
     "RollupWeekly",
+    "UsageGeneration",
     "UsageRecord",
     "User",
     "WebhookDelivery",
@@ -427,6 +428,22 @@ class RollupState(Base):
 
     id: Mapped[int] = mapped_column(Integer, primary_key=True)
     rolled_through: Mapped[int] = mapped_column(BigInteger, default=0)
+
+
+class UsageGeneration(Base):
+    """The usage table's identity and generation (one row, ``id`` = 1; migration 0015).
+
+    ``store_uid`` is random, given when the table is made; on SQLite triggers replace
+    ``generation`` with a random number whenever a usage row is updated, deleted or
+    inserted anywhere but at the end. records()'s columnar copy of complete id ranges
+    (:mod:`llmspend.store.segments`) is used only while both are unchanged.
+    """
+
+    __tablename__ = "llmspend_usage_generation"
+
+    id: Mapped[int] = mapped_column(Integer, primary_key=True, autoincrement=False)
+    store_uid: Mapped[str] = mapped_column(String(32))
+    generation: Mapped[int] = mapped_column(BigInteger)
 
 
 class RollupPending(Base):

@@ -1,0 +1,321 @@
+"""records()'s columnar copy of a SQLite store: complete id ranges kept as Arrow files.
+
+A full-width ``records()`` on SQLite is bounded by the ``sqlite3`` module making a Python
+object for every value it returns (about 3.5 s of CPU for 1M rows × 28 columns). Usage
+rows are only ever appended, so the rows of an id range ``[k·S, (k+1)·S)`` (a *segment*,
+``S`` = :data:`SEGMENT_ROWS`) never change once a row past it exists: SQLite's writers
+take turns and a new row's id is one more than the highest. A segment is read once,
+typed as records() types it (:func:`llmspend.store.arrowio.read_usage`) and written to
+``<user cache dir>/columns/<store uid>/<S>-<k>.arrow`` (Arrow IPC, zstd, 0600 in a 0700
+directory); later reads take it from there — decompressing is about a hundredth of the
+read — and read through SQL only the rows after the last complete segment.
+
+When a copy is used (each check in the same read transaction as the rows read through SQL,
+so one snapshot answers the whole call):
+
+- the store's ``llmspend_usage_generation`` row (migration 0015) has the ``store_uid`` and
+  ``generation`` the file was written with. SQLite triggers give ``generation`` a new random
+  value whenever a usage row is updated, deleted or inserted anywhere but at the end — so
+  a change made with plain SQL invalidates every copy;
+- the segment's last row is still the row it was (id, time, uid, request id, cost, user,
+  model): a store restored from a backup, or a copied file written on both sides, holds
+  other rows at the same ids;
+- the file is whole, of this :data:`FORMAT` and segment size, with the columns asked for.
+
+Anything else, or any error reading a file, and that segment and every later one are read
+through SQL as before. Copies are written only by a records() call that reads every row
+and every column anyway (no filter, no time window): a narrow first query is never made
+slower to fill the cache. ``LLMSPEND_RECORDS_CACHE=0`` turns the copy off (nothing read or
+written); a cache directory that cannot be written just means no copy. PostgreSQL is not
+copied: its ids are given out of commit order, so no range is known to be complete.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import datetime as dt
+import json
+import logging
+import os
+import threading
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
+
+from ..config import private_dir, private_file, user_cache_dir
+from .arrowio import STORE_COLUMN, read_usage, sort_by_ts_id
+from .fastsql import Tx
+
+if TYPE_CHECKING:
+    import pyarrow as pa
+
+__all__ = ["FORMAT", "SEGMENT_ROWS", "cache_dir", "enabled", "read_records", "segment_rows"]
+
+#: Rows per segment (ids ``[k·S, (k+1)·S)``); ``LLMSPEND_RECORDS_SEGMENT_ROWS`` overrides it.
+SEGMENT_ROWS = 1 << 16
+#: The files' layout; a file of another format is ignored (and rewritten when read whole).
+FORMAT = "1"
+
+_STATE = (
+    "SELECT store_uid, generation, (SELECT max(id) FROM llmspend_usage) "
+    "FROM llmspend_usage_generation WHERE id = 1"
+)
+#: The columns that tell a segment's last row from another row at the same id.
+_SIGNATURE = "id, ts, record_uid, request_id, cost_nanos, user_name, model"
+_RECORDS_NAME = {store: name for name, store in STORE_COLUMN.items()}
+_OFF = frozenset({"0", "false", "no", "off"})
+_EPOCH = dt.datetime(1970, 1, 1)
+
+log = logging.getLogger("llmspend")
+_warned = threading.Event()
+
+
+def enabled() -> bool:
+    """Whether records() may use and write the copy (``LLMSPEND_RECORDS_CACHE``)."""
+    return os.environ.get("LLMSPEND_RECORDS_CACHE", "").strip().lower() not in _OFF
+
+
+def segment_rows() -> int:
+    """Rows per segment: :data:`SEGMENT_ROWS` or ``LLMSPEND_RECORDS_SEGMENT_ROWS``."""
+    raw = os.environ.get("LLMSPEND_RECORDS_SEGMENT_ROWS", "").strip()
+    if raw.isdigit() and int(raw) > 0:
+        return int(raw)
+    return SEGMENT_ROWS
+
+
+def cache_dir(store_uid: str) -> Path:
+    """Where the copy of the store with ``store_uid`` is kept."""
+    return user_cache_dir() / "columns" / store_uid
+
+
+@dataclass(frozen=True)
+class _Segment:
+    index: int
+    path: Path
+    meta: Mapping[str, str]
+    table: pa.Table | None = None  # just written: its rows, not read back
+
+    @property
+    def min_ts(self) -> int:
+        return int(self.meta["min_ts"])
+
+    @property
+    def max_ts(self) -> int:
+        return int(self.meta["max_ts"])
+
+
+def read_records(
+    conn: Any,
+    columns: Sequence[str],
+    where: Sequence[str],
+    params: Mapping[str, Any],
+    *,
+    since: dt.datetime | None,
+    until: dt.datetime | None,
+    filters: Sequence[tuple[str, Sequence[Any]]],
+    build: bool,
+) -> pa.Table | None:
+    """records() rows (``columns``, records() names) matching ``where``/``params`` — which
+    say the same as ``since``/``until`` (naive UTC) and ``filters`` (store column, values) —
+    in (ts, id) order, the complete segments taken from their copies; ``None`` when no copy
+    applies (not SQLite, turned off, no complete segment, no valid copy and ``build``
+    false), the caller then reads through SQL. ``build``: write missing copies (the call
+    reads every row and column anyway)."""
+    tx = Tx.of(conn)
+    if not tx.sqlite or not enabled():
+        return None
+    cursor = tx.dbapi.cursor()
+    state = cursor.execute(_STATE).fetchone()
+    if state is None or state[2] is None:
+        return None
+    uid, generation, last = state
+    size = segment_rows()
+    complete = last // size
+    if complete == 0:
+        return None
+    folder = cache_dir(str(uid))
+    key = {"format": FORMAT, "generation": str(generation), "rows": str(size)}
+    segments = _valid_prefix(cursor, folder, key, complete, columns)
+    if build and len(segments) < complete:
+        segments += _build(tx, folder, key, range(len(segments), complete), columns)
+    if not segments:
+        return None
+    import pyarrow as pa
+
+    need = list(dict.fromkeys((*columns, "ts", "id")))
+    read = list(dict.fromkeys((*need, *(_RECORDS_NAME.get(c, c) for c, _ in filters))))
+    lo = None if since is None else (since - _EPOCH) // dt.timedelta(microseconds=1)
+    hi = None if until is None else (until - _EPOCH) // dt.timedelta(microseconds=1)
+    parts = []
+    for n, seg in enumerate(segments):
+        if (lo is not None and seg.max_ts < lo) or (hi is not None and seg.min_ts >= hi):
+            continue
+        try:
+            rows = _load(seg.path, read) if seg.table is None else seg.table
+            parts.append(_filtered(rows, lo, hi, filters).select(need))
+        except (OSError, ValueError, KeyError, pa.ArrowException):  # damaged or replaced
+            segments = segments[:n]
+            break
+    if not segments:
+        return None
+    start = (segments[-1].index + 1) * size
+    tail = read_usage(
+        tx, need, [*where, "id >= :llmspend_from"], {**params, "llmspend_from": start}
+    )
+    table = pa.concat_tables([*parts, tail]) if parts else tail
+    return sort_by_ts_id(table).select(list(columns))
+
+
+def _valid_prefix(
+    cursor: Any, folder: Path, key: Mapping[str, str], complete: int, columns: Sequence[str]
+) -> list[_Segment]:
+    """The copies of segments 0, 1, ... that are of ``key``, have ``columns`` and whose last
+    row is still the store's row at that id; up to the first that is not."""
+    found: list[_Segment] = []
+    for k in range(complete):
+        meta = _meta(folder / f"{key['rows']}-{k}.arrow")
+        if meta is None or any(meta.get(name) != value for name, value in key.items()):
+            break
+        if not set(columns) <= set(json.loads(meta["columns"])):
+            break
+        found.append(_Segment(k, folder / f"{key['rows']}-{k}.arrow", meta))
+    if not found:
+        return found
+    ids = [int(seg.meta["last_id"]) for seg in found]
+    marks = ", ".join("?" * len(ids))
+    rows = cursor.execute(
+        f"SELECT {_SIGNATURE} FROM llmspend_usage WHERE id IN ({marks})",  # noqa: S608
+        ids,
+    ).fetchall()
+    now = {row[0]: json.dumps(list(row)) for row in rows}
+    for n, seg in enumerate(found):
+        if now.get(int(seg.meta["last_id"])) != seg.meta["signature"]:
+            return found[:n]
+    return found
+
+
+def _meta(path: Path) -> dict[str, str] | None:
+    """A copy's metadata, or ``None`` if it is missing or unreadable."""
+    import pyarrow as pa
+    import pyarrow.ipc as ipc
+
+    try:
+        with pa.memory_map(str(path)) as source:
+            raw = ipc.open_file(source).schema.metadata or {}
+    except (OSError, pa.ArrowException):
+        return None
+    return {k.decode(): v.decode() for k, v in raw.items()}
+
+
+def _load(path: Path, columns: Sequence[str]) -> pa.Table:
+    import pyarrow as pa
+    import pyarrow.ipc as ipc
+
+    with pa.memory_map(str(path)) as source:
+        names = ipc.open_file(source).schema.names
+        fields = [names.index(c) for c in columns]
+        reader = ipc.open_file(source, options=ipc.IpcReadOptions(included_fields=fields))
+        table = reader.read_all()
+    return table.replace_schema_metadata(None).select(list(columns))
+
+
+def _filtered(
+    table: pa.Table,
+    lo: int | None,
+    hi: int | None,
+    filters: Sequence[tuple[str, Sequence[Any]]],
+) -> pa.Table:
+    """The rows of ``table`` in ``[lo, hi)`` (µs since the epoch) and each filter's values
+    — what the SQL's ``ts >= :since``, ``ts < :until`` and ``col IN (...)`` keep."""
+    import pyarrow as pa
+    import pyarrow.compute as pc
+
+    masks = []
+    if lo is not None or hi is not None:
+        us = table.column("ts").cast(pa.int64())
+        if lo is not None:
+            masks.append(pc.greater_equal(us, lo))
+        if hi is not None:
+            masks.append(pc.less(us, hi))
+    for column, values in filters:
+        name = _RECORDS_NAME.get(column, column)
+        masks.append(pc.is_in(table.column(name), value_set=pa.array(values, pa.string())))
+    if not masks:
+        return table
+    mask = masks[0]
+    for more in masks[1:]:
+        mask = pc.and_(mask, more)
+    return table.filter(mask)
+
+
+def _build(
+    tx: Tx, folder: Path, key: Mapping[str, str], indexes: range, columns: Sequence[str]
+) -> list[_Segment]:
+    """Read segments ``indexes`` through SQL and write their copies; stops at the first
+    that is empty or cannot be written (the rest is then read through SQL)."""
+    import pyarrow as pa
+    import pyarrow.compute as pc
+
+    size = int(key["rows"])
+    written: list[_Segment] = []
+    try:
+        private_dir(folder)
+    except OSError as exc:
+        _warn_once(folder, exc)
+        return written
+    cursor = tx.dbapi.cursor()
+    for k in indexes:
+        bounds = {"lo": k * size, "hi": (k + 1) * size}
+        table = read_usage(tx, columns, ["id >= :lo", "id < :hi"], bounds)
+        if table.num_rows == 0:
+            break
+        last = cursor.execute(
+            f"SELECT {_SIGNATURE} FROM llmspend_usage WHERE id = "  # noqa: S608
+            "(SELECT max(id) FROM llmspend_usage WHERE id >= ? AND id < ?)",
+            (bounds["lo"], bounds["hi"]),
+        ).fetchone()
+        us = table.column("ts").cast(pa.int64())
+        meta = {
+            **key,
+            "columns": json.dumps(list(columns)),
+            "last_id": str(last[0]),
+            "signature": json.dumps(list(last)),
+            "min_ts": str(pc.min(us).as_py()),
+            "max_ts": str(pc.max(us).as_py()),
+        }
+        path = folder / f"{key['rows']}-{k}.arrow"
+        try:
+            _write(path, table.replace_schema_metadata(meta))
+        except OSError as exc:
+            _warn_once(folder, exc)
+            break
+        written.append(_Segment(k, path, meta, table))
+    return written
+
+
+def _write(path: Path, table: pa.Table) -> None:
+    """Write ``table`` to ``path`` atomically (a private temporary file renamed into place)."""
+    import pyarrow as pa
+    import pyarrow.ipc as ipc
+
+    tmp = path.with_name(f"{path.name}.{os.getpid()}.{threading.get_ident()}.tmp")
+    try:
+        private_file(tmp)
+        options = ipc.IpcWriteOptions(compression="zstd")
+        with (
+            pa.OSFile(str(tmp), "wb") as sink,
+            ipc.new_file(sink, table.schema, options=options) as w,
+        ):
+            w.write_table(table)
+        os.replace(tmp, path)
+    except BaseException:
+        with contextlib.suppress(OSError):
+            os.unlink(tmp)
+        raise
+
+
+def _warn_once(folder: Path, exc: OSError) -> None:
+    if not _warned.is_set():
+        _warned.set()
+        log.info("llmspend: records() keeps no columnar copy in %s: %s", folder, exc)

@@ -1,0 +1,296 @@
+"""records() on SQLite reads complete id ranges from a columnar copy in the user's cache
+(llmspend.store.segments): the answer is the same as reading every row through SQL, for
+any window, filter, column choice and result kind; any change to the rows made with plain
+SQL, a damaged copy, another store at the same path or a cache that cannot be written all
+fall back to the rows themselves."""
+
+from __future__ import annotations
+
+import datetime as dt
+import random
+import sqlite3
+import stat
+from decimal import Decimal
+from pathlib import Path
+
+import pandas as pd
+import pyarrow as pa
+import pytest
+
+import llmspend
+from llmspend.store import segments
+from llmspend.store.engine import forget_store
+from llmspend.tracker import Tracker, set_tracker
+from llmspend.usage import RECORD_COLUMNS
+
+SEGMENT = 64  # rows per segment in these tests (LLMSPEND_RECORDS_SEGMENT_ROWS)
+USERS = ["ana", "bo", "cy", "dee", "eve"]
+MODELS = [("openai", "gpt-4o-mini"), ("google", "gemini-2.5-flash"), ("anthropic", "claude-x")]
+
+
+def _rows(n: int, seed: int) -> list[dict]:
+    rnd = random.Random(seed)
+    start = dt.datetime(2026, 3, 1)
+    rows = []
+    for i in range(n):
+        provider, model = rnd.choice(MODELS)
+        row = {
+            # out of time order, with ties: ids do not follow time
+            "ts": start + dt.timedelta(seconds=rnd.randint(0, 86400 * 20), microseconds=i % 3),
+            "provider": provider,
+            "model": model,
+            "org": rnd.choice(["acme", "umbrella"]),
+            "project": rnd.choice(["churn", "search", "ads"]),
+            "user": rnd.choice(USERS),
+            "input_tokens": rnd.randint(1, 10**6),
+            "output_tokens": rnd.randint(0, 5000),
+            "cost_usd": rnd.choice(
+                [Decimal(rnd.randint(0, 10**13)).scaleb(-9), Decimal("0.0000015"), Decimal(0)]
+            ),
+            "status": rnd.choice(["ok", "ok", "error"]),
+            "latency_ms": rnd.choice([None, rnd.random() * 5000]),
+        }
+        if i % 5 == 0:
+            row["tags"] = {"team": rnd.choice(["red", "blue"])}
+        if i % 7 == 0:
+            row["request_id"] = f"req-{seed}-{i}"
+        if i % 11 == 0:
+            row["cost_usd"] = None
+            row["price_status"] = "unknown"
+        rows.append(row)
+    return rows
+
+
+@pytest.fixture
+def cache(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Path:
+    monkeypatch.setenv("XDG_CACHE_HOME", str(tmp_path / "cache"))
+    monkeypatch.setenv("LLMSPEND_RECORDS_SEGMENT_ROWS", str(SEGMENT))
+    monkeypatch.delenv("LLMSPEND_RECORDS_CACHE", raising=False)
+    return tmp_path / "cache" / "llmspend" / "columns"
+
+
+@pytest.fixture
+def store(tmp_path: Path, cache: Path):  # type: ignore[no-untyped-def]
+    url = f"sqlite:///{tmp_path / 'store.sqlite'}"
+    t = Tracker(url, org="acme", project="churn", user="ana")
+    set_tracker(t)
+    yield t
+    set_tracker(None)
+    forget_store(url)
+
+
+def _files(cache: Path) -> list[Path]:
+    return sorted(cache.glob("*/*.arrow"))
+
+
+def _through_sql(monkeypatch: pytest.MonkeyPatch, **kw: object) -> object:
+    with monkeypatch.context() as m:
+        m.setenv("LLMSPEND_RECORDS_CACHE", "0")
+        return llmspend.records(**kw)
+
+
+def _same(a: object, b: object) -> None:
+    if isinstance(a, pa.Table):
+        assert isinstance(b, pa.Table)
+        assert a.schema == b.schema
+        assert a.equals(b)
+    else:
+        assert isinstance(a, pd.DataFrame) and isinstance(b, pd.DataFrame)
+        pd.testing.assert_frame_equal(a, b)
+
+
+def _db(store: Tracker) -> str:
+    return str(store.store.engine.url.database)
+
+
+def test_a_full_read_writes_the_copy_and_later_reads_agree_with_sql(
+    store: Tracker, cache: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    llmspend.ingest(_rows(1000, seed=1))
+    first = llmspend.records()
+    files = _files(cache)
+    assert len(files) == 1000 // SEGMENT  # every complete id range, not the last partial one
+    _same(first, _through_sql(monkeypatch))
+    # private: a 0700 directory of 0600 files
+    assert stat.S_IMODE(files[0].parent.stat().st_mode) == 0o700
+    assert {stat.S_IMODE(f.stat().st_mode) for f in files} == {0o600}
+    stamp = {f: f.stat().st_mtime_ns for f in files}
+    again = llmspend.records()
+    _same(again, first)
+    assert {f: f.stat().st_mtime_ns for f in files} == stamp  # read, not rewritten
+
+
+def test_random_windows_filters_columns_and_kinds_agree_with_sql(
+    store: Tracker, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    llmspend.ingest(_rows(700, seed=2))
+    llmspend.records()  # the copy of every complete range
+    llmspend.ingest(_rows(150, seed=3))  # two more complete ranges, uncopied, and a tail
+    rnd = random.Random(7)
+    start = dt.datetime(2026, 3, 1, tzinfo=dt.UTC)
+    for _ in range(60):
+        kw: dict[str, object] = {"as_": rnd.choice(["pandas", "arrow", "pandas-arrow"])}
+        if rnd.random() < 0.5:
+            kw["since"] = start + dt.timedelta(seconds=rnd.randint(-86400, 86400 * 21))
+        if rnd.random() < 0.5:
+            kw["until"] = start + dt.timedelta(seconds=rnd.randint(0, 86400 * 22))
+        if rnd.random() < 0.3:  # a time in another zone: the same instant
+            zone = dt.timezone(dt.timedelta(hours=rnd.choice([-7, 5, 9])))
+            kw["since"] = (start + dt.timedelta(days=rnd.randint(0, 19))).astimezone(zone)
+        if rnd.random() < 0.4:
+            kw["user"] = rnd.sample(USERS, rnd.randint(1, 3))
+        if rnd.random() < 0.3:
+            kw["model"] = rnd.choice(MODELS)[1]
+        if rnd.random() < 0.2:
+            kw["status"] = "error"
+        if rnd.random() < 0.5:
+            kw["columns"] = rnd.sample(RECORD_COLUMNS, rnd.randint(1, 6))
+        _same(llmspend.records(**kw), _through_sql(monkeypatch, **kw))
+
+
+def test_a_narrow_first_read_writes_nothing(store: Tracker, cache: Path) -> None:
+    llmspend.ingest(_rows(300, seed=4))
+    llmspend.records(user="ana")
+    llmspend.records(columns=["ts", "cost_usd"])
+    llmspend.records(since="2026-03-05")
+    assert _files(cache) == []
+
+
+def test_turned_off_nothing_is_read_or_written(
+    store: Tracker, cache: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    llmspend.ingest(_rows(300, seed=5))
+    monkeypatch.setenv("LLMSPEND_RECORDS_CACHE", "off")
+    frame = llmspend.records()
+    assert _files(cache) == []
+    monkeypatch.delenv("LLMSPEND_RECORDS_CACHE")
+    _same(llmspend.records(), frame)
+    assert _files(cache)
+
+
+@pytest.mark.parametrize(
+    "change",
+    [
+        "UPDATE llmspend_usage SET cost_nanos = cost_nanos + 7 WHERE id = 5",
+        "UPDATE llmspend_usage SET user_name = 'mallory' WHERE id = 70",
+        "DELETE FROM llmspend_usage WHERE id = 3",
+        # a row put inside a complete range with an explicit id
+        "INSERT INTO llmspend_usage (id, ts, provider, api, model, org_name, project_name, "
+        "user_name, input_tokens, cached_input_tokens, cache_write_tokens, output_tokens, "
+        "reasoning_tokens, cost_nanos, price_status, status, streamed, usage_estimated) "
+        "SELECT 3, ts, provider, api, model, org_name, project_name, user_name, 1, 0, 0, 1, 0, "
+        "42, 'imported', 'ok', 0, 0 FROM llmspend_usage WHERE id = 4",
+    ],
+)
+def test_a_change_made_with_plain_sql_is_seen(
+    store: Tracker, monkeypatch: pytest.MonkeyPatch, change: str
+) -> None:
+    llmspend.ingest(_rows(400, seed=6))
+    if change.startswith("INSERT"):
+        with sqlite3.connect(_db(store)) as db:
+            db.execute("DELETE FROM llmspend_usage WHERE id = 3")  # room for the insert
+    before = llmspend.records()
+    with sqlite3.connect(_db(store)) as db:
+        db.execute(change)
+    after = llmspend.records()
+    assert not after.equals(before)
+    _same(after, _through_sql(monkeypatch))
+
+
+def test_llmspend_s_own_writes_keep_the_copy(
+    installed, sim, cache: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:  # type: ignore[no-untyped-def]
+    import openai
+
+    def generation() -> tuple:
+        with sqlite3.connect(_db(installed)) as db:
+            return tuple(
+                db.execute("SELECT store_uid, generation FROM llmspend_usage_generation").fetchone()
+            )
+
+    llmspend.ingest(_rows(200, seed=8))
+    llmspend.records()
+    stamp = {f: f.stat().st_mtime_ns for f in _files(cache)}
+    before = generation()
+    llmspend.ingest(_rows(200, seed=9))  # the column path
+    installed.ingest(_rows(3, seed=10))  # the row path
+    client = openai.OpenAI(api_key="x", base_url=sim.openai_base_url, max_retries=0)
+    for _ in range(3):  # a live call's row, through the SDK tap
+        client.chat.completions.create(
+            model="gpt-4o-mini", messages=[{"role": "user", "content": "hi"}], max_tokens=5
+        )
+    assert generation() == before
+    frame = llmspend.records()
+    assert {f: f.stat().st_mtime_ns for f in _files(cache) if f in stamp} == stamp
+    assert len(frame) == 406 and (frame.model == "gpt-4o-mini").sum() >= 3
+    _same(frame, _through_sql(monkeypatch))
+
+
+def test_a_restored_backup_written_on_is_told_apart(
+    store: Tracker, cache: Path, monkeypatch: pytest.MonkeyPatch, tmp_path: Path
+) -> None:
+    path = _db(store)
+    llmspend.ingest(_rows(100, seed=11))  # one complete range and a partial one
+    backup = tmp_path / "backup.sqlite"
+    with sqlite3.connect(path) as src, sqlite3.connect(backup) as dst:
+        src.backup(dst)
+    llmspend.ingest(_rows(100, seed=12))
+    llmspend.records()  # copies ranges 0-2, range 1 and 2 with these rows
+    assert len(_files(cache)) == 3
+    with sqlite3.connect(backup) as src, sqlite3.connect(path) as dst:
+        src.backup(dst)  # the backup restored over the store (sqlite3's .restore), written on
+    llmspend.ingest(_rows(100, seed=13))  # other rows at the same ids
+    _same(llmspend.records(), _through_sql(monkeypatch))
+    _same(llmspend.records(as_="arrow"), _through_sql(monkeypatch, as_="arrow"))
+
+
+def test_a_damaged_copy_falls_back_to_the_rows(
+    store: Tracker, cache: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    llmspend.ingest(_rows(300, seed=14))
+    llmspend.records()
+    files = _files(cache)
+    files[1].write_bytes(files[1].read_bytes()[:200])  # cut short
+    files[2].write_bytes(b"not arrow at all")
+    _same(llmspend.records(as_="arrow"), _through_sql(monkeypatch, as_="arrow"))
+    # an intact footer over a damaged body
+    data = bytearray(files[0].read_bytes())
+    data[600:900] = bytes(300)
+    files[0].write_bytes(bytes(data))
+    _same(llmspend.records(), _through_sql(monkeypatch))
+
+
+def test_a_cache_that_cannot_be_written_is_no_copy(
+    store: Tracker, monkeypatch: pytest.MonkeyPatch, tmp_path: Path
+) -> None:
+    blocker = tmp_path / "not-a-dir"
+    blocker.write_text("a file where the cache directory would be")
+    monkeypatch.setenv("XDG_CACHE_HOME", str(blocker))
+    llmspend.ingest(_rows(300, seed=15))
+    frame = llmspend.records()
+    _same(frame, _through_sql(monkeypatch))
+    assert blocker.read_text().startswith("a file")
+
+
+@pytest.mark.postgres
+def test_postgres_is_read_through_sql(
+    pg_server, cache: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:  # type: ignore[no-untyped-def]
+    url = pg_server.create_database()
+    t = Tracker(url, org="acme", project="churn", user="ana")
+    set_tracker(t)
+    try:
+        llmspend.ingest(_rows(300, seed=16))
+        frame = llmspend.records()
+        assert len(frame) == 300
+        assert _files(cache) == []
+    finally:
+        set_tracker(None)
+        forget_store(url)
+
+
+def test_segment_size_setting(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv("LLMSPEND_RECORDS_SEGMENT_ROWS", "nonsense")
+    assert segments.segment_rows() == segments.SEGMENT_ROWS
+    monkeypatch.setenv("LLMSPEND_RECORDS_SEGMENT_ROWS", "128")
+    assert segments.segment_rows() == 128
