@@ -47,6 +47,7 @@ _OTHER = frozenset(
      "streamed", "usage_estimated", "tags", *usage._TOKEN_FIELDS}
 )  # fmt: skip
 _MIN_FAST = 1000  # below this the row validator is as quick
+_PLAIN_TAGS = frozenset({str, int, bool})
 
 
 class _Columns:
@@ -175,7 +176,7 @@ def _check(
         if key in columns:
             out.cols[key] = _per_value(columns[key], functools.partial(_flag, key), out)
     if "tags" in columns:
-        out.cols["tags"] = _per_value(columns["tags"], lambda v, i: usage._tags(v, i), out)
+        out.cols["tags"] = _per_value(columns["tags"], _tags_check(), out)
     for store_key, value in template.items():  # the columns not given: their defaults
         if store_key not in out.cols:
             out.cols[store_key] = np.full(n, value, dtype=object)
@@ -183,6 +184,30 @@ def _check(
     out.mark(c["cached_input_tokens"] + c["cache_write_tokens"] > c["input_tokens"])
     out.mark(c["reasoning_tokens"] > c["output_tokens"])
     return out
+
+
+def _tags_check() -> Callable[[Any, int], Any]:
+    """The row validator's tags check, remembered per distinct dict: tags repeat (a few
+    teams and experiments), and equal items of the same types give the same JSON. Values
+    other than str, int and bool (floats: 0.0 equals -0.0) are checked each time."""
+    memo: dict[Any, Any] = {}
+
+    def check(v: Any, i: int) -> Any:
+        if type(v) is not dict:
+            return usage._tags(v, i)
+        try:
+            types = tuple(map(type, v.values()))
+            if not _PLAIN_TAGS.issuperset(types):
+                return usage._tags(v, i)
+            key = (tuple(v.items()), types)
+            return memo[key]
+        except TypeError:  # an unhashable value: the validator names it
+            return usage._tags(v, i)
+        except KeyError:
+            memo[key] = text = usage._tags(v, i)
+            return text
+
+    return check
 
 
 def _flag(key: str, v: Any, i: int) -> bool:

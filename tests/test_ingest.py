@@ -307,6 +307,29 @@ def test_column_path_equals_row_path(tracker, as_frame: bool) -> None:  # type: 
     assert all(t == {"q": 'a"b,c', "nl": "x\ny"} for t in odd["tags"])
 
 
+def test_repeated_tags_are_stored_as_the_row_validator_stores_each() -> None:
+    """The column path checks a tags dict once per distinct items and types; equal dicts
+    of other types (1, True, 1.0; 0.0 and -0.0) still give their own JSON."""
+    from llmspend.bulkload import _tags_check
+    from llmspend.usage import _tags
+
+    values = [
+        {"team": "red", "n": 1}, {"n": 1, "team": "red"}, {"team": "red", "n": True},
+        {"team": "red", "n": 1.0}, {"z": 0.0}, {"z": -0.0}, {"team": "red", "n": 1},
+        {"a": [1]}, {}, "{\"x\": \"y\"}", None,
+    ]  # fmt: skip
+    check = _tags_check()
+    for i, v in enumerate(values * 2):
+        try:
+            want = _tags(v, i)
+        except IngestError as e:
+            with pytest.raises(IngestError) as raised:
+                check(v, i)
+            assert str(raised.value) == str(e)
+            continue
+        assert check(v, i) == want, v
+
+
 @pytest.mark.parametrize("as_frame", [False, True])
 def test_ingested_rows_count_in_existing_budget_periods(tracker, as_frame: bool) -> None:  # type: ignore[no-untyped-def]
     """Periods that exist when a batch is ingested (row path or column path) count its

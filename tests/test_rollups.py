@@ -435,3 +435,39 @@ def test_a_batch_grouped_per_table_equals_its_rows_summed_directly_in_key_order(
             t.isoformat(sep=" ", timespec="microseconds") for t in want
         }  # as the row path buckets them (weeks from Monday)
     assert {d for r in ROLLUPS for d in r.key} == set(KEY_COLUMNS)
+
+
+def test_packed_grouping_equals_the_multi_key_groupby() -> None:
+    """The bulk fold packs (bucket, codes) into one int64 to group; it gives pandas'
+    multi-key groupby's groups, in the same order, and falls back to it when the key
+    would not fit."""
+    import random
+
+    import numpy as np
+
+    from llmspend.store import rollup_batch
+    from llmspend.store.rollups import KEY_COLUMNS, ROLLUPS
+
+    rnd = random.Random(11)
+    n = 2500
+    uniques = {
+        d: np.array([f"{d}{j}" for j in range(rnd.randint(1, 9))], object) for d in KEY_COLUMNS
+    }
+    codes = {d: np.array([rnd.randrange(len(uniques[d])) for _ in range(n)]) for d in KEY_COLUMNS}
+    bucket = np.array([rnd.randrange(40) * 900_000_000 for _ in range(n)], dtype=np.int64)
+    sums = np.array([[rnd.randint(0, 10**9) for _ in MEASURES] for _ in range(n)], np.int64)
+    for r in ROLLUPS:
+        kept = [d for d in KEY_COLUMNS if d in r.dims]
+        packed = rollup_batch._grouped(bucket, codes, r.dims, uniques, sums)
+        plain = rollup_batch._grouped_pandas(bucket, codes, kept, uniques, sums)
+        assert packed.params(r, sqlite=True) == plain.params(r, sqlite=True), r.table.name
+        empty = rollup_batch._grouped(
+            bucket[:0], {d: c[:0] for d, c in codes.items()}, r.dims, uniques, sums[:0]
+        )
+        assert empty.params(r, sqlite=True) == []
+    wide = {d: np.array([f"v{j}" for j in range(2**9)], object) for d in KEY_COLUMNS}
+    huge = rollup_batch._grouped(bucket, codes, ROLLUPS[-1].dims, wide, sums)  # 2**72 keys
+    plain = rollup_batch._grouped_pandas(
+        bucket, codes, [d for d in KEY_COLUMNS if d in ROLLUPS[-1].dims], wide, sums
+    )
+    assert huge.params(ROLLUPS[-1], sqlite=True) == plain.params(ROLLUPS[-1], sqlite=True)

@@ -175,11 +175,43 @@ def _grouped(
     uniques: Mapping[str, np.ndarray],
     sums: np.ndarray,
 ) -> Groups:
-    """Sum ``sums`` per (bucket, kept dims), sorted by that key."""
+    """Sum ``sums`` per (bucket, kept dims), sorted by that key.
+
+    The key is packed into one int64 (the bucket's rank, then each code, mixed radix), so
+    one sort and one ``add.reduceat`` group it; pandas' multi-key groupby when it does
+    not fit.
+    """
+    import numpy as np
+
+    kept = [d for d in KEY_COLUMNS if d in dims]
+    starts, rank = np.unique(bucket, return_inverse=True)
+    radix = [max(len(uniques[d]), 1) for d in kept]
+    if len(bucket) == 0 or len(starts) * functools.reduce(int.__mul__, radix, 1) >= 2**62:
+        return _grouped_pandas(bucket, codes, kept, uniques, sums)
+    key = rank.astype(np.int64).reshape(-1)
+    for d, r in zip(kept, radix, strict=True):
+        key = key * r + codes[d]
+    order = np.argsort(key, kind="stable")
+    key = key[order]
+    first = np.flatnonzero(np.concatenate(([True], key[1:] != key[:-1])))
+    summed = np.add.reduceat(sums[order], first, axis=0)
+    packed = key[first]
+    out: dict[str, np.ndarray] = {}
+    for d, r in zip(reversed(kept), reversed(radix), strict=True):
+        packed, out[d] = np.divmod(packed, r)
+    return Groups(starts[packed].astype(np.int64), out, uniques, summed.astype(np.int64))
+
+
+def _grouped_pandas(
+    bucket: np.ndarray,
+    codes: Mapping[str, np.ndarray],
+    kept: list[str],
+    uniques: Mapping[str, np.ndarray],
+    sums: np.ndarray,
+) -> Groups:
     import numpy as np
     import pandas as pd
 
-    kept = [d for d in KEY_COLUMNS if d in dims]
     frame = pd.DataFrame(sums, copy=False)
     got = frame.groupby([bucket, *(codes[d] for d in kept)], sort=True).sum()
     index = got.index
