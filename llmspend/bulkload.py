@@ -476,17 +476,20 @@ class _Rows(Sequence[dict[str, Any]]):
 
 
 def _write(store: Store, out: _Columns, on_write: Any) -> None:
-    import pandas as pd
-
     cols = out.cols
-    triples = pd.DataFrame(
-        {"o": cols["org_name"], "p": cols["project_name"], "u": cols["user_name"]}
-    ).drop_duplicates()
+    triples = set(
+        zip(
+            cols["org_name"].tolist(),
+            cols["project_name"].tolist(),
+            cols["user_name"].tolist(),
+            strict=True,
+        )
+    )
     # a column with no value in the whole batch is left to its NULL: fewer values to bind
     names = [k for k in usage._INSERT_COLUMNS if not _all_none(cols[k])]
     with store.begin(write=True) as conn:
         tx = Tx.of(conn)
-        ensure_entities(tx, set(triples.itertuples(index=False, name=None)))
+        ensure_entities(tx, triples)
         if tx.sqlite:
             _insert_sqlite(tx, cols, names)
         else:
