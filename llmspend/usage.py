@@ -545,7 +545,7 @@ def _fetch_table(
         where, params = arrowio.where_clauses(
             db_time_for(sqlite, lo), db_time_for(sqlite, hi), chosen
         )
-        if sqlite and limit is None and not newest_first:
+        if limit is None and not newest_first:
             whole = cols == RECORD_COLUMNS and not chosen and lo is None and hi is None
             table = segments.read_records(
                 conn, cols, where, params, since=lo, until=hi, filters=chosen, build=whole

@@ -99,11 +99,14 @@ def read_usage(
     *,
     order: str | None = None,
     limit: int | None = None,
+    own_snapshot: bool = False,
 ) -> pa.Table:
     """The usage rows matching ``where`` (``:name`` clauses over store columns) as an
     Arrow table with ``columns`` (records() names, typed per :data:`COLUMN_KINDS`).
 
     Rows come in the store's order unless ``order`` (store columns) is given.
+    ``own_snapshot``: read on ``conn`` itself, in its transaction's snapshot (on
+    PostgreSQL by COPY, not on connectorx's connection of its own).
     """
     tx = Tx.of(conn)
     sql = _select(columns, where, order, limit)
@@ -111,9 +114,8 @@ def read_usage(
         arrays = _read_sqlite(tx, sql, columns, params or {})
     else:
         # one array per column (never an empty list): None means read with COPY
-        arrays = _read_connectorx(tx, sql, columns, params or {}) or _read_copy(
-            tx, sql, columns, params or {}
-        )
+        fast = None if own_snapshot else _read_connectorx(tx, sql, columns, params or {})
+        arrays = fast or _read_copy(tx, sql, columns, params or {})
     import pyarrow as pa
 
     return pa.Table.from_arrays(arrays, names=list(columns))
@@ -287,8 +289,11 @@ def _read_copy(tx: Tx, sql: SQL, columns: Sequence[str], params: Mapping[str, An
     with cursor.copy(f"COPY ({query}) TO STDOUT WITH (FORMAT csv)", dict(params)) as copy:
         data = b"".join(bytes(block) for block in copy)
     types = {name: _read_type(COLUMN_KINDS.get(name, "text")) for name in columns}
-    if not data:
-        return [pa.array([], type=t) for t in types.values()]
+    if not data:  # no rows: empty columns, typed as the rows would be
+        return [
+            _typed(COLUMN_KINDS.get(name, "text"), pa.array([], type=t))
+            for name, t in types.items()
+        ]
     table = pcsv.read_csv(
         pa.py_buffer(data),
         read_options=pcsv.ReadOptions(column_names=list(columns), block_size=1 << 24),

@@ -1,33 +1,36 @@
-"""records()'s columnar copy of a SQLite store: complete id ranges kept as Arrow files.
+"""records()'s columnar copy of a store: complete id ranges kept as Arrow files.
 
-A full-width ``records()`` on SQLite is bounded by the ``sqlite3`` module making a Python
-object for every value it returns (about 3.5 s of CPU for 1M rows × 28 columns). Usage
-rows are only ever appended, so the rows of an id range ``[k·S, (k+1)·S)`` (a *segment*,
-``S`` = :data:`SEGMENT_ROWS`) never change once a row past it exists: SQLite's writers
-take turns and a new row's id is one more than the highest. A segment is read once,
-typed as records() types it (:func:`llmspend.store.arrowio.read_usage`) and written to
+A full-width ``records()`` is bounded by the driver (on SQLite the ``sqlite3`` module makes
+a Python object for every value it returns: about 3.5 s of CPU for 1M rows × 28 columns).
+Usage rows are only ever appended. The rows of an id range ``[k·S, (k+1)·S)`` (a
+*segment*, ``S`` = :data:`SEGMENT_ROWS`) are read once, typed as records() types them
+(:func:`llmspend.store.arrowio.read_usage`), and written to
 ``<user cache dir>/columns/<store uid>/<S>-<k>.arrow`` (Arrow IPC, zstd, 0600 in a 0700
-directory); later reads take it from there — decompressing is about a hundredth of the
-read — and read through SQL only the rows after the last complete segment.
+directory). Later reads take them from there — decompressing costs about a hundredth of
+the read — and read through SQL only the rows after the last copied segment. A segment
+is copied once a row past it exists (it is *complete*).
 
-When a copy is used (each check in the same read transaction as the rows read through SQL,
-so one snapshot answers the whole call):
+A copy is used only if every check below holds. Each runs in the same snapshot as the
+rows read through SQL (PostgreSQL: the transaction is made REPEATABLE READ, and the rows
+are read on its own connection):
 
 - the store's ``llmspend_usage_generation`` row (migration 0015) has the ``store_uid`` and
-  ``generation`` the file was written with. SQLite triggers give ``generation`` a new random
-  value whenever a usage row is updated, deleted or inserted anywhere but at the end — so
-  a change made with plain SQL invalidates every copy;
+  ``generation`` the file was written with. Triggers give ``generation`` a new random
+  value whenever usage rows are updated or deleted (on SQLite also when a row is inserted
+  anywhere but at the end), so a change made with plain SQL invalidates every copy;
 - the segment's last row is still the row it was (id, time, uid, request id, cost, user,
-  model): a store restored from a backup, or a copied file written on both sides, holds
+  model). A store restored from a backup, or a copied file written on both sides, holds
   other rows at the same ids;
+- on PostgreSQL, the store holds as many rows in the segment's range as the file does.
+  PostgreSQL gives ids out before commit, so a transaction can still commit a row into a
+  complete range; SQLite's writers take turns and a new row's id is one above the highest;
 - the file is whole, of this :data:`FORMAT` and segment size, with the columns asked for.
 
-Anything else, or any error reading a file, and that segment and every later one are read
+Otherwise, or on any error reading a file, that segment and every later one are read
 through SQL as before. Copies are written only by a records() call that reads every row
 and every column anyway (no filter, no time window): a narrow first query is never made
 slower to fill the cache. ``LLMSPEND_RECORDS_CACHE=0`` turns the copy off (nothing read or
-written); a cache directory that cannot be written just means no copy. PostgreSQL is not
-copied: its ids are given out of commit order, so no range is known to be complete.
+written); a cache directory that cannot be written just means no copy.
 """
 
 from __future__ import annotations
@@ -45,7 +48,7 @@ from typing import TYPE_CHECKING, Any
 
 from ..config import private_dir, private_file, user_cache_dir
 from .arrowio import STORE_COLUMN, read_usage, sort_by_ts_id
-from .fastsql import Tx
+from .fastsql import SQL, Tx
 
 if TYPE_CHECKING:
     import pyarrow as pa
@@ -57,12 +60,20 @@ SEGMENT_ROWS = 1 << 16
 #: The files' layout; a file of another format is ignored (and rewritten when read whole).
 FORMAT = "1"
 
-_STATE = (
-    "SELECT store_uid, generation, (SELECT max(id) FROM llmspend_usage) "
+_STATE = SQL(
+    "SELECT store_uid, generation, (SELECT max(id) FROM llmspend_usage) AS last_id "
     "FROM llmspend_usage_generation WHERE id = 1"
 )
 #: The columns that tell a segment's last row from another row at the same id.
 _SIGNATURE = "id, ts, record_uid, request_id, cost_nanos, user_name, model"
+_LAST = SQL(
+    f"SELECT {_SIGNATURE} FROM llmspend_usage WHERE id = "  # noqa: S608
+    "(SELECT max(id) FROM llmspend_usage WHERE id >= :lo AND id < :hi)"
+)
+_COUNTS = SQL(
+    "SELECT id / :size AS k, count(*) AS n FROM llmspend_usage "
+    "WHERE id >= 0 AND id < :end GROUP BY 1"
+)
 _RECORDS_NAME = {store: name for name, store in STORE_COLUMN.items()}
 _OFF = frozenset({"0", "false", "no", "off"})
 _EPOCH = dt.datetime(1970, 1, 1)
@@ -119,14 +130,15 @@ def read_records(
     """records() rows (``columns``, records() names) matching ``where``/``params`` — which
     say the same as ``since``/``until`` (naive UTC) and ``filters`` (store column, values) —
     in (ts, id) order, the complete segments taken from their copies; ``None`` when no copy
-    applies (not SQLite, turned off, no complete segment, no valid copy and ``build``
-    false), the caller then reads through SQL. ``build``: write missing copies (the call
-    reads every row and column anyway)."""
+    applies (turned off, no complete segment, no valid copy and ``build`` false): the
+    caller then reads through SQL. ``build``: write missing copies (the call reads every
+    row and column anyway). Must be the transaction's first statement on PostgreSQL."""
     tx = Tx.of(conn)
-    if not tx.sqlite or not enabled():
+    if not enabled():
         return None
-    cursor = tx.dbapi.cursor()
-    state = cursor.execute(_STATE).fetchone()
+    if not tx.sqlite:  # one snapshot for every statement below (the first of the transaction)
+        tx.execute("SET TRANSACTION ISOLATION LEVEL REPEATABLE READ")
+    state = tx.run(_STATE).first()
     if state is None or state[2] is None:
         return None
     uid, generation, last = state
@@ -136,7 +148,7 @@ def read_records(
         return None
     folder = cache_dir(str(uid))
     key = {"format": FORMAT, "generation": str(generation), "rows": str(size)}
-    segments = _valid_prefix(cursor, folder, key, complete, columns)
+    segments = _valid_prefix(tx, folder, key, complete, columns)
     if build and len(segments) < complete:
         segments += _build(tx, folder, key, range(len(segments), complete), columns)
     if not segments:
@@ -161,38 +173,55 @@ def read_records(
         return None
     start = (segments[-1].index + 1) * size
     tail = read_usage(
-        tx, need, [*where, "id >= :llmspend_from"], {**params, "llmspend_from": start}
+        tx,
+        need,
+        [*where, "id >= :llmspend_from"],
+        {**params, "llmspend_from": start},
+        own_snapshot=True,
     )
     table = pa.concat_tables([*parts, tail]) if parts else tail
     return sort_by_ts_id(table).select(list(columns))
 
 
 def _valid_prefix(
-    cursor: Any, folder: Path, key: Mapping[str, str], complete: int, columns: Sequence[str]
+    tx: Tx, folder: Path, key: Mapping[str, str], complete: int, columns: Sequence[str]
 ) -> list[_Segment]:
     """The copies of segments 0, 1, ... that are of ``key``, have ``columns`` and whose last
-    row is still the store's row at that id; up to the first that is not."""
+    row is still the store's row at that id (on PostgreSQL: and that hold as many rows as
+    the store has in their range); up to the first that is not."""
     found: list[_Segment] = []
     for k in range(complete):
-        meta = _meta(folder / f"{key['rows']}-{k}.arrow")
+        path = folder / f"{key['rows']}-{k}.arrow"
+        meta = _meta(path)
         if meta is None or any(meta.get(name) != value for name, value in key.items()):
             break
         if not set(columns) <= set(json.loads(meta["columns"])):
             break
-        found.append(_Segment(k, folder / f"{key['rows']}-{k}.arrow", meta))
+        found.append(_Segment(k, path, meta))
     if not found:
         return found
-    ids = [int(seg.meta["last_id"]) for seg in found]
-    marks = ", ".join("?" * len(ids))
-    rows = cursor.execute(
-        f"SELECT {_SIGNATURE} FROM llmspend_usage WHERE id IN ({marks})",  # noqa: S608
+    ids = {f"i{n}": int(seg.meta["last_id"]) for n, seg in enumerate(found)}
+    marks = ", ".join(f":{name}" for name in ids)
+    rows = tx.run(
+        SQL(f"SELECT {_SIGNATURE} FROM llmspend_usage WHERE id IN ({marks})"),  # noqa: S608
         ids,
-    ).fetchall()
-    now = {row[0]: json.dumps(list(row)) for row in rows}
+    ).all()
+    now = {row[0]: _signature(row) for row in rows}
+    counts: dict[int, int] = {}
+    if not tx.sqlite:  # ids come out of commit order: a late row can land in any range
+        counts = dict(
+            tx.run(_COUNTS, {"size": int(key["rows"]), "end": len(found) * int(key["rows"])}).all()
+        )
     for n, seg in enumerate(found):
         if now.get(int(seg.meta["last_id"])) != seg.meta["signature"]:
             return found[:n]
+        if not tx.sqlite and counts.get(seg.index) != int(seg.meta["count"]):
+            return found[:n]
     return found
+
+
+def _signature(row: Sequence[Any]) -> str:
+    return json.dumps(list(row), default=str)
 
 
 def _meta(path: Path) -> dict[str, str] | None:
@@ -264,23 +293,19 @@ def _build(
     except OSError as exc:
         _warn_once(folder, exc)
         return written
-    cursor = tx.dbapi.cursor()
     for k in indexes:
         bounds = {"lo": k * size, "hi": (k + 1) * size}
-        table = read_usage(tx, columns, ["id >= :lo", "id < :hi"], bounds)
+        table = read_usage(tx, columns, ["id >= :lo", "id < :hi"], bounds, own_snapshot=True)
         if table.num_rows == 0:
             break
-        last = cursor.execute(
-            f"SELECT {_SIGNATURE} FROM llmspend_usage WHERE id = "  # noqa: S608
-            "(SELECT max(id) FROM llmspend_usage WHERE id >= ? AND id < ?)",
-            (bounds["lo"], bounds["hi"]),
-        ).fetchone()
+        last = tx.run(_LAST, bounds).one()
         us = table.column("ts").cast(pa.int64())
         meta = {
             **key,
             "columns": json.dumps(list(columns)),
             "last_id": str(last[0]),
-            "signature": json.dumps(list(last)),
+            "signature": _signature(last),
+            "count": str(table.num_rows),
             "min_ts": str(pc.min(us).as_py()),
             "max_ts": str(pc.max(us).as_py()),
         }

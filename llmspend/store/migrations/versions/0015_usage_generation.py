@@ -5,13 +5,13 @@ Revises: 0014
 Create Date: 2026-12-05 16:30:00
 
 ``llmspend_usage_generation`` holds one row: ``store_uid``, a random id given to the store
-when this migration runs, and ``generation``, a random number a SQLite trigger replaces
-whenever a usage row is updated, deleted, or inserted anywhere but after the last row.
-``records()`` keeps a columnar copy of SQLite's complete id ranges in the user's cache
-directory (:mod:`llmspend.store.segments`) and uses it only while both are what they were
-when the copy was made. llmspend itself only ever appends usage rows, so the triggers do
-not fire on its own writes. On PostgreSQL the table is created and not used (records() on
-PostgreSQL reads the rows themselves).
+when this migration runs, and ``generation``, a random number triggers replace whenever
+usage rows are updated or deleted (PostgreSQL: also truncated; SQLite: also a row inserted
+anywhere but after the last one — PostgreSQL's copies are checked by counting instead).
+``records()`` keeps a columnar copy of complete id ranges in the user's cache directory
+(:mod:`llmspend.store.segments`) and uses it only while both are what they were when the
+copy was made. llmspend itself only ever appends usage rows, so the triggers do not fire
+on its own writes.
 """
 
 from __future__ import annotations
@@ -36,6 +36,21 @@ _TRIGGERS = {
 }
 
 
+_PG_RENEW = """
+CREATE FUNCTION llmspend_usage_renew() RETURNS trigger LANGUAGE plpgsql AS $$
+BEGIN
+    UPDATE llmspend_usage_generation
+    SET generation = floor(random() * 9.2e18)::bigint WHERE id = 1;
+    RETURN NULL;
+END
+$$
+"""
+_PG_TRIGGER = (
+    "CREATE TRIGGER llmspend_usage_changed AFTER UPDATE OR DELETE OR TRUNCATE "
+    "ON llmspend_usage FOR EACH STATEMENT EXECUTE FUNCTION llmspend_usage_renew()"
+)
+
+
 def upgrade() -> None:
     op.create_table(
         "llmspend_usage_generation",
@@ -52,10 +67,16 @@ def upgrade() -> None:
     if op.get_bind().dialect.name == "sqlite":
         for name, when in _TRIGGERS.items():
             op.execute(f"CREATE TRIGGER {name} {when} BEGIN {_BUMP}; END")
+    else:
+        op.execute(_PG_RENEW)
+        op.execute(_PG_TRIGGER)
 
 
 def downgrade() -> None:
     if op.get_bind().dialect.name == "sqlite":
         for name in _TRIGGERS:
             op.execute(f"DROP TRIGGER IF EXISTS {name}")
+    else:
+        op.execute("DROP TRIGGER IF EXISTS llmspend_usage_changed ON llmspend_usage")
+        op.execute("DROP FUNCTION IF EXISTS llmspend_usage_renew()")
     op.drop_table("llmspend_usage_generation")
