@@ -15,7 +15,11 @@ tagged). For each store it prints rows/s for
   on SQLite, the rollups (on PostgreSQL the writer sums them still);
 - the row path it replaced (``llmspend.usage.ingest_rows``), same hooks;
 - a baseline in the same run: a raw DBAPI ``executemany`` of the same rows, already
-  validated, into a table of the same columns and index (no checks, no hooks).
+  validated, into a table of the same columns and index (no checks, no hooks);
+- SQLite: the floor of its own writing — the raw executemany above plus one raw
+  executemany per rollup table of the rows the batch made there (read back, upserted
+  again into empty tables): what ``ingest()`` with its rollups cannot go below however
+  little Python it runs.
 
 Targets (DESIGN §10): SQLite >= 100,000 rows/s, PostgreSQL >= 30,000 rows/s.
 
@@ -106,6 +110,32 @@ def bench_raw_sqlite(path: Path, params: list[tuple[Any, ...]]) -> float:
     return len(params) / (time.perf_counter() - t0)
 
 
+def bench_raw_rollups(src: Path, dst: Path) -> tuple[int, float]:
+    """(rollup rows, seconds) of SQLite's own work on the rollups: the rows the batch made
+    in every rollup table (read back from the store it was ingested into) upserted again,
+    in key order, by one raw executemany per table into a fresh store's empty tables."""
+    from llmspend.store.rollups import MEASURES, ROLLUPS
+
+    Tracker(f"sqlite:///{dst}")  # the schema
+    src_con, con = sqlite3.connect(src), sqlite3.connect(dst)
+    tables = []
+    for r in ROLLUPS:
+        name, cols = r.table.name, ", ".join(r.columns)
+        key = ", ".join(("bucket", *r.key))
+        got = src_con.execute(f"SELECT {cols} FROM {name} ORDER BY {key}").fetchall()
+        sets = ", ".join(f"{m} = {name}.{m} + excluded.{m}" for m in MEASURES)
+        sql = (
+            f"INSERT INTO {name} ({cols}) VALUES ({', '.join('?' * len(r.columns))}) "
+            f"ON CONFLICT ({key}) DO UPDATE SET {sets}"
+        )
+        tables.append((sql, got))
+    t0 = time.perf_counter()
+    with con:
+        for sql, got in tables:
+            con.executemany(sql, got)
+    return sum(len(got) for _, got in tables), time.perf_counter() - t0
+
+
 def bench_raw_pg(url: str, params: list[tuple[Any, ...]]) -> float:
     import psycopg
 
@@ -133,9 +163,17 @@ def report(
     bare: tuple[float, float],
     row: float,
     base: float,
+    floor: tuple[int, int, float] | None = None,
 ) -> None:
     target = TARGET[store]
     print(f"{store:8} raw executemany (validated rows, no hooks): {base:>10,.0f} rows/s wall")
+    if floor is not None:
+        n, rollup_rows, seconds = floor
+        print(
+            f"{store:8} + raw executemany of its {rollup_rows:,} rollup rows"
+            f" ({seconds:.2f} s):   {n / (n / base + seconds):>10,.0f} rows/s wall"
+            " (SQLite's own writing: the floor)"
+        )
     print(
         f"{store:8} column path without the ingest hooks:       {bare[0]:>10,.0f} rows/s wall"
         f" {bare[1]:>10,.0f} rows/s CPU"
@@ -166,8 +204,11 @@ def main() -> None:
             base = bench_raw_sqlite(Path(tmp) / "raw.sqlite", validated(rows, sqlite=True))
             bare = bench_column_path(f"sqlite:///{tmp}/bare.sqlite", rows, hooks=False)
             column = bench_column_path(f"sqlite:///{tmp}/column.sqlite", rows)
+            rollup_rows, seconds = bench_raw_rollups(
+                Path(tmp) / "column.sqlite", Path(tmp) / "rollups.sqlite"
+            )
             row = bench_row_path(f"sqlite:///{tmp}/row.sqlite", rows)
-            report("sqlite", column, bare, row, base)
+            report("sqlite", column, bare, row, base, (len(rows), rollup_rows, seconds))
     if args.no_pg:
         return
     with postgres(args.pg_url) as (url, note):
