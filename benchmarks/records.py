@@ -8,6 +8,10 @@ seventh tagged) through ``llmspend.ingest``, then times (best of ``--repeat``):
 - ``records(as_="arrow")`` — the same as a ``pyarrow.Table`` (``decimal128(38, 9)``);
 - ``records(as_="pandas-arrow")`` — a DataFrame of Arrow-backed columns over that table;
 - ``records(columns=[ts, model, cost_usd])`` and one with an org filter (pushdown);
+- the first full read (it reads every row through SQL and writes the columnar copy of
+  every complete id range, ``llmspend.store.segments``) and the later ones (from the
+  copy), and the same cases without the copy (``LLMSPEND_RECORDS_CACHE=0``); the copy is
+  written under a temporary ``XDG_CACHE_HOME``;
 - on PostgreSQL with connectorx installed, ``records()`` and ``as_="arrow"`` read by
   COPY as well (the fallback);
 - wall time and this process's CPU time for each (the steadier figure on a shared machine);
@@ -29,6 +33,7 @@ from __future__ import annotations
 
 import argparse
 import contextlib
+import os
 import sqlite3
 import sys
 import tempfile
@@ -116,6 +121,24 @@ def parallel_readers(store: str, url: str, repeat: int) -> None:
         print(f"{store:8} {name:42} {took:7.2f} s  cpu {cpu:6.2f} s")
 
 
+def uncopied(by_copy: bool = False, **kw: Any) -> Callable[[], Any]:
+    """records(**kw) without the columnar copy (and, with ``by_copy``, without connectorx:
+    PostgreSQL's COPY fallback)."""
+
+    def read() -> Any:
+        real = arrowio.have_connectorx
+        os.environ["LLMSPEND_RECORDS_CACHE"] = "0"
+        if by_copy:
+            arrowio.have_connectorx = lambda: False
+        try:
+            return llmspend.records(**kw)
+        finally:
+            del os.environ["LLMSPEND_RECORDS_CACHE"]
+            arrowio.have_connectorx = real
+
+    return read
+
+
 def run(store: str, url: str, rows: int, repeat: int, parallel: bool = False) -> None:
     import pandas as pd
 
@@ -130,6 +153,12 @@ def run(store: str, url: str, rows: int, repeat: int, parallel: bool = False) ->
     print(f"{store}: loaded {rows:,} rows in {time.perf_counter() - t0:.1f} s")
     engine = tracker.store.engine
     base = best(lambda: pd.read_sql(QUERY, engine), repeat)
+    print(f"{store:8} {'pandas.read_sql (baseline)':42} {base[0]:7.2f} s  cpu {base[1]:6.2f} s")
+    first = best(lambda: llmspend.records(), 1)
+    print(
+        f"{store:8} {'records(), first: writes the copy':42} {first[0]:7.2f} s  "
+        f"cpu {first[1]:6.2f} s   x{base[0] / first[0]:5.1f} vs baseline"
+    )
     cases = {
         "records()": lambda: llmspend.records(),
         "records(as_='arrow')": lambda: llmspend.records(as_="arrow"),
@@ -138,23 +167,13 @@ def run(store: str, url: str, rows: int, repeat: int, parallel: bool = False) ->
             columns=["ts", "model", "cost_usd"]
         ),
         "records(org='org1')": lambda: llmspend.records(org="org1"),
+        "records() without the copy": uncopied(),
+        "records(as_='arrow') without the copy": uncopied(as_="arrow"),
+        "records(columns=[3]) without the copy": uncopied(columns=["ts", "model", "cost_usd"]),
     }
     if store != "sqlite" and arrowio.have_connectorx():
-
-        def by_copy(**kw: Any) -> Callable[[], Any]:
-            def read() -> Any:
-                real = arrowio.have_connectorx
-                arrowio.have_connectorx = lambda: False
-                try:
-                    return llmspend.records(**kw)
-                finally:
-                    arrowio.have_connectorx = real
-
-            return read
-
-        cases["records() by COPY"] = by_copy()
-        cases["records(as_='arrow') by COPY"] = by_copy(as_="arrow")
-    print(f"{store:8} {'pandas.read_sql (baseline)':42} {base[0]:7.2f} s  cpu {base[1]:6.2f} s")
+        cases["records() without the copy, by COPY"] = uncopied(by_copy=True)
+        cases["records(as_='arrow') without, by COPY"] = uncopied(by_copy=True, as_="arrow")
     for name, fn in cases.items():
         took, cpu = best(fn, repeat)
         print(
@@ -182,14 +201,15 @@ def main() -> None:
     ap.add_argument("--parallel", action="store_true", help="time one reader against two")
     args = ap.parse_args()
     with tempfile.TemporaryDirectory() as tmp:
+        os.environ["XDG_CACHE_HOME"] = f"{tmp}/cache"  # the columnar copy: not the user's
         run("sqlite", f"sqlite:///{tmp}/records.sqlite", args.rows, args.repeat, args.parallel)
-    if args.no_pg:
-        return
-    with postgres(args.pg_url) as (url, note):
-        if url is None:
-            print(f"postgres skipped: {note}")
+        if args.no_pg:
             return
-        run("postgres", url, args.rows, args.repeat, args.parallel)
+        with postgres(args.pg_url) as (url, note):
+            if url is None:
+                print(f"postgres skipped: {note}")
+                return
+            run("postgres", url, args.rows, args.repeat, args.parallel)
 
 
 if __name__ == "__main__":
