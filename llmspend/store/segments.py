@@ -164,7 +164,7 @@ def read_records(
         if (lo is not None and seg.max_ts < lo) or (hi is not None and seg.min_ts >= hi):
             continue
         try:
-            rows = _load(seg.path, read) if seg.table is None else seg.table
+            rows = _load(seg, read) if seg.table is None else seg.table
             parts.append(_filtered(rows, lo, hi, filters).select(need))
         except (OSError, ValueError, KeyError, pa.ArrowException):  # damaged or replaced
             segments = segments[:n]
@@ -237,13 +237,14 @@ def _meta(path: Path) -> dict[str, str] | None:
     return {k.decode(): v.decode() for k, v in raw.items()}
 
 
-def _load(path: Path, columns: Sequence[str]) -> pa.Table:
+def _load(seg: _Segment, columns: Sequence[str]) -> pa.Table:
+    """``columns`` of a copy (only those are read and decompressed)."""
     import pyarrow as pa
     import pyarrow.ipc as ipc
 
-    with pa.memory_map(str(path)) as source:
-        names = ipc.open_file(source).schema.names
-        fields = [names.index(c) for c in columns]
+    names = json.loads(seg.meta["columns"])  # the file's columns, in its order
+    fields = [names.index(c) for c in columns]
+    with pa.memory_map(str(seg.path)) as source:
         reader = ipc.open_file(source, options=ipc.IpcReadOptions(included_fields=fields))
         table = reader.read_all()
     return table.replace_schema_metadata(None).select(list(columns))
