@@ -30,7 +30,7 @@ from .store import arrowio
 from .store.fastsql import Tx
 from .store.hierarchy import ensure_entities
 from .store.models import UsageRecord
-from .store.rollup_batch import write_folded
+from .store.rollup_batch import insert_values, write_folded
 from .timeutil import MAX_TIME, MIN_TIME
 
 if TYPE_CHECKING:
@@ -508,12 +508,13 @@ def _insert_sqlite(tx: Tx, cols: Mapping[str, Any], names: Sequence[str]) -> Non
     # as its strftime
     ts = pa.array(cols["ts"], type=pa.timestamp("us")).cast(pa.string())
     lists = [ts.to_pylist() if k == "ts" else cols[k].tolist() for k in names]
-    # only constant identifiers are formatted in; every value is a bound parameter
-    sql = (
-        f"INSERT INTO {UsageRecord.__tablename__} ({', '.join(names)}) "  # noqa: S608
-        f"VALUES ({', '.join('?' * len(names))})"
+    insert_values(
+        tx.dbapi.cursor(),
+        f"INSERT INTO {UsageRecord.__tablename__} ({', '.join(names)})",
+        zip(*lists, strict=True),
+        len(cols["ts"]),
+        len(names),
     )
-    tx.executemany(sql, zip(*lists, strict=True))  # a tuple reused per row, not one each
 
 
 def _all_none(column: Any) -> bool:

@@ -471,3 +471,23 @@ def test_packed_grouping_equals_the_multi_key_groupby() -> None:
         bucket, codes, [d for d in KEY_COLUMNS if d in ROLLUPS[-1].dims], wide, sums
     )
     assert huge.params(ROLLUPS[-1], sqlite=True) == plain.params(ROLLUPS[-1], sqlite=True)
+
+
+@pytest.mark.parametrize("n", [0, 1, 63, 64, 65, 64 * 3 + 7])
+def test_insert_values_writes_every_row_64_a_statement(n: int) -> None:
+    """``insert_values`` (the bulk writes' multi-row VALUES) writes each row once, in
+    order, whatever ``n`` is next to the 64 rows a statement, and keeps the tail clause."""
+    from llmspend.store.rollup_batch import VALUES_ROWS, insert_values
+
+    assert VALUES_ROWS == 64
+    con = sqlite3.connect(":memory:")
+    con.execute("CREATE TABLE t (k TEXT PRIMARY KEY, a INTEGER, b TEXT)")
+    rows = [(f"k{i:04d}", i, None if i % 3 else "x") for i in range(n)]
+    insert_values(con.cursor(), "INSERT INTO t (k, a, b)", iter(rows), n, 3)
+    assert con.execute("SELECT k, a, b FROM t ORDER BY rowid").fetchall() == rows
+    again = [(k, 1, b) for k, _, b in rows]
+    tail = "ON CONFLICT (k) DO UPDATE SET a = t.a + excluded.a"
+    insert_values(con.cursor(), "INSERT INTO t (k, a, b)", iter(again), n, 3, tail)
+    assert con.execute("SELECT k, a, b FROM t ORDER BY rowid").fetchall() == [
+        (k, a + 1, b) for k, a, b in rows
+    ]
