@@ -70,9 +70,10 @@ _LAST = SQL(
     f"SELECT {_SIGNATURE} FROM llmspend_usage WHERE id = "  # noqa: S608
     "(SELECT max(id) FROM llmspend_usage WHERE id >= :lo AND id < :hi)"
 )
+_TOTAL = SQL("SELECT count(*) AS n FROM llmspend_usage WHERE id < :end")
 _COUNTS = SQL(
-    "SELECT id / :size AS k, count(*) AS n FROM llmspend_usage "
-    "WHERE id >= 0 AND id < :end GROUP BY 1"
+    "SELECT k, (SELECT count(*) FROM llmspend_usage WHERE id >= k * :size "
+    "AND id < (k + 1) * :size) AS n FROM generate_series(CAST(0 AS BIGINT), :last) AS k"
 )
 _RECORDS_NAME = {store: name for name, store in STORE_COLUMN.items()}
 _OFF = frozenset({"0", "false", "no", "off"})
@@ -138,6 +139,7 @@ def read_records(
         return None
     if not tx.sqlite:  # one snapshot for every statement below (the first of the transaction)
         tx.execute("SET TRANSACTION ISOLATION LEVEL REPEATABLE READ")
+        tx.execute("SET LOCAL jit = off")  # compiling costs more than these scans take
     state = tx.run(_STATE).first()
     if state is None or state[2] is None:
         return None
@@ -209,15 +211,25 @@ def _valid_prefix(
     now = {row[0]: _signature(row) for row in rows}
     counts: dict[int, int] = {}
     if not tx.sqlite:  # ids come out of commit order: a late row can land in any range
-        counts = dict(
-            tx.run(_COUNTS, {"size": int(key["rows"]), "end": len(found) * int(key["rows"])}).all()
-        )
+        counts = _counts(tx, found, int(key["rows"]))
     for n, seg in enumerate(found):
         if now.get(int(seg.meta["last_id"])) != seg.meta["signature"]:
             return found[:n]
         if not tx.sqlite and counts.get(seg.index) != int(seg.meta["count"]):
             return found[:n]
     return found
+
+
+def _counts(tx: Tx, found: Sequence[_Segment], size: int) -> dict[int, int]:
+    """PostgreSQL: the rows the store holds in each of ``found``'s ranges. One count over
+    them all (an index-only scan once the table is vacuumed: ≈ 50 ms per 1M rows), then,
+    only if it differs from the files', one per range: rows are never deleted while the
+    generation stands, so an equal total means equal ranges."""
+    end = (found[-1].index + 1) * size
+    total = tx.run(_TOTAL, {"end": end}).one()[0]
+    if total == sum(int(seg.meta["count"]) for seg in found):
+        return {seg.index: int(seg.meta["count"]) for seg in found}
+    return dict(tx.run(_COUNTS, {"size": size, "last": found[-1].index}).all())
 
 
 def _signature(row: Sequence[Any]) -> str:
