@@ -64,6 +64,10 @@ _STATE = SQL(
     "SELECT store_uid, generation, (SELECT max(id) FROM llmspend_usage) AS last_id "
     "FROM llmspend_usage_generation WHERE id = 1"
 )
+_HAS_STATE_SQLITE = SQL(
+    "SELECT 1 AS yes FROM sqlite_master WHERE type = 'table' AND name = 'llmspend_usage_generation'"
+)
+_HAS_STATE_PG = SQL("SELECT 1 AS yes WHERE to_regclass('llmspend_usage_generation') IS NOT NULL")
 #: The columns that tell a segment's last row from another row at the same id.
 _SIGNATURE = "id, ts, record_uid, request_id, cost_nanos, user_name, model"
 _LAST = SQL(
@@ -140,6 +144,8 @@ def read_records(
     if not tx.sqlite:  # one snapshot for every statement below (the first of the transaction)
         tx.execute("SET TRANSACTION ISOLATION LEVEL REPEATABLE READ")
         tx.execute("SET LOCAL jit = off")  # compiling costs more than these scans take
+    if tx.run(_HAS_STATE_SQLITE if tx.sqlite else _HAS_STATE_PG).first() is None:
+        return None  # a schema from before migration 0015 (a downgraded store)
     state = tx.run(_STATE).first()
     if state is None or state[2] is None:
         return None
