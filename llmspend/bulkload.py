@@ -10,7 +10,8 @@ row raises exactly as it would have. Low-cardinality text is checked once per di
 value; numbers, times and money as arrays; the rest value by value with the row
 validator's own helpers.
 
-Writing: SQLite takes every row in one ``executemany`` on the raw connection; PostgreSQL
+Writing: SQLite takes every row in one ``executemany`` on the raw connection, 64 rows a
+statement (:func:`llmspend.store.rollup_batch.insert_values`); PostgreSQL
 takes them through ``COPY ... FROM STDIN`` (CSV written by Arrow) and, for a large batch,
 sums them into the rollups itself in the same transaction, past the queue trigger
 (:func:`llmspend.store.rollup_batch.write_folded`): no id queued and read back per row.

@@ -11,8 +11,9 @@ finer aggregate (a quarter hour lies in one hour, an hour in one day, a day in o
 Writing the groups (of each table, in key order):
 
 * **SQLite**: one ``executemany`` per table of ``INSERT ... ON CONFLICT DO UPDATE SET m =
-  m + excluded.m`` (as the catch-up); in key order the B-tree is walked once (rows not
-  in time order would take about 2.5 times as long at random).
+  m + excluded.m`` (as the catch-up), 64 groups a statement (:func:`insert_values`); in
+  key order the B-tree is walked once (rows not in time order would take about 2.5 times
+  as long at random).
 * **PostgreSQL**: the groups go into a temporary table with ``COPY``, then one ``INSERT
   ... SELECT ... ON CONFLICT`` adds them to the table
   (:func:`~llmspend.store.rollups.fold_pg_batch`). The bulk writer tells the queue
