@@ -306,10 +306,16 @@ def test_a_cache_that_cannot_be_written_is_no_copy(
 
 
 def test_segment_size_setting(monkeypatch: pytest.MonkeyPatch) -> None:
-    monkeypatch.setenv("LLMSPEND_RECORDS_SEGMENT_ROWS", "nonsense")
+    from llmspend.errors import ConfigError
+
+    monkeypatch.delenv("LLMSPEND_RECORDS_SEGMENT_ROWS", raising=False)
     assert segments.segment_rows() == segments.SEGMENT_ROWS
     monkeypatch.setenv("LLMSPEND_RECORDS_SEGMENT_ROWS", "128")
     assert segments.segment_rows() == 128
+    for junk in ("nonsense", "0", "-5", "1.5"):
+        monkeypatch.setenv("LLMSPEND_RECORDS_SEGMENT_ROWS", junk)
+        with pytest.raises(ConfigError, match="LLMSPEND_RECORDS_SEGMENT_ROWS"):
+            segments.segment_rows()
 
 
 def test_an_empty_read_is_typed_as_rows_are(store: Tracker) -> None:

@@ -46,7 +46,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-from ..config import private_dir, private_file, user_cache_dir
+from ..config import env_number, private_dir, private_file, user_cache_dir
 from .arrowio import STORE_COLUMN, read_usage, sort_by_ts_id
 from .fastsql import SQL, Tx
 
@@ -93,11 +93,11 @@ def enabled() -> bool:
 
 
 def segment_rows() -> int:
-    """Rows per segment: :data:`SEGMENT_ROWS` or ``LLMSPEND_RECORDS_SEGMENT_ROWS``."""
-    raw = os.environ.get("LLMSPEND_RECORDS_SEGMENT_ROWS", "").strip()
-    if raw.isdigit() and int(raw) > 0:
-        return int(raw)
-    return SEGMENT_ROWS
+    """Rows per segment: :data:`SEGMENT_ROWS`, or ``LLMSPEND_RECORDS_SEGMENT_ROWS`` (a
+    whole number >= 1, else :class:`~llmspend.errors.ConfigError`)."""
+    return int(
+        env_number("LLMSPEND_RECORDS_SEGMENT_ROWS", SEGMENT_ROWS, unit="rows", whole=True, low=1)
+    )
 
 
 def cache_dir(store_uid: str) -> Path:
