@@ -472,3 +472,35 @@ def test_a_big_batch_on_postgres_is_folded_by_its_writer_not_queued(pg_server) -
     finally:
         set_tracker(None)
         forget_store(url)
+
+
+def test_a_sqlite_built_with_999_bound_variables_takes_a_big_batch(tmp_path) -> None:  # type: ignore[no-untyped-def]
+    """SQLite before 3.32 (and builds that keep its old default) binds at most 999
+    variables a statement: the multi-row VALUES statements stay under the connection's
+    limit (64 rows of 28 columns would be 1,792)."""
+    import sqlite3
+
+    from sqlalchemy import event
+
+    from llmspend.store.engine import forget_store
+    from llmspend.tracker import Tracker, set_tracker
+
+    url = f"sqlite:///{tmp_path / 'store.sqlite'}"
+    t = Tracker(url, org="acme", project="churn", user="ana")
+    set_tracker(t)
+    try:
+
+        def old_limit(dbapi_connection, record) -> None:  # type: ignore[no-untyped-def]
+            dbapi_connection.setlimit(sqlite3.SQLITE_LIMIT_VARIABLE_NUMBER, 999)
+
+        event.listen(t.store.engine, "connect", old_limit)
+        t.store.engine.dispose()  # every connection from here on has the old limit
+        rows = [{**full_row(i), "request_id": f"big-{i}"} for i in range(BIG)]
+        assert llmspend.ingest(rows) == BIG
+        assert len(llmspend.records()) == BIG
+        with t.store.begin() as conn:
+            limit = conn.connection.driver_connection.getlimit(sqlite3.SQLITE_LIMIT_VARIABLE_NUMBER)
+        assert limit == 999
+    finally:
+        set_tracker(None)
+        forget_store(url)

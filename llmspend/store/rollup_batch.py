@@ -32,6 +32,7 @@ from __future__ import annotations
 
 import functools
 import itertools
+import sqlite3
 from collections.abc import Callable, Iterable, Iterator, Mapping
 from typing import TYPE_CHECKING, Any
 
@@ -64,8 +65,8 @@ __all__ = [
 
 #: Below this many rows the catch-up's SQL is as quick.
 MIN_ROWS = 2000
-#: Rows per statement of :func:`insert_values` (64 × at most 19 values: far below SQLite's
-#: 32,766 bound parameters).
+#: Rows per statement of :func:`insert_values`, at most: fewer when rows × values would pass
+#: the connection's bound-parameter limit (32,766 since SQLite 3.32, 999 before).
 VALUES_ROWS = 64
 _TOKENS = MEASURES[4:9]
 _SOURCE = ("ts", *KEY_COLUMNS, "status", "cost_nanos", *_TOKENS)
@@ -384,14 +385,25 @@ def insert_values(
     of ``width`` values, :data:`VALUES_ROWS` rows a statement: SQLite's per-statement work
     (a reset and a step, the sqlite3 module's per-execution work) then comes once per 64
     rows, which takes about 40 % off a row-per-execution ``executemany``. ``head`` and
-    ``tail`` hold only constant identifiers; every value is a bound parameter."""
+    ``tail`` hold only constant identifiers; every value is a bound parameter. Fewer rows
+    a statement when 64 × ``width`` would pass the connection's limit of bound values."""
     one = "(" + ", ".join("?" * width) + ")"
     values = itertools.chain.from_iterable(rows)
-    full = n // VALUES_ROWS
+    per = max(1, min(VALUES_ROWS, _max_variables(cursor) // max(width, 1)))
+    full = n // per
     if full:
-        sql = f"{head} VALUES {', '.join([one] * VALUES_ROWS)} {tail}"
-        chunk = itertools.islice(values, full * VALUES_ROWS * width)
-        cursor.executemany(sql, zip(*[chunk] * (VALUES_ROWS * width), strict=True))
+        sql = f"{head} VALUES {', '.join([one] * per)} {tail}"
+        chunk = itertools.islice(values, full * per * width)
+        cursor.executemany(sql, zip(*[chunk] * (per * width), strict=True))
     rest = tuple(values)
     if rest:
         cursor.execute(f"{head} VALUES {', '.join([one] * (len(rest) // width))} {tail}", rest)
+
+
+def _max_variables(cursor: Any) -> int:
+    """The bound values a statement may hold on ``cursor``'s SQLite connection (999, SQLite's
+    old default, when the connection cannot say)."""
+    try:
+        return int(cursor.connection.getlimit(sqlite3.SQLITE_LIMIT_VARIABLE_NUMBER))
+    except (AttributeError, sqlite3.Error):
+        return 999
