@@ -330,3 +330,15 @@ def test_an_empty_read_is_typed_as_rows_are(store: Tracker) -> None:
     assert rows.num_rows == 10 and none.num_rows == 0
     assert none.schema == rows.schema
     assert none.schema.field("cost_usd").type == pa.decimal128(38, 9)
+
+
+def test_rows_at_negative_ids_are_read(store: Tracker, monkeypatch: pytest.MonkeyPatch) -> None:
+    """An explicit id below 0 (an import that kept another system's ids) lies before every
+    copied range: records() still has it."""
+    llmspend.ingest(_rows(300, seed=20))
+    llmspend.records()  # the copy of every complete range
+    _sql(store, _INSERT_AT.format(id=-5))
+    after = llmspend.records()
+    assert len(after) == 301 and -5 in set(after.id)
+    _same(after, _through_sql(monkeypatch))
+    _same(llmspend.records(as_="arrow"), _through_sql(monkeypatch, as_="arrow"))

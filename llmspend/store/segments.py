@@ -8,7 +8,8 @@ Usage rows are only ever appended. The rows of an id range ``[k·S, (k+1)·S)`` 
 ``<user cache dir>/columns/<store uid>/<S>-<k>.arrow`` (Arrow IPC, zstd, 0600 in a 0700
 directory). Later reads take them from there — decompressing costs about a hundredth of
 the read — and read through SQL only the rows after the last copied segment. A segment
-is copied once a row past it exists (it is *complete*).
+is copied once a row past it exists (it is *complete*). A store with rows at ids below 0
+(before every segment) is read through SQL.
 
 A copy is used only if every check below holds. Each runs in the same snapshot as the
 rows read through SQL (PostgreSQL: the transaction is made REPEATABLE READ, and the rows
@@ -61,8 +62,8 @@ SEGMENT_ROWS = 1 << 16
 FORMAT = "1"
 
 _STATE = SQL(
-    "SELECT store_uid, generation, (SELECT max(id) FROM llmspend_usage) AS last_id "
-    "FROM llmspend_usage_generation WHERE id = 1"
+    "SELECT store_uid, generation, (SELECT max(id) FROM llmspend_usage) AS last_id, "
+    "(SELECT min(id) FROM llmspend_usage) AS first_id FROM llmspend_usage_generation WHERE id = 1"
 )
 _HAS_STATE_SQLITE = SQL(
     "SELECT 1 AS yes FROM sqlite_master WHERE type = 'table' AND name = 'llmspend_usage_generation'"
@@ -147,9 +148,9 @@ def read_records(
     if tx.run(_HAS_STATE_SQLITE if tx.sqlite else _HAS_STATE_PG).first() is None:
         return None  # a schema from before migration 0015 (a downgraded store)
     state = tx.run(_STATE).first()
-    if state is None or state[2] is None:
-        return None
-    uid, generation, last = state
+    if state is None or state[2] is None or state[3] < 0:
+        return None  # no rows, or rows at ids below 0: before every range, read through SQL
+    uid, generation, last, _ = state
     size = segment_rows()
     complete = last // size
     if complete == 0:
