@@ -342,3 +342,43 @@ def test_rows_at_negative_ids_are_read(store: Tracker, monkeypatch: pytest.Monke
     assert len(after) == 301 and -5 in set(after.id)
     _same(after, _through_sql(monkeypatch))
     _same(llmspend.records(as_="arrow"), _through_sql(monkeypatch, as_="arrow"))
+
+
+def _rewrite(path: Path, change: object) -> None:
+    """Write ``path`` again with its table and metadata passed through ``change``."""
+    import pyarrow.ipc as ipc
+
+    with pa.memory_map(str(path)) as source:
+        table = ipc.open_file(source).read_all()
+    table = change(table, {k.decode(): v.decode() for k, v in table.schema.metadata.items()})
+    with pa.OSFile(str(path), "wb") as sink, ipc.new_file(sink, table.schema) as w:
+        w.write_table(table)
+
+
+@pytest.mark.parametrize(
+    "change",
+    [
+        lambda t, m: t.replace_schema_metadata({k: v for k, v in m.items() if k != "min_ts"}),
+        lambda t, m: t.replace_schema_metadata({**m, "max_ts": "soon"}),
+        lambda t, m: t.replace_schema_metadata({**m, "columns": "not json"}),
+        lambda t, m: t.replace_schema_metadata({**m, "columns": "5"}),
+        lambda t, m: t.replace_schema_metadata({k: v for k, v in m.items() if k != "last_id"}),
+        lambda t, m: t.set_column(
+            t.schema.get_field_index("input_tokens"),
+            "input_tokens",
+            t.column("input_tokens").cast(pa.int32()),
+        ).replace_schema_metadata(m),
+    ],
+    ids=["no-min_ts", "bad-max_ts", "columns-not-json", "columns-not-a-list", "no-last_id",
+         "another-type"],
+)  # fmt: skip
+def test_a_copy_with_other_metadata_or_types_falls_back_to_the_rows(
+    store: Tracker, cache: Path, monkeypatch: pytest.MonkeyPatch, change: object
+) -> None:
+    """A file of the right format, generation and size whose metadata or column types are
+    not what records() writes (damaged, or written by another version) is not an error."""
+    llmspend.ingest(_rows(300, seed=21))
+    llmspend.records()
+    _rewrite(_files(cache)[1], change)
+    for kw in ({"until": "2026-03-12"}, {"since": "2026-03-08"}, {"as_": "arrow"}, {}):
+        _same(llmspend.records(**kw), _through_sql(monkeypatch, **kw))

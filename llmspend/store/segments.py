@@ -25,7 +25,8 @@ are read on its own connection):
 - on PostgreSQL, the store holds as many rows in the segment's range as the file does.
   PostgreSQL gives ids out before commit, so a transaction can still commit a row into a
   complete range; SQLite's writers take turns and a new row's id is one above the highest;
-- the file is whole, of this :data:`FORMAT` and segment size, with the columns asked for.
+- the file is whole, of this :data:`FORMAT` and segment size, with the columns asked for,
+  of the types the rows through SQL have.
 
 Otherwise, or on any error reading a file, that segment and every later one are read
 through SQL as before. Copies are written only by a records() call that reads every row
@@ -188,6 +189,8 @@ def read_records(
         {**params, "llmspend_from": start},
         own_snapshot=True,
     )
+    if any(part.schema != tail.schema for part in parts):  # another version's types
+        return None
     table = pa.concat_tables([*parts, tail]) if parts else tail
     return sort_by_ts_id(table).select(list(columns))
 
@@ -202,9 +205,7 @@ def _valid_prefix(
     for k in range(complete):
         path = folder / f"{key['rows']}-{k}.arrow"
         meta = _meta(path)
-        if meta is None or any(meta.get(name) != value for name, value in key.items()):
-            break
-        if not set(columns) <= set(json.loads(meta["columns"])):
+        if meta is None or not _usable(meta, key, columns):
             break
         found.append(_Segment(k, path, meta))
     if not found:
@@ -225,6 +226,22 @@ def _valid_prefix(
         if not tx.sqlite and counts.get(seg.index) != int(seg.meta["count"]):
             return found[:n]
     return found
+
+
+def _usable(meta: Mapping[str, str], key: Mapping[str, str], columns: Sequence[str]) -> bool:
+    """Whether a copy's metadata is of ``key``, whole (every entry :func:`_build` writes,
+    of its type) and names ``columns``."""
+    if any(meta.get(name) != value for name, value in key.items()):
+        return False
+    try:
+        names = json.loads(meta["columns"])
+        for name in ("last_id", "count", "min_ts", "max_ts"):
+            int(meta[name])
+    except (KeyError, ValueError):
+        return False
+    if "signature" not in meta or not isinstance(names, list):
+        return False
+    return all(type(n) is str for n in names) and set(columns) <= set(names)
 
 
 def _counts(tx: Tx, found: Sequence[_Segment], size: int) -> dict[int, int]:
