@@ -382,3 +382,28 @@ def test_a_copy_with_other_metadata_or_types_falls_back_to_the_rows(
     _rewrite(_files(cache)[1], change)
     for kw in ({"until": "2026-03-12"}, {"since": "2026-03-08"}, {"as_": "arrow"}, {}):
         _same(llmspend.records(**kw), _through_sql(monkeypatch, **kw))
+
+
+def test_a_copy_replaced_after_it_was_checked_is_not_read(
+    store: Tracker, cache: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Another process reading in an older snapshot (before a change made with plain SQL)
+    writes its copy over the file between this read's checks and its load: the file
+    loaded is not the one checked, and is not used."""
+    llmspend.ingest(_rows(300, seed=22))
+    llmspend.records()
+    old = {f: f.read_bytes() for f in _files(cache)}  # the copies before the change
+    _sql(store, "UPDATE llmspend_usage SET cost_nanos = cost_nanos + 7 WHERE id = 70")
+    llmspend.records()  # the copies after it
+    real = segments._valid_prefix
+
+    def checked_then_replaced(*args: object, **kw: object) -> object:
+        found = real(*args, **kw)  # type: ignore[arg-type]
+        for f, data in old.items():
+            f.write_bytes(data)
+        return found
+
+    monkeypatch.setattr(segments, "_valid_prefix", checked_then_replaced)
+    got = llmspend.records(until="2026-04-01")
+    monkeypatch.setattr(segments, "_valid_prefix", real)
+    _same(got, _through_sql(monkeypatch, until="2026-04-01"))

@@ -274,7 +274,8 @@ def _meta(path: Path) -> dict[str, str] | None:
 
 
 def _load(seg: _Segment, columns: Sequence[str]) -> pa.Table:
-    """``columns`` of a copy (only those are read and decompressed)."""
+    """``columns`` of a copy (only those are read and decompressed); ``ValueError`` if the
+    file is no longer the one checked (another process wrote its copy over it since)."""
     import pyarrow as pa
     import pyarrow.ipc as ipc
 
@@ -282,6 +283,9 @@ def _load(seg: _Segment, columns: Sequence[str]) -> pa.Table:
     fields = [names.index(c) for c in columns]
     with pa.memory_map(str(seg.path)) as source:
         reader = ipc.open_file(source, options=ipc.IpcReadOptions(included_fields=fields))
+        raw = reader.schema.metadata or {}
+        if {k.decode(): v.decode() for k, v in raw.items()} != seg.meta:
+            raise ValueError(f"{seg.path} was replaced")
         table = reader.read_all()
     return table.replace_schema_metadata(None).select(list(columns))
 
