@@ -407,3 +407,19 @@ def test_a_copy_replaced_after_it_was_checked_is_not_read(
     got = llmspend.records(until="2026-04-01")
     monkeypatch.setattr(segments, "_valid_prefix", real)
     _same(got, _through_sql(monkeypatch, until="2026-04-01"))
+
+
+def test_a_copy_with_metadata_that_is_not_text_falls_back_to_the_rows(
+    store: Tracker, cache: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    import pyarrow.ipc as ipc
+
+    llmspend.ingest(_rows(300, seed=23))
+    llmspend.records()
+    path = _files(cache)[1]
+    with pa.memory_map(str(path)) as source:
+        table = ipc.open_file(source).read_all()
+    table = table.replace_schema_metadata({**table.schema.metadata, b"\xff": b"\xfe"})
+    with pa.OSFile(str(path), "wb") as sink, ipc.new_file(sink, table.schema) as w:
+        w.write_table(table)
+    _same(llmspend.records(), _through_sql(monkeypatch))

@@ -268,9 +268,9 @@ def _meta(path: Path) -> dict[str, str] | None:
     try:
         with pa.memory_map(str(path)) as source:
             raw = ipc.open_file(source).schema.metadata or {}
-    except (OSError, pa.ArrowException):
+        return {k.decode(): v.decode() for k, v in raw.items()}
+    except (OSError, ValueError, pa.ArrowException):  # ValueError: not UTF-8
         return None
-    return {k.decode(): v.decode() for k, v in raw.items()}
 
 
 def _load(seg: _Segment, columns: Sequence[str]) -> pa.Table:
