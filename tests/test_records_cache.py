@@ -423,3 +423,22 @@ def test_a_copy_with_metadata_that_is_not_text_falls_back_to_the_rows(
     with pa.OSFile(str(path), "wb") as sink, ipc.new_file(sink, table.schema) as w:
         w.write_table(table)
     _same(llmspend.records(), _through_sql(monkeypatch))
+
+
+def test_more_copies_than_a_statement_binds(
+    sqlite_store: Tracker, cache: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The copies' last rows are looked up a bounded number at a time: over 999 copies (65M
+    rows in ranges of 65,536) on a SQLite that binds at most 999 values a statement."""
+    from sqlalchemy import event
+
+    def old_limit(dbapi_connection, record) -> None:  # type: ignore[no-untyped-def]
+        dbapi_connection.setlimit(sqlite3.SQLITE_LIMIT_VARIABLE_NUMBER, 999)
+
+    event.listen(sqlite_store.store.engine, "connect", old_limit)
+    sqlite_store.store.engine.dispose()
+    monkeypatch.setenv("LLMSPEND_RECORDS_SEGMENT_ROWS", "2")
+    llmspend.ingest(_rows(2001, seed=24))
+    llmspend.records()
+    assert len(_files(cache)) == 1000
+    _same(llmspend.records(), _through_sql(monkeypatch))

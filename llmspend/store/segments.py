@@ -82,6 +82,8 @@ _COUNTS = SQL(
     "AND id < (k + 1) * :size) AS n FROM generate_series(CAST(0 AS BIGINT), :last) AS k"
 )
 _RECORDS_NAME = {store: name for name, store in STORE_COLUMN.items()}
+#: Last rows looked up a statement (SQLite before 3.32 binds at most 999 values).
+_IDS_A_STATEMENT = 500
 _OFF = frozenset({"0", "false", "no", "off"})
 _EPOCH = dt.datetime(1970, 1, 1)
 
@@ -210,13 +212,16 @@ def _valid_prefix(
         found.append(_Segment(k, path, meta))
     if not found:
         return found
-    ids = {f"i{n}": int(seg.meta["last_id"]) for n, seg in enumerate(found)}
-    marks = ", ".join(f":{name}" for name in ids)
-    rows = tx.run(
-        SQL(f"SELECT {_SIGNATURE} FROM llmspend_usage WHERE id IN ({marks})"),  # noqa: S608
-        ids,
-    ).all()
-    now = {row[0]: _signature(row) for row in rows}
+    now: dict[int, str] = {}
+    for at in range(0, len(found), _IDS_A_STATEMENT):  # under any driver's bound-value limit
+        chunk = found[at : at + _IDS_A_STATEMENT]
+        ids = {f"i{n}": int(seg.meta["last_id"]) for n, seg in enumerate(chunk)}
+        marks = ", ".join(f":{name}" for name in ids)
+        rows = tx.run(
+            SQL(f"SELECT {_SIGNATURE} FROM llmspend_usage WHERE id IN ({marks})"),  # noqa: S608
+            ids,
+        ).all()
+        now.update((row[0], _signature(row)) for row in rows)
     counts: dict[int, int] = {}
     if not tx.sqlite:  # ids come out of commit order: a late row can land in any range
         counts = _counts(tx, found, int(key["rows"]))
