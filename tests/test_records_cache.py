@@ -442,3 +442,24 @@ def test_more_copies_than_a_statement_binds(
     llmspend.records()
     assert len(_files(cache)) == 1000
     _same(llmspend.records(), _through_sql(monkeypatch))
+
+
+def test_a_restored_backup_given_corrected_rows_is_told_apart(
+    sqlite_store: Tracker, monkeypatch: pytest.MonkeyPatch, tmp_path: Path
+) -> None:
+    """A backup restored and the same rows ingested again, corrected in a column the old
+    signature left out (project): every column of a range's last row is compared."""
+    path = _db(sqlite_store)
+    llmspend.ingest(_rows(100, seed=25))
+    backup = tmp_path / "backup.sqlite"
+    with sqlite3.connect(path) as src, sqlite3.connect(backup) as dst:
+        src.backup(dst)
+    wrong = [{**row, "project": "wrong"} for row in _rows(200, seed=26)]
+    llmspend.ingest(wrong)
+    llmspend.records()  # copies of ranges 0-3, ranges 1-3 with the wrong projects
+    with sqlite3.connect(backup) as src, sqlite3.connect(path) as dst:
+        src.backup(dst)
+    llmspend.ingest([{**row, "project": "right"} for row in _rows(200, seed=26)])
+    got = llmspend.records()
+    assert "wrong" not in set(got.project)
+    _same(got, _through_sql(monkeypatch))

@@ -19,9 +19,9 @@ are read on its own connection):
   ``generation`` the file was written with. Triggers give ``generation`` a new random
   value whenever usage rows are updated or deleted (on SQLite also when a row is inserted
   anywhere but at the end), so a change made with plain SQL invalidates every copy;
-- the segment's last row is still the row it was (id, time, uid, request id, cost, user,
-  model). A store restored from a backup, or a copied file written on both sides, holds
-  other rows at the same ids;
+- the segment's last row is still the row it was, in every column. A store restored from
+  a backup, or a copied file written on both sides, holds other rows at the same ids (a
+  difference only in rows before a range's last one is not seen);
 - on PostgreSQL, the store holds as many rows in the segment's range as the file does.
   PostgreSQL gives ids out before commit, so a transaction can still commit a row into a
   complete range; SQLite's writers take turns and a new row's id is one above the highest;
@@ -49,7 +49,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from ..config import env_number, private_dir, private_file, user_cache_dir
-from .arrowio import STORE_COLUMN, read_usage, sort_by_ts_id
+from .arrowio import COLUMN_KINDS, STORE_COLUMN, read_usage, sort_by_ts_id
 from .fastsql import SQL, Tx
 
 if TYPE_CHECKING:
@@ -70,8 +70,13 @@ _HAS_STATE_SQLITE = SQL(
     "SELECT 1 AS yes FROM sqlite_master WHERE type = 'table' AND name = 'llmspend_usage_generation'"
 )
 _HAS_STATE_PG = SQL("SELECT 1 AS yes WHERE to_regclass('llmspend_usage_generation') IS NOT NULL")
-#: The columns that tell a segment's last row from another row at the same id.
-_SIGNATURE = "id, ts, record_uid, request_id, cost_nanos, user_name, model"
+#: The columns that tell a segment's last row from another row at the same id: every one
+#: (a restored backup given the same rows again, corrected in any column, is another store).
+_SIGNATURE = ", ".join(
+    dict.fromkeys(
+        ("id", "record_uid", "service_tier", *(STORE_COLUMN.get(c, c) for c in COLUMN_KINDS))
+    )
+)
 _LAST = SQL(
     f"SELECT {_SIGNATURE} FROM llmspend_usage WHERE id = "  # noqa: S608
     "(SELECT max(id) FROM llmspend_usage WHERE id >= :lo AND id < :hi)"
