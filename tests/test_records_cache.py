@@ -7,7 +7,9 @@ fall back to the rows themselves."""
 from __future__ import annotations
 
 import datetime as dt
+import os
 import random
+import shutil
 import sqlite3
 import stat
 from decimal import Decimal
@@ -223,11 +225,94 @@ def test_a_row_committed_late_inside_a_complete_range_is_seen(
     else:
         _sql(store, "SELECT setval('llmspend_usage_id_seq', 300)")
     llmspend.ingest(_rows(200, seed=18))
-    before = llmspend.records()  # copies ranges 0 and 1 (range 2 is empty)
+    before = llmspend.records()  # copies ranges 0-7 (2 to 4 empty: ids 128-300 unused)
     _sql(store, _INSERT_AT.format(id=110))
     after = llmspend.records()
     assert len(after) == len(before) + 1 and 110 in set(after.id)
     _same(after, _through_sql(monkeypatch))
+
+
+def test_empty_ranges_are_copied_and_a_row_put_there_later_is_seen(
+    store: Tracker, cache: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Ids a rolled-back batch used up leave empty ranges: they are copied too (the copy
+    keeps helping past them), and a row that lands there later is read."""
+    llmspend.ingest(_rows(100, seed=20))
+    if store.store.is_sqlite:
+        _sql(store, _INSERT_AT.format(id=400))
+    else:
+        _sql(store, "SELECT setval('llmspend_usage_id_seq', 400)")
+    llmspend.ingest(_rows(300, seed=21))  # ids up to ~700: ranges 0-9 complete
+    llmspend.records()
+    assert len(_files(cache)) == 700 // SEGMENT
+    stamp = {f: f.stat().st_mtime_ns for f in _files(cache)}
+    _same(llmspend.records(as_="arrow"), _through_sql(monkeypatch, as_="arrow"))
+    assert {f: f.stat().st_mtime_ns for f in _files(cache)} == stamp  # used as they are
+    _sql(store, _INSERT_AT.format(id=200))  # into the empty range 3
+    after = llmspend.records()
+    assert 200 in set(after.id)
+    _same(after, _through_sql(monkeypatch))
+
+
+def test_a_huge_gap_in_ids_stops_the_copy_there(
+    store: Tracker, cache: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    llmspend.ingest(_rows(200, seed=22))
+    _sql(store, _INSERT_AT.format(id=1 << 40))  # an explicit id far past the others
+    frame = llmspend.records()
+    # the ranges with rows (the last one now complete too), none of the empty ones after
+    assert len(_files(cache)) == 200 // SEGMENT + 1
+    _same(frame, _through_sql(monkeypatch))
+
+
+def test_the_generation_triggers_are_in_place(store: Tracker) -> None:
+    """A future migration that rebuilds the usage table must bring these back."""
+    with store.store.engine.connect() as conn:
+        if store.store.is_sqlite:
+            names = conn.exec_driver_sql(
+                "SELECT name FROM sqlite_master WHERE type = 'trigger' "
+                "AND tbl_name = 'llmspend_usage'"
+            ).scalars()
+            expected = {
+                "llmspend_usage_updated",
+                "llmspend_usage_deleted",
+                "llmspend_usage_inserted_inside",
+            }
+        else:
+            names = conn.exec_driver_sql(
+                "SELECT tgname FROM pg_trigger WHERE tgrelid = 'llmspend_usage'::regclass "
+                "AND NOT tgisinternal"
+            ).scalars()
+            expected = {"llmspend_usage_changed"}
+        assert expected <= set(names)
+    llmspend.ingest(_rows(1, seed=24))
+    before = _generation(store)
+    _sql(store, "UPDATE llmspend_usage SET model = model")  # the same values: still a change
+    assert _generation(store) != before
+
+
+def _generation(store: Tracker) -> int:
+    with store.store.engine.connect() as conn:
+        return int(
+            conn.exec_driver_sql("SELECT generation FROM llmspend_usage_generation").scalar()
+        )
+
+
+def test_a_store_file_copied_over_is_another_store_file(
+    sqlite_store: Tracker, cache: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A backup restored by copying the file (a new inode) is not read from the old copy,
+    even where every range's last row is the same."""
+    path = _db(sqlite_store)
+    llmspend.ingest(_rows(300, seed=23))
+    llmspend.records()
+    stamp = {f: f.stat().st_mtime_ns for f in _files(cache)}
+    with sqlite3.connect(path) as db:
+        db.execute("PRAGMA wal_checkpoint(TRUNCATE)")
+    shutil.copyfile(path, path + ".restored")
+    os.replace(path + ".restored", path)
+    _same(llmspend.records(), _through_sql(monkeypatch))
+    assert all(f.stat().st_mtime_ns != stamp[f] for f in _files(cache))  # written again
 
 
 def test_llmspend_s_own_writes_keep_the_copy(

@@ -66,6 +66,13 @@ _STATE = SQL(
     "SELECT store_uid, generation, (SELECT max(id) FROM llmspend_usage) AS last_id, "
     "(SELECT min(id) FROM llmspend_usage) AS first_id FROM llmspend_usage_generation WHERE id = 1"
 )
+_NO_JIT = "SELECT set_config('jit', 'off', true) WHERE current_setting('jit', true) IS NOT NULL"
+_DATABASES = SQL("PRAGMA database_list")
+_NEXT = SQL("SELECT min(id) AS next_id FROM llmspend_usage WHERE id >= :hi")
+#: Empty complete ranges (ids a rolled-back batch used up) are copied when rows follow
+#: within this many ranges; a longer gap (an explicit huge id) stops the copy there.
+_EMPTY_RUN = 64
+_NEVER = 1 << 62  # an empty copy's time bounds: skipped by any window
 _HAS_STATE_SQLITE = SQL(
     "SELECT 1 AS yes FROM sqlite_master WHERE type = 'table' AND name = 'llmspend_usage_generation'"
 )
@@ -152,7 +159,7 @@ def read_records(
         return None
     if not tx.sqlite:  # one snapshot for every statement below (the first of the transaction)
         tx.execute("SET TRANSACTION ISOLATION LEVEL REPEATABLE READ")
-        tx.execute("SET LOCAL jit = off")  # compiling costs more than these scans take
+        tx.execute(_NO_JIT)  # compiling costs more than these scans take
     if tx.run(_HAS_STATE_SQLITE if tx.sqlite else _HAS_STATE_PG).first() is None:
         return None  # a schema from before migration 0015 (a downgraded store)
     state = tx.run(_STATE).first()
@@ -165,6 +172,10 @@ def read_records(
         return None
     folder = cache_dir(str(uid))
     key = {"format": FORMAT, "generation": str(generation), "rows": str(size)}
+    if tx.sqlite:  # a file copied over the store (a restored backup) is another file
+        key["file"] = _file_identity(tx)
+        if not key["file"]:
+            return None
     segments = _valid_prefix(tx, folder, key, complete, columns)
     if build and len(segments) < complete:
         segments += _build(tx, folder, key, range(len(segments), complete), columns)
@@ -231,11 +242,24 @@ def _valid_prefix(
     if not tx.sqlite:  # ids come out of commit order: a late row can land in any range
         counts = _counts(tx, found, int(key["rows"]))
     for n, seg in enumerate(found):
-        if now.get(int(seg.meta["last_id"])) != seg.meta["signature"]:
+        empty = seg.meta["count"] == "0"  # a row put there later: the trigger or the count
+        if not empty and now.get(int(seg.meta["last_id"])) != seg.meta["signature"]:
             return found[:n]
         if not tx.sqlite and counts.get(seg.index) != int(seg.meta["count"]):
             return found[:n]
     return found
+
+
+def _file_identity(tx: Tx) -> str:
+    """SQLite: the main database file's device and inode (``""`` if unknown)."""
+    for row in tx.run(_DATABASES).all():
+        if row[1] == "main" and row[2]:
+            try:
+                st = os.stat(row[2])
+            except OSError:
+                return ""
+            return f"{st.st_dev}:{st.st_ino}"
+    return ""
 
 
 def _usable(meta: Mapping[str, str], key: Mapping[str, str], columns: Sequence[str]) -> bool:
@@ -332,8 +356,9 @@ def _filtered(
 def _build(
     tx: Tx, folder: Path, key: Mapping[str, str], indexes: range, columns: Sequence[str]
 ) -> list[_Segment]:
-    """Read segments ``indexes`` through SQL and write their copies; stops at the first
-    that is empty or cannot be written (the rest is then read through SQL)."""
+    """Read segments ``indexes`` through SQL and write their copies; stops at one that
+    cannot be written, or at an empty one followed by more than :data:`_EMPTY_RUN` empty
+    ranges (the rest is then read through SQL)."""
     import pyarrow as pa
     import pyarrow.compute as pc
 
@@ -347,19 +372,21 @@ def _build(
     for k in indexes:
         bounds = {"lo": k * size, "hi": (k + 1) * size}
         table = read_usage(tx, columns, ["id >= :lo", "id < :hi"], bounds, own_snapshot=True)
+        meta = {**key, "columns": json.dumps(list(columns)), "count": str(table.num_rows)}
         if table.num_rows == 0:
-            break
-        last = tx.run(_LAST, bounds).one()
-        us = table.column("ts").cast(pa.int64())
-        meta = {
-            **key,
-            "columns": json.dumps(list(columns)),
-            "last_id": str(last[0]),
-            "signature": _signature(last),
-            "count": str(table.num_rows),
-            "min_ts": str(pc.min(us).as_py()),
-            "max_ts": str(pc.max(us).as_py()),
-        }
+            following = tx.run(_NEXT, bounds).one()[0]
+            if following is None or following // size - k > _EMPTY_RUN:
+                break
+            meta.update(last_id="-1", signature="", min_ts=str(_NEVER), max_ts=str(-_NEVER))
+        else:
+            last = tx.run(_LAST, bounds).one()
+            us = table.column("ts").cast(pa.int64())
+            meta.update(
+                last_id=str(last[0]),
+                signature=_signature(last),
+                min_ts=str(pc.min(us).as_py()),
+                max_ts=str(pc.max(us).as_py()),
+            )
         path = folder / f"{key['rows']}-{k}.arrow"
         try:
             _write(path, table.replace_schema_metadata(meta))
