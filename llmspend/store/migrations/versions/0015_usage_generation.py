@@ -60,8 +60,7 @@ def upgrade() -> None:
     )
     op.execute(
         sa.text(
-            "INSERT INTO llmspend_usage_generation (id, store_uid, generation) "
-            "VALUES (1, :uid, 0)"
+            "INSERT INTO llmspend_usage_generation (id, store_uid, generation) VALUES (1, :uid, 0)"
         ).bindparams(uid=uuid.uuid4().hex)
     )
     if op.get_bind().dialect.name == "sqlite":
