@@ -556,6 +556,19 @@ ALLOWED_IN_SQL: dict[tuple[str, str], str] = {
         'PRAGMA busy_timeout; a number, int()',
     ('store/transactions.py', 'int(wait * 1000)'):
         'PRAGMA busy_timeout; a number, int()',
+    ("store/migrations/versions/0015_usage_generation.py", "name"):
+        "constant trigger names (a migration)",
+    ("store/migrations/versions/0015_usage_generation.py", "when"):
+        "constant trigger events and WHEN clauses (a migration)",
+    ("store/rollup_batch.py", "head"):
+        "a constant INSERT head: a model's table name and constant column names",
+    ("store/rollup_batch.py", "tail"):
+        "a constant ON CONFLICT clause over constant column names",
+    ("store/rollup_batch.py", "', '.join([one] * per)"): "DBAPI placeholders",
+    ("store/rollup_batch.py", "', '.join([one] * (len(rest) // width))"): "DBAPI placeholders",
+    ("store/segments.py", "', '.join(dict.fromkeys(('id', 'record_uid', 'service_tier', *(STORE_COLUMN.get(c, c) for c in COLUMN_KINDS))))"):  # noqa: E501
+        "the usage table's constant column names (_SIGNATURE)",
+    ("store/segments.py", "', '.join((f':{name}' for name in ids))"): "named placeholders",
 }  # fmt: skip
 
 _STRING_SINKS = frozenset({"exec_driver_sql", "executescript"})
