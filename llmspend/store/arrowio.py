@@ -159,7 +159,13 @@ def _read_sqlite(tx: Tx, sql: SQL, columns: Sequence[str], params: Mapping[str, 
     del rows
     whole = pa.concat_arrays(chunks) if chunks else pa.array([], type=row_type)
     out = []
-    for kind, col in zip(kinds, whole.flatten(), strict=True):
+    for name, kind, col in zip(columns, kinds, whole.flatten(), strict=True):
+        if name in ("id", "ts") and col.null_count:  # NOT NULL: only a damaged page says so
+            import sqlite3
+
+            raise sqlite3.DatabaseError(
+                f"database disk image is malformed: a usage row read without its {name}"
+            )
         if kind == "ts":  # stored as text, "YYYY-MM-DD HH:MM:SS.ffffff"
             out.append(_utc(pc.cast(col, pa.timestamp("us"))))
         elif kind == "flag":
