@@ -142,11 +142,13 @@ def test_budget_recommendations(tracker) -> None:  # type: ignore[no-untyped-def
     llmspend.set_budget("org", "acme", "100", "week")
     llmspend.set_budget("user", "acme/ana", "2", "day", mode="soft")
     since, until = now - dt.timedelta(days=28), now
+    asked = pd.Timestamp(utcnow(), tz=UTC)  # the function reads the clock in between
     recs = analytics.budget_recommendations(
         since=since,
         until=until,
         alternatives={"gpt-4o": ["gpt-4o-mini", ("google", "gemini-2.5-pro")]},
     )
+    answered = pd.Timestamp(utcnow(), tz=UTC)
     df = llmspend.records()
     first_day = df["ts"].min().floor("D") + pd.Timedelta(days=1)
     today = pd.Timestamp(now, tz=UTC).floor("D")
@@ -166,9 +168,12 @@ def test_budget_recommendations(tracker) -> None:  # type: ignore[no-untyped-def
         row = forecasts.loc[budget]
         mean = Fraction(sum(daily)) / len(daily)
         assert row["daily_rate_usd"] == Decimal(round(mean * 10**9)).scaleb(-9)
-        left = (row["period_end"] - pd.Timestamp(utcnow(), tz=UTC)) / pd.Timedelta(days=1)
-        expected = row["spent_usd"] + Decimal(float(mean) * left)
-        assert float(row["forecast_usd"]) == pytest.approx(float(expected), rel=1e-6, abs=1e-6)
+        # the rest of the period from the function's clock: between these two readings
+        late, early = ((row["period_end"] - t) / pd.Timedelta(days=1) for t in (answered, asked))
+        low = float(row["spent_usd"] + Decimal(float(mean) * late))
+        high = float(row["spent_usd"] + Decimal(float(mean) * early))
+        assert low - 1e-6 <= float(row["forecast_usd"]) <= high + 1e-6
+        left = late
         band = 1.2815515655446004 * statistics.stdev(float(d) for d in daily) * math.sqrt(left)
         assert float(row["forecast_high_usd"] - row["forecast_usd"]) == pytest.approx(
             band, rel=1e-3
