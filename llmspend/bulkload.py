@@ -376,7 +376,7 @@ def _ts(col: Any, out: _Columns) -> np.ndarray:
             values = np.where(naive | out.slow, values, parsed)
             values[out.slow & ~naive] = MIN_TIME
         # every value a naive datetime now: Arrow converts them about 8x faster than numpy
-        arr = pa.array(values, type=pa.timestamp("us")).to_numpy(zero_copy_only=False)
+        arr = arrowio.array_of(values, pa.timestamp("us")).to_numpy(zero_copy_only=False)
     nat = np.isnat(arr)
     lo, hi = np.datetime64(MIN_TIME, "us"), np.datetime64(MAX_TIME, "us")
     out.mark(nat | (arr < lo) | (arr >= hi))
@@ -530,13 +530,13 @@ def _arrow(cols: Mapping[str, Any], names: Sequence[str]) -> Any:
     for k in names:
         values = cols[k]
         if k == "ts":
-            arrays.append(pa.array(values, type=pa.timestamp("us")))
+            arrays.append(arrowio.array_of(values, pa.timestamp("us")))
         elif k in usage._TOKEN_FIELDS or k in ("cost_nanos", "estimate_nanos"):
-            arrays.append(pa.array(values, type=pa.int64(), from_pandas=True))
+            arrays.append(arrowio.array_of(values, pa.int64(), from_pandas=True))
         elif k == "latency_ms":
-            arrays.append(pa.array(values, type=pa.float64(), from_pandas=True))
+            arrays.append(arrowio.array_of(values, pa.float64(), from_pandas=True))
         elif k in ("streamed", "usage_estimated"):
-            arrays.append(pa.array(values, type=pa.bool_()))
+            arrays.append(arrowio.array_of(values, pa.bool_()))
         else:
-            arrays.append(pa.array(values, type=pa.string()))
+            arrays.append(arrowio.array_of(values, pa.string()))
     return pa.Table.from_arrays(arrays, names=list(names))

@@ -37,6 +37,7 @@ __all__ = [
     "AS_VALUES",
     "COLUMN_KINDS",
     "STORE_COLUMN",
+    "array_of",
     "check_as",
     "copy_in",
     "have_connectorx",
@@ -69,6 +70,16 @@ COLUMN_KINDS: dict[str, str] = {
 }  # fmt: skip
 
 _TABLE = UsageRecord.__tablename__
+
+
+def array_of(values: Any, type_: Any, *, from_pandas: bool = False) -> Any:
+    """``pa.array(values, type_)``; a numpy object array is handed over as a list, which
+    Arrow converts 10-25x as fast (its ndarray path checks every value pandas-style)."""
+    import pyarrow as pa
+
+    if getattr(getattr(values, "dtype", None), "kind", "") == "O":
+        values = values.tolist()
+    return pa.array(values, type=type_, from_pandas=from_pandas)
 
 
 def have_pyarrow() -> bool:

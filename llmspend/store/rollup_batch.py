@@ -319,7 +319,8 @@ def _copy_groups(tx: Tx, r: Rollup, groups: Groups) -> None:
     arrays = [pa.array(groups.bucket.astype("datetime64[us]"), type=pa.timestamp("us"))]
     for d in KEY_COLUMNS:
         if d in r.dims:
-            arrays.append(pa.array(groups.uniques[d][groups.codes[d]], pa.string()))
+            names = arrowio.array_of(groups.uniques[d], pa.string())
+            arrays.append(names.take(pa.array(groups.codes[d])))
         else:
             arrays.append(pa.repeat(pa.scalar("", pa.string()), n))
     arrays.extend(pa.array(groups.sums[:, j]) for j in range(len(MEASURES)))
