@@ -33,6 +33,10 @@ through SQL as before. Copies are written only by a records() call that reads ev
 and every column anyway (no filter, no time window): a narrow first query is never made
 slower to fill the cache. ``LLMSPEND_RECORDS_CACHE=0`` turns the copy off (nothing read or
 written); a cache directory that cannot be written just means no copy.
+
+Each copy names its store and when it was last used, and writing one removes the copies of
+stores that are gone or unused for ``LLMSPEND_RECORDS_CACHE_DAYS`` (30) days
+(:mod:`llmspend.store.segment_prune`).
 """
 
 from __future__ import annotations
@@ -51,6 +55,7 @@ from typing import TYPE_CHECKING, Any
 from ..config import env_number, private_dir, private_file, user_cache_dir
 from .arrowio import COLUMN_KINDS, STORE_COLUMN, read_usage, sort_by_ts_id
 from .fastsql import SQL, Tx
+from .segment_prune import cache_days, mark_used, prune, write_origin
 
 if TYPE_CHECKING:
     import pyarrow as pa
@@ -167,18 +172,23 @@ def read_records(
         return None  # no rows, or rows at ids below 0: before every range, read through SQL
     uid, generation, last, _ = state
     size = segment_rows()
+    days = cache_days()
     complete = last // size
     if complete == 0:
         return None
     folder = cache_dir(str(uid))
     key = {"format": FORMAT, "generation": str(generation), "rows": str(size)}
+    origin = _origin(tx)
     if tx.sqlite:  # a file copied over the store (a restored backup) is another file
-        key["file"] = _file_identity(tx)
+        key["file"] = origin.get("file", "")
         if not key["file"]:
             return None
     segments = _valid_prefix(tx, folder, key, complete, columns)
     if build and len(segments) < complete:
-        segments += _build(tx, folder, key, range(len(segments), complete), columns)
+        more = _build(tx, folder, key, range(len(segments), complete), columns)
+        if more:  # rare (a full read with ranges missing): the moment to tidy the cache
+            _keep(folder, origin, days)
+        segments += more
     if not segments:
         return None
     import pyarrow as pa
@@ -210,6 +220,8 @@ def read_records(
     if any(part.schema != tail.schema for part in parts):  # another version's types
         return None
     table = pa.concat_tables([*parts, tail]) if parts else tail
+    if parts:
+        mark_used(folder, origin, days)  # one stat and a small read; a write once a day
     return sort_by_ts_id(table).select(list(columns))
 
 
@@ -250,16 +262,33 @@ def _valid_prefix(
     return found
 
 
-def _file_identity(tx: Tx) -> str:
-    """SQLite: the main database file's device and inode (``""`` if unknown)."""
+def _origin(tx: Tx) -> dict[str, str]:
+    """The store, as its copy's origin file names it. SQLite: the main database file's
+    absolute ``path`` and ``file`` (its device and inode; both absent if unknown);
+    PostgreSQL: host, port and database (never a password)."""
+    if not tx.sqlite:
+        info = getattr(tx.dbapi, "info", None)  # psycopg's connection details
+        found = {name: getattr(info, name, None) for name in ("host", "port", "dbname")}
+        return {"store": "postgresql", **{k: str(v) for k, v in found.items() if v}}
     for row in tx.run(_DATABASES).all():
         if row[1] == "main" and row[2]:
             try:
                 st = os.stat(row[2])
             except OSError:
-                return ""
-            return f"{st.st_dev}:{st.st_ino}"
-    return ""
+                break
+            path = os.path.abspath(row[2])
+            return {"store": "sqlite", "path": path, "file": f"{st.st_dev}:{st.st_ino}"}
+    return {"store": "sqlite"}
+
+
+def _keep(folder: Path, origin: Mapping[str, str], days: float) -> None:
+    """A copy was just written in ``folder``: name its store, then remove the copies of
+    stores that are gone or unused (:func:`~llmspend.store.segment_prune.prune`)."""
+    try:
+        write_origin(folder, origin)
+    except OSError as exc:
+        _warn_once(folder, exc)
+    prune(folder.parent, folder.name, days)
 
 
 def _usable(meta: Mapping[str, str], key: Mapping[str, str], columns: Sequence[str]) -> bool:
