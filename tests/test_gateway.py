@@ -145,6 +145,12 @@ class Gateway:
         assert key.startswith("lsk_") and len(key) > 40
         return key
 
+    def capped_key(self, project: str, user: str) -> str:
+        """A key for acme/``project``/``user`` under a hard project budget of $0.000001 a
+        day: every call with it is refused."""
+        self.cli("budget", "set", "project", f"acme/{project}", "0.000001/day", "--hard")
+        return self.new_key("acme", project, user)
+
     def rows(self, where: str = "1=1", **params: Any) -> list[Any]:
         store = open_store(self.db)
         with store.begin() as conn:
@@ -205,6 +211,20 @@ def _genai(gateway: Gateway, key: str) -> Any:
 
 
 MESSAGES = [{"role": "user", "content": "Say hello through the gateway"}]
+SHORT_CHAT = {"model": "gpt-4o-mini", "messages": MESSAGES, "max_tokens": 5}
+
+
+def _post_chat(
+    gateway: Gateway, key: str, path: str, headers: dict[str, str] | None = None
+) -> tuple[httpx.Response, list[Any]]:
+    """POST :data:`SHORT_CHAT` to ``path`` on the gateway with ``key`` (and ``headers``):
+    the answer and the usage rows the request added."""
+    before = len(gateway.rows())
+    r = httpx.post(
+        gateway.url + path, json=SHORT_CHAT, timeout=60,
+        headers={**(headers or {}), "authorization": f"Bearer {key}"},
+    )  # fmt: skip
+    return r, gateway.rows()[before:]
 
 
 def _calls(gateway: Gateway, key: str) -> dict[tuple[str, str, bool], Any]:
@@ -329,8 +349,7 @@ def test_a_hard_budget_refuses_with_a_status_no_sdk_retries_and_nothing_goes_ups
     from google.genai import errors as genai_errors
 
     sim, gateway = stack
-    gateway.cli("budget", "set", "project", "acme/capped", "0.000001/day", "--hard")
-    key = gateway.new_key("acme", "capped", "carl")
+    key = gateway.capped_key("capped", "carl")
     sent = sim.count()
     with pytest.raises(openai.PermissionDeniedError) as oe:
         _openai(gateway, key).chat.completions.create(
@@ -429,16 +448,11 @@ def test_upstream_errors_pass_through_unchanged_and_cost_nothing(
     stack: tuple[Sim, Gateway], ana: str
 ) -> None:
     _, gateway = stack
-    body = {"model": "gpt-4o-mini", "messages": MESSAGES, "max_tokens": 5}
     errors = {"x-sim-directives": "error=400"}
-    direct = httpx.post(stack[0].url + "/v1/chat/completions", json=body, headers=errors)
-    before = len(gateway.rows())
-    r = httpx.post(
-        gateway.url + "/openai/v1/chat/completions", json=body, timeout=60,
-        headers={**errors, "authorization": f"Bearer {ana}"},
-    )  # fmt: skip
+    direct = httpx.post(stack[0].url + "/v1/chat/completions", json=SHORT_CHAT, headers=errors)
+    r, added = _post_chat(gateway, ana, "/openai/v1/chat/completions", errors)
     assert (r.status_code, r.json()) == (direct.status_code, direct.json()) and r.status_code == 400
-    (row,) = gateway.rows()[before:]
+    (row,) = added
     assert (row.status, row.cost_nanos, row.user_name) == ("error", 0, "ana")
 
 
@@ -623,14 +637,9 @@ def test_an_unreachable_upstream_is_a_502_recorded_as_an_error_costing_nothing(
     odd: tuple[_Upstream, Gateway, str],
 ) -> None:
     _, gateway, key = odd
-    body = {"model": "gpt-4o-mini", "messages": MESSAGES, "max_tokens": 5}
-    before = len(gateway.rows())
-    r = httpx.post(
-        gateway.url + "/dead/v1/chat/completions", json=body, timeout=60,
-        headers={"authorization": f"Bearer {key}"},
-    )  # fmt: skip
+    r, added = _post_chat(gateway, key, "/dead/v1/chat/completions")
     assert r.status_code == 502 and r.json()["error"]["code"] == "upstream_unreachable"
-    (row,) = gateway.rows()[before:]
+    (row,) = added
     assert (row.status, row.cost_nanos, row.user_name) == ("error", 0, "ana")
 
 
@@ -638,14 +647,9 @@ def test_an_answer_cut_off_upstream_is_a_502_recorded_as_an_error_costing_nothin
     odd: tuple[_Upstream, Gateway, str],
 ) -> None:
     _, gateway, key = odd
-    body = {"model": "gpt-4o-mini", "messages": MESSAGES, "max_tokens": 5}
-    before = len(gateway.rows())
-    r = httpx.post(
-        gateway.url + "/odd/v1/chat/completions?half=1", json=body, timeout=60,
-        headers={"authorization": f"Bearer {key}"},
-    )  # fmt: skip
+    r, added = _post_chat(gateway, key, "/odd/v1/chat/completions?half=1")
     assert r.status_code == 502 and "cut off" in r.json()["error"]["message"]
-    (row,) = gateway.rows()[before:]  # recorded, and its reservation given back
+    (row,) = added  # recorded, and its reservation given back
     assert (row.status, row.cost_nanos, row.user_name) == ("error", 0, "ana")
 
 
@@ -656,16 +660,11 @@ def test_an_error_body_the_gateway_cannot_decode_becomes_its_own_error(
     """An error body in an encoding the gateway cannot read (it may quote the key) is not
     passed on: the status stays, the body is the provider's error shape, uncompressed."""
     _, gateway, key = odd
-    body = {"model": "gpt-4o-mini", "messages": MESSAGES, "max_tokens": 5}
-    before = len(gateway.rows())
-    r = httpx.post(
-        gateway.url + f"/odd/v1/chat/completions?{how}=1", json=body, timeout=60,
-        headers={"authorization": f"Bearer {key}"},
-    )  # fmt: skip
+    r, added = _post_chat(gateway, key, f"/odd/v1/chat/completions?{how}=1")
     assert r.status_code == 400 and "content-encoding" not in r.headers
     assert "cannot read" in r.json()["error"]["message"]
     assert PROVIDER_KEY not in r.text
-    (row,) = gateway.rows()[before:]
+    (row,) = added
     assert (row.status, row.cost_nanos) == ("error", 0)
 
 

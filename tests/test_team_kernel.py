@@ -96,18 +96,24 @@ def _client(shell: InteractiveShell, gateway: Gateway, key: str) -> None:
     )
 
 
-def test_a_call_through_the_gateway_is_recorded_once_there_and_its_cost_shown(
-    stack: tuple[Sim, Gateway], kernel: InteractiveShell
-) -> None:
-    _sim, gateway = stack
-    key = gateway.new_key("acme", "churn", "tina")
-    _client(kernel, gateway, key)
+def _chat(shell: InteractiveShell, gateway: Gateway, key: str) -> list[str]:
+    """A chat completion in a cell through the gateway with ``key``, which must succeed:
+    the cost lines the cell displayed."""
+    _client(shell, gateway, key)
     result, lines = run(
-        kernel,
+        shell,
         f"r = client.chat.completions.create(model='gpt-4o-mini', messages={MESSAGES!r},"
         " max_tokens=20)",
     )
     assert result.error_in_exec is None, result.error_in_exec
+    return lines
+
+
+def test_a_call_through_the_gateway_is_recorded_once_there_and_its_cost_shown(
+    stack: tuple[Sim, Gateway], kernel: InteractiveShell
+) -> None:
+    _sim, gateway = stack
+    lines = _chat(kernel, gateway, gateway.new_key("acme", "churn", "tina"))
     rows = gateway.rows("user_name = :u", u="tina")
     assert len(rows) == 1 and rows[0].status == "ok" and rows[0].cost_nanos > 0
     assert llmspend.records().empty  # nothing recorded (or reserved) in the kernel's store
@@ -134,8 +140,7 @@ def test_a_refusal_at_the_gateway_raises_budget_exceeded_and_nothing_is_sent(
     import openai
 
     sim, gateway = stack
-    gateway.cli("budget", "set", "project", "acme/tight", "0.000001/day", "--hard")
-    key = gateway.new_key("acme", "tight", "tom")
+    key = gateway.capped_key("tight", "tom")
     _client(kernel, gateway, key)
     sent = sim.count()
     result, lines = run(
@@ -169,8 +174,7 @@ def test_a_bare_http_client_gets_budget_exceeded_too(
     stack: tuple[Sim, Gateway], kernel: InteractiveShell
 ) -> None:
     sim, gateway = stack
-    gateway.cli("budget", "set", "project", "acme/bare", "0.000001/day", "--hard")
-    key = gateway.new_key("acme", "bare", "bo")
+    key = gateway.capped_key("bare", "bo")
     sent = sim.count()
     with pytest.raises(llmspend.BudgetExceeded) as refused:
         httpx.post(
@@ -228,8 +232,7 @@ def test_gemini_calls_through_the_gateway_are_the_gateways_too(
     eventually(lambda: len(gateway.rows("user_name = :u", u="gina")) == 2, "the stream's row")
     assert llmspend.records().empty
 
-    gateway.cli("budget", "set", "project", "acme/gtight", "0.000001/day", "--hard")
-    tight = gateway.new_key("acme", "gtight", "gus")
+    tight = gateway.capped_key("gtight", "gus")
     kernel.user_ns["gclient"] = _genai(gateway, tight)
     sent = sim.count()
     for cell in (
@@ -258,13 +261,7 @@ def test_with_a_gateway_key_the_kernel_opens_no_store_and_the_magics_ask_the_gat
     monkeypatch.setenv("LLMSPEND_GATEWAY_KEY", key)
     tracker = current_tracker()
     assert tracker is not None and tracker.opened_store() is None  # %load_ext opened none
-    _client(kernel, gateway, key)
-    result, lines = run(
-        kernel,
-        f"r = client.chat.completions.create(model='gpt-4o-mini', messages={MESSAGES!r},"
-        " max_tokens=20)",
-    )
-    assert result.error_in_exec is None, result.error_in_exec
+    lines = _chat(kernel, gateway, key)
     (row,) = gateway.rows("user_name = :u", u="nora")
     cost = _money(nanos_to_usd(row.cost_nanos))
     assert lines == [f"llmspend · this cell: 1 call, {cost}"]
