@@ -18,6 +18,7 @@ import os
 import sys
 import urllib.error
 from collections.abc import Iterator
+from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
 
@@ -113,6 +114,21 @@ def decline_news(lab: LabServer) -> None:
     )
 
 
+@contextmanager
+def lab_page(lab: LabServer, browser: Any, failure: str, height: int = 1000) -> Iterator[Any]:
+    """A new page (1400 x ``height``) for ``lab``, its news prompt declined ahead; an error
+    inside leaves ``ARTIFACTS/<failure>.png`` and prints the end of the server's log."""
+    decline_news(lab)
+    page = browser.new_page(viewport={"width": 1400, "height": height})
+    page.set_default_timeout(TIMEOUT_MS)
+    try:
+        yield page
+    except Exception:
+        page.screenshot(path=str(ARTIFACTS / f"{failure}.png"))
+        print(lab.log_tail(80))
+        raise
+
+
 def wait_meter(page: Any, text: str) -> None:
     page.wait_for_function(
         "t => (document.querySelector('#llmspend-meter')?.textContent || '') === t",
@@ -140,10 +156,7 @@ def test_meter_panel_and_notification_in_jupyterlab(tmp_path: Path, store: str, 
         assert status["headline"]["budget"] == "acme/churn"
         assert status["headline"]["spent_usd"] == "4"
 
-        decline_news(lab)
-        page = browser.new_page(viewport={"width": 1400, "height": 900})
-        page.set_default_timeout(TIMEOUT_MS)
-        try:
+        with lab_page(lab, browser, "failure", height=900) as page:
             open_notebook(page, lab, "spend.ipynb")
             wait_meter(page, "$4.00 · 40 % of acme/churn month")
             meter = page.locator("#llmspend-meter")
@@ -205,10 +218,6 @@ def test_meter_panel_and_notification_in_jupyterlab(tmp_path: Path, store: str, 
             wait_meter(page, "$8.50 · 85 % of acme/churn month")
             assert meter.get_attribute("data-level") == "warning"
             page.screenshot(path=str(ARTIFACTS / "5-warning.png"))
-        except Exception:
-            page.screenshot(path=str(ARTIFACTS / "failure.png"))
-            print(lab.log_tail(80))
-            raise
 
 
 @pytest.fixture
@@ -233,6 +242,43 @@ def fill_form(form: Any, **fields: str) -> None:
             box.select_option(value)
         else:
             box.fill(value)
+
+
+def budget_row(panel: Any, budget: str, limit: str) -> Any:
+    """The panel's row for ``budget`` (``scope:name``), once it shows ``limit``."""
+    row = panel.locator(f"[data-def='{budget}']")
+    row.locator("[data-llmspend=def-limit]", has_text=limit).wait_for()
+    return row
+
+
+def create_churn_budget(panel: Any, mode: str) -> tuple[Any, Any]:
+    """Through the panel's form, a ``mode`` budget of $12.50 a week for project acme/churn
+    (thresholds 50 and 90 %, Europe/Berlin): listed with its mode and time zone, and in the
+    status part of the panel (it applies to the user). Returns the form and the row."""
+    form = panel.locator("[data-llmspend=budget-form]")
+    form.wait_for()
+    fill_form(
+        form,
+        scope="project",
+        name="acme/churn",
+        limit="12.50",
+        period="week",
+        mode=mode,
+        thresholds="50, 90",
+        timezone="Europe/Berlin",
+    )
+    form.locator("[data-llmspend=save]").click()
+    row = budget_row(panel, "project:acme/churn", "$12.50 per week")
+    assert mode in row.inner_text() and "Europe/Berlin" in row.inner_text()
+    panel.locator("[data-llmspend=budget][data-budget='project:acme/churn']").wait_for()
+    return form, row
+
+
+def assert_read_only(panel: Any) -> None:
+    """The panel says it is read-only and has no form, edit, delete or save control."""
+    panel.locator("[data-llmspend=read-only]").wait_for()
+    for control in ("budget-form", "edit", "delete", "save"):
+        assert panel.locator(f"[data-llmspend={control}]").count() == 0, control
 
 
 def open_panel(page: Any, lab: LabServer) -> Any:
@@ -261,81 +307,60 @@ def test_an_owner_manages_budgets_from_the_panel_and_a_member_only_sees_them(
         "LLMSPEND_USER": "ana",
     }
     # the owner: a single-user server as it comes
-    with LabServer(tmp_path / "owner", env=env) as lab, chromium() as browser:
-        decline_news(lab)
-        page = browser.new_page(viewport={"width": 1400, "height": 1000})
-        page.set_default_timeout(TIMEOUT_MS)
-        try:
-            panel = open_panel(page, lab)
-            form = panel.locator("[data-llmspend=budget-form]")
-            form.wait_for()
-            fill_form(
-                form,
-                scope="project",
-                name="acme/churn",
-                limit="12.50",
-                period="week",
-                mode="soft",
-                thresholds="50, 90",
-                timezone="Europe/Berlin",
-            )
-            form.locator("[data-llmspend=save]").click()
-            row = panel.locator("[data-def='project:acme/churn']")
-            row.locator("[data-llmspend=def-limit]", has_text="$12.50 per week").wait_for()
-            assert "soft" in row.inner_text() and "Europe/Berlin" in row.inner_text()
-            [budget] = llmspend.list_budgets()
-            assert (budget.scope, budget.name, budget.limit_usd) == ("project", "acme/churn", 12.5)
-            assert (budget.period, budget.mode, budget.timezone) == (
-                "week",
-                "soft",
-                "Europe/Berlin",
-            )
-            assert [str(t) for t in budget.thresholds] == ["0.5", "0.9"]
-            # it applies to ana: the status part of the panel lists it too
-            panel.locator("[data-llmspend=budget][data-budget='project:acme/churn']").wait_for()
-            page.screenshot(path=str(ARTIFACTS / "6-budget-created.png"))
+    with (
+        LabServer(tmp_path / "owner", env=env) as lab,
+        chromium() as browser,
+        lab_page(lab, browser, "failure-owner") as page,
+    ):
+        panel = open_panel(page, lab)
+        form, row = create_churn_budget(panel, "soft")
+        [budget] = llmspend.list_budgets()
+        assert (budget.scope, budget.name, budget.limit_usd) == ("project", "acme/churn", 12.5)
+        assert (budget.period, budget.mode, budget.timezone) == (
+            "week",
+            "soft",
+            "Europe/Berlin",
+        )
+        assert [str(t) for t in budget.thresholds] == ["0.5", "0.9"]
+        page.screenshot(path=str(ARTIFACTS / "6-budget-created.png"))
 
-            # edit its limit
-            row.locator("[data-llmspend=edit]").click()
-            assert form.locator("[data-field=name]").is_disabled()
-            form.locator("[data-field=limit]").fill("20")
-            form.locator("[data-llmspend=save]").click()
-            row.locator("[data-llmspend=def-limit]", has_text="$20.00 per week").wait_for()
-            assert llmspend.list_budgets()[0].limit_usd == 20
+        # edit its limit
+        row.locator("[data-llmspend=edit]").click()
+        assert form.locator("[data-field=name]").is_disabled()
+        form.locator("[data-field=limit]").fill("20")
+        form.locator("[data-llmspend=save]").click()
+        row.locator("[data-llmspend=def-limit]", has_text="$20.00 per week").wait_for()
+        assert llmspend.list_budgets()[0].limit_usd == 20
 
-            # a bad value: a clear inline error next to the field, nothing sent
-            row.locator("[data-llmspend=edit]").click()
-            form.locator("[data-field=limit]").fill("-5")
-            form.locator("[data-llmspend=save]").click()
-            error = form.locator("[data-error-for=limit]")
-            error.wait_for(state="visible")
-            assert "greater than $0" in error.inner_text()
-            assert form.locator("[data-field=limit]").get_attribute("aria-invalid") == "true"
-            page.screenshot(path=str(ARTIFACTS / "7-budget-bad-limit.png"))
-            form.locator("[data-llmspend=cancel]").click()
-            assert llmspend.list_budgets()[0].limit_usd == 20
+        # a bad value: a clear inline error next to the field, nothing sent
+        row.locator("[data-llmspend=edit]").click()
+        form.locator("[data-field=limit]").fill("-5")
+        form.locator("[data-llmspend=save]").click()
+        error = form.locator("[data-error-for=limit]")
+        error.wait_for(state="visible")
+        assert "greater than $0" in error.inner_text()
+        assert form.locator("[data-field=limit]").get_attribute("aria-invalid") == "true"
+        page.screenshot(path=str(ARTIFACTS / "7-budget-bad-limit.png"))
+        form.locator("[data-llmspend=cancel]").click()
+        assert llmspend.list_budgets()[0].limit_usd == 20
 
-            # what only the library can judge comes back as its own message
-            fill_form(form, scope="user", name="acme/ana", limit="5", timezone="Mars/Olympus")
-            form.locator("[data-llmspend=save]").click()
-            failed = form.locator("[data-llmspend=form-error]")
-            failed.wait_for(state="visible")
-            assert "IANA" in failed.inner_text() and "Mars/Olympus" in failed.inner_text()
-            assert [b.name for b in llmspend.list_budgets()] == ["acme/churn"]
+        # what only the library can judge comes back as its own message
+        fill_form(form, scope="user", name="acme/ana", limit="5", timezone="Mars/Olympus")
+        form.locator("[data-llmspend=save]").click()
+        failed = form.locator("[data-llmspend=form-error]")
+        failed.wait_for(state="visible")
+        assert "IANA" in failed.inner_text() and "Mars/Olympus" in failed.inner_text()
+        assert [b.name for b in llmspend.list_budgets()] == ["acme/churn"]
 
-            # delete takes a second click, then the budget is gone
-            form.locator("[data-field=timezone]").fill("UTC")
-            form.locator("[data-llmspend=save]").click()
-            temp = panel.locator("[data-def='user:acme/ana']")
-            temp.wait_for()
-            temp.locator("[data-llmspend=delete]").click()
-            temp.locator("[data-llmspend=delete-confirm]").click()
-            temp.wait_for(state="detached")
-            assert [b.name for b in llmspend.list_budgets()] == ["acme/churn"]
-        except Exception:
-            page.screenshot(path=str(ARTIFACTS / "failure-owner.png"))
-            print(lab.log_tail(80))
-            raise
+        # delete takes a second click, then the budget is gone
+        form.locator("[data-field=timezone]").fill("UTC")
+        form.locator("[data-llmspend=save]").click()
+        temp = panel.locator("[data-def='user:acme/ana']")
+        temp.wait_for()
+        temp.locator("[data-llmspend=delete]").click()
+        temp.locator("[data-llmspend=delete-confirm]").click()
+        temp.wait_for(state="detached")
+        assert [b.name for b in llmspend.list_budgets()] == ["acme/churn"]
 
     # a member (bob, in the same project) on a read-only server over the same store
     member_env = env | {"LLMSPEND_USER": "bob"}
@@ -345,21 +370,11 @@ def test_an_owner_manages_budgets_from_the_panel_and_a_member_only_sees_them(
         ) as lab,
         chromium() as browser,
     ):
-        decline_news(lab)
-        page = browser.new_page(viewport={"width": 1400, "height": 1000})
-        page.set_default_timeout(TIMEOUT_MS)
-        try:
+        with lab_page(lab, browser, "failure-member") as page:
             panel = open_panel(page, lab)
-            row = panel.locator("[data-def='project:acme/churn']")
-            row.locator("[data-llmspend=def-limit]", has_text="$20.00 per week").wait_for()
-            panel.locator("[data-llmspend=read-only]").wait_for()
-            for control in ("budget-form", "edit", "delete", "save"):
-                assert panel.locator(f"[data-llmspend={control}]").count() == 0, control
+            budget_row(panel, "project:acme/churn", "$20.00 per week")
+            assert_read_only(panel)
             page.screenshot(path=str(ARTIFACTS / "8-budget-member.png"))
-        except Exception:
-            page.screenshot(path=str(ARTIFACTS / "failure-member.png"))
-            print(lab.log_tail(80))
-            raise
         # and the server refuses the change itself, whatever the page shows
         with pytest.raises(urllib.error.HTTPError) as refused:
             lab.api(

@@ -28,9 +28,11 @@ from tests.labserver import LabServer, chromium, require_browser
 from tests.pgserver import PgServer
 from tests.test_extension_browser import (
     ARTIFACTS,
-    TIMEOUT_MS,
-    decline_news,
+    assert_read_only,
+    budget_row,
+    create_churn_budget,
     fill_form,
+    lab_page,
     open_panel,
     require_extension,
 )
@@ -112,32 +114,13 @@ def test_an_owner_sets_a_budget_from_the_panel_and_a_member_only_sees_it(
     # ana, owner of acme/churn, on her own server
     env = lab_env(gateway, ana_key, f"sqlite:///{own_store}")
     with LabServer(tmp_path / "ana", env=env) as lab, chromium() as browser:
-        decline_news(lab)
         listing = lab.api("/llmspend/budgets")
         assert listing["can_manage"] is True
         assert listing["context"] == {"org": "acme", "project": "churn", "user": "ana"}
-        page = browser.new_page(viewport={"width": 1400, "height": 1000})
-        page.set_default_timeout(TIMEOUT_MS)
-        try:
+        with lab_page(lab, browser, "failure-team-owner") as page:
             panel = open_panel(page, lab)
-            form = panel.locator("[data-llmspend=budget-form]")
-            form.wait_for()
-            fill_form(
-                form,
-                scope="project",
-                name="acme/churn",
-                limit="12.50",
-                period="week",
-                mode="hard",
-                thresholds="50, 90",
-                timezone="Europe/Berlin",
-            )
-            form.locator("[data-llmspend=save]").click()
-            row = panel.locator("[data-def='project:acme/churn']")
-            row.locator("[data-llmspend=def-limit]", has_text="$12.50 per week").wait_for()
-            assert "hard" in row.inner_text() and "Europe/Berlin" in row.inner_text()
-            # it applies to ana: the status part of the panel (through the gateway) lists it
-            panel.locator("[data-llmspend=budget][data-budget='project:acme/churn']").wait_for()
+            # listed, and in the status part of the panel (through the gateway)
+            form, row = create_churn_budget(panel, "hard")
             page.screenshot(path=str(ARTIFACTS / "team-1-owner-created.png"))
 
             # on the gateway, with ana as the actor
@@ -173,36 +156,21 @@ def test_an_owner_sets_a_budget_from_the_panel_and_a_member_only_sees_it(
             )
             assert made.status_code == 200, made.text
             page.evaluate("() => window.jupyterapp.commands.execute('llmspend:refresh')")
-            org = panel.locator("[data-def='org:acme']")
-            org.locator("[data-llmspend=def-limit]", has_text="$500.00 per month").wait_for()
+            org = budget_row(panel, "org:acme", "$500.00 per month")
             assert org.locator("[data-llmspend=edit], [data-llmspend=delete]").count() == 0
             assert row.locator("[data-llmspend=edit]").count() == 1
             page.screenshot(path=str(ARTIFACTS / "team-3-owner-org-budget.png"))
-        except Exception:
-            page.screenshot(path=str(ARTIFACTS / "failure-team-owner.png"))
-            print(lab.log_tail(80))
-            raise
 
     # bob, a member of acme/churn, on a server of his own with his own key
     env = lab_env(gateway, bob_key, f"sqlite:///{own_store}")
     with LabServer(tmp_path / "bob", env=env) as lab, chromium() as browser:
-        decline_news(lab)
-        page = browser.new_page(viewport={"width": 1400, "height": 1000})
-        page.set_default_timeout(TIMEOUT_MS)
-        try:
+        with lab_page(lab, browser, "failure-team-member") as page:
             panel = open_panel(page, lab)
-            row = panel.locator("[data-def='project:acme/churn']")
-            row.locator("[data-llmspend=def-limit]", has_text="$20.00 per week").wait_for()
+            budget_row(panel, "project:acme/churn", "$20.00 per week")
             panel.locator("[data-def='org:acme']").wait_for()
-            panel.locator("[data-llmspend=read-only]").wait_for()
             panel.locator("[data-llmspend=budget][data-budget='project:acme/churn']").wait_for()
-            for control in ("budget-form", "edit", "delete", "save"):
-                assert panel.locator(f"[data-llmspend={control}]").count() == 0, control
+            assert_read_only(panel)
             page.screenshot(path=str(ARTIFACTS / "team-4-member.png"))
-        except Exception:
-            page.screenshot(path=str(ARTIFACTS / "failure-team-member.png"))
-            print(lab.log_tail(80))
-            raise
 
         # and the Lab route refuses his writes, whatever the page shows
         listing = lab.api("/llmspend/budgets")
