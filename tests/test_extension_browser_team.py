@@ -36,7 +36,7 @@ from tests.test_extension_browser import (
     open_panel,
     require_extension,
 )
-from tests.test_gateway import Gateway, Sim
+from tests.test_gateway import Gateway, sim_and_gateway
 
 if not os.environ.get("CI"):  # CI builds and installs the extension: never skip there
     pytest.importorskip("llmspend_jupyterlab", reason="the extension is not installed")
@@ -49,14 +49,12 @@ ROLES = '[roles]\nadmins = ["root"]\n[roles.owners]\n"acme/churn" = ["ana"]\n'
 def gateway(tmp_path: Path, pg_server: PgServer) -> Iterator[Gateway]:
     """A gateway on a fresh PostgreSQL database; ana owns acme/churn, root is an admin.
     Its own environment names nobody (``LLMSPEND_USER=admin`` must grant nothing)."""
-    sim = Sim()
     db = pg_server.create_database()
-    gw = Gateway(tmp_path, sim, db=db, extra=ROLES, env={"LLMSPEND_USER": "admin"})
+    options: dict[str, Any] = {"db": db, "extra": ROLES, "env": {"LLMSPEND_USER": "admin"}}
     try:
-        yield gw
+        with sim_and_gateway(tmp_path, **options) as (_sim, gw):
+            yield gw
     finally:
-        gw.stop()
-        sim.stop()
         forget_store(db)
 
 

@@ -12,6 +12,7 @@ import subprocess
 import sys
 import time
 from collections.abc import Iterator
+from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
 
@@ -171,16 +172,24 @@ class Gateway:
         return self.log.read_text()
 
 
-@pytest.fixture(scope="module")
-def stack(tmp_path_factory: pytest.TempPathFactory) -> Iterator[tuple[Sim, Gateway]]:
+@contextmanager
+def sim_and_gateway(tmp: Path, **options: Any) -> Iterator[tuple[Sim, Gateway]]:
+    """A :class:`Sim` and a :class:`Gateway` on it (``options`` as the gateway takes them),
+    both stopped on leaving."""
     sim = Sim()
-    gateway = Gateway(tmp_path_factory.mktemp("gateway"), sim)
+    gateway = Gateway(tmp, sim, **options)
     try:
         yield sim, gateway
     finally:
-        log = gateway.stop()
+        gateway.stop()
         sim.stop()
-        assert PROVIDER_KEY not in log
+
+
+@pytest.fixture(scope="module")
+def stack(tmp_path_factory: pytest.TempPathFactory) -> Iterator[tuple[Sim, Gateway]]:
+    with sim_and_gateway(tmp_path_factory.mktemp("gateway")) as (sim, gateway):
+        yield sim, gateway
+    assert PROVIDER_KEY not in gateway.log.read_text()
 
 
 @pytest.fixture(scope="module")

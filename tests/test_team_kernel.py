@@ -19,7 +19,7 @@ from IPython.utils.capture import capture_output
 import llmspend
 from llmspend.money import nanos_to_usd
 from llmspend.notebook.cellcost import _money, cell_cost
-from tests.test_gateway import Gateway, Sim
+from tests.test_gateway import Gateway, Sim, sim_and_gateway
 
 MESSAGES = [{"role": "user", "content": "hello there"}]
 pytestmark = pytest.mark.filterwarnings("ignore::ResourceWarning")
@@ -27,13 +27,8 @@ pytestmark = pytest.mark.filterwarnings("ignore::ResourceWarning")
 
 @pytest.fixture(scope="module")
 def stack(tmp_path_factory: pytest.TempPathFactory) -> Iterator[tuple[Sim, Gateway]]:
-    sim = Sim()
-    gateway = Gateway(tmp_path_factory.mktemp("team"), sim)
-    try:
-        yield sim, gateway
-    finally:
-        gateway.stop()
-        sim.stop()
+    with sim_and_gateway(tmp_path_factory.mktemp("team")) as pair:
+        yield pair
 
 
 @pytest.fixture
