@@ -221,7 +221,7 @@ def read_records(
         return None
     table = pa.concat_tables([*parts, tail]) if parts else tail
     if parts:
-        mark_used(folder, origin, days)  # one stat and a small read; a write once a day
+        mark_used(folder, origin, days)  # one small file read; a write at most daily
     return sort_by_ts_id(table).select(list(columns))
 
 
@@ -286,8 +286,8 @@ def _keep(folder: Path, origin: Mapping[str, str], days: float) -> None:
     stores that are gone or unused (:func:`~llmspend.store.segment_prune.prune`)."""
     try:
         write_origin(folder, origin)
-    except OSError as exc:
-        _warn_once(folder, exc)
+    except OSError as exc:  # the copy stands; only age can remove it then
+        log.debug("llmspend: could not write %s's origin: %s", folder, exc)
     prune(folder.parent, folder.name, days)
 
 
