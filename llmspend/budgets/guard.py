@@ -44,10 +44,12 @@ from ..timeutil import utcnow
 from ..usage import recorded_tokens
 from .heartbeat import HEARTBEAT, lease_param
 from .holds import (
+    BUDGET_VERSION,
     HOLD,
     OTHERS_HOLDS,
     REFUSAL,
     RESERVE_PG,
+    RESERVE_PG_CHECKED,
     RESERVE_SQLITE,
     Held,
     give_back,
@@ -84,11 +86,22 @@ class Found(NamedTuple):
 
 
 class Remembered(NamedTuple):
-    """A complete lookup kept on a thread's SQLite connection (its ``memo``)."""
+    """A complete lookup kept on a thread's SQLite connection (its ``memo``), or on
+    PostgreSQL by the guard."""
 
-    version: int | None  # the connection's ``PRAGMA data_version`` when it was read
+    version: int | None  # SQLite: the connection's ``PRAGMA data_version`` when it was
+    # read; PostgreSQL: the budgets' version (``llmspend_budget_config``) read before it
     until: dt.datetime | None  # the earliest end of the periods found
     found: Found
+
+
+def _until(targets: list[Target], now: dt.datetime) -> dt.datetime | None:
+    """The earliest end of the targets' current periods (None: none ends)."""
+    ends = [
+        current_bounds(b.period, b.timezone, now, week_start=b.week_start)[1]
+        for b in (t.budget for t in targets)
+    ]
+    return min((e for e in ends if e is not None), default=None)
 
 
 #: How long a call refused only because of other processes' holds waits for them to be
@@ -106,6 +119,8 @@ class BudgetGuard:
         # Whether a hard budget applied to (org, project, user) at the last lookup.
         self._hard_seen: dict[tuple[str, str, str], bool] = {}
         self.standing = StandingHolds(self._give_back)
+        # PostgreSQL: complete lookups per (org, project, user), with the budgets' version
+        self._remembered: dict[tuple[str, str, str], Remembered] = {}
 
     # -- before the call -----------------------------------------------------------------
     @property
@@ -173,20 +188,67 @@ class BudgetGuard:
         reservation, on one connection in autocommit: two statements, each a round trip
         and atomic on its own (as the lookup and the reservation were two transactions).
         Returns the lookup and whether a reservation was tried; ``call.reservation`` is
-        set if it was made, ``call.estimate_nanos`` if the budgets called for one."""
+        set if it was made, ``call.estimate_nanos`` if the budgets called for one.
+
+        A complete lookup is remembered with the budgets' version read before it
+        (migration 0016). Until one of its periods ends, the next call of the identity
+        sends the reservation alone, which goes ahead only while that version is still
+        the current one; else the budgets are looked up again, as here."""
         key = (call.org, call.project, call.user)
         with self.tracker.store.tx() as tx:
-            found = self._read(tx, key, now, None)
+            hit = self._remembered.get(key)
+            if hit is not None and (hit.until is None or now < hit.until):
+                answer = self._reserve_checked(tx, call, hit, now)
+                if answer is not None:
+                    return answer
+                self._remembered.pop(key, None)
+            found = self._read_remembering(tx, key, now)
             if not found.complete or not found.targets:
                 return found, False
             estimate = call.estimate_nanos = self.estimate(call)
             if estimate is None:  # unpriced: the policy decides, in the full path
                 return found, False
             held = self._hold(tx, *self._hold_plan(found.targets, estimate, now))
+        self._held(call, held)
+        return found, True
+
+    def _reserve_checked(
+        self, tx: Tx, call: Call, hit: Remembered, now: dt.datetime
+    ) -> tuple[Found, bool] | None:
+        """PostgreSQL: the reservation alone, on remembered budgets, as
+        :meth:`_lookup_reserving` answers; ``None``, with nothing changed, if the budgets'
+        version has moved since they were looked up."""
+        found = hit.found
+        estimate = call.estimate_nanos = self.estimate(call)
+        if estimate is None:  # unpriced: the policy decides, in the full path
+            return found, False
+        held, hold, _, _ = self._hold_plan(found.targets or [], estimate, now)
+        hold["version"] = hit.version
+        row = tx.run(RESERVE_PG_CHECKED.get(tuple(held.periods)), hold).one()
+        if row.version != hit.version:
+            return None
+        self._held(call, held if row.fits else None)
+        return found, True
+
+    def _read_remembering(self, tx: Tx, key: tuple[str, str, str], now: dt.datetime) -> Found:
+        """PostgreSQL: the budgets' version, then the lookup; a complete answer with
+        budgets is remembered with that version (read first: a change committed between
+        the two leaves an older version with newer budgets, looked up again next time)."""
+        try:
+            version = tx.run(BUDGET_VERSION).first()
+        except self.tracker.store.engine.dialect.loaded_dbapi.ProgrammingError:  # before 0016
+            version = None
+        found = self._read(tx, key, now, None)
+        if version is not None and found.complete and found.targets:
+            if len(self._remembered) > 1024:
+                self._remembered.clear()
+            self._remembered[key] = Remembered(version[0], _until(found.targets, now), found)
+        return found
+
+    def _held(self, call: Call, held: Held | None) -> None:
         if held is not None:
             HEARTBEAT.track(self.tracker.store, held, held.lease)  # renewed while it lives
             call.reservation = held
-        return found, True
 
     def _read(self, tx: Tx, key: tuple[str, str, str], now: dt.datetime, version: Any) -> Found:
         """The lookup query on ``tx``, its answer remembered with ``version`` when complete."""
@@ -197,14 +259,9 @@ class BudgetGuard:
         found = Found(targets, complete, any(r.mode == "hard" for r in rows))
         memo = tx.memo
         if memo is not None and complete:
-            ends = [
-                current_bounds(b.period, b.timezone, now, week_start=b.week_start)[1]
-                for b in (t.budget for t in targets or ())
-            ]
-            until = min((e for e in ends if e is not None), default=None)
             if len(memo) > 1024:
                 memo.clear()
-            memo[key] = Remembered(version, until, found)
+            memo[key] = Remembered(version, _until(targets or [], now), found)
         return found
 
     def _before_call(self, call: Call) -> None:

@@ -29,6 +29,7 @@ from .heartbeat import HEARTBEAT, lease_seconds
 from .ledger import Statements, Target, id_list
 
 __all__ = [
+    "BUDGET_VERSION",
     "HOLD",
     "KEEP",
     "KEEP_KNOWN",
@@ -36,6 +37,7 @@ __all__ = [
     "OTHERS_HOLDS",
     "REFUSAL",
     "RESERVE_PG",
+    "RESERVE_PG_CHECKED",
     "RESERVE_SQLITE",
     "SETTLE",
     "SETTLE_PG",
@@ -158,16 +160,24 @@ def _reserve_sqlite(hard: tuple[int, ...], soft: tuple[int, ...]) -> SQL:
 RESERVE_SQLITE = Statements(_reserve_sqlite)
 
 
-def _reserve_pg(ids: tuple[int, ...]) -> SQL:
+#: PostgreSQL: the budgets' version (migration 0016), read before budgets are looked up.
+BUDGET_VERSION = SQL("SELECT version FROM llmspend_budget_config WHERE id = 1")
+_CURRENT = "(SELECT version FROM llmspend_budget_config WHERE id = 1)"
+
+
+def _reserve_pg(ids: tuple[int, ...], checked: bool = False) -> SQL:
     """PostgreSQL: the whole reservation in one statement (atomic on its own). The periods
     are locked in id order (the lock order of every transaction that changes them) and read
     as they are then; only if every hard one has room (``:soft``: the soft budgets' period
     ids; ``:n``: how many periods) are all of them reserved on and the hold written (its
-    lease on the database's clock), else nothing changes."""
+    lease on the database's clock), else nothing changes. ``checked``: also only while the
+    budgets' version is still ``:version`` (remembered budgets); the answer's ``version``
+    column says which it is."""
+    fits = f"COUNT(*) = :n AND {_CURRENT} = :version" if checked else "COUNT(*) = :n"
     return SQL(
         "WITH l AS (SELECT id, spent_nanos, reserved_nanos, limit_nanos "  # noqa: S608
         f"FROM llmspend_budget_periods WHERE id IN ({id_list(ids)}) ORDER BY id FOR UPDATE), "
-        "ok AS (SELECT COUNT(*) = :n AS fits FROM l WHERE l.id = ANY(CAST(:soft AS bigint[])) "
+        f"ok AS (SELECT {fits} AS fits FROM l WHERE l.id = ANY(CAST(:soft AS bigint[])) "
         "OR l.spent_nanos + l.reserved_nanos + :amount <= l.limit_nanos), "
         "u AS (UPDATE llmspend_budget_periods p SET reserved_nanos = p.reserved_nanos + :amount, "
         "updated_at = :now FROM l, ok WHERE p.id = l.id AND ok.fits RETURNING p.id), "
@@ -175,13 +185,16 @@ def _reserve_pg(ids: tuple[int, ...]) -> SQL:
         "lease_expires_at, owner) SELECT :token, :period_ids, :amount, :now, "
         "(statement_timestamp() AT TIME ZONE 'UTC') + CAST(:lease AS double precision) "
         "* interval '1 second', :owner FROM ok WHERE ok.fits RETURNING 1) "
-        "SELECT ok.fits, (SELECT COUNT(*) FROM u) AS reserved, (SELECT COUNT(*) FROM h) AS held "
-        "FROM ok"
+        "SELECT ok.fits, (SELECT COUNT(*) FROM u) AS reserved, (SELECT COUNT(*) FROM h) AS held"
+        + (f", {_CURRENT} AS version" if checked else "")
+        + " FROM ok"
     )
 
 
 #: Keyed by the period ids, ascending.
 RESERVE_PG = Statements(_reserve_pg)
+#: The same for remembered budgets: also checks the budgets' version.
+RESERVE_PG_CHECKED = Statements(lambda ids: _reserve_pg(ids, checked=True))
 HOLD = SQL(
     "INSERT INTO llmspend_reservations (token, period_ids, amount_nanos, created_at, "
     "lease_expires_at, owner) VALUES (:token, :period_ids, :amount, :now, :lease, :owner)"

@@ -29,6 +29,7 @@ __all__ = [
     "AuditEntry",
     "Base",
     "Budget",
+    "BudgetConfig",
     "BudgetPeriod",
     "GatewayKey",
     "Org",
@@ -428,6 +429,23 @@ class RollupState(Base):
 
     id: Mapped[int] = mapped_column(Integer, primary_key=True)
     rolled_through: Mapped[int] = mapped_column(BigInteger, default=0)
+
+
+class BudgetConfig(Base):
+    """Which budgets apply to whom: a version, PostgreSQL only (one row, ``id`` = 1;
+    migration 0016).
+
+    A deferred trigger adds one to ``version`` when a transaction that inserted, updated
+    or deleted a budget commits. The guard remembers each identity's budgets with the
+    version it read first, and its one-statement reservation checks the version still
+    is that one (else it looks them up again). Unused on SQLite (``PRAGMA data_version``
+    serves there).
+    """
+
+    __tablename__ = "llmspend_budget_config"
+
+    id: Mapped[int] = mapped_column(Integer, primary_key=True, autoincrement=False)
+    version: Mapped[int] = mapped_column(BigInteger)
 
 
 class UsageGeneration(Base):

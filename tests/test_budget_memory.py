@@ -1,0 +1,148 @@
+"""PostgreSQL: the guard remembers who has which budgets (migration 0016).
+
+After the first call of an identity, the next ones send the reservation alone, which goes
+ahead only while the budgets' version is the one read with the lookup. Every change to
+the budgets — through llmspend, by plain SQL from another client, in a transaction still
+open — must be seen by the next call exactly as without the memory.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+from decimal import Decimal
+
+import pytest
+
+import llmspend
+from llmspend.call import Usage
+from llmspend.errors import BudgetExceeded
+from llmspend.pipeline import begin_call
+from llmspend.tracker import Tracker, set_tracker
+
+pytestmark = pytest.mark.postgres
+
+TINY = Decimal("0.000001")  # below any call's worst case
+
+
+@pytest.fixture
+def pg_tracker(pg_server) -> Iterator[Tracker]:  # type: ignore[no-untyped-def]
+    from llmspend.store.engine import forget_store
+
+    url = pg_server.create_database()
+    tracker = Tracker(url, org="acme", project="churn", user="ana")
+    set_tracker(tracker, installed=True)
+    yield tracker
+    set_tracker(None)
+    forget_store(url)
+
+
+def _other_client(tracker: Tracker):  # type: ignore[no-untyped-def]
+    """A plain psycopg connection to the same database: an administrator's, or another
+    replica's."""
+    import psycopg
+
+    dsn = tracker.store.url.replace("postgresql+psycopg://", "postgresql://")
+    return psycopg.connect(dsn)
+
+
+def call() -> None:
+    """One call through the real pipeline (no provider): reserve, then settle."""
+    c = begin_call("openai", "chat.completions", "gpt-4o-mini", input_tokens=1000,
+                   max_output_tokens=100)  # fmt: skip
+    assert c is not None
+    c.finish(Usage(input_tokens=1000, output_tokens=100))
+
+
+def _remembered(tracker: Tracker) -> int:
+    """How many identities the guard remembers the budgets of."""
+    return len(tracker.guard._remembered)
+
+
+def _version(tracker: Tracker) -> int:
+    with _other_client(tracker) as conn:
+        row = conn.execute("SELECT version FROM llmspend_budget_config WHERE id = 1").fetchone()
+    assert row is not None
+    return int(row[0])
+
+
+def test_a_budget_made_after_the_first_call_refuses_the_next(pg_tracker: Tracker) -> None:
+    llmspend.set_budget("org", "acme", "100", "month")
+    call()
+    call()
+    assert _remembered(pg_tracker) == 1  # the second call used what the first looked up
+    llmspend.set_budget("user", "acme/churn/ana", TINY, "day", mode="hard")
+    with pytest.raises(BudgetExceeded, match="acme/churn/ana"):
+        call()
+
+
+def test_a_budget_turned_hard_by_plain_sql_elsewhere_is_seen(pg_tracker: Tracker) -> None:
+    llmspend.set_budget("project", "acme/churn", TINY, "day", mode="soft")
+    call()
+    call()  # soft: over its limit, and let through
+    assert _remembered(pg_tracker) == 1
+    with _other_client(pg_tracker) as conn:
+        conn.execute("UPDATE llmspend_budgets SET mode = 'hard' WHERE name = 'acme/churn'")
+    with pytest.raises(BudgetExceeded, match="acme/churn"):
+        call()
+
+
+def test_a_change_counts_when_it_commits(pg_tracker: Tracker) -> None:
+    llmspend.set_budget("project", "acme/churn", TINY, "day", mode="soft")
+    call()
+    before = _version(pg_tracker)
+    conn = _other_client(pg_tracker)
+    try:
+        conn.execute("UPDATE llmspend_budgets SET mode = 'hard' WHERE name = 'acme/churn'")
+        call()  # not committed yet: the budget is still soft for everyone else
+        assert _version(pg_tracker) == before
+        conn.commit()
+    finally:
+        conn.close()
+    assert _version(pg_tracker) == before + 1
+    with pytest.raises(BudgetExceeded):
+        call()
+
+
+def test_a_budget_deleted_elsewhere_no_longer_refuses(pg_tracker: Tracker) -> None:
+    llmspend.set_budget("org", "acme", "100", "month")
+    llmspend.set_budget("user", "acme/churn/ana", "0.01", "day", mode="hard")
+    call()
+    assert _remembered(pg_tracker) == 1
+    with _other_client(pg_tracker) as conn:
+        conn.execute("UPDATE llmspend_budgets SET limit_nanos = 1 WHERE name = 'acme/churn/ana'")
+        conn.execute("UPDATE llmspend_budget_periods SET limit_nanos = 1 WHERE budget_id = "
+                     "(SELECT id FROM llmspend_budgets WHERE name = 'acme/churn/ana')")  # fmt: skip
+    with pytest.raises(BudgetExceeded):
+        call()
+    llmspend.delete_budget("user", "acme/churn/ana")
+    call()  # only the org's budget applies now
+    status = {(s.scope, s.budget): s for s in llmspend.budget_status()}
+    assert list(status) == [("org", "acme")] and status["org", "acme"].spent_usd > 0
+
+
+def test_every_call_is_charged_once_through_the_memory(pg_tracker: Tracker) -> None:
+    llmspend.set_budget("org", "acme", "100", "month", mode="hard")
+    llmspend.set_budget("project", "acme/churn", "100", "week")
+    for _ in range(5):
+        call()
+    status = {s.budget: s for s in llmspend.budget_status()}
+    spent = llmspend.records().cost_usd.sum()
+    assert len(llmspend.records()) == 5 and spent > 0
+    assert status["acme"].spent_usd == status["acme/churn"].spent_usd == spent
+    assert status["acme"].reserved_usd == status["acme/churn"].reserved_usd == 0
+    with _other_client(pg_tracker) as conn:
+        assert conn.execute("SELECT count(*) FROM llmspend_reservations").fetchone() == (0,)
+
+
+def test_a_store_before_migration_0016_still_checks_budgets(pg_tracker: Tracker) -> None:
+    from alembic import command
+
+    from llmspend.store.migrate import alembic_config
+
+    with pg_tracker.store.begin(write=True) as conn:
+        command.downgrade(alembic_config(conn), "0015")
+    llmspend.set_budget("user", "acme/churn/ana", TINY, "day", mode="hard")
+    for _ in range(2):
+        with pytest.raises(BudgetExceeded):
+            call()
+    assert _remembered(pg_tracker) == 0
