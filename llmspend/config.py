@@ -11,7 +11,9 @@ then a default. Environment variables:
 ``LLMSPEND_GATEWAY_URL``     the llmspend gateway's URL: team mode (calls to it are the
                              gateway's to record, see :mod:`llmspend.teammode`)
 ``LLMSPEND_RECORDS_CACHE``   ``0`` (or ``false``, ``no``, ``off``): records() keeps no
-                             columnar copy of a SQLite store (see :mod:`llmspend.store.segments`)
+                             columnar copy of a store (see :mod:`llmspend.store.segments`)
+``LLMSPEND_RECORDS_CACHE_DAYS``  days a columnar copy may go unused before it is removed
+                             (default 30; :mod:`llmspend.store.segment_prune`)
 
 What llmspend creates is private whatever the umask: directories 0700
 (:func:`private_dir`), files 0600 (:func:`private_file`). A directory or file that
@@ -21,6 +23,7 @@ already exists keeps its mode.
 from __future__ import annotations
 
 import getpass
+import math
 import os
 from dataclasses import dataclass
 from pathlib import Path
@@ -187,7 +190,7 @@ def env_number(
     except ValueError:
         raise ConfigError(f"{name} must be {kind}, got {raw!r}") from None
     above = value >= low if whole else value > low
-    if not (above and (high is None or value <= high)):  # also refuses nan and inf
+    if not (above and math.isfinite(value) and (high is None or value <= high)):
         bounds = f">= {low:g}" if whole else f"> {low:g}"
         if high is not None:
             bounds += f" and <= {high:g}"

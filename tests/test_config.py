@@ -53,3 +53,10 @@ def test_bounds_are_named(monkeypatch: pytest.MonkeyPatch) -> None:
         ConfigError, match=r"X_TEST_NUMBER must be a number of apples > 1 and <= 10"
     ):
         env_number("X_TEST_NUMBER", 2, unit="apples", low=1, high=10)
+
+
+@pytest.mark.parametrize("raw", ["inf", "-inf", "nan", "Infinity"])
+def test_no_bound_lets_infinity_or_nan_through(monkeypatch: pytest.MonkeyPatch, raw: str) -> None:
+    monkeypatch.setenv("X_TEST_NUMBER", raw)
+    with pytest.raises(ConfigError, match=r"X_TEST_NUMBER must be a number of days > 0"):
+        env_number("X_TEST_NUMBER", 30, unit="days")
