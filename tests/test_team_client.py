@@ -13,7 +13,6 @@ from typing import Any
 
 import pandas as pd
 import pytest
-from IPython.core.interactiveshell import InteractiveShell
 from IPython.utils.capture import capture_output
 
 import llmspend
@@ -26,6 +25,7 @@ from llmspend.errors import (
     ValidationError,
 )
 from llmspend.usage import fetch_records
+from tests.shells import plain_shell
 from tests.teamstack import Stack, module_stack, team_kernel
 
 pytestmark = pytest.mark.filterwarnings("ignore::ResourceWarning")
@@ -139,17 +139,9 @@ def test_alerts_are_read_and_acknowledged_within_the_callers_scope(
 
 
 def test_budget_magic_in_a_real_shell_shows_what_applies(stack: Stack, kernel: Kernel) -> None:
-    from traitlets.config import Config
-
     from llmspend.notebook.magics import LLMSpendMagics
 
-    if InteractiveShell.initialized():
-        shell = InteractiveShell.instance()
-    else:
-        config = Config()
-        config.HistoryAccessor.enabled = False
-        config.InteractiveShell.colors = "nocolor"
-        shell = InteractiveShell.instance(config=config)
+    shell = plain_shell()
     shell.register_magics(LLMSpendMagics)  # %budget without install(): no tracker, no store
     llmspend.set_budget("user", "acme/churn/bob", "2", "day")
     kernel.be("bob")

@@ -19,6 +19,7 @@ from IPython.utils.capture import capture_output
 import llmspend
 from llmspend.money import nanos_to_usd
 from llmspend.notebook.cellcost import _money, cell_cost
+from tests.shells import plain_shell
 from tests.test_gateway import Gateway, Sim, sim_and_gateway
 
 MESSAGES = [{"role": "user", "content": "hello there"}]
@@ -36,20 +37,12 @@ def kernel(
     stack: tuple[Sim, Gateway], tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> Iterator[InteractiveShell]:
     """An IPython shell with ``%load_ext llmspend`` in team mode, on a local store."""
-    from traitlets.config import Config
-
     from llmspend.store.engine import forget_store
 
     monkeypatch.setenv("LLMSPEND_GATEWAY_URL", stack[1].url)
     url = f"sqlite:///{tmp_path / 'kernel.sqlite'}"
     monkeypatch.setenv("LLMSPEND_DATABASE_URL", url)
-    if InteractiveShell.initialized():
-        shell = InteractiveShell.instance()
-    else:
-        config = Config()
-        config.HistoryAccessor.enabled = False
-        config.InteractiveShell.colors = "nocolor"
-        shell = InteractiveShell.instance(config=config)
+    shell = plain_shell()
     with capture_output() as cap:
         shell.run_cell("%load_ext llmspend", store_history=False)
     shell.user_ns["load_ext_said"] = cap.stdout
