@@ -146,3 +146,74 @@ def test_a_store_before_migration_0016_still_checks_budgets(pg_tracker: Tracker)
         with pytest.raises(BudgetExceeded):
             call()
     assert _remembered(pg_tracker) == 0
+
+
+def unpriced_call() -> None:
+    """A call of a model no price is known for (its worst case cannot be priced)."""
+    c = begin_call("openai", "chat.completions", "no-such-model-r1", input_tokens=10,
+                   max_output_tokens=10)  # fmt: skip
+    assert c is not None
+    c.finish(Usage(input_tokens=10, output_tokens=10))
+
+
+def test_an_unpriced_call_sees_a_budget_made_after_the_first_call(pg_tracker: Tracker) -> None:
+    llmspend.set_budget("org", "acme", "100", "month", unpriced="allow")
+    call()
+    unpriced_call()  # the org's budget lets unpriced calls through
+    assert _remembered(pg_tracker) == 1
+    llmspend.set_budget("user", "acme/churn/ana", "100", "day")  # hard: refuses them
+    with pytest.raises(BudgetExceeded, match="unpriced"):
+        unpriced_call()
+
+
+def test_an_unpriced_call_sees_its_policy_changed_elsewhere(pg_tracker: Tracker) -> None:
+    llmspend.set_budget("org", "acme", "100", "month", unpriced="allow")
+    call()
+    assert _remembered(pg_tracker) == 1
+    with _other_client(pg_tracker) as conn:
+        conn.execute("UPDATE llmspend_budgets SET unpriced_policy = 'refuse'")
+    with pytest.raises(BudgetExceeded, match="unpriced"):
+        unpriced_call()
+
+
+def _migrate(tracker: Tracker, revision: str) -> None:
+    from alembic import command
+
+    from llmspend.store.migrate import alembic_config
+
+    with tracker.store.begin(write=True) as conn:
+        if revision < "0016":
+            command.downgrade(alembic_config(conn), revision)
+        else:
+            command.upgrade(alembic_config(conn), revision)
+
+
+def test_remembered_budgets_on_a_store_taken_back_before_0016(pg_tracker: Tracker) -> None:
+    llmspend.set_budget("org", "acme", "100", "month")
+    call()
+    assert _remembered(pg_tracker) == 1
+    _migrate(pg_tracker, "0015")
+    call()  # checked as before 0016, not failed closed as if the store were down
+    llmspend.set_budget("user", "acme/churn/ana", TINY, "day")
+    with pytest.raises(BudgetExceeded, match="acme/churn/ana"):
+        call()
+    _migrate(pg_tracker, "0016")
+    with pytest.raises(BudgetExceeded, match="acme/churn/ana"):
+        call()
+
+
+def test_a_version_made_again_is_not_mistaken_for_the_remembered_one(
+    pg_tracker: Tracker,
+) -> None:
+    llmspend.set_budget("org", "acme", "100", "month")
+    call()
+    assert _remembered(pg_tracker) == 1
+    remembered = _version(pg_tracker)
+    _migrate(pg_tracker, "0015")  # the version row goes, and comes back anew
+    _migrate(pg_tracker, "0016")
+    llmspend.set_budget("user", "acme/churn/ana", TINY, "day")
+    while _version(pg_tracker) < remembered:  # counted up again to the remembered number
+        llmspend.set_budget("user", "acme/churn/ana", TINY, "day")
+    assert _version(pg_tracker) == remembered
+    with pytest.raises(BudgetExceeded, match="acme/churn/ana"):
+        call()

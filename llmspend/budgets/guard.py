@@ -89,8 +89,8 @@ class Remembered(NamedTuple):
     """A complete lookup kept on a thread's SQLite connection (its ``memo``), or on
     PostgreSQL by the guard."""
 
-    version: int | None  # SQLite: the connection's ``PRAGMA data_version`` when it was
-    # read; PostgreSQL: the budgets' version (``llmspend_budget_config``) read before it
+    version: int | str | None  # SQLite: the connection's ``PRAGMA data_version`` when it
+    # was read; PostgreSQL: the budgets' version stamp (``holds.BUDGET_VERSION``) read first
     until: dt.datetime | None  # the earliest end of the periods found
     found: Found
 
@@ -191,17 +191,16 @@ class BudgetGuard:
         set if it was made, ``call.estimate_nanos`` if the budgets called for one.
 
         A complete lookup is remembered with the budgets' version read before it
-        (migration 0016). Until one of its periods ends, the next call of the identity
-        sends the reservation alone, which goes ahead only while that version is still
-        the current one; else the budgets are looked up again, as here."""
+        (migration 0016). Until one of its periods ends, the next priced call of the
+        identity sends the reservation alone, which goes ahead only while that version is
+        still the current one; else the budgets are looked up again, as here."""
         key = (call.org, call.project, call.user)
         with self.tracker.store.tx() as tx:
             hit = self._remembered.get(key)
             if hit is not None and (hit.until is None or now < hit.until):
-                answer = self._reserve_checked(tx, call, hit, now)
+                answer = self._reserve_checked(tx, call, key, hit, now)
                 if answer is not None:
                     return answer
-                self._remembered.pop(key, None)
             found = self._read_remembering(tx, key, now)
             if not found.complete or not found.targets:
                 return found, False
@@ -213,20 +212,30 @@ class BudgetGuard:
         return found, True
 
     def _reserve_checked(
-        self, tx: Tx, call: Call, hit: Remembered, now: dt.datetime
+        self, tx: Tx, call: Call, key: tuple[str, str, str], hit: Remembered, now: dt.datetime
     ) -> tuple[Found, bool] | None:
         """PostgreSQL: the reservation alone, on remembered budgets, as
-        :meth:`_lookup_reserving` answers; ``None``, with nothing changed, if the budgets'
-        version has moved since they were looked up."""
+        :meth:`_lookup_reserving` answers; ``None``, with nothing changed, if the budgets
+        must be looked up: the budgets' version has moved since (or its table is gone: a
+        store taken back before migration 0016), or the call is unpriced (the policy
+        decides on budgets read now). A refused reservation forgets them too (a period
+        row deleted or replaced is found again)."""
         found = hit.found
         estimate = call.estimate_nanos = self.estimate(call)
-        if estimate is None:  # unpriced: the policy decides, in the full path
-            return found, False
+        if estimate is None:
+            return None
         held, hold, _, _ = self._hold_plan(found.targets or [], estimate, now)
         hold["version"] = hit.version
-        row = tx.run(RESERVE_PG_CHECKED.get(tuple(held.periods)), hold).one()
-        if row.version != hit.version:
+        try:
+            row = tx.run(RESERVE_PG_CHECKED.get(tuple(held.periods)), hold).one()
+        except self.tracker.store.engine.dialect.loaded_dbapi.ProgrammingError:
+            self._remembered.clear()  # autocommit: the failed statement changed nothing
             return None
+        if row.version != hit.version:
+            self._remembered.pop(key, None)
+            return None
+        if not row.fits:
+            self._remembered.pop(key, None)
         self._held(call, held if row.fits else None)
         return found, True
 

@@ -160,9 +160,17 @@ def _reserve_sqlite(hard: tuple[int, ...], soft: tuple[int, ...]) -> SQL:
 RESERVE_SQLITE = Statements(_reserve_sqlite)
 
 
-#: PostgreSQL: the budgets' version (migration 0016), read before budgets are looked up.
-BUDGET_VERSION = SQL("SELECT version FROM llmspend_budget_config WHERE id = 1")
-_CURRENT = "(SELECT version FROM llmspend_budget_config WHERE id = 1)"
+# PostgreSQL: the budgets' version (migration 0016) as ``version:xmin``. The row's
+# ``xmin`` (the transaction that last wrote it) tells a version row made again apart —
+# the table dropped and made anew by a downgrade and upgrade, or restored from a backup,
+# counts up again from an older number — from the one remembered.
+_STAMP = (
+    "SELECT CAST(version AS text) || ':' || CAST(xmin AS text) AS stamp "
+    "FROM llmspend_budget_config WHERE id = 1"
+)
+#: PostgreSQL: the budgets' version stamp, read before budgets are looked up.
+BUDGET_VERSION = SQL(_STAMP)
+_CURRENT = f"({_STAMP})"
 
 
 def _reserve_pg(ids: tuple[int, ...], checked: bool = False) -> SQL:
