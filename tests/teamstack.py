@@ -5,6 +5,7 @@ in team mode that may open no store."""
 from __future__ import annotations
 
 from collections.abc import Callable, Iterator
+from contextlib import ExitStack
 from pathlib import Path
 from typing import Any
 
@@ -12,7 +13,7 @@ import pytest
 
 from llmspend.store.engine import open_store
 from llmspend.tracker import current_tracker
-from tests.test_gateway import MESSAGES, Gateway, Sim, _openai
+from tests.test_gateway import MESSAGES, _openai, sim_and_gateway
 
 __all__ = ["ROLES_TOML", "Stack", "module_stack", "team_kernel"]
 
@@ -29,10 +30,11 @@ class Stack:
     for ana, bob and root in acme/churn; ``store`` is the gateway's, read by the test."""
 
     def __init__(self, tmp: Path, db: str | None = None) -> None:
-        self.sim = Sim()
-        self.gw = Gateway(tmp, self.sim, db=db, extra=ROLES_TOML)
-        self.keys = {u: self.gw.new_key("acme", "churn", u) for u in ("ana", "bob", "root")}
-        self.store = open_store(self.gw.db)
+        with ExitStack() as running:  # stopped here if the keys cannot be made
+            self.sim, self.gw = running.enter_context(sim_and_gateway(tmp, db=db, extra=ROLES_TOML))
+            self.keys = {u: self.gw.new_key("acme", "churn", u) for u in ("ana", "bob", "root")}
+            self.store = open_store(self.gw.db)
+            self._running = running.pop_all()
 
     def chat(self, user: str) -> None:
         _openai(self.gw, self.keys[user]).chat.completions.create(
@@ -40,8 +42,7 @@ class Stack:
         )
 
     def stop(self) -> None:
-        self.gw.stop()
-        self.sim.stop()
+        self._running.close()
 
 
 def module_stack(name: str, chats: tuple[str, ...] = ("ana", "ana", "bob")) -> Any:

@@ -28,7 +28,15 @@ from llmspend.budgets import manage
 from llmspend.gateway.config import HubConfig
 from llmspend.gateway.hub import HubDenied, group_identity
 from llmspend.store.engine import open_store
-from tests.test_gateway import MESSAGES, Gateway, Sim, _anthropic, _free_port, _openai
+from tests.test_gateway import (
+    MESSAGES,
+    Gateway,
+    Sim,
+    _anthropic,
+    _free_port,
+    _openai,
+    sim_and_gateway,
+)
 
 REPO = Path(__file__).resolve().parent.parent
 SERVICE_TOKEN = secrets.token_hex(32)
@@ -135,17 +143,12 @@ class Hub:
 def hub_stack(tmp_path_factory: pytest.TempPathFactory) -> Iterator[tuple[Hub, Sim, Gateway]]:
     run = tmp_path_factory.mktemp("hub")
     hub = Hub(run)
-    sim = Sim()
     try:
         env = {"JUPYTERHUB_API_TOKEN": SERVICE_TOKEN, "JUPYTERHUB_API_URL": hub.api}
-        gateway = Gateway(run, sim, extra="[hub]\ncache_seconds = 1\n", env=env)
-        try:
+        with sim_and_gateway(run, extra="[hub]\ncache_seconds = 1\n", env=env) as (sim, gateway):
             yield hub, sim, gateway
-        finally:
-            log = gateway.stop()
-            assert SERVICE_TOKEN not in log
+        assert SERVICE_TOKEN not in gateway.log.read_text()
     finally:
-        sim.stop()
         hub.stop()
 
 

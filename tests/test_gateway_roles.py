@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import io
 from collections.abc import Iterator
+from contextlib import ExitStack
 from pathlib import Path
 from typing import Any
 
@@ -29,7 +30,7 @@ from llmspend.gateway.roles import (
 )
 from llmspend.store.engine import open_store
 from tests.pgserver import PgServer
-from tests.test_gateway import MESSAGES, Gateway, Sim, _openai
+from tests.test_gateway import MESSAGES, Gateway, _openai, sim_and_gateway
 
 # -- the decisions, as units ------------------------------------------------------------------
 
@@ -147,16 +148,21 @@ API = "/llmspend/api/v1"
 
 class Stack:
     def __init__(self, tmp: Path, pg: PgServer) -> None:
-        self.sim = Sim()
         db = pg.create_database()
         # Two replicas on one store: in the second, bob owns another project. Both run with
         # LLMSPEND_USER=admin: the gateway's own environment names nobody.
         env = {"LLMSPEND_USER": "admin"}
-        self.gw = Gateway(tmp, self.sim, db=db, extra=ROLES_TOML, env=env)
-        owner_toml = ROLES_TOML + '"acme/fraud" = ["bob"]\n'
-        self.gw_owner = Gateway(tmp, self.sim, db=db, extra=owner_toml, env=env, name="gw2")
-        self.store = open_store(db)
-        self.keys = {u: self.gw.new_key("acme", "churn", u) for u in ("ana", "bob", "root", "carl")}
+        with ExitStack() as running:  # stopped here if the set-up fails
+            self.sim, self.gw = running.enter_context(
+                sim_and_gateway(tmp, db=db, extra=ROLES_TOML, env=env)
+            )
+            owner_toml = ROLES_TOML + '"acme/fraud" = ["bob"]\n'
+            self.gw_owner = Gateway(tmp, self.sim, db=db, extra=owner_toml, env=env, name="gw2")
+            running.callback(self.gw_owner.stop)
+            self.store = open_store(db)
+            users = ("ana", "bob", "root", "carl")
+            self.keys = {u: self.gw.new_key("acme", "churn", u) for u in users}
+            self._running = running.pop_all()
 
     def call(self, user: str, method: str, path: str, *, owner_gw: bool = False,
              headers: dict[str, str] | None = None, **kw: Any) -> httpx.Response:  # fmt: skip
@@ -165,9 +171,7 @@ class Stack:
         return httpx.request(method, gw.url + API + path, headers=auth, timeout=60, **kw)
 
     def stop(self) -> None:
-        self.gw.stop()
-        self.gw_owner.stop()
-        self.sim.stop()
+        self._running.close()
 
 
 @pytest.fixture(scope="module")
