@@ -217,3 +217,54 @@ def test_a_version_made_again_is_not_mistaken_for_the_remembered_one(
     assert _version(pg_tracker) == remembered
     with pytest.raises(BudgetExceeded, match="acme/churn/ana"):
         call()
+
+
+def _period_ids(tracker: Tracker) -> list[int]:
+    """The period ids the guard remembers for acme/churn/ana."""
+    hit = tracker.guard._remembered[("acme", "churn", "ana")]
+    return [t.period_id for t in hit.found.targets or []]
+
+
+def test_a_period_row_deleted_elsewhere_is_made_again_and_remembered(
+    pg_tracker: Tracker,
+) -> None:
+    llmspend.set_budget("org", "acme", "100", "month")
+    call()
+    (old,) = _period_ids(pg_tracker)
+    with _other_client(pg_tracker) as conn:  # no budget changed: the version stays
+        conn.execute("DELETE FROM llmspend_budget_periods WHERE id = %s", (old,))
+    call()  # the remembered period is gone: refused, then made again
+    call()
+    (new,) = _period_ids(pg_tracker)
+    assert new != old
+    (status,) = llmspend.budget_status()
+    assert status.spent_usd == llmspend.records().cost_usd.sum() and status.reserved_usd == 0
+
+
+def test_the_version_row_is_locked_only_as_a_change_commits(pg_tracker: Tracker) -> None:
+    """An open transaction that changed a budget holds no lock on the version row (the
+    trigger is deferred to its commit): no call or other change waits for it there, and
+    the version row is the last lock any transaction takes."""
+    import psycopg
+
+    llmspend.set_budget("org", "acme", "100", "month")
+    llmspend.set_budget("user", "acme/*", "100", "day")  # a default: calls make budgets
+    call()
+    admin, probe = _other_client(pg_tracker), _other_client(pg_tracker)
+    try:
+        admin.execute("UPDATE llmspend_budgets SET mode = 'soft' WHERE name = 'acme'")
+        probe.execute("SELECT 1 FROM llmspend_budget_config FOR UPDATE NOWAIT")
+        probe.rollback()
+        with llmspend.attribute(user="bea"):  # makes acme/bea's budget: a change, committed
+            call()
+        probe.execute("SELECT 1 FROM llmspend_budget_config FOR UPDATE NOWAIT")
+        probe.rollback()
+        admin.commit()
+    except psycopg.errors.LockNotAvailable:  # pragma: no cover - the failure
+        pytest.fail("the version row was locked before the change committed")
+    finally:
+        admin.close()
+        probe.close()
+    with llmspend.attribute(user="cy"):
+        call()
+    assert {s.budget for s in llmspend.budget_status()} >= {"acme/bea", "acme/cy"}
