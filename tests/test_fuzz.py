@@ -44,6 +44,7 @@ from llmspend.errors import (
 )
 from llmspend.store.engine import Store
 from llmspend.tracker import Tracker, get_tracker, set_tracker
+from tests.shells import plain_shell
 
 # -- settings and shared helpers -------------------------------------------------------------
 
@@ -1071,19 +1072,10 @@ SPEND_CMDS = st.sampled_from(["context", "last", "cell", "report", "quiet", "lsa
 def shell(installed: Tracker) -> Iterator[Any]:
     """One IPython shell with llmspend loaded on the ``installed`` store; every setting a
     magic can change is put back afterwards."""
-    from IPython.core.interactiveshell import InteractiveShell
-    from traitlets.config import Config
-
     from llmspend.notebook import commands
     from llmspend.notebook.cellcost import cell_cost
 
-    if InteractiveShell.initialized():
-        ip = InteractiveShell.instance()
-    else:
-        config = Config()
-        config.HistoryAccessor.enabled = False
-        config.InteractiveShell.colors = "nocolor"
-        ip = InteractiveShell.instance(config=config)
+    ip = plain_shell()
     ip.run_cell("%load_ext llmspend", store_history=False)
     saved = (installed.defaults, cell_cost.enabled, cell_cost.min_usd, dict(commands.default_tags))
     yield ip

@@ -27,6 +27,7 @@ import pytest
 
 import llmspend
 from llmspend.sim import SimServer
+from tests.shells import plain_shell
 
 MODEL = "gpt-4o-mini"
 
@@ -176,17 +177,9 @@ def test_ctrl_c_in_a_notebook_cell_records_the_stream_when_the_cell_ends(
     kept (``sys.last_traceback``): nothing ever collects it. The cell ends interrupted, so
     the stream it was reading is over; the reservation must not stay held until the lease
     runs out (10 minutes) and the call must be recorded before the next cell."""
-    from IPython.core.interactiveshell import InteractiveShell
     from IPython.utils.capture import capture_output
-    from traitlets.config import Config
 
-    if InteractiveShell.initialized():
-        ip = InteractiveShell.instance()
-    else:
-        config = Config()
-        config.HistoryAccessor.enabled = False
-        config.InteractiveShell.colors = "nocolor"
-        ip = InteractiveShell.instance(config=config)
+    ip = plain_shell()
     ip.run_cell("%load_ext llmspend", store_history=False)
     ip.user_ns["client"] = client(fresh_sim)
     cell = (

@@ -21,19 +21,13 @@ from IPython.utils.capture import capture_output
 
 import llmspend
 from llmspend.sim import SimServer
+from tests.shells import plain_shell
 
 
 @pytest.fixture(scope="session")
 def shell() -> InteractiveShell:
     """The one plain InteractiveShell of the test session (no history database)."""
-    from traitlets.config import Config
-
-    if InteractiveShell.initialized():
-        return InteractiveShell.instance()
-    config = Config()
-    config.HistoryAccessor.enabled = False
-    config.InteractiveShell.colors = "nocolor"
-    return InteractiveShell.instance(config=config)
+    return plain_shell()
 
 
 @pytest.fixture
