@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import datetime as dt
 import re
+from time import time_ns
 from typing import Any
 
 from .errors import ValidationError
@@ -24,11 +25,15 @@ MAX_TIME = dt.datetime(9999, 1, 1)
 
 
 _offset = dt.timedelta(0)
+_EPOCH = dt.datetime(1970, 1, 1)
+_delta = dt.timedelta
 
 
 def utcnow() -> dt.datetime:
     """Now, as a naive UTC datetime (shifted by :func:`shift_clock`, for tests)."""
-    return dt.datetime.now(dt.UTC).replace(tzinfo=None) + _offset
+    # What ``datetime.now(UTC).replace(tzinfo=None)`` gives (the same clock, microseconds
+    # rounded down), in less than half its time: it is read on every call.
+    return _EPOCH + _delta(0, 0, time_ns() // 1000) + _offset
 
 
 def shift_clock(delta: dt.timedelta) -> None:
