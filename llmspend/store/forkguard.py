@@ -35,7 +35,10 @@ class ForkGuard:
         self._reset()
 
     def _reset(self) -> None:
-        self._cond = threading.Condition(threading.Lock())
+        # Transactions take the lock itself, not the condition over it: the same lock, with
+        # no Python-level ``Condition.__enter__``/``__exit__`` on every transaction.
+        self._lock = threading.Lock()
+        self._cond = threading.Condition(self._lock)
         self._active = 0
         self._forking = False
         self._local = threading.local()
@@ -43,7 +46,7 @@ class ForkGuard:
     def enter(self) -> None:
         """A transaction begins on this thread (waits while the process forks)."""
         local = self._local
-        with self._cond:
+        with self._lock:
             while self._forking:
                 self._cond.wait()
             self._active += 1
@@ -53,7 +56,7 @@ class ForkGuard:
         """The transaction :meth:`enter` began has ended."""
         local = self._local
         local.depth = getattr(local, "depth", 1) - 1
-        with self._cond:
+        with self._lock:
             self._active -= 1
             if self._forking:
                 self._cond.notify_all()
