@@ -187,7 +187,9 @@ class Checkpointer:
 
     def committed(self) -> None:
         self.pending += 1
-        if self.pending >= self.EVERY:
+        # Already set: the thread has not woken yet, and it reads ``pending`` only after
+        # clearing the event, so it sees this commit too; setting again takes a lock.
+        if self.pending >= self.EVERY and not self._wake.is_set():
             self._wake.set()
 
     def _run(self) -> None:
