@@ -268,3 +268,39 @@ def test_the_version_row_is_locked_only_as_a_change_commits(pg_tracker: Tracker)
     with llmspend.attribute(user="cy"):
         call()
     assert {s.budget for s in llmspend.budget_status()} >= {"acme/bea", "acme/cy"}
+
+
+def test_a_change_made_with_replica_triggers_off_is_seen(pg_tracker: Tracker) -> None:
+    """A session in ``session_replication_role = replica`` (logical replication's apply,
+    bulk fixes that skip foreign-key checks) still raises the version."""
+    llmspend.set_budget("project", "acme/churn", TINY, "day", mode="soft")
+    call()
+    assert _remembered(pg_tracker) == 1
+    with _other_client(pg_tracker) as conn:
+        conn.execute("SET session_replication_role = replica")
+        conn.execute("UPDATE llmspend_budgets SET mode = 'hard' WHERE name = 'acme/churn'")
+    with pytest.raises(BudgetExceeded, match="acme/churn"):
+        call()
+
+
+def test_a_change_between_the_version_and_the_lookup_is_looked_up_again(
+    pg_tracker: Tracker, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The version is read before the budgets: a change committed right after the lookup
+    leaves it remembered with the older version, so the next call looks them up again."""
+    llmspend.set_budget("project", "acme/churn", TINY, "day", mode="soft")
+    guard = pg_tracker.guard
+    read = guard._read
+
+    def racing(*args):  # type: ignore[no-untyped-def]
+        monkeypatch.setattr(guard, "_read", read)
+        found = read(*args)
+        with _other_client(pg_tracker) as conn:
+            conn.execute("UPDATE llmspend_budgets SET mode = 'hard' WHERE name = 'acme/churn'")
+        return found
+
+    monkeypatch.setattr(guard, "_read", racing)
+    call()  # looked up while soft: let through
+    assert _remembered(pg_tracker) == 1
+    with pytest.raises(BudgetExceeded, match="acme/churn"):
+        call()

@@ -7,10 +7,12 @@ Create Date: 2026-12-05 20:00:00
 ``llmspend_budget_config`` holds one row whose ``version`` PostgreSQL triggers raise when
 a transaction that changed ``llmspend_budgets`` commits (a constraint trigger deferred to
 the commit: the version row is locked last, after any period rows, so no lock order is
-crossed; TRUNCATE by a statement trigger). The guard remembers each identity's budgets
-with the version it read before looking them up, and its reservation statement goes ahead
-only while the version is still that one — one statement before a request instead of
-two. SQLite gets the table and no trigger: its guard remembers by ``PRAGMA data_version``.
+crossed; TRUNCATE by a statement trigger; both fire in every session, replication role
+included). The guard remembers each identity's budgets with the version (and the row's
+``xmin``: a row made again is told apart) it read before looking them up, and its
+reservation statement goes ahead only while that is still the current one — one
+statement before a request instead of two. SQLite gets the table and no trigger: its
+guard remembers by ``PRAGMA data_version``.
 """
 
 from __future__ import annotations
@@ -37,6 +39,10 @@ _PG_TRIGGERS = (
     "EXECUTE FUNCTION llmspend_budget_config_bump()",
     "CREATE TRIGGER llmspend_budgets_truncated AFTER TRUNCATE ON llmspend_budgets "
     "FOR EACH STATEMENT EXECUTE FUNCTION llmspend_budget_config_bump()",
+    # Also in sessions with session_replication_role = replica (logical replication's
+    # apply, bulk fixes that skip foreign-key checks): their changes count too.
+    "ALTER TABLE llmspend_budgets ENABLE ALWAYS TRIGGER llmspend_budgets_changed",
+    "ALTER TABLE llmspend_budgets ENABLE ALWAYS TRIGGER llmspend_budgets_truncated",
 )
 
 
