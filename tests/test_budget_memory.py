@@ -10,6 +10,7 @@ from __future__ import annotations
 
 from collections.abc import Iterator
 from decimal import Decimal
+from typing import Any
 
 import pytest
 
@@ -156,6 +157,7 @@ def unpriced_call() -> None:
     c.finish(Usage(input_tokens=10, output_tokens=10))
 
 
+@pytest.mark.filterwarnings("ignore::llmspend.UnknownModelWarning")
 def test_an_unpriced_call_sees_a_budget_made_after_the_first_call(pg_tracker: Tracker) -> None:
     llmspend.set_budget("org", "acme", "100", "month", unpriced="allow")
     call()
@@ -166,6 +168,7 @@ def test_an_unpriced_call_sees_a_budget_made_after_the_first_call(pg_tracker: Tr
         unpriced_call()
 
 
+@pytest.mark.filterwarnings("ignore::llmspend.UnknownModelWarning")
 def test_an_unpriced_call_sees_its_policy_changed_elsewhere(pg_tracker: Tracker) -> None:
     llmspend.set_budget("org", "acme", "100", "month", unpriced="allow")
     call()
@@ -292,7 +295,7 @@ def test_a_change_between_the_version_and_the_lookup_is_looked_up_again(
     guard = pg_tracker.guard
     read = guard._read
 
-    def racing(*args):  # type: ignore[no-untyped-def]
+    def racing(*args: Any) -> Any:
         monkeypatch.setattr(guard, "_read", read)
         found = read(*args)
         with _other_client(pg_tracker) as conn:
