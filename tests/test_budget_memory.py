@@ -307,3 +307,19 @@ def test_a_change_between_the_version_and_the_lookup_is_looked_up_again(
     assert _remembered(pg_tracker) == 1
     with pytest.raises(BudgetExceeded, match="acme/churn"):
         call()
+
+
+def test_past_the_bound_the_oldest_identity_is_forgotten(
+    pg_tracker: Tracker, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    from llmspend.budgets import guard
+
+    monkeypatch.setattr(guard, "REMEMBERED_IDENTITIES", 2)
+    llmspend.set_budget("org", "acme", "100", "month")
+    for user in ("u1", "u2", "u3"):
+        with llmspend.attribute(user=user):
+            call()
+    assert [k[2] for k in pg_tracker.guard._remembered] == ["u2", "u3"]
+    llmspend.set_budget("user", "acme/churn/u1", TINY, "day", mode="hard")
+    with llmspend.attribute(user="u1"), pytest.raises(BudgetExceeded, match="acme/churn/u1"):
+        call()

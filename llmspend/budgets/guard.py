@@ -25,6 +25,7 @@ transaction that writes the call's row.
 
 from __future__ import annotations
 
+import contextlib
 import datetime as dt
 import logging
 import os
@@ -72,7 +73,7 @@ if TYPE_CHECKING:
     from ..call import Call
     from ..tracker import Tracker
 
-__all__ = ["REFUSAL_WAIT_SECONDS", "BudgetGuard", "Found", "Remembered"]
+__all__ = ["REFUSAL_WAIT_SECONDS", "REMEMBERED_IDENTITIES", "BudgetGuard", "Found", "Remembered"]
 
 log = logging.getLogger("llmspend")
 
@@ -103,6 +104,9 @@ def _until(targets: list[Target], now: dt.datetime) -> dt.datetime | None:
     ]
     return min((e for e in ends if e is not None), default=None)
 
+
+#: PostgreSQL: how many identities' budgets the guard remembers (a gateway serves many).
+REMEMBERED_IDENTITIES = 8192
 
 #: How long a call refused only because of other processes' holds waits for them to be
 #: settled or given back (a standing hold is given back after IDLE_SECONDS idle).
@@ -249,9 +253,11 @@ class BudgetGuard:
             version = None
         found = self._read(tx, key, now, None)
         if version is not None and found.complete and found.targets:
-            if len(self._remembered) > 1024:
-                self._remembered.clear()
-            self._remembered[key] = Remembered(version[0], _until(found.targets, now), found)
+            remembered = self._remembered
+            if len(remembered) >= REMEMBERED_IDENTITIES:  # the oldest entry goes
+                with contextlib.suppress(KeyError, RuntimeError, StopIteration):
+                    del remembered[next(iter(remembered))]  # (another thread may be at it)
+            remembered[key] = Remembered(version[0], _until(found.targets, now), found)
         return found
 
     def _held(self, call: Call, held: Held | None) -> None:
