@@ -36,7 +36,6 @@ from __future__ import annotations
 import copy as _copy
 import logging
 import os
-import sys
 from collections.abc import Mapping
 from typing import Any, NamedTuple
 
@@ -88,83 +87,10 @@ class _Detected(NamedTuple):
 _provider_cache: dict[int, _Detected] = {}
 
 
-class _Imported(NamedTuple):
-    """A plain getter that a property's getter imports on each read, and from where."""
-
-    module: str
-    name: str
-    getter: Any
-
-
-# The ``base_url`` properties whose getter returns ``self._configured_base_url`` as is:
-# property -> True, an :class:`_Imported` getter (plain while the module still holds it), or
-# False. The SDK's own getters are plain, but ``OpenAI``'s and ``AsyncOpenAI``'s import their
-# body on every read (≈ 1 µs a call). Invariant: a property is plain only if its getter's
-# code is that of the plain getter, or of one importing it from ``lib._client_auth``; any
-# other getter (``openai``'s module-level client, a subclass's) is called.
-_plain_getters: dict[Any, bool | _Imported] = {}
-_PLAIN_GETTER = "def f(self):\n    return self._configured_base_url\n"
-_IMPORTING_GETTER = "def f(self):\n    from .lib._client_auth import {0}\n    return {0}(self)\n"
-_OBJECT_GETATTRIBUTE = object.__getattribute__
-
-
-def _code_of(source: str) -> Any:
-    """The code of the one function defined by ``source``."""
-    module = compile(source, "<llmspend>", "exec")
-    return next(c for c in module.co_consts if hasattr(c, "co_code"))
-
-
-def _same_code(code: Any, ref: Any) -> bool:
-    return (code.co_code, code.co_names, code.co_varnames, code.co_consts[1:]) == (
-        ref.co_code,
-        ref.co_names,
-        ref.co_varnames,
-        ref.co_consts[1:],
-    )
-
-
-def _plain(fget: Any) -> bool | _Imported:
-    """Whether the function ``fget`` returns ``self._configured_base_url`` as is."""
-    code = getattr(fget, "__code__", None)
-    if code is None:
-        return False
-    if _same_code(code, _code_of(_PLAIN_GETTER)):
-        return True
-    names = code.co_names
-    if len(names) != 2 or names[0] != "lib._client_auth" or not names[1].isidentifier():
-        return False
-    if not _same_code(code, _code_of(_IMPORTING_GETTER.format(names[1]))):
-        return False
-    module = f"{fget.__globals__.get('__package__')}.lib._client_auth"
-    getter = getattr(sys.modules.get(module), names[1], None)
-    getter_code = getattr(getter, "__code__", None)
-    if getter_code is None or not _same_code(getter_code, _code_of(_PLAIN_GETTER)):
-        return False
-    return _Imported(module, names[1], getter)
-
-
-def _base_url(client: Any) -> Any:
-    """``client.base_url``, read straight from the client where its getter is plain."""
-    cls = type(client)
-    prop = getattr(cls, "base_url", None)
-    plain = _plain_getters.get(prop)
-    if plain is None:
-        plain = isinstance(prop, property) and _plain(prop.fget)
-        if len(_plain_getters) < 64:
-            _plain_getters[prop] = plain
-    if plain is False or cls.__getattribute__ is not _OBJECT_GETATTRIBUTE:
-        return client.base_url
-    if plain is not True and getattr(sys.modules.get(plain.module), plain.name, None) is not (
-        plain.getter
-    ):
-        return client.base_url  # the imported getter was replaced since
-    return client._configured_base_url
-
-
 def detect_provider(client: Any) -> str:
     """The provider of an ``openai`` client: Azure classes, else by ``base_url.host``."""
     try:
-        url = _base_url(client)
+        url = client.base_url
     except Exception:
         url = None
     hit = _provider_cache.get(id(url))
