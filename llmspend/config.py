@@ -22,9 +22,12 @@ already exists keeps its mode.
 
 from __future__ import annotations
 
+import contextlib
 import getpass
 import math
 import os
+import threading
+from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -39,6 +42,7 @@ __all__ = [
     "otel_enabled",
     "private_dir",
     "private_file",
+    "private_replacement",
     "resolve_database_url",
     "resolve_home",
     "user_cache_dir",
@@ -107,6 +111,22 @@ def private_file(path: str | os.PathLike[str]) -> bool:
     finally:
         os.close(fd)
     return True
+
+
+@contextlib.contextmanager
+def private_replacement(path: Path) -> Iterator[Path]:
+    """A private (0600) temporary file beside ``path`` (``<name>.<pid>.<thread>.tmp``) to
+    write: renamed over ``path`` when the block ends, removed if it raises. Raises
+    ``OSError``."""
+    tmp = path.with_name(f"{path.name}.{os.getpid()}.{threading.get_ident()}.tmp")
+    try:
+        private_file(tmp)
+        yield tmp
+        os.replace(tmp, path)
+    except BaseException:
+        with contextlib.suppress(OSError):
+            os.unlink(tmp)
+        raise
 
 
 def _ensure_writable_dir(path: Path) -> None:

@@ -27,18 +27,16 @@ functions are best effort: an error is logged at debug level, never raised.
 
 from __future__ import annotations
 
-import contextlib
 import json
 import logging
 import os
 import re
 import stat
-import threading
 import time
 from collections.abc import Mapping
 from pathlib import Path
 
-from ..config import env_number, private_file
+from ..config import env_number, private_replacement
 
 __all__ = ["CACHE_DAYS", "ORIGIN", "cache_days", "mark_used", "prune", "write_origin"]
 
@@ -63,17 +61,8 @@ def cache_days() -> float:
 def write_origin(folder: Path, origin: Mapping[str, str]) -> None:
     """Write ``folder``'s :data:`ORIGIN` atomically (a private temporary file renamed into
     place); its modification time becomes now. Raises ``OSError``."""
-    path = folder / ORIGIN
-    tmp = path.with_name(f"{ORIGIN}.{os.getpid()}.{threading.get_ident()}.tmp")
-    try:
-        private_file(tmp)
-        with open(tmp, "w", encoding="utf-8") as out:
-            json.dump(dict(origin), out, sort_keys=True)
-        os.replace(tmp, path)
-    except BaseException:
-        with contextlib.suppress(OSError):
-            os.unlink(tmp)
-        raise
+    with private_replacement(folder / ORIGIN) as tmp, open(tmp, "w", encoding="utf-8") as out:
+        json.dump(dict(origin), out, sort_keys=True)
 
 
 def mark_used(folder: Path, origin: Mapping[str, str], days: float) -> None:

@@ -41,7 +41,6 @@ stores that are gone or unused for ``LLMSPEND_RECORDS_CACHE_DAYS`` (30) days
 
 from __future__ import annotations
 
-import contextlib
 import datetime as dt
 import json
 import logging
@@ -52,7 +51,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-from ..config import env_number, private_dir, private_file, user_cache_dir
+from ..config import env_number, private_dir, private_replacement, user_cache_dir
 from .arrowio import COLUMN_KINDS, STORE_COLUMN, read_usage, sort_by_ts_id
 from .fastsql import SQL, Tx
 from .segment_prune import cache_days, mark_used, prune, write_origin
@@ -431,20 +430,13 @@ def _write(path: Path, table: pa.Table) -> None:
     import pyarrow as pa
     import pyarrow.ipc as ipc
 
-    tmp = path.with_name(f"{path.name}.{os.getpid()}.{threading.get_ident()}.tmp")
-    try:
-        private_file(tmp)
-        options = ipc.IpcWriteOptions(compression="zstd")
-        with (
-            pa.OSFile(str(tmp), "wb") as sink,
-            ipc.new_file(sink, table.schema, options=options) as w,
-        ):
-            w.write_table(table)
-        os.replace(tmp, path)
-    except BaseException:
-        with contextlib.suppress(OSError):
-            os.unlink(tmp)
-        raise
+    options = ipc.IpcWriteOptions(compression="zstd")
+    with (
+        private_replacement(path) as tmp,
+        pa.OSFile(str(tmp), "wb") as sink,
+        ipc.new_file(sink, table.schema, options=options) as w,
+    ):
+        w.write_table(table)
 
 
 def _warn_once(folder: Path, exc: OSError) -> None:
