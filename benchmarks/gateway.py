@@ -8,7 +8,7 @@ request directly to the simulator and through the gateway, interleaved batch by 
 machine noise hits both alike. At 1, 50 and 200 concurrent clients, streaming and not:
 median and p99 of each and the added latency (gateway minus direct, per statistic), the
 proxy's CPU time per request (and its event loop's share: the rest is the store's worker
-threads), and how many requests failed (not timed).
+threads), and how many requests failed and why (not timed).
 Target (issue 24): <= 1 ms median, <= 5 ms p99 added at 200 concurrent clients.
 
 ``--before SRC`` adds a gateway run from another checkout (``git archive REV | tar -x -C
@@ -33,6 +33,7 @@ import subprocess
 import sys
 import tempfile
 import time
+from collections import Counter
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -142,28 +143,31 @@ def litellm_process(binary: str, sim: str, tmp: Path) -> Iterator[tuple[str, str
         proc.wait(timeout=30)
 
 
-async def _one(client: httpx.AsyncClient, url: str, key: str, stream: bool) -> float | None:
-    """One request's latency in seconds; ``None`` if it failed (a transport error or a
-    status other than 200: counted, not timed)."""
+async def _one(client: httpx.AsyncClient, url: str, key: str, stream: bool) -> float | str:
+    """One request's latency in seconds, or why it failed (a transport error, a status
+    other than 200, a stream without its end: counted, not timed)."""
     headers = {"Authorization": f"Bearer {key}"}
     t0 = time.perf_counter()
     try:
         if stream:
             async with client.stream("POST", url, json=STREAM_BODY, headers=headers) as r:
-                async for _ in r.aiter_raw():
-                    pass
+                tail = b""
+                async for chunk in r.aiter_raw():
+                    tail = (tail + chunk)[-64:]
+            if r.status_code == 200 and b"[DONE]" not in tail:
+                return "stream ended without [DONE]"
         else:
             r = await client.post(url, json=BODY, headers=headers)
-    except httpx.TransportError:
-        return None
+    except httpx.TransportError as e:
+        return f"{type(e).__name__}: {e}"[:120]
     elapsed = time.perf_counter() - t0
-    return elapsed if r.status_code == 200 else None
+    return elapsed if r.status_code == 200 else f"HTTP {r.status_code}"
 
 
-async def _batch(url: str, key: str, clients: int, n: int, stream: bool) -> list[float | None]:
+async def _batch(url: str, key: str, clients: int, n: int, stream: bool) -> list[float | str]:
     """``n`` requests from ``clients`` concurrent clients; each request's latency."""
     limits = httpx.Limits(max_connections=clients + 8, max_keepalive_connections=clients + 8)
-    out: list[float | None] = []
+    out: list[float | str] = []
     async with httpx.AsyncClient(limits=limits, timeout=120) as client:
         await asyncio.gather(*(_one(client, url, key, stream) for _ in range(clients)))  # warm
 
@@ -196,10 +200,10 @@ def main_thread_cpu_seconds(pid: int) -> float:
 
 def measure(
     targets: dict[str, tuple[str, str, int]], clients: int, n: int, stream: bool, rounds: int
-) -> tuple[dict[str, list[float | None]], dict[str, tuple[float, float]]]:
+) -> tuple[dict[str, list[float | str]], dict[str, tuple[float, float]]]:
     """Latencies per target, and each proxy's CPU seconds per request: (all threads, the
     main thread's — the event loop; the rest is the store's worker threads)."""
-    got: dict[str, list[float | None]] = {name: [] for name in targets}
+    got: dict[str, list[float | str]] = {name: [] for name in targets}
     cpu = {name: [0.0, 0.0] for name in targets}
     for _ in range(rounds):  # interleaved: each target in turn, n / rounds requests each
         for name, (base, key, pid) in targets.items():
@@ -255,10 +259,10 @@ def main() -> None:
             for stream in (False, True):
                 n = args.requests if clients > 1 else max(200, args.requests // 5)
                 got, cpu = measure(targets, clients, n, stream, args.rounds)
-                base = [v for v in got["direct"] if v is not None] or [float("nan")]
+                base = [v for v in got["direct"] if isinstance(v, float)] or [float("nan")]
                 for name, all_values in got.items():
-                    values = [v for v in all_values if v is not None] or [float("nan")]
-                    failed = len(all_values) - sum(v is not None for v in all_values)
+                    values = [v for v in all_values if isinstance(v, float)] or [float("nan")]
+                    failed = Counter(v for v in all_values if isinstance(v, str))
                     med, p99 = statistics.median(values) * 1e3, pct(values, 0.99) * 1e3
                     added = ""
                     if name != "direct":
@@ -268,9 +272,7 @@ def main() -> None:
                         added = f" {plus_med:8.2f} {plus_p99:8.2f} {total * 1e3:6.2f}"
                         if name != "litellm":  # one process, its threads not told apart
                             added += f" {loop * 1e3:6.2f}"
-                    note = (
-                        f"  ({failed} failed: not 200, or the connection dropped)" if failed else ""
-                    )
+                    note = "".join(f"\n{'':>17}failed {c}x: {why}" for why, c in failed.items())
                     print(f"{clients:>7} {stream!s:>6} {name:>8} {len(all_values):>5} "
                           f"{med:8.2f} {p99:8.2f}{added}{note}", flush=True)  # fmt: skip
 
