@@ -9,7 +9,6 @@ the tracker, which composes the store, the price book, budgets and alerts).
 
 from __future__ import annotations
 
-import datetime as dt
 import json
 import logging
 import os
@@ -23,7 +22,7 @@ from dataclasses import dataclass
 from typing import Any, NamedTuple
 
 from .attribution import current_overrides
-from .timeutil import utcnow
+from .timeutil import EPOCH, utcnow
 
 __all__ = [
     "DEFAULT_CONTEXT_WINDOW",
@@ -232,9 +231,6 @@ _uid_random = random.Random()  # uniqueness, not secrecy
 os.register_at_fork(after_in_child=_uid_random.seed)
 
 _session_id: str | None = None
-# ``ts - _EPOCH`` is ``ts.replace(tzinfo=UTC).timestamp()`` for a naive UTC time, at a tenth of
-# the cost (``replace`` with a keyword argument is slow).
-_EPOCH = dt.datetime(1970, 1, 1)
 
 
 def session_id() -> str:
@@ -303,7 +299,7 @@ class Call:
         self.user = over.user or tracker.user
         self.tags = dict(over.tags)
         self.ts = utcnow()
-        self.epoch = (self.ts - _EPOCH).total_seconds()  # for the price in force
+        self.epoch = (self.ts - EPOCH).total_seconds()  # for the price in force
         self.t0 = time.perf_counter()
         self._input_upper = input_upper
         self._payload = payload

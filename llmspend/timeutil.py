@@ -14,18 +14,20 @@ from typing import Any
 
 from .errors import ValidationError
 
-__all__ = ["clock_shift", "parse_span", "parse_when", "to_naive_utc", "utcnow"]
+__all__ = ["EPOCH", "clock_shift", "parse_span", "parse_when", "to_naive_utc", "utcnow"]
 
 _SPAN = re.compile(r"^\s*(\d+(?:\.\d+)?)\s*(s|sec|m|min|h|hr|d|day|days|w|wk|weeks?)\s*$", re.I)
 _UNIT_SECONDS = {"s": 1, "m": 60, "h": 3600, "d": 86400, "w": 604800}
 _MAX_SPAN_SECONDS = 100 * 366 * 86400
+#: The Unix epoch as a naive UTC datetime: ``ts - EPOCH`` is ``ts.replace(tzinfo=UTC)
+#: .timestamp()`` for a naive UTC time, at a tenth of the cost.
+EPOCH = dt.datetime(1970, 1, 1)
 #: The times llmspend stores and queries: anything outside is a typo, not history.
-MIN_TIME = dt.datetime(1970, 1, 1)
+MIN_TIME = EPOCH
 MAX_TIME = dt.datetime(9999, 1, 1)
 
 
 _offset = dt.timedelta(0)
-_EPOCH = dt.datetime(1970, 1, 1)
 _delta = dt.timedelta
 
 
@@ -33,7 +35,7 @@ def utcnow() -> dt.datetime:
     """Now, as a naive UTC datetime (shifted by :func:`shift_clock`, for tests)."""
     # What ``datetime.now(UTC).replace(tzinfo=None)`` gives (the same clock, microseconds
     # rounded down), in less than half its time: it is read on every call.
-    return _EPOCH + _delta(0, 0, time_ns() // 1000) + _offset
+    return EPOCH + _delta(0, 0, time_ns() // 1000) + _offset
 
 
 def shift_clock(delta: dt.timedelta) -> None:

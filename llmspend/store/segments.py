@@ -52,6 +52,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from ..config import env_number, private_dir, private_replacement, user_cache_dir
+from ..timeutil import EPOCH
 from .arrowio import COLUMN_KINDS, STORE_COLUMN, read_usage, sort_by_ts_id
 from .fastsql import SQL, Tx
 from .segment_prune import cache_days, mark_used, prune, write_origin
@@ -101,7 +102,6 @@ _RECORDS_NAME = {store: name for name, store in STORE_COLUMN.items()}
 #: Last rows looked up a statement (SQLite before 3.32 binds at most 999 values).
 _IDS_A_STATEMENT = 500
 _OFF = frozenset({"0", "false", "no", "off"})
-_EPOCH = dt.datetime(1970, 1, 1)
 
 log = logging.getLogger("llmspend")
 _warned = threading.Event()
@@ -194,8 +194,8 @@ def read_records(
 
     need = list(dict.fromkeys((*columns, "ts", "id")))
     read = list(dict.fromkeys((*need, *(_RECORDS_NAME.get(c, c) for c, _ in filters))))
-    lo = None if since is None else (since - _EPOCH) // dt.timedelta(microseconds=1)
-    hi = None if until is None else (until - _EPOCH) // dt.timedelta(microseconds=1)
+    lo = None if since is None else (since - EPOCH) // dt.timedelta(microseconds=1)
+    hi = None if until is None else (until - EPOCH) // dt.timedelta(microseconds=1)
     parts = []
     for n, seg in enumerate(segments):
         if (lo is not None and seg.max_ts < lo) or (hi is not None and seg.min_ts >= hi):
