@@ -45,7 +45,7 @@ from starlette.routing import Route
 from ..alerting.query import acknowledge, fetch_alerts
 from ..budgets import manage
 from ..budgets.spec import BudgetKey, mask_url, parse_key
-from ..errors import GatewayRefused, HubDenied, LLMSpendError
+from ..errors import BudgetError, GatewayRefused, HubDenied, LLMSpendError
 from ..store.engine import Store
 from ..usage import FILTERS, fetch_records
 from .analytics_api import AnalyticsApi
@@ -69,6 +69,7 @@ _BUDGET_FIELDS = {
     "scope", "name", "limit", "period", "mode", "thresholds", "timezone", "week_start",
     "unpriced", "webhook_url",
 }  # fmt: skip
+_UPDATE_FIELDS = _BUDGET_FIELDS - {"scope", "name"}
 _ALERT_FILTERS = ("org", "project", "user", "budget", "scope", "kind")
 
 
@@ -178,10 +179,15 @@ class DataApi:
             if self._visible(roles, b.scope, b.name)
         ]
 
-    @staticmethod
-    async def _body(request: Request) -> dict[str, Any]:
+    async def _body(self, request: Request) -> dict[str, Any]:
+        limit, size, parts = self.config.max_request_bytes, 0, []
+        async for chunk in request.stream():  # as the proxy: over max_request_bytes, a 413
+            size += len(chunk)
+            if size > limit:
+                raise GatewayRefused(413, f"llmspend gateway: request body over {limit} bytes")
+            parts.append(chunk)
         try:
-            body = json.loads(await request.body() or b"{}")
+            body = json.loads(b"".join(parts) or b"{}")
         except ValueError:
             raise GatewayRefused(400, "llmspend gateway: the body must be a JSON object") from None
         if not isinstance(body, dict):
@@ -207,6 +213,11 @@ class DataApi:
     def update_budget(self, roles: Roles, scope: str, name: str, body: dict[str, Any]) -> Any:
         key = parse_key(scope, name)
         self._check(roles, can_manage_budget, key, "change")
+        if unknown := set(body) - _UPDATE_FIELDS:  # as update_budget says; never its own
+            raise BudgetError(  # arguments (store, scope, name, actor) from a body
+                f"cannot update {', '.join(sorted(unknown))};"
+                f" use: {', '.join(sorted(_UPDATE_FIELDS))}"
+            )
         if isinstance(body.get("thresholds"), list):
             body["thresholds"] = tuple(body["thresholds"])
         budget = manage.update_budget(self.store, key.scope, key.name, actor=roles.user, **body)

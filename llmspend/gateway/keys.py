@@ -91,7 +91,16 @@ def parse_expiry(span: str | None) -> dt.timedelta | None:
     if m is None or int(m.group(1)) <= 0:
         raise ValidationError(f"--expires takes a span such as 90d, 12h or 30m, got {span!r}")
     n, unit = int(m.group(1)), m.group(2)
-    return dt.timedelta(**{{"d": "days", "h": "hours", "m": "minutes"}[unit]: n})
+    try:
+        delta = dt.timedelta(**{{"d": "days", "h": "hours", "m": "minutes"}[unit]: n})
+    except OverflowError:
+        delta = dt.timedelta.max
+    if delta > dt.datetime.max - utcnow().replace(tzinfo=None):
+        raise ValidationError(
+            f"--expires {span.strip()} ends past the year 9999; use 'never' for a key that"
+            " does not expire"
+        )
+    return delta
 
 
 def create_key(
@@ -111,7 +120,10 @@ def create_key(
         raise ValidationError("a key's note is at most 200 characters")
     key = KEY_PREFIX + secrets.token_urlsafe(32)
     now = utcnow().replace(microsecond=0)
-    expires_at = now + expires if expires is not None else None
+    try:
+        expires_at = now + expires if expires is not None else None
+    except OverflowError:
+        raise ValidationError("a key's expiry must end before the year 9999") from None
     values = {
         "h": hash_key(key), "p": key[:_SHOWN], "o": org, "pr": project, "u": user, "n": note,
         "c": now, "e": expires_at,

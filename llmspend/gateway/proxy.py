@@ -396,9 +396,16 @@ class Proxy:
 
                 tg.start_soon(watch_disconnect)
                 await _start(send, response.status, headers)
-                async for chunk in response.content.iter_any():
-                    kept.append(chunk)
-                    await send({"type": "http.response.body", "body": chunk, "more_body": True})
+                try:
+                    async for chunk in response.content.iter_any():
+                        kept.append(chunk)
+                        await send({"type": "http.response.body", "body": chunk, "more_body": True})
+                except (TimeoutError, aiohttp.ClientError) as exc:
+                    # Cut upstream: a warning, not a traceback; the client's answer is left
+                    # unfinished (uvicorn drops the connection), so its SDK sees the cut too.
+                    log.warning("upstream stream cut: %s", type(exc).__name__)
+                    tg.cancel_scope.cancel()
+                    return response.status  # settled as partial below
                 ended = True
                 if seen is not None:  # the row is committed before the client sees the end
                     settled = True
