@@ -18,6 +18,8 @@ __all__ = ["GRANULARITIES", "MAX_PERIODS", "check_granularity", "check_tz", "per
 GRANULARITIES = ("hour", "day", "week", "month")
 MAX_PERIODS = 100_000
 UTC = dt.UTC
+_HOUR = dt.timedelta(hours=1)
+_QUARTER = dt.timedelta(minutes=15)
 
 
 def check_granularity(granularity: Any) -> str:
@@ -60,8 +62,9 @@ def period_bounds(
         if count > MAX_PERIODS:
             raise ValidationError(_too_many(granularity, count))
         out.append(b)
+        fixed = tz is UTC or isinstance(tz, dt.timezone)  # no offset changes
         while b < hi:
-            b += step
+            b = b + step if fixed else _next_hour(b, tz)
             out.append(b)
         return out
     day = first_day(granularity, local.date())
@@ -77,6 +80,25 @@ def period_bounds(
         if len(out) > MAX_PERIODS:
             raise ValidationError(_too_many(granularity, len(out)))
     return out
+
+
+def _next_hour(b: dt.datetime, tz: dt.tzinfo) -> dt.datetime:
+    """The next local whole hour after ``b`` (naive UTC), for zones whose offset changes.
+
+    ``b + 1 h`` unless an offset change of a half hour (Australia/Lord_Howe) lies between:
+    then the first quarter of a UTC hour after ``b`` where the local clock shows a whole
+    hour, so the bucket is 30 minutes longer or shorter and the next one starts on the
+    hour again (``b + 1 h`` if none is found, e.g. offsets not in whole quarter hours).
+    """
+    n = b + _HOUR
+    if n.replace(tzinfo=UTC).astimezone(tz).minute:
+        t = b + _QUARTER
+        while t <= b + 2 * _HOUR:
+            local = t.replace(tzinfo=UTC).astimezone(tz)
+            if local.minute == 0 and local.second == 0:
+                return t
+            t += _QUARTER
+    return n
 
 
 def _too_many(granularity: str, count: int) -> str:

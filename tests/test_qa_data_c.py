@@ -1,0 +1,60 @@
+"""Found by using the data side as a demanding user would: hour buckets across a half-hour
+DST change, numpy token counts in ``price()``, and ``ingest()``'s message for a time out of
+range."""
+
+from __future__ import annotations
+
+import datetime as dt
+from decimal import Decimal
+from zoneinfo import ZoneInfo
+
+import pandas as pd
+import pytest
+
+import llmspend
+from llmspend import analytics
+
+UTC = dt.UTC
+LORD_HOWE = ZoneInfo("Australia/Lord_Howe")  # DST moves its clocks by half an hour
+
+
+@pytest.mark.parametrize(
+    ("since", "until"),
+    [
+        (dt.datetime(2026, 4, 4, 12, 0), dt.datetime(2026, 4, 4, 20, 0)),  # 02:00 → 01:30
+        (dt.datetime(2026, 10, 3, 12, 30), dt.datetime(2026, 10, 3, 20, 30)),  # 02:00 → 02:30
+    ],
+)
+def test_hour_buckets_stay_on_whole_local_hours_across_a_half_hour_dst_change(
+    tracker, since: dt.datetime, until: dt.datetime
+) -> None:  # type: ignore[no-untyped-def]
+    rows = [
+        {
+            "ts": since + dt.timedelta(minutes=7 * k),
+            "provider": "openai",
+            "model": "gpt-4o-mini",
+            "input_tokens": 10,
+            "output_tokens": k,
+            "cost_usd": Decimal(k).scaleb(-6),
+        }
+        for k in range((until - since) // dt.timedelta(minutes=7))
+    ]
+    llmspend.ingest(rows)
+    trend = analytics.spending_trends("hour", since=since, until=until, tz="Australia/Lord_Howe")
+    starts = [p.to_pydatetime() for p in trend["period"]]
+    assert all(s.minute == 0 and s.second == 0 for s in starts), starts  # whole local hours
+    # every row is in exactly one bucket: [start, next start), the last up to until
+    edges = [s.astimezone(UTC).replace(tzinfo=None) for s in starts] + [until]
+    df = llmspend.records()
+    ts = df["ts"].dt.tz_convert(None)
+    for i, start in enumerate(starts):
+        part = df[(ts >= edges[i]) & (ts < edges[i + 1])]
+        row = trend.iloc[i]
+        assert row["calls"] == len(part), start
+        assert row["cost_usd"] == sum(part["cost_usd"], Decimal(0))
+    assert trend["calls"].sum() == len(rows)
+    # a local hour lasts an hour, except the one the clocks move in (90 or 30 minutes)
+    lengths = {edges[i + 1] - edges[i] for i in range(len(starts) - 1)}
+    assert lengths <= {dt.timedelta(minutes=m) for m in (30, 60, 90)}
+    assert trend["period"].dt.tz is not None
+    assert str(pd.Timestamp(starts[0]).tz) == "Australia/Lord_Howe"
