@@ -58,3 +58,26 @@ def test_hour_buckets_stay_on_whole_local_hours_across_a_half_hour_dst_change(
     assert lengths <= {dt.timedelta(minutes=m) for m in (30, 60, 90)}
     assert trend["period"].dt.tz is not None
     assert str(pd.Timestamp(starts[0]).tz) == "Australia/Lord_Howe"
+
+
+def test_price_takes_numpy_integers_such_as_a_dataframes_sums() -> None:
+    import numpy as np
+
+    frame = pd.DataFrame({"input_tokens": [600, 400], "output_tokens": [70, 30]})
+    got = llmspend.price(
+        "gpt-4o-mini",
+        input_tokens=frame["input_tokens"].sum(),  # numpy.int64
+        cached_input_tokens=np.int32(100),
+        output_tokens=np.uint16(100),
+    )
+    want = llmspend.price(
+        "gpt-4o-mini", input_tokens=1000, cached_input_tokens=100, output_tokens=100
+    )
+    assert got == want and got.total_usd == want.total_usd
+    assert type(got.total_usd) is Decimal
+    with pytest.raises(llmspend.PricingError, match="must be an int"):
+        llmspend.price("gpt-4o-mini", input_tokens=np.bool_(True))
+    with pytest.raises(llmspend.PricingError, match="must not be negative"):
+        llmspend.price("gpt-4o-mini", input_tokens=np.int64(-1))
+    with pytest.raises(llmspend.PricingError, match="exceeds input_tokens"):
+        llmspend.price("gpt-4o-mini", input_tokens=np.int64(5), cached_input_tokens=6)

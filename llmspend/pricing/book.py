@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import datetime as dt
 import logging
+import numbers
 import os
 import threading
 import time
@@ -42,16 +43,24 @@ _UNKNOWN: PriceNanos = (None, "unknown", None)  # the fast path's answer for no 
 _now = time.time
 
 
-def _check_usage(i: object, c: object, w: object, o: object, r: object) -> None:
-    """Raise :class:`PricingError` explaining what is wrong with a usage."""
+def _check_usage(
+    *usage: object,
+) -> tuple[int, int, int, int, int]:
+    """The usage ``(input, cached, cache write, output, reasoning)`` as ints (numpy
+    integers, such as a DataFrame's sums, are taken as ints), or :class:`PricingError`
+    explaining what is wrong with it."""
     names = ("input_tokens", "cached_input_tokens", "cache_write_tokens", "output_tokens")
-    for name, value in zip((*names, "reasoning_tokens"), (i, c, w, o, r), strict=True):
+    ints = []
+    for name, value in zip((*names, "reasoning_tokens"), usage, strict=True):
         if type(value) is not int:
-            raise PricingError(f"{name} must be an int, got {type(value).__name__} {value!r}")
+            if isinstance(value, bool) or not isinstance(value, numbers.Integral):
+                kind = type(value).__name__
+                raise PricingError(f"{name} must be an int, got {kind} {value!r}")
+            value = int(value)
         if value < 0:
             raise PricingError(f"{name} must not be negative, got {value}")
-    assert isinstance(i, int) and isinstance(c, int) and isinstance(w, int)
-    assert isinstance(o, int) and isinstance(r, int)
+        ints.append(value)
+    i, c, w, o, r = ints
     for name, part in ((names[1], c), (names[2], w)):
         if part > i:
             raise PricingError(f"{name} ({part}) exceeds input_tokens ({i}), which includes it")
@@ -62,6 +71,7 @@ def _check_usage(i: object, c: object, w: object, o: object, r: object) -> None:
         )
     if r > o:
         raise PricingError(f"reasoning_tokens ({r}) exceeds output_tokens ({o}), which includes it")
+    return i, c, w, o, r
 
 
 def _stamp(path: str | None) -> tuple[int, int] | None:
@@ -147,7 +157,7 @@ class PriceBook:
         o, r = output_tokens, reasoning_tokens
         ints = type(i) is type(c) is type(w) is type(o) is type(r) is int
         if not (ints and c >= 0 and w >= 0 and r >= 0 and c + w <= i and r <= o):
-            _check_usage(i, c, w, o, r)
+            i, c, w, o, r = _check_usage(i, c, w, o, r)
         win = plan.always
         if win is None:
             if plan.first is None:
@@ -200,7 +210,7 @@ class PriceBook:
         """
         if not (type(i) is type(c) is type(w) is type(o) is type(r) is int
                 and c >= 0 and w >= 0 and r >= 0 and c + w <= i and r <= o):  # fmt: skip
-            _check_usage(i, c, w, o, r)
+            i, c, w, o, r = _check_usage(i, c, w, o, r)
         epoch = _now() if at is None else to_epoch(at)
         try:
             plan = self._plans.get((provider, model, response_model))
@@ -254,7 +264,7 @@ class PriceBook:
         """
         i, o = input_tokens, output_tokens
         if not (type(i) is type(o) is int and i >= 0 and o >= 0):
-            _check_usage(i, 0, 0, o, 0)
+            i, _, _, o, _ = _check_usage(i, 0, 0, o, 0)
         if api is not None and (api in FREE_APIS or api in UNPRICED_APIS):
             return 0 if api in FREE_APIS else None
         plan = self._plan(provider, model, None, 3)
