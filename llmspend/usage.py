@@ -140,8 +140,11 @@ def _ts(v: Any, row: int) -> dt.datetime:
     if isinstance(v, (dt.datetime, dt.date, str)) or hasattr(v, "to_pydatetime"):
         try:
             parsed = parse_when(v, name="ts")
-        except ValidationError:
-            raise IngestError(row, "ts", f"cannot parse {v!r} as a timestamp") from None
+        except ValidationError as e:
+            why = str(e).removeprefix("ts: ")
+            if not why.startswith(repr(v)):  # not "... is outside 1970-01-01 .. 9998-12-31"
+                why = f"cannot parse {v!r} as a timestamp"
+            raise IngestError(row, "ts", why) from None
         assert parsed is not None
         return parsed
     raise IngestError(row, "ts", f"expected a datetime or ISO string, got {type(v).__name__}")

@@ -81,3 +81,19 @@ def test_price_takes_numpy_integers_such_as_a_dataframes_sums() -> None:
         llmspend.price("gpt-4o-mini", input_tokens=np.int64(-1))
     with pytest.raises(llmspend.PricingError, match="exceeds input_tokens"):
         llmspend.price("gpt-4o-mini", input_tokens=np.int64(5), cached_input_tokens=6)
+
+
+@pytest.mark.parametrize("n", [3, 1200])  # the row path and the column path
+def test_ingest_names_a_time_out_of_range_as_such(tracker, n: int) -> None:  # type: ignore[no-untyped-def]
+    row = {"provider": "openai", "model": "gpt-4o-mini", "input_tokens": 1, "output_tokens": 1}
+    rows = [dict(row, ts="2026-06-01T10:00:00Z") for _ in range(n - 1)]
+    rows.append(dict(row, ts="1969-12-31"))
+    with pytest.raises(llmspend.IngestError) as err:
+        llmspend.ingest(pd.DataFrame(rows))
+    message = str(err.value)
+    assert f"row {n - 1}, field 'ts'" in message
+    assert "'1969-12-31' is outside 1970-01-01 .. 9998-12-31" in message
+    assert "cannot parse" not in message
+    with pytest.raises(llmspend.IngestError, match="cannot parse 'soon' as a timestamp"):
+        llmspend.ingest([dict(row, ts="soon")])
+    assert llmspend.records().empty
