@@ -18,8 +18,9 @@ from llmspend.budgets import manage
 from llmspend.errors import ValidationError
 from llmspend.gateway import keys
 from llmspend.store.engine import open_store
+from tests.pgserver import PgServer
 from tests.teamstack import ROLES_TOML
-from tests.test_gateway import MESSAGES, Gateway, Sim, sim_and_gateway
+from tests.test_gateway import MESSAGES, Gateway, Sim, _anthropic, _openai, sim_and_gateway
 
 API = "/llmspend/api/v1"
 
@@ -109,3 +110,45 @@ def test_a_stream_cut_upstream_is_a_warning_line_not_a_traceback(tmp_path: Path)
         log = gateway.stop()  # everything the request logged is in the file now
     assert "upstream stream cut: ClientPayloadError" in log
     assert "Traceback" not in log and "POST /openai 200" in log
+
+
+@pytest.mark.postgres
+def test_a_store_that_cannot_be_reached_is_the_providers_503_naming_no_store(
+    tmp_path: Path, pg_server: PgServer
+) -> None:
+    """A key not yet cached, with the store down: the proxy and the data API answer 503 in
+    their shapes (not a bare 500 the SDKs retry, nor a 400 quoting the store's URL), and
+    nothing goes upstream."""
+    import anthropic
+    import openai
+
+    db = pg_server.create_database()
+    with sim_and_gateway(tmp_path, db=db, extra=ROLES_TOML) as (sim, gateway):
+        keys_ = {u: gateway.new_key("acme", "churn", u) for u in ("ana", "bob")}
+        sent = sim.count()
+        pg_server.pause()  # the team's database goes away
+        try:
+            with pytest.raises(openai.InternalServerError) as oe:
+                _openai(gateway, keys_["ana"]).with_options(max_retries=0).chat.completions.create(
+                    model="gpt-4o-mini", messages=MESSAGES
+                )
+            assert oe.value.status_code == 503
+            assert oe.value.body["code"] == "store_unavailable"  # type: ignore[index]
+            with pytest.raises(anthropic.APIStatusError) as ae:
+                _anthropic(gateway, keys_["ana"]).with_options(max_retries=0).messages.create(
+                    model="claude-sonnet-4-5", max_tokens=5, messages=MESSAGES
+                )
+            assert ae.value.status_code == 503
+            answers = [
+                httpx.get(gateway.url + API + path, timeout=60,
+                          headers={"authorization": f"Bearer {keys_[user]}"})
+                for path, user in (("/whoami", "bob"), ("/budgets", "ana"))
+            ]  # fmt: skip
+        finally:
+            pg_server.resume()
+        for r in answers:
+            assert r.status_code == 503 and "cannot be reached" in r.json()["error"]["message"]
+            assert str(pg_server.port) not in r.text and "postgres" not in r.text
+        assert sim.count() == sent
+        log = gateway.stop()
+    assert "Traceback" not in log and "the store cannot be reached" in log

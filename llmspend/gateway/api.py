@@ -52,7 +52,7 @@ from .analytics_api import AnalyticsApi
 from .config import GatewayConfig
 from .hub import HubIdentities
 from .keys import KEY_PREFIX, Identity, authenticate
-from .proxy import client_key
+from .proxy import STORE_DOWN, client_key, store_down
 from .roles import (
     Roles,
     can_acknowledge_alert,
@@ -132,7 +132,10 @@ class DataApi:
         scopes: list[str] = []
         groups: list[str] = []
         if key and key.startswith(KEY_PREFIX):
-            identity = await run_in_threadpool(authenticate, self.store, key)
+            try:
+                identity = await run_in_threadpool(authenticate, self.store, key)
+            except STORE_DOWN as exc:
+                raise store_down(exc) from None
         elif key and self.hub is not None:
             # The identity as the proxy takes it; the roles from the hub's model of the token
             # (HubAuth caches it): its scopes, and the user's groups.
@@ -346,6 +349,9 @@ def _endpoint(api: DataApi, work: Callable[..., Any], *parts: str, body: bool = 
             result = await run_in_threadpool(work, roles, *args)
         except GatewayRefused as r:
             return _answer(r.status, r.message, r.role)
+        except STORE_DOWN as exc:  # not the caller's bad input: a 503, no store URL in it
+            down = store_down(exc)
+            return _answer(down.status, down.message)
         except LLMSpendError as exc:  # BudgetError, ValidationError: what set_budget says
             return _answer(400, str(exc), kind=type(exc).__name__)
         if isinstance(result, Response):

@@ -33,6 +33,7 @@ from urllib.parse import parse_qsl, urlencode, urlsplit
 
 import aiohttp
 import anyio
+from sqlalchemy import exc as sa_exc
 
 from ..attribution import attribute
 from ..call import Call
@@ -40,17 +41,25 @@ from ..dialects import Request, Route
 from ..dialects import anthropic as anthropic_dialect
 from ..dialects import gemini as gemini_dialect
 from ..dialects import openai as openai_dialect
-from ..errors import BudgetExceeded, GatewayRefused, HubDenied, HubUnavailable, LLMSpendError
+from ..errors import (
+    BudgetExceeded,
+    GatewayRefused,
+    HubDenied,
+    HubUnavailable,
+    LLMSpendError,
+    StoreError,
+)
 from ..money import nanos_to_usd
 from ..pipeline import begin_call, handled, internal_error
 from ..providers.http import Seen
 from ..store.engine import Store
+from ..store.urls import reason
 from .config import GatewayConfig, Upstream
 from .hub import HubIdentities
 from .keys import KEY_PREFIX, Identity, KeyCache, authenticate
 from .shapes import error_body, error_headers
 
-__all__ = ["Proxy", "client_key"]
+__all__ = ["STORE_DOWN", "Proxy", "client_key", "store_down"]
 
 log = logging.getLogger("llmspend.gateway")
 
@@ -86,6 +95,17 @@ def client_key(headers: Mapping[str, str], query: Mapping[str, str]) -> str | No
         if value := headers.get(name):
             return value.strip()
     return query.get("key") or None
+
+
+#: What a store that cannot be reached raises: connecting, or a connection lost mid-query.
+STORE_DOWN = (StoreError, sa_exc.OperationalError, sa_exc.InterfaceError)
+
+
+def store_down(exc: BaseException) -> GatewayRefused:
+    """The 503 for a store that cannot be reached (the detail is logged, never sent: it
+    may name the store's host and database)."""
+    log.warning("the store cannot be reached: %s", reason(exc))
+    return GatewayRefused(503, "llmspend gateway: its store cannot be reached; try again later")
 
 
 def _usd(nanos: int | None) -> str:
@@ -223,7 +243,10 @@ class Proxy:
         if key and key.startswith(KEY_PREFIX):
             identity = self._key_cache.get(key)
             if identity is None:
-                identity = await _blocking(self._db, authenticate, self.store, key)
+                try:
+                    identity = await _blocking(self._db, authenticate, self.store, key)
+                except STORE_DOWN as exc:  # fail closed, in the provider's shape
+                    raise store_down(exc) from None
                 if identity is not None:
                     self._key_cache.put(key, identity)
         elif key and self.hub is not None:
