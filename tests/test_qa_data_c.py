@@ -97,3 +97,46 @@ def test_ingest_names_a_time_out_of_range_as_such(tracker, n: int) -> None:  # t
     with pytest.raises(llmspend.IngestError, match="cannot parse 'soon' as a timestamp"):
         llmspend.ingest([dict(row, ts="soon")])
     assert llmspend.records().empty
+
+
+def _gpt4o_calls() -> None:
+    llmspend.ingest(
+        [
+            {
+                "ts": dt.datetime.now(UTC) - dt.timedelta(days=2, minutes=k),
+                "provider": "openai",
+                "model": "gpt-4o",
+                "input_tokens": 10_000,
+                "output_tokens": 1_000,
+            }
+            for k in range(5)
+        ]
+    )
+
+
+def test_recommendations_take_one_alternative_name_alone(tracker) -> None:  # type: ignore[no-untyped-def]
+    _gpt4o_calls()
+    listed = analytics.budget_recommendations(alternatives={"gpt-4o": ["gpt-4o-mini"]})
+    alone = analytics.budget_recommendations(alternatives={"gpt-4o": "gpt-4o-mini"})
+    rows = alone[alone["kind"] == "cheaper_model"]
+    assert list(rows["alternative_model"]) == ["gpt-4o-mini"]  # not 'g', 'p', 't', ...
+    assert list(rows["saving_usd"]) == list(listed[listed["kind"] == "cheaper_model"]["saving_usd"])
+
+
+@pytest.mark.parametrize(
+    ("alternatives", "message"),
+    [
+        (5, "expected a mapping of model name to cheaper models"),
+        (["gpt-4o-mini"], "expected a mapping"),
+        ({"gpt-4o": 5}, r"alternatives\['gpt-4o'\]: expected a list"),
+        ({"gpt-4o": [("openai",)]}, "neither a model name nor a"),
+        ({"gpt-4o": [None]}, "neither a model name nor a"),
+        ({None: ["gpt-4o-mini"]}, "a model name must be text"),
+    ],
+)
+def test_recommendations_refuse_malformed_alternatives(
+    tracker, alternatives: object, message: str
+) -> None:  # type: ignore[no-untyped-def]
+    _gpt4o_calls()
+    with pytest.raises(llmspend.ValidationError, match=message):
+        analytics.budget_recommendations(alternatives=alternatives)

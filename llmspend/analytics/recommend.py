@@ -42,6 +42,7 @@ from typing import TYPE_CHECKING, Any
 from ..budgets.manage import budget_status, list_budgets
 from ..budgets.periods import period_bounds
 from ..budgets.spec import parse_key
+from ..errors import ValidationError
 from ..money import nanos_to_usd, usd_to_nanos
 from ..names import name_list
 from ..store.rollups import MEASURES
@@ -304,6 +305,46 @@ def _cheaper_rows(
     return rows
 
 
+def _alternatives(value: Any) -> dict[str, tuple[str | tuple[str, str], ...]]:
+    """``alternatives=`` checked: model name → names or ``(provider, model)`` pairs (one
+    name alone stands for a list of it)."""
+    if value is None:
+        return {}
+    if not isinstance(value, Mapping):
+        raise ValidationError(
+            "alternatives: expected a mapping of model name to cheaper models, such as "
+            f"{{'gpt-4o': ['gpt-4o-mini']}}, not {type(value).__name__}"
+        )
+    out: dict[str, tuple[str | tuple[str, str], ...]] = {}
+    for model, options in value.items():
+        if not isinstance(model, str) or not model:
+            raise ValidationError(f"alternatives: a model name must be text, got {model!r}")
+        if isinstance(options, str):
+            options = (options,)
+        if not isinstance(options, (list, tuple)):
+            raise ValidationError(
+                f"alternatives[{model!r}]: expected a list of model names or (provider, "
+                f"model) pairs, got {type(options).__name__}"
+            )
+        checked: list[str | tuple[str, str]] = []
+        for option in options:
+            if isinstance(option, str) and option:
+                checked.append(option)
+            elif (
+                isinstance(option, (list, tuple))
+                and len(option) == 2
+                and all(isinstance(part, str) and part for part in option)
+            ):
+                checked.append((option[0], option[1]))
+            else:
+                raise ValidationError(
+                    f"alternatives[{model!r}]: {option!r} is neither a model name nor a "
+                    "(provider, model) pair"
+                )
+        out[model] = tuple(checked)
+    return out
+
+
 @served
 def budget_recommendations(
     since: Any = None,
@@ -368,7 +409,7 @@ def budget_recommendations(
     if pricebook is None:
         pricebook = get_tracker().pricebook
     table: dict[str, tuple[str | tuple[str, str], ...]] = dict(ALTERNATIVES)
-    table.update({k: tuple(v) for k, v in (alternatives or {}).items()})
+    table.update(_alternatives(alternatives))
     if lo < hi:
         rows += _cheaper_rows(st, [lo, hi], flt, table, pricebook)
     columns = {c: (period_dtype(dt.UTC) if t == "utc" else t)
