@@ -152,3 +152,24 @@ def test_a_store_that_cannot_be_reached_is_the_providers_503_naming_no_store(
         assert sim.count() == sent
         log = gateway.stop()
     assert "Traceback" not in log and "the store cannot be reached" in log
+
+
+def test_an_upstream_whose_key_variable_is_unset_is_named_at_start(
+    tmp_path: Path, caplog: pytest.LogCaptureFixture
+) -> None:
+    """A typo in ``key_env`` (or an env file not loaded) is said at start, not found out
+    from the provider's 401s; an upstream with no ``key_env`` (keyless) is not named."""
+    from llmspend.gateway.app import warn_keyless
+    from llmspend.gateway.config import load_config
+
+    config = tmp_path / "gateway.toml"
+    config.write_text(
+        '[upstreams.openai]\nbase_url = "http://127.0.0.1:9"\nkey_env = "QA_SET"\n'
+        '[upstreams.anthropic]\nbase_url = "http://127.0.0.1:9"\nkey_env = "QA_UNSET"\n'
+        '[upstreams.local]\ndialect = "openai"\nbase_url = "http://127.0.0.1:9"\n'
+    )
+    loaded = load_config(str(config), {"QA_SET": "sk-set-key-123"})
+    with caplog.at_level("WARNING", logger="llmspend.gateway"):
+        assert warn_keyless(loaded) == ["anthropic"]
+    (said,) = [r.getMessage() for r in caplog.records]
+    assert "upstream anthropic: QA_UNSET is not set" in said and "sk-set" not in said

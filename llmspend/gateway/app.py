@@ -35,7 +35,7 @@ from .config import GatewayConfig
 from .hub import HubIdentities
 from .proxy import Proxy
 
-__all__ = ["build_app", "serve"]
+__all__ = ["build_app", "serve", "warn_keyless"]
 
 log = logging.getLogger("llmspend.gateway")
 _PING_IDLE_SECONDS = 10.0
@@ -98,6 +98,20 @@ def build_app(config: GatewayConfig, database_url: str | None = None) -> ASGIApp
     return _Gateway(app, proxy)
 
 
+def warn_keyless(config: GatewayConfig) -> list[str]:
+    """Log a warning for each upstream whose ``key_env`` names a variable that is unset or
+    empty (its requests go upstream with no provider key, so the provider refuses them);
+    returns their names."""
+    keyless = [u.name for u in config.upstreams.values() if u.key_env and not u.key]
+    for name in keyless:
+        up = config.upstreams[name]
+        log.warning(
+            "upstream %s: %s is not set; its requests go to %s without a provider key",
+            name, up.key_env, up.base_url,
+        )  # fmt: skip
+    return keyless
+
+
 def serve(
     config: GatewayConfig,
     host: str = "127.0.0.1",
@@ -111,4 +125,5 @@ def serve(
     app = build_app(config, database_url)
     names = ", ".join(f"/{u.name} → {u.base_url}" for u in config.upstreams.values())
     log.info("llmspend gateway on http://%s:%d (%s)", host, port, names)
+    warn_keyless(config)
     uvicorn.run(app, host=host, port=port, access_log=False, log_level="info", lifespan="on")
