@@ -279,12 +279,18 @@ def spend_cell() -> Note:
 
 
 def spend_quiet(on: bool | None = None, *, min_usd: Decimal | None = None) -> Note:
-    """Turn the per-cell cost line off (``on=True``) or on (``on=False``)."""
+    """Turn the per-cell cost line off (``on=True``) or on (``on=False``); ``min_usd``
+    hides it for cells that cost less. Bad input changes nothing."""
+    # adjusted() first: arithmetic on a huge exponent (1e999999999) overflows
+    if min_usd is not None and (
+        not min_usd.is_finite() or min_usd.adjusted() > 9 or not 0 <= min_usd <= 10**9
+    ):
+        raise ValidationError(
+            f"--min must be an amount of USD from 0 to $1,000,000,000, got {min_usd}"
+        )
     if on is not None:
         cell_cost.enabled = not on
     if min_usd is not None:
-        if min_usd < 0:
-            raise ValidationError(f"--min must be >= 0, got {min_usd}")
         cell_cost.min_usd = min_usd
     state = "off (quiet)" if not cell_cost.enabled else "on"
     text = f"llmspend per-cell cost line: {state}"

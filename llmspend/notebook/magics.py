@@ -8,6 +8,7 @@ input never changes the store. ``%budget?`` and ``%spend?`` show the full gramma
 from __future__ import annotations
 
 import re
+import sqlite3
 from collections.abc import Callable, Sequence
 from decimal import Decimal, InvalidOperation
 from typing import Any, TypeVar
@@ -16,9 +17,11 @@ from IPython.core.error import UsageError
 from IPython.core.magic import Magics, line_magic, magics_class
 from IPython.core.magic_arguments import argument, magic_arguments
 from IPython.utils.process import arg_split
+from sqlalchemy.exc import InterfaceError, OperationalError
 
 from ..budgets import spec
 from ..errors import LLMSpendError
+from ..store.urls import reason as driver_reason
 from . import commands
 
 __all__ = [
@@ -62,11 +65,19 @@ def _one_line(exc: BaseException) -> str:
 
 
 def run(fn: Callable[..., T], *args: Any, **kwargs: Any) -> T:
-    """Call ``fn``; an ``LLMSpendError`` becomes a one-line ``UsageError``."""
+    """Call ``fn``; an ``LLMSpendError``, or a store that cannot be used (locked by
+    another process past the busy timeout, read-only, gone), becomes a one-line
+    ``UsageError``. Either way the command's transaction was rolled back."""
     try:
         return fn(*args, **kwargs)
     except LLMSpendError as exc:
         raise UsageError(_one_line(exc)) from None
+    except (OperationalError, InterfaceError, sqlite3.OperationalError) as exc:
+        said = " ".join(driver_reason(exc).split())
+        raise UsageError(
+            f"the llmspend store cannot be used right now ({said}); nothing was changed: "
+            "try again, or run `llmspend db check` in a terminal"
+        ) from None
 
 
 def parse_limit_period(text: str) -> tuple[str, str | None]:

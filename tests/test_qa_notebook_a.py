@@ -1,0 +1,157 @@
+"""What a demanding notebook user found in solo mode: each test is one bug, fixed.
+
+The shell is the session's one ``InteractiveShell``; calls go through the real openai SDK
+to the simulator on 127.0.0.1. A store held locked by another connection for the whole
+test stands for "another process holds the lock": no timing is raced.
+"""
+
+from __future__ import annotations
+
+import sqlite3
+from collections.abc import Iterator
+from decimal import Decimal
+from typing import Any
+
+import openai
+import pytest
+from IPython.core.interactiveshell import InteractiveShell
+from IPython.utils.capture import capture_output
+
+import llmspend
+from llmspend.notebook.cellcost import cell_cost
+from llmspend.notebook.render import fmt_usd
+from llmspend.sim import SimServer
+from tests.shells import plain_shell
+from tests.test_magics import cell_lines, ok, snapshot, usage_error
+
+
+@pytest.fixture
+def short_busy_timeout(monkeypatch: pytest.MonkeyPatch) -> None:
+    """SQLite gives up on a lock held elsewhere after 0.2 s (before the store opens)."""
+    monkeypatch.setenv("LLMSPEND_SQLITE_BUSY_TIMEOUT", "200")
+
+
+@pytest.fixture
+def ip(
+    short_busy_timeout: None, installed: Any, fresh_sim: SimServer
+) -> Iterator[InteractiveShell]:
+    """The session's shell with llmspend loaded and an openai ``client``."""
+    shell = plain_shell()
+    enabled, minimum = cell_cost.enabled, cell_cost.min_usd
+    ok(shell, "%load_ext llmspend")
+    cell_cost.enabled, cell_cost.min_usd = True, Decimal(0)
+    shell.user_ns["client"] = openai.OpenAI(
+        api_key="x", base_url=fresh_sim.openai_base_url, max_retries=0
+    )
+    yield shell
+    cell_cost.enabled, cell_cost.min_usd = enabled, minimum
+    shell.run_cell("%unload_ext llmspend", store_history=False)
+
+
+@pytest.fixture
+def locked(installed: Any) -> Iterator[sqlite3.Connection]:
+    """Another connection holds the store's write lock until the test ends."""
+    conn = sqlite3.connect(installed.store.path, isolation_level=None)
+    conn.execute("BEGIN EXCLUSIVE")
+    yield conn
+    conn.execute("ROLLBACK")
+    conn.close()
+
+
+# -- money too small for six decimals ----------------------------------------------------------
+
+
+@pytest.mark.parametrize(
+    ("value", "shown"),
+    [
+        (Decimal("2E-8"), "$0.00000002"),
+        (Decimal("0.000000123"), "$0.00000012"),
+        (Decimal("-4E-9"), "$-0.000000004"),
+        (Decimal("0.0000072"), "$0.000007"),
+        (Decimal("0.000018"), "$0.000018"),
+        (Decimal("12.5"), "$12.50"),
+        (Decimal(0), "$0.00"),
+    ],
+)
+def test_fmt_usd_never_shows_a_tiny_amount_as_a_bare_point(value: Decimal, shown: str) -> None:
+    assert fmt_usd(value) == shown
+
+
+def test_an_embedding_cells_line_shows_its_cost(ip: InteractiveShell) -> None:
+    with capture_output() as cap:
+        ok(ip, "client.embeddings.create(model='text-embedding-3-small', input='hi')")
+    (line,) = cell_lines(cap)
+    cost = llmspend.records()["cost_usd"].iloc[0]
+    assert 0 < cost < Decimal("0.0000005")  # below what six decimals can show
+    assert "$0." not in line.replace("$0.0", "")  # no bare "$0." for a non-zero cost
+    assert f"${cost:f}" in line, line
+    table = repr(ok(ip, "%spend last 1"))
+    assert f"${cost:f}" in table, table
+
+
+# -- %spend quiet: bad input changes nothing -----------------------------------------------------
+
+
+@pytest.mark.parametrize(
+    "line",
+    [
+        "%spend quiet --min 1e999999999",
+        "%spend quiet --min 1e12",
+        "%spend quiet on --min -1",
+        "%spend quiet on --min 1e999999999",
+    ],
+)
+def test_spend_quiet_bad_min_is_a_usage_error_and_changes_nothing(
+    ip: InteractiveShell, line: str
+) -> None:
+    before = (cell_cost.enabled, cell_cost.min_usd)
+    message = usage_error(ip, line)
+    assert "--min" in message
+    assert (cell_cost.enabled, cell_cost.min_usd) == before
+
+
+# -- a locked or read-only store: one line, not a driver's traceback -----------------------------
+
+
+@pytest.mark.parametrize(
+    "line",
+    [
+        "%budget status",
+        "%budget set project acme/churn 100/month",
+        "%budget update project acme/churn 50",
+        "%budget delete project acme/churn",
+        "%spend report --since 7d",
+    ],
+)
+def test_a_locked_store_makes_magics_say_so_in_one_line(
+    ip: InteractiveShell, locked: sqlite3.Connection, line: str
+) -> None:
+    locked.execute("ROLLBACK")
+    ok(ip, "%budget set project acme/churn 100/month")
+    ok(ip, "client.chat.completions.create(model='gpt-4o-mini', messages=[])")  # a new row
+    before = snapshot()
+    locked.execute("BEGIN EXCLUSIVE")
+    message = usage_error(ip, line)
+    assert "store" in message and "locked" in message, message
+    assert "nothing was changed" in message
+    locked.execute("ROLLBACK")
+    assert snapshot() == before
+    locked.execute("BEGIN EXCLUSIVE")
+
+
+def test_a_read_only_store_makes_magics_say_so_in_one_line(
+    ip: InteractiveShell, installed: Any, tmp_path: Any
+) -> None:
+    from llmspend.store.engine import forget_store
+
+    ok(ip, "%budget set org acme 5/day")
+    path = installed.store.path
+    url = f"sqlite:///file:{path}?mode=ro&uri=true"
+    llmspend.install(url)
+    try:
+        message = usage_error(ip, "%budget set org acme 7/day")
+        assert "store" in message and "readonly" in message, message
+    finally:
+        llmspend.install(f"sqlite:///{path}")
+        forget_store(url)
+    assert {b.name: b.limit_usd for b in llmspend.list_budgets()} == {"acme": 5}
