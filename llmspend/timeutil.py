@@ -78,13 +78,26 @@ def parse_when(
     return parsed
 
 
+def _from_datetime64(value: Any, name: str) -> dt.datetime:
+    """A numpy ``datetime64`` as a naive datetime, rounded down to the microsecond."""
+    if value != value:  # NaT
+        raise ValidationError(f"{name}: got NaT (not a time)")
+    got = value.astype("datetime64[us]").item()  # an int when outside datetime's range
+    if not isinstance(got, dt.datetime):
+        raise ValidationError(f"{name}: {value!r} is outside 1970-01-01 .. 9998-12-31")
+    return got
+
+
 def _parse_when(value: Any, name: str, now: dt.datetime | None) -> dt.datetime | None:
     if value is None:
         return None
     if type(value).__name__ == "NaTType":
         raise ValidationError(f"{name}: got NaT (not a time)")
     if hasattr(value, "to_pydatetime"):  # pandas.Timestamp
-        value = value.to_pydatetime()
+        # with nanoseconds, to_pydatetime() warns: numpy's value (UTC if aware) has them
+        value = value.to_datetime64() if value.nanosecond else value.to_pydatetime()
+    if type(value).__name__ == "datetime64":  # numpy: naive, so UTC
+        value = _from_datetime64(value, name)
     if isinstance(value, dt.datetime):
         try:
             return to_naive_utc(value)

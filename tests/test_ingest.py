@@ -173,6 +173,32 @@ def test_records_filters_and_time_window(tracker) -> None:  # type: ignore[no-un
         llmspend.records(user=[])
 
 
+def test_numpy_and_nanosecond_times_work_as_since_until_and_ts(tracker) -> None:  # type: ignore[no-untyped-def]
+    """A DataFrame's own times (numpy datetime64, pandas Timestamps with nanoseconds) are
+    taken to the microsecond, without a warning; numpy NaT and out-of-range are errors."""
+    import warnings
+
+    import numpy as np
+
+    frame = pd.DataFrame({
+        "ts": pd.to_datetime(["2026-03-01T12:00:00.000000001", "2026-03-02T12:00:00.999999999"]),
+        "provider": "openai", "model": "gpt-4o-mini", "cost_usd": ["1", "2"],
+    })  # fmt: skip
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")  # pandas warns when nanoseconds are dropped
+        assert llmspend.ingest(frame) == 2
+        assert list(llmspend.records().ts.dt.microsecond) == [0, 999999]
+        since = np.datetime64("2026-03-02T00:00:00")
+        assert list(llmspend.records(since=since).cost_usd) == [Decimal("2")]
+        aware = pd.Timestamp("2026-03-02T05:30:00.000000005", tz="Asia/Kolkata")
+        assert list(llmspend.records(until=aware).cost_usd) == [Decimal("1")]
+        assert len(llmspend.records(since=frame.ts.values[1])) == 1  # datetime64[ns]
+    with pytest.raises(llmspend.ValidationError, match="NaT"):
+        llmspend.records(since=np.datetime64("NaT"))
+    with pytest.raises(llmspend.ValidationError, match="outside 1970-01-01"):
+        llmspend.records(until=np.datetime64("1960-01-01"))
+
+
 def test_hierarchy_rows_created(tracker) -> None:  # type: ignore[no-untyped-def]
     llmspend.ingest(
         [

@@ -295,7 +295,9 @@ def get_budget(store: Store, scope: str, name: str) -> Budget:
     with store.begin() as conn:
         row = _find(conn, key)
         if row is None:
-            raise BudgetError(f"no {key.label} budget; see list_budgets() for the budgets set")
+            raise BudgetError(
+                f"no {key.label} budget (list_budgets() or `llmspend budget list` shows those set)"
+            )
         return _load(conn, row.id)
 
 
