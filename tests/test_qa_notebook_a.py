@@ -155,3 +155,15 @@ def test_a_read_only_store_makes_magics_say_so_in_one_line(
         llmspend.install(f"sqlite:///{path}")
         forget_store(url)
     assert {b.name: b.limit_usd for b in llmspend.list_budgets()} == {"acme": 5}
+
+
+# -- %spend last: unpriced calls are not summed as $0 silently ----------------------------------
+
+
+def test_spend_last_total_says_when_costs_are_unknown(ip: InteractiveShell) -> None:
+    with capture_output():
+        ok(ip, "client.chat.completions.create(model='gpt-4o-mini', messages=[])")
+        ok(ip, "client.chat.completions.create(model='my-own-finetune', messages=[])")
+    text = repr(ok(ip, "%spend last 2"))
+    assert "unpriced" in text.splitlines()[-2]  # the row
+    assert text.splitlines()[-1].endswith("+ 1 unpriced (cost unknown)"), text

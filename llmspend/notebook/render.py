@@ -428,6 +428,9 @@ def calls_table(rows: Sequence[Mapping[str, Any]], *, title: str | None = None) 
         )
     total = sum((c for c in (_row_cost(r) for r in rows) if c is not None), Decimal(0))
     caption = f"{len(rows)} call{'s' if len(rows) != 1 else ''}, {fmt_usd(total)}" if rows else None
+    unpriced = sum(r.get("price_status") == "unknown" for r in rows)
+    if caption and unpriced:  # an unknown cost is never silently $0
+        caption += f" + {unpriced} unpriced (cost unknown)"
     return Table(
         cols,
         out,
