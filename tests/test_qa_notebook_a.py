@@ -167,3 +167,17 @@ def test_spend_last_total_says_when_costs_are_unknown(ip: InteractiveShell) -> N
     text = repr(ok(ip, "%spend last 2"))
     assert "unpriced" in text.splitlines()[-2]  # the row
     assert text.splitlines()[-1].endswith("+ 1 unpriced (cost unknown)"), text
+
+
+# -- --help, as on the command line -------------------------------------------------------------
+
+
+@pytest.mark.parametrize("line", ["%budget --help", "%budget set -h", "%spend --help"])
+def test_help_option_prints_the_grammar_and_changes_nothing(
+    ip: InteractiveShell, line: str
+) -> None:
+    before = snapshot()
+    with capture_output() as cap:
+        ok(ip, line)
+    assert "Examples:" in cap.stdout and line.split()[0] + " " in cap.stdout, cap.stdout
+    assert snapshot() == before

@@ -111,6 +111,11 @@ def parse_tags(items: Sequence[str] | None) -> dict[str, str]:
     return tags
 
 
+def _wants_help(line: str) -> bool:
+    """``-h`` / ``--help`` anywhere: the user asks for the grammar (as ``%budget?``)."""
+    return any(t in ("-h", "--help") for t in arg_split(line, strict=False))
+
+
 def _parse(magic: Any, line: str) -> Any:
     """Parse ``line``; a negative amount (``-5/day``) is an argument, not an option."""
     argv = arg_split(line, strict=False)
@@ -221,6 +226,9 @@ class LLMSpendMagics(Magics):
             %budget set user acme/* 2/day          (every user of acme without a budget)
             %budget status project
         """
+        if _wants_help(line):
+            print(self.budget.__doc__)
+            return None
         args = _parse(self.budget, line)
         cmd, rest = args.command, list(args.rest)
         _check_options("budget", cmd, args, _BUDGET_OPTIONS)
@@ -321,6 +329,9 @@ class LLMSpendMagics(Magics):
             df = %spend report --by model --since 7d
             %spend export ~/spend-october.csv --since 2026-10-01 --until 2026-11-01
         """
+        if _wants_help(line):
+            print(self.spend.__doc__)
+            return None
         args = _parse(self.spend, line)
         cmd, rest = args.command, list(args.rest)
         _check_options("spend", cmd, args, _SPEND_OPTIONS)
