@@ -7,6 +7,7 @@ from __future__ import annotations
 import datetime as dt
 import json
 import os
+import select
 import socket
 import subprocess
 import sys
@@ -821,3 +822,60 @@ def test_a_second_lifespan_of_the_same_proxy_still_reaches_its_store(tmp_path: P
 
     assert asyncio.run(lifespan()) == 42
     assert asyncio.run(lifespan()) == 42  # not "cannot schedule new futures after shutdown"
+
+
+def _response(sock: socket.socket) -> bytes:
+    """One HTTP/1.1 response with a Content-Length, read whole from ``sock``."""
+    data = b""
+    while b"\r\n\r\n" not in data:
+        chunk = sock.recv(65536)
+        assert chunk, f"connection closed after {data!r}"
+        data += chunk
+    head, _, body = data.partition(b"\r\n\r\n")
+    length = next(
+        int(line.split(b":", 1)[1])
+        for line in head.split(b"\r\n")
+        if line.lower().startswith(b"content-length:")
+    )
+    while len(body) < length:
+        chunk = sock.recv(65536)
+        assert chunk, "connection closed mid-body"
+        body += chunk
+    return head
+
+
+def test_an_idle_connection_outlives_the_sdks_own_keepalive(stack: Any) -> None:
+    """The gateway keeps an idle client connection open longer than the SDKs' httpx pools keep
+    theirs, so the client always closes first. The other way round, a request sent just as the
+    server closes is reset (uvicorn's default, 5 s, is httpx's own limit)."""
+    import openai._constants
+
+    _, gateway = stack
+    sdk = openai._constants.DEFAULT_CONNECTION_LIMITS.keepalive_expiry
+    idle = max(httpx.Limits().keepalive_expiry or 0, sdk or 0)
+    assert idle > 0
+    request = b"GET /health HTTP/1.1\r\nHost: 127.0.0.1\r\n\r\n"
+    with socket.create_connection(("127.0.0.1", gateway.port), timeout=60) as sock:
+        sock.sendall(request)
+        assert _response(sock).startswith(b"HTTP/1.1 200")
+        # past the client's own limit the server has not closed: nothing to read, no EOF
+        readable, _, _ = select.select([sock], [], [], idle + 3)
+        assert not readable, "the gateway closed an idle connection the SDK would still use"
+        sock.sendall(request)
+        assert _response(sock).startswith(b"HTTP/1.1 200")
+
+
+def test_keepalive_timeout_is_configurable_and_checked(tmp_path: Path) -> None:
+    from llmspend.errors import ConfigError
+    from llmspend.gateway.config import KEEPALIVE_SECONDS, load_config
+
+    path = tmp_path / "gateway.toml"
+    upstream = f'[upstreams.openai]\nbase_url = "http://127.0.0.1:9"\nkey_env = "{KEY_ENV}"\n'
+    path.write_text(upstream)
+    assert load_config(str(path), {KEY_ENV: PROVIDER_KEY}).keepalive_timeout == KEEPALIVE_SECONDS
+    path.write_text("[gateway]\nkeepalive_timeout = 120\n" + upstream)
+    assert load_config(str(path), {KEY_ENV: PROVIDER_KEY}).keepalive_timeout == 120
+    for bad in ("0", "-5", '"75"', "true"):
+        path.write_text(f"[gateway]\nkeepalive_timeout = {bad}\n" + upstream)
+        with pytest.raises(ConfigError, match="keepalive_timeout must be a positive number"):
+            load_config(str(path), {KEY_ENV: PROVIDER_KEY})

@@ -18,6 +18,7 @@ from __future__ import annotations
 
 import contextlib
 import logging
+import math
 from collections.abc import AsyncIterator
 
 from starlette.applications import Starlette
@@ -126,4 +127,7 @@ def serve(
     names = ", ".join(f"/{u.name} → {u.base_url}" for u in config.upstreams.values())
     log.info("llmspend gateway on http://%s:%d (%s)", host, port, names)
     warn_keyless(config)
-    uvicorn.run(app, host=host, port=port, access_log=False, log_level="info", lifespan="on")
+    uvicorn.run(
+        app, host=host, port=port, access_log=False, log_level="info", lifespan="on",
+        timeout_keep_alive=math.ceil(config.keepalive_timeout),
+    )  # fmt: skip

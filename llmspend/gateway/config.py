@@ -6,6 +6,8 @@ max_request_bytes = 33554432   # a larger request body gets a 413 (default 32 Mi
 timeout = 600                  # seconds for an upstream read (default 600)
 connect_timeout = 10           # seconds to connect upstream (default 10)
 key_cache_seconds = 5          # a revoked gateway key is refused within this (0: at once)
+keepalive_timeout = 75         # seconds an idle client connection is kept (default 75: longer
+                               # than clients and proxies keep theirs, so they close first)
 
 [upstreams.openai]             # served at /openai/...: /openai/v1/chat/completions
 dialect = "openai"             # openai | gemini | anthropic (default: the upstream's name)
@@ -52,6 +54,7 @@ from .roles import RoleConfig, parse_roles
 
 __all__ = [
     "AUTH_HEADERS",
+    "KEEPALIVE_SECONDS",
     "GatewayConfig",
     "HubConfig",
     "Upstream",
@@ -103,6 +106,14 @@ class HubConfig:
     default: tuple[str, str] | None = None
 
 
+#: How long the gateway keeps an idle client connection open. Longer than the clients'
+#: own idle limits (httpx, under the openai and anthropic SDKs: 5 s; aiohttp: 15 s; nginx's
+#: upstream ``keepalive_timeout``: 60 s), so the client always closes first: a server that
+#: closes an idle connection just as a client sends on it resets the request (uvicorn's own
+#: default is 5 s, the very limit of httpx).
+KEEPALIVE_SECONDS = 75.0
+
+
 @dataclass(frozen=True, slots=True)
 class GatewayConfig:
     upstreams: dict[str, Upstream]
@@ -112,6 +123,7 @@ class GatewayConfig:
     hub: HubConfig | None = None
     roles: RoleConfig = field(default_factory=RoleConfig)  # [roles]: see .roles
     key_cache_seconds: float = 5.0
+    keepalive_timeout: float = KEEPALIVE_SECONDS
     webhook_allow: str = ""  # [webhooks] allow, as check_destination takes it
 
 
@@ -253,6 +265,7 @@ def load_config(path: str | None, environ: dict[str, str] | None = None) -> Gate
         hub=_hub(data.get("hub"), env),
         roles=parse_roles(data.get("roles")),
         key_cache_seconds=_seconds(section, "key_cache_seconds", 5.0),
+        keepalive_timeout=_number(section, "keepalive_timeout", KEEPALIVE_SECONDS),
         webhook_allow=_webhook_allow(data.get("webhooks")),
     )
 
