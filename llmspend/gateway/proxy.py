@@ -147,7 +147,10 @@ class Proxy:
     async def open(self) -> None:
         """Open the pooled upstream client (on the running event loop)."""
         config = self.config
-        connector = aiohttp.TCPConnector(limit=1000, limit_per_host=0, keepalive_timeout=5.0)
+        # An idle upstream connection is dropped after 4 s, before the 5 s a uvicorn-served
+        # upstream (vLLM, a local OpenAI-compatible server) keeps it: a request sent as the
+        # server closes would be reset, and a POST is not sent again.
+        connector = aiohttp.TCPConnector(limit=1000, limit_per_host=0, keepalive_timeout=4.0)
         self._session = aiohttp.ClientSession(
             connector=connector,
             # connect: waiting for a pooled connection and opening one; sock_read: between
