@@ -181,3 +181,15 @@ def test_help_option_prints_the_grammar_and_changes_nothing(
         ok(ip, line)
     assert "Examples:" in cap.stdout and line.split()[0] + " " in cap.stdout, cap.stdout
     assert snapshot() == before
+
+
+@pytest.mark.parametrize(
+    "line", ["%budget set org acme 5/day --alert ''", "%budget update org acme --alert ' '"]
+)
+def test_an_empty_alert_list_is_a_usage_error_not_no_alerts(
+    ip: InteractiveShell, line: str
+) -> None:
+    ok(ip, "%budget set org acme 5/day")
+    before = snapshot()
+    assert "none" in usage_error(ip, line)
+    assert snapshot() == before

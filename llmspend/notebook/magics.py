@@ -170,6 +170,8 @@ def _definition_options(args: Any) -> dict[str, Any]:
     if args.hard or args.soft:
         out["mode"] = "hard" if args.hard else "soft"
     if args.alert is not None:
+        if not args.alert.strip():  # an empty --alert '' is no way to say "none"
+            raise UsageError('--alert takes percentages such as 50,80,100, or "none"')
         out["thresholds"] = parse_alerts(args.alert)
     if args.tz is not None:
         out["timezone"] = args.tz
