@@ -193,3 +193,22 @@ def test_an_empty_alert_list_is_a_usage_error_not_no_alerts(
     before = snapshot()
     assert "none" in usage_error(ip, line)
     assert snapshot() == before
+
+
+@pytest.mark.parametrize("text", ["1e999999999", "-1", "abc", "nan"])
+def test_a_bad_cell_cost_min_in_the_environment_is_named_and_ignored(
+    monkeypatch: pytest.MonkeyPatch, text: str
+) -> None:
+    from llmspend.errors import LLMSpendWarning
+    from llmspend.notebook.cellcost import CellCost
+    from llmspend.notebook.commands import spend_quiet
+
+    monkeypatch.setenv("LLMSPEND_CELL_COST_MIN", text)
+    with pytest.warns(LLMSpendWarning, match="LLMSPEND_CELL_COST_MIN"):
+        fresh = CellCost()
+    assert fresh.min_usd == 0
+    monkeypatch.setenv("LLMSPEND_CELL_COST_MIN", "$0.01")
+    assert CellCost().min_usd == Decimal("0.01")
+    before = cell_cost.min_usd
+    assert "$0.01" in spend_quiet(min_usd=Decimal("0.01")).text
+    cell_cost.min_usd = before

@@ -24,11 +24,13 @@ import html
 import logging
 import os
 import threading
+import warnings
 from collections import Counter
 from dataclasses import dataclass, field
 from decimal import Decimal, InvalidOperation
 from typing import TYPE_CHECKING, Any
 
+from ..errors import LLMSpendWarning
 from ..money import nanos_to_usd, usd_to_nanos
 from ..teammode import GatewayAnswer, add_observer, remove_observer
 from .render import NO_MATH, fmt_pct, fmt_usd, status_percent
@@ -183,11 +185,25 @@ def _env_enabled() -> bool:
 
 
 def _env_min() -> Decimal:
-    try:
-        value = Decimal(os.environ.get("LLMSPEND_CELL_COST_MIN", "0") or "0")
-    except InvalidOperation:
+    """``LLMSPEND_CELL_COST_MIN``: 0 to $1,000,000,000; anything else is ignored, with a
+    warning naming it."""
+    text = os.environ.get("LLMSPEND_CELL_COST_MIN", "").strip()
+    if not text:
         return Decimal(0)
-    return value if value.is_finite() and value > 0 else Decimal(0)
+    try:
+        value: Decimal | None = Decimal(text.removeprefix("$"))
+    except InvalidOperation:
+        value = None
+    # adjusted() first: arithmetic on a huge exponent (1e999999999) overflows
+    if value is None or not value.is_finite() or value.adjusted() > 9 or not 0 <= value <= 10**9:
+        warnings.warn(
+            "llmspend: LLMSPEND_CELL_COST_MIN must be an amount of USD from 0 to "
+            f"$1,000,000,000, got {text!r}; ignored",
+            LLMSpendWarning,
+            stacklevel=2,
+        )
+        return Decimal(0)
+    return value
 
 
 class CellCost:
