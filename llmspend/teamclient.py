@@ -85,13 +85,15 @@ def client() -> GatewayClient | None:
     return GatewayClient(f"{ep.scheme}://{ep.host}{port}{ep.prefix}", key)
 
 
-def not_served(what: str) -> ConfigError:
-    """The error for a function the gateway's data API does not serve yet."""
+def not_served(what: str, instead: str | None = None) -> ConfigError:
+    """The error for a function the gateway's data API does not serve (yet): ``instead``
+    says what to do, by default compute over the frames it does serve."""
     return ConfigError(
-        f"{what} is not served in team mode yet: the kernel reads through the gateway "
-        "(LLMSPEND_GATEWAY_URL), which does not offer it; use llmspend.records(), "
-        "budget_status() or alerts() (scoped by your role) and compute over those frames"
-    )
+        f"{what} is not served in team mode: the kernel reads through the gateway "
+        "(LLMSPEND_GATEWAY_URL), which does not offer it; "
+        + (instead or "use llmspend.records(), budget_status() or alerts() (scoped by your "
+           "role) and compute over those frames")
+    )  # fmt: skip
 
 
 class _NoRedirect(urllib.request.HTTPRedirectHandler):

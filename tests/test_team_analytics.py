@@ -258,8 +258,9 @@ def test_a_bad_argument_is_the_solo_validation_error(stack: Stack, be: Any) -> N
         analytics.dashboard_data(colour="red")  # type: ignore[call-arg]  # as in solo mode
     with pytest.raises(ValidationError, match="cannot be sent to the llmspend gateway"):
         analytics.budget_recommendations(pricebook=stack.tracker.pricebook)
-    with pytest.raises(ConfigError, match="not served in team mode"):
+    with pytest.raises(ConfigError, match="not served in team mode") as refused:
         analytics.rebuild_rollups()
+    assert "llmspend db rebuild-rollups" in str(refused.value)  # what docs/team.md promises
 
 
 def test_budget_history_goes_through_the_gateway_scoped(stack: Stack, be: Any) -> None:

@@ -270,3 +270,15 @@ def test_with_a_gateway_key_the_kernel_opens_no_store_and_the_magics_ask_the_gat
     assert "exported 1 calls" in said(f"%spend export {tmp_path / 'nora.csv'}")
     assert tracker.opened_store() is None  # still none: every answer was the gateway's
     assert not (tmp_path / "kernel.sqlite").exists()  # the configured store was never made
+
+
+def test_the_gateway_is_recognised_by_any_name_of_the_loopback(
+    stack: tuple[Sim, Gateway], kernel: InteractiveShell, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """LLMSPEND_GATEWAY_URL says localhost, the SDK's base URL 127.0.0.1: the same gateway,
+    so the call is still recorded once, there, and not in the kernel's store as well."""
+    _sim, gateway = stack
+    monkeypatch.setenv("LLMSPEND_GATEWAY_URL", gateway.url.replace("127.0.0.1", "localhost"))
+    _chat(kernel, gateway, gateway.new_key("acme", "churn", "lou"))
+    assert len(gateway.rows("user_name = :u", u="lou")) == 1
+    assert llmspend.records().empty

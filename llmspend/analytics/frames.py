@@ -84,7 +84,10 @@ def rebuild_rollups(store: Store | None = None) -> dict[str, int]:
     tracker's), in one write transaction: ``{"hourly": rows, "daily": rows}``, identical to
     the tables the write path maintains. Run it after changing raw rows by hand."""
     if store is None and teamclient.active():  # the gateway's store is the gateway's to keep
-        raise teamclient.not_served("llmspend.analytics.rebuild_rollups()")
+        raise teamclient.not_served(
+            "llmspend.analytics.rebuild_rollups()",
+            "the gateway's administrator runs `llmspend db rebuild-rollups` on its database",
+        )
     return rollups.rebuild_rollups(resolve_store(store))
 
 

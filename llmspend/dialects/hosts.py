@@ -177,10 +177,20 @@ def gateway() -> Endpoint | None:
     return _gateway_env[1]
 
 
+#: Names of this machine's loopback, one host to :func:`gateway_bound`: a gateway set as
+#: ``http://localhost:8780`` is the one an SDK reaches at ``http://127.0.0.1:8780``.
+_LOOPBACK = frozenset({"localhost", "127.0.0.1", "::1"})
+
+
+def _same_host(a: str, b: str) -> bool:
+    a, b = a.lower().rstrip("."), b.lower().rstrip(".")
+    return a == b or (a in _LOOPBACK and b in _LOOPBACK)
+
+
 def gateway_bound(scheme: str, host: str, port: int | None, path: str) -> bool:
     """Whether a request to this URL goes to the gateway (team mode)."""
     ep = gateway()
-    if ep is None or ep.host != host.lower().rstrip(".") or ep.scheme != scheme:
+    if ep is None or ep.scheme != scheme or not _same_host(ep.host, host):
         return False
     if (ep.port or _default_port(ep.scheme)) != (port or _default_port(scheme)):
         return False
