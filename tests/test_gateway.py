@@ -367,7 +367,12 @@ def test_a_hard_budget_refuses_with_a_status_no_sdk_retries_and_nothing_goes_ups
         )
     assert oe.value.status_code == 403
     assert "acme/capped" in str(oe.value) and "limit" in str(oe.value)
-    assert oe.value.response.headers["x-llmspend-budget-state"] == "exceeded"
+    refused = oe.value.response.headers
+    assert refused["x-llmspend-budget-state"] == "exceeded"
+    assert refused["x-llmspend-budget"] == "acme/capped"
+    assert (refused["x-llmspend-budget-scope"], refused["x-llmspend-budget-period"]) == (
+        "project", "day",
+    )  # fmt: skip
     with pytest.raises(anthropic.PermissionDeniedError):
         _anthropic(gateway, key).messages.create(
             model="claude-sonnet-4-5", max_tokens=50, messages=MESSAGES

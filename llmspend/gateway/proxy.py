@@ -530,6 +530,8 @@ def _refusal_headers(exc: BudgetExceeded) -> dict[str, str]:
     headers = {
         "x-llmspend-budget-state": "exceeded",
         "x-llmspend-budget": exc.budget,
+        "x-llmspend-budget-scope": exc.scope,
+        "x-llmspend-budget-period": exc.period,
         "x-llmspend-budget-limit-usd": str(exc.limit),
         "x-llmspend-budget-spent-usd": str(exc.spent),
         "x-llmspend-budget-reserved-usd": str(exc.reserved),
