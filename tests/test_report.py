@@ -275,6 +275,7 @@ def test_report_on_an_empty_store_renders(tmp_path: Path) -> None:
         (["--period", "fortnight"], "unknown period 'fortnight'"),
         (["--period", "month", "--since", "7d"], "either a period"),
         (["--decimals", "-1"], "decimals must be"),
+        (["--timeout", "0"], "timeout must be a whole number of seconds of at least 1"),
         (["--kernel", "no-such-kernel"], "no Jupyter kernel named 'no-such-kernel'"),
     ],
 )

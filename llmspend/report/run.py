@@ -108,6 +108,13 @@ def run_report(
         raise ValidationError(f"decimals must be a whole number from 0 to 9, got {decimals!r}")
     if isinstance(top, bool) or not isinstance(top, int) or top < 1:
         raise ValidationError(f"top must be a whole number of at least 1, got {top!r}")
+    if timeout is not None and (
+        isinstance(timeout, bool) or not isinstance(timeout, int) or timeout < 1
+    ):
+        raise ValidationError(
+            "timeout must be a whole number of seconds of at least 1 (None: no limit), "
+            f"got {timeout!r}"
+        )
     html_path = _check_output(Path(output) if output else default_output(window), "output")
     nb_out = _check_output(Path(notebook_output), "notebook output") if notebook_output else None
     source = notebook_path(notebook)
