@@ -66,10 +66,21 @@ def parse_usd(text: str | Decimal | int) -> Decimal:
     return dec
 
 
+_CENT = Decimal("0.01")
+_MICRO = Decimal("0.000001")
+_HUGE = Decimal("1e15")  # past any spend: an amount typed by mistake, not digits to print
+
+
 def format_usd(value: Decimal | None, places: int = 2) -> str:
-    """Format money for people: ``$1,234.56``; small non-zero amounts keep their digits."""
+    """Format money for people: ``$1,234.56``; small non-zero amounts keep their digits
+    (``$0.000019``, under a millionth two significant ones: ``$0.00000002``)."""
     if value is None:
         return "n/a"
-    if value != 0 and abs(value) < Decimal("0.01") and places == 2:
+    size = value.copy_abs()  # not abs(): the context would overflow on a huge exponent
+    if size >= _HUGE:
+        return f"${value:.3e}"
+    if value and size < _CENT and places == 2:
+        if size < _MICRO:
+            return f"${Decimal(format(value, '.2g')):f}"
         return f"${value:,.6f}".rstrip("0")
     return f"${value:,.{places}f}"

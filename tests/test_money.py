@@ -36,6 +36,21 @@ def test_parse_and_format() -> None:
     assert format_usd(None) == "n/a"
 
 
+@pytest.mark.parametrize(
+    ("value", "shown"),
+    [
+        ("0.00000002", "$0.00000002"),  # one embedding call: was "$0."
+        ("0.0000004", "$0.0000004"),
+        ("-0.00000002", "$-0.00000002"),
+        ("0.000019", "$0.000019"),
+        ("0", "$0.00"),
+        ("1e999999999", "$1.000e+999999999"),  # a typo, not a billion digits or an Overflow
+    ],
+)
+def test_tiny_and_huge_amounts_are_shown_with_their_digits(value: str, shown: str) -> None:
+    assert format_usd(Decimal(value)) == shown
+
+
 @given(st.integers(min_value=0, max_value=2**62))
 def test_nanos_round_trip_property(n: int) -> None:
     assert usd_to_nanos(nanos_to_usd(n)) == n  # type: ignore[arg-type]

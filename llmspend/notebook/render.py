@@ -46,10 +46,6 @@ _FONT = "font-size:12px;font-family:var(--jp-ui-font-family, sans-serif)"
 NO_MATH = "mathjax_ignore tex2jax_ignore"
 
 
-#: Below this, six decimals would show a cost as ``$0.``: two significant digits instead.
-_MICRO_USD = Decimal("0.000001")
-
-
 def fmt_usd(value: Decimal | int | float | None) -> str:
     """``$1,234.56``; small amounts keep their significant digits (``$0.000019``,
     ``$0.00000002``)."""
@@ -57,10 +53,7 @@ def fmt_usd(value: Decimal | int | float | None) -> str:
         return "n/a"
     if isinstance(value, float):
         value = Decimal(repr(value))
-    value = Decimal(value)
-    if value and value.copy_abs() < _MICRO_USD:
-        return f"${Decimal(format(value, '.2g')):f}"
-    return format_usd(value)
+    return format_usd(Decimal(value))
 
 
 def fmt_pct(value: float | None) -> str:
