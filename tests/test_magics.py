@@ -253,7 +253,8 @@ BAD_BUDGET_INPUTS = [
     ("%budget set org acme 5 --hard --soft", "not both"),
     ("%budget set org acme 5 --week-start someday", "--week-start"),
     ("%budget set org acme 5 --unpriced maybe", "invalid choice"),
-    ("%budget set org acme 5 --webhook ftp://x", "http"),
+    ("%budget set org acme 5 --webhook ftp://x", "got a URL of scheme 'ftp'"),
+    ("%budget set org acme 5 --webhook notaurl", "got text that is not a URL"),  # was ':///***'
     ("%budget set org acme", "usage: %budget set"),
     ("%budget set org acme 5 extra", "usage: %budget set"),
     ("%budget set org acme 5 --bogus", "unrecognized arguments"),

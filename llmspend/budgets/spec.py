@@ -288,8 +288,14 @@ def check_webhook_url(url: Any) -> str:
     (``llmspend.alerting.destinations``). The message never repeats the URL's path.
     """
     if not isinstance(url, str) or not url.startswith(("http://", "https://")):
-        shown = mask_url(url) if isinstance(url, str) else repr(url)
-        raise BudgetError(f"webhook url must be an http(s) URL, got {shown!r}")
+        # not echoed: a pasted secret must not reach a log through the error
+        scheme = urlsplit(url).scheme if isinstance(url, str) else ""
+        got = (
+            f"a value of type {type(url).__name__}" if not isinstance(url, str)
+            else f"a URL of scheme {scheme!r}" if scheme.isascii() and scheme.isalpha()
+            else "text that is not a URL"
+        )  # fmt: skip
+        raise BudgetError(f"webhook url must be an http(s) URL (https://host/path), got {got}")
     if any(ord(c) < 0x21 or 0x7F <= ord(c) <= 0x9F for c in url):
         raise BudgetError(
             "webhook url must not contain spaces or control characters (tab, newline, NUL...)"
