@@ -14,8 +14,8 @@ of which knows another's place in it):
                         (``tx`` is a :class:`~llmspend.store.fastsql.Tx`): the budgets'
                         settlement, then the alert decision over what it settled, then
                         the rollups
-``after_record_hooks``  ``f(call, row)`` after commit (listeners; must not raise): alert
-                        delivery
+``after_record_hooks``  ``f(call, row)`` after commit, or after the row was journaled
+                        (listeners; must not raise): alert delivery
 ``refusal_hooks``       ``f(call, exc)`` after a refusal was recorded: the refusal alert
 ``ingest_hooks``        ``f(conn, rows)`` inside the transaction that writes ingested or
                         replayed rows: budget periods, then rollups
@@ -237,17 +237,23 @@ class Tracker:
             raise
         self._known_entities.add(key)
         self.recent.append(row)
+        self._tell_listeners(call, row)
+        if self._spool_pending:
+            self.replay_spool()
+
+    def _tell_listeners(self, call: Call, row: dict[str, Any]) -> None:
         for after in self.after_record_hooks:
             try:
                 after(call, row)
             except Exception:  # a listener must never break the caller's call
                 log.exception("llmspend listener failed")
-        if self._spool_pending:
-            self.replay_spool()
 
     def _not_recorded(self, call: Call, row: dict[str, Any], held: Any, exc: BaseException) -> None:
         """The row could not be committed: journal it, take its hold off the heartbeat to
-        be given back, and have the replayer retry in the background."""
+        be given back, and have the replayer retry in the background. The listeners hear
+        of it as of a recorded call (it is what the call cost: journaled, not lost); the
+        alerts decided in the transaction that failed are dropped (a replayed row fires
+        none)."""
         try:
             self._spool_row(row, exc)
         finally:
@@ -256,6 +262,7 @@ class Tracker:
             if held is not None:
                 self._unreturned_hold(call, held)
             self.replayer.wake(now=False)  # retried with back-off, off the calls' path
+            self._tell_listeners(call, row)
 
     def _unreturned_hold(self, call: Call, held: Any) -> None:
         key = (call.org, call.project, call.user)
