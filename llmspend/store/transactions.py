@@ -22,7 +22,8 @@ checkpoints to a :class:`.sqlite.Checkpointer` thread and tell it of each write 
 :data:`.sqlite.LOCK_SLICE` at a time inside SQLite, and ``BEGIN IMMEDIATE`` is retried in
 Python between slices, so a Ctrl-C is raised within a slice. Then the driver's "database is
 locked" comes out (and the caller applies the outage policy). ``tx(wait=...)`` and
-``begin(wait=...)`` choose another wait; ``begin`` waits the busy timeout by default.
+``begin(wait=...)`` choose another wait; ``begin`` waits the busy timeout by default, taking
+the write lock a slice at a time too (a magic's Ctrl-C is honoured at once).
 
 Driver errors come out as SQLAlchemy's (``sqlalchemy.exc.OperationalError`` and
 friends) from both paths; a store that cannot be reached raises ``StoreError``.
@@ -246,7 +247,8 @@ class Transactions:
     @contextlib.contextmanager
     def begin(self, *, write: bool = False, wait: float | None = None) -> Iterator[Connection]:
         """A transaction. ``write=True`` takes SQLite's write lock at BEGIN, waiting the
-        busy timeout for it, or ``wait`` seconds."""
+        busy timeout for it, or ``wait`` seconds, a slice at a time (Ctrl-C is raised
+        between slices); the transaction's statements wait as long."""
         GUARD.enter()  # no fork while this thread is in the driver (see forkguard)
         try:
             try:
@@ -255,13 +257,19 @@ class Transactions:
                 raise StoreError(f"cannot reach the store {safe_url(self.url)}: {reason(e)}") from e
             with conn:
                 raw: Any = None
-                if self.is_sqlite and wait is not None:
+                lock = write and self.is_sqlite
+                if self.is_sqlite and (wait is not None or lock):
                     raw = conn.connection.driver_connection
-                    raw.execute(f"PRAGMA busy_timeout = {int(wait * 1000)}")
+                waited_ms = self._busy_ms if wait is None else int(wait * 1000)
                 try:
-                    if write and self.is_sqlite:
+                    if lock:
                         conn = conn.execution_options(llmspend_immediate=True)
-                    with conn.begin():
+                        began = self._lock(conn, raw, waited_ms / 1000)
+                    else:
+                        if raw is not None:
+                            raw.execute(f"PRAGMA busy_timeout = {waited_ms}")
+                        began = conn.begin()
+                    with began:
                         yield conn
                 finally:
                     if raw is not None:
@@ -269,6 +277,28 @@ class Transactions:
                             raw.execute(f"PRAGMA busy_timeout = {int(self._busy_ms)}")
         finally:
             GUARD.exit()
+
+    @staticmethod
+    def _lock(conn: Connection, raw: Any, wait: float) -> Any:
+        """``conn.begin()`` (``BEGIN IMMEDIATE``) again, :data:`.sqlite.LOCK_SLICE` at a
+        time inside SQLite, until the lock is had or ``wait`` seconds have passed (then the
+        driver's "database is locked" comes out, as SQLAlchemy's). Between slices Python
+        runs Ctrl-C's handler. The transaction's statements then wait ``wait`` seconds."""
+        raw.execute(f"PRAGMA busy_timeout = {int(min(wait, LOCK_SLICE) * 1000)}")
+        deadline = time.monotonic() + wait
+        waiting = False
+        while True:
+            try:
+                began = conn.begin()
+                break
+            except exc.OperationalError as e:
+                if e.orig is None or not is_busy(e.orig) or time.monotonic() >= deadline:
+                    raise
+                if not waiting:
+                    waiting = True
+                    log.debug("llmspend: waiting up to %.2f s for another connection's lock", wait)
+        raw.execute(f"PRAGMA busy_timeout = {int(wait * 1000)}")
+        return began
 
     def tx(self, *, write: bool = False, wait: float | None = None) -> TxScope:
         """A transaction straight on a DBAPI connection: the per-call hot path.
