@@ -5,6 +5,11 @@ runs about ten statements, so the hot path (budget lookup, reservation, settleme
 alert decision) sends plain parameterized SQL through the DBAPI instead. Statements are
 written once with ``:name`` placeholders and rendered per dialect (``%(name)s`` for
 psycopg). Values are always bound parameters, never formatted into the text.
+
+Driver errors come out as SQLAlchemy's (``sqlalchemy.exc.OperationalError`` and friends)
+on both kinds of :class:`Tx`: one on an SQLAlchemy ``Connection`` (:meth:`Tx.of`) raises
+them as that Connection's own statements would, and the per-call path's
+(:class:`~llmspend.store.transactions.TxScope`) when its transaction ends.
 """
 
 from __future__ import annotations
@@ -14,7 +19,7 @@ import re
 from collections import namedtuple
 from typing import Any
 
-from sqlalchemy import Connection
+from sqlalchemy import Connection, exc
 
 __all__ = ["SQL", "Tx", "data_version", "db_time", "db_time_for", "py_time", "run"]
 
@@ -128,9 +133,11 @@ class Tx:
 
     @classmethod
     def of(cls, conn: Connection | Tx) -> Tx:
+        """``conn`` itself, or a ``Tx`` on the DBAPI connection of an SQLAlchemy
+        ``Connection``'s open transaction (raising driver errors as SQLAlchemy's)."""
         if isinstance(conn, Tx):
             return conn
-        return cls(conn.connection.dbapi_connection, conn.dialect)
+        return _ConnectionTx(conn.connection.dbapi_connection, conn.dialect)
 
     def run(self, sql: SQL, params: Any = None) -> Result:
         name = self.dialect.name
@@ -153,6 +160,49 @@ class Tx:
         """End the transaction, undoing it; later statements run in a new one."""
         self.serial = None  # what was read in it may not be what the store keeps
         self.dbapi.rollback()
+
+
+class _ConnectionTx(Tx):
+    """A :class:`Tx` on an SQLAlchemy ``Connection``'s transaction: a driver error comes
+    out as SQLAlchemy's (``DBAPIError.instance``, as the Connection's own statements
+    raise it), so ``except OperationalError`` works whichever way a statement was sent.
+    (The per-call path's ``Tx`` has no such wrapper: its scope translates as it ends.)"""
+
+    __slots__ = ()
+
+    def run(self, sql: SQL, params: Any = None) -> Result:
+        try:
+            return Tx.run(self, sql, params)
+        except self.dialect.loaded_dbapi.Error as e:
+            raise _translated(self.dialect, e, sql.render(self.dialect.name), params) from e
+
+    def execute(self, statement: str, params: Any = ()) -> Any:
+        try:
+            return Tx.execute(self, statement, params)
+        except self.dialect.loaded_dbapi.Error as e:
+            raise _translated(self.dialect, e, statement, params) from e
+
+    def executemany(self, statement: SQL | str, seq: Any) -> None:
+        try:
+            Tx.executemany(self, statement, seq)
+        except self.dialect.loaded_dbapi.Error as e:
+            text = statement.render(self.dialect.name) if isinstance(statement, SQL) else statement
+            raise _translated(self.dialect, e, text, seq, many=True) from e
+
+
+def _translated(
+    dialect: Any, e: Exception, statement: str, params: Any, *, many: bool = False
+) -> BaseException:
+    """The SQLAlchemy error for the driver error ``e`` (``OperationalError`` for the
+    driver's, and so on through ``DBAPIError``)."""
+    return exc.DBAPIError.instance(
+        statement,
+        None if many else params,  # (SQLAlchemy shows at most a few of many rows)
+        e,
+        dialect.loaded_dbapi.Error,
+        dialect=dialect,
+        ismulti=many,
+    )
 
 
 def data_version(dbapi: Any) -> int:
