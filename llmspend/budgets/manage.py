@@ -11,22 +11,26 @@ from __future__ import annotations
 
 import datetime as dt
 import json
+import logging
 from decimal import Decimal
 from typing import TYPE_CHECKING, Any
 
 from sqlalchemy import Connection, delete, insert, select, update
+from sqlalchemy.exc import DBAPIError
 
 from ..config import default_attribution
 from ..errors import BudgetError
 from ..money import nanos_to_usd
 from ..store.audit import append_entry
+from ..store.fastsql import SQL, Tx, db_time
 from ..store.hierarchy import ensure_entities
 from ..store.models import AuditEntry, BudgetPeriod
 from ..store.models import Budget as BudgetRow
-from ..timeutil import utcnow
+from ..timeutil import clock_shift, utcnow
 from .holds import forget_periods, reclaim_expired
-from .ledger import BUDGET_COLS, ensure_period
-from .periods import period_bounds
+from .ledger import BUDGET_COLS, Period, ensure_period
+from .ledger import _spent_sql as spent_sql  # what ensure_period counts, for a row not written
+from .periods import current_bounds, period_bounds
 from .spec import (
     MODES,
     UNPRICED_POLICIES,
@@ -59,6 +63,8 @@ __all__ = [
     "set_budget",
     "update_budget",
 ]
+
+log = logging.getLogger("llmspend")
 
 DEFAULT_THRESHOLDS = (Decimal("0.5"), Decimal("0.8"), Decimal("1.0"))
 _DEFINITION = (
@@ -367,10 +373,27 @@ def _status(budget: Any, period: Any, now: dt.datetime) -> BudgetStatus:
     )
 
 
+_EXPIRED = SQL(
+    "SELECT period_ids, amount_nanos FROM llmspend_reservations WHERE lease_expires_at < :now"
+)
+_EXPIRED_DB_CLOCK = SQL(  # PostgreSQL: the database's clock, as holds.reclaim_expired reads it
+    "SELECT period_ids, amount_nanos FROM llmspend_reservations WHERE lease_expires_at < "
+    "(statement_timestamp() AT TIME ZONE 'UTC') + CAST(:shift AS double precision) "
+    "* interval '1 second'"
+)
+
+
 def budget_status(
-    store: Store, scope: str | None = None, name: str | None = None
+    store: Store, scope: str | None = None, name: str | None = None, *, wait: float | None = None
 ) -> list[BudgetStatus]:
-    """Status of every concrete budget (or one scope, or one budget) in its current period."""
+    """Status of every concrete budget (or one scope, or one budget) in its current period.
+
+    Read first; then, only when a current period row is missing or a hold's lease has
+    expired, write (make the row, give the hold back). A store that cannot be written
+    (read-only) gets the status computed without writing. On SQLite the write lock is
+    taken first, waiting ``wait`` seconds (default: the busy timeout) a slice at a time,
+    so the status is one consistent reading and a locked store says so.
+    """
     stmt = select(*BUDGET_COLS).where(BudgetRow.default_for == "")
     if scope is not None:
         check_choice("scope", scope, ("org", "project", "user"))
@@ -381,29 +404,104 @@ def budget_status(
         key = parse_key(scope, name)
         stmt = stmt.where(BudgetRow.name == key.name)
     now = utcnow()
-    out = []
-    with store.begin(write=True) as conn:
+    with store.begin(write=True, wait=wait) as conn:
         budgets = list(
             conn.execute(stmt.order_by(BudgetRow.org_name, BudgetRow.scope, BudgetRow.name))
         )
         if name is not None and not budgets:
             raise BudgetError(f"no {scope} budget {name!r}")
-        periods = [(b, ensure_period(conn, b, now)) for b in budgets]
-        reclaim_expired(conn, now)
-        for b, p in periods:
-            fresh = conn.execute(
-                select(
-                    BudgetPeriod.id,
-                    BudgetPeriod.period_start,
-                    BudgetPeriod.period_end,
-                    BudgetPeriod.limit_nanos,
-                    BudgetPeriod.spent_nanos,
-                    BudgetPeriod.reserved_nanos,
-                    BudgetPeriod.calls,
-                ).where(BudgetPeriod.id == p.id)
-            ).one()
-            out.append(_status(b, fresh, now))
+        tx = Tx.of(conn)
+        periods = _current(conn, budgets, now)
+        missing = [b for b in budgets if b.id not in periods]
+        expired = _expired(tx, now)
+        if missing or expired:
+            try:
+                with conn.begin_nested():
+                    made = {b.id: ensure_period(conn, b, now) for b in missing}
+                    reclaim_expired(conn, now)
+            except DBAPIError as e:
+                if not _read_only(e):
+                    raise
+                log.debug("llmspend: the store is read-only; budget status computed unsaved")
+                for b in missing:
+                    periods[b.id] = _unsaved_period(tx, b, now)
+                return [_status(b, _without(periods[b.id], expired), now) for b in budgets]
+            periods = {**made, **_current(conn, budgets, now)}  # (as reclaimed)
+        return [_status(b, periods[b.id], now) for b in budgets]
+
+
+def _current(conn: Connection, budgets: list[Any], now: dt.datetime) -> dict[int, Period]:
+    """The current period row of each budget that has one (a read)."""
+    if not budgets:
+        return {}
+    rows = conn.execute(
+        select(
+            BudgetPeriod.id,
+            BudgetPeriod.budget_id,
+            BudgetPeriod.period_start,
+            BudgetPeriod.period_end,
+            BudgetPeriod.limit_nanos,
+            BudgetPeriod.spent_nanos,
+            BudgetPeriod.reserved_nanos,
+            BudgetPeriod.calls,
+        )
+        .where(BudgetPeriod.budget_id.in_([b.id for b in budgets]))
+        .where(BudgetPeriod.period_start <= now)
+        .where(BudgetPeriod.period_end.is_(None) | (BudgetPeriod.period_end > now))
+    ).all()
+    by_start = {(r.budget_id, r.period_start): r for r in rows}
+    out = {}
+    for b in budgets:
+        start, _ = current_bounds(b.period, b.timezone, now, week_start=b.week_start)
+        r = by_start.get((b.id, start))
+        if r is not None:
+            out[b.id] = Period(
+                r.id,
+                r.period_start,
+                r.period_end,
+                r.limit_nanos,
+                r.spent_nanos,
+                r.reserved_nanos,
+                r.calls,
+            )
     return out
+
+
+def _expired(tx: Tx, now: dt.datetime) -> list[Any]:
+    """``(period_ids, amount_nanos)`` of the holds whose lease has expired (a read)."""
+    if tx.sqlite:
+        return tx.run(_EXPIRED, {"now": db_time(tx, now)}).all()
+    return tx.run(_EXPIRED_DB_CLOCK, {"shift": clock_shift().total_seconds()}).all()
+
+
+def _unsaved_period(tx: Tx, budget: Any, now: dt.datetime) -> Period:
+    """The current period a budget would get (see ``ensure_period``), not written."""
+    start, end = current_bounds(budget.period, budget.timezone, now, week_start=budget.week_start)
+    window = {
+        "org": budget.org_name,
+        "project": budget.project_name,
+        "user": budget.user_name,
+        "start": db_time(tx, start),
+        "end": db_time(tx, end),
+    }
+    spent, calls = tx.run(spent_sql(budget, end is not None), window).one()
+    return Period(0, start, end, budget.limit_nanos, int(spent or 0), 0, int(calls))
+
+
+def _without(period: Period, expired: list[Any]) -> Period:
+    """``period`` with what expired holds keep on it taken off its reserved amount."""
+    gone = sum(amount for ids, amount in expired if str(period.id) in ids.split(","))
+    return period._replace(reserved_nanos=period.reserved_nanos - gone) if gone else period
+
+
+def _read_only(e: DBAPIError) -> bool:
+    """Whether ``e`` says the store cannot be written at all (SQLite's SQLITE_READONLY,
+    PostgreSQL's read-only transaction), rather than not now."""
+    orig = e.orig
+    code = getattr(orig, "sqlite_errorcode", None)
+    if code is not None:
+        return bool(code & 0xFF == 8)
+    return getattr(orig, "sqlstate", None) == "25006"
 
 
 def budget_history(store: Store, scope: str, name: str) -> pd.DataFrame:

@@ -30,9 +30,12 @@ from dataclasses import dataclass, field
 from decimal import Decimal, InvalidOperation
 from typing import TYPE_CHECKING, Any
 
+from ..budgets.manage import budget_status
 from ..errors import LLMSpendWarning
 from ..money import nanos_to_usd, usd_to_nanos
+from ..teamclient import client
 from ..teammode import GatewayAnswer, add_observer, remove_observer
+from ..tracker import get_tracker
 from .render import NO_MATH, fmt_pct, fmt_usd, status_percent
 
 if TYPE_CHECKING:
@@ -273,13 +276,12 @@ class CellCost:
         return CostLine(cell, self.top_budget(cell) if self.show_budget else None)
 
     def top_budget(self, cell: CellSummary) -> BudgetStatus | None:
-        """The most used budget (highest % of its limit) that applies to the cell's calls."""
+        """The most used budget (highest % of its limit) that applies to the cell's calls;
+        ``None`` when there is none or the store cannot say within its lock wait."""
         if not cell.who:
             return None
-        import llmspend
-
         try:
-            statuses = [s for s in llmspend.budget_status() if applies(s, cell.who)]
+            statuses = [s for s in _statuses() if applies(s, cell.who)]
         except Exception:
             log.debug("llmspend: budget status unavailable", exc_info=True)
             return None
@@ -304,6 +306,18 @@ class CellCost:
             return f"llmspend · {label}: no LLM calls"
         models = ", ".join(f"{m} × {n}" for m, n in cell.models.most_common())
         return f"llmspend · {label}: {cell.text()} ({models})"
+
+
+def _statuses() -> list[BudgetStatus]:
+    """``llmspend.budget_status()``, waiting at most the store's lock wait
+    (``LLMSPEND_LOCK_WAIT``) for SQLite's lock: a busy store raises at once, and the
+    cell's line goes without its budget part rather than freezing the notebook."""
+    team = client()
+    if team is not None:
+        return team.budget_status()
+    tracker = get_tracker()
+    tracker.guard.release_standing()  # (as llmspend.budget_status(): not spending)
+    return budget_status(tracker.store, wait=tracker.store.lock_wait)
 
 
 #: The one instance the extension wires into IPython.
