@@ -15,6 +15,11 @@ transaction on it raises ``StoreCorrupted`` — naming the file and ``llmspend d
 — and nothing more is written into the file, until the file is replaced by a recovered
 one (another inode at its path: then the store reopens on it).
 
+A SQLite file deleted or replaced while the store is in use is noticed off the calls'
+path (:meth:`Store.watch`, run by the checkpointer's thread, and ``begin``); the next
+transaction moves the store to the file at the path (:mod:`.relocate` carries what was
+written into the old one meanwhile; see docs/reliability.md).
+
 Transactions on a store are :mod:`.transactions`'s; ``upgrade``, ``current_revisions`` and
 ``safe_url`` are re-exported here for the rest of llmspend.
 """

@@ -40,10 +40,10 @@ def _compiled(stmt: Any) -> str:
     return str(stmt.compile(dialect=_DIALECT))
 
 
-_ROWID = literal_column("rowid")
+_ROWID: Any = literal_column("rowid")
 _TOP = {
-    t.name: _compiled(select(func.max(_ROWID)).select_from(t))
-    for t in (UsageRecord.__table__, Budget.__table__)
+    USAGE: _compiled(select(func.max(_ROWID)).select_from(UsageRecord)),
+    BUDGETS: _compiled(select(func.max(_ROWID)).select_from(Budget)),
 }
 _READ_USAGE = _compiled(
     select(*(UsageRecord.__table__.c[n] for n in _USAGE_COLUMNS))
@@ -56,7 +56,7 @@ _READ_BUDGETS = _compiled(
     .order_by(_ROWID)
 )
 _WRITE_BUDGET = _compiled(
-    sqlite.insert(Budget.__table__)
+    sqlite.insert(Budget)
     .values({n: bindparam(n) for n in _BUDGET_COLUMNS})
     .on_conflict_do_nothing(index_elements=["scope", "name", "default_for"])
 )
