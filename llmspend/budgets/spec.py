@@ -71,7 +71,8 @@ def parse_key(scope: Any, name: Any) -> BudgetKey:
         raise BudgetError(f"unknown budget scope {scope!r}; use one of: org, project, user")
     if not isinstance(name, str) or not name.strip():
         raise BudgetError(f"budget name must be a non-empty string, got {name!r}")
-    parts = name.strip().split("/")
+    name = name.strip()  # " acme " names the budget "acme", not a second one on its org
+    parts = name.split("/")
     try:
         if scope == "org":
             if len(parts) != 1:
@@ -110,10 +111,10 @@ def parse_limit(limit: Any) -> int:
     """A limit in USD (str, Decimal or int; > 0, finite) → nanodollars."""
     if isinstance(limit, bool) or limit is None:
         raise BudgetError(f"limit must be an amount of USD, got {limit!r}")
-    if isinstance(limit, float):
+    if isinstance(limit, float):  # numpy's float64 too: its repr is not a number
         if not math.isfinite(limit):
             raise BudgetError(f"limit must be a finite amount of USD, got {limit!r}")
-        limit = repr(limit)
+        limit = repr(float(limit))
     if isinstance(limit, str):
         text = limit.strip().replace(",", "").removeprefix("$")
         try:
@@ -149,7 +150,7 @@ def parse_thresholds(thresholds: Any) -> tuple[Decimal, ...]:
         if isinstance(t, bool):
             raise BudgetError(f"threshold must be a fraction in (0, 1], got {t!r}")
         try:
-            value = Decimal(repr(t)) if isinstance(t, float) else Decimal(t)
+            value = Decimal(repr(float(t))) if isinstance(t, float) else Decimal(t)
         except (InvalidOperation, TypeError, ValueError):
             raise BudgetError(f"threshold must be a fraction in (0, 1], got {t!r}") from None
         if not value.is_finite() or not (0 < value <= 1):
@@ -287,7 +288,7 @@ def check_webhook_url(url: Any) -> str:
     Only the form is checked here; where it may be delivered is decided at delivery time
     (``llmspend.alerting.destinations``). The message never repeats the URL's path.
     """
-    if not isinstance(url, str) or not url.startswith(("http://", "https://")):
+    if not isinstance(url, str) or not url[:8].lower().startswith(("http://", "https://")):
         # not echoed: a pasted secret must not reach a log through the error
         scheme = urlsplit(url).scheme if isinstance(url, str) else ""
         got = (
