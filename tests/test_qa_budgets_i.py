@@ -37,3 +37,40 @@ def test_a_webhook_scheme_in_capitals_is_accepted(tracker) -> None:  # type: ign
     assert b.webhook_url == mask_url(url) == "https://hooks.example.com/***"
     with pytest.raises(BudgetError, match="scheme 'ftp'"):
         check_webhook_url("FTP://hooks.example.com/x")
+
+
+def _three_alerts() -> list[int]:
+    from llmspend.call import Usage
+    from llmspend.pipeline import begin_call
+
+    llmspend.set_budget("project", "acme/churn", "0.00021", "day", mode="soft")
+    c = begin_call("openai", "chat.completions", "gpt-4o-mini", input_tokens=1000,
+                   max_output_tokens=100)  # fmt: skip
+    assert c is not None
+    c.finish(Usage(input_tokens=1000, output_tokens=100))
+    return list(llmspend.alerts().id)
+
+
+def test_alert_ids_from_the_frame_acknowledge_even_when_none_are_left(installed) -> None:  # type: ignore[no-untyped-def]
+    ids = _three_alerts()
+    assert len(ids) == 3
+    frame = llmspend.alerts()
+    assert llmspend.acknowledge_alerts(frame.id.iloc[0]) == 1  # a numpy integer
+    assert llmspend.acknowledge_alerts(llmspend.alerts(acknowledged=False).id) == 2  # a Series
+    assert llmspend.acknowledge_alerts(llmspend.alerts(acknowledged=False).id) == 0  # empty
+    assert llmspend.alerts().acknowledged.all()
+    for bad in (["x"], [True], "1", 1.0):
+        with pytest.raises(llmspend.LLMSpendError, match="alert ids must be integers"):
+            llmspend.acknowledge_alerts(bad)  # type: ignore[arg-type]
+
+
+def test_alerts_options_are_checked(installed) -> None:  # type: ignore[no-untyped-def]
+    _three_alerts()
+    llmspend.acknowledge_alerts(llmspend.alerts().id.iloc[0])
+    with pytest.raises(llmspend.LLMSpendError, match="acknowledged must be True, False"):
+        llmspend.alerts(acknowledged="no")  # was read as True
+    assert len(llmspend.alerts(acknowledged=np.False_)) == 2
+    for bad in (-1, "5", 2.0, True):
+        with pytest.raises(llmspend.LLMSpendError, match="limit must be a whole number"):
+            llmspend.alerts(limit=bad)
+    assert len(llmspend.alerts(limit=np.int64(1))) == 1

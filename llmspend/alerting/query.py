@@ -4,6 +4,8 @@ from __future__ import annotations
 
 import datetime as dt
 import json
+import numbers
+import sys
 from collections.abc import Iterable
 from decimal import Decimal
 from typing import TYPE_CHECKING, Any
@@ -85,6 +87,10 @@ def fetch_alerts(
     import pandas as pd
 
     lo, hi = parse_when(since, name="since"), parse_when(until, name="until")
+    if acknowledged is not None and not isinstance(acknowledged, (bool, _np_bool())):
+        raise ValidationError(f"acknowledged must be True, False or None, got {acknowledged!r}")
+    if limit is not None and (_not_int(limit) or limit < 0):
+        raise ValidationError(f"limit must be a whole number >= 0, got {limit!r}")
     stmt = select(*_ALERT_SELECT).where(*build_filters(filters, _FILTERS))
     if lo is not None:
         stmt = stmt.where(Alert.ts >= lo)
@@ -130,9 +136,14 @@ def acknowledge(
     """Mark alerts acknowledged (all unacknowledged ones when ``ids`` is None)."""
     stmt = update(Alert).where(Alert.acknowledged.is_(False))
     if ids is not None:
-        wanted = [ids] if isinstance(ids, int) else list(ids)
-        if not wanted or not all(isinstance(i, int) and not isinstance(i, bool) for i in wanted):
+        # one id, or any iterable of them (a list, ``alerts().id``: numpy integers too)
+        many = not isinstance(ids, (numbers.Integral, str, bytes)) and isinstance(ids, Iterable)
+        given: list[Any] = list(ids) if many else [ids]  # type: ignore[arg-type]
+        if any(_not_int(i) for i in given):
             raise ValidationError(f"alert ids must be integers, got {ids!r}")
+        wanted = [int(i) for i in given]
+        if not wanted:  # e.g. alerts(acknowledged=False).id when there are none
+            return 0
         with store.begin() as conn:
             known = {r[0] for r in conn.execute(select(Alert.id).where(Alert.id.in_(wanted)))}
         missing = sorted(set(wanted) - known)
@@ -148,6 +159,16 @@ def acknowledge(
             )
         )
         return int(res.rowcount or 0)
+
+
+def _not_int(value: Any) -> bool:
+    return isinstance(value, bool) or not isinstance(value, numbers.Integral)
+
+
+def _np_bool() -> type:
+    """numpy's bool type when numpy is loaded (a DataFrame cell), else ``bool``."""
+    np = sys.modules.get("numpy")
+    return bool if np is None else np.bool_
 
 
 def fetch_deliveries(store: Store) -> pd.DataFrame:
