@@ -68,8 +68,9 @@ class ProviderPlugin(Protocol):
 ENTRY_POINT_GROUP = "llmspend.providers"
 
 _registry: dict[str, ProviderPlugin] = {}
-_applied: list[tuple[Any, str, Any]] = []  # (module object, attribute, wrapt handle)
-_applied_keys: set[tuple[str, str]] = set()
+# (plugin name, (module name, attribute), module object, wrapt handle), oldest first
+_applied: list[tuple[str, tuple[str, str], Any, Any]] = []
+_applied_keys: dict[tuple[str, str], str] = {}  # (module name, attribute) -> plugin name
 _hooked_modules: set[str] = set()
 _loaded_entry_points: set[tuple[str, str]] = set()  # (name, value): loaded or given up on
 _reported: set[str] = set()  # plugins already logged as broken
@@ -81,11 +82,14 @@ _lock = threading.RLock()
 def register_provider(plugin: ProviderPlugin) -> None:
     """Register a provider plugin, replacing one of the same ``name``.
 
-    Its patches are applied at the next ``install()``, or now if llmspend is installed.
-    Plugins declared as entry points need not call this.
+    Its patches are applied at the next ``install()``, or now if llmspend is installed (the
+    wrappers of the plugin it replaces are removed first). Plugins declared as entry points
+    need not call this.
     """
     _check_plugin(plugin)
     with _lock:
+        if _active and plugin.name in _registry:
+            _unwrap(lambda name: name == plugin.name)
         _registry[plugin.name] = plugin
         if _active:
             _apply_plugin(plugin)
@@ -184,8 +188,8 @@ def _apply_one(plugin: ProviderPlugin, module: Any, patch: Patch) -> None:
     except Exception as exc:
         _report(plugin.name, f"could not patch {patch.module}.{patch.attribute}", exc)
         return
-    _applied.append((module, patch.attribute, handle))
-    _applied_keys.add(key)
+    _applied.append((plugin.name, key, module, handle))
+    _applied_keys[key] = plugin.name
 
 
 def _patches(plugin: ProviderPlugin) -> list[Patch]:
@@ -235,14 +239,23 @@ def remove_patches() -> None:
     global _active
     with _lock:
         _active = False
-        while _applied:
-            module, attribute, handle = _applied.pop()
-            try:
-                wrapt.unwrap_object(module, attribute, handle)
-            except Exception as exc:  # someone replaced it wholesale: nothing of ours left
-                log.warning("llmspend: could not unwrap %s.%s: %s",
-                            module.__name__, attribute, exc)  # fmt: skip
-        _applied_keys.clear()
+        _unwrap(lambda name: True)
+
+
+def _unwrap(which: Callable[[str], bool]) -> None:
+    """Remove the wrappers applied for the plugins ``which`` names, newest first."""
+    for index in reversed(range(len(_applied))):
+        name, key, module, handle = _applied[index]
+        if not which(name):
+            continue
+        del _applied[index]
+        del _applied_keys[key]
+        attribute = key[1]
+        try:
+            wrapt.unwrap_object(module, attribute, handle)
+        except Exception as exc:  # someone replaced it wholesale: nothing of ours left
+            log.warning("llmspend: could not unwrap %s.%s: %s",
+                        module.__name__, attribute, exc)  # fmt: skip
 
 
 def is_active() -> bool:

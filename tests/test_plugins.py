@@ -340,3 +340,43 @@ def test_a_broken_plugin_is_logged_once_and_the_builtins_still_work(
 def test_register_provider_rejects_what_is_not_a_plugin() -> None:
     with pytest.raises(TypeError, match="not a provider plugin"):
         llmspend.register_provider(object())  # type: ignore[arg-type]
+
+
+def test_a_plugin_registered_again_while_installed_replaces_its_wrappers(
+    tmp_path: Path, site: Path
+) -> None:
+    """A notebook user fixes a plugin and runs ``register_provider`` again: the new one
+    hooks the SDK (not the old wrapper), once, and ``uninstall()`` still restores it."""
+    write_distribution(site, "toysdk", "", toysdk=TOYSDK)
+    import toysdk
+
+    from llmspend import Patch, Usage, begin_call
+
+    def plugin(api: str) -> Any:
+        def complete(wrapped: Any, instance: Any, args: Any, kwargs: Any) -> Any:
+            call = begin_call("openai", api, args[0], payload=args[1])
+            response = wrapped(*args, **kwargs)
+            usage = Usage(input_tokens=11, output_tokens=5)
+            assert call is not None
+            call.finish(usage, response_model=response["model"])
+            return response
+
+        class Toy:
+            name = "toy-by-hand"
+
+            def patches(self) -> list[Patch]:
+                return [Patch("toysdk", "Client.complete", complete)]
+
+        return Toy()
+
+    original = toysdk.Client.__dict__["complete"]
+    install(tmp_path)
+    llmspend.register_provider(plugin("toy.v1"))
+    toysdk.Client().complete("gpt-4o-mini", "first")
+    llmspend.register_provider(plugin("toy.v2"))
+    toysdk.Client().complete("gpt-4o-mini", "second")
+    assert llmspend.records()["api"].tolist() == ["toy.v1", "toy.v2"]
+    assert toysdk.Client.__dict__["complete"].__wrapped__ is original  # one wrapper
+
+    llmspend.uninstall()
+    assert toysdk.Client.__dict__["complete"] is original
