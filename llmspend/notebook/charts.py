@@ -267,7 +267,7 @@ def breakdown(
     data = _plot_frame(frame, (value,))
     label, by = by, _field(by)
     data = data.rename(columns={label: by})
-    cols = [c for c in ("calls",) if c in data.columns]
+    cols = [c for c in ("calls", "unpriced_calls") if c in data.columns]
     data = data.groupby(by, as_index=False, dropna=False)[[value, *cols]].sum()
     data[by] = data[by].fillna("(none)").astype(str)
     data = data.sort_values(value, ascending=False)
@@ -293,8 +293,16 @@ def breakdown(
             tooltip=tooltip,
         )
     )
-    labels = bars.mark_text(align="left", dx=3, fontSize=10, color="#424242").encode(
-        text=alt.Text(f"{value}:Q", format=money_format(data[value], label=True))
+    money = money_format(data[value], label=True)
+    text = f"format(datum[{value!r}], {money!r})"
+    if "unpriced_calls" in cols and data["unpriced_calls"].sum():
+        # a model with no known price is not a silent $0: say how many calls are uncounted
+        u = "datum.unpriced_calls"
+        text += f" + ({u} > 0 ? ' + ' + {u} + ' unpriced' : '')"
+    labels = (
+        bars.mark_text(align="left", dx=3, fontSize=10, color="#424242")
+        .transform_calculate(label=text)
+        .encode(text="label:N")
     )
     return (bars + labels).properties(title=title, width=WIDTH - 60, height=max(40, 22 * len(data)))
 

@@ -94,6 +94,18 @@ def _sum(frame: Any, column: str) -> Any:
     return sum(values)
 
 
+def _unpriced(data: dict[str, Any]) -> int:
+    """How many of the period's calls have no known price (their cost is missing)."""
+    count = _first(data.get("totals"), "unpriced_calls", None)
+    if count is None or count != count:
+        count = _sum(data.get("by_model"), "unpriced_calls")
+    return int(count or 0)
+
+
+def _unpriced_text(count: int) -> str:
+    return f"{fmt_int(count)} unpriced call{'' if count == 1 else 's'} not counted"
+
+
 def _no_math(content: str) -> str:
     """Keep MathJax from typesetting "$1 ... $2" in an HTML widget as math."""
     return f'<div class="{NO_MATH}">{content}</div>'
@@ -353,6 +365,9 @@ class Dashboard(W.VBox):
         cost = _first(totals, "cost_usd", None)
         calls = int(_first(totals, "calls", 0) or 0)
         where = ", ".join(f"{k}={v}" for k, v in self.filters.items()) or "everything"
+        unpriced = _unpriced(self.data)
+        if unpriced:
+            where = f"{where}; {_unpriced_text(unpriced)}"
         label = PERIODS[self.period][2] if self.period in PERIODS else self.period
         return (
             f"<llmspend dashboard: {fmt_usd(cost)} in {calls:,} calls, {label}, {where}; "
@@ -463,18 +478,22 @@ class Dashboard(W.VBox):
         calls = int(_first(totals, "calls", 0) or _sum(data.get("by_model"), "calls"))
         tokens_in = int(_first(totals, "input_tokens", 0) or 0)
         tokens_out = int(_first(totals, "output_tokens", 0) or 0)
+        unpriced = _unpriced(data)
         cost = Decimal(cost) if not isinstance(cost, Decimal) else cost
-        avg = (cost / calls) if calls else Decimal(0)
+        priced = calls - unpriced  # an unpriced call has no cost: it is not averaged as $0
+        avg: Decimal | None = (cost / priced) if priced > 0 else None if unpriced else Decimal(0)
         rt = data.get("realtime")
         rt_calls = int(_first(rt, "calls", 0) or 0)
         rt_cost = _first(rt, "cost_usd", Decimal(0)) or Decimal(0)
         burn = _first(rt, "burn_rate_usd_per_hour", None)
         window = REALTIME_WINDOW
+        # An unknown model's calls are never shown as a silent $0 (DESIGN §4).
+        spend_note = f"{label} · {_unpriced_text(unpriced)}" if unpriced else label
         tiles = [
-            _tile("spend", fmt_usd(cost), label),
+            _tile("spend", fmt_usd(cost), spend_note),
             _tile("calls", fmt_int(calls), label),
             _tile("tokens in / out", f"{fmt_int(tokens_in)} / {fmt_int(tokens_out)}", label),
-            _tile("per call", fmt_usd(avg), "average"),
+            _tile("per call", fmt_usd(avg), "average of priced calls" if unpriced else "average"),
             _tile(f"last {window}", fmt_usd(Decimal(rt_cost)), f"{fmt_int(rt_calls)} calls"),
         ]
         if burn is not None:

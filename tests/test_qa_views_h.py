@@ -1,0 +1,78 @@
+"""The dashboard and charts, as a demanding user finds them (exploratory testing, views)."""
+
+from __future__ import annotations
+
+import datetime as dt
+import warnings
+from collections.abc import Iterator
+from decimal import Decimal
+from typing import Any
+
+import pandas as pd
+import pytest
+
+import llmspend
+from llmspend.notebook import charts
+from llmspend.notebook.widgets import Dashboard
+
+NOW = dt.datetime.now(dt.UTC)
+
+
+def call(model: str, **extra: Any) -> dict[str, Any]:
+    row: dict[str, Any] = {
+        "ts": NOW - dt.timedelta(hours=1), "provider": "openai", "model": model, "org": "acme",
+        "project": "churn", "user": "ana", "input_tokens": 1000, "output_tokens": 100,
+        "status": "ok",
+    }  # fmt: skip
+    return row | extra
+
+
+@pytest.fixture
+def dashboard_of(installed: Any) -> Iterator[Any]:
+    made: list[Dashboard] = []
+
+    def make(rows: list[dict[str, Any]]) -> Dashboard:
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore")  # the unknown model's warning
+            llmspend.ingest(rows)
+        dash = llmspend.dashboard(live=False)
+        made.append(dash)
+        assert dash.last_error is None, dash.last_error
+        return dash
+
+    yield make
+    for dash in made:
+        dash.close()
+
+
+def test_calls_of_a_model_with_no_price_are_not_shown_as_a_silent_zero(dashboard_of: Any) -> None:
+    dash = dashboard_of([call("no-such-model-x")])
+    assert "1 unpriced call not counted" in dash.tiles.value
+    assert "1 unpriced call" in repr(dash)
+    assert "n/a" in dash.tiles.value  # no average of $0 over a call with no price
+    assert "+ 1 unpriced" in dash.by_model.value and "+ 1 unpriced" in dash.by_user.value
+
+
+def test_the_average_per_call_leaves_unpriced_calls_out(dashboard_of: Any) -> None:
+    dash = dashboard_of([call("gpt-4o", cost_usd=Decimal("3")), call("no-such-model-x")])
+    assert "1 unpriced call not counted" in dash.tiles.value
+    assert ">$3.00<" in dash.tiles.value  # spend and average: $3 over the one priced call
+    assert ">$1.50<" not in dash.tiles.value
+    assert "+ 1 unpriced" in dash.by_model.value
+    assert "gpt-4o $3.00 +" not in dash.by_model.value
+
+
+def test_priced_calls_only_show_no_unpriced_note(dashboard_of: Any) -> None:
+    dash = dashboard_of([call("gpt-4o", cost_usd=Decimal("3"))])
+    assert "unpriced" not in dash.tiles.value + repr(dash)
+    assert " unpriced<" not in dash.by_model.value  # no label (the tooltip names the column)
+
+
+def test_breakdown_labels_say_how_many_calls_are_unpriced() -> None:
+    frame = pd.DataFrame(
+        {"model": ["a", "b"], "cost_usd": [Decimal("2"), Decimal(0)], "calls": [3, 2],
+         "unpriced_calls": [0, 2]}
+    )  # fmt: skip
+    svg = charts.to_svg(charts.breakdown(frame, by="model"))
+    assert "$2.00" in svg and "$0.00 + 2 unpriced" in svg
+    assert "$2.00 +" not in svg
