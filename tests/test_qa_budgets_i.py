@@ -74,3 +74,25 @@ def test_alerts_options_are_checked(installed) -> None:  # type: ignore[no-untyp
         with pytest.raises(llmspend.LLMSpendError, match="limit must be a whole number"):
             llmspend.alerts(limit=bad)
     assert len(llmspend.alerts(limit=np.int64(1))) == 1
+
+
+def test_an_alert_names_its_threshold_as_set(installed) -> None:  # type: ignore[no-untyped-def]
+    from llmspend.alerting.listeners import remove_alert_callback
+    from llmspend.call import Usage
+    from llmspend.pipeline import begin_call
+
+    got: list = []
+    llmspend.on_alert(got.append)
+    try:
+        llmspend.set_budget("project", "acme/churn", "0.00042", "day", mode="soft",
+                            thresholds=(0.005, 0.125, 0.5))  # fmt: skip
+        c = begin_call("openai", "chat.completions", "gpt-4o-mini", input_tokens=1000,
+                       max_output_tokens=100)  # fmt: skip
+        assert c is not None
+        c.finish(Usage(input_tokens=1000, output_tokens=100))
+    finally:
+        remove_alert_callback(got.append)
+    # was "reached 0 %" and "reached 12 %" (rounded to whole percents)
+    assert [e.message.split(" — ")[0].rsplit("reached ", 1)[1] for e in got] == [
+        "0.5 %", "12.5 %", "50 %"
+    ]  # fmt: skip

@@ -63,7 +63,7 @@ class BudgetThresholdReached:
             )
         return (
             f"llmspend: {self.scope} budget {self.budget!r} reached "
-            f"{self.threshold * 100:.0f} % — {spent} of {limit} ({self.percent_used:.1f} %)"
+            f"{_percent(self.threshold)} % — {spent} of {limit} ({self.percent_used:.1f} %)"
         )
 
     def to_json(self) -> dict[str, Any]:
@@ -85,6 +85,11 @@ class BudgetThresholdReached:
             "period_start": self.period_start.isoformat(),
             "metadata": self.metadata,
         }
+
+
+def _percent(fraction: Decimal) -> str:
+    """A threshold as the percentage it is: ``0.5`` → ``50``, ``0.125`` → ``12.5``."""
+    return f"{(fraction * 100).normalize():f}"
 
 
 _INSERT_ALERT = SQL(
