@@ -76,11 +76,23 @@ def next_first_day(unit: str, first: dt.date, n: int = 1) -> dt.date:
 
 def local_midnight(day: dt.date, tz: dt.tzinfo) -> dt.datetime:
     """The first instant of ``day`` in ``tz``, as naive UTC (handles DST gaps at midnight)."""
-    utc = dt.datetime(day.year, day.month, day.day, tzinfo=tz).astimezone(UTC)
-    # If midnight does not exist (a DST gap at 00:00), the day starts at the gap's end.
-    if utc.astimezone(tz).date() != day:
-        utc = dt.datetime(day.year, day.month, day.day, 1, tzinfo=tz).astimezone(UTC)
-    return utc.replace(tzinfo=None)
+    midnight = dt.datetime(day.year, day.month, day.day)
+    utc = midnight.replace(tzinfo=tz).astimezone(UTC)
+    if utc.astimezone(tz).replace(tzinfo=None) == midnight:
+        return utc.replace(tzinfo=None)
+    # Midnight does not exist (a gap: clocks jumped over it, or over the whole day, as in
+    # Samoa on 2011-12-30): the day starts when the gap ends, the instant the offset
+    # changes. Read at the offset after the gap (fold=1) midnight falls before that
+    # instant, at the offset before it (fold=0) after: find it between the two.
+    lo = midnight.replace(tzinfo=tz, fold=1).astimezone(UTC)  # local time before midnight
+    hi = utc  # local time past midnight
+    while hi - lo > dt.timedelta(microseconds=1):
+        mid = lo + (hi - lo) // 2
+        if mid.astimezone(tz).replace(tzinfo=None) >= midnight:
+            hi = mid
+        else:
+            lo = mid
+    return hi.replace(tzinfo=None)
 
 
 def period_bounds(

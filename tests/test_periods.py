@@ -130,6 +130,23 @@ def test_calendar_midnight_in_a_dst_gap() -> None:
     assert calendar.find_zone("Mars/Olympus") is None and calendar.find_zone("America") is None
 
 
+def test_a_day_the_clocks_skipped_is_empty_and_days_still_tile() -> None:
+    # Samoa skipped 2011-12-30 (UTC-10 -> UTC+14 at midnight): the 29th ends, and the 31st
+    # starts, at the same instant; the 30th is empty. (Its start was read an hour late, so
+    # the 29th and the 31st overlapped by an hour.)
+    tz = calendar.find_zone("Pacific/Apia")
+    assert tz is not None
+    skip = utc(2011, 12, 30, 10)
+    assert calendar.local_midnight(dt.date(2011, 12, 30), tz) == skip
+    assert calendar.period_bounds("day", tz, utc(2011, 12, 30, 9))[1] == skip
+    assert calendar.period_bounds("day", tz, skip)[0] == skip
+    assert calendar.period_bounds("day", tz, skip)[1] == utc(2011, 12, 31, 10)
+    # and a spring-forward gap not at midnight leaves midnight alone
+    berlin = calendar.find_zone("Europe/Berlin")
+    assert berlin is not None
+    assert calendar.local_midnight(dt.date(2026, 3, 29), berlin) == utc(2026, 3, 28, 23)
+
+
 def test_calendar_unit_of_a_window() -> None:
     assert calendar.unit_of(utc(2026, 3, 1), utc(2026, 4, 1)) == "month"
     assert calendar.unit_of(utc(2026, 3, 2), utc(2026, 3, 9)) == "week"  # a Monday
