@@ -588,6 +588,20 @@ def test_bad_budget_requests_get_the_librarys_message(
     assert llmspend.list_budgets() == before  # nothing changed
 
 
+def test_an_error_message_with_a_percent_sign_is_sent_as_the_library_wrote_it(
+    installed: Any, api: Fetch
+) -> None:
+    """Tornado doubles each ``%`` of a message raised without arguments (for its log)."""
+    body = {"scope": "org", "name": "acme", "limit": "5", "thresholds": [2]}
+    code, error = api("budgets", method="POST", body=body)
+    assert code == 400
+    assert "(e.g. 0.8 for 80 %), got 2" in error["message"] and "%%" not in error["message"]
+    code, error = api("budgets", method="DELETE", params={"scope": "org", "name": "100%"})
+    assert code == 404 and error["message"] == "no org budget 100%"
+    code, error = api("alerts", params={"limit": "0"})  # a message of the route's own
+    assert code == 400 and error["message"] == "limit must be an integer in 1..200"
+
+
 def test_changing_a_budget_that_does_not_exist_is_a_404(installed: Any, api: Fetch) -> None:
     code, error = api(
         "budgets", method="PATCH", body={"scope": "user", "name": "acme/zoe", "limit": "3"}

@@ -82,6 +82,17 @@ class _LLMSpendHandler(APIHandler):
         self.set_header("Cache-Control", "no-store")
         self.finish(json.dumps(payload))
 
+    def write_error(self, status_code: int, **kwargs: Any) -> None:
+        """JSON ``{"message", "reason"}`` as ``APIHandler`` writes it, but the message as
+        given: tornado keeps a message raised without arguments with each ``%`` doubled
+        (for its log), which ``APIHandler`` would send as is (``80 %%``)."""
+        exc = (kwargs.get("exc_info") or (None, None))[1]
+        if isinstance(exc, tornado.web.HTTPError) and exc.log_message:
+            self.set_header("Content-Type", "application/json")
+            self.finish(json.dumps({"message": exc.log_message % exc.args, "reason": exc.reason}))
+            return
+        super().write_error(status_code, **kwargs)
+
     def timezone_argument(self) -> str | None:
         return self.get_query_argument("tz", None) or None
 
