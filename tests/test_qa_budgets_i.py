@@ -96,3 +96,12 @@ def test_an_alert_names_its_threshold_as_set(installed) -> None:  # type: ignore
     assert [e.message.split(" — ")[0].rsplit("reached ", 1)[1] for e in got] == [
         "0.5 %", "12.5 %", "50 %"
     ]  # fmt: skip
+
+
+def test_a_threshold_below_a_millionth_is_refused(tracker) -> None:  # type: ignore[no-untyped-def]
+    # kept in millionths of the limit, 1e-9 became 0: an alert on any settlement, even $0
+    with pytest.raises(BudgetError, match=r"at least 0\.000001"):
+        llmspend.set_budget("org", "acme", "5", thresholds=[Decimal("1e-9"), 1])
+    assert llmspend.list_budgets() == []
+    b = llmspend.set_budget("org", "acme", "5", thresholds=[Decimal("0.000001"), 1])
+    assert b.thresholds[0] == Decimal("0.000001")

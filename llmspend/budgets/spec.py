@@ -157,6 +157,8 @@ def parse_thresholds(thresholds: Any) -> tuple[Decimal, ...]:
             raise BudgetError(
                 f"threshold must be a fraction in (0, 1] (e.g. 0.8 for 80 %), got {t!r}"
             )
+        if value < Decimal("0.000001"):  # kept in millionths: less would be 0, any spend
+            raise BudgetError(f"threshold must be at least 0.000001 (0.0001 %), got {t!r}")
         if out and value <= out[-1]:
             raise BudgetError(f"thresholds must be strictly increasing, got {list(thresholds)!r}")
         out.append(value)
