@@ -88,11 +88,17 @@ export function meterView(
       : { text: 'llmspend…', level: 'unknown', title: 'llmspend: loading' };
   }
   const ctx = `${status.context.org}/${status.context.project}/${status.context.user}`;
-  const today = `today ${formatUsd(status.today.spent_usd)} in ${plural(status.today.calls, 'call')}`;
+  // calls of a model with no known price are never shown as a silent $0
+  const unpriced = status.today.unpriced_calls ?? 0;
+  const today =
+    `today ${formatUsd(status.today.spent_usd)} in ${plural(status.today.calls, 'call')}` +
+    (unpriced > 0 ? ` (${unpriced} unpriced, not counted)` : '');
   const b = status.headline;
   if (b === null) {
     return {
-      text: `${formatUsd(status.today.spent_usd)} today`,
+      text:
+        `${formatUsd(status.today.spent_usd)} today` +
+        (unpriced > 0 ? ` + ${unpriced} unpriced` : ''),
       level: 'ok',
       title: `llmspend (${ctx}): no budget applies; ${today}. Click for details.`
     };

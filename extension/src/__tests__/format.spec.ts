@@ -112,6 +112,20 @@ describe('meter states', () => {
     expect(levelOf('ok', 100)).toBe('danger');
   });
 
+  it('names the calls of a model with no known price instead of a silent $0', () => {
+    const none = status(null, '0');
+    none.today.unpriced_calls = 2;
+    const view = meterView(none);
+    expect(view.text).toBe('$0.00 today + 2 unpriced');
+    expect(view.title).toContain(
+      'today $0.00 in 3 calls (2 unpriced, not counted)'
+    );
+    const withBudget = status(budget());
+    withBudget.today.unpriced_calls = 1;
+    expect(meterView(withBudget).title).toContain('(1 unpriced, not counted)');
+    expect(meterView(status(null)).text).toBe('$1.50 today');
+  });
+
   it('shows the headline budget', () => {
     const view = meterView(status(budget()));
     expect(view.text).toBe('$12.40 · 62 % of acme/churn month');
