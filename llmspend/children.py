@@ -8,8 +8,9 @@ llmspend is installed records into the same store, under the same attribution de
 How: while installed, ``multiprocessing.process.BaseProcess.start`` (where every start
 method, loky's included, begins) and ``BaseProcess._bootstrap`` (what a child runs) are
 wrapped. ``start`` leaves a :class:`Carrier` on the process object holding
-:class:`ChildSettings`: the store's URL, the price-override file, the defaults and the
-starting thread's ``attribute()`` context, read at that moment. A spawn, forkserver or loky
+:class:`ChildSettings`: the store's URL, the price-override file, the defaults, the
+starting thread's ``attribute()`` context, the declared endpoints and the team-mode
+gateway, read at that moment. A spawn, forkserver or loky
 child unpickles its process object before running it, and the carrier unpickles as a call
 to the installer's ``arrive``, which installs llmspend in the child; ``_bootstrap`` then
 runs the child inside that context. A fork child has its parent's memory: it is installed
@@ -41,6 +42,7 @@ from typing import Any
 import wrapt
 
 from .attribution import Attribution, attribute, current_overrides
+from .dialects import hosts
 from .tracker import Tracker, installed_tracker
 
 __all__ = [
@@ -79,6 +81,9 @@ class ChildSettings:
     prices_path: str | None
     defaults: tuple[str, str, str]  # the parent's (org, project, user) defaults
     context: Attribution  # the starting thread's attribute() context
+    # declare_endpoint()'s (url, dialect, provider), and the team-mode gateway's URL
+    endpoints: tuple[tuple[str, str, str | None], ...] = ()
+    gateway_url: str | None = None
 
 
 def child_settings(tracker: Tracker) -> ChildSettings | None:
@@ -87,7 +92,36 @@ def child_settings(tracker: Tracker) -> ChildSettings | None:
     url = tracker.settings.database_url
     if url.startswith("sqlite") and _in_memory(url):
         return None
-    return ChildSettings(url, tracker.settings.prices_path, tracker.defaults, current_overrides())
+    try:
+        endpoints = tuple((_url(e), e.dialect, e.provider) for e in hosts.declared_endpoints())
+        gateway = hosts.gateway()
+    except Exception:  # a bad LLMSPEND_ENDPOINTS: the child reads its own environment
+        log.warning("llmspend: a child gets no declared endpoints", exc_info=True)
+        endpoints, gateway = (), None
+    return ChildSettings(
+        url,
+        tracker.settings.prices_path,
+        tracker.defaults,
+        current_overrides(),
+        endpoints,
+        _url(gateway) if gateway is not None else None,
+    )
+
+
+def _url(endpoint: hosts.Endpoint) -> str:
+    """The base URL an endpoint was declared with."""
+    host = f"[{endpoint.host}]" if ":" in endpoint.host else endpoint.host
+    port = f":{endpoint.port}" if endpoint.port is not None else ""
+    return f"{endpoint.scheme}://{host}{port}{endpoint.prefix}"
+
+
+def _declare(settings: ChildSettings) -> None:
+    """In the child: the parent's declared endpoints and gateway (a spawned child starts
+    with none; a fork child has them already, and declaring again changes nothing)."""
+    for url, dialect, provider in settings.endpoints:
+        hosts.declare_endpoint(url, dialect, provider)
+    if settings.gateway_url is not None:
+        hosts.set_gateway(settings.gateway_url)
 
 
 def _in_memory(url: str) -> bool:
@@ -199,6 +233,10 @@ def _bootstrap(wrapped: Any, instance: Any, args: Any, kwargs: Any) -> Any:
             except Exception:
                 log.warning("llmspend: could not turn itself off in a child", exc_info=True)
         return wrapped(*args, **kwargs)
+    try:
+        _declare(settings)
+    except Exception:
+        log.warning("llmspend: a child runs without its parent's endpoints", exc_info=True)
     try:
         ctx = settings.context
         scope = attribute(org=ctx.org, project=ctx.project, user=ctx.user, tags=ctx.tags)

@@ -37,3 +37,27 @@ def send_two_calls(base_url: str, conn: Any, sizes: tuple[int, ...] = (SMALL, HU
     through ``conn``."""
     conn.send(two_calls(base_url, sizes))
     conn.close()
+
+
+def http_calls(openai_base_url: str, gemini_base_url: str) -> list[str]:
+    """A Gemini request over plain httpx (as litellm sends one: no SDK tap sees it) and an
+    openai SDK call: each call's outcome, as in :func:`two_calls`."""
+    import httpx
+
+    outcomes = []
+    try:
+        httpx.post(
+            f"{gemini_base_url}/models/gemini-2.0-flash:generateContent",
+            json={"contents": [{"parts": [{"text": "hello from a child"}]}]},
+            headers={"x-goog-api-key": "k"},
+        ).raise_for_status()
+        outcomes.append("ok")
+    except Exception as exc:
+        outcomes.append(type(exc).__name__)
+    return outcomes + two_calls(openai_base_url, (SMALL,))
+
+
+def send_http_calls(openai_base_url: str, gemini_base_url: str, conn: Any) -> None:
+    """:func:`http_calls` as a ``multiprocessing.Process`` target."""
+    conn.send(http_calls(openai_base_url, gemini_base_url))
+    conn.close()

@@ -21,9 +21,10 @@ import pytest
 import llmspend
 from llmspend import children, installer
 from llmspend.attribution import Attribution
+from llmspend.dialects import hosts
 from llmspend.sim import SimServer
 from llmspend.tracker import installed_tracker
-from tests.child_calls import HUGE, SMALL, send_two_calls, two_calls
+from tests.child_calls import HUGE, SMALL, send_http_calls, send_two_calls, two_calls
 
 JOIN = 180  # seconds: generous, never raced against
 BUDGET = Decimal("0.01")  # fits a call of SMALL max_tokens, not one of HUGE
@@ -37,7 +38,7 @@ def in_process(method: str, sizes: tuple[int, ...] = (SMALL, HUGE)) -> Callable[
     """Run :func:`two_calls` in a ``multiprocessing.Process`` of the start ``method``."""
 
     def run(base_url: str) -> list[str]:
-        ctx = multiprocessing.get_context(method)
+        ctx: Any = multiprocessing.get_context(method)
         receive, send = ctx.Pipe(duplex=False)
         child = ctx.Process(target=send_two_calls, args=(base_url, send, sizes))
         child.start()
@@ -102,6 +103,38 @@ def test_child_records_with_the_parents_context_and_budgets(
     (status,) = llmspend.budget_status("user", "acme/bob")
     assert status.spent_usd == rows.iloc[0].cost_usd
     assert status.reserved_usd == 0  # nothing left held by a child that is gone
+
+
+@pytest.mark.parametrize("method", ["spawn", "forkserver", "fork"])
+def test_declared_endpoints_and_the_gateway_reach_children(
+    method: str, installed: Any, fresh_sim: SimServer, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    # What declare_endpoint() declares is hooked in a child too (litellm's own HTTP code
+    # there is recorded), and a gateway set by install(gateway_url=...) is the gateway's to
+    # record there too (not recorded twice, by the child as well). The gateway is set as
+    # installer.install(gateway_url=...) sets it.
+    monkeypatch.setattr(hosts, "_declared", [])
+    monkeypatch.setattr(hosts, "_gateway_set", [])
+    gemini = fresh_sim.url + "/v1beta"
+    llmspend.declare_endpoint(gemini, "gemini")
+    hosts.set_gateway(fresh_sim.openai_base_url)
+
+    ctx: Any = multiprocessing.get_context(method)
+    receive, send = ctx.Pipe(duplex=False)
+    child = ctx.Process(target=send_http_calls, args=(fresh_sim.openai_base_url, gemini, send))
+    child.start()
+    send.close()
+    try:
+        assert receive.poll(JOIN), f"the {method} child sent nothing"
+        assert receive.recv() == ["ok", "ok"]
+    finally:
+        child.join(JOIN)
+        receive.close()
+    assert fresh_sim.request_count == 2
+    rows = llmspend.records()
+    assert list(zip(rows.provider, rows.api, rows.status, strict=True)) == [
+        ("google", "generate_content", "ok")
+    ]
 
 
 def test_a_fork_child_leaves_the_parents_store_usable(installed: Any, fresh_sim: SimServer) -> None:
