@@ -76,3 +76,24 @@ def test_breakdown_labels_say_how_many_calls_are_unpriced() -> None:
     svg = charts.to_svg(charts.breakdown(frame, by="model"))
     assert "$2.00" in svg and "$0.00 + 2 unpriced" in svg
     assert "$2.00 +" not in svg
+
+
+def test_a_dashboard_whose_refresh_failed_says_its_numbers_are_old(
+    dashboard_of: Any, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The text and the exported snapshot of a dashboard whose store went away say that
+    the numbers are those of the last refresh that worked."""
+    from llmspend import analytics
+
+    dash = dashboard_of([call("gpt-4o", cost_usd=Decimal("3"))])
+    assert "refresh failed" not in repr(dash)
+
+    def gone(*args: Any, **kwargs: Any) -> Any:
+        raise llmspend.StoreError("cannot reach the store")
+
+    monkeypatch.setattr(analytics, "dashboard_data", gone)
+    dash.refresh()
+    text = repr(dash)
+    assert "$3.00 in 1 calls" in text and "the last refresh failed: StoreError" in text
+    assert "as of " in text and " UTC" in text
+    assert "the last refresh failed" in dash.snapshot_html()

@@ -191,6 +191,7 @@ class Dashboard(W.VBox):
         self.statuses: list[BudgetStatus] = []
         self.refresh_count = 0
         self.last_error: str | None = None
+        self._drawn_at: dt.datetime | None = None  # the last refresh that worked (UTC)
         self._lock = threading.RLock()  # one refresh at a time
         self._timer_lock = threading.Lock()  # scheduling only: never held while drawing
         self._timer: threading.Timer | None = None
@@ -369,9 +370,13 @@ class Dashboard(W.VBox):
         if unpriced:
             where = f"{where}; {_unpriced_text(unpriced)}"
         label = PERIODS[self.period][2] if self.period in PERIODS else self.period
+        stale = ""
+        if self.last_error is not None:  # the numbers shown are those of the last good refresh
+            drawn = f"as of {self._drawn_at:%H:%M:%S} UTC" if self._drawn_at else "no data"
+            stale = f"; {drawn}, the last refresh failed: {self.last_error}"
         return (
             f"<llmspend dashboard: {fmt_usd(cost)} in {calls:,} calls, {label}, {where}; "
-            f"{len(self.statuses)} budgets>"
+            f"{len(self.statuses)} budgets{stale}>"
         )
 
     def _repr_mimebundle_(self, **kwargs: Any) -> dict[str, Any]:
@@ -406,6 +411,7 @@ class Dashboard(W.VBox):
             try:
                 self._refresh()
                 self.last_error = None
+                self._drawn_at = utcnow()
             except Exception as exc:
                 log.exception("llmspend dashboard refresh failed")
                 self.last_error = f"{type(exc).__name__}: {exc}"
