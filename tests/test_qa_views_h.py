@@ -97,3 +97,24 @@ def test_a_dashboard_whose_refresh_failed_says_its_numbers_are_old(
     assert "$3.00 in 1 calls" in text and "the last refresh failed: StoreError" in text
     assert "as of " in text and " UTC" in text
     assert "the last refresh failed" in dash.snapshot_html()
+
+
+def test_a_trend_by_many_groups_keeps_the_top_ones_and_sums_the_rest() -> None:
+    """Forty projects would be forty lines sharing ten colours."""
+    day = dt.datetime(2026, 11, 20, tzinfo=dt.UTC)
+    frame = pd.DataFrame(
+        [
+            {"period": day + dt.timedelta(days=d), "project": f"p{i:02}", "cost_usd": Decimal(i)}
+            for i in range(40)
+            for d in range(3)
+        ]
+    )
+    chart = charts.trend(frame, by="project", top=5)
+    values = chart.to_dict()["datasets"]
+    rows = next(iter(values.values()))
+    groups = {r["project"] for r in rows}
+    assert groups == {"p39", "p38", "p37", "p36", "other (36)"}
+    other = [r["cost_usd"] for r in rows if r["project"] == "other (36)"]
+    assert other == [sum(range(36))] * 3  # every bucket keeps its total
+    few = charts.trend(frame[frame["project"] < "p03"], by="project").to_dict()
+    assert {r["project"] for r in next(iter(few["datasets"].values()))} == {"p00", "p01", "p02"}

@@ -215,8 +215,11 @@ def trend(
     value: str = "cost_usd",
     title: str = "Spend over time",
     cumulative: bool = False,
+    top: int = 10,
 ) -> alt.TopLevelMixin:
-    """Spend per time bucket (``period``), one line per ``by`` group if given."""
+    """Spend per time bucket (``period``), one line per ``by`` group if given: the ``top``
+    groups by total spend, the rest summed as one "other (n)" line (more lines than
+    colours would share colours)."""
     import altair as alt
 
     if frame is None or not len(frame):
@@ -226,6 +229,12 @@ def trend(
     if by and by in data.columns:
         data = data.rename(columns={by: _field(by)})
         by = _field(by)
+        data[by] = data[by].fillna("(none)").astype(str)
+        totals = data.groupby(by)[value].sum().sort_values(ascending=False, kind="stable")
+        if len(totals) > max(top, 1):
+            rest = set(totals.index[max(top, 1) - 1 :])
+            other = f"other ({len(rest)})"
+            data[by] = [other if g in rest else g for g in data[by]]
         data = data.groupby(["period", by], as_index=False)[[value]].sum()
     else:
         by = None
