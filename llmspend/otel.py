@@ -227,14 +227,15 @@ def enabled() -> bool:
 def configure(tracker: Tracker, otel: bool | None) -> None:
     """Attach export to ``tracker`` (``otel=True``), detach it (``False``), or keep the
     last choice (``None``: on when ``LLMSPEND_OTEL`` says so, until told otherwise).
-    Raises :class:`~llmspend.errors.ConfigError` when on without opentelemetry-api."""
+    Raises :class:`~llmspend.errors.ConfigError` when on without opentelemetry-api, and
+    then changes nothing (the choice refused is not remembered)."""
     global _wanted, _export
     with _lock:
-        if otel is not None:
-            _wanted = otel
-        on = _wanted if _wanted is not None else otel_enabled()
+        wanted = _wanted if otel is None else otel
+        on = wanted if wanted is not None else otel_enabled()
         if on and _export is None:
             _export = OtelExport()
+        _wanted = wanted
         if _export is not None:
             _detach(tracker, _export)
             if on:

@@ -266,3 +266,26 @@ def test_nothing_configured_nothing_breaks_nothing_exported(
     )
     assert done.returncode == 0, done.stderr
     assert done.stdout.strip() == "ok"
+
+
+def test_a_refused_otel_choice_is_not_remembered(
+    installed: Any, fresh_sim: SimServer, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """install(otel=True) without the extra fails with MissingExtra; a plain install()
+    after it (the user gave up on export) works and hooks the SDKs."""
+    from llmspend import otel
+    from llmspend.errors import MissingExtra
+
+    def missing() -> Any:
+        raise MissingExtra("OpenTelemetry export", "otel", ("opentelemetry.trace",))
+
+    monkeypatch.setattr(otel, "_wanted", None)
+    monkeypatch.setattr(otel, "_export", None)
+    monkeypatch.setattr(otel, "_require_api", missing)
+    monkeypatch.delenv("LLMSPEND_OTEL", raising=False)
+    with pytest.raises(MissingExtra):
+        llmspend.install(otel=True)
+    assert llmspend.install() is installed
+    assert not otel.enabled()
+    chat(fresh_sim)
+    assert len(llmspend.records()) == 1
