@@ -166,7 +166,6 @@ def span_attributes(call: Call, row: dict[str, Any]) -> dict[str, Any]:
         "gen_ai.operation.name": operation_name(call.api),
         "gen_ai.provider.name": provider_name(call.provider),
         "gen_ai.request.model": call.model,
-        "gen_ai.response.model": row["model"],
         "gen_ai.usage.input_tokens": row["input_tokens"],
         "gen_ai.usage.output_tokens": row["output_tokens"],
         "gen_ai.usage.cache_read.input_tokens": row["cached_input_tokens"],
@@ -182,6 +181,8 @@ def span_attributes(call: Call, row: dict[str, Any]) -> dict[str, Any]:
         "llmspend.streamed": bool(row["streamed"]),
         "llmspend.usage_estimated": bool(row["usage_estimated"]),
     }
+    if row["status"] != "refused":  # a refused call was never sent: no model answered
+        attrs["gen_ai.response.model"] = row["model"]
     if row["cost_nanos"] is not None:
         attrs["gen_ai.usage.cost.amount"] = row["cost_nanos"] / 1e9
         attrs["gen_ai.usage.cost.currency"] = "USD"

@@ -185,6 +185,8 @@ def test_a_refused_call_is_an_error_span(exported: Any, fresh_sim: SimServer) ->
     assert a["llmspend.budget.scope"] == "org"
     assert a["llmspend.budget.limit"] == pytest.approx(0.000001)
     assert a["gen_ai.usage.input_tokens"] == 0
+    assert a["gen_ai.request.model"] == "gpt-4o-mini"
+    assert "gen_ai.response.model" not in a  # nothing was sent: no model answered
 
 
 def test_a_provider_error_is_an_error_span(exported: Any, fresh_sim: SimServer) -> None:
