@@ -76,8 +76,27 @@ __all__ = [
 ]
 
 
+def _rebuilt(
+    cls: type[BaseException], args: tuple[object, ...], state: dict[str, object]
+) -> BaseException:
+    """An error as pickled by :meth:`LLMSpendError.__reduce__`."""
+    exc = cls.__new__(cls)
+    exc.args = args
+    exc.__dict__.update(state)
+    return exc
+
+
 class LLMSpendError(Exception):
-    """Base of every error llmspend raises on purpose."""
+    """Base of every error llmspend raises on purpose.
+
+    Every one pickles whole (its message and its fields), whatever its ``__init__`` takes: a
+    ``BudgetExceeded`` raised in a process-pool worker reaches the parent as itself (pickle's
+    default calls ``cls(*args)``, which keyword-only fields refuse: a broken pool, or a
+    ``multiprocessing.Pool`` hung for good).
+    """
+
+    def __reduce__(self) -> tuple[object, ...]:
+        return (_rebuilt, (type(self), self.args, dict(self.__dict__)))
 
 
 class LLMSpendWarning(UserWarning):
@@ -120,9 +139,6 @@ class MissingExtra(ConfigError):
         self.feature = feature
         self.extra = extra
         self.modules = modules
-
-    def __reduce__(self) -> tuple[type[MissingExtra], tuple[str, str, tuple[str, ...]]]:
-        return type(self), (self.feature, self.extra, self.modules)
 
 
 class StoreError(LLMSpendError):
@@ -219,7 +235,9 @@ class BudgetExceeded(LLMSpendError):
         return [f"BudgetExceeded: {self}"]
 
     def _message(self) -> str:
-        def usd(x: Decimal) -> str:
+        def usd(x: Decimal) -> str:  # money.format_usd's rule (this layer cannot import it)
+            if x and x.copy_abs() < Decimal("0.000001"):  # two significant digits, not $0
+                return f"${Decimal(format(x, '.2g')):f}"
             return f"${x:,.6f}".rstrip("0").rstrip(".") if x != x.to_integral() else f"${x:,.2f}"
 
         est = "an unknown cost (unpriced model)" if self.estimate is None else usd(self.estimate)
@@ -248,9 +266,6 @@ class PermissionDenied(LLMSpendError):
     def __init__(self, message: str, missing_role: str | None = None) -> None:
         self.missing_role = missing_role
         super().__init__(message)
-
-    def __reduce__(self) -> tuple[type[PermissionDenied], tuple[str, str | None]]:
-        return type(self), (str(self), self.missing_role)
 
 
 class GatewayError(LLMSpendError):

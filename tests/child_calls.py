@@ -61,3 +61,16 @@ def send_http_calls(openai_base_url: str, gemini_base_url: str, conn: Any) -> No
     """:func:`http_calls` as a ``multiprocessing.Process`` target."""
     conn.send(http_calls(openai_base_url, gemini_base_url))
     conn.close()
+
+
+def huge_call(base_url: str) -> None:
+    """One call that breaks the budget, its ``BudgetExceeded`` left to propagate (to the
+    pool, which pickles it back to the parent)."""
+    import openai
+
+    client = openai.OpenAI(api_key="x", base_url=base_url, max_retries=0)
+    client.chat.completions.create(
+        model="gpt-4o-mini",
+        messages=[{"role": "user", "content": "hello from a child"}],
+        max_tokens=HUGE,
+    )

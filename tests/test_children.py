@@ -24,7 +24,7 @@ from llmspend.attribution import Attribution
 from llmspend.dialects import hosts
 from llmspend.sim import SimServer
 from llmspend.tracker import installed_tracker
-from tests.child_calls import HUGE, SMALL, send_http_calls, send_two_calls, two_calls
+from tests.child_calls import HUGE, SMALL, huge_call, send_http_calls, send_two_calls, two_calls
 
 JOIN = 180  # seconds: generous, never raced against
 BUDGET = Decimal("0.01")  # fits a call of SMALL max_tokens, not one of HUGE
@@ -103,6 +103,26 @@ def test_child_records_with_the_parents_context_and_budgets(
     (status,) = llmspend.budget_status("user", "acme/bob")
     assert status.spent_usd == rows.iloc[0].cost_usd
     assert status.reserved_usd == 0  # nothing left held by a child that is gone
+
+
+@pytest.mark.parametrize("pool", ["ProcessPoolExecutor", "multiprocessing.Pool"])
+def test_a_refusal_in_a_pool_worker_reaches_the_parent_as_budget_exceeded(
+    pool: str, installed: Any, fresh_sim: SimServer
+) -> None:
+    """Left to propagate, the worker's ``BudgetExceeded`` is pickled back to the parent whole
+    (it broke the pool, or hung ``multiprocessing.Pool`` for good, when it could not be)."""
+    llmspend.set_budget("user", "acme/bob", BUDGET, "day")
+    spawn: Any = multiprocessing.get_context("spawn")
+    with llmspend.attribute(user="bob"), pytest.raises(llmspend.BudgetExceeded) as refused:
+        if pool == "ProcessPoolExecutor":
+            with ProcessPoolExecutor(max_workers=1, mp_context=spawn) as executor:
+                executor.submit(huge_call, fresh_sim.openai_base_url).result(timeout=JOIN)
+        else:
+            with spawn.Pool(1) as workers:
+                workers.apply_async(huge_call, (fresh_sim.openai_base_url,)).get(timeout=JOIN)
+    exc = refused.value
+    assert (exc.budget, exc.scope, exc.period, exc.limit) == ("acme/bob", "user", "day", BUDGET)
+    assert "would be exceeded" in str(exc) and fresh_sim.request_count == 0
 
 
 @pytest.mark.parametrize("method", ["spawn", "forkserver", "fork"])
