@@ -117,6 +117,7 @@ def install(
     user: str | None = None,
     children: bool | None = None,
     otel: bool | None = None,
+    gateway_url: str | None = None,
 ) -> Tracker:
     """Hook the provider SDKs and record every call into the store at ``database_url``.
 
@@ -127,10 +128,15 @@ def install(
     starts (process pools and joblib too) are hooked alike unless ``children=False`` or
     ``LLMSPEND_CHILDREN=0`` (``None`` keeps the current choice). ``otel=True`` (or
     ``LLMSPEND_OTEL=1``) exports a span per call to OpenTelemetry's configured providers.
+    ``gateway_url``: team mode (as ``LLMSPEND_GATEWAY_URL``): calls to the llmspend gateway
+    there are the gateway's to budget and record (``None`` keeps the current choice).
     """
     from .installer import install as _install
 
-    return _install(database_url, org=org, project=project, user=user, children=children, otel=otel)
+    return _install(
+        database_url, org=org, project=project, user=user, children=children, otel=otel,
+        gateway_url=gateway_url,
+    )  # fmt: skip
 
 
 def uninstall() -> None:

@@ -60,15 +60,16 @@ def install(
         if current is not None and same_store:
             current.set_defaults(org=org, project=project, user=user)
             tracker = current
-            set_tracker(tracker, installed=True)
         else:
             tracker = Tracker(
                 database_url, org=org, project=project, user=user, prices_path=prices_path
             )
-            set_tracker(tracker, installed=True)
-            if current is not None:  # its calls are over: what it holds for them goes back
-                current.guard.release_standing()
+        # before the tracker counts as installed: a refused export (its extra missing)
+        # leaves llmspend as it was, not installed with no SDK hooked
         configure_otel(tracker, otel)
+        set_tracker(tracker, installed=True)
+        if tracker is not current and current is not None:
+            current.guard.release_standing()  # its calls are over: what it holds goes back
         apply_patches()
         if children is not None:
             set_enabled(children)

@@ -291,3 +291,29 @@ def test_a_refused_otel_choice_is_not_remembered(
     assert not otel.enabled()
     chat(fresh_sim)
     assert len(llmspend.records()) == 1
+
+
+def test_a_refused_otel_choice_leaves_llmspend_not_installed(
+    installed: Any, fresh_sim: SimServer, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """install(otel=True) refused from an uninstalled state leaves it uninstalled (it left
+    the tracker counted as installed with no SDK hooked: calls went unrecorded), and a
+    plain install() then records."""
+    from llmspend import otel
+    from llmspend.errors import MissingExtra
+    from llmspend.tracker import installed_tracker
+
+    def missing() -> Any:
+        raise MissingExtra("OpenTelemetry export", "otel", ("opentelemetry.trace",))
+
+    llmspend.uninstall()
+    monkeypatch.setattr(otel, "_wanted", None)
+    monkeypatch.setattr(otel, "_export", None)
+    monkeypatch.setattr(otel, "_require_api", missing)
+    monkeypatch.delenv("LLMSPEND_OTEL", raising=False)
+    with pytest.raises(MissingExtra):
+        llmspend.install(otel=True)
+    assert installed_tracker() is None
+    llmspend.install()
+    chat(fresh_sim)
+    assert len(llmspend.records()) == 1

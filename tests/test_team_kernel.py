@@ -282,3 +282,17 @@ def test_the_gateway_is_recognised_by_any_name_of_the_loopback(
     _chat(kernel, gateway, gateway.new_key("acme", "churn", "lou"))
     assert len(gateway.rows("user_name = :u", u="lou")) == 1
     assert llmspend.records().empty
+
+
+def test_install_takes_the_gateway_url_as_docs_team_md_shows(tmp_path: Path) -> None:
+    """``llmspend.install(gateway_url=...)`` (documented; it was a TypeError) sets team mode
+    like LLMSPEND_GATEWAY_URL; ``set_gateway(None)`` goes back to the environment's."""
+    from llmspend.dialects import hosts
+
+    try:
+        llmspend.install(f"sqlite:///{tmp_path / 'k.sqlite'}", gateway_url="http://localhost:8780")
+        assert hosts.gateway_bound_url("http://127.0.0.1:8780/openai/v1/chat/completions")
+        assert not hosts.gateway_bound_url("http://127.0.0.1:8781/openai/v1/chat/completions")
+    finally:
+        hosts.set_gateway(None)
+        llmspend.uninstall()
