@@ -9,6 +9,7 @@ starts from the defaults, and an asyncio task inherits the context it was create
 from __future__ import annotations
 
 import contextvars
+import math
 import re
 from collections.abc import Iterator, Mapping
 from contextlib import contextmanager
@@ -73,6 +74,8 @@ def _check_tags(tags: Any) -> dict[str, Any]:
             raise ValidationError(f"tag names must be non-empty strings, got {key!r}")
         if not isinstance(value, (str, int, float, bool)):
             raise ValidationError(f"tag {key!r} must be a str, int, float or bool, got {value!r}")
+        if isinstance(value, float) and not math.isfinite(value):  # not JSON (as ingest says)
+            raise ValidationError(f"tag {key!r} must be finite, got {value!r}")
         out[key] = value
     return out
 

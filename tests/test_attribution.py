@@ -102,6 +102,8 @@ def test_defaults_from_install_and_env(tmp_path, monkeypatch) -> None:  # type: 
         {"tags": ["x"]},
         {"tags": {"k": object()}},
         {"tags": {"": 1}},
+        {"tags": {"lr": float("nan")}},  # stored as NaN: not JSON
+        {"tags": {"lr": float("inf")}},
     ],
 )
 def test_bad_attribution_is_a_clear_error(kwargs) -> None:  # type: ignore[no-untyped-def]
