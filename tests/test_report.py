@@ -15,6 +15,7 @@ import os
 import re
 import subprocess
 import sys
+import warnings
 from decimal import Decimal
 from pathlib import Path
 from typing import Any
@@ -22,6 +23,7 @@ from typing import Any
 import nbformat
 import pytest
 
+import llmspend
 from llmspend.errors import ValidationError
 from llmspend.money import format_usd
 from llmspend.report import Window, filter_names, resolve_window
@@ -403,3 +405,26 @@ def test_filter_names() -> None:
     assert filter_names("") is None and filter_names(None) is None and filter_names([]) is None
     assert filter_names("acme, beta") == ["acme", "beta"]
     assert filter_names(["acme", "acme"]) == ["acme"]
+
+
+def test_the_by_model_table_counts_the_calls_of_a_model_with_no_price(tmp_path: Path) -> None:
+    """An unknown model's calls add nothing to the cost: the table says how many there are."""
+    url = f"sqlite:///{tmp_path / 'store.sqlite'}"
+    now = dt.datetime.now(dt.UTC) - dt.timedelta(minutes=5)
+    base = {"ts": now, "provider": "openai", "org": "acme", "project": "churn", "user": "ana",
+            "input_tokens": 1000, "output_tokens": 10, "status": "ok"}  # fmt: skip
+    llmspend.install(url, org="acme", project="churn", user="ana")
+    try:
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore")  # the unknown model's warning
+            llmspend.ingest(
+                [base | {"model": "no-such-model-x"}] * 2 + [base | {"model": "gpt-4o"}]
+            )
+    finally:
+        llmspend.uninstall()
+    out = tmp_path / "r.html"
+    done = run("--database-url", url, "--since", "1h", "-o", str(out), home=tmp_path)
+    assert done.returncode == 0, done.stderr
+    by_model = tables(out.read_text(encoding="utf-8"))["By model"]
+    assert column(by_model, "model", "unpriced calls") == {"no-such-model-x": "2", "gpt-4o": "0"}
+    assert column(by_model, "model", "cost")["no-such-model-x"] == "$0.00"
