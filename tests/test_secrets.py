@@ -556,6 +556,8 @@ ALLOWED_IN_SQL: dict[tuple[str, str], str] = {
         'PRAGMA busy_timeout; a number, int()',
     ('store/transactions.py', 'int(wait * 1000)'):
         'PRAGMA busy_timeout; a number, int()',
+    ('store/transactions.py', 'int(slice_s * 1000)'):
+        'PRAGMA busy_timeout; a number, int()',
     ("store/migrations/versions/0015_usage_generation.py", "name"):
         "constant trigger names (a migration)",
     ("store/migrations/versions/0015_usage_generation.py", "when"):

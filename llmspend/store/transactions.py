@@ -260,14 +260,15 @@ class Transactions:
                 lock = write and self.is_sqlite
                 if self.is_sqlite and (wait is not None or lock):
                     raw = conn.connection.driver_connection
-                waited_ms = self._busy_ms if wait is None else int(wait * 1000)
+                if wait is None:
+                    wait = self._busy_ms / 1000
                 try:
                     if lock:
                         conn = conn.execution_options(llmspend_immediate=True)
-                        began = self._lock(conn, raw, waited_ms / 1000)
+                        began = self._lock(conn, raw, wait)
                     else:
                         if raw is not None:
-                            raw.execute(f"PRAGMA busy_timeout = {waited_ms}")
+                            raw.execute(f"PRAGMA busy_timeout = {int(wait * 1000)}")
                         began = conn.begin()
                     with began:
                         yield conn
@@ -284,7 +285,8 @@ class Transactions:
         time inside SQLite, until the lock is had or ``wait`` seconds have passed (then the
         driver's "database is locked" comes out, as SQLAlchemy's). Between slices Python
         runs Ctrl-C's handler. The transaction's statements then wait ``wait`` seconds."""
-        raw.execute(f"PRAGMA busy_timeout = {int(min(wait, LOCK_SLICE) * 1000)}")
+        slice_s = min(wait, LOCK_SLICE)
+        raw.execute(f"PRAGMA busy_timeout = {int(slice_s * 1000)}")
         deadline = time.monotonic() + wait
         waiting = False
         while True:
