@@ -200,6 +200,11 @@ def test_today_starts_at_midnight_of_the_given_time_zone(installed: Any, api: Fe
     since = dt.datetime.fromisoformat(status["today"]["since"])
     local = since.astimezone(dt.timezone(dt.timedelta(hours=9)))
     assert (local.hour, local.minute) == (0, 0)
+    for path in ("status", "summary"):  # {since, until}, as the README's table says
+        code, answer = api(path, params={"tz": "Asia/Tokyo"})
+        today = answer["today"]
+        until = dt.datetime.fromisoformat(today["until"])
+        assert until - dt.datetime.fromisoformat(today["since"]) == dt.timedelta(days=1)
     code, error = api("summary", params={"tz": "Mars/Olympus"})
     assert code == 400 and "time zone" in error["message"]
 

@@ -201,7 +201,7 @@ def _alert_json(row: Mapping[Any, Any]) -> dict[str, Any]:
 def status_payload(tz: str | None = None) -> dict[str, Any]:
     """``GET /llmspend/status``: the context's budgets, the headline one, today's spend."""
     ctx, now = current_context(), _now()
-    today, _ = _calendar_period("day", tz, now)
+    today, tomorrow = _calendar_period("day", tz, now)
     budgets = _budgets(ctx)
     headline = _headline(budgets)
     alerts = _relevant_alerts(ctx)
@@ -211,7 +211,7 @@ def status_payload(tz: str | None = None) -> dict[str, Any]:
         "generated_at": _iso(now),
         "budgets": [_budget_json(b) for b in budgets],
         "headline": None if headline is None else _budget_json(headline),
-        "today": _tally(_records(ctx, today)["cost_usd"]).to_json(today),
+        "today": _tally(_records(ctx, today)["cost_usd"]).to_json(today, tomorrow),
         "alerts": {
             "unacknowledged": unacknowledged,
             "latest_id": int(alerts["id"].max()) if len(alerts) else None,
@@ -225,7 +225,7 @@ def summary_payload(tz: str | None = None) -> dict[str, Any]:
     "This period" is the headline budget's current period, else the calendar month (UTC).
     """
     ctx, now = current_context(), _now()
-    today, _ = _calendar_period("day", tz, now)
+    today, tomorrow = _calendar_period("day", tz, now)
     headline = _headline(_budgets(ctx))
     period: dict[str, str | None]
     if headline is not None:
@@ -254,7 +254,7 @@ def summary_payload(tz: str | None = None) -> dict[str, Any]:
     return {
         "context": ctx.to_json(),
         "generated_at": _iso(now),
-        "today": _tally(frame[frame["ts"] >= today]["cost_usd"]).to_json(today),
+        "today": _tally(frame[frame["ts"] >= today]["cost_usd"]).to_json(today, tomorrow),
         "period": period | _tally(in_period["cost_usd"]).to_json(start, end),
         "top_model": top_model,
     }
