@@ -118,3 +118,18 @@ def test_a_trend_by_many_groups_keeps_the_top_ones_and_sums_the_rest() -> None:
     assert other == [sum(range(36))] * 3  # every bucket keeps its total
     few = charts.trend(frame[frame["project"] < "p03"], by="project").to_dict()
     assert {r["project"] for r in next(iter(few["datasets"].values()))} == {"p00", "p01", "p02"}
+
+
+def test_a_user_filter_keeps_the_budgets_of_the_orgs_and_projects_of_that_users_calls(
+    dashboard_of: Any,
+) -> None:
+    """Another org's project of the same name is not the user's."""
+    for scope, name in (("org", "acme"), ("org", "beta"), ("project", "acme/churn"),
+                        ("project", "beta/churn"), ("user", "acme/ana")):  # fmt: skip
+        llmspend.set_budget(scope, name, 100)
+    dash = dashboard_of([call("gpt-4o"), call("gpt-4o", org="beta", user="bo")])
+    dash.user_menu.value = "ana"
+    assert dash.last_error is None, dash.last_error
+    assert sorted(s.budget for s in dash.statuses) == ["acme", "acme/ana", "acme/churn"]
+    dash.user_menu.value = "(all)"
+    assert len(dash.statuses) == 5

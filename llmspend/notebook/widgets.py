@@ -119,21 +119,24 @@ def _tile(label: str, value: str, sub: str = "") -> str:
     )
 
 
-def _budget_applies(status: BudgetStatus, filters: dict[str, Any], projects: set[str]) -> bool:
+def _budget_applies(
+    status: BudgetStatus, filters: dict[str, Any], projects: set[tuple[str, str]]
+) -> bool:
     """Does the budget constrain the calls the filters select?
 
-    ``projects``: the projects those calls were made in (a user filter alone keeps the
-    budgets of the projects the user worked in).
+    ``projects``: the (org, project) pairs those calls were made in (a user filter alone
+    keeps the budgets of the orgs and projects the user worked in: another org's project
+    of the same name is not theirs).
     """
     org, project, user = filters.get("org"), filters.get("project"), filters.get("user")
     parts = status.budget.split("/")
     if org and parts[0] != org:
         return False
-    if (
-        status.scope == "project"
-        and (project or user)
-        and parts[1] not in ({project} if project else projects)
-    ):
+    if status.scope == "org" and user and not project and not org:
+        return parts[0] in {o for o, _ in projects}
+    if status.scope == "project" and project and parts[1] != project:
+        return False
+    if status.scope == "project" and user and not project and tuple(parts) not in projects:
         return False
     if project and status.scope == "user" and len(parts) == 3 and parts[1] != project:
         return False
@@ -440,7 +443,9 @@ class Dashboard(W.VBox):
         trend = data["trend"]
         by_project = data.get("by_project")
         projects = (
-            set(by_project["project"]) if by_project is not None and len(by_project) else set()
+            set(zip(by_project["org"], by_project["project"], strict=True))
+            if by_project is not None and len(by_project)
+            else set()
         )
         statuses = [s for s in llmspend.budget_status() if _budget_applies(s, filters, projects)]
         alerts = llmspend.alerts(since, **filters)
