@@ -358,7 +358,22 @@ class Tracker:
             for hook in self.ingest_hooks:
                 hook(conn, clean)
 
-        return ingest_rows(self.store, rows, defaults=self.defaults, pricer=self, on_write=on_write)
+        try:
+            return ingest_rows(
+                self.store, rows, defaults=self.defaults, pricer=self, on_write=on_write
+            )
+        except (OverflowError, DBAPIError) as exc:  # rolled back: nothing was written
+            if isinstance(exc, DBAPIError) and not _out_of_range(exc):
+                raise
+            raise ValidationError(
+                "ingest: these rows' costs or tokens add up past what the store keeps in one "
+                "sum (2**63 - 1: about $9.2 billion in nanodollars); nothing was written"
+            ) from None
+
+
+def _out_of_range(exc: DBAPIError) -> bool:
+    """A number past the column's type (PostgreSQL's bigint: SQLSTATE 22003)."""
+    return getattr(exc.orig, "sqlstate", None) == "22003" or isinstance(exc.orig, OverflowError)
 
 
 #: What a store that cannot take a row raises: the row is then spooled.

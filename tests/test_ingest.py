@@ -530,3 +530,14 @@ def test_a_sqlite_built_with_999_bound_variables_takes_a_big_batch(tmp_path) -> 
     finally:
         set_tracker(None)
         forget_store(url)
+
+
+@pytest.mark.parametrize("n", [10, 1200])  # the row path, the column path
+def test_costs_adding_up_past_the_stores_sums_are_a_clear_error(tracker, n: int) -> None:  # type: ignore[no-untyped-def]
+    """Each row under $1B is fine; ten of them in one rollup row pass 2**63 nanodollars
+    (≈ $9.2B): a ValidationError that writes nothing, not the driver's OverflowError."""
+    row = {"ts": dt.datetime(2026, 3, 1, 12), "provider": "openai", "model": "gpt-4o-mini",
+           "cost_usd": Decimal("999999999")}  # fmt: skip
+    with pytest.raises(llmspend.ValidationError, match=r"add up past .* nothing was written"):
+        llmspend.ingest([dict(row) for _ in range(n)])
+    assert llmspend.records().empty
