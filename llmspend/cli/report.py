@@ -128,9 +128,10 @@ def _report(args: argparse.Namespace) -> int:
             }
         )
         return 0
+    calls = totals.get("calls", 0)
     print(
         f"spend report for {result.window.label}: {format_usd(totals.get('cost_usd'))} in "
-        f"{totals.get('calls', 0):,} calls → {result.html}"
+        f"{calls:,} call{'' if calls == 1 else 's'} → {result.html}"
     )
     if result.notebook:
         print(f"executed notebook: {result.notebook}")
