@@ -10,8 +10,9 @@ import datetime as dt
 from hypothesis import given
 from hypothesis import strategies as st
 
-from llmspend.call import _EPOCH, MAX_TOKENS, Usage
+from llmspend.call import MAX_TOKENS, Usage
 from llmspend.store.fastsql import db_time_for
+from llmspend.timeutil import EPOCH
 
 
 def _clamped(u: Usage) -> tuple[int, ...]:
@@ -57,4 +58,4 @@ def test_sqlite_time_text_is_isoformat_with_microseconds(value, whole_second) ->
 
 @given(_TIMES)
 def test_a_calls_epoch_is_its_utc_timestamp(value) -> None:
-    assert (value - _EPOCH).total_seconds() == value.replace(tzinfo=dt.UTC).timestamp()
+    assert (value - EPOCH).total_seconds() == value.replace(tzinfo=dt.UTC).timestamp()
