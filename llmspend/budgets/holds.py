@@ -23,7 +23,7 @@ from typing import Any, NamedTuple
 
 from sqlalchemy import Connection
 
-from ..store.fastsql import SQL, Tx, db_time
+from ..store.fastsql import SQL, Tx, db_time, py_time
 from ..timeutil import clock_shift
 from .heartbeat import HEARTBEAT, lease_seconds
 from .ledger import Statements, Target, id_list
@@ -45,9 +45,11 @@ __all__ = [
     "Held",
     "Keeping",
     "Mirror",
+    "carry_holds",
     "forget_periods",
     "give_back",
     "lease_seconds",
+    "open_holds",
     "reclaim_expired",
 ]
 
@@ -215,6 +217,52 @@ _REHOLD = SQL("UPDATE llmspend_reservations SET period_ids = :period_ids WHERE t
 _DROP_HOLD = SQL("DELETE FROM llmspend_reservations WHERE token = :token")
 
 
+_OPEN = SQL("SELECT token, period_ids, amount_nanos, created_at FROM llmspend_reservations")
+# PostgreSQL: locked first, in token order, as a settlement locks its hold before its periods.
+_OPEN_LOCKED = SQL(_OPEN.text + " ORDER BY token FOR UPDATE")
+_CARRY = SQL(
+    "UPDATE llmspend_reservations SET period_ids = :new WHERE token = :token AND period_ids = :old"
+)
+_ADD_RESERVED = SQL(
+    "UPDATE llmspend_budget_periods SET reserved_nanos = reserved_nanos + :amount WHERE id = :id"
+)
+
+
+def open_holds(conn: Connection | Tx) -> list[Any]:
+    """Every hold of a call in flight (or standing): ``(token, period_ids, amount_nanos,
+    created_at)``. On PostgreSQL they are locked until the transaction ends: a budget change
+    takes them before any period row (the lock order of settlement and reclaim), so no hold
+    is settled or given back while the change decides where it goes."""
+    tx = Tx.of(conn)
+    return list(tx.run(_OPEN if tx.sqlite else _OPEN_LOCKED).all())
+
+
+def carry_holds(
+    conn: Connection | Tx, holds: list[Any], old: set[int], current: int, start: dt.datetime
+) -> int:
+    """Make the holds on a budget's earlier periods ``old`` also name its ``current``
+    period (id), with what they reserve counted there, when their call began in it (at or
+    after ``start``): a budget whose period changed while calls were in flight then has them
+    reserved, and charged at settlement, on the period they are recorded in. Returns the
+    amount carried. The earlier period keeps them too (its spent stays the cost of the
+    calls in it)."""
+    tx = Tx.of(conn)
+    carried = 0
+    for token, ids, amount, created_at in holds:
+        named = [int(i) for i in ids.split(",")]
+        if current in named or old.isdisjoint(named):
+            continue
+        made = py_time(created_at)
+        if made is not None and made < start:  # began in an earlier period of the new kind
+            continue
+        new = ",".join(map(str, sorted([*named, current])))
+        if tx.run(_CARRY, {"token": token, "old": ids, "new": new}).rowcount:
+            carried += amount
+    if carried:
+        tx.run(_ADD_RESERVED, {"amount": carried, "id": current})
+    return carried
+
+
 def forget_periods(conn: Connection | Tx, period_ids: set[int]) -> None:
     """Take periods being deleted out of the holds that name them, in the deleting
     transaction: SQLite may give a later period the same id, which a hold must not charge."""
@@ -241,15 +289,17 @@ SETTLE = Statements(
 )
 # PostgreSQL: the settlement in one statement. The hold row is deleted first (the lock
 # order of reclaim and give_back: the hold, then the periods by id; the ``l`` scan waits for
-# ``h`` through its one-time filter), then every period is charged the cost and given back
-# what the hold still held on it (nothing if its lease expired and it was reclaimed; not on
-# a period it no longer names).
+# ``h`` through the periods it names), then every period the hold row names (a budget
+# changed since may have added its new period: ``carry_holds``) — or, if its lease expired
+# and it was reclaimed, every period it was made on — is charged the cost and given back
+# what the hold still held on it.
 SETTLE_PG = Statements(
     lambda ids: SQL(
         "WITH h AS (DELETE FROM llmspend_reservations WHERE token = :token "  # noqa: S608
         "RETURNING period_ids, amount_nanos), "
-        "l AS (SELECT id FROM llmspend_budget_periods WHERE (SELECT COUNT(*) FROM h) >= 0 "
-        f"AND id IN ({id_list(ids)}) ORDER BY id FOR UPDATE), "
+        "l AS (SELECT id FROM llmspend_budget_periods WHERE id = ANY(COALESCE((SELECT "
+        "CAST(string_to_array(h.period_ids, ',') AS bigint[]) FROM h), "
+        f"ARRAY[{id_list(ids)}]::bigint[])) ORDER BY id FOR UPDATE), "
         "u AS (UPDATE llmspend_budget_periods p SET reserved_nanos = p.reserved_nanos - "
         "COALESCE((SELECT h.amount_nanos FROM h WHERE CAST(p.id AS text) = "
         "ANY(string_to_array(h.period_ids, ','))), 0), spent_nanos = p.spent_nanos + :cost, "

@@ -35,6 +35,7 @@ __all__ = [
     "known_targets",
     "materialize",
     "resolve",
+    "targets_of",
 ]
 
 
@@ -147,6 +148,27 @@ def known_targets(rows: list[Any], project: str, user: str, now: dt.datetime) ->
     targets = [Target(*periods[b.id], b) for b in applicable]
     targets.sort(key=lambda t: t.budget.id)
     return targets, True
+
+
+def targets_of(
+    conn: Connection | Tx, period_ids: Sequence[int], at: dt.datetime
+) -> dict[int, Target]:
+    """Those of the periods ``period_ids`` that are their budget's period containing
+    ``at`` (as the budget is defined now), as targets."""
+    if not period_ids:
+        return {}
+    sql = SQL(
+        "SELECT p.id AS period_id, p.period_start AS period_start, "  # noqa: S608
+        + ", ".join(f"b.{c}" for c in _COLS.split(", "))
+        + " FROM llmspend_budget_periods p JOIN llmspend_budgets b ON b.id = p.budget_id "
+        f"WHERE p.id IN ({id_list(period_ids)})"
+    )
+    found = {}
+    for r in run(conn, sql).all():
+        start = py_time(r.period_start) or TOTAL_START
+        if start == current_bounds(r.period, r.timezone, at, week_start=r.week_start)[0]:
+            found[r.period_id] = Target(r.period_id, start, r)
+    return found
 
 
 _MATERIALIZE = SQL(
@@ -281,9 +303,10 @@ _CURRENT = SQL(
 
 
 def current_periods(
-    conn: Connection | Tx, budgets: list[Any], now: dt.datetime
+    conn: Connection | Tx, budgets: list[Any], now: dt.datetime, *, create: bool = True
 ) -> list[tuple[Any, Period]]:
-    """The current period of each budget: one query, creating only the missing ones."""
+    """The current period of each budget: one query, creating only the missing ones
+    (``create=False``: leaving out the budgets without one)."""
     if not budgets:
         return []
     tx = Tx.of(conn)
@@ -295,7 +318,10 @@ def current_periods(
     for b in budgets:
         start, _ = current_bounds(b.period, b.timezone, now, week_start=b.week_start)
         row = found.get((b.id, start))
-        out.append((b, _period(row) if row is not None else ensure_period(tx, b, now)))
+        if row is not None:
+            out.append((b, _period(row)))
+        elif create:
+            out.append((b, ensure_period(tx, b, now)))
     return out
 
 

@@ -27,7 +27,7 @@ from ..store.hierarchy import ensure_entities
 from ..store.models import AuditEntry, BudgetPeriod
 from ..store.models import Budget as BudgetRow
 from ..timeutil import clock_shift, utcnow
-from .holds import forget_periods, reclaim_expired
+from .holds import carry_holds, forget_periods, open_holds, reclaim_expired
 from .ledger import BUDGET_COLS, Period, ensure_period
 from .ledger import _spent_sql as spent_sql  # what ensure_period counts, for a row not written
 from .periods import current_bounds, period_bounds
@@ -237,6 +237,7 @@ def set_budget(
             _audit(conn, who, "create", key.label, budget_id, None, _definition(new_row))
         else:
             budget_id = old.id
+            holds = open_holds(conn)  # (PostgreSQL: locked before any period row)
             conn.execute(
                 update(BudgetRow)
                 .where(BudgetRow.id == budget_id)
@@ -247,9 +248,34 @@ def set_budget(
                 conn, who, "update", key.label, budget_id, _definition(old), _definition(new_row)
             )
             _propagate(conn, budget_id, values, now)
+            if holds:
+                _carry(conn, budget_id, holds, now)
         if not key.default_for:
             ensure_period(conn, new_row, now)
         return _load(conn, budget_id)
+
+
+def _carry(conn: Connection, budget_id: int, holds: list[Any], now: dt.datetime) -> None:
+    """Calls in flight on a budget (or a default's children) whose period changed: their
+    holds also name the new current period, which counts what they reserve (made here if
+    new: it counts only the calls recorded so far) and is charged their cost at settlement."""
+    named = {int(i) for h in holds for i in h.period_ids.split(",")}
+    budgets = conn.execute(
+        select(*BUDGET_COLS).where(
+            (BudgetRow.id == budget_id) | (BudgetRow.derived_from == budget_id),
+            BudgetRow.default_for == "",
+        )
+    ).all()
+    for budget in budgets:
+        periods = set(
+            conn.execute(select(BudgetPeriod.id).where(BudgetPeriod.budget_id == budget.id))
+            .scalars()
+            .all()
+        )
+        if periods.isdisjoint(named):
+            continue
+        current = ensure_period(conn, budget, now)
+        carry_holds(conn, holds, periods - {current.id}, current.id, current.period_start)
 
 
 def _real(part: str | None) -> str | None:

@@ -29,6 +29,7 @@ from .holds import (
     Mirror,
     give_back,
 )
+from .ledger import candidate_budgets, current_periods, resolve, targets_of
 from .standing import StandingHolds
 from .thresholds import PeriodState, reaches_a_threshold
 
@@ -57,16 +58,33 @@ class Settlement:
             settled = self._settle_keeping(tx, call, held, cost, now)
         if settled is None:
             settled = self._settle_releasing(tx, held, cost, now)
+            if len(settled) != len(held.periods) and not refused:
+                settled += self._charge_budgets_set_since(tx, call, held, cost, settled)
         if refused:
             return
-        states = []
+        states: list[PeriodState] = []
         for pid, spent, limit, *_ in settled:
             t = held.targets.get(pid)
-            if t is not None and reaches_a_threshold(spent, limit, t.budget):
+            if t is None:  # a period it was not made on: a budget changed since it began
+                states = self._states_now(tx, call, settled)
+                break
+            if reaches_a_threshold(spent, limit, t.budget):
                 states.append(PeriodState(pid, spent, limit, t.period_start, t.budget))
         if states:  # for the alert stage, later in this transaction
             states.sort(key=lambda st: st.budget.id)
             call.settled = states
+
+    @staticmethod
+    def _states_now(tx: Tx, call: Call, settled: list[Any]) -> list[PeriodState]:
+        """The settled periods that reach a threshold, among those that are their
+        budget's period of the call as the budget is defined now (a period of its old
+        definition alerts no more)."""
+        targets = targets_of(tx, [row[0] for row in settled], call.ts)
+        return [
+            PeriodState(pid, spent, limit, t.period_start, t.budget)
+            for pid, spent, limit, *_ in settled
+            if (t := targets.get(pid)) is not None and reaches_a_threshold(spent, limit, t.budget)
+        ]
 
     def _settle_keeping(
         self, tx: Tx, call: Call, held: Held, cost: int, now: dt.datetime
@@ -125,6 +143,27 @@ class Settlement:
         return settled
 
     @staticmethod
+    def _charge_budgets_set_since(
+        tx: Tx, call: Call, held: Held, cost: int, settled: list[Any]
+    ) -> list[Any]:
+        """A period the call was reserved on was deleted while it was out (its budget
+        deleted, perhaps set again): charge its cost to the current period of every budget
+        that applies now, began before the call and was not charged, so a budget set again
+        counts the call as it counts those recorded before it was set. ``[]`` otherwise."""
+        charged = {row[0] for row in settled}
+        if charged.issuperset(held.periods):
+            return []
+        rows = candidate_budgets(tx, call.org, call.project, call.user)
+        applicable, _ = resolve(rows, call.project, call.user)  # (defaults: made later)
+        applicable.sort(key=lambda b: b.id)
+        extra = []
+        params = {"held": 0, "cost": cost, "now": db_time(tx, utcnow())}
+        for _, period in current_periods(tx, applicable, call.ts, create=False):
+            if period.id not in charged:  # (a period made later counts the call's row)
+                extra += tx.run(SETTLE.get((period.id,)), params).all()
+        return extra
+
+    @staticmethod
     def _settle_releasing(tx: Tx, held: Held, cost: int, now: dt.datetime) -> list[Any]:
         """Delete the hold, give back what it still holds and add the cost: the periods'
         rows after it."""
@@ -134,16 +173,11 @@ class Settlement:
             params = {"token": held.token, "cost": cost, "now": stamp}
             return tx.run(SETTLE_PG.get(tuple(held.periods)), params).all()
         still = tx.run(UNHOLD, {"token": held.token}).first()
-        # What is still held, and on which periods: nothing if the lease expired and the
-        # hold was given back; not on a period deleted since (its id may be reused).
-        named = set() if still is None else {int(i) for i in still.period_ids.split(",")}
-        amount = 0 if still is None else still.amount_nanos
-        # One UPDATE per amount released (SQLite: one writer at a time, no lock order).
-        groups: dict[int, list[int]] = {}
-        for pid in held.periods:  # ascending
-            groups.setdefault(amount if pid in named else 0, []).append(pid)
-        settled = []
-        for release, ids in sorted(groups.items(), key=lambda kv: kv[1][0]):
-            params = {"held": release, "cost": cost, "now": stamp}
-            settled += tx.run(SETTLE.get(tuple(ids)), params).all()
-        return settled
+        params = {"held": 0, "cost": cost, "now": stamp}
+        if still is None:  # the lease expired and the hold was given back: charge the cost
+            return tx.run(SETTLE.get(tuple(held.periods)), params).all()
+        # The periods the hold row names now: not one deleted since (its id may be reused);
+        # also the new period of a budget changed since (``carry_holds``).
+        named = sorted({int(i) for i in still.period_ids.split(",")})
+        params["held"] = still.amount_nanos
+        return tx.run(SETTLE.get(tuple(named)), params).all()
