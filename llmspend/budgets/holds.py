@@ -5,7 +5,9 @@ A reservation adds the call's worst case to ``reserved_nanos`` of every period i
 naming those periods, keyed by the call's token, with a lease. Settling deletes the hold
 and moves the actual cost into ``spent_nanos``; a hold whose kernel died is given back by
 whoever next finds its lease expired (one ``DELETE ... RETURNING``: exactly once). While
-its call runs, the lease is renewed (:mod:`.heartbeat`).
+its call runs, the lease is renewed (:mod:`.heartbeat`). A budget whose period changes
+while calls are in flight adds its new current period to their holds, with what they
+reserve (:func:`carry_holds`), so they are charged where they are recorded.
 
 Lease times: on PostgreSQL, a store many hosts share, ``lease_expires_at`` is set from the
 database's own clock (``statement_timestamp()`` plus the lease, in the statement that

@@ -7,6 +7,12 @@ thread's hold may instead stay standing for its next call (:mod:`.standing`): th
 added and the hold kept, if every hard budget still has room for it (``KEEP``). The
 periods that reach a threshold are left on the call (``call.settled``) for the alert stage
 that runs next in the same transaction; settlement itself decides no alert.
+
+The periods charged are those the hold row names when it settles: a budget whose period
+changed while the call was out has added its new period to it (``holds.carry_holds``).
+If one of its periods was deleted meanwhile (its budget deleted, perhaps set again), the
+cost also goes to every budget's existing period that contains the call and was not
+charged, so that a period's spent stays the cost of the calls recorded in it.
 """
 
 from __future__ import annotations
