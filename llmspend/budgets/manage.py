@@ -237,7 +237,8 @@ def set_budget(
             _audit(conn, who, "create", key.label, budget_id, None, _definition(new_row))
         else:
             budget_id = old.id
-            holds = open_holds(conn)  # (PostgreSQL: locked before any period row)
+            moved = any(getattr(old, k) != values[k] for k in ("period", "timezone", "week_start"))
+            holds = open_holds(conn) if moved else []  # (PostgreSQL: locked before periods)
             conn.execute(
                 update(BudgetRow)
                 .where(BudgetRow.id == budget_id)
