@@ -313,3 +313,84 @@ def test_real_sdk_calls_crossing_50_80_100_fire_three_events_in_order(
     assert [e.spent_usd for e in events] == [one * 3, one * 4, one * 5]
     assert all(e.call_cost_usd == one and e.metadata["model"] == "gpt-4o-mini" for e in events)
     assert list(llmspend.alerts().threshold) == [Decimal("0.5"), Decimal("0.8"), Decimal("1")]
+
+
+def test_a_raised_limit_rearms_the_thresholds_it_puts_ahead(installed_any, events) -> None:  # type: ignore[no-untyped-def]
+    llmspend.set_budget("project", "acme/churn", ONE * 2, "day", mode="soft")
+    spend()
+    spend()  # 100 %: 50, 80 and 100 % fired
+    assert [e.threshold for e in events] == [Decimal("0.5"), Decimal("0.8"), Decimal("1")]
+    llmspend.update_budget("project", "acme/churn", limit=ONE * 4)  # now at 50 %
+    spend()  # 75 %: 50 % of the new limit was passed at the raise, not by this call
+    assert len(events) == 3
+    spend()  # 100 %: passes 80 and 100 % of the new limit
+    spend()  # 125 %
+    assert [(e.threshold, e.limit_usd) for e in events[3:]] == [
+        (Decimal("0.8"), ONE * 4),
+        (Decimal("1"), ONE * 4),
+    ]
+    assert len(llmspend.alerts()) == 5
+
+
+def test_a_lowered_limit_says_what_it_now_passes_once(installed_any, events) -> None:  # type: ignore[no-untyped-def]
+    llmspend.set_budget("project", "acme/churn", ONE * 4, "day", mode="soft")
+    spend()
+    spend()  # 50 %
+    assert [e.threshold for e in events] == [Decimal("0.5")]
+    llmspend.update_budget("project", "acme/churn", limit=ONE * 2)  # now at 100 %
+    spend()  # 150 %: 80 and 100 % of the new limit, never said in this period
+    spend()
+    assert [(e.threshold, e.limit_usd) for e in events[1:]] == [
+        (Decimal("0.8"), ONE * 2),
+        (Decimal("1"), ONE * 2),
+    ]
+
+
+def test_the_alerts_key_migration_keeps_the_webhook_links(store_url: str) -> None:
+    from alembic import command
+    from alembic.config import Config
+
+    from llmspend.store.engine import forget_store, open_store
+    from llmspend.store.migrate import MIGRATIONS
+
+    store = open_store(store_url)
+
+    def migrate(revision: str, down: bool = False) -> None:
+        with store.begin(write=True) as conn:
+            cfg = Config()
+            cfg.set_main_option("script_location", str(MIGRATIONS))
+            cfg.attributes["connection"] = conn
+            (command.downgrade if down else command.upgrade)(cfg, revision)
+
+    def rows(sql: str) -> list[tuple[object, ...]]:
+        with store.begin() as conn:
+            return sorted(map(tuple, conn.exec_driver_sql(sql)))
+
+    alert = (
+        "INSERT INTO llmspend_alerts (ts, kind, budget_id, budget_name, scope, period_start, "
+        "threshold_ppm, percent_used, spent_nanos, limit_nanos, org_name, acknowledged) "
+        "VALUES ('2026-12-05 10:00:00', 'threshold', NULL, 'acme', 'org', "
+        "'2026-12-05 00:00:00', 500000, 50.0, 5, {limit}, 'acme', {false})"
+    )
+    false = "0" if store_url.startswith("sqlite") else "false"
+    try:
+        migrate("0016", down=True)
+        with store.begin(write=True) as conn:
+            conn.exec_driver_sql(alert.format(limit=10, false=false))
+            conn.exec_driver_sql(
+                "INSERT INTO llmspend_webhook_deliveries (ts, alert_id, target, status, "
+                "attempts) SELECT '2026-12-05 10:00:01', id, 'https://x.example/***', "
+                "'delivered', 1 FROM llmspend_alerts"
+            )
+        linked = rows("SELECT alert_id FROM llmspend_webhook_deliveries")
+        migrate("head")
+        assert rows("SELECT alert_id FROM llmspend_webhook_deliveries") == linked != [(None,)]
+        with store.begin(write=True) as conn:  # the same threshold at another limit
+            conn.exec_driver_sql(alert.format(limit=20, false=false))
+        assert len(rows("SELECT id FROM llmspend_alerts")) == 2
+        migrate("0016", down=True)  # keeps the first of them
+        assert rows("SELECT limit_nanos FROM llmspend_alerts") == [(10,)]
+        assert rows("SELECT alert_id FROM llmspend_webhook_deliveries") == linked
+        migrate("head")
+    finally:
+        forget_store(store_url)

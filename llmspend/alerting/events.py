@@ -2,8 +2,11 @@
 
 A threshold fires when a budget period's spent reaches ``threshold × limit``. The
 decision is an ``INSERT ... ON CONFLICT DO NOTHING`` on the unique key (budget, period,
-kind, threshold), inside the same transaction that adds the call's cost: with many
-kernels on one store, exactly one of them inserts the row and fires the event.
+kind, threshold, limit), inside the same transaction that adds the call's cost: with many
+kernels on one store, exactly one of them inserts the row and fires the event. A limit
+changed in the period re-arms the thresholds it puts ahead of the spend: they fire at the
+new limit when a call passes them; one already passed fires only if it never fired in
+the period (a budget set when its spend is past a threshold says so at its next call).
 """
 
 from __future__ import annotations
@@ -102,13 +105,30 @@ _INSERT_ALERT = SQL(
 )
 
 
-def _insert_returning_id(conn: Connection | Tx, values: dict[str, Any]) -> int | None:
-    """Insert the alert row unless it exists (the unique key makes it once); its id."""
+# A threshold already passed before the call, at a limit changed since: only if it has not
+# fired in this period at any limit (a raised limit re-arms only what it puts ahead).
+_INSERT_ALERT_FIRST = SQL(
+    "INSERT INTO llmspend_alerts (ts, kind, budget_id, budget_name, scope, period_start, "
+    "threshold_ppm, percent_used, spent_nanos, limit_nanos, call_cost_nanos, org_name, "
+    "project_name, user_name, metadata, acknowledged) SELECT :ts, CAST(:kind AS VARCHAR(16)), "
+    ":budget_id, :budget_name, :scope, :period_start, :threshold_ppm, :percent_used, "
+    ":spent_nanos, :limit_nanos, :call_cost_nanos, :org_name, :project_name, :user_name, "
+    ":meta, :acknowledged WHERE NOT EXISTS (SELECT 1 FROM llmspend_alerts WHERE budget_id = "
+    ":budget_id AND period_start = :period_start AND kind = :kind AND threshold_ppm = "
+    ":threshold_ppm) ON CONFLICT DO NOTHING RETURNING id"
+)
+
+
+def _insert_returning_id(
+    conn: Connection | Tx, values: dict[str, Any], passed: bool = False
+) -> int | None:
+    """Insert the alert row unless it exists (the unique key makes it once per limit;
+    ``passed``: a threshold passed before this call, once at any limit); its id."""
     tx = Tx.of(conn)
     params = dict(values)
     params["ts"] = db_time(tx, values["ts"])
     params["period_start"] = db_time(tx, values["period_start"])
-    row = tx.run(_INSERT_ALERT, params).first()
+    row = tx.run(_INSERT_ALERT_FIRST if passed else _INSERT_ALERT, params).first()
     return None if row is None else int(row[0])
 
 
@@ -168,7 +188,7 @@ def decide_thresholds(
         for ppm in thresholds_ppm(b.thresholds, b.mode):
             if p.spent_nanos * PPM < ppm * p.limit_nanos:
                 break
-            key = (b.id, b.created_at, p.period_start, ppm)
+            key = (b.id, b.created_at, p.period_start, ppm, p.limit_nanos)
             if key in fired:
                 continue
             values = {
@@ -189,7 +209,8 @@ def decide_thresholds(
                 "meta": json.dumps(_metadata(call, b.mode), sort_keys=True, default=str),
                 "acknowledged": False,
             }
-            alert_id = _insert_returning_id(tx, values)
+            passed = (p.spent_nanos - cost_nanos) * PPM >= ppm * p.limit_nanos
+            alert_id = _insert_returning_id(tx, values, passed)
             if alert_id is None:
                 # The row exists (committed: the insert saw it). Ours is not remembered
                 # until a later call finds it, since this transaction may yet roll back.

@@ -217,12 +217,18 @@ class Reservation(Base):
 
 
 class Alert(Base):
-    """A threshold crossed (or a refusal) on a budget, once per budget, period and threshold."""
+    """A threshold crossed (or a refusal) on a budget, once per budget, period, threshold
+    and limit."""
 
     __tablename__ = "llmspend_alerts"
     __table_args__ = (
-        UniqueConstraint(
-            "budget_id", "period_start", "kind", "threshold_ppm", name="uq_llmspend_alerts_once"
+        UniqueConstraint(  # a changed limit re-arms the thresholds (migration 0017)
+            "budget_id",
+            "period_start",
+            "kind",
+            "threshold_ppm",
+            "limit_nanos",
+            name="uq_llmspend_alerts_once",
         ),
         Index("ix_llmspend_alerts_ts", "ts"),
     )
