@@ -161,6 +161,7 @@ class Store(Transactions):
             if self.gone is None:
                 return
             path: str = self._sqlite_path  # type: ignore[assignment]
+            fresh = self.gone == "deleted"
             moved = self._read_stranded()
             self.dispose()
             create_file(path)
@@ -171,10 +172,12 @@ class Store(Transactions):
             if problems:
                 self.quarantine(problems[0])
                 self._marks = {}
+                moved.usage = relocate.not_stored(None, moved.usage, fresh=True)  # journaled
             else:
                 ensure_schema(self)
                 with super().begin(write=True) as conn:
                     raw = conn.connection.driver_connection
+                    moved.usage = relocate.not_stored(raw, moved.usage, fresh=fresh)
                     if moved.budgets:
                         relocate.carry_budgets(raw, moved.budgets)
                     self._marks = relocate.marks(raw)

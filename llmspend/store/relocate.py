@@ -15,6 +15,7 @@ alerts, audit entries and webhook deliveries written meanwhile are not carried.
 
 from __future__ import annotations
 
+import json
 import uuid
 from dataclasses import dataclass, field
 from typing import Any
@@ -25,7 +26,7 @@ from sqlalchemy.dialects import sqlite
 from .fastsql import py_time
 from .models import Budget, UsageRecord
 
-__all__ = ["CARRIED", "Stranded", "carry_budgets", "marks", "stranded"]
+__all__ = ["CARRIED", "Stranded", "carry_budgets", "marks", "not_stored", "stranded"]
 
 USAGE, BUDGETS = UsageRecord.__tablename__, Budget.__tablename__
 #: The tables whose new rows are carried to the new file.
@@ -90,12 +91,28 @@ def stranded(conn: Any, since: dict[str, int]) -> Stranded:
             bool(row["streamed"]),
             bool(row["usage_estimated"]),
         )
-        if not row.get("record_uid"):  # an ingested row: a uid makes its replay exactly once
-            row["record_uid"] = uuid.uuid4().hex
         out.usage.append(row)
     for values in conn.execute(_READ_BUDGETS, (since.get(BUDGETS, 0),)).fetchall():
         out.budgets.append(dict(zip(_BUDGET_COLUMNS, values, strict=True)))
     return out
+
+
+def not_stored(conn: Any, rows: list[dict[str, Any]], *, fresh: bool) -> list[dict[str, Any]]:
+    """The ``rows`` (from :func:`stranded`) to carry into the file ``conn`` is open on.
+
+    Into a ``fresh`` file (made because the old one was deleted) every row, an ingested one
+    given a ``record_uid`` so that its replay is exactly once. Into a file put in the old
+    one's place (a backup restored, another store copied over), which may hold some of them
+    already, only the calls it does not have (by ``record_uid``): ingested rows have none to
+    tell them by and are not carried (they can be ingested again)."""
+    if fresh:
+        return [r if r.get("record_uid") else {**r, "record_uid": uuid.uuid4().hex} for r in rows]
+    uids = [r["record_uid"] for r in rows if r.get("record_uid")]
+    have = {uid for (uid,) in conn.execute(_HAVE, (json.dumps(uids),))} if uids else set()
+    return [r for r in rows if r.get("record_uid") and r["record_uid"] not in have]
+
+
+_HAVE = "SELECT record_uid FROM llmspend_usage WHERE record_uid IN (SELECT value FROM json_each(?))"
 
 
 def carry_budgets(conn: Any, budgets: list[dict[str, Any]]) -> int:
