@@ -22,6 +22,7 @@ from llmspend.call import Usage
 from llmspend.errors import BudgetExceeded
 from llmspend.pipeline import begin_call
 from llmspend.timeutil import shift_clock
+from tests.migrating import migrate
 
 
 def spend(inp: int = 1000, out: int = 100, **attr) -> None:  # type: ignore[no-untyped-def]
@@ -347,20 +348,10 @@ def test_a_lowered_limit_says_what_it_now_passes_once(installed_any, events) -> 
 
 
 def test_the_alerts_key_migration_keeps_the_webhook_links(store_url: str) -> None:
-    from alembic import command
-    from alembic.config import Config
 
     from llmspend.store.engine import forget_store, open_store
-    from llmspend.store.migrate import MIGRATIONS
 
     store = open_store(store_url)
-
-    def migrate(revision: str, down: bool = False) -> None:
-        with store.begin(write=True) as conn:
-            cfg = Config()
-            cfg.set_main_option("script_location", str(MIGRATIONS))
-            cfg.attributes["connection"] = conn
-            (command.downgrade if down else command.upgrade)(cfg, revision)
 
     def rows(sql: str) -> list[tuple[object, ...]]:
         with store.begin() as conn:
@@ -374,7 +365,7 @@ def test_the_alerts_key_migration_keeps_the_webhook_links(store_url: str) -> Non
     )
     false = "0" if store_url.startswith("sqlite") else "false"
     try:
-        migrate("0016", down=True)
+        migrate(store, "0016", down=True)
         with store.begin(write=True) as conn:
             conn.exec_driver_sql(alert.format(limit=10, false=false))
             conn.exec_driver_sql(
@@ -383,14 +374,14 @@ def test_the_alerts_key_migration_keeps_the_webhook_links(store_url: str) -> Non
                 "'delivered', 1 FROM llmspend_alerts"
             )
         linked = rows("SELECT alert_id FROM llmspend_webhook_deliveries")
-        migrate("head")
+        migrate(store, "head")
         assert rows("SELECT alert_id FROM llmspend_webhook_deliveries") == linked != [(None,)]
         with store.begin(write=True) as conn:  # the same threshold at another limit
             conn.exec_driver_sql(alert.format(limit=20, false=false))
         assert len(rows("SELECT id FROM llmspend_alerts")) == 2
-        migrate("0016", down=True)  # keeps the first of them
+        migrate(store, "0016", down=True)  # keeps the first of them
         assert rows("SELECT limit_nanos FROM llmspend_alerts") == [(10,)]
         assert rows("SELECT alert_id FROM llmspend_webhook_deliveries") == linked
-        migrate("head")
+        migrate(store, "head")
     finally:
         forget_store(store_url)

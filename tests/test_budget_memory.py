@@ -19,6 +19,7 @@ from llmspend.call import Usage
 from llmspend.errors import BudgetExceeded
 from llmspend.pipeline import begin_call
 from llmspend.tracker import Tracker, set_tracker
+from tests.migrating import migrate
 
 pytestmark = pytest.mark.postgres
 
@@ -179,28 +180,16 @@ def test_an_unpriced_call_sees_its_policy_changed_elsewhere(pg_tracker: Tracker)
         unpriced_call()
 
 
-def _migrate(tracker: Tracker, revision: str) -> None:
-    from alembic import command
-
-    from llmspend.store.migrate import alembic_config
-
-    with tracker.store.begin(write=True) as conn:
-        if revision < "0016":
-            command.downgrade(alembic_config(conn), revision)
-        else:
-            command.upgrade(alembic_config(conn), revision)
-
-
 def test_remembered_budgets_on_a_store_taken_back_before_0016(pg_tracker: Tracker) -> None:
     llmspend.set_budget("org", "acme", "100", "month")
     call()
     assert _remembered(pg_tracker) == 1
-    _migrate(pg_tracker, "0015")
+    migrate(pg_tracker.store, "0015", down=True)
     call()  # checked as before 0016, not failed closed as if the store were down
     llmspend.set_budget("user", "acme/churn/ana", TINY, "day")
     with pytest.raises(BudgetExceeded, match="acme/churn/ana"):
         call()
-    _migrate(pg_tracker, "0016")
+    migrate(pg_tracker.store, "0016")
     with pytest.raises(BudgetExceeded, match="acme/churn/ana"):
         call()
 
@@ -212,8 +201,8 @@ def test_a_version_made_again_is_not_mistaken_for_the_remembered_one(
     call()
     assert _remembered(pg_tracker) == 1
     remembered = _version(pg_tracker)
-    _migrate(pg_tracker, "0015")  # the version row goes, and comes back anew
-    _migrate(pg_tracker, "0016")
+    migrate(pg_tracker.store, "0015", down=True)  # the version row goes, and comes back anew
+    migrate(pg_tracker.store, "0016")
     llmspend.set_budget("user", "acme/churn/ana", TINY, "day")
     while _version(pg_tracker) < remembered:  # counted up again to the remembered number
         llmspend.set_budget("user", "acme/churn/ana", TINY, "day")

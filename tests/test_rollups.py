@@ -16,6 +16,7 @@ from llmspend.call import Usage
 from llmspend.pipeline import begin_call
 from llmspend.store.rollups import MEASURES, rebuild_rollups, rollup_rows
 from llmspend.timeutil import utcnow
+from tests.migrating import migrate
 from tests.test_analytics import expect, got, make_rows
 
 
@@ -171,28 +172,17 @@ def test_sqlite_calls_reach_the_rollups_before_the_next_read(installed) -> None:
 def test_the_rollup_mark_migrates_both_ways_without_losing_a_row(installed_any) -> None:  # type: ignore[no-untyped-def]
     """Down from 0006 the rollups are complete again (the rows past the mark summed in);
     up again, the mark starts at the highest id."""
-    from alembic import command
-    from alembic.config import Config
     from sqlalchemy import inspect
-
-    from llmspend.store.migrate import MIGRATIONS
-
-    def migrate(revision: str, down: bool = False) -> None:
-        with tracker.store.begin(write=True) as conn:
-            cfg = Config()
-            cfg.set_main_option("script_location", str(MIGRATIONS))
-            cfg.attributes["connection"] = conn
-            (command.downgrade if down else command.upgrade)(cfg, revision)
 
     tracker = installed_any
     _live_calls(2)
     analytics.cost_breakdown()  # caught up
     _live_calls(3)  # on SQLite: past the mark
-    migrate("0005", down=True)
+    migrate(tracker.store, "0005", down=True)
     with tracker.store.begin() as conn:
         assert "llmspend_rollup_state" not in inspect(conn).get_table_names()
     assert snapshot(tracker) == from_records()
-    migrate("head")
+    migrate(tracker.store, "head")
     last = _mark(tracker)[1]
     assert _mark(tracker) == (last, last)
     _live_calls(1)

@@ -12,6 +12,7 @@ import pytest
 
 import llmspend
 from llmspend.sim import SimServer
+from tests.migrating import migrate
 
 
 def client(sim: SimServer) -> openai.OpenAI:
@@ -53,20 +54,10 @@ def test_ingest_with_and_without_the_column(installed: Any) -> None:
 
 
 def test_upgrade_from_the_previous_head_keeps_rows(store_url: str) -> None:
-    from alembic import command
-    from alembic.config import Config
 
     from llmspend.call import Usage
     from llmspend.pipeline import begin_call
-    from llmspend.store.migrate import MIGRATIONS
     from llmspend.tracker import get_tracker
-
-    def migrate(revision: str, down: bool = False) -> None:
-        with store.begin(write=True) as conn:
-            cfg = Config()
-            cfg.set_main_option("script_location", str(MIGRATIONS))
-            cfg.attributes["connection"] = conn
-            (command.downgrade if down else command.upgrade)(cfg, revision)
 
     llmspend.install(store_url, org="acme", project="churn", user="ana")
     try:
@@ -75,8 +66,8 @@ def test_upgrade_from_the_previous_head_keeps_rows(store_url: str) -> None:
                           service_tier="flex")  # fmt: skip
         assert call is not None
         call.finish(Usage(input_tokens=10, output_tokens=5))
-        migrate("0009", down=True)
-        migrate("head")
+        migrate(store, "0009", down=True)
+        migrate(store, "head")
         frame = llmspend.records()
         assert len(frame) == 1 and frame["service_tier"][0] is None  # not known for old rows
         call = begin_call("openai", "chat.completions", "o3", input_tokens=10)

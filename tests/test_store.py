@@ -13,6 +13,7 @@ import llmspend
 from llmspend.errors import ConfigError, LLMSpendError, SchemaTooNewError, StoreError
 from llmspend.store.engine import current_revisions, forget_store, open_store, upgrade
 from llmspend.store.models import Base
+from tests.migrating import migrate
 
 EXPECTED_TABLES = {
     "llmspend_usage", "llmspend_orgs", "llmspend_projects", "llmspend_users",
@@ -212,21 +213,10 @@ def test_holds_in_flight_survive_the_reservation_table_migration(store_url: str)
     a call held across the upgrade still settles, and an expired one is still reclaimed."""
     import datetime as dt
 
-    from alembic import command
-    from alembic.config import Config
-
     from llmspend.call import Usage
     from llmspend.pipeline import begin_call
-    from llmspend.store.migrate import MIGRATIONS
     from llmspend.timeutil import shift_clock
     from llmspend.tracker import get_tracker
-
-    def migrate(store: object, revision: str, down: bool = False) -> None:
-        with store.begin(write=True) as conn:  # type: ignore[attr-defined]
-            cfg = Config()
-            cfg.set_main_option("script_location", str(MIGRATIONS))
-            cfg.attributes["connection"] = conn
-            (command.downgrade if down else command.upgrade)(cfg, revision)
 
     def holds(store: object) -> list[tuple[object, ...]]:
         with store.begin() as conn:  # type: ignore[attr-defined]
@@ -281,21 +271,11 @@ def test_the_usage_index_migration_keeps_spooled_calls_replayed_once(store_url: 
     """0007 folds the ts and record_uid indexes into one unique (ts, record_uid): down and
     up again with live rows in the table, a replayed call still meets its row."""
     import sqlalchemy as sa
-    from alembic import command
-    from alembic.config import Config
 
     from llmspend.call import Usage
     from llmspend.pipeline import begin_call
-    from llmspend.store.migrate import MIGRATIONS
     from llmspend.tracker import get_tracker
     from llmspend.usage import insert_once
-
-    def migrate(revision: str, down: bool = False) -> None:
-        with store.begin(write=True) as conn:
-            cfg = Config()
-            cfg.set_main_option("script_location", str(MIGRATIONS))
-            cfg.attributes["connection"] = conn
-            (command.downgrade if down else command.upgrade)(cfg, revision)
 
     def indexes() -> set[tuple[str, tuple[str, ...], bool]]:
         insp = sa.inspect(store.engine)
@@ -312,12 +292,12 @@ def test_the_usage_index_migration_keeps_spooled_calls_replayed_once(store_url: 
         row = call.finish(Usage(input_tokens=10, output_tokens=5))
         assert row is not None
         assert indexes() == {("ix_llmspend_usage_ts_uid", ("ts", "record_uid"), True)}
-        migrate("0006", down=True)
+        migrate(store, "0006", down=True)
         assert indexes() == {
             ("ix_llmspend_usage_ts", ("ts",), False),
             ("ix_llmspend_usage_record_uid", ("record_uid",), True),
         }
-        migrate("head")
+        migrate(store, "head")
         assert indexes() == {("ix_llmspend_usage_ts_uid", ("ts", "record_uid"), True)}
         with store.begin(write=True) as conn:
             assert not insert_once(conn, row)  # the spool replaying the same call
