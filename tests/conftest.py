@@ -51,6 +51,26 @@ def patient_locks(monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.setenv("LLMSPEND_LOCK_WAIT", "60")
 
 
+@pytest.fixture
+def locked_sqlite(tmp_path, monkeypatch):  # type: ignore[no-untyped-def]
+    """An installed SQLite store (busy timeout 100 ms), and another connection that can
+    hold its write lock: (tracker, that connection)."""
+    import sqlite3
+
+    import llmspend
+    from llmspend.store.engine import forget_store
+
+    monkeypatch.setenv("LLMSPEND_SQLITE_BUSY_TIMEOUT", "100")
+    path = tmp_path / "locked.sqlite"
+    url = f"sqlite:///{path}"
+    tracker = llmspend.install(url, org="acme", project="churn", user="ana")
+    other = sqlite3.connect(path, isolation_level=None, timeout=0.1)
+    yield tracker, other
+    other.close()
+    llmspend.uninstall()
+    forget_store(url)
+
+
 @pytest.fixture(scope="session")
 def pg_server() -> Iterator[PgServer]:
     try:

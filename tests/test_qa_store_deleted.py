@@ -22,20 +22,6 @@ def ask(sim: Any) -> None:
     client.chat.completions.create(model="gpt-4o-mini", messages=MSG, max_tokens=20)
 
 
-@pytest.fixture
-def locked_sqlite(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Any:
-    """An installed SQLite store, and another connection that can hold its write lock."""
-    monkeypatch.setenv("LLMSPEND_SQLITE_BUSY_TIMEOUT", "100")
-    path = tmp_path / "locked.sqlite"
-    url = f"sqlite:///{path}"
-    tracker = llmspend.install(url, org="acme", project="churn", user="ana")
-    other = sqlite3.connect(path, isolation_level=None, timeout=0.1)
-    yield tracker, other
-    other.close()
-    llmspend.uninstall()
-    forget_store(url)
-
-
 def test_a_journaled_call_gets_its_cell_cost_line(locked_sqlite: Any, fresh_sim: Any) -> None:
     """The cell-cost line counts a call whose row was journaled because the store was
     locked: the call happened and cost what its row says."""

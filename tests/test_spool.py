@@ -4,14 +4,12 @@ replayed exactly once when the store is back."""
 from __future__ import annotations
 
 import shutil
-import sqlite3
 
 import openai
 import pytest
 
 import llmspend
 from llmspend.errors import StoreUnavailable
-from llmspend.store.engine import forget_store
 from tests.pgserver import PgServer, PgUnavailable
 
 MSG = [{"role": "user", "content": "hello there"}]
@@ -20,20 +18,6 @@ MSG = [{"role": "user", "content": "hello there"}]
 def ask(sim) -> None:  # type: ignore[no-untyped-def]
     client = openai.OpenAI(api_key="x", base_url=sim.openai_base_url, max_retries=0)
     client.chat.completions.create(model="gpt-4o-mini", messages=MSG, max_tokens=20)
-
-
-@pytest.fixture
-def locked_sqlite(tmp_path, monkeypatch):  # type: ignore[no-untyped-def]
-    """A SQLite store, and a way to hold its write lock from another connection."""
-    monkeypatch.setenv("LLMSPEND_SQLITE_BUSY_TIMEOUT", "100")
-    path = tmp_path / "locked.sqlite"
-    url = f"sqlite:///{path}"
-    tracker = llmspend.install(url, org="acme", project="churn", user="ana")
-    other = sqlite3.connect(path, isolation_level=None, timeout=0.1)
-    yield tracker, other
-    other.close()
-    llmspend.uninstall()
-    forget_store(url)
 
 
 def test_locked_store_spools_and_replays_exactly_once(locked_sqlite, fresh_sim) -> None:  # type: ignore[no-untyped-def]
