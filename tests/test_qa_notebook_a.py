@@ -12,7 +12,6 @@ from collections.abc import Iterator
 from decimal import Decimal
 from typing import Any
 
-import openai
 import pytest
 from IPython.core.interactiveshell import InteractiveShell
 from IPython.utils.capture import capture_output
@@ -21,7 +20,7 @@ import llmspend
 from llmspend.notebook.cellcost import cell_cost
 from llmspend.notebook.render import fmt_usd
 from llmspend.sim import SimServer
-from tests.shells import plain_shell
+from tests.shells import loaded_shell
 from tests.test_magics import cell_lines, ok, snapshot, usage_error
 
 
@@ -36,16 +35,8 @@ def ip(
     short_busy_timeout: None, installed: Any, fresh_sim: SimServer
 ) -> Iterator[InteractiveShell]:
     """The session's shell with llmspend loaded and an openai ``client``."""
-    shell = plain_shell()
-    enabled, minimum = cell_cost.enabled, cell_cost.min_usd
-    ok(shell, "%load_ext llmspend")
-    cell_cost.enabled, cell_cost.min_usd = True, Decimal(0)
-    shell.user_ns["client"] = openai.OpenAI(
-        api_key="x", base_url=fresh_sim.openai_base_url, max_retries=0
-    )
-    yield shell
-    cell_cost.enabled, cell_cost.min_usd = enabled, minimum
-    shell.run_cell("%unload_ext llmspend", store_history=False)
+    with loaded_shell(fresh_sim.openai_base_url) as shell:
+        yield shell
 
 
 @pytest.fixture

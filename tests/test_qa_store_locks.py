@@ -17,22 +17,19 @@ import signal
 import sqlite3
 import threading
 from collections.abc import Iterator
-from decimal import Decimal
 from typing import Any
 
-import openai
 import pytest
 from IPython.core.interactiveshell import InteractiveShell
 from IPython.utils.capture import capture_output
 from sqlalchemy import exc
 
 import llmspend
-from llmspend.notebook.cellcost import cell_cost
 from llmspend.sim import SimServer
 from llmspend.store.engine import forget_store
 from llmspend.store.fastsql import SQL, Tx
 from llmspend.timeutil import shift_clock, utcnow
-from tests.shells import plain_shell
+from tests.shells import loaded_shell
 from tests.test_budgets import call
 from tests.test_magics import cell_lines, ok
 
@@ -111,16 +108,8 @@ def store(tmp_path: Any, monkeypatch: pytest.MonkeyPatch) -> Iterator[Any]:
 
 @pytest.fixture
 def ip(store: Any, fresh_sim: SimServer) -> Iterator[InteractiveShell]:
-    shell = plain_shell()
-    enabled, minimum = cell_cost.enabled, cell_cost.min_usd
-    ok(shell, "%load_ext llmspend")
-    cell_cost.enabled, cell_cost.min_usd = True, Decimal(0)
-    shell.user_ns["client"] = openai.OpenAI(
-        api_key="x", base_url=fresh_sim.openai_base_url, max_retries=0
-    )
-    yield shell
-    cell_cost.enabled, cell_cost.min_usd = enabled, minimum
-    shell.run_cell("%unload_ext llmspend", store_history=False)
+    with loaded_shell(fresh_sim.openai_base_url) as shell:
+        yield shell
 
 
 # -- 1. Ctrl-C during a magic's wait for the lock -----------------------------------------------
