@@ -34,6 +34,7 @@ __all__ = [
     "id_list",
     "known_targets",
     "materialize",
+    "recorded_spend",
     "resolve",
     "targets_of",
 ]
@@ -269,6 +270,26 @@ def ensure_period(conn: Connection | Tx, budget: Any, now: dt.datetime) -> Perio
     row = tx.run(_PERIOD, key).first()
     if row is not None:
         return _period(row)
+    spent, calls = recorded_spend(tx, budget, start, end)
+    tx.run(
+        _NEW_PERIOD,
+        {
+            **key,
+            "end": db_time(tx, end),
+            "limit_nanos": budget.limit_nanos,
+            "spent": spent,
+            "calls": calls,
+            "now": db_time(tx, now),
+        },
+    )
+    return _period(tx.run(_PERIOD, key).one())
+
+
+def recorded_spend(
+    tx: Tx, budget: Any, start: dt.datetime, end: dt.datetime | None
+) -> tuple[int, int]:
+    """(nanodollars, calls) of the usage rows recorded in a budget's period ``[start, end)``:
+    what a new period row starts from."""
     window = {
         "org": budget.org_name,
         "project": budget.project_name,
@@ -277,18 +298,7 @@ def ensure_period(conn: Connection | Tx, budget: Any, now: dt.datetime) -> Perio
         "end": db_time(tx, end),
     }
     spent, calls = tx.run(_spent_sql(budget, end is not None), window).one()
-    tx.run(
-        _NEW_PERIOD,
-        {
-            **key,
-            "end": db_time(tx, end),
-            "limit_nanos": budget.limit_nanos,
-            "spent": int(spent or 0),
-            "calls": int(calls),
-            "now": db_time(tx, now),
-        },
-    )
-    return _period(tx.run(_PERIOD, key).one())
+    return int(spent or 0), int(calls)
 
 
 def id_list(ids: Any) -> str:

@@ -28,8 +28,7 @@ from ..store.models import AuditEntry, BudgetPeriod
 from ..store.models import Budget as BudgetRow
 from ..timeutil import clock_shift, utcnow
 from .holds import carry_holds, forget_periods, open_holds, reclaim_expired
-from .ledger import BUDGET_COLS, Period, ensure_period
-from .ledger import _spent_sql as spent_sql  # what ensure_period counts, for a row not written
+from .ledger import BUDGET_COLS, Period, ensure_period, recorded_spend
 from .periods import current_bounds, period_bounds
 from .spec import (
     MODES,
@@ -504,15 +503,8 @@ def _expired(tx: Tx, now: dt.datetime) -> list[Any]:
 def _unsaved_period(tx: Tx, budget: Any, now: dt.datetime) -> Period:
     """The current period a budget would get (see ``ensure_period``), not written."""
     start, end = current_bounds(budget.period, budget.timezone, now, week_start=budget.week_start)
-    window = {
-        "org": budget.org_name,
-        "project": budget.project_name,
-        "user": budget.user_name,
-        "start": db_time(tx, start),
-        "end": db_time(tx, end),
-    }
-    spent, calls = tx.run(spent_sql(budget, end is not None), window).one()
-    return Period(0, start, end, budget.limit_nanos, int(spent or 0), 0, int(calls))
+    spent, calls = recorded_spend(tx, budget, start, end)
+    return Period(0, start, end, budget.limit_nanos, spent, 0, calls)
 
 
 def _without(period: Period, expired: list[Any]) -> Period:
