@@ -270,11 +270,9 @@ def test_nothing_configured_nothing_breaks_nothing_exported(
     assert done.stdout.strip() == "ok"
 
 
-def test_a_refused_otel_choice_is_not_remembered(
-    installed: Any, fresh_sim: SimServer, monkeypatch: pytest.MonkeyPatch
-) -> None:
-    """install(otel=True) without the extra fails with MissingExtra; a plain install()
-    after it (the user gave up on export) works and hooks the SDKs."""
+@pytest.fixture
+def otel_api_missing(monkeypatch: pytest.MonkeyPatch) -> None:
+    """As without the otel extra: export asked for raises MissingExtra; no choice made yet."""
     from llmspend import otel
     from llmspend.errors import MissingExtra
 
@@ -285,6 +283,16 @@ def test_a_refused_otel_choice_is_not_remembered(
     monkeypatch.setattr(otel, "_export", None)
     monkeypatch.setattr(otel, "_require_api", missing)
     monkeypatch.delenv("LLMSPEND_OTEL", raising=False)
+
+
+def test_a_refused_otel_choice_is_not_remembered(
+    installed: Any, fresh_sim: SimServer, otel_api_missing: None
+) -> None:
+    """install(otel=True) without the extra fails with MissingExtra; a plain install()
+    after it (the user gave up on export) works and hooks the SDKs."""
+    from llmspend import otel
+    from llmspend.errors import MissingExtra
+
     with pytest.raises(MissingExtra):
         llmspend.install(otel=True)
     assert llmspend.install() is installed
@@ -294,23 +302,15 @@ def test_a_refused_otel_choice_is_not_remembered(
 
 
 def test_a_refused_otel_choice_leaves_llmspend_not_installed(
-    installed: Any, fresh_sim: SimServer, monkeypatch: pytest.MonkeyPatch
+    installed: Any, fresh_sim: SimServer, otel_api_missing: None
 ) -> None:
     """install(otel=True) refused from an uninstalled state leaves it uninstalled (it left
     the tracker counted as installed with no SDK hooked: calls went unrecorded), and a
     plain install() then records."""
-    from llmspend import otel
     from llmspend.errors import MissingExtra
     from llmspend.tracker import installed_tracker
 
-    def missing() -> Any:
-        raise MissingExtra("OpenTelemetry export", "otel", ("opentelemetry.trace",))
-
     llmspend.uninstall()
-    monkeypatch.setattr(otel, "_wanted", None)
-    monkeypatch.setattr(otel, "_export", None)
-    monkeypatch.setattr(otel, "_require_api", missing)
-    monkeypatch.delenv("LLMSPEND_OTEL", raising=False)
     with pytest.raises(MissingExtra):
         llmspend.install(otel=True)
     assert installed_tracker() is None
