@@ -82,7 +82,6 @@ class Tracker:
         self.settings = Settings.resolve(database_url, prices_path)
         if gateway() is None:  # solo mode: a bad URL or a damaged file is said at once
             self.store = open_store(self.settings.database_url)
-            self.store.on_relocate(self._store_relocated)
         # In team mode the store opens at first use (:meth:`__getattr__`): the kernel's
         # gateway-bound calls and reads never need it.
         d_org, d_project, d_user = default_attribution()
@@ -136,7 +135,6 @@ class Tracker:
             store = self.__dict__.get("store")
             if store is None:
                 store = self.store = open_store(self.settings.database_url)
-                store.on_relocate(self._store_relocated)
         return store
 
     def opened_store(self) -> Store | None:
@@ -311,16 +309,6 @@ class Tracker:
                 LLMSpendWarning,
                 stacklevel=4,
             )
-
-    def _store_relocated(self, rows: list[dict[str, Any]]) -> None:
-        """The store file was deleted or replaced and the store now uses the file at its
-        path: journal the calls written into the old one meanwhile, replayed into the new
-        one (exactly once, counted in its budgets and rollups) in the background."""
-        self._known_entities.clear()  # the new file has its own
-        for row in rows:
-            self.spool.write(row)
-        self._spool_pending = True
-        self.replayer.wake()
 
     def replay_spool(self) -> int:
         """Write spooled calls into the store (each exactly once), then give back the

@@ -15,11 +15,6 @@ transaction on it raises ``StoreCorrupted`` — naming the file and ``llmspend d
 — and nothing more is written into the file, until the file is replaced by a recovered
 one (another inode at its path: then the store reopens on it).
 
-A SQLite file deleted or replaced while the store is in use is noticed off the calls'
-path (:meth:`Store.watch`, run by the checkpointer's thread, and ``begin``); the next
-transaction moves the store to the file at the path (:mod:`.relocate` carries what was
-written into the old one meanwhile; see docs/reliability.md).
-
 Transactions on a store are :mod:`.transactions`'s; ``upgrade``, ``current_revisions`` and
 ``safe_url`` are re-exported here for the rest of llmspend.
 """
@@ -30,19 +25,14 @@ import contextlib
 import logging
 import threading
 import time
-import weakref
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
 from sqlalchemy import Connection, create_engine, event, exc
 
-from .. import _process
 from ..errors import ConfigError, StoreCorrupted, StoreError
 from ..extras import POSTGRES, require_extra
-from . import relocate
-from .fastsql import data_version
-from .forkguard import guarded
 from .health import (
     check_file,
     check_in_child,
@@ -52,7 +42,7 @@ from .health import (
     is_corruption,
 )
 from .migrate import current_revisions, ensure_schema, upgrade
-from .sqlite import busy_timeout_ms, create_file, file_path, install_events
+from .sqlite import busy_timeout_ms, file_path, install_events
 from .transactions import Transactions, TxScope
 from .urls import normalize_url, redacted, safe_url
 
@@ -66,28 +56,13 @@ class Store(Transactions):
     corruption: str | None = None  # what quick_check found, while quarantined
     checking: threading.Thread | None = None  # a large file's quick_check, running
     _corrupt_inode: tuple[int, ...] | None = None
-    #: "deleted" or "replaced": the file at the path is no longer the one in use (then the
-    #: next transaction opens the file at the path, see :meth:`watch`).
-    gone: str | None = None
-    _file_id: tuple[int, int] | None = None  # device and inode of the file in use
-    _seen_version: int | None = None
-
-    def __init__(self, engine: Any, url: str) -> None:
-        super().__init__(engine, url)
-        self._marks: dict[str, int] = {}  # see relocate.marks
-        self._listeners: list[weakref.WeakMethod[Any]] = []
 
     def __repr__(self) -> str:
         return f"Store({safe_url(self.url)!r})"
 
     @contextlib.contextmanager
     def begin(self, *, write: bool = False, **kw: Any) -> Iterator[Connection]:
-        """A transaction (see ``Transactions.begin``); ``StoreCorrupted`` on a damaged file.
-        Looks whether the file is still at its path first (not on the per-call path)."""
-        if self._sqlite_path is not None and self.gone is None and self.corruption is None:
-            self._look(self._sqlite_path)
-        if self.gone is not None:
-            self._relocate()
+        """A transaction (see ``Transactions.begin``); ``StoreCorrupted`` on a damaged file."""
         if self.corruption is not None:
             self._quarantined()
         try:
@@ -101,128 +76,9 @@ class Store(Transactions):
     def tx(self, *, write: bool = False, wait: float | None = None) -> TxScope:
         """The per-call transaction (see ``Transactions.tx``); ``StoreCorrupted`` on a
         damaged file."""
-        if self.gone is not None:  # (an attribute read: the file is looked at elsewhere)
-            self._relocate()
         if self.corruption is not None:
             self._quarantined()
         return _CheckedScope(self, write, wait)
-
-    # -- a file deleted or replaced under the store --------------------------------------
-    def on_relocate(self, listener: Any) -> None:
-        """Call the bound method ``listener(rows)`` with the usage rows written into the
-        old file after it was deleted or replaced, once the store uses the file at its
-        path (held weakly); the listener journals them for replay."""
-        self._listeners.append(weakref.WeakMethod(listener))
-
-    def watch(self, conn: Any = None) -> None:
-        """Whether the file is still at its path (the checkpointer's thread runs this
-        every few seconds with its ``conn``, off the calls' path; ``begin`` too, without
-        one). While it is, note how far its tables go when another connection committed;
-        once it is not, mark the store ``gone``: its next transaction moves to the path."""
-        path = self._sqlite_path
-        if path is None or self.gone is not None or self.corruption is not None:
-            return
-        if self._look(path) and conn is not None:
-            version = data_version(conn)
-            if version != self._seen_version:
-                self._marks, self._seen_version = relocate.marks(conn), version
-
-    def note_file(self) -> None:
-        """Remember the file at the path as the one in use, and how far its tables go."""
-        with super().begin() as conn:
-            self._look(self._sqlite_path)  # type: ignore[arg-type]
-            self._marks = relocate.marks(conn.connection.driver_connection)
-
-    def _look(self, path: str) -> bool:
-        """True while the file in use is at ``path``; else mark the store ``gone``."""
-        ident = file_identity(path)
-        now = None if ident is None else (ident[0], ident[1])
-        if self._file_id is None:
-            self._file_id = now
-        if now is not None and now == self._file_id:
-            return True
-        if self.gone is None:
-            self.gone = "deleted" if now is None else "replaced"
-            log.warning("llmspend: the store file %s was %s; moving to it", path, self.gone)
-        return False
-
-    def _checkpoints(self) -> bool:
-        running = super()._checkpoints()
-        ck = self._checkpointer
-        if running and ck is not None and ck.watch is None:
-            ck.watch = self.watch
-        return running
-
-    def _relocate(self) -> None:
-        """Use the file now at the path (migrated; a new one if it was deleted), and carry
-        what was written into the old file since it was last seen there: its budgets
-        into the new file, its usage rows to the listeners (:meth:`on_relocate`)."""
-        with _relocate_lock:
-            if self.gone is None:
-                return
-            path: str = self._sqlite_path  # type: ignore[assignment]
-            fresh = self.gone == "deleted"
-            moved = self._read_stranded()
-            self.dispose()
-            create_file(path)
-            ident = file_identity(path)
-            self._file_id = None if ident is None else (ident[0], ident[1])
-            self._seen_version, self.gone = None, None
-            problems = check_file(path, limit=1)
-            if problems:
-                self.quarantine(problems[0])
-                self._marks = {}
-                moved.usage = relocate.not_stored(None, moved.usage, fresh=True)  # journaled
-            else:
-                ensure_schema(self)
-                with super().begin(write=True) as conn:
-                    raw = conn.connection.driver_connection
-                    moved.usage = relocate.not_stored(raw, moved.usage, fresh=fresh)
-                    if moved.budgets:
-                        relocate.carry_budgets(raw, moved.budgets)
-                    self._marks = relocate.marks(raw)
-            log.warning(
-                "llmspend: now using the store file %s; %d call(s) and %d budget(s) written "
-                "meanwhile are carried over",
-                path, len(moved.usage), len(moved.budgets),
-            )  # fmt: skip
-        self._tell(moved.usage)
-
-    def _read_stranded(self) -> relocate.Stranded:
-        """The rows past the marks in the old file, through a connection still open on it
-        (this thread's own, else one in the pool); none if there is none."""
-        d = getattr(self._local, "d", None)
-        try:
-            with guarded():
-                if d is not None and not d.busy and d.pid == _process.pid:
-                    return relocate.stranded(d.conn, self._marks)
-                if getattr(self.engine.pool, "checkedin", lambda: 0)() > 0:
-                    raw = self.engine.raw_connection()
-                    try:
-                        return relocate.stranded(raw.driver_connection, self._marks)
-                    finally:
-                        raw.close()
-        except Exception as e:
-            log.warning("llmspend: the rows written into the old store file are lost: %s", e)
-        return relocate.Stranded()
-
-    def _tell(self, rows: list[dict[str, Any]]) -> None:
-        told = False
-        for ref in list(self._listeners):
-            listener = ref()
-            if listener is None:
-                self._listeners.remove(ref)
-                continue
-            try:
-                listener(rows)
-                told = True
-            except Exception:
-                log.exception("llmspend: carrying calls to the new store file failed")
-        if rows and not told:
-            log.warning(
-                "llmspend: %d call(s) written into the old store file are lost (no tracker)",
-                len(rows),
-            )
 
     @property
     def path(self) -> str | None:
@@ -286,7 +142,6 @@ log = logging.getLogger("llmspend")
 _opened: dict[str, Store] = {}
 _opened_lock = threading.Lock()
 _heal_lock = threading.Lock()  # a quarantined store looking at its replaced file
-_relocate_lock = threading.RLock()  # a store moving to the file now at its path
 
 
 def open_store(url: str, *, migrate: bool = True, ping_idle: float | None = None) -> Store:
@@ -313,8 +168,6 @@ def open_store(url: str, *, migrate: bool = True, ping_idle: float | None = None
                     ensure_schema(store)
                 except StoreCorrupted as e:
                     store.quarantine(e.detail)
-            if store.path and store.corruption is None and migrate:
-                store.note_file()
         except BaseException:
             store.dispose()
             raise

@@ -24,7 +24,6 @@ from __future__ import annotations
 import contextlib
 import logging
 import threading
-from collections.abc import Callable
 from typing import Any
 
 from sqlalchemy import Connection, Engine, event
@@ -163,9 +162,7 @@ class Checkpointer:
     blocks a writer) every :attr:`EVERY` of them, and whatever is pending after a few
     idle seconds. Other connections of the store keep SQLite's default, and the last
     connection to close checkpoints too. A checkpointer belongs to the process that
-    started it (:attr:`alive` is false in a forked child). Its :attr:`watch`, when set,
-    runs on every wake (at least every :attr:`IDLE` seconds) with its connection: the
-    store looks there whether its file is still at its path.
+    started it (:attr:`alive` is false in a forked child).
     """
 
     EVERY = 64  # write transactions between checkpoints (≈ 1,000 WAL pages of calls)
@@ -177,7 +174,6 @@ class Checkpointer:
         self.path = path
         self.busy_ms = busy_ms
         self.pending = 0
-        self.watch: Callable[[Any], None] | None = None
         self._wake = threading.Event()
         self._stopping = False
         self.pid = _process.pid
@@ -206,13 +202,6 @@ class Checkpointer:
             while not self._stopping:
                 self._wake.wait(self.IDLE)
                 self._wake.clear()
-                watch = self.watch
-                if watch is not None:
-                    try:
-                        with guarded():
-                            watch(conn)
-                    except Exception:  # never break the checkpoints for a look at the file
-                        log.debug("llmspend: watching the store file failed", exc_info=True)
                 if self.pending:
                     self.pending = 0
                     try:
