@@ -131,6 +131,24 @@ def test_a_budget_deleted_and_set_again_in_flight_counts_the_call(live: Tracker)
     assert _reserved_anywhere(live) == 0
 
 
+def test_a_budget_deleted_while_another_changed_period_still_counts_the_call(
+    live: Tracker,
+) -> None:
+    """One of the call's periods gone (its budget deleted and set again) and another carried
+    in (the org budget's period changed): the settlement still charges the new project
+    budget (a count of the periods charged hid the gone one)."""
+    llmspend.set_budget("org", "acme", ONE * 100, "day")
+    llmspend.set_budget("project", "acme/churn", ONE * 10, "day")
+    c = _begin()
+    llmspend.delete_budget("project", "acme/churn")
+    llmspend.set_budget("project", "acme/churn", ONE * 10, "day", timezone="Pacific/Kiritimati")
+    llmspend.set_budget("org", "acme", ONE * 100, "month")
+    _finish(c)
+    s = _status()
+    assert (s.spent_usd, s.calls) == (ONE, 1) and s.spent_usd == _recorded(s.period_start)
+    assert _reserved_anywhere(live) == 0
+
+
 def test_a_call_begun_before_the_new_period_stays_in_the_old_one(
     live: Tracker, monkeypatch: pytest.MonkeyPatch
 ) -> None:

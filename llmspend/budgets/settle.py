@@ -64,7 +64,9 @@ class Settlement:
             settled = self._settle_keeping(tx, call, held, cost, now)
         if settled is None:
             settled = self._settle_releasing(tx, held, cost, now)
-            if len(settled) != len(held.periods) and not refused:
+            # a period it held is gone (deleted): charge the budgets that apply now. Not by
+            # count: one gone and one carried in (a budget changed) would hide it
+            if not refused and not {row[0] for row in settled}.issuperset(held.periods):
                 settled += self._charge_budgets_set_since(tx, call, held, cost, settled)
         if refused:
             return
