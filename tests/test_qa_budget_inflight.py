@@ -202,3 +202,21 @@ def test_a_standing_hold_follows_a_changed_period_and_is_given_back(live: Tracke
     assert s.spent_usd == _recorded(s.period_start) == ONE * 3
     live.guard.release_standing()
     assert _reserved_anywhere(live) == 0  # nothing left reserved, on the old day either
+
+
+def test_a_period_kind_switched_back_recounts_the_row_left_from_before(live: Tracker) -> None:
+    """month → day → month within one month: the month row left from before missed the calls
+    recorded while the budget was daily, and a hard budget let calls past its limit (a
+    finding of review, older than the carrying of holds)."""
+    llmspend.set_budget("project", "acme/churn", ONE * 4, "month")
+    _finish(_begin())
+    llmspend.set_budget("project", "acme/churn", ONE * 4, "day")
+    _finish(_begin())
+    _finish(_begin())
+    llmspend.set_budget("project", "acme/churn", ONE * 4, "month")
+    s = _status()
+    assert (s.spent_usd, s.calls) == (ONE * 3, 3) == (_recorded(s.period_start), 3)
+    _finish(_begin())  # the fourth call fits the limit exactly
+    with pytest.raises(BudgetExceeded):
+        _begin()
+    assert _recorded(s.period_start) == ONE * 4

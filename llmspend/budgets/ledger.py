@@ -35,6 +35,7 @@ __all__ = [
     "known_targets",
     "materialize",
     "recorded_spend",
+    "recount_current",
     "resolve",
     "targets_of",
 ]
@@ -283,6 +284,33 @@ def ensure_period(conn: Connection | Tx, budget: Any, now: dt.datetime) -> Perio
         },
     )
     return _period(tx.run(_PERIOD, key).one())
+
+
+def recount_current(conn: Connection, budget_id: int, now: dt.datetime) -> None:
+    """After a budget's period kind, time zone or week start changed: the current period row
+    of the budget (and of its derived children) under the new definition, if one is left
+    from an earlier time under that definition (month, then day, then month again), counted
+    again from the calls recorded in it. It missed those recorded under the other
+    definition; calls still in flight are charged to it when they settle."""
+    tx = Tx.of(conn)
+    budgets = conn.execute(
+        select(*BUDGET_COLS).where(
+            (BudgetRow.id == budget_id) | (BudgetRow.derived_from == budget_id),
+            BudgetRow.default_for == "",
+        )
+    ).all()
+    for budget in budgets:
+        start, end = current_bounds(
+            budget.period, budget.timezone, now, week_start=budget.week_start
+        )
+        row = tx.run(_PERIOD, {"budget_id": budget.id, "start": db_time(tx, start)}).first()
+        if row is not None:
+            spent, calls = recorded_spend(tx, budget, start, end)
+            conn.execute(
+                update(BudgetPeriod)
+                .where(BudgetPeriod.id == row.id)
+                .values(spent_nanos=spent, calls=calls, updated_at=now)
+            )
 
 
 def recorded_spend(

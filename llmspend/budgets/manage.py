@@ -28,7 +28,7 @@ from ..store.models import AuditEntry, BudgetPeriod
 from ..store.models import Budget as BudgetRow
 from ..timeutil import clock_shift, utcnow
 from .holds import carry_holds, forget_periods, open_holds, reclaim_expired
-from .ledger import BUDGET_COLS, Period, ensure_period, recorded_spend
+from .ledger import BUDGET_COLS, Period, ensure_period, recorded_spend, recount_current
 from .periods import current_bounds, period_bounds
 from .spec import (
     MODES,
@@ -248,6 +248,8 @@ def set_budget(
                 conn, who, "update", key.label, budget_id, _definition(old), _definition(new_row)
             )
             _propagate(conn, budget_id, values, now)
+            if moved:  # a period row left from an earlier time under this definition
+                recount_current(conn, budget_id, now)
             if holds:
                 _carry(conn, budget_id, holds, now)
         if not key.default_for:
