@@ -247,10 +247,11 @@ def tiny_filesystem(where: Path, monkeypatch: pytest.MonkeyPatch) -> Iterator[Ca
     def fill() -> Callable[[], None]:
         if mounted:
             filler = where / "filler"
-            with open(filler, "wb") as fh, contextlib.suppress(OSError):
+            # unbuffered: a buffered file would keep what did not fit and raise ENOSPC
+            # again when closed, depending on how the free space falls against the chunks
+            with open(filler, "wb", buffering=0) as fh, contextlib.suppress(OSError):
                 while True:
                     fh.write(b"\0" * 65536)
-                    fh.flush()
             return lambda: filler.unlink()
         full["on"] = True
         return lambda: full.update(on=False)
