@@ -286,6 +286,19 @@ def ensure_period(conn: Connection | Tx, budget: Any, now: dt.datetime) -> Perio
     return _period(tx.run(_PERIOD, key).one())
 
 
+def budget_and_children(conn: Connection, budget_id: int) -> list[Any]:
+    """The budget's row and those of the budgets derived from it (a default's per-user
+    children), without the default itself: the budgets that have period rows."""
+    return list(
+        conn.execute(
+            select(*BUDGET_COLS).where(
+                (BudgetRow.id == budget_id) | (BudgetRow.derived_from == budget_id),
+                BudgetRow.default_for == "",
+            )
+        ).all()
+    )
+
+
 def recount_current(conn: Connection, budget_id: int, now: dt.datetime) -> None:
     """After a budget's period kind, time zone or week start changed: the current period row
     of the budget (and of its derived children) under the new definition, if one is left
@@ -293,13 +306,7 @@ def recount_current(conn: Connection, budget_id: int, now: dt.datetime) -> None:
     again from the calls recorded in it. It missed those recorded under the other
     definition; calls still in flight are charged to it when they settle."""
     tx = Tx.of(conn)
-    budgets = conn.execute(
-        select(*BUDGET_COLS).where(
-            (BudgetRow.id == budget_id) | (BudgetRow.derived_from == budget_id),
-            BudgetRow.default_for == "",
-        )
-    ).all()
-    for budget in budgets:
+    for budget in budget_and_children(conn, budget_id):
         start, end = current_bounds(
             budget.period, budget.timezone, now, week_start=budget.week_start
         )

@@ -28,7 +28,14 @@ from ..store.models import AuditEntry, BudgetPeriod
 from ..store.models import Budget as BudgetRow
 from ..timeutil import clock_shift, utcnow
 from .holds import carry_holds, forget_periods, open_holds, reclaim_expired
-from .ledger import BUDGET_COLS, Period, ensure_period, recorded_spend, recount_current
+from .ledger import (
+    BUDGET_COLS,
+    Period,
+    budget_and_children,
+    ensure_period,
+    recorded_spend,
+    recount_current,
+)
 from .periods import current_bounds, period_bounds
 from .spec import (
     MODES,
@@ -262,13 +269,7 @@ def _carry(conn: Connection, budget_id: int, holds: list[Any], now: dt.datetime)
     holds also name the new current period, which counts what they reserve (made here if
     new: it counts only the calls recorded so far) and is charged their cost at settlement."""
     named = {int(i) for h in holds for i in h.period_ids.split(",")}
-    budgets = conn.execute(
-        select(*BUDGET_COLS).where(
-            (BudgetRow.id == budget_id) | (BudgetRow.derived_from == budget_id),
-            BudgetRow.default_for == "",
-        )
-    ).all()
-    for budget in budgets:
+    for budget in budget_and_children(conn, budget_id):
         periods = set(
             conn.execute(select(BudgetPeriod.id).where(BudgetPeriod.budget_id == budget.id))
             .scalars()
