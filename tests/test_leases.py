@@ -294,3 +294,59 @@ def test_a_forked_child_renews_its_own_holds_only(installed: Any) -> None:
     assert HEARTBEAT.tracked() == {mine} and heartbeat_threads()
     parent_call.finish(Usage(10, 0, 0, 10, 0))
     assert HEARTBEAT.tracked() == set()
+
+
+@pytest.mark.postgres
+def test_the_heartbeat_locks_holds_in_token_order_as_a_budget_change_does(
+    pg_server: Any,
+) -> None:
+    """A budget change locks every hold in token order (``holds.open_holds``); the
+    heartbeat renewing several holds must take them in the same order, or the two can
+    deadlock. The renewal waits on the lowest token while holding none of the others."""
+    from sqlalchemy import create_engine, text
+
+    from llmspend.store.engine import open_store
+
+    url = pg_server.create_database()
+    store = open_store(url)
+    now = dt.datetime(2026, 1, 1)
+    with store.begin(write=True) as conn:
+        for token in ("b" * 32, "a" * 32):  # "b" stored first: a scan meets it first
+            conn.execute(
+                text(
+                    "INSERT INTO llmspend_reservations (token, period_ids, amount_nanos, "
+                    "created_at, lease_expires_at) VALUES (:t, '1', 1, :now, :now)"
+                ),
+                {"t": token, "now": now},
+            )
+    change = create_engine(url).connect()  # stands in for a change holding "a" first
+    change.execute(
+        text("SELECT token FROM llmspend_reservations WHERE token = :t FOR UPDATE"), {"t": "a" * 32}
+    )
+    done: list[int] = []
+    beat = threading.Thread(
+        target=lambda: done.append(heartbeat.renew(store, ["b" * 32, "a" * 32], 60))
+    )
+    beat.start()
+    try:
+        wait_for(
+            lambda: change.execute(
+                text(
+                    "SELECT count(*) FROM pg_stat_activity WHERE datname = current_database() "
+                    "AND wait_event_type = 'Lock' AND pid <> pg_backend_pid()"
+                )
+            ).scalar(),
+            what="the renewal waiting for a hold's lock",
+        )
+        # the change goes on to lock "b": free, since the renewal waits on "a" holding nothing
+        got = change.execute(
+            text("SELECT token FROM llmspend_reservations WHERE token = :t FOR UPDATE NOWAIT"),
+            {"t": "b" * 32},
+        ).scalar()
+        assert got == "b" * 32
+    finally:
+        change.rollback()
+        change.close()
+        beat.join(timeout=60)
+    assert done == [2]
+    forget_store(url)

@@ -74,6 +74,12 @@ _RENEW_SQLITE = SQL(
     "UPDATE llmspend_reservations SET lease_expires_at = :lease "
     "WHERE token IN (SELECT value FROM json_each(:tokens))"
 )
+# PostgreSQL: the holds locked first, in token order, as a budget change locks them
+# (``holds.open_holds``): the UPDATE alone locks them in whatever order it scans them,
+# which could deadlock with a change locking the same holds.
+_LOCK_PG = SQL(
+    "SELECT token FROM llmspend_reservations WHERE token = ANY(:tokens) ORDER BY token FOR UPDATE"
+)
 _RENEW_PG = SQL(
     "UPDATE llmspend_reservations SET lease_expires_at = "
     "(statement_timestamp() AT TIME ZONE 'UTC') + CAST(:lease AS double precision) "
@@ -83,11 +89,13 @@ _RENEW_PG = SQL(
 
 def renew(store: Any, tokens: list[str], seconds: float) -> int:
     """Set the lease of the holds ``tokens`` on ``store`` to ``seconds`` from now (one
-    statement, one transaction). Returns how many holds were still there."""
+    transaction; on PostgreSQL locked in token order first). Returns how many holds were
+    still there."""
     with store.tx(write=True, wait=store.busy_wait) as tx:  # off the calls' path
         if tx.sqlite:
             params = {"lease": lease_param(True, seconds), "tokens": json.dumps(tokens)}
             return int(tx.run(_RENEW_SQLITE, params).rowcount)
+        tx.run(_LOCK_PG, {"tokens": tokens})
         params = {"lease": lease_param(False, seconds), "tokens": tokens}
         return int(tx.run(_RENEW_PG, params).rowcount)
 
