@@ -230,3 +230,40 @@ def test_gemini_file_job_let_through_is_settled_from_its_results_file(
     lines = [json.loads(x)["response"]["usageMetadata"] for x in data.splitlines()]
     assert row["input_tokens"] == sum(u["promptTokenCount"] for u in lines)
     assert row["model"] == "gemini-2.5-flash" and row["service_tier"] == "batch"
+
+
+@pytest.mark.parametrize(
+    "ended",
+    [{"status": "failed"}, {"status": "cancelled"}, {"status": "expired"},
+     {"status": "completed", "error_file_id": "file-errors"}],
+)  # fmt: skip
+def test_openai_batch_ended_without_results_costs_nothing(
+    installed: Any, fresh_sim: SimServer, ended: dict[str, str]
+) -> None:
+    """A batch that failed, or ended with no output file (every request failed, or none
+    done before it was cancelled or expired), is billed nothing: recorded once, at no cost,
+    its reservation released (not settled from its bound at exit)."""
+    import openai
+
+    from llmspend.providers.openai_batches import BATCHES as OPENAI_BATCHES
+
+    c = openai.OpenAI(api_key="x", base_url=fresh_sim.openai_base_url, max_retries=0)
+    line = {"custom_id": "r0", "method": "POST", "url": "/v1/chat/completions",
+            "body": {"model": "gpt-4o-mini", "max_tokens": 10,
+                     "messages": [{"role": "user", "content": "q"}]}}  # fmt: skip
+    f = c.files.create(file=("in.jsonl", json.dumps(line).encode()), purpose="batch")
+    llmspend.set_budget("project", "acme/churn", "1", mode="hard")
+    batch = c.batches.create(input_file_id=f.id, endpoint="/v1/chat/completions",
+                             completion_window="24h")  # fmt: skip
+    assert llmspend.budget_status()[0].reserved_usd > 0
+    fresh_sim.store[batch.id].update(ended, output_file_id=None)  # how the provider ended it
+    for _ in range(2):
+        assert c.batches.retrieve(batch.id).status == ended["status"]
+        c.batches.list()
+    assert batch.id not in OPENAI_BATCHES.parked
+    OPENAI_BATCHES.flush()  # what exit does: nothing left to settle from a bound
+    (row,) = rows(installed)
+    assert row["request_id"] == batch.id and row["status"] == "error"
+    assert row["cost_nanos"] == 0 and row["service_tier"] == "batch"
+    status = llmspend.budget_status()[0]
+    assert status.reserved_usd == 0 and status.spent_usd == 0

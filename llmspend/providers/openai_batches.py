@@ -17,10 +17,13 @@ One row per batch: the call is parked under the batch id (:mod:`.batch_jobs`, th
 machinery every provider's batches share) and settled, priced at the ``batch`` tier
 (:mod:`llmspend.pricing.tiers`), from the first of
 
-* a retrieved or listed batch (``batches.retrieve`` / ``batches.list``) that is completed
-  and carries ``usage``;
+* a retrieved or listed batch (``batches.retrieve`` / ``batches.list``) that has ended
+  (completed, expired, cancelled) and carries ``usage``;
 * the content of its output file (``files.content``): the usage of every result line,
-  summed, the model from the first.
+  summed, the model from the first;
+* a retrieved or listed batch that ended without an output file (``failed``, or cancelled,
+  expired or completed with no request answered): nothing was billed, it is recorded as an
+  error at no cost.
 
 Once settled the batch is forgotten, so results read or listed twice count once. A batch
 still parked when the interpreter exits is settled from its reservation's bound
@@ -35,7 +38,7 @@ import os
 from collections.abc import Mapping
 from typing import Any
 
-from ..call import Call, measure_input
+from ..call import Call, Usage, measure_input
 from ..dialects import Request, field
 from ..dialects import openai as dialect
 from ..pipeline import internal_error
@@ -47,6 +50,7 @@ __all__ = ["BATCHES", "BatchInput", "begin_batch", "created", "read_input", "wat
 log = logging.getLogger("llmspend")
 
 _CHAT = "/v1/chat/completions"
+_ENDED = ("completed", "expired", "cancelled", "failed")  # a batch's final states
 _ENDPOINT_APIS = {"/v1/chat/completions": "chat.completions", "/v1/responses": "responses",
                   "/v1/embeddings": "embeddings", "/v1/completions": "completions",
                   "/v1/moderations": "moderations"}  # fmt: skip
@@ -122,17 +126,21 @@ class _Batches(BatchLedger):
                 self.inputs.pop(next(iter(self.inputs)))
 
     def seen(self, batch: Any) -> None:
-        """A retrieved or listed batch: settle it from its usage, or note its output file."""
+        """A retrieved or listed batch that has ended: settle it from its usage, or note
+        its output file; one that ended without results (failed, or cancelled, expired or
+        completed with every request failed) costs nothing."""
         bid = field(batch, "id")
-        if bid not in self.parked or field(batch, "status") not in ("completed", "expired"):
+        if bid not in self.parked or field(batch, "status") not in _ENDED:
             return
         usage = dialect.normalize_usage(field(batch, "usage"), "responses")
         if usage is not None:
             self.settle(bid, usage, None)
             return
         out = field(batch, "output_file_id")
-        if isinstance(out, str):
+        if isinstance(out, str) and out:
             self.note_file(out, bid)
+        else:
+            self.settle(bid, Usage(), None, status="error")
 
     def results(self, file_id: str, data: bytes) -> None:
         """The content of an output file: settle its batch from the lines' usage."""
