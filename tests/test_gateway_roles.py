@@ -58,6 +58,22 @@ def test_roles_come_from_the_config_and_from_hub_scopes_and_groups() -> None:
     assert parse_roles(None) == RoleConfig()
 
 
+def test_an_owner_grant_covers_the_users_key_in_that_org_only() -> None:
+    # ana owns acme/churn and olga owns acme: keys made for "ana" and "olga" of another
+    # org are other users (budgets and records name users per org) and own nothing there.
+    assert roles_for(Identity(1, "globex", "x", "ana"), CONFIG).projects == set()
+    assert roles_for(Identity(1, "globex", "x", "olga"), CONFIG).orgs == set()
+    globex_ana = roles_for(Identity(1, "globex", "x", "ana"), CONFIG)
+    assert can_manage_budget(globex_ana, K("project", "acme/churn")) is not None
+    assert can_read_records(globex_ana, "acme", "churn", None) is not None
+    # a hub group's grant is the hub's word on one hub user, whatever org they are charged to
+    assert roles_for(
+        Identity(0, "globex", "x", "dan"), CONFIG, hub_groups=["fraud-leads"]
+    ).projects == {("acme", "fraud")}
+    # an admin is an admin by name, whatever org the key names
+    assert roles_for(Identity(1, "globex", "x", "root"), CONFIG).admin
+
+
 @pytest.mark.parametrize(
     "spec",
     [

@@ -25,8 +25,9 @@ admin_scope = "custom:llmspend:admin"    # a hub token with this scope is an adm
 "acme-leads" = ["acme"]
 ```
 
-A user name is the identity's user (a key's ``--user``, a hub user's name); nothing else
-(a header, the environment) grants a role. This module is pure: decisions are functions of
+A user name is the identity's user (a key's ``--user``, a hub user's name), and an owner
+grant covers that user in the owned org only; nothing else (a header, the environment)
+grants a role. This module is pure: decisions are functions of
 a :class:`Roles` and plain names, each of which returns ``None`` when allowed and the
 missing role, as a phrase, when refused.
 """
@@ -145,9 +146,16 @@ def roles_for(
     hub_groups: Iterable[str] = (),
 ) -> Roles:
     """The roles of ``identity`` under ``config`` (``hub_scopes``/``hub_groups``: what the
-    hub said of a hub identity's token and user; nothing for a gateway key)."""
+    hub said of a hub identity's token and user; nothing for a gateway key).
+
+    A ``[roles.owners]`` grant names users of the org it grants: ``"acme/churn" = ["ana"]``
+    covers ana of acme, not a key made for an ``ana`` of another org (users are per org, as
+    in budgets and records). Admins are matched by name in any org; a hub group's grant is
+    the hub's word on that hub user."""
     groups = set(hub_groups)
-    owned = {w for w, users in config.owners.items() if identity.user in users}
+    owned = {
+        w for w, users in config.owners.items() if identity.user in users and w[0] == identity.org
+    }
     for group in groups:
         owned.update(config.group_owners.get(group, ()))
     return Roles(
