@@ -6,9 +6,10 @@ Hook points (class level, applied by ``install()``, removed exactly by ``uninsta
   the URL and the ``json=``/``data=`` body; redirects are followed inside it (one call,
   one row). Only requests to a provider endpoint are looked at (:mod:`.http`).
 * ``StreamReader.feed_data`` — the body's bytes as the connection delivers them
-  (decompressed), kept for the responses being tracked (a weak map: nothing else is
-  touched); the call is settled when the body ends (``on_eof``), whoever reads it and
-  however (``read()``, ``json()``, ``content.iter_*``, ``readline``).
+  (decompressed; with ``auto_decompress=False``, decoded when settled), kept for the
+  responses being tracked (a weak map: nothing else is touched); the call is settled when
+  the body ends (``on_eof``), whoever reads it and however (``read()``, ``json()``,
+  ``content.iter_*``, ``readline``).
 * ``ClientResponse.release`` and ``close`` — a response let go before its body ended is
   settled then (``partial``); one collected unreleased, when it is collected.
 
@@ -39,8 +40,11 @@ class _Ending(Ending):
 
     __slots__ = ("key",)
 
-    def __init__(self, seen: Seen, content_type: str, request_id: str | None) -> None:
-        super().__init__(seen, content_type, request_id)
+    def __init__(
+        self, seen: Seen, content_type: str, request_id: str | None, encoding: str = ""
+    ) -> None:
+        # ``encoding``: a Content-Encoding aiohttp leaves undone (``auto_decompress=False``)
+        super().__init__(seen, content_type, request_id, "aiohttp" if encoding else "", encoding)
         self.key = 0  # id() of the StreamReader it is tracked under
 
     def end(self, eof: bool, error: BaseException | None = None) -> None:
@@ -83,7 +87,7 @@ def _see(session: Any, method: str, url: Any, kwargs: dict[str, Any]) -> Seen | 
     )  # fmt: skip
 
 
-def _observe(seen: Seen, response: Any) -> None:
+def _observe(seen: Seen, response: Any, decompressed: bool = True) -> None:
     code = response.status
     if code >= 400:
         import aiohttp
@@ -96,7 +100,11 @@ def _observe(seen: Seen, response: Any) -> None:
         return
     headers = response.headers
     rid = headers.get("x-request-id") or headers.get("request-id")
-    ending = _Ending(seen, headers.get("content-type", ""), rid if isinstance(rid, str) else None)
+    encoding = "" if decompressed else headers.get("content-encoding", "").strip().lower()
+    ending = _Ending(
+        seen, headers.get("content-type", ""), rid if isinstance(rid, str) else None,
+        "" if encoding == "identity" else encoding,
+    )  # fmt: skip
     content = response.content
     buffered = list(getattr(content, "_buffer", ()))  # what arrived before we looked
     for chunk in buffered:
@@ -117,8 +125,17 @@ async def _request(
         seen = shielded(
             _see, instance, str(args[0]), args[1], kwargs, what="read an aiohttp request"
         )
+    if seen is None:
+        return await wrapped(*args, **kwargs)
+    decompressed = kwargs.get("auto_decompress")
+    if decompressed is None:
+        decompressed = getattr(instance, "_auto_decompress", True)
+
+    def observe(seen: Seen, response: Any) -> None:
+        _observe(seen, response, bool(decompressed))
+
     return await asend_seen(
-        seen, lambda: wrapped(*args, **kwargs), _observe, "read an aiohttp response"
+        seen, lambda: wrapped(*args, **kwargs), observe, "read an aiohttp response"
     )
 
 

@@ -14,8 +14,10 @@ stream"), so :func:`tap_response` picks the library from the response's type.
 from __future__ import annotations
 
 import importlib
+import io
 import logging
 import threading
+import zlib
 from collections.abc import AsyncIterator, Callable, Iterator
 from typing import Any
 
@@ -144,13 +146,39 @@ def tap_response(
 
 
 def decoded(library: str, data: bytes, encoding: str) -> bytes:
-    """``data`` decoded per its ``Content-Encoding`` (a tee sees the raw wire bytes)."""
+    """``data`` decoded per its ``Content-Encoding`` (a tee sees the raw wire bytes) by
+    ``library``'s own decoders (``httpx``, ``httpx2``, ``urllib3``), or by the standard
+    library's (gzip, deflate) for any other; ``b""`` when it cannot be decoded."""
     if not encoding or encoding == "identity":
         return data
     try:
-        http = importlib.import_module(library)
-        return bytes(
-            http.Response(200, headers={"content-encoding": encoding}, content=data).read()
-        )
+        if library in ("httpx", "httpx2"):
+            http = importlib.import_module(library)
+            return bytes(
+                http.Response(200, headers={"content-encoding": encoding}, content=data).read()
+            )
+        if library == "urllib3":
+            import urllib3
+
+            raw = urllib3.HTTPResponse(
+                io.BytesIO(data), headers={"content-encoding": encoding}, preload_content=False
+            )
+            return bytes(raw.read(decode_content=True))
+        return _stdlib_decoded(data, encoding)
     except Exception:
         return b""
+
+
+def _stdlib_decoded(data: bytes, encoding: str) -> bytes:
+    """gzip and deflate (zlib or raw), applied in the reverse of their listed order."""
+    for coding in reversed([c.strip() for c in encoding.lower().split(",") if c.strip()]):
+        if coding in ("gzip", "x-gzip"):
+            data = zlib.decompressobj(16 + zlib.MAX_WBITS).decompress(data)
+        elif coding == "deflate":
+            try:
+                data = zlib.decompressobj().decompress(data)
+            except zlib.error:
+                data = zlib.decompressobj(-zlib.MAX_WBITS).decompress(data)
+        elif coding != "identity":
+            return b""
+    return data

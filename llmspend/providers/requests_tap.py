@@ -10,7 +10,8 @@ from ``response.content``. A streamed body is read through ``response.raw`` (url
 response, whose ``stream()`` and ``read()`` ``iter_content``/``iter_lines`` use): the raw
 response is wrapped in a transparent proxy (``isinstance`` still holds) that passes every
 chunk through, keeps a copy, and settles the call when the body ends, is closed
-(``partial`` before its end), or is collected unclosed.
+(``partial`` before its end), or is collected unclosed. Bytes read still compressed
+(``response.raw.read()``: requests asks urllib3 not to decode) are decoded to be read.
 """
 
 from __future__ import annotations
@@ -50,11 +51,19 @@ class _RawTap(wrapt.ObjectProxy):
         super().__init__(raw)
         self._self_ending = ending
         self._self_compressed = compressed
+        self._self_raw: bool | None = None  # whether the bytes kept are still compressed
 
     def _self_keep(self, data: bytes, decode_content: Any) -> None:
         ending = self._self_ending
-        if self._self_compressed and decode_content is False:
-            ending.readable = False
+        if data and self._self_compressed:
+            if decode_content is None:  # urllib3's default: the response's own setting
+                decode_content = getattr(self.__wrapped__, "decode_content", True)
+            raw = not decode_content
+            if self._self_raw is None:
+                self._self_raw = raw
+                ending.library = "urllib3" if raw else ""  # decoded when settled
+            elif self._self_raw != raw:
+                ending.readable = False  # compressed and decoded bytes mixed: estimated
         if data and ending.tee.chunks is not None:
             ending.tee.keep(bytes(data))
 
@@ -93,7 +102,7 @@ def _observe(seen: Seen, response: Any) -> None:
         seen.finish_body(response.content or b"", content_type, request_id)
         return
     encoding = headers.get("content-encoding", "identity").strip().lower()
-    ending = Ending(seen, content_type, request_id)
+    ending = Ending(seen, content_type, request_id, encoding=encoding)
     response.raw = _RawTap(response.raw, ending, encoding not in ("", "identity"))
     weakref.finalize(response, ending.collected)
     watch_stream(ending)
