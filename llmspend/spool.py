@@ -15,7 +15,10 @@ tracker opens the store, and by a background thread (:class:`Replayer`) that ret
 exponential back-off while anything is left: each row is inserted with ``ON CONFLICT (ts,
 record_uid) DO NOTHING`` and only a row actually inserted updates budget counters and
 rollups, so a row replayed twice (two kernels, or a crash between insert and unlink) is
-still counted once. The file is removed after its transaction commits.
+still counted once. The file is removed after its transaction commits. A file that is not
+such a row (damaged, edited, or of another program), or one the store refuses for its
+values, is moved to ``rejected/`` beside it with one logged error: it never blocks the
+rows after it, never fails ``install()``, and nothing of it reaches the store.
 
 Spooled rows hold exactly what the store would: token counts, costs, model names,
 attribution — never API keys, prompts or completions.
@@ -38,11 +41,14 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
+from sqlalchemy.exc import DataError, IntegrityError
+
 from . import _process
+from .attribution import validate_name
 from .config import FILE_MODE, private_dir, resolve_home
-from .errors import LLMSpendWarning
+from .errors import LLMSpendError, LLMSpendWarning
 from .store.hierarchy import ensure_entities
-from .usage import insert_once
+from .usage import _INSERT_COLUMNS, insert_once
 
 if TYPE_CHECKING:
     from .tracker import Tracker
@@ -54,6 +60,64 @@ log = logging.getLogger("llmspend")
 #: Where a row goes when the data directory cannot take it: the first of these on another
 #: filesystem than the data directory (the last one whatever it is on).
 FALLBACK_BASES = ("/dev/shm", tempfile.gettempdir())
+
+#: Where a journaled row that cannot be replayed is moved (beside the journal's files).
+REJECTED = "rejected"
+
+_BIGINT = 2**63
+_COUNTS = ("input_tokens", "cached_input_tokens", "cache_write_tokens", "output_tokens",
+           "reasoning_tokens")  # fmt: skip
+_AMOUNTS = ("cost_nanos", "estimate_nanos")
+_FLAGS = ("streamed", "usage_estimated")
+_NAMES = (("org", "org_name"), ("project", "project_name"), ("user", "user_name"))
+_REQUIRED_TEXT = ("provider", "api", "model", "price_status", "status")
+#: A row as the store keeps it; what a row was journaled without (by an older llmspend)
+#: is ``None``.
+_NULLABLE = (
+    frozenset(_INSERT_COLUMNS) - {"ts", *_COUNTS, *_FLAGS, *_REQUIRED_TEXT} - {n for _, n in _NAMES}
+)
+_NULLABLE_TEXT = _NULLABLE - {"latency_ms", *_AMOUNTS}
+#: What a row the store refuses for its values raises (never a store that is down).
+_ROW_ERRORS = (LLMSpendError, ValueError, TypeError, KeyError, OverflowError, IntegrityError,
+               DataError)  # fmt: skip
+
+
+def _journaled_row(data: Any) -> dict[str, Any]:
+    """The row a journal file holds, checked as :meth:`Spool.write` writes one; raises
+    ``ValueError`` naming what is wrong."""
+    if not isinstance(data, dict):
+        raise ValueError(f"not a row but a {type(data).__name__}")
+    missing = [c for c in _INSERT_COLUMNS if c not in data and c not in _NULLABLE]
+    if missing:
+        raise ValueError(f"no {', '.join(missing)}")
+    row = {c: data.get(c) for c in _INSERT_COLUMNS}
+    if not isinstance(row["ts"], str):
+        raise ValueError("ts is not an ISO time")
+    ts = dt.datetime.fromisoformat(row["ts"])
+    if ts.tzinfo is not None:
+        ts = ts.astimezone(dt.UTC).replace(tzinfo=None)
+    row["ts"] = ts
+    for c in (*_COUNTS, *_AMOUNTS):
+        v = row[c]
+        if v is None and c in _AMOUNTS:
+            continue
+        if type(v) is not int or not (0 if c in _COUNTS else -_BIGINT) <= v < _BIGINT:
+            raise ValueError(f"{c} is not a count the store keeps: {v!r}")
+    for c in _FLAGS:
+        if type(row[c]) is not bool:
+            raise ValueError(f"{c} is not true or false: {row[c]!r}")
+    latency = row["latency_ms"]
+    if latency is not None and (
+        type(latency) not in (int, float) or not 0 <= latency < float(_BIGINT)
+    ):
+        raise ValueError(f"latency_ms is not a duration: {latency!r}")
+    for c in _INSERT_COLUMNS:
+        text = c in _REQUIRED_TEXT or c in _NULLABLE_TEXT
+        if text and not isinstance(row[c], str) and (row[c] is not None or c in _REQUIRED_TEXT):
+            raise ValueError(f"{c} is not text: {row[c]!r}")
+    for kind, c in _NAMES:
+        validate_name(kind, row[c])
+    return row
 
 
 def _user_tag() -> str:
@@ -214,29 +278,76 @@ class Spool:
 
     def replay(self, tracker: Tracker, wait: float | None = None) -> int:
         """Insert every journaled row not yet stored (files, then rows kept in memory);
-        returns how many were inserted. A write waits ``wait`` seconds for a lock."""
+        returns how many were inserted. A write waits ``wait`` seconds for a lock. A row
+        that cannot be replayed is set aside (:meth:`rejected`); a store that cannot take
+        rows raises, and what is left waits for the next replay."""
         inserted = 0
         with self._lock:
             for path in self.pending():
                 try:
-                    data = json.loads(path.read_text(encoding="utf-8"))
+                    text = path.read_text(encoding="utf-8")
                 except FileNotFoundError:
                     continue  # another kernel replayed it
-                except (ValueError, OSError):
-                    log.error("llmspend: unreadable spool file %s left in place", path)
+                except OSError as e:
+                    log.error("llmspend: unreadable spool file %s left in place: %s", path, e)
                     continue
-                data["ts"] = dt.datetime.fromisoformat(data["ts"])
-                inserted += self._insert(tracker, data, wait)
+                try:
+                    data = _journaled_row(json.loads(text))
+                    inserted += self._insert(tracker, data, wait)
+                except _ROW_ERRORS as e:
+                    self._reject(path, e)
+                    continue
                 path.unlink(missing_ok=True)
             self.in_memory()
             for uid, data in list(self._memory.items()):
-                inserted += self._insert(tracker, data, wait)
+                try:
+                    inserted += self._insert(tracker, data, wait)
+                except _ROW_ERRORS as e:
+                    self._reject_row(data, e)
                 del self._memory[uid]
             if not self._memory:
                 self._memory_warned = False
         if inserted:
             log.warning("llmspend: replayed %d spooled call(s) into the store", inserted)
         return inserted
+
+    def rejected(self) -> list[Path]:
+        """Journal files set aside because they could not be replayed (kept for a look)."""
+        found: list[Path] = []
+        for d in self._dirs():
+            try:
+                found += (d / REJECTED).glob("*.json")
+            except OSError:
+                continue
+        return sorted(found, key=lambda p: p.name)
+
+    def _reject(self, path: Path, error: BaseException) -> None:
+        """Move ``path`` aside (to ``rejected/``), saying why; it is never replayed."""
+        where = path.parent / REJECTED
+        try:
+            private_dir(where)
+            os.replace(path, where / path.name)
+        except FileNotFoundError:
+            return  # another kernel set it aside, or replayed it
+        except OSError as e:
+            log.error("llmspend: cannot set aside the spool file %s: %s", path, e)
+            return
+        log.error(
+            "llmspend: the spool file %s is not a call this llmspend can replay (%s): moved "
+            "to %s, nothing of it was written to the store",
+            path.name, _why(error), where,
+        )  # fmt: skip
+
+    def _reject_row(self, row: dict[str, Any], error: BaseException) -> None:
+        data = dict(row)
+        data["ts"] = row["ts"].isoformat()
+        name = f"{row['record_uid']}.json"
+        with contextlib.suppress(OSError, TypeError, ValueError):
+            self._write_file(self.dir / REJECTED, name, json.dumps(data, sort_keys=True).encode())
+        log.error(
+            "llmspend: a journaled call the store refuses (%s) was set aside in %s",
+            _why(error), self.dir / REJECTED,
+        )  # fmt: skip
 
     @staticmethod
     def _insert(tracker: Tracker, data: dict[str, Any], wait: float | None) -> int:
@@ -269,6 +380,11 @@ class Spool:
                     self._memory.pop(row["record_uid"], None)
                 break
         return self.in_memory()
+
+
+def _why(error: BaseException) -> str:
+    orig = getattr(error, "orig", None)  # a driver's error, without SQLAlchemy's SQL text
+    return f"{type(error).__name__}: {orig if orig is not None else error}"[:300]
 
 
 _replayers: weakref.WeakSet[Replayer] = weakref.WeakSet()

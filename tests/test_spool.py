@@ -116,3 +116,65 @@ def test_postgres_outage_spools_then_replays(fresh_sim, tmp_path) -> None:  # ty
         llmspend.uninstall()
         server.stop()
         shutil.rmtree(tmp_path, ignore_errors=True)
+
+
+def _a_journaled_row(url: str) -> dict:  # type: ignore[type-arg]
+    """A call's row, as the tracker journals it (the call recorded, then forgotten)."""
+    from llmspend.call import Usage
+    from llmspend.pipeline import begin_call
+
+    llmspend.install(url, org="acme", project="churn", user="ana")
+    try:
+        call = begin_call("openai", "chat.completions", "gpt-4o-mini", input_tokens=10)
+        assert call is not None
+        row = call.finish(Usage(input_tokens=10, output_tokens=5))
+        assert row is not None
+    finally:
+        llmspend.uninstall()
+    return dict(row)
+
+
+JUNK = {
+    "empty object": "{}",
+    "a list": "[]",
+    "not json": "{'ts': ",
+    "no model": {"model": ...},
+    "a null model": {"model": None},
+    "a time that is not one": {"ts": "yesterday"},
+    "tokens as text": {"input_tokens": "ten"},
+    "tokens past BIGINT": {"input_tokens": 2**70},
+    "a flag as a number": {"streamed": 2},
+    "a name with a slash": {"org_name": "a/b"},
+}
+
+
+@pytest.mark.parametrize("junk", JUNK.values(), ids=JUNK.keys())
+def test_a_spool_file_that_is_no_call_is_set_aside_and_blocks_nothing(tmp_path, junk) -> None:  # type: ignore[no-untyped-def]
+    """A journal file that is not a row as llmspend writes one (damaged, edited, another
+    program's) is moved to rejected/ with one error logged: the tracker still opens (it
+    raised KeyError/TypeError/ValueError), the calls journaled after it are replayed (a
+    row the store refused blocked them forever), and nothing of it reaches the store (SQLite
+    kept 'ten' in an integer column, and every records() failed after)."""
+    import json
+
+    url = f"sqlite:///{tmp_path / 'store.sqlite'}"
+    row = _a_journaled_row(url)
+    spool = llmspend.Tracker(url).spool
+    spool.write({**row, "record_uid": "f" * 32})  # a good call, journaled after the junk
+    if isinstance(junk, str):
+        text = junk
+    else:
+        bad = {**row, "ts": row["ts"].isoformat(), "record_uid": "0" * 32, **junk}
+        text = json.dumps({k: v for k, v in bad.items() if v is not ...})
+    (spool.dir / f"{'0' * 32}.json").write_text(text)
+    tracker = llmspend.Tracker(url)  # replays what it finds
+    assert tracker.spool.pending() == []
+    assert [p.name for p in tracker.spool.rejected()] == [f"{'0' * 32}.json"]
+    assert tracker.spool.rejected()[0].read_text() == text  # kept as it was, for a look
+    rec = tracker.records()
+    assert list(rec.org) == ["acme", "acme"] and list(rec.input_tokens) == [10, 10]
+    assert tracker.replay_spool() == 0 and tracker.spool.backlog() == 0
+    from llmspend.cli.dbcheck import health_report
+
+    report = health_report(url)  # `llmspend db check` says it is there
+    assert (report["spool_pending"], report["spool_rejected"]) == (0, 1)

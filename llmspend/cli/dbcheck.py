@@ -65,6 +65,7 @@ def health_report(url: str, *, full: bool = False) -> dict[str, Any]:
         "data_dir": str(resolve_home()),
         "spool_dir": str(spool.dir),
         "spool_pending": len(spool.pending()),
+        "spool_rejected": len(spool.rejected()),
         "problems": [],
     }
     problems: list[str] = report["problems"]
@@ -138,6 +139,11 @@ def print_report(report: dict[str, Any]) -> None:
     for table, n in report.get("rows", {}).items():
         print(f"rows:         {table}: " + ("unreadable" if n is None else f"{n:,}"))
     print(f"spool:        {report['spool_pending']} call(s) pending in {report['spool_dir']}")
+    if report.get("spool_rejected"):
+        print(
+            f"              {report['spool_rejected']} file(s) that are no call set aside in "
+            f"{report['spool_dir']}/rejected (not replayed; kept for a look)"
+        )
     print(f"data dir:     {report['data_dir']}")
     for p in report["problems"]:
         print(f"problem:      {p}")
