@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import dataclasses
 import math
+from collections.abc import Iterable
 from dataclasses import dataclass
 from decimal import Decimal
 from fractions import Fraction
@@ -29,6 +30,7 @@ __all__ = [
     "compile_spec",
     "exact_usd",
     "token_priced",
+    "unsplit_note",
     "with_note",
 ]
 
@@ -271,8 +273,36 @@ def build_plan(
     always = top if top.start is None and top.tod is None else None
     caps = [e.max_output_tokens for e in entries if e.max_output_tokens]
     window = found[1].context_window if found else None
-    return Plan(ordered, windows[0], always, provider_id, None, caps[-1] if caps else None,
-                window)  # fmt: skip
+    return Plan(ordered, windows[0], always, provider_id, unsplit_note(d.spec for d in defs),
+                caps[-1] if caps else None, window)  # fmt: skip
+
+
+#: Price keys of genai-prices that llmspend's five token counts cannot reach, and what they
+#: price. Calls using them are recorded at the text (or 5-minute cache-write) rates.
+_UNSPLIT = {
+    "input_audio_mtok": "audio input",
+    "cache_audio_read_mtok": "cached audio input",
+    "output_audio_mtok": "audio output",
+    "input_image_mtok": "image input",
+    "cache_image_read_mtok": "cached image input",
+    "output_image_mtok": "image output",
+}
+
+
+def unsplit_note(specs: Iterable[PriceSpec]) -> str | None:
+    """The note for a model whose price data has rates llmspend does not apply (audio and
+    image tokens, Anthropic's 1-hour cache writes), or ``None``: so that ``price()`` and
+    ``llmspend prices`` say such calls are recorded below the provider's bill."""
+    keys: set[str] = set()
+    for spec in specs:
+        keys.update(spec)
+    kinds = [what for key, what in _UNSPLIT.items() if key in keys]
+    parts = [f"{', '.join(kinds)} tokens at the text rates"] if kinds else []
+    if "cache_write_1h_mtok" in keys:
+        parts.append("1-hour cache writes at the 5-minute rate")
+    if not parts:
+        return None
+    return "priced below the provider's bill when the call has them: " + "; ".join(parts)
 
 
 def _hhmm(seconds: float) -> str:

@@ -1,0 +1,54 @@
+"""Exploratory QA of pricing (helper L): what the price data prices that llmspend does not."""
+
+from __future__ import annotations
+
+import warnings
+from decimal import Decimal
+
+import pytest
+
+import llmspend
+from llmspend.pricing.rates import unsplit_note
+
+
+@pytest.fixture(autouse=True)
+def _quiet() -> None:
+    warnings.simplefilter("ignore", llmspend.pricing.UnknownModelWarning)
+
+
+def test_one_hour_cache_writes_priced_at_five_minute_rate_are_noted() -> None:
+    # Anthropic bills 1-hour cache writes at 2x input ($6/MTok on Sonnet 4.5), 5-minute ones
+    # at 1.25x ($3.75): llmspend's usage has one cache-write count, priced at the 5-minute
+    # rate, and the Price says so instead of looking exact.
+    p = llmspend.price("claude-sonnet-4-5", provider="anthropic", input_tokens=1_000,
+                       cache_write_tokens=1_000)  # fmt: skip
+    assert p.total_usd == Decimal("0.00375")
+    assert p.note and "1-hour cache writes at the 5-minute rate" in p.note
+
+
+@pytest.mark.parametrize(
+    ("model", "kind"),
+    [
+        ("gpt-4o-transcribe", "audio input"),
+        ("gemini-2.5-flash-image", "image output"),
+        ("gpt-realtime", "audio output"),
+    ],
+)
+def test_modality_rates_not_applied_are_noted(model: str, kind: str) -> None:
+    p = llmspend.price(model, input_tokens=1_000, output_tokens=10)
+    assert p.status == "priced"
+    assert p.note and kind in p.note and "below the provider's bill" in p.note
+
+
+def test_text_only_models_carry_no_note() -> None:
+    assert llmspend.price("gpt-4o", input_tokens=1_000).note is None
+    assert llmspend.price("o3", input_tokens=1, output_tokens=2, reasoning_tokens=1).note is None
+
+
+def test_unsplit_note_wording() -> None:
+    assert unsplit_note([{"input_mtok": Decimal(1)}]) is None
+    note = unsplit_note([{"input_audio_mtok": Decimal(1)}, {"cache_write_1h_mtok": Decimal(2)}])
+    assert note == (
+        "priced below the provider's bill when the call has them: audio input tokens at the "
+        "text rates; 1-hour cache writes at the 5-minute rate"
+    )
