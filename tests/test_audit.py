@@ -149,3 +149,41 @@ def test_concurrent_appends_from_two_processes_keep_one_chain(tracker: Tracker) 
     assert result.entries == 1 + 2 * n and seqs == list(range(1, 2 + 2 * n))
     actors = set(audit_log(tracker.store).actor)
     assert actors == {"tester", "writer-a", "writer-b"}
+
+
+@pytest.mark.parametrize(
+    ("line", "named"),
+    [
+        ('{"seq": "x", "hash": "a", "prev_hash": ""}', "line 1 is not an audit entry (no id, ts"),
+        ('{"seq": 1, "hash": "a", "prev_hash": ""}', "(no id, ts, actor"),
+        ('{"seq": null, "hash": "a", "prev_hash": ""}', "line 1 is not an audit entry"),
+        ("[1, 2]", "line 1 is not an audit entry"),
+        ("retype", "seq must be a whole number"),
+    ],
+)
+def test_a_malformed_export_is_named_in_one_line(
+    tracker: Tracker, capsys, tmp_path: Path, line: str, named: str
+) -> None:
+    _changes()
+    saved = tmp_path / "audit.jsonl"
+    if line == "retype":  # a real export whose seq was turned into text
+        assert _cli(capsys, tracker.store.url, "export", "--out", str(saved))[0] == 0
+        first = json.loads(saved.read_text().splitlines()[0])
+        line = json.dumps({**first, "seq": "1"})
+    saved.write_text(line + "\n")
+    code, out = _cli(capsys, tracker.store.url, "verify", "--against", str(saved))
+    assert code == 1 and named in out and "Traceback" not in out, out
+    assert out.strip().startswith("llmspend: error:") and len(out.strip().splitlines()) == 1
+
+
+def test_an_unwritable_export_path_is_a_one_line_error(tracker: Tracker, capsys, tmp_path) -> None:
+    _changes()
+    code, out = _cli(capsys, tracker.store.url, "export", "--out", str(tmp_path / "no" / "x"))
+    assert code == 1 and out.startswith("llmspend: error: cannot write") and "No such" in out
+
+
+def test_an_entry_without_a_sequence_number_is_named_by_its_id(tracker: Tracker, capsys) -> None:
+    _changes()
+    _sql(tracker, "UPDATE llmspend_audit SET seq = NULL WHERE seq = 4")
+    code, out = _cli(capsys, tracker.store.url, "verify")
+    assert code == 1 and "has no sequence number" in out and "#None" not in out, out

@@ -14,7 +14,7 @@ from pathlib import Path
 
 from ..config import resolve_database_url
 from ..errors import ValidationError
-from ..store.audit import export_entries, verify
+from ..store.audit import FIELDS, export_entries, verify
 from ..store.engine import Store, open_store
 from . import ADMIN_NOTE, common_options, database_url
 
@@ -41,6 +41,10 @@ def register(sub: argparse._SubParsersAction) -> None:
     p.set_defaults(func=_export)
 
 
+#: The fields of every exported entry (``export_entries``), all needed to check it again.
+_EXPORTED = ("id", *FIELDS, "prev_hash", "hash")
+
+
 def _store(args: argparse.Namespace) -> Store:
     return open_store(resolve_database_url(database_url(args)))
 
@@ -58,8 +62,19 @@ def _read_export(path: str) -> list[dict[str, object]]:
             entry = json.loads(line)
         except ValueError:
             raise ValidationError(f"{path} line {n} is not JSON: not an audit export") from None
-        if not isinstance(entry, dict) or not {"seq", "hash", "prev_hash"} <= set(entry):
+        if not isinstance(entry, dict):
             raise ValidationError(f"{path} line {n} is not an audit entry")
+        if missing := [f for f in _EXPORTED if f not in entry]:
+            raise ValidationError(
+                f"{path} line {n} is not an audit entry (no {', '.join(missing)})"
+            )
+        if type(entry["seq"]) is not int or not all(
+            isinstance(entry[f], str) for f in ("hash", "prev_hash", "ts")
+        ):
+            raise ValidationError(
+                f"{path} line {n} is not an audit entry (seq must be a whole number;"
+                " ts, hash and prev_hash text)"
+            )
         out.append(entry)
     return out
 
@@ -74,7 +89,10 @@ def _verify(args: argparse.Namespace) -> int:
 
 def _export(args: argparse.Namespace) -> int:
     store = _store(args)
-    out = sys.stdout if args.out is None else open(args.out, "w", encoding="utf-8")  # noqa: SIM115
+    try:
+        out = sys.stdout if args.out is None else open(args.out, "w", encoding="utf-8")  # noqa: SIM115
+    except OSError as exc:
+        raise ValidationError(f"cannot write {args.out}: {exc.strerror or exc}") from None
     count = 0
     try:
         with store.begin() as conn:

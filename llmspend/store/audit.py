@@ -32,11 +32,12 @@ from sqlalchemy import Connection, insert, select, text
 from ..timeutil import utcnow
 from .models import AuditEntry
 
-__all__ = ["AuditCheck", "append_entry", "entry_hash", "export_entries", "verify"]
+__all__ = ["FIELDS", "AuditCheck", "append_entry", "entry_hash", "export_entries", "verify"]
 
 #: pg_advisory_xact_lock key of audit appends (any constant the other locks do not use).
 _PG_LOCK_KEY = 0x6C6D_6175_6474  # "lmaudt"
-_FIELDS = ("seq", "ts", "actor", "action", "budget_key", "budget_id", "old", "new")
+#: The fields an entry's hash covers (with ``prev_hash``).
+FIELDS = ("seq", "ts", "actor", "action", "budget_key", "budget_id", "old", "new")
 
 
 def _ts_text(ts: dt.datetime) -> str:
@@ -45,7 +46,7 @@ def _ts_text(ts: dt.datetime) -> str:
 
 def entry_hash(fields: dict[str, Any], prev_hash: str) -> str:
     """sha256 (hex) of the canonical JSON of an entry's fields and the hash before it."""
-    doc = {k: fields[k] for k in _FIELDS}
+    doc = {k: fields[k] for k in FIELDS}
     doc["ts"] = _ts_text(doc["ts"]) if isinstance(doc["ts"], dt.datetime) else doc["ts"]
     doc["prev_hash"] = prev_hash
     canon = json.dumps(doc, sort_keys=True, separators=(",", ":"), ensure_ascii=True)
@@ -117,7 +118,8 @@ _COLUMNS = (
 
 
 def _rows(conn: Connection) -> Iterator[dict[str, Any]]:
-    for r in conn.execute(select(*_COLUMNS).order_by(AuditEntry.seq, AuditEntry.id)):
+    order = (AuditEntry.seq.asc().nulls_first(), AuditEntry.id)  # a lost seq: named first
+    for r in conn.execute(select(*_COLUMNS).order_by(*order)):
         d = dict(r._mapping)
         d["ts"] = _ts_text(d["ts"])
         yield d
@@ -138,8 +140,11 @@ def _walk(rows: Iterable[dict[str, Any]]) -> tuple[int, str | None, int | None]:
     for row in rows:
         count += 1
         seq = row["seq"]
-        if seq is None or int(seq) != expected:
-            if seq is not None and int(seq) > expected:
+        if seq is None:
+            what = f"entry id {row['id']} ({row['action']} {row['budget_key']})"
+            return count, f"{what} has no sequence number (expected #{expected})", expected
+        if int(seq) != expected:
+            if int(seq) > expected:
                 missing = f"#{expected}" + ("" if seq == expected + 1 else f"-#{int(seq) - 1}")
                 return (
                     count,
