@@ -267,3 +267,56 @@ def test_openai_batch_ended_without_results_costs_nothing(
     assert row["cost_nanos"] == 0 and row["service_tier"] == "batch"
     status = llmspend.budget_status()[0]
     assert status.reserved_usd == 0 and status.spent_usd == 0
+
+
+def _openai_batch(c: Any, **create: Any) -> Any:
+    line = {"custom_id": "r0", "method": "POST", "url": "/v1/chat/completions",
+            "body": {"model": "gpt-4o-mini", "max_tokens": 10,
+                     "messages": [{"role": "user", "content": "q"}]}}  # fmt: skip
+    f = c.files.create(file=("in.jsonl", json.dumps(line).encode()), purpose="batch")
+    return c.batches.create(input_file_id=f.id, endpoint="/v1/chat/completions",
+                            completion_window="24h", **create)  # fmt: skip
+
+
+@pytest.mark.parametrize("how", ["raw", "streamed", "async streamed", "raw retrieve"])
+def test_openai_batch_results_read_raw_or_streamed_settle_it(
+    installed: Any, fresh_sim: SimServer, how: str
+) -> None:
+    """The output file read through ``with_raw_response`` or ``with_streaming_response``
+    (the SDK's way to save a large file), or the batch retrieved raw, settles it from its
+    results, as a plain read does: not from its bound at exit."""
+    import openai
+
+    from llmspend.providers.openai_batches import BATCHES as OPENAI_BATCHES
+
+    llmspend.set_budget("project", "acme/churn", "1", mode="hard")
+    c = openai.OpenAI(api_key="x", base_url=fresh_sim.openai_base_url, max_retries=0)
+    meta = {"sim_usage": "true"} if how == "raw retrieve" else None
+    batch = _openai_batch(c, metadata=meta)
+    if how == "raw retrieve":
+        done = c.batches.with_raw_response.retrieve(batch.id).parse()
+        assert done.usage is not None
+        data = b""
+    else:
+        out = str(c.batches.retrieve(batch.id).output_file_id)
+        if how == "raw":
+            data = c.files.with_raw_response.content(out).content
+        elif how == "streamed":
+            with c.files.with_streaming_response.content(out) as response:
+                data = b"".join(response.iter_bytes())
+        else:
+
+            async def read() -> bytes:
+                a = openai.AsyncOpenAI(api_key="x", base_url=fresh_sim.openai_base_url)
+                async with a.files.with_streaming_response.content(out) as response:
+                    return b"".join([chunk async for chunk in response.iter_bytes()])
+
+            data = asyncio.run(read())
+        assert b'"usage"' in data
+    assert batch.id not in OPENAI_BATCHES.parked
+    (row,) = rows(installed)
+    assert row["request_id"] == batch.id and row["status"] == "ok"
+    assert row["input_tokens"] > 0 and row["cost_nanos"] == nanos(
+        "openai", "gpt-4o-mini", row, "batch"
+    )
+    assert llmspend.budget_status()[0].reserved_usd == 0

@@ -17,9 +17,10 @@ One row per batch: the call is parked under the batch id (:mod:`.batch_jobs`, th
 machinery every provider's batches share) and settled, priced at the ``batch`` tier
 (:mod:`llmspend.pricing.tiers`), from the first of
 
-* a retrieved or listed batch (``batches.retrieve`` / ``batches.list``) that has ended
+* a retrieved or listed batch (``batches.retrieve`` / ``batches.list``, raw too) that has ended
   (completed, expired, cancelled) and carries ``usage``;
-* the content of its output file (``files.content``): the usage of every result line,
+* the content of its output file (``files.content``, also ``with_raw_response``, or
+  ``with_streaming_response`` once read to its end): the usage of every result line,
   summed, the model from the first;
 * a retrieved or listed batch that ended without an output file (``failed``, or cancelled,
   expired or completed with no request answered): nothing was billed, it is recorded as an
@@ -32,6 +33,7 @@ still parked when the interpreter exits is settled from its reservation's bound
 
 from __future__ import annotations
 
+import inspect
 import json
 import logging
 import os
@@ -42,6 +44,7 @@ from ..call import Call, Usage, measure_input
 from ..dialects import Request, field
 from ..dialects import openai as dialect
 from ..pipeline import internal_error
+from . import observing
 from .batch_jobs import BatchInput, BatchLedger, output_bound, total_usage
 from .batch_jobs import begin_batch as start_batch
 
@@ -218,14 +221,43 @@ def _uploaded(result: Any, summary: BatchInput) -> None:
         BATCHES.remember_input(fid, summary)
 
 
+def _http_of(result: Any) -> tuple[Any, bytes | None]:
+    """The HTTP response under an SDK result (``files.content``'s binary content, or a
+    ``with_raw_response`` / ``with_streaming_response`` wrapper) and its body, ``None``
+    while the caller has not read it (a streamed body)."""
+    http = getattr(result, "http_response", None) or getattr(result, "response", None)
+    if http is None or not hasattr(http, "headers"):
+        return None, None
+    try:
+        body = http.content
+    except Exception:  # a streamed body not read yet
+        body = None
+    return http, body if isinstance(body, bytes) else None
+
+
 def _batches_seen(result: Any) -> None:
+    if hasattr(result, "http_response"):  # with_raw_response: the JSON body, when read
+        body = _http_of(result)[1]
+        try:
+            result = json.loads(body) if body is not None else None
+        except ValueError:
+            return
     data = field(result, "data")
     for batch in data if isinstance(data, list) else [result]:
         BATCHES.seen(batch)
 
 
 def _output_read(file_id: str, result: Any) -> None:
-    response = getattr(result, "response", None)
-    content = getattr(response, "content", None) if response is not None else None
-    if isinstance(content, bytes):
+    """An output file read: settle its batch now (a read body) or when a streamed body has
+    been read to its end (``with_streaming_response``; one read in part settles nothing)."""
+    http, content = _http_of(result)
+    if content is not None:
         BATCHES.results(file_id, content)
+    elif http is not None:
+        is_async = inspect.iscoroutinefunction(getattr(result, "parse", None))
+
+        def settle(data: bytes, ended: bool) -> None:
+            if ended:
+                BATCHES.results(file_id, data)
+
+        observing.tee_raw(http, settle, is_async=is_async)
