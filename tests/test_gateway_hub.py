@@ -290,3 +290,22 @@ def test_group_mapping_explicit_then_pattern_then_default() -> None:
         group_identity(cfg, "bob", ["lunch"])
     fallback = HubConfig(api_url=cfg.api_url, token="t", default=("acme", "general"))
     assert _who(fallback, "bob", ["lunch"]) == ("acme", "general", "bob")
+
+
+def test_a_role_group_never_names_an_org_and_project() -> None:
+    # docs/team.md's own example: admins by "llmspend-admins", owners by "churn-leads"; the
+    # default pattern "{org}-{project}" must not charge their users to org "llmspend"/"churn".
+    cfg = HubConfig(api_url="http://127.0.0.1:1/hub/api", token="t")
+    roles = {"llmspend-admins", "churn-leads"}
+    with pytest.raises(HubDenied, match="no group"):
+        group_identity(cfg, "olga", ["llmspend-admins"], roles)
+    with pytest.raises(HubDenied, match="no group"):
+        group_identity(cfg, "olga", ["churn-leads"], roles)
+    assert group_identity(cfg, "olga", ["churn-leads", "zeta-x"], roles).org == "zeta"
+    explicit = HubConfig(api_url=cfg.api_url, token="t", groups={"churn-leads": ("acme", "c")})
+    assert _who_roles(explicit, ["churn-leads"], roles) == ("acme", "c")  # named on purpose
+
+
+def _who_roles(cfg: HubConfig, groups: list[str], roles: set[str]) -> tuple[str, str]:
+    found = group_identity(cfg, "olga", groups, roles)
+    return found.org, found.project

@@ -6,7 +6,8 @@ user's token). The hub's answer — yes or no — is cached for ``cache_seconds`
 revoked at the hub is refused at most that long after (each replica keeps its own cache,
 so replicas may differ by at most that long, never longer). The user is the hub's name;
 org and project come from the user's hub groups: ``[hub.groups]`` first, then
-``group_pattern`` (sorted group names, the first that maps wins), else ``default``; a user
+``group_pattern`` (sorted group names, the first that maps wins; the groups ``[roles]``
+grants roles by are skipped), else ``default``; a user
 in no mapped group and no default is refused (403). If the hub's answer for a token lacks
 the groups (a hub that shows them only to tokens allowed to read them), they are looked up
 with the service's token (``read:users``), cached as long. Needs the ``hub`` extra (jupyterhub),
@@ -17,6 +18,7 @@ from __future__ import annotations
 
 import re
 import time
+from collections.abc import Collection
 from typing import Any
 from urllib.parse import quote
 
@@ -38,8 +40,12 @@ def _pattern(pattern: str) -> re.Pattern[str]:
     return re.compile(f"^{regex}$")
 
 
-def group_identity(config: HubConfig, user: str, groups: list[str]) -> Identity:
-    """The identity of hub user ``user`` in ``groups`` under ``config``'s mapping."""
+def group_identity(
+    config: HubConfig, user: str, groups: list[str], role_groups: Collection[str] = ()
+) -> Identity:
+    """The identity of hub user ``user`` in ``groups`` under ``config``'s mapping;
+    ``role_groups`` (``[roles]``' admin and owner groups) grant roles and never name an org
+    and project by the pattern (``llmspend-admins`` is not org ``llmspend``)."""
     pattern = _pattern(config.group_pattern) if config.group_pattern else None
     found: tuple[str, str] | None = None
     for group in sorted(groups):
@@ -47,7 +53,7 @@ def group_identity(config: HubConfig, user: str, groups: list[str]) -> Identity:
             found = config.groups[group]
             break
     if found is None and pattern is not None:
-        for group in sorted(groups):
+        for group in sorted(set(groups) - set(role_groups)):
             if m := pattern.match(group):
                 found = (m["org"], m["project"])
                 break
@@ -66,13 +72,16 @@ def group_identity(config: HubConfig, user: str, groups: list[str]) -> Identity:
 class HubIdentities:
     """Validates hub tokens for the gateway (one per process, one cache)."""
 
-    def __init__(self, config: HubConfig) -> None:
+    def __init__(self, config: HubConfig, role_groups: Collection[str] = ()) -> None:
+        """``role_groups``: the hub groups ``[roles]`` grants roles by (admin_groups,
+        group_owners), which the group pattern skips."""
         require_extra("the gateway's JupyterHub identities", "hub", ("jupyterhub",))
         try:
             from jupyterhub.services.auth import HubAuth
         except ImportError as exc:  # pragma: no cover - found but broken
             raise ConfigError(f"JupyterHub identities need the 'hub' extra ({exc})") from None
         self.config = config
+        self.role_groups = frozenset(role_groups)
         self._group_cache: dict[str, tuple[float, list[str]]] = {}
         self._auth: Any = HubAuth(
             api_token=config.token,
@@ -97,7 +106,7 @@ class HubIdentities:
         groups = model.get("groups")
         if groups is None:  # a token not allowed to read its owner's groups
             groups = await self._groups(name)
-        return group_identity(self.config, name, list(groups))
+        return group_identity(self.config, name, list(groups), self.role_groups)
 
     async def _groups(self, name: str) -> list[str]:
         """``name``'s hub groups, asked with the service's own token (``read:users``),
