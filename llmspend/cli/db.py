@@ -7,7 +7,7 @@ import argparse
 import json
 
 from . import ADMIN_NOTE, common_options, database_url
-from .dbcheck import add_actions
+from .dbcheck import add_actions, missing_file
 from .doctor import register as register_doctor
 
 __all__ = ["register"]
@@ -52,9 +52,18 @@ def _upgrade(args: argparse.Namespace) -> int:
 
 def _current(args: argparse.Namespace) -> int:
     from ..config import resolve_database_url
-    from ..store.engine import current_revisions, open_store
+    from ..store.engine import current_revisions, open_store, safe_url
 
     url = resolve_database_url(database_url(args))
+    missing = missing_file(url)
+    if missing is not None:  # a look never makes a store
+        if args.json:
+            print(
+                json.dumps({"database_url": safe_url(url), "revision": [], "missing_file": missing})
+            )
+        else:
+            print(f"current: {safe_url(url)}: no store file yet ({missing})")
+        return 0
     store = open_store(url, migrate=False)
     _print(args, store, current_revisions(store), "current")
     return 0

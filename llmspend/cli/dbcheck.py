@@ -21,7 +21,7 @@ from typing import Any
 
 from . import common_options, database_url
 
-__all__ = ["add_actions", "health_report", "print_report"]
+__all__ = ["add_actions", "health_report", "missing_file", "print_report"]
 
 COUNTED = ("llmspend_usage", "llmspend_budgets", "llmspend_budget_periods", "llmspend_alerts")
 
@@ -69,6 +69,10 @@ def health_report(url: str, *, full: bool = False) -> dict[str, Any]:
         "problems": [],
     }
     problems: list[str] = report["problems"]
+    missing = missing_file(url)
+    if missing is not None:  # nothing to check, and a check never makes a store
+        report.update(file=missing, file_missing=True, healthy=True)
+        return report
     try:
         store = open_store(url, migrate=False)
     except LLMSpendError as e:
@@ -107,6 +111,22 @@ def health_report(url: str, *, full: bool = False) -> dict[str, Any]:
     return report
 
 
+def missing_file(url: str) -> str | None:
+    """The file of a SQLite store at ``url`` that does not exist (yet), else ``None``."""
+    from ..errors import LLMSpendError
+    from ..store.sqlite import file_path
+    from ..store.urls import normalize_url
+
+    try:
+        parsed = normalize_url(url)
+    except LLMSpendError:
+        return None  # said by open_store
+    path = file_path(parsed) if parsed.get_backend_name() == "sqlite" else None
+    if path is None or os.path.lexists(os.path.expanduser(path)):
+        return None
+    return path
+
+
 def _counts(store: Any) -> dict[str, int | None]:
     from sqlalchemy import exc, text
 
@@ -125,7 +145,9 @@ def print_report(report: dict[str, Any]) -> None:
     """``report`` for people."""
     state = "healthy" if report["healthy"] else "UNHEALTHY"
     print(f"store:        {report['database_url']} ({state})")
-    if "file" in report:
+    if report.get("file_missing"):
+        print(f"file:         {report['file']} (none yet: made when llmspend first opens it)")
+    elif "file" in report:
         size = report.get("file_bytes")
         print(f"file:         {report['file']}" + (f" ({size:,} bytes)" if size else ""))
         said = report["check_result"]
