@@ -151,8 +151,17 @@ def _let_go(wrapped: Any, instance: Any, args: tuple[Any, ...], kwargs: dict[str
     result = wrapped(*args, **kwargs)
     ending = _by_response.get(instance) if _by_response else None
     if ending is not None:
-        ending.end(False)
+        ending.end(False, _read_error(instance))
     return result
+
+
+def _read_error(response: Any) -> BaseException | None:
+    """The error reading ``response``'s body raised (a dropped connection...), if any."""
+    try:
+        error = response.content.exception()
+    except Exception:
+        return None
+    return error if isinstance(error, BaseException) else None
 
 
 class AiohttpPlugin:

@@ -39,14 +39,15 @@ def library_of(response: Any) -> str:
 
 class Tee:
     """What a tap saw: the body's bytes (``None`` when not kept, or past the limit), how
-    many bytes passed, and whether the body reached its end."""
+    many bytes passed, whether the body reached its end, and the error reading it raised."""
 
-    __slots__ = ("chunks", "eof", "size")
+    __slots__ = ("chunks", "eof", "error", "size")
 
     def __init__(self, keep: bool) -> None:
         self.chunks: list[bytes] | None = [] if keep else None
         self.size = 0
         self.eof = False
+        self.error: BaseException | None = None
 
     def keep(self, chunk: bytes) -> None:
         """Tee one chunk, up to :data:`TEE_LIMIT` bytes (then give up: estimate instead)."""
@@ -77,10 +78,14 @@ def _build(library: str) -> tuple[type, type]:
 
         def __iter__(self) -> Iterator[bytes]:
             tee = self.tee
-            for chunk in self._inner:
-                if tee.chunks is not None:
-                    tee.keep(chunk)
-                yield chunk
+            try:
+                for chunk in self._inner:
+                    if tee.chunks is not None:
+                        tee.keep(chunk)
+                    yield chunk
+            except Exception as exc:  # a dropped connection, a timeout: on the row
+                tee.error = exc
+                raise
             tee.eof = True
 
         def close(self) -> None:
@@ -104,10 +109,14 @@ def _build(library: str) -> tuple[type, type]:
 
         async def __aiter__(self) -> AsyncIterator[bytes]:
             tee = self.tee
-            async for chunk in self._inner:
-                if tee.chunks is not None:
-                    tee.keep(chunk)
-                yield chunk
+            try:
+                async for chunk in self._inner:
+                    if tee.chunks is not None:
+                        tee.keep(chunk)
+                    yield chunk
+            except Exception as exc:
+                tee.error = exc
+                raise
             tee.eof = True
 
         async def aclose(self) -> None:

@@ -226,7 +226,7 @@ class Ending:
         self._done = threading.Lock()
 
     def closed(self, tee: Tee | None = None) -> None:
-        self.end(False)
+        self.end(False, tee.error if tee is not None else None)
 
     def end(self, eof: bool, error: BaseException | None = None) -> None:
         if not self._done.acquire(blocking=False):

@@ -68,13 +68,21 @@ class _RawTap(wrapt.ObjectProxy):
             ending.tee.keep(bytes(data))
 
     def stream(self, amt: int | None = 2**16, decode_content: Any = None) -> Iterator[bytes]:
-        for chunk in self.__wrapped__.stream(amt, decode_content=decode_content):
-            self._self_keep(chunk, decode_content)
-            yield chunk
+        try:
+            for chunk in self.__wrapped__.stream(amt, decode_content=decode_content):
+                self._self_keep(chunk, decode_content)
+                yield chunk
+        except Exception as exc:  # a dropped connection, a timeout: on the row
+            self._self_ending.end(False, exc)
+            raise
         self._self_ending.end(True)
 
     def read(self, amt: int | None = None, decode_content: Any = None, **kwargs: Any) -> bytes:
-        data: bytes = self.__wrapped__.read(amt, decode_content=decode_content, **kwargs)
+        try:
+            data: bytes = self.__wrapped__.read(amt, decode_content=decode_content, **kwargs)
+        except Exception as exc:
+            self._self_ending.end(False, exc)
+            raise
         self._self_keep(data, decode_content)
         if amt is None or not data:
             self._self_ending.end(True)
