@@ -13,6 +13,7 @@ from typing import Any
 
 from ..budgets.spec import BudgetKey, parse_key
 from ..errors import GatewayRefused, LLMSpendError
+from ..names import name_list
 from .roles import Roles, can_read_records, can_see_budget
 
 __all__ = ["SCOPED", "budget_visible", "default_scope", "read_scope", "require"]
@@ -36,8 +37,13 @@ def read_scope(roles: Roles, filters: dict[str, Any], *, default: bool = True) -
     """``filters`` as the caller may read them: the default scope added when a non-admin
     names no org/project/user (``default=False``: left as asked), their own org when they
     name a project or user without one; a :class:`GatewayRefused` 403 when any combination
-    asked for is not theirs to read."""
+    asked for is not theirs to read, a ``ValidationError`` (solo mode's) for a filter that
+    is not a name or a non-empty list of names."""
     filters = {k: v for k, v in filters.items() if v is not None}
+    for f in SCOPED:  # bad names are solo mode's ValidationError (a 400), not a refusal
+        if f in filters:  # and what is checked below is what the query reads
+            names = name_list(filters[f], f) or []
+            filters[f] = names[0] if len(names) == 1 and isinstance(filters[f], str) else names
     if roles.admin:
         return filters
     if not any(f in filters for f in SCOPED):
@@ -46,8 +52,7 @@ def read_scope(roles: Roles, filters: dict[str, Any], *, default: bool = True) -
         filters["org"] = roles.org  # "user=bob": bob in the caller's org
     combos: list[tuple[Any, ...]] = [()]
     for wanted in (filters.get(f) for f in SCOPED):
-        options: list[Any] = list(wanted) if isinstance(wanted, (list, tuple)) else [wanted]
-        options = options or [None]  # an empty list is checked as "any"
+        options: list[Any] = wanted if isinstance(wanted, list) else [wanted]
         combos = [(*c, v) for c in combos for v in options]
     for org, project, user in combos:
         missing = can_read_records(roles, org, project, user)
