@@ -404,3 +404,95 @@ def test_the_spend_report_shows_the_lines_that_differ(installed: Any, tmp_path: 
     never = tmp_path / "never.html"
     assert main([*args[:-1], str(never), "--reconcile", str(bad)]) == 1
     assert not never.exists()
+
+
+def test_days_the_costs_api_billed_nothing_are_compared(
+    installed: Any, fresh_sim: SimServer
+) -> None:
+    """The Costs API answers a bucket for every day asked, an empty one for a day billed
+    nothing: calls recorded on such a day are "not billed", also when every day is empty
+    (the export covers its buckets' days, not only the days it has lines for)."""
+    days = [TODAY - dt.timedelta(days=d) for d in (3, 2, 1)]
+    llmspend.ingest(
+        [
+            {"ts": dt.datetime(d.year, d.month, d.day, 12, tzinfo=dt.UTC), "provider": "openai",
+             "model": "gpt-4o-mini", "org": "acme", "project": "churn", "user": "ana",
+             "input_tokens": 10, "output_tokens": 10, "status": "ok",
+             "cost_usd": Decimal("0.50")}
+            for d in days
+        ]
+    )  # fmt: skip
+    client = openai.OpenAI(
+        api_key="x", admin_api_key="admin", base_url=fresh_sim.openai_base_url, max_retries=0
+    )
+    window = {"start_time": epoch(days[0]), "end_time": epoch(TODAY), "group_by": ["line_item"]}
+    set_costs(fresh_sim, [{"day": days[1], "line_item": "gpt-4o-mini, input", "amount": "0.5"}])
+    try:
+        page = client.admin.organization.usage.costs(**window)  # type: ignore[arg-type]
+        assert [len(b.results) for b in page.data] == [0, 1, 0]
+        result = llmspend.reconcile(page)
+        got = {r.day: (r.state, r.diff_usd) for r in result.frame.itertuples()}
+        assert got == {
+            days[0]: ("not billed", Decimal("-0.5")),
+            days[1]: ("match", Decimal("0")),
+            days[2]: ("not billed", Decimal("-0.5")),
+        }
+        assert (result.first_day, result.last_day) == (days[0], days[2])
+        set_costs(fresh_sim, [])
+        empty = llmspend.reconcile(client.admin.organization.usage.costs(**window))  # type: ignore[arg-type]
+        assert list(empty.frame["state"]) == ["not billed"] * 3
+        assert empty.totals["diff_usd"] == Decimal("-1.5")
+    finally:
+        clear_costs(fresh_sim)
+
+
+def test_an_export_missing_its_later_pages_is_said(installed: Any) -> None:
+    page = openai_costs_json({(DAYS[0], "gpt-4o-mini"): Decimal("1")})
+    with pytest.warns(llmspend.LLMSpendWarning, match="has_more"):
+        llmspend.reconcile(dict(page, has_more=True, next_page="x"))
+
+
+@pytest.mark.parametrize(
+    ("content", "message"),
+    [
+        ('{"data": "x"}', "list of buckets"),
+        ('{"data": [{"start_time": 1796256000, "results": ["x"]}]}', "list of objects"),
+        ('{"data": [{"start_time": 1796256000, "results": [{"amount": 5, "line_item": "a"}]}]}',
+         "amount"),
+        ('{"data": [{"start_time": 1796256000, "results": [{"amount": {"value": 1}}]}]}',
+         "group_by=line_item"),
+        (b"\xff\xfe\x00 not text", "not UTF-8"),
+    ],
+)  # fmt: skip
+def test_malformed_exports_fail_in_one_line(
+    installed: Any, tmp_path: Path, capsys: pytest.CaptureFixture[str], content: Any, message: str
+) -> None:
+    path = tmp_path / "costs.json"
+    if isinstance(content, bytes):
+        path.write_bytes(content)
+    else:
+        path.write_text(content)
+    with pytest.raises(ValidationError, match=message):
+        llmspend.reconcile(path)
+    url = str(installed.settings.database_url)
+    assert main(["reconcile", str(path), "--database-url", url]) == 1
+    err = capsys.readouterr().err
+    assert message in err and "Traceback" not in err
+
+
+def test_tolerance_is_checked_and_out_takes_a_format(
+    installed: Any, tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    path = tmp_path / "costs.json"
+    path.write_text(json.dumps({"object": "page", "data": [], "has_more": False}))
+    for bad in ("abc", "-1", "nan", "inf"):
+        with pytest.raises(ValidationError, match="tolerance"):
+            llmspend.reconcile(path, tolerance_usd=bad)
+    url = str(installed.settings.database_url)
+    assert main(["reconcile", str(path), "--database-url", url, "--tolerance", "abc"]) == 1
+    assert "tolerance" in capsys.readouterr().err
+    out = tmp_path / "lines.txt"
+    args = ["reconcile", str(path), "--database-url", url, "--out", str(out), "--format", "csv"]
+    assert main(args) == 0
+    assert "no days" in capsys.readouterr().out
+    assert out.read_text().startswith("day,provider,model")

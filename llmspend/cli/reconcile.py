@@ -25,6 +25,9 @@ def register(sub: argparse._SubParsersAction) -> None:
     p.add_argument("file", help="the provider's cost export (.json or .csv)")
     p.add_argument("--out", help="also write every line to this .csv or .parquet file")
     p.add_argument(
+        "--format", choices=["csv", "parquet"], help="--out's format (default: its suffix)"
+    )
+    p.add_argument(
         "--provider",
         action="append",
         help="recorded provider name(s) the export bills (repeatable; default: the export's "
@@ -47,7 +50,7 @@ def _reconcile(args: argparse.Namespace) -> int:
         tracker=Tracker(database_url(args)),
     )
     if args.out:
-        result.write(args.out)
+        result.write(args.out, args.format)
     lines = result.frame if args.all else result.differences
     rows: list[dict[str, Any]] = [
         {str(k): v for k, v in r.items()} for r in lines.to_dict("records")
@@ -59,8 +62,9 @@ def _reconcile(args: argparse.Namespace) -> int:
         r["diff_pct"] = "-" if r["diff_pct"] is None or r["diff_pct"] != r["diff_pct"] else (
             f"{r['diff_pct']:+.1f}%")  # fmt: skip
     t = result.totals
+    span = f"{result.first_day} to {result.last_day}" if result.first_day else "no days"
     print(
-        f"{result.source}: {result.first_day} to {result.last_day}; billed "
+        f"{result.source}: {span}; billed "
         f"${t['billed_usd']}, recorded ${t['recorded_usd']}, difference ${t['diff_usd']}"
     )
     print(f"{len(result.differences)} of {len(result.frame)} lines differ")

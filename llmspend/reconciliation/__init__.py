@@ -14,7 +14,7 @@ from __future__ import annotations
 import datetime as dt
 import os
 from collections import defaultdict
-from decimal import Decimal
+from decimal import Decimal, InvalidOperation
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, NamedTuple
 
@@ -112,16 +112,17 @@ def reconcile(
     (OpenAI project id, Anthropic workspace, Google Cloud project) too; the store's
     projects are llmspend names, so recorded amounts then stay on the project-less line.
     """
+    tolerance = _tolerance(tolerance_usd)
     tracker = tracker or get_tracker()
     export = read_export(source, price=_pricer(tracker))
-    tolerance = Decimal(str(tolerance_usd))
     if isinstance(providers, str):
         providers = [providers]
     recorded_as = list(providers or PROVIDERS.get(export.provider, (export.provider,)))
     billed: dict[tuple[dt.date, str, str | None], Decimal] = defaultdict(Decimal)
     for line in export.lines:
         billed[(line.day, line.model, line.project if by_project else None)] += line.usd
-    days = sorted({k[0] for k in billed})
+    # the days the export covers: its buckets' (a day billed nothing is still compared)
+    days = sorted({k[0] for k in billed} | {d for d in (export.first_day, export.last_day) if d})
     recorded: dict[tuple[dt.date, str, str | None], Decimal] = defaultdict(Decimal)
     calls: dict[tuple[dt.date, str, str | None], int] = defaultdict(int)
     if days:
@@ -154,6 +155,17 @@ def reconcile(
     frame = pd.DataFrame(rows, columns=list(COLUMNS))
     return Reconciliation(frame, export.source, days[0] if days else None,
                           days[-1] if days else None)  # fmt: skip
+
+
+def _tolerance(value: Decimal | str | float) -> Decimal:
+    """``tolerance_usd`` as a ``Decimal``: a finite amount, zero or more."""
+    try:
+        tolerance = Decimal(str(value).strip())
+    except InvalidOperation:
+        tolerance = Decimal("NaN")
+    if not tolerance.is_finite() or tolerance < 0:
+        raise ValidationError(f"tolerance_usd: expected an amount of 0 or more, got {value!r}")
+    return tolerance
 
 
 def write_frame(frame: pd.DataFrame, path: str | os.PathLike[str], fmt: str | None = None) -> int:

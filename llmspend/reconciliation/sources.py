@@ -27,12 +27,13 @@ import io
 import json
 import os
 import re
+import warnings
 from collections.abc import Callable, Iterable, Mapping
 from decimal import Decimal, InvalidOperation
 from pathlib import Path
 from typing import Any, NamedTuple
 
-from ..errors import ValidationError
+from ..errors import LLMSpendWarning, ValidationError
 
 __all__ = [
     "BilledLine",
@@ -59,11 +60,15 @@ class BilledLine(NamedTuple):
 
 
 class Export(NamedTuple):
-    """What a cost export held: its ``source`` (which reader) and billed lines."""
+    """What a cost export held: its ``source`` (which reader), billed lines and the UTC
+    days it covers (``first_day``..``last_day``: an API's buckets, empty days included;
+    ``None`` when the export does not say, then the days of its lines)."""
 
     source: str
     provider: str
     lines: list[BilledLine]
+    first_day: dt.date | None = None
+    last_day: dt.date | None = None
 
 
 def model_key(model: str | None) -> str:
@@ -84,55 +89,109 @@ def _usd(value: Any, *, cents: bool = False, where: str) -> Decimal:
     return amount / 100 if cents else amount
 
 
-def _day(value: Any, *, where: str) -> dt.date:
-    """A UTC day from unix seconds, an ISO time or date, or BigQuery's ``... UTC`` text."""
+def _moment(value: Any, *, where: str) -> dt.datetime:
+    """A naive UTC time from unix seconds, an ISO time or date, or BigQuery's ``... UTC``."""
     try:
         if isinstance(value, (int, float)) or (isinstance(value, str) and value.isdigit()):
-            return dt.datetime.fromtimestamp(int(value), dt.UTC).date()
+            return dt.datetime.fromtimestamp(int(value), dt.UTC).replace(tzinfo=None)
         text = str(value).strip().replace(" UTC", "+00:00").replace("Z", "+00:00")
         when = dt.datetime.fromisoformat(text)
     except (ValueError, OverflowError, OSError):
         raise ValidationError(f"{where}: not a time: {value!r}") from None
     if when.tzinfo is not None:
-        when = when.astimezone(dt.UTC)
-    return when.date()
+        when = when.astimezone(dt.UTC).replace(tzinfo=None)
+    return when
+
+
+def _day(value: Any, *, where: str) -> dt.date:
+    """The UTC day of :func:`_moment`."""
+    return _moment(value, where=where).date()
 
 
 def _pages(data: Any) -> list[Mapping[str, Any]]:
+    """The pages of an export, each checked to be ``{data: [{results: [{...}]}]}``."""
     if hasattr(data, "model_dump"):  # an SDK response object
         data = data.model_dump()
     if isinstance(data, Mapping):
-        return [data]
-    if isinstance(data, list) and all(isinstance(p, Mapping) or hasattr(p, "model_dump")
-                                      for p in data):  # fmt: skip
-        return [p.model_dump() if hasattr(p, "model_dump") else p for p in data]
-    raise ValidationError("a cost export must be a JSON object (one page) or a list of pages")
+        data = [data]
+    if not isinstance(data, list) or not all(
+        isinstance(p, Mapping) or hasattr(p, "model_dump") for p in data
+    ):
+        raise ValidationError("a cost export must be a JSON object (one page) or a list of pages")
+    pages = [p.model_dump() if hasattr(p, "model_dump") else p for p in data]
+    for page in pages:
+        buckets = page.get("data")
+        if buckets is None:
+            continue
+        if not isinstance(buckets, list) or not all(isinstance(b, Mapping) for b in buckets):
+            raise ValidationError("a cost export's 'data' must be a list of buckets (objects)")
+        for bucket in buckets:
+            results = bucket.get("results")
+            if results is not None and (
+                not isinstance(results, list) or not all(isinstance(r, Mapping) for r in results)
+            ):
+                raise ValidationError("a cost bucket's 'results' must be a list of objects")
+    if pages and pages[-1].get("has_more") is True:
+        warnings.warn(
+            "the cost export's last page says has_more: the days after it are not compared "
+            "(pass every page, following next_page, as a list)",
+            LLMSpendWarning,
+            stacklevel=4,
+        )
+    return pages
+
+
+def _span(
+    pages: list[Mapping[str, Any]], start: str, end: str, where: str
+) -> tuple[dt.date | None, dt.date | None]:
+    """The UTC days the pages' buckets cover, empty buckets included."""
+    days = []
+    for page in pages:
+        for bucket in page.get("data") or ():
+            days.append(_day(bucket.get(start), where=where))
+            if bucket.get(end) not in (None, ""):
+                last = _moment(bucket.get(end), where=where) - dt.timedelta(microseconds=1)
+                days.append(max(last.date(), days[-1]))
+    return (min(days), max(days)) if days else (None, None)
 
 
 def openai_costs(data: Any) -> Export:
     """Billed lines from OpenAI Costs API pages (amounts in dollars)."""
     lines = []
-    for page in _pages(data):
+    pages = _pages(data)
+    for page in pages:
         for bucket in page.get("data") or ():
             day = _day(bucket.get("start_time"), where="OpenAI costs bucket")
             for r in bucket.get("results") or ():
-                amount = (r.get("amount") or {}).get("value")
+                cost = r.get("amount") or {}
+                if not isinstance(cost, Mapping):
+                    raise ValidationError(
+                        f"OpenAI costs: 'amount' must be {{value, currency}}, not {cost!r}"
+                    )
+                amount = cost.get("value")
                 if amount is None:
                     continue
-                currency = str((r.get("amount") or {}).get("currency") or "usd").lower()
+                currency = str(cost.get("currency") or "usd").lower()
                 if currency != "usd":
                     raise ValidationError(f"OpenAI costs: currency {currency!r} is not USD")
-                item = r.get("line_item") or ""
+                item = r.get("line_item")
+                if not isinstance(item, str) or not item:
+                    raise ValidationError(
+                        "OpenAI costs: a result without a line_item: ask the Costs API with "
+                        "group_by=line_item (it names each amount's model)"
+                    )
                 lines.append(BilledLine(day, "openai", model_key(item.split(",")[0]),
                                         r.get("project_id"),
                                         _usd(amount, where="OpenAI costs")))  # fmt: skip
-    return Export("openai-costs", "openai", lines)
+    first, last = _span(pages, "start_time", "end_time", "OpenAI costs bucket")
+    return Export("openai-costs", "openai", lines, first, last)
 
 
 def anthropic_costs(data: Any) -> Export:
     """Billed lines from Anthropic cost report pages (amounts in cents)."""
     lines = []
-    for page in _pages(data):
+    pages = _pages(data)
+    for page in pages:
         for bucket in page.get("data") or ():
             day = _day(bucket.get("starting_at"), where="Anthropic cost report bucket")
             for r in bucket.get("results") or ():
@@ -143,7 +202,8 @@ def anthropic_costs(data: Any) -> Export:
                                         r.get("workspace_id"),
                                         _usd(r.get("amount"), cents=True,
                                              where="Anthropic cost report")))  # fmt: skip
-    return Export("anthropic-cost-report", "anthropic", lines)
+    first, last = _span(pages, "starting_at", "ending_at", "Anthropic cost report bucket")
+    return Export("anthropic-cost-report", "anthropic", lines, first, last)
 
 
 def _pick(row: Mapping[str, Any], *names: str) -> Any:
@@ -232,7 +292,12 @@ def read_export(source: Any, *, price: Pricer | None = None) -> Export:
         if not path.is_file():
             raise ValidationError(f"no such file: {str(path)!r}")
         name = path.name
-        data = path.read_text(encoding="utf-8-sig")
+        try:
+            data = path.read_text(encoding="utf-8-sig")
+        except UnicodeDecodeError:
+            raise ValidationError(
+                f"{name}: not a cost export llmspend can read (not UTF-8 text)"
+            ) from None
     if isinstance(data, str):
         text = data.lstrip()
         if text.startswith(("{", "[")):
