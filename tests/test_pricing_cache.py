@@ -207,3 +207,34 @@ def test_an_update_of_the_override_file_is_seen(tmp_path: Path) -> None:
     assert _run(FIRST, env) == "7 False False"
     prices.write_text(entry.format(8.25))
     assert _run(FIRST, env) == "8.25 False False"
+
+
+def _damage(path: Path, provider: str, old: str, new: str) -> None:
+    """Replace ``old`` by ``new`` in ``provider``'s line, leaving the lines above as they were."""
+    lines = path.read_text(encoding="utf-8").split("\n")
+    ids = [p.id for p in table.load().providers]
+    at = len(lines) - 1 - len(ids) + ids.index(provider)  # the provider lines end the file
+    assert old in lines[at]
+    lines[at] = lines[at].replace(old, new, 1)
+    path.write_text("\n".join(lines), encoding="utf-8")
+
+
+@pytest.mark.parametrize(
+    ("old", "new"),
+    [
+        ('"gpt-4o",', '"gpt-4o" '),  # no longer JSON: decoding the provider would raise
+        ('"input_mtok":"2.5"', '"input_mtok":"9.5"'),  # still JSON, a wrong price
+    ],
+)
+def test_a_cache_damaged_below_its_header_is_rebuilt(
+    cache_home: Path, full: Table, old: str, new: str
+) -> None:
+    """Damage to a provider's line (the lines above intact) is found when the table is read:
+    the table is rebuilt and rewritten, never a JSONDecodeError (or a wrong price) at the
+    first price of that provider in every later process."""
+    path = Path(table.cache_path())
+    assert table.load() == full
+    good = path.read_text(encoding="utf-8")
+    _damage(path, "openai", old, new)
+    assert table.load().by_id["openai"] == full.by_id["openai"]  # decoded: every price
+    assert path.read_text(encoding="utf-8") == good  # rewritten

@@ -5,9 +5,10 @@ what a process's first price cost. The :class:`Table` keeps only what llmspend p
 from: the providers in data order (match clauses, fallbacks), each model's id, match,
 context window, prices (start date or UTC time of day, and a :data:`PriceSpec`) and price
 variants, and the units. It is built from the installed genai-prices (:func:`build`) and
-saved as JSON in the user's cache directory, keyed by a hash of genai-prices' data files
-and this module's :data:`FORMAT`; a cache that is missing, stale, unreadable or corrupt
-is rebuilt, one that cannot be written is skipped (:func:`load`). Nothing is downloaded.
+saved as JSON in the user's cache directory, keyed by genai-prices' data files and this
+module's :data:`FORMAT`, under a CRC-32 of its content; a cache that is missing, stale,
+unreadable or corrupt (any byte changed) is rebuilt, one that cannot be written is
+skipped (:func:`load`). Nothing is downloaded.
 
 Invariant: a :class:`Provider`'s ``find_model`` and a :class:`Clause`'s ``is_match`` answer
 exactly as genai-prices' own do (tests/test_pricing_cache.py checks every model).
@@ -23,6 +24,7 @@ import os
 import re
 import sys
 import threading
+import zlib
 from dataclasses import dataclass
 from decimal import Decimal
 from typing import TYPE_CHECKING, Any, NamedTuple
@@ -52,7 +54,7 @@ __all__ = [
 ]
 
 #: The table's layout version: part of the cache key, bumped whenever the layout changes.
-FORMAT = 1
+FORMAT = 2
 _DATA_FILES = ("data.py", "data_units.py")
 
 
@@ -411,18 +413,21 @@ def _enc_clause(c: Clause | None) -> Any:
 
 
 def _encode(table: Table, key: str) -> str:
-    """Line 1: the key, units and providers; then one line of models per provider."""
+    """Line 1: the CRC-32 of the lines below it; line 2: the key, units and providers; then
+    one line of models per provider."""
     head = [[p.id, _enc_clause(p.model_match), _enc_clause(p.provider_match),
              p.fallback_model_providers] for p in table.providers]  # fmt: skip
     units = [list(u) for u in table.units.values()]
-    lines = [json.dumps({"key": key, "units": units, "providers": head}, separators=(",", ":"))]
+    lines = []
     for p in table.providers:
         models = [[m.id, _enc_clause(m.match), m.context_window,
                    [_enc_price(d) for d in m.prices],
                    [[v.when, _enc_price(v.price)] for v in m.variants]]
                   for m in p.models]  # fmt: skip
         lines.append(json.dumps(models, separators=(",", ":")))
-    return "\n".join(lines) + "\n"
+    head_line = json.dumps({"key": key, "units": units, "providers": head}, separators=(",", ":"))
+    rest = head_line + "\n" + "\n".join(lines) + "\n"
+    return f"{zlib.crc32(rest.encode('utf-8'))}\n{rest}"
 
 
 def _dec_spec(raw: dict[str, Any]) -> PriceSpec:
@@ -443,11 +448,14 @@ def _dec_clause(raw: Any) -> Clause | None:
     return Clause(kind, arg if isinstance(arg, str) else tuple(_dec_clause(x) for x in arg))  # type: ignore[misc]
 
 
-def _decode(text: str, key: str) -> Table | None:
-    lines = text.split("\n")
+def _decode(data: bytes, key: str) -> Table | None:
+    crc, _, rest = data.partition(b"\n")
+    if int(crc) != zlib.crc32(rest):
+        return None  # a file cut short or damaged (a byte changed anywhere below line 1)
+    lines = rest.decode("utf-8").split("\n")
     raw = json.loads(lines[0])
     if raw["key"] != key or len(lines) != len(raw["providers"]) + 2 or lines[-1]:
-        return None  # another genai-prices, or a file cut short
+        return None  # another genai-prices
     provs = tuple(
         Provider(pid, _dec_clause(mm), _dec_clause(pm), tuple(fb) if fb else None, None, line)
         for (pid, mm, pm, fb), line in zip(raw["providers"], lines[1:], strict=False)
@@ -486,7 +494,7 @@ def load() -> Table:
     try:
         key = data_key()
         if key is not None:
-            with open(path, encoding="utf-8") as f:
+            with open(path, "rb") as f:
                 table = _decode(f.read(), key)
             if table is not None:
                 return table
