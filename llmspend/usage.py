@@ -1,8 +1,8 @@
 """Usage records: the ``records()`` frame and bulk ``ingest()``.
 
-``ingest`` validates every row before writing anything (an ``IngestError`` names the row
-and field), prices rows that carry no ``cost_usd`` at their own timestamp, and writes in
-batches inside one transaction, so a failure leaves the store unchanged.
+``ingest`` validates every row before writing anything (an ``IngestError`` names the row and
+field), prices rows without ``cost_usd`` as of their ``ts``, ``service_tier`` and ``api``, and
+writes in batches inside one transaction, so a failure leaves the store unchanged.
 """
 
 from __future__ import annotations
@@ -65,10 +65,8 @@ FILTERS: dict[str, Any] = {
     "request_id": UsageRecord.request_id,
 }
 
-_TOKEN_FIELDS = (
-    "input_tokens", "cached_input_tokens", "cache_write_tokens", "output_tokens",
-    "reasoning_tokens",
-)  # fmt: skip
+_TOKEN_FIELDS = ("input_tokens", "cached_input_tokens", "cache_write_tokens",
+                 "output_tokens", "reasoning_tokens")  # fmt: skip
 _MAX_TOKENS = 2**40  # as in the pipeline: keeps every cost and sum inside a BIGINT
 _MAX_USD = Decimal(10**9)  # one call costing $1B is a typo; keeps sums inside BIGINT
 _MAX_NANOS = 10**18
@@ -93,6 +91,8 @@ class Pricer(Protocol):
         reasoning_tokens: int,
         at_epoch: float,
         response_model: str | None = None,
+        tier: str | None = None,  # the service tier (a row's ``service_tier``)
+        api: str | None = None,
     ) -> tuple[int | None, str, str | None]: ...
 
 
@@ -341,7 +341,7 @@ def validate_row(
         epoch = out["ts"].replace(tzinfo=dt.UTC).timestamp()
         out["cost_nanos"], out["price_status"], out["price_ref"] = pricer.price_nanos(
             out["provider"], out["model"], inp, cached, cwrite, out["output_tokens"],
-            out["reasoning_tokens"], epoch,
+            out["reasoning_tokens"], epoch, tier=out["service_tier"], api=out["api"],
         )  # fmt: skip
     return out
 

@@ -52,3 +52,35 @@ def test_unsplit_note_wording() -> None:
         "priced below the provider's bill when the call has them: audio input tokens at the "
         "text rates; 1-hour cache writes at the 5-minute rate"
     )
+
+
+def test_ingest_prices_a_row_at_the_tier_and_endpoint_it_names(installed: object) -> None:
+    """A backfilled row without ``cost_usd`` is priced as a live call with the same
+    ``service_tier`` and ``api`` would be: batch and flex at their prices, not standard."""
+    book = llmspend.pricing.default_pricebook()
+    base = {"ts": "2026-12-01T00:00:00", "provider": "openai", "model": "gpt-4o-mini",
+            "input_tokens": 1_000_000, "output_tokens": 1_000_000}  # fmt: skip
+    rows = [
+        base,
+        {**base, "service_tier": "batch"},
+        {**base, "model": "o3", "service_tier": "flex"},
+        {**base, "service_tier": "default"},
+        {**base, "api": "fine_tuning.jobs"},  # cannot be priced from tokens, live or not
+    ]
+    assert llmspend.ingest(rows) == len(rows)
+    frame = llmspend.records()
+
+    def listed(model: str, tier: str | None) -> Decimal:
+        p = book.price(model, provider="openai", input_tokens=1_000_000,
+                       output_tokens=1_000_000, at="2026-12-01", tier=tier)  # fmt: skip
+        assert p.total_usd is not None
+        return p.total_usd
+
+    standard = listed("gpt-4o-mini", None)
+    assert standard == Decimal("0.75")
+    assert list(frame["cost_usd"])[:4] == [
+        standard, standard / 2, listed("o3", "flex"), standard
+    ]  # fmt: skip
+    assert listed("o3", "flex") == Decimal(5)
+    assert "tier=batch" in frame["price_ref"][1]
+    assert frame["price_status"][4] == "unknown" and frame["cost_usd"][4] is None
