@@ -230,6 +230,34 @@ def test_failing_webhook_is_retried_recorded_and_never_blocks_the_call(
     assert ("HTTP 500" in d["error"]) if mode == "error" else ("timed out" in d["error"].lower())
 
 
+@pytest.mark.parametrize(
+    ("name", "value"),
+    [
+        ("LLMSPEND_WEBHOOK_BACKOFF", "-1"),  # time.sleep raised: the delivery went unrecorded
+        ("LLMSPEND_WEBHOOK_RETRIES", "-2"),  # never tried at all
+        ("LLMSPEND_WEBHOOK_TIMEOUT", "nan"),  # every attempt failed before connecting
+        ("LLMSPEND_WEBHOOK_TIMEOUT", "-5"),
+        ("LLMSPEND_WEBHOOK_RETRIES", "many"),
+    ],
+)
+def test_a_bad_webhook_setting_is_logged_and_the_default_used(
+    installed, hook_server, monkeypatch, caplog, name, value
+) -> None:  # type: ignore[no-untyped-def]
+    _Hook.mode = "error"
+    monkeypatch.setenv(name, value)
+    url = f"http://127.0.0.1:{hook_server.server_port}/"
+    llmspend.set_budget(
+        "project", "acme/churn", ONE, "day", mode="soft", thresholds=(1.0,), webhook_url=url
+    )
+    with caplog.at_level(logging.WARNING, logger="llmspend.alerts"):
+        spend()
+        assert sender().wait(30)
+    (d,) = fetch_deliveries(installed.store).to_dict("records")
+    assert d["status"] == "failed" and d["http_status"] == 500 and d["error"] == "HTTP 500"
+    assert d["attempts"] == (4 if name == "LLMSPEND_WEBHOOK_RETRIES" else 3)  # its default: 3
+    assert any(name in r.getMessage() and "using" in r.getMessage() for r in caplog.records)
+
+
 WORKER = r"""
 import sys, llmspend
 from llmspend.call import Usage

@@ -15,7 +15,9 @@ receiver that drip-feeds bytes is cut off at it. Errors and logs name only
 Settings: ``LLMSPEND_WEBHOOK_TIMEOUT`` (total seconds per attempt, default 5),
 ``LLMSPEND_WEBHOOK_RETRIES`` (attempts after the first, default 3),
 ``LLMSPEND_WEBHOOK_BACKOFF`` (first delay in seconds, doubled each retry, default 0.5),
-``LLMSPEND_WEBHOOK_ALLOW`` (non-public hosts/CIDRs allowed, see ``destinations``).
+``LLMSPEND_WEBHOOK_ALLOW`` (non-public hosts/CIDRs allowed, see ``destinations``). A
+value that is not a number in range (a negative backoff, a NaN timeout) is logged and the
+default used.
 """
 
 from __future__ import annotations
@@ -24,6 +26,7 @@ import atexit
 import base64
 import json
 import logging
+import math
 import os
 import queue
 import socket
@@ -50,11 +53,35 @@ __all__ = ["DeliveryError", "WebhookSender", "payload_for", "post", "sender"]
 log = logging.getLogger("llmspend.alerts")
 
 
-def _env_float(name: str, default: float) -> float:
+# Each setting's default and the range a value must be in (else: the default, with a warning).
+_SETTINGS: dict[str, tuple[float, float, float]] = {
+    "LLMSPEND_WEBHOOK_TIMEOUT": (5.0, 0.001, 600.0),
+    "LLMSPEND_WEBHOOK_RETRIES": (3, 0, 20),
+    "LLMSPEND_WEBHOOK_BACKOFF": (0.5, 0.0, 600.0),
+    "LLMSPEND_WEBHOOK_EXIT_WAIT": (5.0, 0.0, 3600.0),
+}
+_warned: set[tuple[str, str]] = set()
+
+
+def _env_float(name: str) -> float:
+    """The setting ``name`` from the environment: a number in its range, else its default
+    (a value that is not is logged once: a negative backoff or a NaN timeout would stop
+    deliveries, or lose their record)."""
+    fallback, low, high = _SETTINGS[name]
+    raw = os.environ.get(name)
+    if raw is None or not raw.strip():
+        return fallback
     try:
-        return float(os.environ.get(name, default))
+        value = float(raw)
     except ValueError:
-        return default
+        value = math.nan
+    if not low <= value <= high:  # also NaN
+        if (name, raw) not in _warned:
+            _warned.add((name, raw))
+            log.warning("llmspend: %s=%r is not a number from %g to %g; using %g",
+                        name, raw[:40], low, high, fallback)  # fmt: skip
+        return fallback
+    return value
 
 
 def target_of(url: str) -> str:
@@ -260,9 +287,9 @@ class WebhookSender:
         fmt: str,
         allow: str | None = None,
     ) -> None:
-        timeout = _env_float("LLMSPEND_WEBHOOK_TIMEOUT", 5.0)
-        retries = int(_env_float("LLMSPEND_WEBHOOK_RETRIES", 3))
-        delay = _env_float("LLMSPEND_WEBHOOK_BACKOFF", 0.5)
+        timeout = _env_float("LLMSPEND_WEBHOOK_TIMEOUT")
+        retries = int(_env_float("LLMSPEND_WEBHOOK_RETRIES"))
+        delay = _env_float("LLMSPEND_WEBHOOK_BACKOFF")
         body = json.dumps(payload_for(event, fmt)).encode()
         attempts, status, error, outcome = 0, None, None, "failed"
         try:
@@ -325,4 +352,4 @@ def sender() -> WebhookSender:
 
 @atexit.register
 def _drain_at_exit() -> None:
-    _sender.wait(timeout=_env_float("LLMSPEND_WEBHOOK_EXIT_WAIT", 5.0))
+    _sender.wait(timeout=_env_float("LLMSPEND_WEBHOOK_EXIT_WAIT"))
