@@ -320,3 +320,50 @@ def test_openai_batch_results_read_raw_or_streamed_settle_it(
         "openai", "gpt-4o-mini", row, "batch"
     )
     assert llmspend.budget_status()[0].reserved_usd == 0
+
+
+@pytest.mark.parametrize("seen_by", ["retrieve", "list", "async retrieve"])
+def test_anthropic_batch_ended_with_nothing_succeeded_costs_nothing(
+    installed: Any, fresh_sim: SimServer, seen_by: str
+) -> None:
+    """A batch cancelled (or every request errored or expired) before any succeeded is billed
+    nothing: retrieved or listed ended, it is recorded at no cost, its reservation released,
+    though its results were never read (not settled from its bound at exit)."""
+    llmspend.set_budget("project", "acme/churn", "1", mode="hard")
+    c = claude(fresh_sim)
+    batch = c.messages.batches.create(requests=_requests(2))  # type: ignore[arg-type]
+    assert llmspend.budget_status()[0].reserved_usd > 0
+    stored = fresh_sim.store[batch.id]
+    counts = dict(processing=0, succeeded=0, errored=1, canceled=1, expired=0)
+    stored.update(request_counts=counts, cancel_initiated_at=stored["created_at"])
+    if seen_by == "retrieve":
+        assert c.messages.batches.retrieve(batch.id).request_counts.canceled == 1
+    elif seen_by == "list":
+        list(c.messages.batches.list())
+    else:
+
+        async def retrieve() -> None:
+            a = anthropic.AsyncAnthropic(api_key="x", base_url=fresh_sim.url, max_retries=0)
+            await a.messages.batches.retrieve(batch.id)
+
+        asyncio.run(retrieve())
+    assert batch.id not in ANTHROPIC_BATCHES.parked
+    ANTHROPIC_BATCHES.flush()  # what exit does: nothing left to settle from a bound
+    (row,) = rows(installed)
+    assert row["request_id"] == batch.id and row["status"] == "error"
+    assert row["cost_nanos"] == 0
+    status = llmspend.budget_status()[0]
+    assert status.reserved_usd == 0 and status.spent_usd == 0
+
+
+def test_anthropic_batch_retrieved_before_its_results_is_still_settled_from_them(
+    installed: Any, fresh_sim: SimServer
+) -> None:
+    llmspend.set_budget("project", "acme/churn", "1", mode="hard")
+    c = claude(fresh_sim)
+    batch = c.messages.batches.create(requests=_requests(2))  # type: ignore[arg-type]
+    assert c.messages.batches.retrieve(batch.id).request_counts.succeeded == 2
+    list(c.messages.batches.list())
+    assert batch.id in ANTHROPIC_BATCHES.parked  # succeeded requests: settled from results
+    list(c.messages.batches.results(batch.id))
+    settled_once(installed, "anthropic", "claude-sonnet-4-5", batch.id)

@@ -12,7 +12,9 @@ refuses it by default (``unpriced_policy``).
 The call is parked under the batch id (:mod:`.batch_jobs`) and settled, at the batch
 price, when ``batches.results(id)`` (``GET /v1/messages/batches/{id}/results``, a JSONL
 stream) has been read to its end: the usage of every ``succeeded`` line, summed (errored,
-canceled and expired requests are not billed), the model from the first. Reading the
+canceled and expired requests are not billed), the model from the first. A batch
+retrieved or listed ended with no request succeeded (every one errored, canceled or
+expired) was billed nothing: it is recorded then, as an error at no cost. Reading the
 results again, or retrieving and listing the batch, counts nothing more. Results read only
 in part, or through ``with_raw_response``, leave the batch parked: it is settled from its
 bound at exit.
@@ -117,8 +119,22 @@ class _Results:
         self.end()
 
 
+def _seen(batch: Any) -> None:
+    """A retrieved or listed batch: one that ended with no request succeeded costs nothing
+    (the others are settled from their results)."""
+    bid = field(batch, "id")
+    if not isinstance(bid, str) or bid not in BATCHES.parked:
+        return
+    if field(batch, "processing_status") != "ended":
+        return
+    succeeded = field(field(batch, "request_counts"), "succeeded")
+    if isinstance(succeeded, int) and succeeded == 0:
+        BATCHES.settle(bid, Usage(), None, status="error")
+
+
 class BatchRequest:
-    """A batch request the tap sends: a creation (``call``) or a results read."""
+    """A batch request the tap sends: a creation (``call``), a results read (``batch_id``)
+    or a retrieve or list (neither)."""
 
     __slots__ = ("batch_id", "call")
 
@@ -133,9 +149,15 @@ class BatchRequest:
 
     def done(self, result: Any) -> None:
         """A creation returned its batch: park the call under its id. A results stream:
-        read it as the caller does (``_raw_iterator`` of the SDK's JSONL decoder)."""
+        read it as the caller does (``_raw_iterator`` of the SDK's JSONL decoder). A batch
+        retrieved, or a page of them listed: see whether one ended without results."""
         if self.call is not None:
             BATCHES.created(self.call, field(result, "id"))
+            return
+        if self.batch_id is None:
+            data = field(result, "data")
+            for batch in data if isinstance(data, list) else [result]:
+                _seen(batch)
             return
         raw = getattr(result, "_raw_iterator", None)
         if self.batch_id is None or raw is None or self.batch_id not in BATCHES.parked:
@@ -162,4 +184,7 @@ def batch_request(method: str, url: str, body: Any, provider: str) -> BatchReque
         return None if call is None else BatchRequest(call, None)
     if method == "get" and len(rest) == 2 and rest[1] == "results" and rest[0] in BATCHES.parked:
         return BatchRequest(None, rest[0])
+    listed = rest == [""] or (len(rest) == 1 and rest[0] in BATCHES.parked)
+    if method == "get" and BATCHES.parked and listed:
+        return BatchRequest(None, None)  # a retrieve or a list
     return None
