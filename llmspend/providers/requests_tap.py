@@ -10,7 +10,9 @@ from ``response.content``. A streamed body is read through ``response.raw`` (url
 response, whose ``stream()`` and ``read()`` ``iter_content``/``iter_lines`` use): the raw
 response is wrapped in a transparent proxy (``isinstance`` still holds) that passes every
 chunk through, keeps a copy, and settles the call when the body ends, is closed
-(``partial`` before its end), or is collected unclosed. Bytes read still compressed
+(``partial`` before its end), or is collected unclosed — however it is read
+(``stream``, ``read``, ``read1``, ``readinto``, ``readline``, iteration,
+``read_chunked``). Bytes read still compressed
 (``response.raw.read()``: requests asks urllib3 not to decode) are decoded to be read.
 """
 
@@ -67,26 +69,60 @@ class _RawTap(wrapt.ObjectProxy):
         if data and ending.tee.chunks is not None:
             ending.tee.keep(bytes(data))
 
-    def stream(self, amt: int | None = 2**16, decode_content: Any = None) -> Iterator[bytes]:
+    def _self_read(self, read: Any, *args: Any, decode_content: Any = None, **kw: Any) -> Any:
+        """``read(*args, ...)`` of urllib3's, its bytes kept; ``b""`` is the end."""
         try:
-            for chunk in self.__wrapped__.stream(amt, decode_content=decode_content):
+            data = read(*args, **kw)
+        except Exception as exc:  # a dropped connection, a timeout: on the row
+            self._self_ending.end(False, exc)
+            raise
+        self._self_keep(data, decode_content)
+        if not data:
+            self._self_ending.end(True)
+        return data
+
+    def _self_chunks(self, chunks: Iterator[bytes], decode_content: Any) -> Iterator[bytes]:
+        try:
+            for chunk in chunks:
                 self._self_keep(chunk, decode_content)
                 yield chunk
-        except Exception as exc:  # a dropped connection, a timeout: on the row
+        except Exception as exc:
             self._self_ending.end(False, exc)
             raise
         self._self_ending.end(True)
 
+    def stream(self, amt: int | None = 2**16, decode_content: Any = None) -> Iterator[bytes]:
+        chunks = self.__wrapped__.stream(amt, decode_content=decode_content)
+        return self._self_chunks(chunks, decode_content)
+
+    def read_chunked(self, amt: int | None = None, decode_content: Any = None) -> Iterator[bytes]:
+        chunks = self.__wrapped__.read_chunked(amt, decode_content=decode_content)
+        return self._self_chunks(chunks, decode_content)
+
     def read(self, amt: int | None = None, decode_content: Any = None, **kwargs: Any) -> bytes:
-        try:
-            data: bytes = self.__wrapped__.read(amt, decode_content=decode_content, **kwargs)
-        except Exception as exc:
-            self._self_ending.end(False, exc)
-            raise
-        self._self_keep(data, decode_content)
-        if amt is None or not data:
+        data: bytes = self._self_read(
+            self.__wrapped__.read, amt, decode_content=decode_content, **kwargs
+        )
+        if amt is None and data:
             self._self_ending.end(True)
         return data
+
+    def read1(self, amt: int | None = None, decode_content: Any = None) -> bytes:
+        read1 = self.__wrapped__.read1
+        return self._self_read(read1, amt, decode_content=decode_content)
+
+    def readline(self, size: int | None = -1) -> bytes:
+        if size == 0:
+            return b""
+        return self._self_read(self.__wrapped__.readline, size)
+
+    def readinto(self, b: Any) -> int:
+        # urllib3's own, with this proxy as ``self``: it reads through :meth:`read`
+        return type(self.__wrapped__).readinto(self, b)
+
+    def __iter__(self) -> Iterator[bytes]:
+        # urllib3's own line iteration over ``self.stream(decode_content=True)``: this one's
+        return type(self.__wrapped__).__iter__(self)
 
     def close(self) -> None:
         try:
