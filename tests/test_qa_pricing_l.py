@@ -84,3 +84,24 @@ def test_ingest_prices_a_row_at_the_tier_and_endpoint_it_names(installed: object
     assert listed("o3", "flex") == Decimal(5)
     assert "tier=batch" in frame["price_ref"][1]
     assert frame["price_status"][4] == "unknown" and frame["cost_usd"][4] is None
+
+
+@pytest.mark.parametrize("model", ["claude-sonnet-4-5", "claude-haiku-4-5"])
+def test_a_cloud_provider_without_the_model_prices_it_at_its_makers_list_price(model: str) -> None:
+    """The anthropic SDK's AWS clients are recorded as provider ``aws``; a plain Claude name
+    (AnthropicAWS takes them) that genai-prices' aws provider does not list is priced at
+    Anthropic's list price, with a note, not left unknown (which a hard budget refuses)."""
+    usage = {"input_tokens": 1_000_000, "output_tokens": 1_000_000}
+    listed = llmspend.price(model, provider="anthropic", **usage)
+    via_aws = llmspend.price(model, provider="aws", **usage)
+    assert listed.status == via_aws.status == "priced"
+    assert via_aws.total_usd == listed.total_usd
+    assert via_aws.note and "anthropic's list price (no aws price" in via_aws.note
+
+
+def test_the_makers_price_is_not_used_where_the_provider_lists_the_model() -> None:
+    bedrock = llmspend.price("us.anthropic.claude-sonnet-4-5-20250929-v1:0", provider="aws",
+                             input_tokens=1_000_000)  # fmt: skip
+    assert bedrock.ref is not None and bedrock.ref.provider == "aws"
+    assert bedrock.total_usd == Decimal("3.3")  # Bedrock's regional endpoints: +10%
+    assert llmspend.price("my-deployment", provider="azure").status == "unknown"

@@ -3,8 +3,10 @@
 A name is looked up in the override file (``[[model]]``, then ``[[alias]]``), then in
 genai-prices; failing both, its variants are tried in turn: ``models/…`` prefixes,
 ``ft:base:org::id`` fine-tunes (priced as the base model, with a note), ``vendor/model``
-(OpenRouter style) and dated snapshots (``gpt-4o-2024-08-06`` as ``gpt-4o``). An Azure
-deployment name is priced by the response's model unless the override file names it.
+(OpenRouter style), the model's maker for a provider that does not list it (a Claude name
+from the anthropic SDK's AWS clients: Anthropic's list price, with a note) and dated
+snapshots (``gpt-4o-2024-08-06`` as ``gpt-4o``). An Azure deployment name is priced by the
+response's model unless the override file names it.
 """
 
 from __future__ import annotations
@@ -122,6 +124,13 @@ def variants(req: str | None, name: str) -> list[Variant]:
         out.append(Variant(req, f"{vendor_p.id}/{name}", None))
         out.append(Variant(vendor_p.id, name, f"priced at {vendor_p.id}'s list price (no "
                            f"OpenRouter price for {name})"))  # fmt: skip
+    elif (
+        req not in (None, "openai-compatible")
+        and (maker := infer_provider(name)) is not None
+        and maker.id != req  # a cloud that resells the model (aws) but does not list it
+    ):
+        out.append(Variant(maker.id, name, f"priced at {maker.id}'s list price (no {req} "
+                           f"price for {name})"))  # fmt: skip
     if m := _DATED.match(name):
         out.append(Variant(req, m.group(1), f"dated snapshot {name} priced as {m.group(1)}"))
     return out
