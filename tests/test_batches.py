@@ -367,3 +367,55 @@ def test_anthropic_batch_retrieved_before_its_results_is_still_settled_from_them
     assert batch.id in ANTHROPIC_BATCHES.parked  # succeeded requests: settled from results
     list(c.messages.batches.results(batch.id))
     settled_once(installed, "anthropic", "claude-sonnet-4-5", batch.id)
+
+
+def test_gemini_embeddings_batch_is_reserved_refused_and_settled(
+    installed: Any, fresh_sim: SimServer
+) -> None:
+    """``client.batches.create_embeddings`` (an embeddings job) went out unbudgeted and
+    unrecorded: it is reserved (its contents' bound, at batch rates), refused over a hard
+    budget or from a file, and settled from each embedding's ``token_count``."""
+    from google.genai import types
+
+    from llmspend.providers.batch_jobs import BatchInput, begin_batch
+    from llmspend.providers.genai_batches import seen
+
+    c = gemini(fresh_sim)
+    long = {"inlined_requests": {"contents": ["word " * 4000] * 20}}
+    llmspend.set_budget("project", "acme/churn", "0.001", mode="hard")
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")  # the SDK calls the method experimental
+        with pytest.raises(llmspend.BudgetExceeded):  # 20 x 4000 words at batch rates
+            c.batches.create_embeddings(model="gemini-embedding-001", src=long)
+        with pytest.raises(llmspend.BudgetExceeded):  # a file this process never saw
+            c.batches.create_embeddings(
+                model="gemini-embedding-001", src={"file_name": "files/elsewhere"}
+            )
+        assert not any("embed" in r.path.lower() for r in fresh_sim.requests)
+        with pytest.raises(Exception, match="404"):  # let through: the simulator has no route
+            c.batches.create_embeddings(
+                model="gemini-embedding-001",
+                src={"inlined_requests": {"contents": ["hello", "world"]}},
+            )
+    assert [r["status"] for r in rows(installed)] == ["refused", "refused", "error"]
+    assert llmspend.budget_status()[0].reserved_usd == 0
+    # a finished job's embeddings, as get() returns them
+    call = begin_batch("google", BatchInput("gemini-embedding-001", 100, 0, 2))
+    assert call is not None and llmspend.budget_status()[0].reserved_usd > 0
+    GENAI_BATCHES.park("batches/emb-1", call)
+    embedded = [
+        types.InlinedEmbedContentResponse(response=types.SingleEmbedContentResponse(token_count=n))
+        for n in (7, 5)
+    ]
+    job = types.BatchJob(
+        name="batches/emb-1",
+        state=types.JobState.JOB_STATE_SUCCEEDED,
+        dest=types.BatchJobDestination(inlined_embed_content_responses=embedded),
+    )
+    seen(job)
+    seen(job)
+    (row,) = [r for r in rows(installed) if r["request_id"] == "batches/emb-1"]
+    assert row["status"] == "ok" and row["model"] == "gemini-embedding-001"
+    assert row["input_tokens"] == 12 and row["output_tokens"] == 0
+    assert row["cost_nanos"] == nanos("google", "gemini-embedding-001", row, "batch")
+    assert llmspend.budget_status()[0].reserved_usd == 0

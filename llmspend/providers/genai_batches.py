@@ -2,9 +2,10 @@
 
 Hooks (``google.genai.batches``, class level, sync and async): ``Batches._create`` (what
 ``client.batches.create`` sends: ``POST models/{model}:batchGenerateContent``),
-``Batches.get`` (``GET batches/{name}``), ``Batches._list`` (``GET batches``, each page
-of ``client.batches.list``), and ``google.genai.files``' ``Files.download`` (a results
-file).
+``Batches._create_embeddings`` (``client.batches.create_embeddings``: ``POST
+models/{model}:asyncBatchEmbedContent``), ``Batches.get`` (``GET batches/{name}``),
+``Batches._list`` (``GET batches``, each page of ``client.batches.list``), and
+``google.genai.files``' ``Files.download`` (a results file).
 
 A job of inline requests (``src=[{contents, config}, ...]``) is begun as one call (api
 ``batches``) reserving the worst case of its requests — each bounded as the Gemini dialect
@@ -13,7 +14,10 @@ tools, schemas; ``max_output_tokens`` or the model's output cap) — at the ``ba
 (50% of standard). A job whose requests cannot be bounded offline — a file source
 (``src="files/..."``: its contents were not seen here), a request with a file by URI,
 cached content or a search tool, or requests for several models — is begun for an unknown
-model: a hard budget refuses it by default (``unpriced_policy``).
+model: a hard budget refuses it by default (``unpriced_policy``). An embeddings job
+(``src={"inlined_requests": {"contents": [...]}}``) reserves its contents' bound (input
+only); one of a file is unbounded the same way. Its usage is each embedding's
+``token_count``.
 
 The call is parked under the job's name (:mod:`.batch_jobs`) and settled, at the batch
 price, when a ``get`` or ``list`` first returns the job finished: the ``usage_metadata`` of
@@ -38,7 +42,7 @@ from ..plugins import Patch
 from .batch_jobs import BatchInput, BatchLedger, begin_batch, output_bound, total_usage
 from .gemini_usage import arun_recorded, route, run_recorded
 
-__all__ = ["BATCHES", "patches", "read_source"]
+__all__ = ["BATCHES", "patches", "read_embed_source", "read_source"]
 
 MODULE = "google.genai.batches"
 FILES = "google.genai.files"
@@ -79,6 +83,28 @@ def read_source(model: Any, src: Any) -> BatchInput | None:
     return BatchInput(name, inp, out, len(requests))
 
 
+def read_embed_source(model: Any, src: Any) -> BatchInput | None:
+    """The worst case of an embeddings job's inline contents (``None``: a file source, or
+    content that cannot be bounded here); embeddings bill input only."""
+    name = _model_name(model)
+    contents = field(field(src, "inlined_requests"), "contents")
+    if isinstance(contents, (str, dict)) or not isinstance(contents, list):
+        contents = [contents] if contents is not None else None
+    if not name or not contents:
+        return None
+    requests = [{"content": c} for c in contents]
+    r = route("batchEmbedContents", name, {"requests": requests})
+    if r is None or r.payload is not None:
+        return None
+    return BatchInput(name, r.input_upper or 0, 0, len(contents))
+
+
+def _embed_usage(response: Any) -> Usage | None:
+    """The usage of one embedding result: its ``token_count``."""
+    count = field(response, "token_count")
+    return Usage(count) if isinstance(count, int) and count >= 0 else None
+
+
 def _state(job: Any) -> str:
     state = field(job, "state")
     return str(getattr(state, "value", state) or "").upper()
@@ -89,6 +115,11 @@ def seen(job: Any) -> None:
     name = field(job, "name")
     state = _state(job)
     if name not in BATCHES.parked or not state.endswith(_ENDED):
+        return
+    embedded = field(field(job, "dest"), "inlined_embed_content_responses")
+    if isinstance(embedded, list):
+        found = [_embed_usage(field(item, "response")) for item in embedded]
+        BATCHES.settle(name, total_usage(u for u in found if u is not None), None)
         return
     responses = field(field(job, "dest"), "inlined_responses")
     if isinstance(responses, list):
@@ -130,6 +161,7 @@ def results(file: Any, data: Any) -> None:
         except ValueError:
             continue
         usage = dialect.usage_of(response) if isinstance(response, dict) else None
+        usage = usage or (_embed_usage(response) if isinstance(response, dict) else None)
         if usage is not None:
             usages.append(usage)
             model = model or field(response, "model_version")
@@ -152,6 +184,12 @@ def _begin(kwargs: dict[str, Any]) -> Call | None:
     return begin_batch(dialect.PROVIDER, summary)
 
 
+def _begin_embed(kwargs: dict[str, Any]) -> Call | None:
+    summary = shielded(read_embed_source, kwargs.get("model"), kwargs.get("src"),
+                       what="read a Gemini embeddings batch")  # fmt: skip
+    return begin_batch(dialect.PROVIDER, summary)
+
+
 def _create(wrapped: Any, instance: Any, args: tuple[Any, ...], kwargs: dict[str, Any]) -> Any:
     """``Batches._create``: reserve the job's worst case, park it under its name."""
     return run_recorded(_begin(kwargs), lambda: wrapped(*args, **kwargs), _created)
@@ -162,6 +200,20 @@ async def _acreate(
 ) -> Any:
     """``AsyncBatches._create``."""
     return await arun_recorded(_begin(kwargs), lambda: wrapped(*args, **kwargs), _created)
+
+
+def _create_embeddings(
+    wrapped: Any, instance: Any, args: tuple[Any, ...], kwargs: dict[str, Any]
+) -> Any:
+    """``Batches._create_embeddings``: an embeddings job, reserved and parked the same way."""
+    return run_recorded(_begin_embed(kwargs), lambda: wrapped(*args, **kwargs), _created)
+
+
+async def _acreate_embeddings(
+    wrapped: Any, instance: Any, args: tuple[Any, ...], kwargs: dict[str, Any]
+) -> Any:
+    """``AsyncBatches._create_embeddings``."""
+    return await arun_recorded(_begin_embed(kwargs), lambda: wrapped(*args, **kwargs), _created)
 
 
 def _reader(read: Callable[[dict[str, Any], Any], None], waiting: dict[str, Any]) -> Any:
@@ -200,6 +252,8 @@ def patches() -> list[Patch]:
     return [
         Patch(MODULE, "Batches._create", _create),
         Patch(MODULE, "AsyncBatches._create", _acreate),
+        Patch(MODULE, "Batches._create_embeddings", _create_embeddings),
+        Patch(MODULE, "AsyncBatches._create_embeddings", _acreate_embeddings),
         Patch(MODULE, "Batches.get", _get),
         Patch(MODULE, "AsyncBatches.get", _aget),
         Patch(MODULE, "Batches._list", _list),
