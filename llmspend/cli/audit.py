@@ -12,11 +12,11 @@ import json
 import sys
 from pathlib import Path
 
-from ..config import resolve_database_url
 from ..errors import ValidationError
 from ..store.audit import FIELDS, export_entries, verify
 from ..store.engine import Store, open_store
-from . import ADMIN_NOTE, common_options, database_url
+from . import ADMIN_NOTE, common_options
+from .admin_store import admin_database_url
 
 __all__ = ["register"]
 
@@ -46,7 +46,7 @@ _EXPORTED = ("id", *FIELDS, "prev_hash", "hash")
 
 
 def _store(args: argparse.Namespace) -> Store:
-    return open_store(resolve_database_url(database_url(args)))
+    return open_store(admin_database_url(args, "audit"))
 
 
 def _read_export(path: str) -> list[dict[str, object]]:

@@ -8,6 +8,7 @@ from typing import Any
 from ..errors import ConfigError
 from ..extras import GATEWAY, require_extra
 from . import ADMIN_NOTE, common_options, database_url
+from .admin_store import admin_database_url
 from .output import print_json, print_table
 
 __all__ = ["register"]
@@ -71,10 +72,9 @@ def _serve(args: argparse.Namespace) -> int:
 
 
 def _store(args: argparse.Namespace) -> Any:
-    from ..config import Settings
     from ..store.engine import open_store
 
-    return open_store(Settings.resolve(database_url(args), None).database_url)
+    return open_store(admin_database_url(args, "gateway keys"))
 
 
 def _row(info: Any) -> dict[str, Any]:
