@@ -105,3 +105,25 @@ def test_the_makers_price_is_not_used_where_the_provider_lists_the_model() -> No
     assert bedrock.ref is not None and bedrock.ref.provider == "aws"
     assert bedrock.total_usd == Decimal("3.3")  # Bedrock's regional endpoints: +10%
     assert llmspend.price("my-deployment", provider="azure").status == "unknown"
+
+
+@pytest.mark.parametrize("suffix", [":nitro", ":floor", ":online", ":exacto"])
+@pytest.mark.parametrize("provider", ["openrouter", None])
+def test_openrouter_routing_variants_are_priced_as_their_model(
+    suffix: str, provider: str | None
+) -> None:
+    """OpenRouter's routing shortcuts (``openai/gpt-4o:nitro``...) name the same model; the
+    request's name was unknown, so a hard budget refused the call before it was sent."""
+    usage = {"input_tokens": 1_000_000, "output_tokens": 1_000_000}
+    plain = llmspend.price("openai/gpt-4o", provider=provider, **usage)
+    routed = llmspend.price(f"openai/gpt-4o{suffix}", provider=provider, **usage)
+    assert routed.status == plain.status == "priced"
+    assert routed.total_usd == plain.total_usd
+    assert routed.note and f"openai/gpt-4o{suffix} priced as openai/gpt-4o" in routed.note
+    if suffix == ":online":
+        assert "web search" in routed.note
+
+
+def test_free_openrouter_variants_stay_free() -> None:
+    p = llmspend.price("deepseek/deepseek-r1:free", provider="openrouter", input_tokens=1000)
+    assert (p.status, p.total_usd) == ("priced", Decimal(0))

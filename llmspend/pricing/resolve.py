@@ -1,12 +1,13 @@
 """Model-name resolution: which price a ``(provider, model, response_model)`` gets.
 
 A name is looked up in the override file (``[[model]]``, then ``[[alias]]``), then in
-genai-prices; failing both, its variants are tried in turn: ``models/…`` prefixes,
-``ft:base:org::id`` fine-tunes (priced as the base model, with a note), ``vendor/model``
-(OpenRouter style), the model's maker for a provider that does not list it (a Claude name
-from the anthropic SDK's AWS clients: Anthropic's list price, with a note) and dated
-snapshots (``gpt-4o-2024-08-06`` as ``gpt-4o``). An Azure deployment name is priced by the
-response's model unless the override file names it.
+genai-prices; failing both, its variants are tried in turn: OpenRouter's routing suffixes
+(``:nitro``, ``:floor``, ``:online``, ``:exacto``) as the model they route, ``models/…``
+prefixes, ``ft:base:org::id`` fine-tunes (priced as the base model, with a note),
+``vendor/model`` (OpenRouter style), the model's maker for a provider that does not list it
+(a Claude name from the anthropic SDK's AWS clients: Anthropic's list price, with a note)
+and dated snapshots (``gpt-4o-2024-08-06`` as ``gpt-4o``). An Azure deployment name is
+priced by the response's model unless the override file names it.
 """
 
 from __future__ import annotations
@@ -24,6 +25,9 @@ __all__ = ["Variant", "resolve", "variants"]
 _PREFERRED = ("openai", "anthropic", "google", "x-ai", "mistral", "deepseek")
 _DATED = re.compile(r"^(.+?)-(?:20\d\d-\d\d-\d\d|20\d{6})$")
 _MAX_DEPTH = 8
+#: OpenRouter's model suffixes that choose how a request is routed, not another model
+#: (``:free``, ``:extended``, ``:thinking`` are listed models of their own).
+_ROUTING = frozenset({"nitro", "floor", "online", "exacto"})
 
 
 class Variant(NamedTuple):
@@ -102,6 +106,10 @@ def _lookup(ov: Overrides | None, req: str | None, name: str, depth: int) -> Pla
 def variants(req: str | None, name: str) -> list[Variant]:
     """The other names a model may be priced under, in the order they are tried."""
     out: list[Variant] = []
+    base, colon, suffix = name.rpartition(":")
+    if colon and suffix in _ROUTING and base:  # OpenRouter's routing shortcuts, same model
+        extra = " (its web search fees are not included)" if suffix == "online" else ""
+        out.append(Variant(req, base, f"{name} priced as {base}{extra}"))
     if "models/" in name:
         out.append(Variant(req, name.rsplit("models/", 1)[1], None))
     if name.startswith("ft:") and len(parts := name.split(":")) > 1 and parts[1]:
