@@ -258,6 +258,35 @@ def test_a_bad_webhook_setting_is_logged_and_the_default_used(
     assert any(name in r.getMessage() and "using" in r.getMessage() for r in caplog.records)
 
 
+def test_the_global_webhook_from_the_environment(
+    installed, hook_server, monkeypatch, caplog
+) -> None:  # type: ignore[no-untyped-def]
+    _Hook.mode = "ok"
+    monkeypatch.setenv("LLMSPEND_WEBHOOK_URL", f"http://127.0.0.1:{hook_server.server_port}/")
+    monkeypatch.setenv("LLMSPEND_WEBHOOK_FORMAT", "Slack ")  # as typed: Slack's payload
+    llmspend.set_budget("project", "acme/churn", ONE, "day", mode="soft", thresholds=(0.5, 1.0))
+    spend(500, 50)  # 50 %
+    assert sender().wait(10)
+    assert list(_Hook.bodies[-1]) == ["text"]
+
+    monkeypatch.setenv("LLMSPEND_WEBHOOK_FORMAT", "teams")  # not a format: said, then JSON
+    with caplog.at_level(logging.WARNING, logger="llmspend.alerts"):
+        spend(500, 50)  # 100 %
+        assert sender().wait(10)
+    assert _Hook.bodies[-1]["event"] == "llmspend.budget.threshold"
+    assert any("LLMSPEND_WEBHOOK_FORMAT" in r.getMessage() for r in caplog.records)
+
+    monkeypatch.setenv("LLMSPEND_WEBHOOK_URL", "ftp://hooks.example/SECRET")  # not a webhook
+    llmspend.set_budget("project", "acme/churn", ONE * 2, "day", mode="soft", thresholds=(1.0,))
+    caplog.clear()
+    with caplog.at_level(logging.WARNING, logger="llmspend.alerts"):
+        spend(1000, 100)  # 150 % of the new limit
+        assert sender().wait(10)
+    [warning] = [r.getMessage() for r in caplog.records if "LLMSPEND_WEBHOOK_URL" in r.getMessage()]
+    assert "SECRET" not in warning
+    assert len(fetch_deliveries(installed.store)) == 2  # nothing queued for it
+
+
 WORKER = r"""
 import sys, llmspend
 from llmspend.call import Usage

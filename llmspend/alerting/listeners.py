@@ -90,18 +90,42 @@ def set_webhook(url: str | None, *, format: str = "auto") -> None:
         _global_webhook = None
         return
     check_webhook_url(url)
-    if format not in ("auto", "json", "slack"):
+    if format not in _FORMATS:
         raise ValidationError(f"webhook format must be 'auto', 'json' or 'slack', got {format!r}")
     _global_webhook = (url, format)
+
+
+_FORMATS = ("auto", "json", "slack")
+_env_warned: set[tuple[str, str]] = set()
+
+
+def _env_warning(key: tuple[str, str], message: str) -> None:
+    if key not in _env_warned:
+        _env_warned.add(key)
+        log.warning(message)
 
 
 def _global() -> tuple[str, str] | None:
     if _global_webhook is not None:
         return _global_webhook
-    url = os.environ.get("LLMSPEND_WEBHOOK_URL")
-    if url:
-        return url, os.environ.get("LLMSPEND_WEBHOOK_FORMAT", "auto")
-    return None
+    url = os.environ.get("LLMSPEND_WEBHOOK_URL", "").strip()
+    if not url:
+        return None
+    try:
+        check_webhook_url(url)
+    except ValueError as exc:  # said once, in one line (never the URL: it is a secret)
+        _env_warning(("url", url), f"llmspend: LLMSPEND_WEBHOOK_URL is not used: {exc}")
+        return None
+    raw = os.environ.get("LLMSPEND_WEBHOOK_FORMAT", "auto")
+    fmt = raw.strip().lower() or "auto"
+    if fmt not in _FORMATS:
+        _env_warning(
+            ("format", raw),
+            f"llmspend: LLMSPEND_WEBHOOK_FORMAT must be 'auto', 'json' or 'slack', got "
+            f"{raw[:40]!r}; using 'auto'",
+        )
+        fmt = "auto"
+    return url, fmt
 
 
 class AlertNotice:
