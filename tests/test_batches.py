@@ -419,3 +419,40 @@ def test_gemini_embeddings_batch_is_reserved_refused_and_settled(
     assert row["input_tokens"] == 12 and row["output_tokens"] == 0
     assert row["cost_nanos"] == nanos("google", "gemini-embedding-001", row, "batch")
     assert llmspend.budget_status()[0].reserved_usd == 0
+
+
+def test_openai_embeddings_batch_settled_from_its_results(
+    installed: Any, fresh_sim: SimServer
+) -> None:
+    """An embeddings batch's result lines carry ``prompt_tokens`` and no
+    ``completion_tokens``: they are its usage (the batch was recorded at $0)."""
+    import openai
+
+    c = openai.OpenAI(api_key="x", base_url=fresh_sim.openai_base_url, max_retries=0)
+    lines = [{"custom_id": f"e{i}", "method": "POST", "url": "/v1/embeddings",
+              "body": {"model": "text-embedding-3-small", "input": f"text {i}"}}
+             for i in range(2)]  # fmt: skip
+    f = c.files.create(file=("in.jsonl", "\n".join(map(json.dumps, lines)).encode()),
+                       purpose="batch")  # fmt: skip
+    llmspend.set_budget("project", "acme/churn", "1", mode="hard")
+    batch = c.batches.create(input_file_id=f.id, endpoint="/v1/embeddings",
+                             completion_window="24h")  # fmt: skip
+    results = [
+        {"id": f"batch_req_{i}", "custom_id": f"e{i}", "error": None,
+         "response": {"status_code": 200, "request_id": f"req_{i}",
+                      "body": {"object": "list", "model": "text-embedding-3-small",
+                               "data": [{"object": "embedding", "index": 0,
+                                         "embedding": [0.1, 0.2]}],
+                               "usage": {"prompt_tokens": 1000, "total_tokens": 1000}}}}
+        for i in range(2)
+    ]  # fmt: skip
+    out = c.files.create(file=("out.jsonl", "\n".join(map(json.dumps, results)).encode()),
+                         purpose="assistants")  # fmt: skip
+    fresh_sim.store[batch.id]["output_file_id"] = out.id  # the provider's answer
+    assert c.batches.retrieve(batch.id).output_file_id == out.id
+    c.files.content(out.id).read()
+    (row,) = rows(installed)
+    assert row["request_id"] == batch.id and row["status"] == "ok"
+    assert row["input_tokens"] == 2000 and row["output_tokens"] == 0
+    assert row["model"] == "text-embedding-3-small"
+    assert row["cost_nanos"] == nanos("openai", "text-embedding-3-small", row, "batch") > 0

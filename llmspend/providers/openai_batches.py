@@ -157,7 +157,8 @@ class _Batches(BatchLedger):
             except ValueError:
                 continue
             body = field(field(line, "response"), "body")
-            usage = dialect.normalize_usage(field(body, "usage"), "chat.completions")
+            api = "embeddings" if field(body, "object") == "list" else "chat.completions"
+            usage = dialect.normalize_usage(field(body, "usage"), api)
             if usage is None:
                 continue
             model = model or field(body, "model")
