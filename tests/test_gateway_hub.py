@@ -201,6 +201,22 @@ def test_a_made_up_hub_token_gets_the_providers_401(hub_stack: tuple[Hub, Sim, G
     assert sim.count() == sent
 
 
+def test_a_service_token_is_no_users_credential(hub_stack: tuple[Hub, Sim, Gateway]) -> None:
+    # The gateway's own service token and another service's (an admin one) name no user:
+    # 401 at the proxy and at the data API, nothing sent, recorded or logged.
+    _, sim, gateway = hub_stack
+    sent, rows = sim.count(), len(gateway.rows())
+    for token in (SERVICE_TOKEN, ADMIN_TOKEN):
+        headers = {"Authorization": f"Bearer {token}"}
+        r = httpx.post(gateway.url + "/openai/v1/chat/completions", headers=headers,
+                       json={"model": "gpt-4o-mini", "messages": MESSAGES}, timeout=30)  # fmt: skip
+        assert r.status_code == 401, r.text
+        r = httpx.get(gateway.url + "/llmspend/api/v1/whoami", headers=headers, timeout=30)
+        assert r.status_code == 401 and token not in r.text, r.text
+    assert sim.count() == sent and len(gateway.rows()) == rows
+    assert ADMIN_TOKEN not in gateway.log.read_text()
+
+
 def test_a_user_in_no_mapped_group_is_refused_without_retry(
     hub_stack: tuple[Hub, Sim, Gateway],
 ) -> None:
