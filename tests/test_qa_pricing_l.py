@@ -127,3 +127,12 @@ def test_openrouter_routing_variants_are_priced_as_their_model(
 def test_free_openrouter_variants_stay_free() -> None:
     p = llmspend.price("deepseek/deepseek-r1:free", provider="openrouter", input_tokens=1000)
     assert (p.status, p.total_usd) == ("priced", Decimal(0))
+
+
+@pytest.mark.parametrize("provider", [None, "openai-compatible"])
+def test_a_free_openrouter_model_is_free_without_naming_openrouter(provider: str | None) -> None:
+    """``deepseek/deepseek-r1:free`` through a proxy (or ``price()`` without a provider)
+    was priced as DeepSeek's paid model."""
+    p = llmspend.price("deepseek/deepseek-r1:free", provider=provider, input_tokens=1000)
+    assert (p.status, p.total_usd) == ("priced", Decimal(0))
+    assert p.ref is not None and p.ref.provider == "openrouter"

@@ -61,6 +61,8 @@ def _find(req: str | None, name: str) -> tuple[Provider, Model] | None:
         g = genai()
         inferred = infer_provider(name)
         first = (inferred,) if req is None else (g.by_id.get("openai"), inferred)
+        if name.endswith(":free"):  # OpenRouter's free models: only it names them so
+            first = (g.by_id.get("openrouter"), *first)
         order = (*first, *(g.by_id.get(p) for p in _PREFERRED))
         vendor = normalize_provider(name.split("/", 1)[0]) if "/" in name else None
         if vendor is None or genai_provider(vendor) is None:  # else: split "vendor/model"
