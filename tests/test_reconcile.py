@@ -496,3 +496,23 @@ def test_tolerance_is_checked_and_out_takes_a_format(
     assert main(args) == 0
     assert "no days" in capsys.readouterr().out
     assert out.read_text().startswith("day,provider,model")
+
+
+def test_cli_json_is_strict_json(
+    installed: Any, tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """A line nothing was recorded for has ``diff_pct`` inf in the frame: ``--json`` (for
+    scripts) says null, not ``Infinity``, which JSON parsers reject."""
+    totals = seed("openai")
+    path = tmp_path / "costs.json"
+    path.write_text(json.dumps(openai_costs_json(billed(totals, MODELS["openai"][0]))))
+    url = str(installed.settings.database_url)
+    assert main(["reconcile", str(path), "--database-url", url, "--json", "--all"]) == 0
+
+    def reject(constant: str) -> None:
+        raise ValueError(f"not JSON: {constant}")
+
+    doc = json.loads(capsys.readouterr().out, parse_constant=reject)
+    o3 = next(line for line in doc["lines"] if line["model"] == "o3")
+    assert o3["state"] == "not recorded" and o3["diff_pct"] is None
+    assert any(isinstance(line["diff_pct"], float) for line in doc["lines"])

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import argparse
+import math
 from typing import Any
 
 from ..reconciliation import reconcile
@@ -55,7 +56,10 @@ def _reconcile(args: argparse.Namespace) -> int:
     rows: list[dict[str, Any]] = [
         {str(k): v for k, v in r.items()} for r in lines.to_dict("records")
     ]
-    if args.json:
+    if args.json:  # strict JSON: no Infinity or NaN (nothing recorded: diff_pct null)
+        for r in rows:
+            pct = r["diff_pct"]
+            r["diff_pct"] = pct if isinstance(pct, float) and math.isfinite(pct) else None
         print_json({"source": result.source, "totals": result.totals, "lines": rows})
         return 0
     for r in rows:
