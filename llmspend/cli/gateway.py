@@ -47,7 +47,9 @@ def register(sub: Any) -> None:
     listing.add_argument("--json", action="store_true", help="JSON instead of a table")
     common_options(listing)
     listing.set_defaults(func=_list)
-    revoke = ksub.add_parser("revoke", help="revoke a key by id, at once")
+    revoke = ksub.add_parser(
+        "revoke", help="revoke a key by id (refused everywhere within key_cache_seconds)"
+    )
     revoke.add_argument("id", type=int)
     common_options(revoke)
     revoke.set_defaults(func=_revoke)

@@ -166,8 +166,9 @@ def list_keys(store: Store) -> list[KeyInfo]:
 
 
 def revoke_key(store: Store, key_id: int) -> KeyInfo:
-    """Revoke key ``key_id`` (at once, for every replica); revoking twice keeps the first
-    time. Raises ``ValidationError`` for an unknown id."""
+    """Revoke key ``key_id`` in the store (every replica refuses it within its
+    ``key_cache_seconds``); revoking twice keeps the first time. Raises ``ValidationError``
+    for an unknown id."""
     if not 0 < key_id < 2**63:  # beyond any id the store holds (a BIGINT)
         raise ValidationError(f"no gateway key with id {key_id}")
     with store.begin(write=True) as conn:
