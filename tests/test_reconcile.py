@@ -516,3 +516,21 @@ def test_cli_json_is_strict_json(
     o3 = next(line for line in doc["lines"] if line["model"] == "o3")
     assert o3["state"] == "not recorded" and o3["diff_pct"] is None
     assert any(isinstance(line["diff_pct"], float) for line in doc["lines"])
+
+
+def test_refused_calls_are_not_compared(installed: Any, fresh_sim: SimServer) -> None:
+    """A call a budget refused never reached the provider: it is not one of the day's
+    recorded calls (a billed model with only refused calls is "not recorded")."""
+    client = openai.OpenAI(api_key="x", base_url=fresh_sim.openai_base_url, max_retries=0)
+    llmspend.set_budget("project", "acme/churn", "0.0000001", mode="hard")
+    with pytest.raises(llmspend.BudgetExceeded):
+        client.chat.completions.create(
+            model="gpt-4o", messages=[{"role": "user", "content": "hi"}], max_tokens=500
+        )
+    assert list(llmspend.records()["status"]) == ["refused"]
+    page = openai_costs_json({(TODAY, "gpt-4o-2024-08-06"): Decimal("0.40")})
+    result = llmspend.reconcile(page, providers="openai-compatible")
+    ((state, calls, recorded),) = result.frame[["state", "calls", "recorded_usd"]].itertuples(
+        index=False
+    )
+    assert (state, calls, recorded) == ("not recorded", 0, 0)

@@ -128,8 +128,11 @@ def reconcile(
     if days:
         until = days[-1] + dt.timedelta(days=1)
         frame = fetch_records(tracker.store, days[0], until, provider=recorded_as,
-                              columns=["ts", "model", "cost_usd"])  # fmt: skip
-        for ts, model, cost in zip(frame["ts"], frame["model"], frame["cost_usd"], strict=True):
+                              columns=["ts", "model", "cost_usd", "status"])  # fmt: skip
+        for ts, model, cost, status in zip(frame["ts"], frame["model"], frame["cost_usd"],
+                                           frame["status"], strict=True):  # fmt: skip
+            if status == "refused":  # never sent: nothing the provider could bill
+                continue
             day = ts.date() if ts.tzinfo is None else ts.astimezone(dt.UTC).date()
             key: tuple[dt.date, str, str | None] = (day, model_key(model), None)
             recorded[key] += cost if cost is not None and cost == cost else Decimal(0)
