@@ -24,7 +24,7 @@ from typing import Any
 
 from ..pipeline import is_handled, shielded, watch_stream
 from ..plugins import Patch
-from .http import Ending, Seen, asend_seen, see
+from .http import Ending, Seen, asend_seen, see, unbilled
 
 __all__ = ["AiohttpPlugin"]
 
@@ -89,7 +89,7 @@ def _see(session: Any, method: str, url: Any, kwargs: dict[str, Any]) -> Seen | 
 
 def _observe(seen: Seen, response: Any, decompressed: bool = True) -> None:
     code = response.status
-    if code >= 400:
+    if unbilled(code):
         import aiohttp
 
         seen.finish_status(

@@ -37,7 +37,7 @@ from ..teammode import answered, in_sdk_call, refusal
 from ..tracker import installed_tracker
 from .bytestreams import Tee, decoded
 
-__all__ = ["Ending", "Seen", "Watched", "asend_seen", "see", "send_seen"]
+__all__ = ["Ending", "Seen", "Watched", "asend_seen", "see", "send_seen", "unbilled"]
 
 log = logging.getLogger("llmspend")
 
@@ -52,6 +52,13 @@ def _dialect(name: str) -> Any:
     if module is None:
         module = _dialects[name] = importlib.import_module(f"llmspend.dialects.{name}")
     return module
+
+
+def unbilled(status: int) -> bool:
+    """Whether a final response with this status settles its call as an error that costs
+    nothing: an error status, or a redirect the client did not follow (the provider never
+    answered the request: it was sent elsewhere)."""
+    return status >= 300
 
 
 def _json(content: bytes | None, content_type: str) -> Mapping[str, Any] | None:
@@ -108,7 +115,8 @@ class Seen:
         self.call.finish(None, status="error", error=exc)
 
     def finish_status(self, error: BaseException) -> None:
-        """The provider answered with an error status: nothing billed."""
+        """The provider answered with an error status, or a redirect the caller's client did
+        not follow (see :func:`unbilled`): nothing billed."""
         self.call.finish(None, status="error", error=error)
 
     def finish_body(

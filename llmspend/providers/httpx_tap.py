@@ -23,7 +23,7 @@ from typing import Any
 from ..pipeline import is_handled, shielded, watch_stream
 from ..plugins import Patch
 from .bytestreams import tap_response
-from .http import Ending, Seen, asend_seen, see, send_seen
+from .http import Ending, Seen, asend_seen, see, send_seen, unbilled
 
 __all__ = ["Httpx2Plugin", "HttpxPlugin"]
 
@@ -53,7 +53,7 @@ def _request_id(headers: Any) -> str | None:
 def _observe(seen: Seen, response: Any, library: str, *, is_async: bool) -> None:
     """Settle now (an error status, a body read whole) or when the streamed body ends."""
     code = response.status_code
-    if code >= 400:
+    if unbilled(code):
         http = importlib.import_module(library)
         error = http.HTTPStatusError(f"HTTP {code}", request=response.request, response=response)
         seen.finish_status(error)

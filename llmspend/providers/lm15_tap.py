@@ -23,7 +23,7 @@ from urllib.parse import parse_qsl, urlsplit
 from ..errors import ProviderError
 from ..pipeline import is_handled, shielded, watch_stream
 from ..plugins import Patch
-from .http import Ending, Seen, asend_seen, see, send_seen
+from .http import Ending, Seen, asend_seen, see, send_seen, unbilled
 
 __all__ = ["DspyPlugin"]
 
@@ -52,7 +52,7 @@ def _see(request: Any) -> Seen | None:
 def _ending(seen: Seen, response: Any) -> Ending | None:
     """Settle an error status now; else an :class:`Ending` for the body."""
     code = int(response.status)
-    if code >= 400:
+    if unbilled(code):
         seen.finish_status(ProviderError(f"HTTP {code} {response.reason}"))
         return None
     rid = _header(response.headers, "x-request-id") or _header(response.headers, "request-id")

@@ -27,7 +27,7 @@ import wrapt
 
 from ..pipeline import is_handled, shielded, watch_stream
 from ..plugins import Patch
-from .http import Ending, Seen, see, send_seen
+from .http import Ending, Seen, see, send_seen, unbilled
 
 __all__ = ["RequestsPlugin"]
 
@@ -133,7 +133,7 @@ class _RawTap(wrapt.ObjectProxy):
 
 def _observe(seen: Seen, response: Any) -> None:
     code = response.status_code
-    if code >= 400:
+    if unbilled(code):
         import requests
 
         seen.finish_status(requests.HTTPError(f"HTTP {code}", response=response))
