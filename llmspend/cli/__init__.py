@@ -2,7 +2,9 @@
 
 Each subcommand lives in its own module exposing ``register(subparsers)``, which adds its
 parser and sets ``func`` to a handler ``(args) -> int`` (the exit code). Exit codes:
-0 success, 1 an operation failed (a ``LLMSpendError``), 2 bad usage (argparse).
+0 success, 1 an operation failed (a ``LLMSpendError``, or the store refused it: locked,
+read-only — one line, no traceback), 2 bad usage (argparse), 130 interrupted, 141 the
+reader of stdout went away (``llmspend budget list | head``: quietly, like other tools).
 
 **Team mode.** With a gateway (``--gateway URL`` or ``LLMSPEND_GATEWAY_URL``) and a
 gateway credential (``LLMSPEND_GATEWAY_KEY``, else ``JUPYTERHUB_API_TOKEN``), and no
@@ -16,12 +18,13 @@ from __future__ import annotations
 
 import argparse
 import importlib
+import os
 import sys
 from collections.abc import Sequence
 
 from ..errors import ConfigError, LLMSpendError
 
-__all__ = ["ADMIN_NOTE", "main", "through_gateway"]
+__all__ = ["ADMIN_NOTE", "main", "store_refusal", "through_gateway"]
 
 _SUBCOMMANDS = (
     "audit",
@@ -73,6 +76,58 @@ def main(argv: Sequence[str] | None = None) -> int:
     except KeyboardInterrupt:
         print("llmspend: interrupted", file=sys.stderr)
         return 130
+    except BrokenPipeError:
+        _quiet_stdout()
+        return 141
+    except Exception as exc:
+        said = store_refusal(exc, args)
+        if said is None:
+            raise
+        print(f"llmspend: error: {said}", file=sys.stderr)
+        return 1
+
+
+def _quiet_stdout() -> None:
+    """The reader of stdout is gone: point stdout at /dev/null so that the interpreter's
+    last flush does not raise again (the recipe in Python's ``signal`` docs)."""
+    devnull = os.open(os.devnull, os.O_WRONLY)
+    try:
+        os.dup2(devnull, sys.stdout.fileno())
+    except (OSError, ValueError):  # stdout is no file (replaced by a test harness)
+        pass
+    finally:
+        os.close(devnull)
+
+
+def store_refusal(exc: BaseException, args: argparse.Namespace) -> str | None:
+    """One line for a database error that reached the command line (a store locked by
+    another process past the busy timeout, a read-only file, a server gone), else None."""
+    sa_exc = sys.modules.get("sqlalchemy.exc")
+    if sa_exc is None or not isinstance(exc, sa_exc.DBAPIError):
+        return None
+    from ..store.urls import redacted
+
+    lines = str(exc.orig if exc.orig is not None else exc).strip().splitlines()
+    cause = redacted(lines[0]) if lines else type(exc).__name__
+    where = _shown_url(args)
+    if "database is locked" in cause or "database table is locked" in cause:
+        return (
+            f"the store {where} is locked by another process; try again when it is free "
+            "(LLMSPEND_SQLITE_BUSY_TIMEOUT, in ms, sets how long to wait)"
+        )
+    if "readonly database" in cause or "read-only" in cause:
+        return f"the store {where} is read-only: {cause}"
+    return f"the store {where} failed: {cause}"
+
+
+def _shown_url(args: argparse.Namespace) -> str:
+    from ..config import resolve_database_url
+    from ..store.urls import redacted
+
+    try:
+        return redacted(resolve_database_url(database_url(args)))
+    except Exception:
+        return "(unknown)"
 
 
 def common_options(parser: argparse.ArgumentParser) -> None:

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import argparse
 import dataclasses
+import re
 from typing import Any
 
 from . import common_options, database_url, through_gateway
@@ -38,6 +39,15 @@ LIST_COLUMNS = (
     "is_default",
     "inherited",
 )
+
+#: What argparse takes for a negative number rather than an option: besides its own
+#: ``-5`` and ``-.5``, a limit such as ``-5/month`` or ``-1,000`` (which set_budget then
+#: refuses with "limit must be greater than 0" instead of argparse's "limit required").
+NEGATIVE_LIMIT = re.compile(r"^-\.?\d")
+
+
+def _limits_may_be_negative(parser: argparse.ArgumentParser) -> None:
+    parser._negative_number_matcher = NEGATIVE_LIMIT
 
 
 def register(sub: argparse._SubParsersAction) -> None:
@@ -71,6 +81,7 @@ def register(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--webhook", default=None, help="URL to POST this budget's alerts to")
     p.add_argument("--json", action="store_true", help="print JSON for scripts")
     common_options(p)
+    _limits_may_be_negative(p)
     p.set_defaults(func=_set, mode="hard")
 
     p = bsub.add_parser(
@@ -90,6 +101,7 @@ def register(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--tz", help="IANA time zone of the period boundaries")
     p.add_argument("--json", action="store_true", help="print JSON for scripts")
     common_options(p)
+    _limits_may_be_negative(p)
     p.set_defaults(func=_update, mode=None)
 
     p = bsub.add_parser("list", help="list budgets (defaults included)")

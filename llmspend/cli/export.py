@@ -1,16 +1,26 @@
 """``llmspend export FILE`` — usage records to CSV or Parquet, with filters (in team mode,
-through the gateway: the records the caller's role may read)."""
+through the gateway: the records the caller's role may read).
+
+``FILE`` ``-`` writes to stdout (CSV unless ``--format parquet``; the summary line then goes
+to stderr), and so does any target that is not a regular file (``/dev/stdout``, a named
+pipe): those are written in place, never replaced by a renamed temporary file."""
 
 from __future__ import annotations
 
 import argparse
+import os
+import shutil
+import stat
+import sys
+import tempfile
+from pathlib import Path
 from typing import Any
 
 from ..extras import PARQUET, require_extra
 from . import common_options, database_url, through_gateway
 from .output import print_json
 
-__all__ = ["add_filters", "register"]
+__all__ = ["add_filters", "check_window", "register"]
 
 
 def add_filters(p: argparse.ArgumentParser) -> None:
@@ -30,7 +40,7 @@ def filters_of(args: argparse.Namespace) -> dict[str, Any]:
 
 def register(sub: argparse._SubParsersAction) -> None:
     p = sub.add_parser("export", help="write usage records to CSV or Parquet")
-    p.add_argument("file", help="output file (.csv or .parquet)")
+    p.add_argument("file", help="output file (.csv or .parquet), or - for stdout")
     p.add_argument("--format", choices=("csv", "parquet"), help="default: from the file name")
     add_filters(p)
     p.add_argument("--json", action="store_true", help="print JSON for scripts")
@@ -38,13 +48,63 @@ def register(sub: argparse._SubParsersAction) -> None:
     p.set_defaults(func=_export)
 
 
-def _export(args: argparse.Namespace) -> int:
+def check_window(since: str | None, until: str | None) -> None:
+    """A window that ends before it begins is a mistake to name, not an empty result."""
+    from ..errors import ValidationError
+    from ..timeutil import parse_when, utcnow
+
+    now = utcnow()
+    lo = parse_when(since, name="since", now=now)
+    hi = parse_when(until, name="until", now=now)
+    if lo is not None and hi is not None and lo >= hi:
+        raise ValidationError(
+            f"since ({lo:%Y-%m-%d %H:%M}) must be before until ({hi:%Y-%m-%d %H:%M}) "
+            "(until is exclusive)"
+        )
+
+
+def _in_place(file: str) -> bool:
+    """Whether ``file`` is stdout or exists and is not a regular file (a device, a pipe)."""
+    if file == "-":
+        return True
+    try:
+        return not stat.S_ISREG(os.stat(Path(file).expanduser()).st_mode)
+    except OSError:
+        return False
+
+
+def _write(frame: Any, file: str, fmt: str | None) -> int:
+    from ..errors import ValidationError
     from ..exchange import detect_format, write_records
+
+    if not _in_place(file):
+        return write_records(frame, file, fmt)
+    fmt = fmt or ("csv" if file == "-" else detect_format(file))
+    with tempfile.TemporaryDirectory(prefix="llmspend-export-") as tmp:
+        n = write_records(frame, Path(tmp) / f"records.{fmt}", fmt)
+        with open(Path(tmp) / f"records.{fmt}", "rb") as src:
+            if file == "-":
+                sys.stdout.flush()
+                shutil.copyfileobj(src, sys.stdout.buffer)
+                sys.stdout.buffer.flush()
+            else:
+                try:
+                    with open(Path(file).expanduser(), "wb") as dst:
+                        shutil.copyfileobj(src, dst)
+                except OSError as exc:
+                    raise ValidationError(f"cannot write {file!r}: {exc.strerror or exc}") from None
+    return n
+
+
+def _export(args: argparse.Namespace) -> int:
+    from ..exchange import detect_format
     from ..tracker import Tracker
     from ..usage import fetch_records
 
-    if detect_format(args.file, args.format) == "parquet":  # before the store is read
+    fmt = args.format or ("csv" if args.file == "-" else None)
+    if detect_format(args.file, fmt) == "parquet":  # before the store is read
         require_extra("llmspend export to Parquet", *PARQUET)
+    check_window(args.since, args.until)
     if through_gateway(args):  # team mode: the records the caller's role may read
         import llmspend
 
@@ -52,9 +112,23 @@ def _export(args: argparse.Namespace) -> int:
     else:
         store = Tracker(database_url(args)).store
         frame = fetch_records(store, args.since, args.until, **filters_of(args))
-    n = write_records(frame, args.file, args.format)
+    n = _write(frame, args.file, fmt)
+    to_stdout = args.file == "-" or _is_stdout(args.file)
     if args.json:
-        print_json({"file": args.file, "rows": n})
+        print_json({"file": args.file, "rows": n}, file=sys.stderr if to_stdout else None)
     else:
-        print(f"exported {n} records to {args.file}")
+        where = "stdout" if args.file == "-" else args.file
+        print(f"exported {n:,} {_records(n)} to {where}", file=sys.stderr if to_stdout else None)
     return 0
+
+
+def _records(n: int) -> str:
+    return "record" if n == 1 else "records"
+
+
+def _is_stdout(file: str) -> bool:
+    """Whether ``file`` is this process's stdout (``/dev/stdout``, ``/dev/fd/1``)."""
+    try:
+        return os.path.samestat(os.stat(Path(file).expanduser()), os.fstat(sys.stdout.fileno()))
+    except (OSError, ValueError):
+        return False

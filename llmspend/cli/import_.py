@@ -53,5 +53,5 @@ def _import(args: argparse.Namespace) -> int:
     if args.json:
         print_json({"file": args.file, "rows": n})
     else:
-        print(f"imported {n} records from {args.file}")
+        print(f"imported {n:,} record{'' if n == 1 else 's'} from {args.file}")
     return 0

@@ -8,7 +8,7 @@ import json
 import math
 from collections.abc import Iterable, Mapping, Sequence
 from decimal import Decimal
-from typing import Any
+from typing import Any, TextIO
 
 from ..money import format_usd
 
@@ -36,8 +36,8 @@ def jsonable(value: Any) -> Any:
     return value
 
 
-def print_json(value: Any) -> None:
-    print(json.dumps(jsonable(value), indent=2, sort_keys=False))
+def print_json(value: Any, file: TextIO | None = None) -> None:
+    print(json.dumps(jsonable(value), indent=2, sort_keys=False), file=file)
 
 
 def _cell(value: Any, money: bool) -> str:

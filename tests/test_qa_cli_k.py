@@ -1,0 +1,181 @@
+"""The command line used the way a demanding user would: negative limits, ``| head``, a
+locked or read-only store, ``export -`` and targets that are not regular files."""
+
+from __future__ import annotations
+
+import io
+import os
+import sqlite3
+import subprocess
+import sys
+from pathlib import Path
+
+import pandas as pd
+import pytest
+
+import llmspend
+from llmspend.budgets import manage
+
+
+def _budgets(url: str) -> list[manage.Budget]:
+    return manage.list_budgets(llmspend.Tracker(url).store)
+
+
+def _set(url: str, limit: int) -> None:
+    manage.set_budget(llmspend.Tracker(url).store, "org", "acme", limit)
+
+
+def cli(url: str | None, *argv: str, **env: str) -> subprocess.CompletedProcess[str]:
+    """``llmspend ARGV --database-url URL`` as a user runs it, with ``env`` added."""
+    base = {k: v for k, v in os.environ.items() if not k.startswith("LLMSPEND_")}
+    base |= {"LLMSPEND_USER": "cli-tester", **env}
+    cmd = [sys.executable, "-m", "llmspend", *argv]
+    if url:
+        cmd += ["--database-url", url]
+    return subprocess.run(cmd, capture_output=True, text=True, env=base, timeout=120)
+
+
+def _rows(n: int) -> list[dict[str, object]]:
+    return [
+        {
+            "ts": f"2026-05-01T{i % 24:02d}:00:00Z",
+            "provider": "openai",
+            "model": "gpt-4o-mini",
+            "org": "acme",
+            "project": "churn",
+            "user": f"u{i % 3}",
+            "input_tokens": 100 + i,
+            "output_tokens": 10,
+            "cost_usd": "0.000123",
+        }
+        for i in range(n)
+    ]
+
+
+@pytest.fixture
+def sqlite_url(tmp_path: Path) -> str:
+    return f"sqlite:///{tmp_path / 'store.sqlite'}"
+
+
+@pytest.mark.parametrize(
+    "argv",
+    [
+        ("budget", "set", "project", "acme/churn", "-5/month"),
+        ("budget", "set", "project", "acme/churn", "-0.5/day", "--soft"),
+        ("budget", "set", "project", "acme/churn", "-1,000"),
+        ("budget", "update", "project", "acme/churn", "--limit", "-5/month"),
+    ],
+)
+def test_a_negative_limit_is_named_as_such(sqlite_url: str, argv: tuple[str, ...]) -> None:
+    assert cli(sqlite_url, "budget", "set", "project", "acme/churn", "10/month").returncode == 0
+    out = cli(sqlite_url, *argv)
+    assert out.returncode == 1, out.stderr
+    assert out.stderr.strip().startswith("llmspend: error: limit must be greater than 0")
+    assert "required" not in out.stderr and "expected one argument" not in out.stderr
+    (budget,) = _budgets(sqlite_url)
+    assert (budget.limit_usd, budget.period) == (10, "month")  # unchanged
+
+
+def test_head_closing_the_pipe_is_quiet(sqlite_url: str) -> None:
+    """``llmspend export - | head -1``: no BrokenPipeError traceback, exit 141 (SIGPIPE)."""
+    llmspend.Tracker(sqlite_url).ingest(_rows(5000))  # far more than a pipe's buffer holds
+    env = {k: v for k, v in os.environ.items() if not k.startswith("LLMSPEND_")}
+    proc = subprocess.Popen(
+        [sys.executable, "-m", "llmspend", "export", "-", "--database-url", sqlite_url],
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        env=env,
+    )
+    assert proc.stdout is not None and proc.stderr is not None
+    assert proc.stdout.readline().startswith(b"id,ts,")
+    proc.stdout.close()  # what `head -1` does
+    err = proc.stderr.read().decode()
+    assert proc.wait(timeout=120) == 141
+    assert "Traceback" not in err and "BrokenPipe" not in err, err
+
+
+def test_broken_pipe_while_printing_a_table(
+    sqlite_url: str, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
+) -> None:
+    from llmspend.cli import main
+
+    class GoneReader(io.StringIO):
+        def write(self, s: str) -> int:
+            raise BrokenPipeError(32, "Broken pipe")
+
+    _set(sqlite_url, 5)
+    monkeypatch.setattr(sys, "stdout", GoneReader())
+    assert main(["budget", "list", "--database-url", sqlite_url]) == 141
+    assert capsys.readouterr().err == ""
+
+
+def test_a_locked_store_is_one_line(tmp_path: Path, sqlite_url: str) -> None:
+    _set(sqlite_url, 5)
+    holder = sqlite3.connect(tmp_path / "store.sqlite", isolation_level=None)
+    holder.execute("BEGIN IMMEDIATE")
+    try:
+        out = cli(
+            sqlite_url, "budget", "set", "org", "acme", "7", LLMSPEND_SQLITE_BUSY_TIMEOUT="100"
+        )
+    finally:
+        holder.execute("ROLLBACK")
+        holder.close()
+    assert out.returncode == 1
+    assert "Traceback" not in out.stderr, out.stderr
+    assert out.stderr.strip().splitlines() == [
+        f"llmspend: error: the store {sqlite_url} is locked by another process; try again when "
+        "it is free (LLMSPEND_SQLITE_BUSY_TIMEOUT, in ms, sets how long to wait)"
+    ]
+    (budget,) = _budgets(sqlite_url)
+    assert budget.limit_usd == 5
+
+
+def test_a_read_only_store_is_one_line(tmp_path: Path, sqlite_url: str) -> None:
+    _set(sqlite_url, 5)
+    read_only = f"sqlite:///file:{tmp_path / 'store.sqlite'}?mode=ro&uri=true"
+    out = cli(read_only, "budget", "status")
+    assert out.returncode == 0 and "$5.00" in out.stdout, out.stderr  # reading works
+    out = cli(read_only, "budget", "set", "org", "acme", "7")
+    assert out.returncode == 1
+    assert "Traceback" not in out.stderr, out.stderr
+    (line,) = out.stderr.strip().splitlines()
+    assert line.startswith(f"llmspend: error: the store {read_only} is read-only:")
+
+
+def test_export_dash_writes_csv_to_stdout(sqlite_url: str) -> None:
+    llmspend.Tracker(sqlite_url).ingest(_rows(3))
+    out = cli(sqlite_url, "export", "-", "--user", "u1")
+    assert out.returncode == 0, out.stderr
+    frame = pd.read_csv(io.StringIO(out.stdout))
+    assert list(frame.user) == ["u1"] and str(frame.cost_usd.iloc[0]) == "0.000123"
+    assert out.stderr.strip() == "exported 1 record to stdout"
+    assert not Path("-").exists()
+
+
+def test_export_to_a_named_pipe_writes_into_it(tmp_path: Path, sqlite_url: str) -> None:
+    """A target that is not a regular file (a FIFO, ``/dev/stdout``) is written in place,
+    not replaced by a renamed temporary file (as root, that replaced ``/dev/stdout``)."""
+    llmspend.Tracker(sqlite_url).ingest(_rows(2))
+    fifo = tmp_path / "rows.csv"
+    os.mkfifo(fifo)
+    reader = os.open(fifo, os.O_RDONLY | os.O_NONBLOCK)
+    keep_open = os.open(fifo, os.O_WRONLY)  # no EOF before the export has written
+    with os.fdopen(reader, "rb") as f:
+        try:
+            out = cli(sqlite_url, "export", str(fifo))
+        finally:
+            os.close(keep_open)
+        os.set_blocking(reader, True)
+        data = f.read()
+    assert out.returncode == 0, out.stderr
+    assert Path(fifo).is_fifo()
+    assert len(pd.read_csv(io.BytesIO(data))) == 2
+    assert out.stdout.strip() == f"exported 2 records to {fifo}"
+
+
+def test_export_names_a_window_that_ends_before_it_begins(sqlite_url: str, tmp_path: Path) -> None:
+    target = tmp_path / "e.csv"
+    out = cli(sqlite_url, "export", str(target), "--since", "7d", "--until", "30d")
+    assert out.returncode == 1
+    assert "must be before until" in out.stderr and "Traceback" not in out.stderr
+    assert not target.exists()
