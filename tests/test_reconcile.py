@@ -534,3 +534,23 @@ def test_refused_calls_are_not_compared(installed: Any, fresh_sim: SimServer) ->
         index=False
     )
     assert (state, calls, recorded) == ("not recorded", 0, 0)
+
+
+def test_google_billing_credits_as_a_number_or_a_json_list(tmp_path: Path) -> None:
+    """Credits are applied whether the CSV holds their sum or BigQuery's JSON list."""
+    path = tmp_path / "billing.csv"
+    listed = json.dumps([{"name": "Free tier", "amount": -0.25, "type": "FREE_TIER"},
+                         {"name": "Promo", "amount": -0.05}])  # fmt: skip
+    with path.open("w", newline="") as fh:
+        w = csv.writer(fh)
+        w.writerow(["service.description", "sku.description", "usage_start_time", "cost",
+                    "credits", "currency"])  # fmt: skip
+        w.writerow(["Gemini API", "Gemini 2.5 Flash Input Text Tokens",
+                    f"{DAYS[0]} 05:00:00 UTC", "1.00", listed, "USD"])  # fmt: skip
+        w.writerow(["Gemini API", "Gemini 2.5 Flash Output Text Tokens",
+                    f"{DAYS[0]} 06:00:00 UTC", "2.00", "-0.5", "USD"])  # fmt: skip
+    export = read_export(path)
+    assert [line.usd for line in export.lines] == [Decimal("0.70"), Decimal("1.50")]
+    path.write_text(path.read_text().replace("-0.5", "[not json"))
+    with pytest.raises(ValidationError, match="credits"):
+        read_export(path)

@@ -20,7 +20,6 @@ Model names are compared by :func:`model_key`: a dated snapshot
 
 from __future__ import annotations
 
-import contextlib
 import csv
 import datetime as dt
 import io
@@ -214,6 +213,22 @@ def _pick(row: Mapping[str, Any], *names: str) -> Any:
     return None
 
 
+def _credits(value: Any, *, where: str) -> Decimal:
+    """A billing row's credits (negative): an amount, or BigQuery's JSON list of
+    ``{name, amount, ...}`` as a CSV cell holds it."""
+    if value is None:
+        return Decimal(0)
+    text = str(value).strip()
+    if not text.startswith("["):
+        return _usd(text, where=where)
+    try:
+        items = json.loads(text)
+    except ValueError:
+        raise ValidationError(f"{where}: credits are not a JSON list: {text[:80]!r}") from None
+    amounts = [item.get("amount") for item in items if isinstance(item, dict)]
+    return sum((_usd(a, where=where) for a in amounts if a is not None), Decimal(0))
+
+
 def gcp_billing(rows: Iterable[Mapping[str, Any]]) -> Export:
     """Billed lines from a Google Cloud billing export: Gemini SKUs only, the model read
     from the SKU (``Gemini 2.5 Flash Input Text Tokens`` → ``gemini-2.5-flash``)."""
@@ -233,10 +248,7 @@ def gcp_billing(rows: Iterable[Mapping[str, Any]]) -> Export:
             raise ValidationError(f"billing export line {i}: currency {currency!r} is not USD")
         when = _pick(row, "usage_start_time", "usage_start", "date")
         cost = _usd(_pick(row, "cost") or 0, where=f"billing export line {i}")
-        credits = _pick(row, "credits.amount", "credits")
-        if credits is not None:
-            with contextlib.suppress(InvalidOperation):  # a JSON list of credits: left out
-                cost += Decimal(str(credits))  # credits are negative
+        cost += _credits(_pick(row, "credits.amount", "credits"), where=f"billing export line {i}")
         project = _pick(row, "project.id", "project_id", "project.name")
         lines.append(BilledLine(_day(when, where=f"billing export line {i}"), "google", model,
                                 project, cost))  # fmt: skip
