@@ -325,3 +325,28 @@ def test_a_role_group_never_names_an_org_and_project() -> None:
 def _who_roles(cfg: HubConfig, groups: list[str], roles: set[str]) -> tuple[str, str]:
     found = group_identity(cfg, "olga", groups, roles)
     return found.org, found.project
+
+
+def test_a_group_that_grants_a_role_never_charges_its_users_to_an_org(
+    hub_stack: tuple[Hub, Sim, Gateway], tmp_path: Path
+) -> None:
+    import openai
+
+    hub, sim, _ = hub_stack
+    # "acme-churn" matches the default pattern, but this gateway's [roles] makes it the
+    # admins' group: ana (in it alone) is an admin, charged to no org and project
+    env = {"JUPYTERHUB_API_TOKEN": SERVICE_TOKEN, "JUPYTERHUB_API_URL": hub.api}
+    extra = '[hub]\ncache_seconds = 1\n[roles]\nadmin_groups = ["acme-churn"]\n'
+    gateway = Gateway(tmp_path, sim, db=f"sqlite:///{tmp_path / 'rg.db'}", extra=extra,
+                      env=env, name="gw-role-groups")  # fmt: skip
+    try:
+        _, token = hub.mint("ana")
+        sent = sim.count()
+        with pytest.raises(openai.PermissionDeniedError, match="no group"):
+            _openai(gateway, token).chat.completions.create(
+                model="gpt-4o-mini", messages=MESSAGES, max_tokens=5
+            )
+        assert sim.count() == sent
+        assert gateway.rows() == []
+    finally:
+        gateway.stop()

@@ -75,7 +75,10 @@ def build_app(config: GatewayConfig, database_url: str | None = None) -> ASGIApp
     tracker = Tracker(url)
     # Budgets' webhooks are fired here, never by kernels in team mode; allow-list: [webhooks].
     tracker.alerts.webhooks = WebhookPolicy(budget_webhooks=True, allow=config.webhook_allow)
-    hub = HubIdentities(config.hub) if config.hub is not None else None
+    hub = None
+    if config.hub is not None:  # groups that grant roles never name an org and project
+        role_groups = config.roles.admin_groups | frozenset(config.roles.group_owners)
+        hub = HubIdentities(config.hub, role_groups=role_groups)
     proxy = Proxy(config, tracker.store, hub)
 
     @contextlib.asynccontextmanager
