@@ -179,3 +179,22 @@ def test_export_names_a_window_that_ends_before_it_begins(sqlite_url: str, tmp_p
     assert out.returncode == 1
     assert "must be before until" in out.stderr and "Traceback" not in out.stderr
     assert not target.exists()
+
+
+def test_budget_update_with_empty_values(sqlite_url: str) -> None:
+    """``--alert ''`` turns the alerts off, as in ``budget set`` (update ignored it and kept
+    the old thresholds); an empty ``--limit``, ``--period`` or ``--tz`` is an error, not
+    skipped while the other changes are made."""
+    assert cli(sqlite_url, "budget", "set", "org", "acme", "10/month").returncode == 0
+    for flag in ("--limit", "--period", "--tz"):
+        out = cli(sqlite_url, "budget", "update", "org", "acme", flag, "", "--soft")
+        assert out.returncode == 1 and out.stderr.startswith("llmspend: error:"), flag
+    out = cli(sqlite_url, "budget", "set", "org", "acme", "10", "--period", "")
+    assert out.returncode == 1 and "unknown period ''" in out.stderr
+    (budget,) = _budgets(sqlite_url)
+    assert (budget.mode, budget.period, budget.timezone) == ("hard", "month", "UTC")
+    out = cli(sqlite_url, "budget", "update", "org", "acme", "--alert", "")
+    assert out.returncode == 0, out.stderr
+    assert "alerts at none" in out.stdout
+    (budget,) = _budgets(sqlite_url)
+    assert budget.thresholds == ()

@@ -177,7 +177,7 @@ def _set(args: argparse.Namespace) -> int:
         args.scope,
         args.name,
         limit,
-        period or args.period or "month",
+        period or ("month" if args.period is None else args.period),
         mode=args.mode,
         thresholds=parse_alert_percents(args.alert),
         timezone=args.tz,
@@ -194,20 +194,20 @@ def _update(args: argparse.Namespace) -> int:
     from ..errors import BudgetError
 
     changes: dict[str, Any] = {}
-    if args.limit:
+    if args.limit is not None:  # given empty, it is a mistake to name, not to skip
         limit, period = parse_limit_period(args.limit)
         changes["limit"] = limit
         if period:
             changes["period"] = period
-    if args.period:
+    if args.period is not None:
         if changes.get("period", args.period) != args.period:
             raise BudgetError(f"two periods given: in {args.limit!r} and --period {args.period!r}")
         changes["period"] = args.period
     if args.mode:
         changes["mode"] = args.mode
-    if args.alert:
+    if args.alert is not None:  # --alert '' turns the alerts off, as in `budget set`
         changes["thresholds"] = parse_alert_percents(args.alert)
-    if args.tz:
+    if args.tz is not None:
         changes["timezone"] = args.tz
     if not changes:
         raise BudgetError("nothing to change: give --limit, --period, --hard/--soft, ...")
