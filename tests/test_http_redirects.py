@@ -109,3 +109,34 @@ def test_a_redirect_to_the_dspy_transport_costs_nothing(moved: str) -> None:
     with StdlibTransport() as transport, transport.stream(request) as r:
         assert (r.status, r.read()) == (307, b"<html>moved</html>")
     assert settled() == [("error", 0, 0, 0)]
+
+
+def test_a_dspy_response_closed_early_is_settled_then(moved: str, fresh_sim: SimServer) -> None:
+    """A body closed before its end is one ``partial`` row at once, though the caller still
+    holds the response (it waited for the response's collection before)."""
+    from dspy._vendor.lm15.transports._async import StdlibAsyncTransport
+    from dspy._vendor.lm15.transports._sync import StdlibTransport
+    from dspy._vendor.lm15.transports._types import TransportRequest
+
+    body = json.dumps({**CHAT, "stream": True}).encode()
+    url = fresh_sim.openai_base_url + "/chat/completions"
+    held: list[Any] = []
+
+    def request() -> Any:
+        return TransportRequest("POST", url, [("content-type", "application/json")], body)
+
+    with StdlibTransport() as transport:
+        held.append(transport.stream(request()))
+        held[-1].close()  # unread
+        assert [s for s, *_ in settled()] == ["partial"]
+
+    async def read_one_then_close() -> None:
+        async with StdlibAsyncTransport() as transport:
+            held.append(await transport.stream(request()))
+            chunks = held[-1].__aiter__()
+            await chunks.__anext__()
+            held.append(chunks)
+            await held[-2].aclose()
+            assert [s for s, *_ in settled()] == ["partial", "partial"]
+
+    asyncio.run(read_one_then_close())

@@ -9,8 +9,9 @@ hooked there, and ``install()`` says so once):
   request, with its method, URL, headers and body bytes, before it is sent.
 
 The response's body iterator is wrapped (same chunks, in order) to keep a copy and settle
-the call when the body ends, is closed early (``partial``) or is collected. Only requests
-to a provider endpoint are looked at (:mod:`.http`).
+the call when the body ends, or fails; its release (``close()``/``aclose()``, the end of
+``with``) settles a body not read to its end (``partial``), and so does its collection.
+Only requests to a provider endpoint are looked at (:mod:`.http`).
 """
 
 from __future__ import annotations
@@ -94,12 +95,30 @@ def _observe(seen: Seen, response: Any) -> None:
     ending = _ending(seen, response)
     if ending is not None:
         response._chunks = _chunks(response._chunks, ending)
+        release = response._release
+
+        def released(body_consumed: bool) -> Any:  # closed, read or not: settled now
+            try:
+                return release(body_consumed)
+            finally:
+                ending.end(False)
+
+        response._release = released
 
 
 def _aobserve(seen: Seen, response: Any) -> None:
     ending = _ending(seen, response)
     if ending is not None:
         response._chunks = _achunks(response._chunks, ending)
+        release = response._release
+
+        async def released(body_consumed: bool) -> Any:
+            try:
+                return await release(body_consumed)
+            finally:
+                ending.end(False)
+
+        response._release = released
 
 
 def _stream(wrapped: Any, instance: Any, args: tuple[Any, ...], kwargs: dict[str, Any]) -> Any:
