@@ -457,3 +457,20 @@ def test_openai_embeddings_batch_settled_from_its_results(
     assert row["model"] == "text-embedding-3-small"
     assert row["cost_nanos"] == nanos("openai", "text-embedding-3-small", row, "batch")
     assert row["cost_nanos"] > 0
+
+
+def test_an_unbounded_batch_refusal_says_why(installed: Any, fresh_sim: SimServer) -> None:
+    """A batch refused for want of a bound names the cause and the way through, not only
+    "unpriced model" (the user priced every model they use)."""
+    import openai
+
+    llmspend.set_budget("project", "acme/churn", "100", mode="hard")
+    c = openai.OpenAI(api_key="x", base_url=fresh_sim.openai_base_url, max_retries=0)
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", UnknownModelWarning)
+        with pytest.raises(llmspend.BudgetExceeded, match="uploaded elsewhere") as refused:
+            c.batches.create(input_file_id="file-elsewhere", endpoint="/v1/chat/completions",
+                             completion_window="24h")  # fmt: skip
+        assert "unpriced='allow'" in str(refused.value) and refused.value.limit == 100
+        with pytest.raises(llmspend.BudgetExceeded, match="cannot bound"):
+            gemini(fresh_sim).batches.create(model="gemini-2.5-flash", src="files/elsewhere")

@@ -21,10 +21,27 @@ from collections.abc import Iterable
 from typing import Any, NamedTuple
 
 from ..call import DEFAULT_OUTPUT_CAP, Call, Usage, output_cap_for
+from ..errors import BudgetExceeded
 from ..pipeline import begin_call
 from ..pricing.tiers import BATCH
 
-__all__ = ["BatchInput", "BatchLedger", "begin_batch", "output_bound", "total_usage"]
+__all__ = [
+    "UNBOUNDED",
+    "BatchInput",
+    "BatchLedger",
+    "begin_batch",
+    "output_bound",
+    "total_usage",
+]
+
+
+#: Why a batch begun for an unknown model is refused (``BudgetExceeded.reason``).
+UNBOUNDED = (
+    "a batch llmspend cannot bound before it is sent: its requests were not seen in this "
+    "process (an input file uploaded elsewhere, a file source), or they name several models "
+    "or hold content of unknown size; set the budget's unpriced='allow' to let such batches "
+    "through"
+)
 
 
 class BatchInput(NamedTuple):
@@ -59,8 +76,17 @@ def begin_batch(provider: str, summary: BatchInput | None) -> Call | None:
     the batch price. ``None`` (a batch whose requests cannot be bounded here) is begun for
     an unknown model: a hard budget refuses it by default (``unpriced_policy``)."""
     if summary is None or not summary.model:
-        return begin_call(provider, "batches", "", input_tokens=0, max_output_tokens=0,
-                          service_tier=BATCH)  # fmt: skip
+        try:
+            return begin_call(provider, "batches", "", input_tokens=0, max_output_tokens=0,
+                              service_tier=BATCH)  # fmt: skip
+        except BudgetExceeded as exc:  # refused for its unknown cost: say why it has none
+            if exc.estimate is not None or type(exc) is not BudgetExceeded:
+                raise
+            raise BudgetExceeded(
+                budget=exc.budget, scope=exc.scope, period=exc.period, limit=exc.limit,
+                spent=exc.spent, reserved=exc.reserved, estimate=exc.estimate,
+                resets_at=exc.resets_at, reason=UNBOUNDED,
+            ) from None  # fmt: skip
     return begin_call(provider, "batches", summary.model, input_tokens=summary.input_tokens,
                       max_output_tokens=summary.output_tokens, service_tier=BATCH)  # fmt: skip
 
