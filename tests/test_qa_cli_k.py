@@ -198,3 +198,35 @@ def test_budget_update_with_empty_values(sqlite_url: str) -> None:
     assert "alerts at none" in out.stdout
     (budget,) = _budgets(sqlite_url)
     assert budget.thresholds == ()
+
+
+def test_export_dash_pipes_into_import_dash(sqlite_url: str, tmp_path: Path) -> None:
+    """``llmspend export - ... | llmspend import - --database-url OTHER``, exactly."""
+    llmspend.Tracker(sqlite_url).ingest(_rows(4))
+    exported = cli(sqlite_url, "export", "-", "--user", "u0")
+    assert exported.returncode == 0, exported.stderr
+    other = f"sqlite:///{tmp_path / 'other.sqlite'}"
+    env = {k: v for k, v in os.environ.items() if not k.startswith("LLMSPEND_")}
+    out = subprocess.run(
+        [sys.executable, "-m", "llmspend", "import", "-", "--database-url", other],
+        input=exported.stdout,
+        capture_output=True,
+        text=True,
+        env=env,
+        timeout=120,
+    )
+    assert out.returncode == 0, out.stderr
+    assert out.stdout.strip() == "imported 2 records from stdin"
+    a = llmspend.Tracker(sqlite_url).records(user="u0").drop(columns=["id"])
+    b = llmspend.Tracker(other).records().drop(columns=["id"])
+    pd.testing.assert_frame_equal(a, b)
+    out = subprocess.run(
+        [sys.executable, "-m", "llmspend", "import", "-", "--database-url", other],
+        input="",
+        capture_output=True,
+        text=True,
+        env=env,
+        timeout=120,
+    )
+    assert out.returncode == 1
+    assert out.stderr.startswith("llmspend: error: cannot read stdin as csv")

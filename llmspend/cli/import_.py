@@ -3,6 +3,10 @@
 from __future__ import annotations
 
 import argparse
+import shutil
+import sys
+import tempfile
+from pathlib import Path
 
 from . import ADMIN_NOTE, common_options, database_url
 from .output import print_json
@@ -19,7 +23,9 @@ def register(sub: argparse._SubParsersAction) -> None:
         "with the columns of records(): ts, provider, model, tokens, cost_usd (optional: "
         "rows without it are priced at their own ts), org, project, user, ...",
     )
-    p.add_argument("file", help="input file (.csv or .parquet)")
+    p.add_argument(
+        "file", help="input file (.csv or .parquet), or - for stdin (CSV unless --format)"
+    )
     p.add_argument("--format", choices=("csv", "parquet"), help="default: from the file name")
     p.add_argument(
         "--map",
@@ -48,10 +54,22 @@ def _import(args: argparse.Namespace) -> int:
             raise ValidationError(f"--map takes SOURCE=COLUMN, got {item!r}")
         mapping[source] = target
     tracker = Tracker(database_url(args), org=args.org, project=args.project, user=args.user)
-    rows = read_records(args.file, args.format, column_map=mapping)
+    if args.file == "-":  # e.g. `llmspend export - ... | llmspend import - --database-url ...`
+        fmt = args.format or "csv"
+        with tempfile.TemporaryDirectory(prefix="llmspend-import-") as tmp:
+            copy = Path(tmp) / f"stdin.{fmt}"
+            with open(copy, "wb") as dst:
+                shutil.copyfileobj(sys.stdin.buffer, dst)
+            try:
+                rows = read_records(copy, fmt, column_map=mapping)
+            except ValidationError as exc:  # name stdin, not the temporary copy
+                raise ValidationError(str(exc).replace(repr(str(copy)), "stdin")) from None
+    else:
+        rows = read_records(args.file, args.format, column_map=mapping)
     n = tracker.ingest(rows)
     if args.json:
         print_json({"file": args.file, "rows": n})
     else:
-        print(f"imported {n:,} record{'' if n == 1 else 's'} from {args.file}")
+        source = "stdin" if args.file == "-" else args.file
+        print(f"imported {n:,} record{'' if n == 1 else 's'} from {source}")
     return 0
