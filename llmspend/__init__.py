@@ -207,16 +207,19 @@ def price(
     output_tokens: int = 0,
     reasoning_tokens: int = 0,
     at: dt.datetime | str | None = None,
+    cache_write_1h_tokens: int = 0,
 ) -> Price:
     """Price a usage exactly (``Decimal`` USD), as of ``at`` (default: now).
 
     ``input_tokens`` includes cached and cache-write tokens; ``output_tokens`` includes
-    reasoning tokens. An unknown model gives ``status="unknown"`` and no cost. Opens no
-    store: the price book is the process-wide one the tracker shares.
+    reasoning tokens; ``cache_write_1h_tokens`` is the part of ``cache_write_tokens``
+    written to Anthropic's 1-hour cache. An unknown model gives ``status="unknown"`` and
+    no cost. Opens no store: the price book is the process-wide one the tracker shares.
     """
     return _price_book().quote(model, provider, input_tokens, cached_input_tokens,
-                               cache_write_tokens, output_tokens, reasoning_tokens,
-                               at)  # fmt: skip
+                               cache_write_tokens, output_tokens, reasoning_tokens, at,
+                               extra=(cache_write_1h_tokens,) if cache_write_1h_tokens
+                               else None)  # fmt: skip
 
 
 def _price_book() -> PriceBook:

@@ -59,32 +59,39 @@ _PER_MESSAGE_OVERHEAD = 8
 @dataclass(slots=True)
 class Usage:
     """Tokens as llmspend normalizes them: input includes cached and cache-write tokens,
-    output includes reasoning tokens."""
+    output includes reasoning tokens. ``cache_write_1h_tokens`` is the part of the cache
+    writes made to Anthropic's 1-hour cache (priced at its own rate; not stored)."""
 
     input_tokens: int = 0
     cached_input_tokens: int = 0
     cache_write_tokens: int = 0
     output_tokens: int = 0
     reasoning_tokens: int = 0
+    cache_write_1h_tokens: int = 0
 
     def clamp(self) -> Usage:
         """Make a provider's odd numbers consistent (never negative, subsets within totals,
         totals below 2**40 so that no cost can overflow a BIGINT)."""
         inp, cached, cw = self.input_tokens, self.cached_input_tokens, self.cache_write_tokens
-        out, reasoning = self.output_tokens, self.reasoning_tokens
+        out, reasoning, cw1h = self.output_tokens, self.reasoning_tokens, self.cache_write_1h_tokens
         if (  # already consistent plain ints (a provider's usual answer): a copy as it is
             type(inp) is int and type(cached) is int and type(cw) is int
-            and type(out) is int and type(reasoning) is int
+            and type(out) is int and type(reasoning) is int and type(cw1h) is int
             and cached >= 0 and cw >= 0 and cached + cw <= inp <= MAX_TOKENS
-            and 0 <= reasoning <= out <= MAX_TOKENS
+            and 0 <= reasoning <= out <= MAX_TOKENS and 0 <= cw1h <= cw
         ):  # fmt: skip
-            return Usage(inp, cached, cw, out, reasoning)
+            return Usage(inp, cached, cw, out, reasoning, cw1h)
         inp = min(max(0, int(self.input_tokens or 0)), MAX_TOKENS)
         out = min(max(0, int(self.output_tokens or 0)), MAX_TOKENS)
         cached = min(max(0, int(self.cached_input_tokens or 0)), inp)
         cw = min(max(0, int(self.cache_write_tokens or 0)), inp - cached)
         reasoning = min(max(0, int(self.reasoning_tokens or 0)), out)
-        return Usage(inp, cached, cw, out, reasoning)
+        cw1h = min(max(0, int(self.cache_write_1h_tokens or 0)), cw)
+        return Usage(inp, cached, cw, out, reasoning, cw1h)
+
+    def extra(self) -> tuple[int, ...] | None:
+        """The counts priced apart (``pricing.rates.EXTRA``'s order), ``None`` if all 0."""
+        return (self.cache_write_1h_tokens,) if self.cache_write_1h_tokens else None
 
 
 class InputBound(NamedTuple):
@@ -402,7 +409,7 @@ class Call:
                 self.provider, model, u.input_tokens, u.cached_input_tokens,
                 u.cache_write_tokens, u.output_tokens, u.reasoning_tokens, self.epoch,
                 response_model=None if model == self.model else model,
-                tier=self.service_tier, api=self.api,
+                tier=self.service_tier, api=self.api, extra=u.extra(),
             )  # fmt: skip
             if cost is None and pstatus == "unknown":
                 pstatus = "unknown"

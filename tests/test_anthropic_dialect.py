@@ -143,13 +143,14 @@ def test_five_minute_and_one_hour_cache_writes() -> None:
         "cache_creation": {"ephemeral_5m_input_tokens": 10, "ephemeral_1h_input_tokens": 20},
         "output_tokens": 7,
     }  # fmt: skip
-    assert dialect.normalize_usage(usage) == Usage(40, 6, 30, 7, 0)
+    # the 1-hour part is kept apart: it is billed at 2x input, the 5-minute part at 1.25x
+    assert dialect.normalize_usage(usage) == Usage(40, 6, 30, 7, 0, 20)
     # the breakdown is the truth when the total disagrees (or is absent)
     usage = {**usage, "cache_creation_input_tokens": None}
-    assert dialect.normalize_usage(usage) == Usage(40, 6, 30, 7, 0)
+    assert dialect.normalize_usage(usage) == Usage(40, 6, 30, 7, 0, 20)
     only_hour = {"input_tokens": 1, "output_tokens": 1,
                  "cache_creation": {"ephemeral_1h_input_tokens": 8}}  # fmt: skip
-    assert dialect.normalize_usage(only_hour) == Usage(9, 0, 8, 1, 0)
+    assert dialect.normalize_usage(only_hour) == Usage(9, 0, 8, 1, 0, 8)
 
 
 def test_thinking_is_inside_output_and_reported_as_reasoning_when_given() -> None:

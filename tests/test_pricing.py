@@ -402,9 +402,14 @@ def test_worst_case(book) -> None:
     assert book.worst_case_nanos("google", "gemini-2.5-pro", 300_000, 1000, epoch) == (
         genai_nanos("gemini-2.5-pro", "google", 300_000, 0, 0, 1000)
     )
-    # Anthropic cache writes cost more than input: the bound covers them
+    # Anthropic cache writes cost more than input, 1-hour ones most: the bound covers them
     bound = book.worst_case_nanos("anthropic", "claude-sonnet-4-5", 10_000, 100, epoch)
-    assert bound == genai_nanos("claude-sonnet-4-5", "anthropic", 10_000, 0, 10_000, 100)
+    every_token_a_1h_write = Usage(input_tokens=10_000, cache_write_tokens=10_000,
+                                   cache_write_1h_tokens=10_000, output_tokens=100)  # fmt: skip
+    calc = calc_price(every_token_a_1h_write, "claude-sonnet-4-5", provider_id="anthropic",
+                      genai_request_timestamp=NOW)  # fmt: skip
+    assert bound == to_nanos(calc.total_price)
+    assert bound > genai_nanos("claude-sonnet-4-5", "anthropic", 10_000, 0, 10_000, 100)
     with pytest.warns(UnknownModelWarning):
         assert book.worst_case_nanos("openai", "nope-2", 1, 1, epoch) is None
 

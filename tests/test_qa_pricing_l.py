@@ -16,14 +16,17 @@ def _quiet() -> None:
     warnings.simplefilter("ignore", llmspend.pricing.UnknownModelWarning)
 
 
-def test_one_hour_cache_writes_priced_at_five_minute_rate_are_noted() -> None:
+def test_one_hour_cache_writes_are_priced_at_their_rate() -> None:
     # Anthropic bills 1-hour cache writes at 2x input ($6/MTok on Sonnet 4.5), 5-minute ones
-    # at 1.25x ($3.75): llmspend's usage has one cache-write count, priced at the 5-minute
-    # rate, and the Price says so instead of looking exact.
+    # at 1.25x ($3.75). (They were priced at the 5-minute rate, with a note saying so; helper
+    # L2 applies the 1-hour rate: tests/test_qa_pricing_l2.py.)
     p = llmspend.price("claude-sonnet-4-5", provider="anthropic", input_tokens=1_000,
                        cache_write_tokens=1_000)  # fmt: skip
     assert p.total_usd == Decimal("0.00375")
-    assert p.note and "1-hour cache writes at the 5-minute rate" in p.note
+    one_hour = llmspend.price("claude-sonnet-4-5", provider="anthropic", input_tokens=1_000,
+                              cache_write_tokens=1_000, cache_write_1h_tokens=1_000)  # fmt: skip
+    assert one_hour.total_usd == Decimal("0.006")
+    assert p.note is None and one_hour.note is None
 
 
 @pytest.mark.parametrize(
@@ -47,11 +50,13 @@ def test_text_only_models_carry_no_note() -> None:
 
 def test_unsplit_note_wording() -> None:
     assert unsplit_note([{"input_mtok": Decimal(1)}]) is None
-    note = unsplit_note([{"input_audio_mtok": Decimal(1)}, {"cache_write_1h_mtok": Decimal(2)}])
+    spec = {"input_mtok": Decimal(1), "cache_write_mtok": Decimal(2)}
+    note = unsplit_note([{"input_audio_mtok": Decimal(1)}, spec], "claude-x")
     assert note == (
         "priced below the provider's bill when the call has them: audio input tokens at the "
-        "text rates; 1-hour cache writes at the 5-minute rate"
+        "text rates; 1-hour cache writes at the 5-minute rate (no 1-hour rate in the price data)"
     )
+    assert unsplit_note([spec, {"cache_write_1h_mtok": Decimal(2)}], "claude-x") is None
 
 
 def test_ingest_prices_a_row_at_the_tier_and_endpoint_it_names(installed: object) -> None:

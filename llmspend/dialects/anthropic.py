@@ -178,6 +178,7 @@ def normalize_usage(usage: Any) -> Usage | None:
     write = _count_or_zero(usage, "cache_creation_input_tokens")
     if inp is None or out is None or read is None or write is None:
         return None
+    write_1h = 0
     breakdown = field(usage, "cache_creation")
     if breakdown is not None:
         parts = [field(breakdown, name) for name in _CACHE_WRITES]
@@ -186,8 +187,9 @@ def normalize_usage(usage: Any) -> Usage | None:
             if None in counted:
                 return None
             write = sum(c for c in counted if c is not None)
+            write_1h = counted[1] or 0  # billed at 2x input, the 5-minute ones at 1.25x
     thinking = count(field(field(usage, "output_tokens_details"), "thinking_tokens")) or 0
-    return Usage(inp + read + write, read, write, out, thinking).clamp()
+    return Usage(inp + read + write, read, write, out, thinking, write_1h).clamp()
 
 
 def _str(value: Any) -> str | None:

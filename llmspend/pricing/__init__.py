@@ -3,9 +3,10 @@
 Token conventions: ``input_tokens`` includes cached and cache-write tokens; ``output_tokens``
 includes reasoning tokens (OpenAI reasoning, Gemini thoughts); the others are subsets. They
 map to genai-prices' ``input_tokens``, ``cache_read_tokens``, ``cache_write_tokens``,
-``output_tokens`` and ``output_reasoning_tokens``. Service tiers and batch prices apply
-(:mod:`~llmspend.pricing.tiers`); audio and image tokens are priced at the text rates and
-Anthropic's 1-hour cache writes at the 5-minute rate, which a ``Price.note`` says.
+``output_tokens`` and ``output_reasoning_tokens``; ``cache_write_1h_tokens`` (Anthropic's
+1-hour cache writes, part of the cache writes) to genai-prices' key of the same name.
+Service tiers and batch prices apply (:mod:`~llmspend.pricing.tiers`); audio and image
+tokens are priced at the text rates, which a ``Price.note`` says.
 
 The modules, lowest first (each imports only those above it; none imports the store):
 

@@ -22,7 +22,7 @@ from typing import Any
 from ..errors import PricingError, UnknownModelWarning
 from .overrides import Overrides, load_overrides
 from .price import Price, PriceNanos, to_epoch, usd_digits
-from .rates import NANOS, Plan, Window, compile_spec, exact_usd
+from .rates import EXTRA, NANOS, Plan, Window, compile_spec, exact_usd
 from .resolve import resolve
 from .snapshot import normalize_provider, price_at
 from .tiers import FREE_APIS, UNPRICED_APIS, normalize_tier, reserve_tier, tier_price
@@ -72,6 +72,36 @@ def _check_usage(
     if r > o:
         raise PricingError(f"reasoning_tokens ({r}) exceeds output_tokens ({o}), which includes it")
     return i, c, w, o, r
+
+
+#: The count each of :data:`~llmspend.pricing.rates.EXTRA` is a subset of (its place in
+#: ``(input, cached, cache write, output, reasoning)``) and that count's name
+_WITHIN = {"cache_write_1h_tokens": (2, "cache_write_tokens")}
+
+
+def _check_extra(usage: tuple[int, int, int, int, int], extra: object) -> tuple[int, ...] | None:
+    """``extra`` (the counts of :data:`~llmspend.pricing.rates.EXTRA`, ``None``: all 0) as
+    ints each within the count it is part of, or :class:`PricingError`."""
+    if extra is None:
+        return None
+    if not isinstance(extra, tuple) or len(extra) != len(EXTRA):
+        raise PricingError(f"extra must be a tuple of {len(EXTRA)} counts {EXTRA}, got {extra!r}")
+    ints = []
+    for name, value in zip(EXTRA, extra, strict=True):
+        if type(value) is not int:
+            if isinstance(value, bool) or not isinstance(value, numbers.Integral):
+                kind = type(value).__name__
+                raise PricingError(f"{name} must be an int, got {kind} {value!r}")
+            value = int(value)
+        if value < 0:
+            raise PricingError(f"{name} must not be negative, got {value}")
+        at, parent = _WITHIN[name]
+        if value > usage[at]:
+            raise PricingError(
+                f"{name} ({value}) exceeds {parent} ({usage[at]}), which includes it"
+            )
+        ints.append(value)
+    return tuple(ints) if any(ints) else None
 
 
 def _stamp(path: str | None) -> tuple[int, int] | None:
@@ -146,8 +176,10 @@ class PriceBook:
         response_model: str | None = None,
         tier: str | None = None,
         api: str | None = None,
+        extra: tuple[int, ...] | None = None,
     ) -> PriceNanos:
-        """Fast path: ``(total nanodollars or None, status, ref string or None)``."""
+        """Fast path: ``(total nanodollars or None, status, ref string or None)``.
+        ``extra``: the counts of :data:`~llmspend.pricing.rates.EXTRA` (``None``: all 0)."""
         if api is not None and (api in FREE_APIS or api in UNPRICED_APIS):
             return (0, "priced", f"llmspend:free-endpoint/{api}") if api in FREE_APIS else _UNKNOWN
         plan = self._plans.get((provider, model, response_model))
@@ -158,6 +190,8 @@ class PriceBook:
         ints = type(i) is type(c) is type(w) is type(o) is type(r) is int
         if not (ints and c >= 0 and w >= 0 and r >= 0 and c + w <= i and r <= o):
             i, c, w, o, r = _check_usage(i, c, w, o, r)
+        if extra is not None:
+            extra = _check_extra((i, c, w, o, r), extra)
         win = plan.always
         if win is None:
             if plan.first is None:
@@ -167,7 +201,7 @@ class PriceBook:
             win = plan.window(at_epoch_seconds)
         if tier is not None:
             win = self._tiered(provider, model, plan, win, tier, at_epoch_seconds)
-        return win.rates(i).nanos(i, c, w, o, r), win.status, win.ref_str
+        return win.rates(i).nanos(i, c, w, o, r, extra), win.status, win.ref_str
 
     def price(
         self,
@@ -182,12 +216,15 @@ class PriceBook:
         at: dt.datetime | dt.date | str | None = None,
         response_model: str | None = None,
         tier: str | None = None,
+        cache_write_1h_tokens: int = 0,
     ) -> Price:
         """Price a usage as of ``at`` (naive datetimes are UTC; ``None`` = now), served at
-        ``tier`` (``None``: standard)."""
+        ``tier`` (``None``: standard). ``cache_write_1h_tokens``: the part of
+        ``cache_write_tokens`` written to Anthropic's 1-hour cache (its own rate)."""
         return self.quote(model, provider, input_tokens, cached_input_tokens,
                           cache_write_tokens, output_tokens, reasoning_tokens, at,
-                          response_model, tier)  # fmt: skip
+                          response_model, tier,
+                          (cache_write_1h_tokens,) if cache_write_1h_tokens else None)  # fmt: skip
 
     def quote(
         self,
@@ -201,8 +238,10 @@ class PriceBook:
         at: dt.datetime | dt.date | str | None = None,
         response_model: str | None = None,
         tier: str | None = None,
+        extra: tuple[int, ...] | None = None,
     ) -> Price:
-        """:meth:`price` with positional usage (input, cached, cache write, output, reasoning).
+        """:meth:`price` with positional usage (input, cached, cache write, output, reasoning)
+        and ``extra``, the counts of :data:`~llmspend.pricing.rates.EXTRA` (``None``: all 0).
 
         The public ``llmspend.price`` path: after a model's first call it is one dict
         look-up, the integer rates of the window in force, and the three Decimals made
@@ -211,6 +250,8 @@ class PriceBook:
         if not (type(i) is type(c) is type(w) is type(o) is type(r) is int
                 and c >= 0 and w >= 0 and r >= 0 and c + w <= i and r <= o):  # fmt: skip
             i, c, w, o, r = _check_usage(i, c, w, o, r)
+        if extra is not None:
+            extra = _check_extra((i, c, w, o, r), extra)
         epoch = _now() if at is None else to_epoch(at)
         try:
             plan = self._plans.get((provider, model, response_model))
@@ -229,10 +270,13 @@ class PriceBook:
         if tier is not None:
             win = self._tiered(provider, model, plan, win, tier, epoch)
         rt = win.rates(i)
-        nanos = rt.nanos(i, c, w, o, r)
+        nanos = rt.nanos(i, c, w, o, r, extra)
         a, b = rt.inp, rt.out
         inp = a[0] * i + a[1] * c + a[2] * w + a[3] * o + a[4] * r + a[5]
         out = b[0] * i + b[1] * c + b[2] * w + b[3] * o + b[4] * r + b[5]
+        if extra:
+            inp += sum(k * x for k, x in zip(a[6:], extra, strict=True))
+            out += sum(k * x for k, x in zip(b[6:], extra, strict=True))
         shown = provider if provider is not None else plan.provider
         if rt.io_scale:  # the Decimals are made when first read (Price.from_units)
             scale = rt.io_scale
@@ -255,12 +299,13 @@ class PriceBook:
         """An upper bound in nanodollars for a call, or ``None`` for an unknown model (or
         an endpoint that cannot be priced).
 
-        Every input token at the dearest input rate (uncached input, or cache writes where
-        those cost more), every output token at the dearest output rate (reasoning where
-        that costs more), at the tier ``input_tokens`` reaches, plus per-request fees;
-        rounded up. ``tier``: the service tier the request asks for (``None``: standard);
-        with ``api``, a request that leaves the tier to the provider (``"auto"``) is priced
-        at the dearest it may be served at (:func:`~llmspend.pricing.tiers.reserve_tier`).
+        Every input token at the dearest input rate (uncached input, or cache writes, 1-hour
+        ones included, where those cost more), every output token at the dearest output
+        rate (reasoning where that costs more), at the tier ``input_tokens`` reaches, plus
+        per-request fees; rounded up. ``tier``: the service tier the request asks for
+        (``None``: standard); with ``api``, a request that leaves the tier to the provider
+        (``"auto"``) is priced at the dearest it may be served at
+        (:func:`~llmspend.pricing.tiers.reserve_tier`).
         """
         i, o = input_tokens, output_tokens
         if not (type(i) is type(o) is int and i >= 0 and o >= 0):
@@ -276,11 +321,7 @@ class PriceBook:
         if tier is not None:
             win = self._tiered(provider, model, plan, win, tier, at_epoch)
         rt = win.rates(input_tokens)
-        num = (
-            (rt.ki + max(0, rt.kc, rt.kw)) * input_tokens
-            + (rt.ko + max(0, rt.kr)) * output_tokens
-            + rt.k0
-        )
+        num = rt.worst_in * input_tokens + rt.worst_out * output_tokens + rt.k0
         return -(-num // rt.den)
 
     def _tiered(

@@ -22,6 +22,7 @@ from .snapshot import PriceSpec, genai, price_at
 from .table import Model, Provider
 
 __all__ = [
+    "EXTRA",
     "Plan",
     "Rates",
     "Tier",
@@ -36,19 +37,31 @@ __all__ = [
 
 NANOS = 10**9
 _DAY = 86400.0
-#: genai-prices usage keys → their place in the rate vectors
+#: Subsets of the five counts that price data may price apart, in the order of an ``extra``
+#: tuple (:meth:`Rates.nanos`): each is a genai-prices usage key and the
+#: :class:`~llmspend.call.Usage` field of the same name.
+EXTRA = ("cache_write_1h_tokens",)
+_CONST = 5  # the vectors' place of per-request fees
+#: genai-prices usage keys → their place in the rate vectors (extras after the constant)
 _VAR = {
     "input_tokens": 0,
     "cache_read_tokens": 1,
     "cache_write_tokens": 2,
     "output_tokens": 3,
     "output_reasoning_tokens": 4,
+    **{key: _CONST + 1 + j for j, key in enumerate(EXTRA)},
 }
+_N = _CONST + 1 + len(EXTRA)
+#: What one input (output) token may be, as the vector places it counts in: the worst case
+#: of a token is the dearest of these sums of coefficients (:attr:`Rates.worst_in`).
+_IN_KINDS = ((0,), (0, 1), (0, 2), (0, 2, _VAR["cache_write_1h_tokens"]))
+_OUT_KINDS = ((3,), (3, 4))
 
 
 @dataclass(frozen=True, slots=True)
 class Rates:
-    """Linear rates over (input, cached, cache-write, output, reasoning, 1): nanos = k·x / den."""
+    """Linear rates over (input, cached, cache-write, output, reasoning, 1, *extras):
+    nanos = k·x / den. ``inp`` and ``out`` are in that order too (the constant at 5)."""
 
     ki: int
     kc: int
@@ -60,15 +73,24 @@ class Rates:
     inp: tuple[int, ...]  # the input-direction part, nanos = inp·x / io_den
     out: tuple[int, ...]  # the output-direction part, nanos = out·x / io_den
     io_den: int
+    kx: tuple[int, ...]  # the coefficients of :data:`EXTRA`
+    #: the dearest input (output) token's coefficient sum, for worst cases (over ``den``)
+    worst_in: int
+    worst_out: int
     #: ``io_den`` as a power of ten: nanos = inp·x · io_scale / 10**io_exp, so that
     #: ``Price.input_usd`` needs no division (see :func:`usd_digits`); ``io_scale`` 0: no
     #: such power (not reachable with decimal prices; then :func:`exact_usd` is used)
     io_scale: int = 0
     io_exp: int = 0
 
-    def nanos(self, i: int, c: int, w: int, o: int, r: int) -> int:
-        """The cost of a usage in nanodollars, rounded half to even."""
+    def nanos(
+        self, i: int, c: int, w: int, o: int, r: int, extra: tuple[int, ...] | None = None
+    ) -> int:
+        """The cost of a usage in nanodollars, rounded half to even; ``extra``: the counts
+        of :data:`EXTRA` (``None``: all 0)."""
         num = self.ki * i + self.kc * c + self.kw * w + self.ko * o + self.kr * r + self.k0
+        if extra:
+            num += sum(k * x for k, x in zip(self.kx, extra, strict=True))
         den = self.den
         if den == 1:
             return num
@@ -100,17 +122,17 @@ def compile_spec(spec: PriceSpec, factor: Fraction) -> tuple[Rates, tuple[Tier, 
     )
     leaf: dict[str, tuple[int, ...]] = {}
     for unit in order:  # a unit's leaf count = its count minus its priced descendants' leaves
-        vec = [0] * 6
+        vec = [0] * _N
         if unit.usage_key in _VAR:
             vec[_VAR[unit.usage_key]] = 1
         for other in order:
             if other is not unit and unit.dimensions.items() <= other.dimensions.items():
                 vec = [a - b for a, b in zip(vec, leaf[other.usage_key], strict=True)]
         leaf[unit.usage_key] = tuple(vec)
-    leaf["requests"] = (0, 0, 0, 0, 0, 1)
+    leaf["requests"] = tuple(int(j == _CONST) for j in range(_N))
 
     def rates(above: int | None) -> Rates:
-        tot, inp, out = [Fraction(0)] * 6, [Fraction(0)] * 6, [Fraction(0)] * 6
+        tot, inp, out = [Fraction(0)] * _N, [Fraction(0)] * _N, [Fraction(0)] * _N
         for unit, value in units:
             rate = Fraction(price_at(value, above)) * NANOS * factor / unit.per
             direction = unit.dimensions.get("direction")
@@ -127,8 +149,10 @@ def compile_spec(spec: PriceSpec, factor: Fraction) -> tuple[Rates, tuple[Tier, 
         ins, outs = (tuple(int(f * io_den) for f in part) for part in (inp, out))
         exp = _decimal_exponent(io_den)
         scale = 0 if exp is None else 10**exp // io_den
-        return Rates(k[0], k[1], k[2], k[3], k[4], k[5], den, ins, outs, io_den, scale,
-                     exp or 0)  # fmt: skip
+        worst_in = max(sum(k[j] for j in kind) for kind in _IN_KINDS)
+        worst_out = max(sum(k[j] for j in kind) for kind in _OUT_KINDS)
+        return Rates(k[0], k[1], k[2], k[3], k[4], k[_CONST], den, ins, outs, io_den,
+                     tuple(k[_CONST + 1:]), worst_in, worst_out, scale, exp or 0)  # fmt: skip
 
     starts = {t.start for _, v in units if not isinstance(v, Decimal) for t in v.tiers}
     return rates(None), tuple(Tier(t, rates(t)) for t in sorted(starts, reverse=True))
@@ -273,12 +297,13 @@ def build_plan(
     always = top if top.start is None and top.tod is None else None
     caps = [e.max_output_tokens for e in entries if e.max_output_tokens]
     window = found[1].context_window if found else None
-    return Plan(ordered, windows[0], always, provider_id, unsplit_note(d.spec for d in defs),
-                caps[-1] if caps else None, window)  # fmt: skip
+    note = unsplit_note((d.spec for d in defs), found[1].id if found else name)
+    return Plan(ordered, windows[0], always, provider_id, note, caps[-1] if caps else None,
+                window)  # fmt: skip
 
 
-#: Price keys of genai-prices that llmspend's five token counts cannot reach, and what they
-#: price. Calls using them are recorded at the text (or 5-minute cache-write) rates.
+#: Price keys of genai-prices that llmspend's token counts cannot reach, and what they
+#: price. Calls using them are recorded at the text rates.
 _UNSPLIT = {
     "input_audio_mtok": "audio input",
     "cache_audio_read_mtok": "cached audio input",
@@ -289,17 +314,22 @@ _UNSPLIT = {
 }
 
 
-def unsplit_note(specs: Iterable[PriceSpec]) -> str | None:
+def unsplit_note(specs: Iterable[PriceSpec], model: str = "") -> str | None:
     """The note for a model whose price data has rates llmspend does not apply (audio and
-    image tokens, Anthropic's 1-hour cache writes), or ``None``: so that ``price()`` and
-    ``llmspend prices`` say such calls are recorded below the provider's bill."""
+    image tokens), or that is a Claude model with cache writes but no 1-hour cache-write
+    rate (1-hour writes are then priced at the 5-minute rate), or ``None``: so that
+    ``price()`` and ``llmspend prices`` say such calls are recorded below the bill."""
     keys: set[str] = set()
     for spec in specs:
         keys.update(spec)
     kinds = [what for key, what in _UNSPLIT.items() if key in keys]
     parts = [f"{', '.join(kinds)} tokens at the text rates"] if kinds else []
-    if "cache_write_1h_mtok" in keys:
-        parts.append("1-hour cache writes at the 5-minute rate")
+    if (
+        "claude" in model.lower()
+        and "cache_write_mtok" in keys
+        and "cache_write_1h_mtok" not in keys
+    ):
+        parts.append("1-hour cache writes at the 5-minute rate (no 1-hour rate in the price data)")
     if not parts:
         return None
     return "priced below the provider's bill when the call has them: " + "; ".join(parts)
