@@ -322,7 +322,9 @@ class DataApi:
             for i, s, b in zip(frame["id"], frame["scope"], frame["budget"], strict=True)
         }
         for alert_id in ids:
-            if alert_id not in found:
+            # an alert of a budget the caller may not see is as unknown as a missing one:
+            # a 403 would name its org and project
+            if alert_id not in found or not self._visible(roles, *found[alert_id]):
                 raise GatewayRefused(400, f"no alert with id {alert_id}")
             key = self._alert_key(*found[alert_id])
             missing = "admin" if key is None else can_acknowledge_alert(roles, key)
@@ -347,8 +349,10 @@ def _endpoint(api: DataApi, work: Callable[..., Any], *parts: str, body: bool = 
             elif not parts:
                 args.append(request)
             result = await run_in_threadpool(work, roles, *args)
-        except GatewayRefused as r:
-            return _answer(r.status, r.message, r.role)
+        except GatewayRefused as r:  # bad input (400) is a ValidationError, as in solo mode
+            return _answer(
+                r.status, r.message, r.role, "ValidationError" if r.status == 400 else None
+            )
         except STORE_DOWN as exc:  # not the caller's bad input: a 503, no store URL in it
             down = store_down(exc)
             return _answer(down.status, down.message)
