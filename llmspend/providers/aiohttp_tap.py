@@ -13,6 +13,9 @@ Hook points (class level, applied by ``install()``, removed exactly by ``uninsta
 * ``ClientResponse.release`` and ``close`` — a response let go before its body ended is
   settled then (``partial``); one collected unreleased, when it is collected.
 
+A body read whole before ``_request`` returns (by a ``raise_for_status`` callable) is
+settled from ``response._body``.
+
 The caller gets aiohttp's own objects, untouched.
 """
 
@@ -105,6 +108,11 @@ def _observe(seen: Seen, response: Any, decompressed: bool = True) -> None:
         seen, headers.get("content-type", ""), rid if isinstance(rid, str) else None,
         "" if encoding == "identity" else encoding,
     )  # fmt: skip
+    body = getattr(response, "_body", None)
+    if isinstance(body, bytes | bytearray):  # read before it came back (raise_for_status=f)
+        ending.tee.keep(bytes(body))
+        ending.end(True)
+        return
     content = response.content
     buffered = list(getattr(content, "_buffer", ()))  # what arrived before we looked
     for chunk in buffered:
