@@ -19,6 +19,7 @@ from __future__ import annotations
 import argparse
 import importlib
 import os
+import select
 import sys
 from collections.abc import Sequence
 
@@ -77,6 +78,8 @@ def main(argv: Sequence[str] | None = None) -> int:
         print("llmspend: interrupted", file=sys.stderr)
         return 130
     except BrokenPipeError:
+        if not _stdout_gone():  # a connection's, not the reader of our output
+            raise
         _quiet_stdout()
         return 141
     except Exception as exc:
@@ -85,6 +88,16 @@ def main(argv: Sequence[str] | None = None) -> int:
             raise
         print(f"llmspend: error: {said}", file=sys.stderr)
         return 1
+
+
+def _stdout_gone() -> bool:
+    """Whether stdout is a pipe whose reader has closed it (or no file at all)."""
+    try:
+        poll = select.poll()
+        poll.register(sys.stdout.fileno(), select.POLLOUT)
+        return any(event & (select.POLLERR | select.POLLHUP) for _, event in poll.poll(0))
+    except (OSError, ValueError, AttributeError):  # no fileno: a harness's stream
+        return True
 
 
 def _quiet_stdout() -> None:
@@ -103,11 +116,16 @@ def store_refusal(exc: BaseException, args: argparse.Namespace) -> str | None:
     """One line for a database error that reached the command line (a store locked by
     another process past the busy timeout, a read-only file, a server gone), else None."""
     sa_exc = sys.modules.get("sqlalchemy.exc")
-    if sa_exc is None or not isinstance(exc, sa_exc.DBAPIError):
+    sqlite = sys.modules.get("sqlite3")
+    if sa_exc is not None and isinstance(exc, sa_exc.DBAPIError):
+        orig: BaseException = exc.orig if exc.orig is not None else exc
+    elif sqlite is not None and isinstance(exc, sqlite.Error):  # sqlite3 used directly
+        orig = exc
+    else:
         return None
     from ..store.urls import redacted
 
-    lines = str(exc.orig if exc.orig is not None else exc).strip().splitlines()
+    lines = str(orig).strip().splitlines()
     cause = redacted(lines[0]) if lines else type(exc).__name__
     where = _shown_url(args)
     if "database is locked" in cause or "database table is locked" in cause:
