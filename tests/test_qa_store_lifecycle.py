@@ -25,3 +25,58 @@ def test_looking_at_a_store_file_that_is_not_there_makes_none(tmp_path, capsys, 
     said = json.loads(capsys.readouterr().out)
     assert said.get("file_missing") or said.get("missing_file") == str(path)
     assert not path.exists() and list(tmp_path.iterdir()) == []
+
+
+def _a_store(path) -> str:  # type: ignore[no-untyped-def]
+    import llmspend
+
+    url = f"sqlite:///{path}"
+    llmspend.install(url, org="acme", project="churn", user="ana")
+    try:
+        llmspend.set_budget("org", "acme", "5")
+        row = dict(ts="2026-12-01T00:00:00", provider="openai", model="gpt-4o")
+        llmspend.ingest([dict(row, api="chat.completions", input_tokens=10, output_tokens=1)])
+    finally:
+        llmspend.uninstall()
+    from llmspend.store.engine import forget_store
+
+    forget_store(url)
+    return url
+
+
+def test_recover_leaves_a_sound_store_alone_unless_forced(tmp_path, capsys) -> None:  # type: ignore[no-untyped-def]
+    """``db recover`` on a store with no damage (run "just in case") changed it: renamed the
+    sound file ``.corrupt-…``, said "the damaged file is kept", dropped the holds in
+    flight. Now it says there is nothing to recover and changes nothing; ``--force`` does it."""
+    path = tmp_path / "store.sqlite"
+    url = _a_store(path)
+
+    def files() -> list[str]:  # (SQLite may fold its -wal file in when a connection closes)
+        return sorted(p.name for p in tmp_path.iterdir() if not p.name.endswith(("-wal", "-shm")))
+
+    before = files()
+    assert main(["db", "recover", "--database-url", url]) == 1
+    err = capsys.readouterr().err
+    assert "no damage to recover" in err and "--force" in err and "Traceback" not in err
+    assert files() == before
+    assert main(["db", "recover", "--force", "--database-url", url]) == 0
+    assert "kept     llmspend_usage: 1 row(s)" in capsys.readouterr().out
+    assert any(".corrupt-" in p.name for p in tmp_path.iterdir())
+
+
+def test_recover_refuses_a_store_of_a_newer_llmspend(tmp_path, capsys) -> None:  # type: ignore[no-untyped-def]
+    """A store migrated by a newer llmspend is never rebuilt by this one, not even forced (it
+    rebuilt it at this llmspend's schema: what the newer one added was dropped)."""
+    import sqlite3
+
+    path = tmp_path / "store.sqlite"
+    url = _a_store(path)
+    with sqlite3.connect(path) as conn:
+        conn.execute("UPDATE llmspend_alembic_version SET version_num = '9999'")
+    conn.close()
+    before = path.read_bytes()
+    assert main(["db", "recover", "--force", "--database-url", url]) == 1
+    err = capsys.readouterr().err
+    assert "9999" in err and "newer llmspend" in err and "Traceback" not in err
+    assert path.read_bytes() == before
+    assert not any(".corrupt-" in p.name for p in tmp_path.iterdir())

@@ -39,6 +39,9 @@ def add_actions(dbsub: argparse._SubParsersAction) -> None:
     )
     common_options(rec)
     rec.add_argument("--json", action="store_true", help="print JSON for scripts")
+    rec.add_argument(
+        "--force", action="store_true", help="rebuild the store even if no damage is found"
+    )
     rec.set_defaults(func=run_recover)
 
 
@@ -185,7 +188,7 @@ def run_check(args: argparse.Namespace) -> int:
 def run_recover(args: argparse.Namespace) -> int:
     from ..config import resolve_database_url
 
-    summary = recover(resolve_database_url(database_url(args)))
+    summary = recover(resolve_database_url(database_url(args)), force=args.force)
     if args.json:
         print(json.dumps(summary))
         return 0
@@ -208,10 +211,13 @@ def run_recover(args: argparse.Namespace) -> int:
     return 0
 
 
-def recover(url: str) -> dict[str, Any]:
-    """Replace the SQLite store at ``url`` by a fresh one holding what is readable of it."""
+def recover(url: str, *, force: bool = False) -> dict[str, Any]:
+    """Replace the SQLite store at ``url`` by a fresh one holding what is readable of it.
+    A store with no damage found is left alone unless ``force``; one migrated by a newer
+    llmspend always is (its newer tables and columns would be lost)."""
     from ..errors import ConfigError, StoreError
     from ..store.engine import forget_store, open_store, safe_url
+    from ..store.health import _schema_problems, check_file
     from ..store.models import Base
     from ..store.recover import salvage
     from ..store.rollups import rebuild_rollups
@@ -229,6 +235,15 @@ def recover(url: str) -> dict[str, Any]:
     path = str(Path(path).expanduser())
     if not os.path.exists(path):
         raise StoreError(f"there is no store file {path} to recover")
+    if not os.path.isfile(path):
+        raise StoreError(f"{path} is not a file (a directory?): give the store file's path")
+    _refuse_newer(path)
+    if not force and not (check_file(path) or _schema_problems(path)):
+        raise StoreError(
+            f"the store file {path} passed SQLite's quick_check: there is no damage to "
+            "recover from (`--force` copies it into a fresh store anyway: budget periods "
+            "are recounted and holds in flight dropped)"
+        )
     stamp = dt.datetime.now(dt.UTC).strftime("%Y%m%dT%H%M%S")
     fresh, old = f"{path}.recovering-{stamp}", f"{path}.corrupt-{stamp}"
     fresh_url = parsed.set(database=fresh).render_as_string(hide_password=False)
@@ -236,14 +251,20 @@ def recover(url: str) -> dict[str, Any]:
     for leftover in (fresh, fresh + "-wal", fresh + "-shm"):
         Path(leftover).unlink(missing_ok=True)
     forget_store(fresh_url)
-    open_store(fresh_url)  # the current schema, by the migrations
-    forget_store(fresh_url)
-    tables = [t.name for t in Base.metadata.sorted_tables]
-    result = salvage(path, fresh, tables)
-    store = open_store(fresh_url)
-    rollups = rebuild_rollups(store)
-    forget_store(fresh_url)
-    _leave_wal(fresh)
+    try:
+        open_store(fresh_url)  # the current schema, by the migrations
+        forget_store(fresh_url)
+        tables = [t.name for t in Base.metadata.sorted_tables]
+        result = salvage(path, fresh, tables)
+        store = open_store(fresh_url)
+        rollups = rebuild_rollups(store)
+        forget_store(fresh_url)
+        _leave_wal(fresh)
+    except BaseException:  # the damaged store stays as it was; the fresh copy goes
+        forget_store(fresh_url)
+        for leftover in (fresh, fresh + "-wal", fresh + "-shm"):
+            Path(leftover).unlink(missing_ok=True)
+        raise
     for suffix in ("", "-wal", "-shm"):
         if os.path.exists(path + suffix):
             os.replace(path + suffix, old + suffix)
@@ -261,6 +282,31 @@ def recover(url: str) -> dict[str, Any]:
         "rollups": rollups,
         "replayed": max(replayed, 0),
     }
+
+
+def _refuse_newer(path: str) -> None:
+    """Raise ``SchemaTooNewError`` if the file at ``path`` was migrated by a newer llmspend
+    (a damaged file whose revision cannot be read is not refused)."""
+    import sqlite3
+
+    from ..errors import SchemaTooNewError
+    from ..store.migrate import _script_heads
+
+    try:
+        conn = sqlite3.connect(Path(path).resolve().as_uri() + "?mode=ro", uri=True, timeout=5)
+        try:
+            found = {r[0] for r in conn.execute("SELECT version_num FROM llmspend_alembic_version")}
+        finally:
+            conn.close()
+    except sqlite3.Error:
+        return
+    unknown = found - _script_heads()[1]
+    if unknown:
+        raise SchemaTooNewError(
+            f"the store file {path} has schema revision {', '.join(sorted(unknown))}, which "
+            "this llmspend does not know: recover it with the newer llmspend that migrated it "
+            "(this one would drop what that one added)"
+        )
 
 
 def _leave_wal(path: str) -> None:
