@@ -230,3 +230,39 @@ def test_export_dash_pipes_into_import_dash(sqlite_url: str, tmp_path: Path) -> 
     )
     assert out.returncode == 1
     assert out.stderr.startswith("llmspend: error: cannot read stdin as csv")
+
+
+def test_db_recover_refuses_a_directory(tmp_path: Path) -> None:
+    """``db recover`` pointed at a directory: one line, and no fresh copy left behind (it
+    was a sqlite3 traceback and a stray ``<dir>.recovering-<time>`` file)."""
+    (tmp_path / "stores" / "sub").mkdir(parents=True)
+    out = cli(f"sqlite:///{tmp_path / 'stores'}", "db", "recover")
+    assert out.returncode == 1
+    assert out.stderr.strip().splitlines() == [
+        f"llmspend: error: {tmp_path / 'stores'} is not a file (a directory?): give the "
+        "store file's path"
+    ]
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["stores"]
+    assert (tmp_path / "stores" / "sub").is_dir()
+
+
+@pytest.mark.skipif(not os.path.exists("/dev/full"), reason="needs /dev/full")
+@pytest.mark.parametrize("argv", [("budget", "status"), ("export", "-"), ("prices", "gpt-4o")])
+def test_a_full_disk_behind_stdout_is_one_line(sqlite_url: str, argv: tuple[str, ...]) -> None:
+    """``llmspend ... > file`` on a full disk: one line and exit 1 (was a traceback, or the
+    interpreter's "Exception ignored" and exit 120)."""
+    _set(sqlite_url, 5)
+    llmspend.Tracker(sqlite_url).ingest(_rows(2))
+    env = {k: v for k, v in os.environ.items() if not k.startswith("LLMSPEND_")}
+    with open("/dev/full", "w") as full:
+        out = subprocess.run(
+            [sys.executable, "-m", "llmspend", *argv, "--database-url", sqlite_url],
+            stdout=full,
+            stderr=subprocess.PIPE,
+            text=True,
+            env=env,
+            timeout=120,
+        )
+    assert out.returncode == 1
+    (line,) = out.stderr.strip().splitlines()
+    assert line.startswith("llmspend: error: cannot write") and "No space left" in line

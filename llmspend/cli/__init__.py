@@ -17,6 +17,7 @@ credentials needed. The admin commands (``db``, ``doctor``, ``audit``, ``gateway
 from __future__ import annotations
 
 import argparse
+import errno
 import importlib
 import os
 import select
@@ -70,7 +71,9 @@ def main(argv: Sequence[str] | None = None) -> int:
     parser = build_parser()
     args = parser.parse_args(argv)
     try:
-        return int(args.func(args) or 0)
+        code = int(args.func(args) or 0)
+        sys.stdout.flush()  # a full disk behind `> file` is said here, not at exit
+        return code
     except LLMSpendError as exc:
         print(f"llmspend: error: {exc}", file=sys.stderr)
         return 1
@@ -82,12 +85,23 @@ def main(argv: Sequence[str] | None = None) -> int:
             raise
         _quiet_stdout()
         return 141
+    except OSError as exc:
+        if exc.errno not in _DISK_FULL:
+            raise
+        _quiet_stdout()  # what could not be written is dropped, not retried at exit
+        where = f" {exc.filename}" if exc.filename else ""
+        print(f"llmspend: error: cannot write{where}: {exc.strerror}", file=sys.stderr)
+        return 1
     except Exception as exc:
         said = store_refusal(exc, args)
         if said is None:
             raise
         print(f"llmspend: error: {said}", file=sys.stderr)
         return 1
+
+
+#: Errors of a full disk or quota, said in one line wherever they come from (stdout too).
+_DISK_FULL = frozenset({errno.ENOSPC, errno.EDQUOT, errno.EFBIG})
 
 
 def _stdout_gone() -> bool:

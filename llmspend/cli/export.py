@@ -84,9 +84,16 @@ def _write(frame: Any, file: str, fmt: str | None) -> int:
         n = write_records(frame, Path(tmp) / f"records.{fmt}", fmt)
         with open(Path(tmp) / f"records.{fmt}", "rb") as src:
             if file == "-":
-                sys.stdout.flush()
-                shutil.copyfileobj(src, sys.stdout.buffer)
-                sys.stdout.buffer.flush()
+                try:
+                    sys.stdout.flush()
+                    shutil.copyfileobj(src, sys.stdout.buffer)
+                    sys.stdout.buffer.flush()
+                except BrokenPipeError:  # `| head`: main() ends quietly
+                    raise
+                except OSError as exc:  # a full disk behind `> file`
+                    raise ValidationError(
+                        f"cannot write to stdout: {exc.strerror or exc}"
+                    ) from None
             else:
                 try:
                     with open(Path(file).expanduser(), "wb") as dst:
