@@ -46,7 +46,7 @@ from sqlalchemy.exc import DataError, IntegrityError
 from . import _process
 from .attribution import validate_name
 from .config import FILE_MODE, private_dir, resolve_home
-from .errors import LLMSpendError, LLMSpendWarning
+from .errors import LLMSpendWarning
 from .store.hierarchy import ensure_entities
 from .usage import _INSERT_COLUMNS, insert_once
 
@@ -77,9 +77,9 @@ _NULLABLE = (
     frozenset(_INSERT_COLUMNS) - {"ts", *_COUNTS, *_FLAGS, *_REQUIRED_TEXT} - {n for _, n in _NAMES}
 )
 _NULLABLE_TEXT = _NULLABLE - {"latency_ms", *_AMOUNTS}
-#: What a row the store refuses for its values raises (never a store that is down).
-_ROW_ERRORS = (LLMSpendError, ValueError, TypeError, KeyError, OverflowError, IntegrityError,
-               DataError)  # fmt: skip
+#: What a row that is no call, or that the store refuses for its values, raises (never a
+#: store that is down or locked: a ``StoreError`` or ``OperationalError`` leaves it for later).
+_ROW_ERRORS = (ValueError, TypeError, KeyError, OverflowError, IntegrityError, DataError)
 
 
 def _journaled_row(data: Any) -> dict[str, Any]:

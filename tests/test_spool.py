@@ -178,3 +178,20 @@ def test_a_spool_file_that_is_no_call_is_set_aside_and_blocks_nothing(tmp_path, 
 
     report = health_report(url)  # `llmspend db check` says it is there
     assert (report["spool_pending"], report["spool_rejected"]) == (0, 1)
+
+
+def test_a_store_that_cannot_take_the_replay_sets_nothing_aside(locked_sqlite) -> None:  # type: ignore[no-untyped-def]
+    """A replay meeting a locked store (a ``StoreError`` or ``OperationalError``) leaves
+    every journaled call pending: only a row that is no call is set aside."""
+    tracker, other = locked_sqlite
+    row = _a_journaled_row(str(tracker.store.url))
+    tracker = llmspend.install(str(tracker.store.url), org="acme", project="churn", user="ana")
+    tracker.spool.write({**row, "record_uid": "f" * 32})
+    other.execute("BEGIN IMMEDIATE")
+    try:
+        assert tracker.replay_spool() == 0
+        assert len(tracker.spool.pending()) == 1 and tracker.spool.rejected() == []
+    finally:
+        other.execute("COMMIT")
+    assert tracker.replay_spool() == 1 and tracker.spool.pending() == []
+    assert len(llmspend.records()) == 2
