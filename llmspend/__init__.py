@@ -208,18 +208,30 @@ def price(
     reasoning_tokens: int = 0,
     at: dt.datetime | str | None = None,
     cache_write_1h_tokens: int = 0,
+    input_audio_tokens: int = 0,
+    cache_audio_read_tokens: int = 0,
+    output_audio_tokens: int = 0,
+    input_image_tokens: int = 0,
+    cache_image_read_tokens: int = 0,
+    output_image_tokens: int = 0,
 ) -> Price:
     """Price a usage exactly (``Decimal`` USD), as of ``at`` (default: now).
 
     ``input_tokens`` includes cached and cache-write tokens; ``output_tokens`` includes
-    reasoning tokens; ``cache_write_1h_tokens`` is the part of ``cache_write_tokens``
-    written to Anthropic's 1-hour cache. An unknown model gives ``status="unknown"`` and
-    no cost. Opens no store: the price book is the process-wide one the tracker shares.
+    reasoning tokens. The parts billed at their own rates where the price data has them:
+    ``cache_write_1h_tokens`` of ``cache_write_tokens`` (Anthropic's 1-hour cache);
+    ``input_audio_tokens`` / ``input_image_tokens`` of the input, of which
+    ``cache_audio_read_tokens`` / ``cache_image_read_tokens`` are cached;
+    ``output_audio_tokens`` / ``output_image_tokens`` of the output. An unknown model gives
+    ``status="unknown"`` and no cost. Opens no store: the price book is the process-wide
+    one the tracker shares.
     """
+    extra = (cache_write_1h_tokens, input_audio_tokens, cache_audio_read_tokens,
+             output_audio_tokens, input_image_tokens, cache_image_read_tokens,
+             output_image_tokens)  # fmt: skip
     return _price_book().quote(model, provider, input_tokens, cached_input_tokens,
                                cache_write_tokens, output_tokens, reasoning_tokens, at,
-                               extra=(cache_write_1h_tokens,) if cache_write_1h_tokens
-                               else None)  # fmt: skip
+                               extra=extra if any(extra) else None)  # fmt: skip
 
 
 def _price_book() -> PriceBook:

@@ -56,11 +56,20 @@ MAX_TOKENS = 2**40
 _PER_MESSAGE_OVERHEAD = 8
 
 
+_NO_EXTRA = (0, 0, 0, 0, 0, 0, 0)
+
+
 @dataclass(slots=True)
 class Usage:
     """Tokens as llmspend normalizes them: input includes cached and cache-write tokens,
-    output includes reasoning tokens. ``cache_write_1h_tokens`` is the part of the cache
-    writes made to Anthropic's 1-hour cache (priced at its own rate; not stored)."""
+    output includes reasoning tokens.
+
+    The parts some providers bill at their own rates (read from the response; priced, not
+    stored): ``cache_write_1h_tokens`` of the cache writes (Anthropic's 1-hour cache);
+    ``input_audio_tokens`` and ``input_image_tokens`` of the input, of which
+    ``cache_audio_read_tokens`` and ``cache_image_read_tokens`` are cached;
+    ``output_audio_tokens`` and ``output_image_tokens`` of the output (beside reasoning).
+    Their names are genai-prices' (``pricing.rates.EXTRA``)."""
 
     input_tokens: int = 0
     cached_input_tokens: int = 0
@@ -68,30 +77,55 @@ class Usage:
     output_tokens: int = 0
     reasoning_tokens: int = 0
     cache_write_1h_tokens: int = 0
+    input_audio_tokens: int = 0
+    cache_audio_read_tokens: int = 0
+    output_audio_tokens: int = 0
+    input_image_tokens: int = 0
+    cache_image_read_tokens: int = 0
+    output_image_tokens: int = 0
 
     def clamp(self) -> Usage:
         """Make a provider's odd numbers consistent (never negative, subsets within totals,
         totals below 2**40 so that no cost can overflow a BIGINT)."""
         inp, cached, cw = self.input_tokens, self.cached_input_tokens, self.cache_write_tokens
-        out, reasoning, cw1h = self.output_tokens, self.reasoning_tokens, self.cache_write_1h_tokens
+        out, reasoning = self.output_tokens, self.reasoning_tokens
         if (  # already consistent plain ints (a provider's usual answer): a copy as it is
             type(inp) is int and type(cached) is int and type(cw) is int
-            and type(out) is int and type(reasoning) is int and type(cw1h) is int
+            and type(out) is int and type(reasoning) is int
             and cached >= 0 and cw >= 0 and cached + cw <= inp <= MAX_TOKENS
-            and 0 <= reasoning <= out <= MAX_TOKENS and 0 <= cw1h <= cw
+            and 0 <= reasoning <= out <= MAX_TOKENS and self.extra() is None
         ):  # fmt: skip
-            return Usage(inp, cached, cw, out, reasoning, cw1h)
+            return Usage(inp, cached, cw, out, reasoning)
         inp = min(max(0, int(self.input_tokens or 0)), MAX_TOKENS)
         out = min(max(0, int(self.output_tokens or 0)), MAX_TOKENS)
         cached = min(max(0, int(self.cached_input_tokens or 0)), inp)
         cw = min(max(0, int(self.cache_write_tokens or 0)), inp - cached)
         reasoning = min(max(0, int(self.reasoning_tokens or 0)), out)
-        cw1h = min(max(0, int(self.cache_write_1h_tokens or 0)), cw)
-        return Usage(inp, cached, cw, out, reasoning, cw1h)
+        cw1h = min(_nat(self.cache_write_1h_tokens), cw)
+        audio_in = min(_nat(self.input_audio_tokens), inp)
+        image_in = min(_nat(self.input_image_tokens), inp - audio_in)
+        audio_read = min(_nat(self.cache_audio_read_tokens), cached, audio_in)
+        image_read = min(_nat(self.cache_image_read_tokens), cached - audio_read, image_in)
+        audio_out = min(_nat(self.output_audio_tokens), out - reasoning)
+        image_out = min(_nat(self.output_image_tokens), out - reasoning - audio_out)
+        return Usage(inp, cached, cw, out, reasoning, cw1h, audio_in, audio_read, audio_out,
+                     image_in, image_read, image_out)  # fmt: skip
 
     def extra(self) -> tuple[int, ...] | None:
-        """The counts priced apart (``pricing.rates.EXTRA``'s order), ``None`` if all 0."""
-        return (self.cache_write_1h_tokens,) if self.cache_write_1h_tokens else None
+        """The parts priced apart, in ``pricing.rates.EXTRA``'s order; ``None`` if all 0."""
+        extra = (self.cache_write_1h_tokens, self.input_audio_tokens,
+                 self.cache_audio_read_tokens, self.output_audio_tokens,
+                 self.input_image_tokens, self.cache_image_read_tokens,
+                 self.output_image_tokens)  # fmt: skip
+        return None if extra == _NO_EXTRA else extra
+
+
+def _nat(value: Any) -> int:
+    """A count as a non-negative int within :data:`MAX_TOKENS` (junk: 0)."""
+    try:
+        return min(max(0, int(value or 0)), MAX_TOKENS)
+    except (TypeError, ValueError, OverflowError):
+        return 0
 
 
 class InputBound(NamedTuple):

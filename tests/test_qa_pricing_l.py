@@ -4,11 +4,13 @@ from __future__ import annotations
 
 import warnings
 from decimal import Decimal
+from typing import Any
 
 import pytest
 
 import llmspend
 from llmspend.pricing.rates import unsplit_note
+from llmspend.pricing.snapshot import PriceSpec
 
 
 @pytest.fixture(autouse=True)
@@ -30,17 +32,21 @@ def test_one_hour_cache_writes_are_priced_at_their_rate() -> None:
 
 
 @pytest.mark.parametrize(
-    ("model", "kind"),
+    ("model", "part", "rate", "text_rate"),
     [
-        ("gpt-4o-transcribe", "audio input"),
-        ("gemini-2.5-flash-image", "image output"),
-        ("gpt-realtime", "audio output"),
+        ("gpt-4o-transcribe", "input_audio_tokens", "6", "2.5"),
+        ("gemini-2.5-flash-image", "output_image_tokens", "30", "2.5"),
+        ("gpt-realtime", "output_audio_tokens", "64", "16"),
     ],
 )
-def test_modality_rates_not_applied_are_noted(model: str, kind: str) -> None:
-    p = llmspend.price(model, input_tokens=1_000, output_tokens=10)
-    assert p.status == "priced"
-    assert p.note and kind in p.note and "below the provider's bill" in p.note
+def test_modality_rates_are_applied(model: str, part: str, rate: str, text_rate: str) -> None:
+    # (They were priced at the text rates, with a note saying so; helper L2 prices the
+    # parts the usage names at their own rates: tests/test_qa_pricing_l2.py.)
+    whole = "input_tokens" if part.startswith("input") else "output_tokens"
+    p = llmspend.price(model, **{whole: 1_000_000, part: 1_000_000})  # type: ignore[arg-type]
+    text = llmspend.price(model, **{whole: 1_000_000})  # type: ignore[arg-type]
+    assert p.status == "priced" and p.note is None
+    assert (p.total_usd, text.total_usd) == (Decimal(rate), Decimal(text_rate))
 
 
 def test_text_only_models_carry_no_note() -> None:
@@ -50,13 +56,17 @@ def test_text_only_models_carry_no_note() -> None:
 
 def test_unsplit_note_wording() -> None:
     assert unsplit_note([{"input_mtok": Decimal(1)}]) is None
-    spec = {"input_mtok": Decimal(1), "cache_write_mtok": Decimal(2)}
-    note = unsplit_note([{"input_audio_mtok": Decimal(1)}, spec], "claude-x")
+    spec: PriceSpec = {"input_mtok": Decimal(1), "cache_write_mtok": Decimal(2)}
+    video: PriceSpec = {"input_video_mtok": Decimal(1)}
+    note = unsplit_note([video, spec], "claude-x")
     assert note == (
-        "priced below the provider's bill when the call has them: audio input tokens at the "
+        "priced below the provider's bill when the call has them: video input tokens at the "
         "text rates; 1-hour cache writes at the 5-minute rate (no 1-hour rate in the price data)"
     )
-    assert unsplit_note([spec, {"cache_write_1h_mtok": Decimal(2)}], "claude-x") is None
+    audio: PriceSpec = {"input_audio_mtok": Decimal(1)}
+    assert unsplit_note([audio]) is None  # applied (helper L2)
+    one_hour: PriceSpec = {"cache_write_1h_mtok": Decimal(2)}
+    assert unsplit_note([spec, one_hour], "claude-x") is None
 
 
 def test_ingest_prices_a_row_at_the_tier_and_endpoint_it_names(installed: object) -> None:
@@ -96,7 +106,7 @@ def test_a_cloud_provider_without_the_model_prices_it_at_its_makers_list_price(m
     """The anthropic SDK's AWS clients are recorded as provider ``aws``; a plain Claude name
     (AnthropicAWS takes them) that genai-prices' aws provider does not list is priced at
     Anthropic's list price, with a note, not left unknown (which a hard budget refuses)."""
-    usage = {"input_tokens": 1_000_000, "output_tokens": 1_000_000}
+    usage: dict[str, Any] = {"input_tokens": 1_000_000, "output_tokens": 1_000_000}
     listed = llmspend.price(model, provider="anthropic", **usage)
     via_aws = llmspend.price(model, provider="aws", **usage)
     assert listed.status == via_aws.status == "priced"
@@ -119,7 +129,7 @@ def test_openrouter_routing_variants_are_priced_as_their_model(
 ) -> None:
     """OpenRouter's routing shortcuts (``openai/gpt-4o:nitro``...) name the same model; the
     request's name was unknown, so a hard budget refused the call before it was sent."""
-    usage = {"input_tokens": 1_000_000, "output_tokens": 1_000_000}
+    usage: dict[str, Any] = {"input_tokens": 1_000_000, "output_tokens": 1_000_000}
     plain = llmspend.price("openai/gpt-4o", provider=provider, **usage)
     routed = llmspend.price(f"openai/gpt-4o{suffix}", provider=provider, **usage)
     assert routed.status == plain.status == "priced"

@@ -7,16 +7,20 @@ pricing functions where it cannot.
 from __future__ import annotations
 
 import dataclasses
+import datetime as dt
 import warnings
 from decimal import Decimal
 from typing import Any
 
 import anthropic
+import openai
 import pytest
 
 import llmspend
 from llmspend.call import Usage
 from llmspend.dialects import anthropic as anthropic_dialect
+from llmspend.dialects import gemini as gemini_dialect
+from llmspend.dialects import openai as openai_dialect
 from llmspend.errors import PricingError
 from llmspend.pricing import default_pricebook
 from llmspend.pricing.rates import EXTRA
@@ -104,11 +108,12 @@ def test_the_dialect_reads_the_one_hour_part() -> None:
 def test_usage_keeps_the_one_hour_part_within_the_cache_writes() -> None:
     assert Usage(10, 0, 4, 0, 0, 9).clamp() == Usage(10, 0, 4, 0, 0, 4)
     assert Usage(10, 0, 4, 0, 0, -1).clamp() == Usage(10, 0, 4, 0, 0, 0)
-    assert Usage(10, 0, 4, 0, 0, 3).extra() == (3,)
+    assert Usage(10, 0, 4, 0, 0, 3).extra() == (3, 0, 0, 0, 0, 0, 0)
     assert Usage(10, 0, 4).extra() is None
     # Usage.extra() and the pricing's EXTRA name the same counts, in the same order
-    names = {f.name for f in dataclasses.fields(Usage)}
-    assert set(EXTRA) <= names
+    assert tuple(f.name for f in dataclasses.fields(Usage))[5:] == EXTRA
+    parts = Usage(0, 0, 0, 0, 0, *range(1, len(EXTRA) + 1))
+    assert parts.extra() == tuple(getattr(parts, name) for name in EXTRA)
 
 
 def test_price_takes_one_hour_cache_writes() -> None:
@@ -147,7 +152,7 @@ def test_one_hour_prices_equal_genai_prices(model: str, usage: tuple[int, ...]) 
                           cache_write_1h_tokens=w1h)  # fmt: skip
     assert ours.total_usd == calc.total_price.quantize(Decimal("1e-9")).normalize()
     nanos = default_pricebook().price_nanos("anthropic", model, i, c, w, o, r, 0.0,
-                                            extra=(w1h,))  # fmt: skip
+                                            extra=(w1h, 0, 0, 0, 0, 0, 0))  # fmt: skip
     assert ours.total_usd is not None and nanos[0] == int(ours.total_usd * 10**9)
 
 
@@ -173,7 +178,9 @@ def test_the_worst_case_covers_one_hour_writes() -> None:
     book = default_pricebook()
     bound = book.worst_case_nanos("anthropic", MODEL, 1_000, 100, 0)
     assert bound is not None
-    worst = book.price_nanos("anthropic", MODEL, 1_000, 0, 1_000, 100, 0, 0, extra=(1_000,))
+    worst = book.price_nanos(
+        "anthropic", MODEL, 1_000, 0, 1_000, 100, 0, 0, extra=(1_000, 0, 0, 0, 0, 0, 0)
+    )
     assert worst[0] == bound == 1_000 * 6_000 + 100 * 15_000
 
 
@@ -186,3 +193,169 @@ def test_a_budget_reservation_bounds_a_one_hour_write(installed: Any, fresh_sim:
     book = default_pricebook()
     bound = book.worst_case_nanos("anthropic", MODEL, row["input_tokens"], 50, 0)
     assert bound is not None and row["cost_nanos"] <= bound
+
+
+# -- 2. audio and image tokens at their own rates --------------------------------------------
+
+AUDIO = b"RIFF" + bytes(range(256)) * 8  # 2,052 bytes: the simulator bills 65 audio tokens
+
+
+def test_transcription_audio_tokens_are_recorded_at_the_audio_rate(
+    installed: Any, fresh_sim: SimServer
+) -> None:
+    """gpt-4o-transcribe bills audio input at $6/MTok, text input at $2.50: every token
+    was recorded at $2.50."""
+    c = openai.OpenAI(api_key="x", base_url=fresh_sim.openai_base_url, max_retries=0)
+    tr = c.audio.transcriptions.create(
+        model="gpt-4o-transcribe", file=("a.wav", AUDIO), prompt="names"
+    )
+    usage: Any = tr.usage
+    audio = usage.input_token_details.audio_tokens
+    assert audio > 0 and usage.input_tokens > audio  # the prompt's text tokens besides
+    row = _only_row(installed)
+    billed = (Decimal(6) * audio + Decimal("2.5") * (usage.input_tokens - audio)
+              + Decimal(10) * usage.output_tokens) / 10**6  # fmt: skip
+    assert Decimal(row["cost_nanos"]) / 10**9 == billed
+
+
+def test_streamed_transcription_audio_tokens(installed: Any, fresh_sim: SimServer) -> None:
+    c = openai.OpenAI(api_key="x", base_url=fresh_sim.openai_base_url, max_retries=0)
+    stream = c.audio.transcriptions.create(
+        model="gpt-4o-transcribe", file=("a.wav", b"x" * 640), stream=True
+    )
+    events: list[Any] = list(stream)
+    usage: Any = events[-1].usage
+    audio = usage.input_token_details.audio_tokens
+    assert audio == 20
+    row = _only_row(installed)
+    billed = (Decimal(6) * audio + Decimal("2.5") * (usage.input_tokens - audio)
+              + Decimal(10) * usage.output_tokens) / 10**6  # fmt: skip
+    assert Decimal(row["cost_nanos"]) / 10**9 == billed
+
+
+def test_openai_usage_parts() -> None:
+    chat = {"prompt_tokens": 100, "completion_tokens": 50,
+            "prompt_tokens_details": {"cached_tokens": 40, "audio_tokens": 60,
+                                      "cached_tokens_details": {"audio_tokens": 30}},
+            "completion_tokens_details": {"audio_tokens": 45, "reasoning_tokens": 0}}  # fmt: skip
+    u = openai_dialect.normalize_usage(chat)
+    assert u == Usage(100, 40, 0, 50, 0, input_audio_tokens=60, cache_audio_read_tokens=30,
+                      output_audio_tokens=45)  # fmt: skip
+    image = {"input_tokens": 70, "output_tokens": 1056, "total_tokens": 1126,
+             "input_tokens_details": {"text_tokens": 20, "image_tokens": 50},
+             "output_tokens_details": {"image_tokens": 1056, "text_tokens": 0}}  # fmt: skip
+    u = openai_dialect.normalize_usage(image, "images.edits")
+    assert u == Usage(70, 0, 0, 1056, 0, input_image_tokens=50, output_image_tokens=1056)
+
+
+def test_gemini_usage_parts_dict_and_sdk() -> None:
+    from google.genai import types
+
+    rest = {"promptTokenCount": 100, "candidatesTokenCount": 1300,
+            "cachedContentTokenCount": 30, "thoughtsTokenCount": 10,
+            "promptTokensDetails": [{"modality": "TEXT", "tokenCount": 40},
+                                    {"modality": "AUDIO", "tokenCount": 60}],
+            "cacheTokensDetails": [{"modality": "AUDIO", "tokenCount": 30}],
+            "candidatesTokensDetails": [{"modality": "TEXT", "tokenCount": 10},
+                                        {"modality": "IMAGE", "tokenCount": 1290}]}  # fmt: skip
+    expected = Usage(100, 30, 0, 1310, 10, input_audio_tokens=60, cache_audio_read_tokens=30,
+                     output_image_tokens=1290)  # fmt: skip
+    assert gemini_dialect.parse_usage(rest) == expected
+    sdk = types.GenerateContentResponseUsageMetadata(
+        prompt_token_count=100, candidates_token_count=1300, cached_content_token_count=30,
+        thoughts_token_count=10,
+        prompt_tokens_details=[types.ModalityTokenCount(modality=types.MediaModality.AUDIO,
+                                                        token_count=60)],
+        cache_tokens_details=[types.ModalityTokenCount(modality=types.MediaModality.AUDIO,
+                                                       token_count=30)],
+        candidates_tokens_details=[types.ModalityTokenCount(modality=types.MediaModality.IMAGE,
+                                                            token_count=1290)],
+    )  # fmt: skip
+    assert gemini_dialect.parse_usage(sdk) == expected
+    # malformed details: the text rates, never an error
+    broken = {**rest, "promptTokensDetails": [{"modality": 3, "tokenCount": "x"}, None]}
+    assert gemini_dialect.parse_usage(broken) == Usage(
+        100, 30, 0, 1310, 10, cache_audio_read_tokens=0, output_image_tokens=1290
+    )
+
+
+def test_usage_keeps_modality_parts_within_their_counts() -> None:
+    u = Usage(10, 4, 0, 8, 3, input_audio_tokens=7, input_image_tokens=9,
+              cache_audio_read_tokens=6, cache_image_read_tokens=5,
+              output_audio_tokens=4, output_image_tokens=4).clamp()  # fmt: skip
+    assert u == Usage(10, 4, 0, 8, 3, 0, 7, 4, 4, 3, 0, 1)
+
+
+@pytest.mark.parametrize(
+    ("provider", "model", "usage", "parts"),
+    [
+        ("openai", "gpt-4o-transcribe", (1_000, 0, 0, 37, 0), {"input_audio_tokens": 900}),
+        ("openai", "gpt-image-1", (500, 200, 0, 4_160, 0),
+         {"input_image_tokens": 400, "cache_image_read_tokens": 150}),
+        ("openai", "gpt-realtime", (2_000, 1_000, 0, 700, 0),
+         {"input_audio_tokens": 1_500, "cache_audio_read_tokens": 900,
+          "input_image_tokens": 300, "cache_image_read_tokens": 50,
+          "output_audio_tokens": 600}),
+        ("google", "gemini-2.5-flash-image", (120, 0, 0, 1_300, 0),
+         {"output_image_tokens": 1_290, "input_image_tokens": 100}),
+        ("google", "gemini-2.5-flash", (5_000, 2_000, 0, 100, 40),
+         {"input_audio_tokens": 3_000, "cache_audio_read_tokens": 1_500}),
+        ("google", "gemini-2.0-flash", (5_000, 2_000, 0, 100, 0),
+         {"input_audio_tokens": 2_500, "cache_audio_read_tokens": 0}),
+    ],
+)  # fmt: skip
+def test_modality_prices_equal_genai_prices(
+    provider: str, model: str, usage: tuple[int, ...], parts: dict[str, int]
+) -> None:
+    """Exact to the nanodollar: the same as genai-prices' own calculation."""
+    from genai_prices import Usage as GenaiUsage
+    from genai_prices import calc_price
+
+    i, c, w, o, r = usage
+    calc = calc_price(
+        GenaiUsage(input_tokens=i, cache_read_tokens=c, cache_write_tokens=w, output_tokens=o,
+                   output_reasoning_tokens=r, **parts),
+        model, provider_id=provider,
+    )  # fmt: skip
+    ours = llmspend.price(model, provider=provider, input_tokens=i, cached_input_tokens=c,
+                          cache_write_tokens=w, output_tokens=o, reasoning_tokens=r,
+                          **parts)  # type: ignore[arg-type]  # fmt: skip
+    assert ours.total_usd == calc.total_price.quantize(Decimal("1e-9")).normalize()
+    text = llmspend.price(model, provider=provider, input_tokens=i, cached_input_tokens=c,
+                          cache_write_tokens=w, output_tokens=o, reasoning_tokens=r)  # fmt: skip
+    assert ours.total_usd is not None and text.total_usd is not None
+    assert ours.total_usd > text.total_usd  # the parts were billed above the text rates
+
+
+@pytest.mark.parametrize(
+    ("provider", "model"),
+    [("openai", "gpt-4o-transcribe"), ("openai", "gpt-realtime"), ("openai", "gpt-image-1"),
+     ("google", "gemini-2.5-flash-image"), ("google", "gemini-2.5-flash")],
+)  # fmt: skip
+def test_the_worst_case_covers_audio_and_image_tokens(provider: str, model: str) -> None:
+    """Every input token may be audio or image (cached or not), every output token audio
+    or image: the reservation bounds each."""
+    book = default_pricebook()
+    i, o = 10_000, 2_000
+    bound = book.worst_case_nanos(provider, model, i, o, 0)
+    assert bound is not None
+    inputs: list[dict[str, Any]] = [
+        {}, {"input_audio_tokens": i}, {"input_image_tokens": i},
+        {"input_audio_tokens": i, "cache_audio_read_tokens": i},
+        {"input_image_tokens": i, "cache_image_read_tokens": i},
+    ]  # fmt: skip
+    outputs: list[dict[str, Any]] = [{}, {"output_audio_tokens": o}, {"output_image_tokens": o}]
+    for inp in inputs:
+        for out in outputs:
+            cached = i if any(k.startswith("cache") for k in inp) else 0
+            p = book.price(model, provider=provider, input_tokens=i, cached_input_tokens=cached,
+                           output_tokens=o, at=dt.datetime(1970, 1, 1), **inp, **out)  # fmt: skip
+            assert p.total_nanos is not None and p.total_nanos <= bound
+
+
+def test_price_refuses_inconsistent_parts() -> None:
+    with pytest.raises(PricingError, match="cache_audio_read_tokens"):
+        llmspend.price("gemini-2.0-flash", input_tokens=100, cached_input_tokens=50,
+                       input_audio_tokens=10, cache_audio_read_tokens=20)  # fmt: skip
+    with pytest.raises(PricingError, match="output_image_tokens"):
+        llmspend.price("gemini-2.5-flash-image", output_tokens=10, output_image_tokens=11)

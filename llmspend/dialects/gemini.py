@@ -223,12 +223,41 @@ def parse_usage(md: Any) -> Usage | None:
     if thoughts is None:
         rest = (total or 0) - prompt - tool_use - candidates
         thoughts = rest if rest > 0 else 0
+    prompt_parts = _modalities(md, "prompt_tokens_details", "tool_use_prompt_tokens_details")
+    cached_parts = _modalities(md, "cache_tokens_details")
+    out_parts = _modalities(md, "candidates_tokens_details")
     return Usage(
         input_tokens=prompt + tool_use,
         cached_input_tokens=cached,
         output_tokens=candidates + thoughts,
         reasoning_tokens=thoughts,
+        input_audio_tokens=prompt_parts.get("AUDIO", 0),
+        cache_audio_read_tokens=cached_parts.get("AUDIO", 0),
+        output_audio_tokens=out_parts.get("AUDIO", 0),
+        input_image_tokens=prompt_parts.get("IMAGE", 0),
+        cache_image_read_tokens=cached_parts.get("IMAGE", 0),
+        output_image_tokens=out_parts.get("IMAGE", 0),
     ).clamp()  # a broken report never yields subsets above totals or absurd counts
+
+
+def _modalities(md: Any, *names: str) -> dict[str, int]:
+    """Token counts by modality (``AUDIO``, ``IMAGE``...) of ``usage_metadata`` lists such
+    as ``prompt_tokens_details``: audio and image tokens are billed at their own rates."""
+    found: dict[str, int] = {}
+    for name in names:
+        items = field(md, name)
+        if items is None or isinstance(items, (str, bytes, Mapping)):
+            continue
+        try:
+            for item in items:
+                mod = field(item, "modality")
+                key = mod if type(mod) is str else getattr(mod, "name", None)
+                n = count(field(item, "token_count"))
+                if type(key) is str and n:
+                    found[key.upper()] = found.get(key.upper(), 0) + n
+        except Exception:  # malformed details: priced at the text rates
+            continue
+    return found
 
 
 def _raw_body_usage(response: Any) -> Any:

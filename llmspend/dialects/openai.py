@@ -321,7 +321,18 @@ def normalize_usage(usage: Any, api: str = "") -> Usage | None:
         extra = total - inp - out
         out += extra
         reasoning = max(reasoning, extra)
-    return Usage(inp, cached, cache_write, out, reasoning).clamp()
+    # audio and image tokens, billed at their own rates (gpt-4o-transcribe, gpt-audio,
+    # gpt-image-1...): parts of input, cached input and output
+    cached_details = field(in_details, "cached_tokens_details")
+    return Usage(
+        inp, cached, cache_write, out, reasoning, 0,
+        count(field(in_details, "audio_tokens")) or 0,
+        count(field(cached_details, "audio_tokens")) or 0,
+        count(field(out_details, "audio_tokens")) or 0,
+        count(field(in_details, "image_tokens")) or 0,
+        count(field(cached_details, "image_tokens")) or 0,
+        count(field(out_details, "image_tokens")) or 0,
+    ).clamp()  # fmt: skip
 
 
 def result_text_bytes(api: str, obj: Any) -> int:

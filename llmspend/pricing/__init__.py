@@ -3,10 +3,11 @@
 Token conventions: ``input_tokens`` includes cached and cache-write tokens; ``output_tokens``
 includes reasoning tokens (OpenAI reasoning, Gemini thoughts); the others are subsets. They
 map to genai-prices' ``input_tokens``, ``cache_read_tokens``, ``cache_write_tokens``,
-``output_tokens`` and ``output_reasoning_tokens``; ``cache_write_1h_tokens`` (Anthropic's
-1-hour cache writes, part of the cache writes) to genai-prices' key of the same name.
-Service tiers and batch prices apply (:mod:`~llmspend.pricing.tiers`); audio and image
-tokens are priced at the text rates, which a ``Price.note`` says.
+``output_tokens`` and ``output_reasoning_tokens``; the parts priced apart (Anthropic's
+1-hour cache writes, audio and image tokens: :data:`~llmspend.pricing.rates.EXTRA`) to
+genai-prices' keys of the same names. Service tiers and batch prices apply
+(:mod:`~llmspend.pricing.tiers`); video and citation tokens are priced at the text rates,
+which a ``Price.note`` says.
 
 The modules, lowest first (each imports only those above it; none imports the store):
 

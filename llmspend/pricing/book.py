@@ -76,7 +76,20 @@ def _check_usage(
 
 #: The count each of :data:`~llmspend.pricing.rates.EXTRA` is a subset of (its place in
 #: ``(input, cached, cache write, output, reasoning)``) and that count's name
-_WITHIN = {"cache_write_1h_tokens": (2, "cache_write_tokens")}
+_WITHIN = {
+    "cache_write_1h_tokens": (2, "cache_write_tokens"),
+    "input_audio_tokens": (0, "input_tokens"),
+    "cache_audio_read_tokens": (1, "cached_input_tokens"),
+    "output_audio_tokens": (3, "output_tokens"),
+    "input_image_tokens": (0, "input_tokens"),
+    "cache_image_read_tokens": (1, "cached_input_tokens"),
+    "output_image_tokens": (3, "output_tokens"),
+}
+#: (part, whole) among :data:`~llmspend.pricing.rates.EXTRA`
+_PART_OF = (
+    ("cache_audio_read_tokens", "input_audio_tokens"),
+    ("cache_image_read_tokens", "input_image_tokens"),
+)
 
 
 def _check_extra(usage: tuple[int, int, int, int, int], extra: object) -> tuple[int, ...] | None:
@@ -101,6 +114,12 @@ def _check_extra(usage: tuple[int, int, int, int, int], extra: object) -> tuple[
                 f"{name} ({value}) exceeds {parent} ({usage[at]}), which includes it"
             )
         ints.append(value)
+    named = dict(zip(EXTRA, ints, strict=True))
+    for part, whole in _PART_OF:
+        if named[part] > named[whole]:
+            raise PricingError(
+                f"{part} ({named[part]}) exceeds {whole} ({named[whole]}), which includes it"
+            )
     return tuple(ints) if any(ints) else None
 
 
@@ -217,14 +236,22 @@ class PriceBook:
         response_model: str | None = None,
         tier: str | None = None,
         cache_write_1h_tokens: int = 0,
+        input_audio_tokens: int = 0,
+        cache_audio_read_tokens: int = 0,
+        output_audio_tokens: int = 0,
+        input_image_tokens: int = 0,
+        cache_image_read_tokens: int = 0,
+        output_image_tokens: int = 0,
     ) -> Price:
         """Price a usage as of ``at`` (naive datetimes are UTC; ``None`` = now), served at
-        ``tier`` (``None``: standard). ``cache_write_1h_tokens``: the part of
-        ``cache_write_tokens`` written to Anthropic's 1-hour cache (its own rate)."""
+        ``tier`` (``None``: standard). The parts priced at their own rates are those of
+        ``llmspend.price`` (:data:`~llmspend.pricing.rates.EXTRA`)."""
+        extra = (cache_write_1h_tokens, input_audio_tokens, cache_audio_read_tokens,
+                 output_audio_tokens, input_image_tokens, cache_image_read_tokens,
+                 output_image_tokens)  # fmt: skip
         return self.quote(model, provider, input_tokens, cached_input_tokens,
                           cache_write_tokens, output_tokens, reasoning_tokens, at,
-                          response_model, tier,
-                          (cache_write_1h_tokens,) if cache_write_1h_tokens else None)  # fmt: skip
+                          response_model, tier, extra if any(extra) else None)  # fmt: skip
 
     def quote(
         self,

@@ -40,7 +40,15 @@ _DAY = 86400.0
 #: Subsets of the five counts that price data may price apart, in the order of an ``extra``
 #: tuple (:meth:`Rates.nanos`): each is a genai-prices usage key and the
 #: :class:`~llmspend.call.Usage` field of the same name.
-EXTRA = ("cache_write_1h_tokens",)
+EXTRA = (
+    "cache_write_1h_tokens",
+    "input_audio_tokens",
+    "cache_audio_read_tokens",
+    "output_audio_tokens",
+    "input_image_tokens",
+    "cache_image_read_tokens",
+    "output_image_tokens",
+)
 _CONST = 5  # the vectors' place of per-request fees
 #: genai-prices usage keys → their place in the rate vectors (extras after the constant)
 _VAR = {
@@ -54,8 +62,14 @@ _VAR = {
 _N = _CONST + 1 + len(EXTRA)
 #: What one input (output) token may be, as the vector places it counts in: the worst case
 #: of a token is the dearest of these sums of coefficients (:attr:`Rates.worst_in`).
-_IN_KINDS = ((0,), (0, 1), (0, 2), (0, 2, _VAR["cache_write_1h_tokens"]))
-_OUT_KINDS = ((3,), (3, 4))
+_IN_KINDS = (
+    (0,), (0, 1), (0, 2), (0, 2, _VAR["cache_write_1h_tokens"]),
+    (0, _VAR["input_audio_tokens"]),
+    (0, 1, _VAR["input_audio_tokens"], _VAR["cache_audio_read_tokens"]),
+    (0, _VAR["input_image_tokens"]),
+    (0, 1, _VAR["input_image_tokens"], _VAR["cache_image_read_tokens"]),
+)  # fmt: skip
+_OUT_KINDS = ((3,), (3, 4), (3, _VAR["output_audio_tokens"]), (3, _VAR["output_image_tokens"]))
 
 
 @dataclass(frozen=True, slots=True)
@@ -305,18 +319,15 @@ def build_plan(
 #: Price keys of genai-prices that llmspend's token counts cannot reach, and what they
 #: price. Calls using them are recorded at the text rates.
 _UNSPLIT = {
-    "input_audio_mtok": "audio input",
-    "cache_audio_read_mtok": "cached audio input",
-    "output_audio_mtok": "audio output",
-    "input_image_mtok": "image input",
-    "cache_image_read_mtok": "cached image input",
-    "output_image_mtok": "image output",
+    "input_video_mtok": "video input",
+    "output_video_mtok": "video output",
+    "output_citation_mtok": "citation",
 }
 
 
 def unsplit_note(specs: Iterable[PriceSpec], model: str = "") -> str | None:
-    """The note for a model whose price data has rates llmspend does not apply (audio and
-    image tokens), or that is a Claude model with cache writes but no 1-hour cache-write
+    """The note for a model whose price data has rates llmspend does not apply (video and
+    citation tokens), or that is a Claude model with cache writes but no 1-hour cache-write
     rate (1-hour writes are then priced at the 5-minute rate), or ``None``: so that
     ``price()`` and ``llmspend prices`` say such calls are recorded below the bill."""
     keys: set[str] = set()
