@@ -359,3 +359,36 @@ def test_price_refuses_inconsistent_parts() -> None:
                        input_audio_tokens=10, cache_audio_read_tokens=20)  # fmt: skip
     with pytest.raises(PricingError, match="output_image_tokens"):
         llmspend.price("gemini-2.5-flash-image", output_tokens=10, output_image_tokens=11)
+
+
+# -- 3. AnthropicAWS is Anthropic's own API: Anthropic's prices ------------------------------
+
+
+def test_anthropic_on_aws_is_labelled_anthropic_and_bedrock_stays_aws() -> None:
+    from llmspend.providers.anthropic_sdk import detect_provider
+
+    aws = anthropic.AnthropicAWS(api_key="x", aws_region="us-east-1", workspace_id="w")
+    assert detect_provider(aws) == "anthropic"
+    assert detect_provider(
+        anthropic.AsyncAnthropicAWS(api_key="x", aws_region="us-east-1", workspace_id="w")
+    ) == ("anthropic")
+    for cls in (anthropic.AnthropicBedrock, anthropic.AsyncAnthropicBedrock):
+        bedrock = cls(aws_access_key="a", aws_secret_key="b", aws_region="us-east-1")
+        assert detect_provider(bedrock) == "aws"
+    for mantle_cls in (anthropic.AnthropicBedrockMantle, anthropic.AsyncAnthropicBedrockMantle):
+        mantle = mantle_cls(api_key="x", aws_region="us-east-1")
+        assert detect_provider(mantle) == "aws"
+
+
+def test_a_call_through_anthropic_on_aws_costs_anthropics_price(
+    installed: Any, fresh_sim: SimServer
+) -> None:
+    """It was recorded as provider ``aws`` and priced at Bedrock's regional +10%."""
+    client = anthropic.AnthropicAWS(api_key="x", workspace_id="w", base_url=fresh_sim.url,
+                                   max_retries=0)  # fmt: skip
+    msg = client.messages.create(model=MODEL, max_tokens=20,
+                                 messages=[{"role": "user", "content": "hi"}])  # fmt: skip
+    row = _only_row(installed)
+    assert row["provider"] == "anthropic"
+    billed = (Decimal(3) * msg.usage.input_tokens + Decimal(15) * msg.usage.output_tokens) / 10**6
+    assert Decimal(row["cost_nanos"]) / 10**9 == billed

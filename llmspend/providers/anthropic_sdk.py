@@ -21,10 +21,12 @@ is reserved and their results read by :mod:`.anthropic_batches`.
 
 Provider label: ``anthropic``, except for the SDK's cloud clients, which cross these same
 hooks with the same ``/v1/messages`` options (they rewrite the URL later, in
-``_prepare_options``): ``AnthropicBedrock`` / ``AnthropicBedrockMantle`` / ``AnthropicAWS``
+``_prepare_options``): ``AnthropicBedrock`` / ``AnthropicBedrockMantle`` (Amazon Bedrock)
 are recorded as ``aws`` and ``AnthropicVertex`` / ``AnthropicGoogleCloud`` as ``google`` —
 the genai-prices provider ids that price those clients' model names (``anthropic.claude-…``
-Bedrock ids are unknown to its ``anthropic`` provider).
+Bedrock ids are unknown to its ``anthropic`` provider). ``AnthropicAWS`` (Claude Platform
+on AWS: Anthropic's own API at ``aws-external-anthropic.{region}.api.aws``, plain Claude
+names) is ``anthropic``: it is priced as Anthropic's API, not with Bedrock's regional +10%.
 """
 
 from __future__ import annotations
@@ -51,8 +53,7 @@ from .anthropic_streams import CallContext, observe_raw, observe_stream
 __all__ = ["AnthropicPlugin", "detect_provider"]
 
 MODULE = "anthropic._base_client"
-_CLOUDS = (("Bedrock", "aws"), ("AnthropicAWS", "aws"), ("Vertex", "google"),
-           ("GoogleCloud", "google"))  # fmt: skip
+_CLOUDS = (("Bedrock", "aws"), ("Vertex", "google"), ("GoogleCloud", "google"))
 _by_class: dict[type, str] = {}
 
 
