@@ -266,3 +266,16 @@ def test_a_full_disk_behind_stdout_is_one_line(sqlite_url: str, argv: tuple[str,
     assert out.returncode == 1
     (line,) = out.stderr.strip().splitlines()
     assert line.startswith("llmspend: error: cannot write") and "No space left" in line
+
+
+def test_export_writes_through_a_symlink(sqlite_url: str, tmp_path: Path) -> None:
+    """``latest.csv -> reports/2026-12.csv``: the target gets the rows, the link stays (the
+    renamed temporary file replaced the link)."""
+    llmspend.Tracker(sqlite_url).ingest(_rows(2))
+    (tmp_path / "reports").mkdir()
+    link = tmp_path / "latest.csv"
+    link.symlink_to(tmp_path / "reports" / "2026-12.data")
+    out = cli(sqlite_url, "export", str(link))
+    assert out.returncode == 0, out.stderr
+    assert link.is_symlink()
+    assert len(pd.read_csv(tmp_path / "reports" / "2026-12.data")) == 2

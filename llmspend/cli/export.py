@@ -3,7 +3,8 @@ through the gateway: the records the caller's role may read).
 
 ``FILE`` ``-`` writes to stdout (CSV unless ``--format parquet``; the summary line then goes
 to stderr), and so does any target that is not a regular file (``/dev/stdout``, a named
-pipe): those are written in place, never replaced by a renamed temporary file."""
+pipe): those are written in place, never replaced by a renamed temporary file; a symlink
+is written through to its target."""
 
 from __future__ import annotations
 
@@ -78,7 +79,10 @@ def _write(frame: Any, file: str, fmt: str | None) -> int:
     from ..exchange import detect_format, write_records
 
     if not _in_place(file):
-        return write_records(frame, file, fmt)
+        # through a symlink (latest.csv -> 2026-12.csv) to its target, as `>` and pandas
+        # write, rather than replacing the link by a file
+        target = os.path.realpath(Path(file).expanduser()) if os.path.islink(file) else file
+        return write_records(frame, target, fmt or detect_format(file))
     fmt = fmt or ("csv" if file == "-" else detect_format(file))
     with tempfile.TemporaryDirectory(prefix="llmspend-export-") as tmp:
         n = write_records(frame, Path(tmp) / f"records.{fmt}", fmt)
