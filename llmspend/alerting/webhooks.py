@@ -1,9 +1,16 @@
 """Webhook delivery, off the call's hot path, to checked destinations only.
 
-Alerts are queued to one daemon thread per process, which POSTs JSON (or a Slack-style
-``{"text": ...}`` payload), retries with backoff on errors, 5xx and 429, and records each
-outcome in ``llmspend_webhook_deliveries``. A failing or hanging webhook never fails or
-slows the caller's call; at exit the queue gets a bounded moment to drain.
+Alerts are queued per destination (the webhook URL): each destination's deliveries are
+made in order by one worker at a time, and different destinations proceed independently,
+so a slow or dead receiver holds up only its own alerts. Workers are daemon threads
+started on demand (at most ``MAX_WORKERS``; past that, destinations take turns, one
+delivery each) and ended when no destination has work. A delivery POSTs JSON (or a
+Slack-style ``{"text": ...}`` payload), retries with backoff on errors, 5xx and 429
+(waiting as long as a 429's or 503's ``Retry-After`` asks, at most ``MAX_RETRY_AFTER``
+seconds), and records its outcome in ``llmspend_webhook_deliveries``. A failing or hanging
+webhook never fails or slows the caller's call; at exit the queues get a bounded moment
+(``LLMSPEND_WEBHOOK_EXIT_WAIT``) to drain, and a retry that could not start within it is
+given up and recorded as failed instead of lost.
 
 Safety: the host is resolved once and refused unless public or allow-listed
 (``destinations``), before any connection; the POST goes to the address that was checked
@@ -15,6 +22,7 @@ receiver that drip-feeds bytes is cut off at it. Errors and logs name only
 Settings: ``LLMSPEND_WEBHOOK_TIMEOUT`` (total seconds per attempt, default 5),
 ``LLMSPEND_WEBHOOK_RETRIES`` (attempts after the first, default 3),
 ``LLMSPEND_WEBHOOK_BACKOFF`` (first delay in seconds, doubled each retry, default 0.5),
+``LLMSPEND_WEBHOOK_EXIT_WAIT`` (seconds the interpreter's exit waits, default 5),
 ``LLMSPEND_WEBHOOK_ALLOW`` (non-public hosts/CIDRs allowed, see ``destinations``). A
 value that is not a number in range (a negative backoff, a NaN timeout) is logged and the
 default used.
@@ -24,16 +32,19 @@ from __future__ import annotations
 
 import atexit
 import base64
+import datetime as dt
+import email.utils
 import json
 import logging
 import math
 import os
-import queue
+import re
 import socket
 import ssl
 import threading
 import time
-from typing import TYPE_CHECKING, Any
+from collections import deque
+from typing import TYPE_CHECKING, Any, NamedTuple
 from urllib.parse import unquote, urlsplit
 
 from sqlalchemy import insert
@@ -48,7 +59,18 @@ if TYPE_CHECKING:
     from ..store.engine import Store
     from .events import BudgetThresholdReached
 
-__all__ = ["DeliveryError", "WebhookSender", "payload_for", "post", "sender"]
+__all__ = [
+    "MAX_RETRY_AFTER",
+    "MAX_WORKERS",
+    "Answer",
+    "DeliveryError",
+    "WebhookSender",
+    "payload_for",
+    "post",
+    "retry_after",
+    "send",
+    "sender",
+]
 
 log = logging.getLogger("llmspend.alerts")
 
@@ -172,8 +194,24 @@ def _request(url: str, body: bytes) -> bytes:
     return ("\r\n".join(lines) + "\r\n\r\n").encode() + body
 
 
-def _status(sock: socket.socket, deadline: float, timeout: float) -> int:
-    """Read response heads up to the first final one; its status code."""
+class Answer(NamedTuple):
+    """A receiver's final answer: its status code and its ``Retry-After`` value, if any."""
+
+    status: int
+    retry_after: str | None = None
+
+
+def _header(head: bytes, name: bytes) -> str | None:
+    """The value of header ``name`` (lower case) in a response head, bounded to 100."""
+    for line in head.split(b"\r\n")[1:]:
+        key, sep, value = line.partition(b":")
+        if sep and key.strip().lower() == name:
+            return value.strip().decode("latin-1")[:100]
+    return None
+
+
+def _answer(sock: socket.socket, deadline: float, timeout: float) -> Answer:
+    """Read response heads up to the first final one; its status code and Retry-After."""
     buf = b""
     while True:
         while b"\r\n\r\n" not in buf:
@@ -193,11 +231,11 @@ def _status(sock: socket.socket, deadline: float, timeout: float) -> int:
             raise DeliveryError("the receiver's answer is not HTTP")
         code = int(fields[1])
         if code >= 200 or code < 100:
-            return code
+            return Answer(code, _header(head, b"retry-after"))
 
 
-def post(url: str, body: bytes, *, addresses: list[str], timeout: float) -> int:
-    """POST ``body`` to ``url`` at one of ``addresses`` (already checked); the status code.
+def send(url: str, body: bytes, *, addresses: list[str], timeout: float) -> Answer:
+    """POST ``body`` to ``url`` at one of ``addresses`` (already checked); the answer.
 
     ``timeout`` is the total for connecting, TLS, sending and reading the answer's headers:
     a monotonic deadline checked between reads, each socket timeout set to what is left.
@@ -216,24 +254,72 @@ def post(url: str, body: bytes, *, addresses: list[str], timeout: float) -> int:
             sock.sendall(_request(url, body))
         except TimeoutError:
             raise DeliveryError(f"timed out: could not send within {timeout:g} s") from None
-        return _status(sock, deadline, timeout)
+        return _answer(sock, deadline, timeout)
     except ssl.SSLError as exc:
         raise DeliveryError(f"TLS: {exc.reason or type(exc).__name__}") from None
     finally:
         sock.close()
 
 
-class WebhookSender:
-    """A queue and one worker thread that delivers webhooks with retries."""
+def post(url: str, body: bytes, *, addresses: list[str], timeout: float) -> int:
+    """:func:`send`'s status code only."""
+    return send(url, body, addresses=addresses, timeout=timeout).status
 
-    def __init__(self) -> None:
-        self._queue: queue.Queue[
-            tuple[Store, BudgetThresholdReached, str, str, str | None] | None
-        ] = queue.Queue()
-        self._thread: threading.Thread | None = None
+
+MAX_RETRY_AFTER = 60.0  # seconds: the longest a Retry-After is waited for
+_SECONDS = re.compile(r"\d{1,12}(?:\.\d{1,9})?")
+
+
+def retry_after(value: str | None, now: float | None = None) -> float | None:
+    """The seconds a ``Retry-After`` value asks to wait, from 0 to :data:`MAX_RETRY_AFTER`.
+
+    ``value`` is delay-seconds or an HTTP date (``now``: the wall clock, for tests);
+    ``None`` when absent or not understood."""
+    if value is None:
+        return None
+    value = value.strip()
+    if _SECONDS.fullmatch(value):
+        seconds = float(value)
+    else:
+        try:
+            when = email.utils.parsedate_to_datetime(value)
+            if when.tzinfo is None:  # "-0000": UTC, said without a zone
+                when = when.replace(tzinfo=dt.UTC)
+            seconds = when.timestamp() - (time.time() if now is None else now)
+        except (TypeError, ValueError, OverflowError, IndexError):
+            return None
+    return min(max(seconds, 0.0), MAX_RETRY_AFTER)
+
+
+class _Item(NamedTuple):
+    store: Store
+    event: BudgetThresholdReached
+    url: str
+    fmt: str
+    allow: str | None
+
+
+MAX_WORKERS = 8  # delivery threads at most; past that, destinations take turns
+
+
+class WebhookSender:
+    """Per-destination queues, delivered in order with retries by on-demand worker threads.
+
+    A destination (a webhook URL) is served by one worker at a time, one delivery per turn:
+    its deliveries keep their order, and a hanging receiver holds up only its own queue.
+    At most ``max_workers`` threads run; each ends when no destination is waiting.
+    """
+
+    def __init__(self, max_workers: int = MAX_WORKERS) -> None:
+        self.max_workers = max(1, max_workers)
         self._lock = threading.Lock()
-        self._pending = 0
         self._idle = threading.Condition(self._lock)
+        self._lanes: dict[str, deque[_Item]] = {}  # destination -> its queued deliveries
+        self._ready: deque[str] = deque()  # destinations with work and no worker, in turn
+        self._workers = 0
+        self._pending = 0
+        self._exiting = threading.Event()
+        self._exit_deadline: float | None = None
 
     def submit(
         self,
@@ -247,15 +333,25 @@ class WebhookSender:
         """Queue a delivery; ``allow`` is the allow-list (``None``: the environment's)."""
         with self._lock:
             self._pending += 1
-            if self._thread is None or not self._thread.is_alive():
-                self._thread = threading.Thread(
-                    target=self._run, name="llmspend-webhooks", daemon=True
-                )
-                self._thread.start()
-        self._queue.put((store, event, url, fmt, allow))
+            lane = self._lanes.get(url)
+            if lane is None:  # not queued nor being served: its turn comes
+                lane = self._lanes[url] = deque()
+                self._ready.append(url)
+            lane.append(_Item(store, event, url, fmt, allow))
+            busy = len(self._lanes) - len(self._ready)  # destinations being served
+            if self._workers >= min(self.max_workers, busy + len(self._ready)):
+                return
+            self._workers += 1
+        try:
+            name = f"llmspend-webhooks-{self._workers}"
+            threading.Thread(target=self._run, name=name, daemon=True).start()
+        except RuntimeError:  # no new threads (interpreter shutdown): others may serve it
+            with self._lock:
+                self._workers -= 1
+            log.warning("llmspend could not start a webhook worker")
 
     def wait(self, timeout: float = 10.0) -> bool:
-        """Block until the queue is drained (tests, exit). Returns False on timeout."""
+        """Block until every queue is drained (tests, exit). Returns False on timeout."""
         deadline = time.monotonic() + timeout
         with self._idle:
             while self._pending:
@@ -265,19 +361,48 @@ class WebhookSender:
                 self._idle.wait(left)
         return True
 
+    def drain(self, timeout: float) -> bool:
+        """:meth:`wait` at exit: a retry whose pause would end after ``timeout`` is given up
+        (and recorded as failed) instead of lost with the process."""
+        self._exit_deadline = time.monotonic() + timeout
+        self._exiting.set()
+        return self.wait(timeout)
+
     def _run(self) -> None:
+        url: str | None = None
         while True:
-            item = self._queue.get()
-            if item is None:
-                return
+            with self._idle:
+                if url is not None:  # the last turn's delivery is done
+                    self._pending -= 1
+                    self._idle.notify_all()
+                    if self._lanes[url]:
+                        self._ready.append(url)  # its next delivery waits its turn
+                    else:
+                        del self._lanes[url]
+                if not self._ready:
+                    self._workers -= 1
+                    return
+                url = self._ready.popleft()
+                item = self._lanes[url].popleft()
             try:
                 self._deliver(*item)
             except Exception:  # never let the worker die
                 log.exception("llmspend webhook worker error")
-            finally:
-                with self._idle:
-                    self._pending -= 1
-                    self._idle.notify_all()
+
+    def _pause(self, seconds: float) -> bool:
+        """Sleep ``seconds``; False (at once) if they would end after the exit deadline."""
+        end = time.monotonic() + seconds
+        while True:
+            exit_deadline = self._exit_deadline
+            if exit_deadline is not None and end > exit_deadline:
+                return False
+            left = end - time.monotonic()
+            if left <= 0:
+                return True
+            if self._exiting.is_set():
+                time.sleep(left)
+            else:
+                self._exiting.wait(min(left, 3600.0))
 
     def _deliver(
         self,
@@ -299,9 +424,13 @@ class WebhookSender:
         else:
             for attempt in range(retries + 1):
                 attempts = attempt + 1
+                asked = None  # the wait a 429's or 503's Retry-After asks for
                 try:
-                    status = post(url, body, addresses=addresses, timeout=timeout)
+                    answer = send(url, body, addresses=addresses, timeout=timeout)
+                    status = answer.status
                     error = None if 200 <= status < 300 else f"HTTP {status}"
+                    if status in (429, 503):
+                        asked = retry_after(answer.retry_after)
                 except DeliveryError as exc:
                     status, error = None, str(exc)
                 except Exception as exc:  # never echo the URL: only the kind of failure
@@ -315,7 +444,10 @@ class WebhookSender:
                     if status < 500 and status != 429:
                         break  # a 4xx will not get better by retrying
                 if attempt < retries:
-                    time.sleep(delay * (2**attempt))
+                    pause = delay * (2**attempt)
+                    if not self._pause(pause if asked is None else max(pause, asked)):
+                        error = f"{error}; not retried: the process was exiting"
+                        break
             if status is not None and 200 <= status < 300:
                 outcome = "delivered"
         if outcome != "delivered":
@@ -352,4 +484,4 @@ def sender() -> WebhookSender:
 
 @atexit.register
 def _drain_at_exit() -> None:
-    _sender.wait(timeout=_env_float("LLMSPEND_WEBHOOK_EXIT_WAIT"))
+    _sender.drain(_env_float("LLMSPEND_WEBHOOK_EXIT_WAIT"))
