@@ -392,3 +392,32 @@ def test_a_call_through_anthropic_on_aws_costs_anthropics_price(
     assert row["provider"] == "anthropic"
     billed = (Decimal(3) * msg.usage.input_tokens + Decimal(15) * msg.usage.output_tokens) / 10**6
     assert Decimal(row["cost_nanos"]) / 10**9 == billed
+
+
+def test_an_override_file_prices_the_parts(tmp_path: Any) -> None:
+    """A negotiated Claude price can name its 1-hour cache-write rate, an audio model its
+    audio rates; a part without its own price costs the price of what it is part of."""
+    from llmspend.pricing import PriceBook
+
+    path = tmp_path / "prices.toml"
+    path.write_text(
+        '[[model]]\nid = "claude-house"\ninput_mtok = "2"\noutput_mtok = "10"\n'
+        'cache_write_mtok = "2.5"\ncache_write_1h_mtok = "4"\n'
+        '[[model]]\nid = "voice-house"\ninput_mtok = "1"\noutput_mtok = "4"\n'
+        'input_audio_mtok = "8"\ncached_audio_input_mtok = "0.5"\noutput_image_mtok = "30"\n'
+        '[[model]]\nid = "claude-plain"\ninput_mtok = "2"\noutput_mtok = "10"\n'
+        'cache_write_mtok = "2.5"\n'
+    )  # fmt: skip
+    book = PriceBook(path)
+    m = 1_000_000
+    claude = book.price("claude-house", input_tokens=m, cache_write_tokens=m,
+                        cache_write_1h_tokens=m // 2)  # fmt: skip
+    assert claude.total_usd == Decimal("3.25") and claude.note is None
+    voice = book.price("voice-house", input_tokens=m, cached_input_tokens=m // 2,
+                       input_audio_tokens=m, cache_audio_read_tokens=m // 2, output_tokens=m,
+                       output_image_tokens=m // 4)  # fmt: skip
+    assert voice.total_usd == Decimal("4.25") + Decimal("10.5")  # input; output 3/4 x 4 + 1/4 x 30
+    plain = book.price("claude-plain", input_tokens=m, cache_write_tokens=m,
+                       cache_write_1h_tokens=m)  # fmt: skip
+    assert plain.total_usd == Decimal("2.5")  # no 1-hour price: the cache-write price, noted
+    assert plain.note and "1-hour cache writes at the 5-minute rate" in plain.note

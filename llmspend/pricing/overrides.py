@@ -12,6 +12,10 @@ Point ``LLMSPEND_PRICES`` (or ``PriceBook(overrides_path=...)``) at a TOML file:
     cached_input_mtok = "0.15"     # optional: cached input tokens (default: the input price)
     cache_write_mtok = "0.30"      # optional: cache-write tokens (default: the input price)
     reasoning_mtok = "1.20"        # optional: reasoning tokens (default: the output price)
+    # optional, each defaulting to the price of the tokens it is part of:
+    # cache_write_1h_mtok (Anthropic's 1-hour cache writes), input_audio_mtok,
+    # cached_audio_input_mtok, output_audio_mtok, input_image_mtok,
+    # cached_image_input_mtok, output_image_mtok
     effective = 2025-01-01         # optional: applies from this UTC date; several entries for
                                    # the same id/match make a price history
     max_output_tokens = 16384      # optional: reported by model_output_cap()
@@ -74,6 +78,13 @@ _PRICE_FIELDS = {
     "cache_write_mtok": "cache_write_mtok",
     "output_mtok": "output_mtok",
     "reasoning_mtok": "output_reasoning_mtok",
+    "cache_write_1h_mtok": "cache_write_1h_mtok",
+    "input_audio_mtok": "input_audio_mtok",
+    "cached_audio_input_mtok": "cache_audio_read_mtok",
+    "output_audio_mtok": "output_audio_mtok",
+    "input_image_mtok": "input_image_mtok",
+    "cached_image_input_mtok": "cache_image_read_mtok",
+    "output_image_mtok": "output_image_mtok",
 }
 _MODEL_KEYS = frozenset(
     {"provider", "id", "match", "effective", "max_output_tokens", "tiers", *_PRICE_FIELDS}
