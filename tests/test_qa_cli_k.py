@@ -148,7 +148,7 @@ def test_export_dash_writes_csv_to_stdout(sqlite_url: str) -> None:
     assert out.returncode == 0, out.stderr
     frame = pd.read_csv(io.StringIO(out.stdout))
     assert list(frame.user) == ["u1"] and str(frame.cost_usd.iloc[0]) == "0.000123"
-    assert out.stderr.strip() == "exported 1 record to stdout"
+    assert out.stderr.strip() == "exported 1 records to stdout"
     assert not Path("-").exists()
 
 

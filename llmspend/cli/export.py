@@ -129,12 +129,8 @@ def _export(args: argparse.Namespace) -> int:
         print_json({"file": args.file, "rows": n}, file=sys.stderr if to_stdout else None)
     else:
         where = "stdout" if args.file == "-" else args.file
-        print(f"exported {n:,} {_records(n)} to {where}", file=sys.stderr if to_stdout else None)
+        print(f"exported {n} records to {where}", file=sys.stderr if to_stdout else None)
     return 0
-
-
-def _records(n: int) -> str:
-    return "record" if n == 1 else "records"
 
 
 def _is_stdout(file: str) -> bool:

@@ -71,5 +71,5 @@ def _import(args: argparse.Namespace) -> int:
         print_json({"file": args.file, "rows": n})
     else:
         source = "stdin" if args.file == "-" else args.file
-        print(f"imported {n:,} record{'' if n == 1 else 's'} from {source}")
+        print(f"imported {n} records from {source}")
     return 0
