@@ -97,6 +97,16 @@ def _check_extra(usage: tuple[int, int, int, int, int], extra: object) -> tuple[
     ints each within the count it is part of, or :class:`PricingError`."""
     if extra is None:
         return None
+    if type(extra) is tuple and len(extra) == len(EXTRA) == 7:  # the usual: consistent ints
+        w1h, ia, car, oa, ii, cir, oi = extra
+        i, c, w, o, _ = usage
+        if (
+            type(w1h) is type(ia) is type(car) is type(oa) is int
+            and type(ii) is type(cir) is type(oi) is int
+            and 0 <= w1h <= w and 0 <= car <= ia <= i and 0 <= cir <= ii <= i
+            and car <= c and cir <= c and 0 <= oa <= o and 0 <= oi <= o
+        ):  # fmt: skip
+            return extra
     if not isinstance(extra, tuple) or len(extra) != len(EXTRA):
         raise PricingError(f"extra must be a tuple of {len(EXTRA)} counts {EXTRA}, got {extra!r}")
     ints = []

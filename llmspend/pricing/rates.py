@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import dataclasses
 import math
+import operator
 from collections.abc import Iterable
 from dataclasses import dataclass
 from decimal import Decimal
@@ -104,7 +105,7 @@ class Rates:
         of :data:`EXTRA` (``None``: all 0)."""
         num = self.ki * i + self.kc * c + self.kw * w + self.ko * o + self.kr * r + self.k0
         if extra:
-            num += sum(k * x for k, x in zip(self.kx, extra, strict=True))
+            num += sum(map(operator.mul, self.kx, extra))
         den = self.den
         if den == 1:
             return num
