@@ -11,6 +11,7 @@ import datetime as dt
 import email.utils
 import http.server
 import json
+import socket
 import subprocess
 import sys
 import threading
@@ -22,6 +23,7 @@ from typing import Any
 import pytest
 
 import llmspend
+from llmspend.alerting import destinations
 from llmspend.alerting.events import BudgetThresholdReached
 from llmspend.alerting.listeners import set_webhook
 from llmspend.alerting.query import fetch_deliveries
@@ -173,6 +175,29 @@ def test_one_destination_keeps_its_order_and_workers_are_capped(
     rows = fetch_deliveries(tracker.store).to_dict("records")
     assert len(rows) == 7 and {d["status"] for d in rows} == {"delivered"}
     assert s._workers == 0 and not s._lanes  # every worker ended once there was no work
+
+
+# -- refusals -----------------------------------------------------------------------------------
+
+
+def test_a_name_that_does_not_resolve_is_refused_in_the_same_words(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    def nowhere(host: str, port: int) -> list[str]:
+        raise socket.gaierror(-2, "Name or service not known")
+
+    monkeypatch.setattr(destinations, "resolve", nowhere)
+    # Before: "the host did not resolve", telling which internal names exist (a DNS oracle).
+    with pytest.raises(destinations.DestinationRefused) as refused:
+        destinations.check_destination("db.internal", 443, allow="")
+    assert str(refused.value) == "refused: destination not allowed"
+    monkeypatch.setattr(destinations, "resolve", lambda host, port: [])
+    with pytest.raises(destinations.DestinationRefused) as refused:
+        destinations.check_destination("db.internal", 443, allow="")
+    assert str(refused.value) == "refused: destination not allowed"
+    # a name the admin listed is told plainly: they configured it
+    with pytest.raises(destinations.DestinationRefused, match="did not resolve"):
+        destinations.check_destination("hooks.internal", 443, allow="hooks.internal")
 
 
 # -- Retry-After --------------------------------------------------------------------------------

@@ -102,13 +102,17 @@ def _listed(ip: IPAddress, nets: Iterable[Network]) -> bool:
     return any(c.version == n.version and c in n for c in candidates for n in nets)
 
 
+_REFUSED = "refused: destination not allowed"
+
+
 def check_destination(host: str, port: int, allow: str | None = None) -> list[str]:
     """The addresses a delivery to ``host`` may connect to; ``DestinationRefused`` if none.
 
     Every address the host resolves to must pass (a name with one private address among
     public ones is refused): public, or inside an allow-listed network, or the host name
-    itself allow-listed. The message is the same whatever the host, port or address, so the
-    deliveries table tells nothing about the network behind it.
+    itself allow-listed. The message is the same whatever the host, port or address, a name
+    that does not resolve included (unless the admin listed it), so the deliveries table
+    tells nothing about the network behind it.
     """
     names, nets = allow_list(allow)
     name = host.lower().rstrip(".")
@@ -122,13 +126,15 @@ def check_destination(host: str, port: int, allow: str | None = None) -> list[st
         try:
             addresses = resolve(name, port)
         except (OSError, UnicodeError):
-            raise DestinationRefused("refused: the host did not resolve") from None
-        if not addresses:
-            raise DestinationRefused("refused: the host did not resolve")
+            addresses = []
+        if not addresses:  # said plainly only of a name the admin listed: no DNS oracle
+            raise DestinationRefused(
+                "refused: the host did not resolve" if name in names else _REFUSED
+            ) from None
     if name in names:
         return addresses
     for addr in addresses:
         ip = ipaddress.ip_address(addr)
         if not (is_public(ip) or _listed(ip, nets)):
-            raise DestinationRefused("refused: destination not allowed")
+            raise DestinationRefused(_REFUSED)
     return addresses
