@@ -6,12 +6,20 @@ say $0.10 exactly, and sums of them drift.
 
 from __future__ import annotations
 
+import re
 from decimal import ROUND_HALF_EVEN, Decimal, InvalidOperation
 from typing import overload
 
 from .errors import ValidationError
 
-__all__ = ["NANOS_PER_USD", "format_usd", "nanos_to_usd", "parse_usd", "usd_to_nanos"]
+__all__ = [
+    "NANOS_PER_USD",
+    "format_usd",
+    "nanos_to_usd",
+    "parse_usd",
+    "usd_to_nanos",
+    "without_thousands",
+]
 
 NANOS_PER_USD = 1_000_000_000
 
@@ -43,6 +51,23 @@ def nanos_to_usd(nanos: int | None) -> Decimal | None:
     return value.quantize(Decimal(1)) if value.as_tuple().exponent > 0 else value  # type: ignore[operator]
 
 
+_THOUSANDS = re.compile(r"[+-]?\d{1,3}(,\d{3})+(\.\d*)?")
+
+
+def without_thousands(text: str, given: object = None) -> str:
+    """``text`` without the commas between its thousands (``"1,234.5"`` → ``"1234.5"``);
+    any other comma is a ValidationError: ``"5,5"`` is not $55. ``given``: what the user
+    typed, for the message."""
+    if "," not in text:
+        return text
+    if not _THOUSANDS.fullmatch(text):
+        raise ValidationError(
+            f"not an amount of money: {text if given is None else given!r} (use '.' for "
+            "decimals; ',' only between thousands, as in 1,234.56)"
+        )
+    return text.replace(",", "")
+
+
 def parse_usd(text: str | Decimal | int) -> Decimal:
     """Parse a USD amount such as ``"12.5"``, ``"$1,234.56"`` or ``Decimal("3")``."""
     if isinstance(text, (bool, float)):
@@ -52,9 +77,10 @@ def parse_usd(text: str | Decimal | int) -> Decimal:
     elif isinstance(text, int):
         dec = Decimal(text)
     elif isinstance(text, str):
-        cleaned = text.strip().replace(",", "").replace("_", "")
+        cleaned = text.strip().replace("_", "")
         if cleaned.startswith("$"):
             cleaned = cleaned[1:]
+        cleaned = without_thousands(cleaned, text)
         try:
             dec = Decimal(cleaned)
         except InvalidOperation:

@@ -54,3 +54,16 @@ def test_tiny_and_huge_amounts_are_shown_with_their_digits(value: str, shown: st
 @given(st.integers(min_value=0, max_value=2**62))
 def test_nanos_round_trip_property(n: int) -> None:
     assert usd_to_nanos(nanos_to_usd(n)) == n  # type: ignore[arg-type]
+
+
+@pytest.mark.parametrize("text", ["5,5", "1,23", ",5", "5,", "1,2345", "$12,34.5"])
+def test_a_comma_that_separates_no_thousands_is_refused(text: str) -> None:
+    with pytest.raises(ValidationError, match=r"use '\.' for decimals"):
+        parse_usd(text)  # "5,5" was $55
+
+
+@pytest.mark.parametrize(
+    ("text", "value"), [("1,234", "1234"), ("$1,234,567.5", "1234567.5"), ("-1,000", "-1000")]
+)
+def test_commas_between_thousands_are_read(text: str, value: str) -> None:
+    assert parse_usd(text) == Decimal(value)

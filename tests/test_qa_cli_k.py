@@ -279,3 +279,12 @@ def test_export_writes_through_a_symlink(sqlite_url: str, tmp_path: Path) -> Non
     assert out.returncode == 0, out.stderr
     assert link.is_symlink()
     assert len(pd.read_csv(tmp_path / "reports" / "2026-12.data")) == 2
+
+
+def test_a_decimal_comma_is_refused_not_read_as_thousands(sqlite_url: str) -> None:
+    assert cli(sqlite_url, "budget", "set", "project", "acme/churn", "10/month").returncode == 0
+    out = cli(sqlite_url, "budget", "set", "project", "acme/churn", "5,5/month")
+    assert out.returncode == 1, out.stderr
+    assert "use '.' for decimals" in out.stderr
+    (budget,) = _budgets(sqlite_url)
+    assert budget.limit_usd == 10  # was set to $55

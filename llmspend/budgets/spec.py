@@ -30,8 +30,8 @@ from typing import Any
 from urllib.parse import urlsplit
 
 from ..attribution import validate_name
-from ..errors import BudgetError
-from ..money import usd_to_nanos
+from ..errors import BudgetError, ValidationError
+from ..money import usd_to_nanos, without_thousands
 from .periods import PERIODS, zone
 
 __all__ = [
@@ -116,9 +116,10 @@ def parse_limit(limit: Any) -> int:
             raise BudgetError(f"limit must be a finite amount of USD, got {limit!r}")
         limit = repr(float(limit))
     if isinstance(limit, str):
-        text = limit.strip().replace(",", "").removeprefix("$")
         try:
-            value = Decimal(text)
+            value = Decimal(without_thousands(limit.strip().removeprefix("$"), limit))
+        except ValidationError as e:
+            raise BudgetError(f"limit: {e}") from None
         except InvalidOperation:
             raise BudgetError(
                 f"limit must be an amount of USD such as '100' or '12.50', got {limit!r}"
