@@ -474,3 +474,15 @@ def test_an_unbounded_batch_refusal_says_why(installed: Any, fresh_sim: SimServe
         assert "unpriced='allow'" in str(refused.value) and refused.value.limit == 100
         with pytest.raises(llmspend.BudgetExceeded, match="cannot bound"):
             gemini(fresh_sim).batches.create(model="gemini-2.5-flash", src="files/elsewhere")
+
+
+def test_a_batchs_total_usage_keeps_every_part_of_its_results() -> None:
+    from llmspend.call import Usage
+    from llmspend.providers.batch_jobs import total_usage
+
+    a = Usage(100, 0, 40, 10, cache_write_1h_tokens=40, input_audio_tokens=20)
+    b = Usage(50, 10, 0, 5, 2, output_image_tokens=5)
+    assert total_usage([a, b]) == Usage(
+        150, 10, 40, 15, 2, cache_write_1h_tokens=40, input_audio_tokens=20,
+        output_image_tokens=5,
+    )  # fmt: skip

@@ -16,6 +16,7 @@ wire format and keeps one :class:`BatchLedger`.
 from __future__ import annotations
 
 import atexit
+import dataclasses
 import threading
 from collections.abc import Iterable
 from typing import Any, NamedTuple
@@ -60,15 +61,16 @@ def output_bound(model: str, cap: int | None) -> int:
 
 
 def total_usage(usages: Iterable[Usage]) -> Usage:
-    """The sum of several calls' usage, field by field."""
-    i = c = w = o = r = 0
+    """The sum of several calls' usage, field by field (every field: a 1-hour cache write
+    or an audio token in one result is priced at its rate in the batch's total)."""
+    sums = [0] * len(_USAGE_FIELDS)
     for u in usages:
-        i += u.input_tokens
-        c += u.cached_input_tokens
-        w += u.cache_write_tokens
-        o += u.output_tokens
-        r += u.reasoning_tokens
-    return Usage(i, c, w, o, r)
+        for k, name in enumerate(_USAGE_FIELDS):
+            sums[k] += getattr(u, name)
+    return Usage(*sums)
+
+
+_USAGE_FIELDS = tuple(f.name for f in dataclasses.fields(Usage))
 
 
 def begin_batch(provider: str, summary: BatchInput | None) -> Call | None:
