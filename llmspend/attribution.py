@@ -27,7 +27,7 @@ def validate_name(kind: str, value: Any) -> str:
     """A bare org/project/user name: 1-200 characters, no slash."""
     if not isinstance(value, str) or not _NAME.match(value) or value != value.strip():
         raise ValidationError(
-            f"{kind} must be a name of letters, digits, '_', '-', '.', '@', '+' or spaces "
+            f"{kind} must be a name of ASCII letters, digits, '_', '-', '.', '@', '+' or spaces "
             f"(no '/', at most 200 characters), got {value!r}"
         )
     return value

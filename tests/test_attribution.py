@@ -113,3 +113,11 @@ def test_bad_attribution_is_a_clear_error(kwargs) -> None:  # type: ignore[no-un
 
 def test_not_installed_records_nothing(tmp_path) -> None:  # type: ignore[no-untyped-def]
     assert begin_call("openai", "chat.completions", "gpt-4o-mini") is None
+
+
+def test_a_name_with_a_letter_outside_ascii_is_told_why() -> None:
+    with (
+        pytest.raises(llmspend.ValidationError, match="ASCII letters"),
+        llmspend.attribute(user="bób"),
+    ):
+        pass
