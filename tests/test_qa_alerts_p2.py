@@ -11,6 +11,7 @@ import datetime as dt
 import email.utils
 import http.server
 import json
+import os
 import socket
 import subprocess
 import sys
@@ -292,3 +293,44 @@ def test_exit_flushes_every_destination_and_records_a_retry_it_cannot_wait_for(
     assert limit["error"] == "HTTP 429; not retried: the process was exiting"
     assert hanging.url("") not in got  # its attempt was still running when the process ended
     assert len(limited.bodies) == 1  # the 30 s it asked for were never cut short
+
+
+@pytest.mark.skipif(not hasattr(os, "fork"), reason="os.fork")
+def test_a_forked_child_delivers_its_own_alerts_once_and_not_its_parents() -> None:
+    """A child forked while the parent's worker serves a destination: the child's alert to
+    it is delivered (the inherited worker count and lane made it wait for a thread the child
+    has not got), and the parent's queued one is not sent again from the child."""
+    s = WebhookSender()
+    parent = os.getpid()
+    serving, release = threading.Event(), threading.Event()
+    made: list[tuple[int, str]] = []
+
+    def deliver(store: Any, event: Any, url: str, fmt: str, allow: str | None = None) -> None:
+        if os.getpid() == parent and event == "parent-1":
+            serving.set()
+            release.wait(30)
+        made.append((os.getpid(), event))
+
+    s._deliver = deliver  # type: ignore[method-assign]
+    s.submit(None, "parent-1", "http://a.example/", "json")  # type: ignore[arg-type]
+    s.submit(None, "parent-2", "http://a.example/", "json")  # type: ignore[arg-type]
+    assert serving.wait(10)
+    read, write = os.pipe()
+    pid = os.fork()
+    if pid == 0:  # the child: its own alert only, then report and leave at once
+        code = 1
+        try:
+            s.submit(None, "child-1", "http://a.example/", "json")  # type: ignore[arg-type]
+            drained = s.wait(10)
+            os.write(write, json.dumps([drained, [e for p, e in made if p != parent]]).encode())
+            code = 0
+        finally:
+            os._exit(code)
+    os.close(write)
+    with os.fdopen(read) as pipe:
+        answer = pipe.read()
+    os.waitpid(pid, 0)
+    release.set()
+    assert s.wait(10)
+    assert json.loads(answer) == [True, ["child-1"]]
+    assert [e for p, e in made if p == parent] == ["parent-1", "parent-2"]

@@ -43,6 +43,7 @@ import socket
 import ssl
 import threading
 import time
+import weakref
 from collections import deque
 from typing import TYPE_CHECKING, Any, NamedTuple
 from urllib.parse import unquote, urlsplit
@@ -300,6 +301,15 @@ class _Item(NamedTuple):
 
 
 MAX_WORKERS = 8  # delivery threads at most; past that, destinations take turns
+_senders: weakref.WeakSet[WebhookSender] = weakref.WeakSet()
+
+
+def _after_fork_in_child() -> None:
+    for each in list(_senders):
+        each._forked()
+
+
+os.register_at_fork(after_in_child=_after_fork_in_child)
 
 
 class WebhookSender:
@@ -320,6 +330,20 @@ class WebhookSender:
         self._pending = 0
         self._exiting = threading.Event()
         self._exit_deadline: float | None = None
+        _senders.add(self)
+
+    def _forked(self) -> None:
+        """In a forked child: no worker, no queue. The parent's queued deliveries are the
+        parent's to make (a child making them too would send them twice), and its workers,
+        which the child has none of, must not count against the child's own alerts."""
+        self._lock = threading.Lock()  # the parent's may have been held at the fork
+        self._idle = threading.Condition(self._lock)
+        self._lanes = {}
+        self._ready = deque()
+        self._workers = 0
+        self._pending = 0
+        self._exiting = threading.Event()
+        self._exit_deadline = None
 
     def submit(
         self,
