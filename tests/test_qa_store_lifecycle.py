@@ -64,6 +64,31 @@ def test_recover_leaves_a_sound_store_alone_unless_forced(tmp_path, capsys) -> N
     assert any(".corrupt-" in p.name for p in tmp_path.iterdir())
 
 
+def test_recover_takes_damage_only_integrity_check_finds(tmp_path, capsys) -> None:  # type: ignore[no-untyped-def]
+    """An index that no longer matches its table (quick_check does not look: its
+    ``(ts, record_uid)`` index lets a replayed call in twice) is damage: ``db check --full``
+    said "run llmspend db recover", and recover refused, saying there was none."""
+    import sqlite3
+
+    path = tmp_path / "store.sqlite"
+    url = _a_store(path)
+    conn = sqlite3.connect(path)
+    conn.execute("CREATE TABLE scratch (a, b)")
+    conn.execute("CREATE INDEX scratch_a ON scratch (a)")
+    conn.executemany("INSERT INTO scratch VALUES (?, ?)", [(i, -i) for i in range(50)])
+    conn.commit()
+    conn.execute("PRAGMA writable_schema = ON")  # the index now claims another column
+    conn.execute("UPDATE sqlite_master SET sql = 'CREATE INDEX scratch_a ON scratch (b)' "
+                 "WHERE name = 'scratch_a'")  # fmt: skip
+    conn.commit()
+    conn.close()
+    assert main(["db", "check", "--full", "--database-url", url]) == 1
+    assert "llmspend db recover" in capsys.readouterr().out
+    assert main(["db", "recover", "--database-url", url]) == 0
+    assert "kept     llmspend_usage: 1 row(s)" in capsys.readouterr().out
+    assert main(["db", "check", "--full", "--database-url", url]) == 0
+
+
 def test_recover_refuses_a_store_of_a_newer_llmspend(tmp_path, capsys) -> None:  # type: ignore[no-untyped-def]
     """A store migrated by a newer llmspend is never rebuilt by this one, not even forced (it
     rebuilt it at this llmspend's schema: what the newer one added was dropped)."""
@@ -80,3 +105,18 @@ def test_recover_refuses_a_store_of_a_newer_llmspend(tmp_path, capsys) -> None: 
     assert "9999" in err and "newer llmspend" in err and "Traceback" not in err
     assert path.read_bytes() == before
     assert not any(".corrupt-" in p.name for p in tmp_path.iterdir())
+
+
+def test_a_store_url_naming_a_directory_says_so(tmp_path, capsys) -> None:  # type: ignore[no-untyped-def]
+    """Not "the store file is corrupted: run llmspend db recover" (nothing is damaged)."""
+    import llmspend
+    from llmspend.errors import StoreError
+
+    url = f"sqlite:///{tmp_path}"
+    with pytest.raises(StoreError, match="names a directory") as raised:
+        llmspend.install(url)
+    assert "corrupted" not in str(raised.value)
+    assert main(["budget", "list", "--database-url", url]) == 1
+    err = capsys.readouterr().err
+    assert "names a directory" in err and "recover" not in err
+    assert sorted(p.name for p in tmp_path.iterdir()) == []  # nothing made inside

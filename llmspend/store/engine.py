@@ -23,6 +23,7 @@ from __future__ import annotations
 
 import contextlib
 import logging
+import os
 import threading
 import time
 from collections.abc import Iterator
@@ -158,6 +159,11 @@ def open_store(url: str, *, migrate: bool = True, ping_idle: float | None = None
             return store
         store = _create(url, ping_idle)
         try:
+            if store.path and os.path.isdir(store.path):  # no damage to recover from
+                raise StoreError(
+                    f"the store {safe_url(url)} names a directory, not a SQLite file; "
+                    "name a file in it (e.g. sqlite:///DIR/llmspend.sqlite)"
+                )
             problem, later = check_on_open(store.path) if store.path else (None, False)
             if later:
                 _check_later(store)
