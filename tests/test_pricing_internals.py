@@ -9,8 +9,12 @@ import sys
 from pathlib import Path
 
 import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
 
+from llmspend.errors import PricingError
 from llmspend.pricing import PriceBook, UnknownModelWarning
+from llmspend.pricing.book import _check_extra
 from llmspend.pricing.rates import Tier
 from llmspend.pricing.snapshot import Tiered, TierPrice, genai
 
@@ -69,3 +73,41 @@ def test_pricing_stays_store_free() -> None:
     higher = ("sqlalchemy", "llmspend.store", "llmspend.usage", "llmspend.call", "llmspend.budgets",
               "llmspend.tracker", "llmspend.pipeline")  # fmt: skip
     assert [m for m in loaded if m.startswith(higher)] == []
+
+
+class _Int(int):
+    """An int that is not exactly ``int``: it takes ``_check_extra``'s slow path."""
+
+
+_count = st.integers(min_value=-2, max_value=60)
+
+
+@settings(max_examples=400, deadline=None)
+@given(usage=st.tuples(*[_count] * 5), extra=st.tuples(*[_count] * 7))
+def test_the_extra_counts_fast_path_agrees_with_the_slow_one(
+    usage: tuple[int, int, int, int, int], extra: tuple[int, ...]
+) -> None:
+    """Plain ints (the fast path) are accepted, refused and priced as the same counts given
+    as an int subclass (the checked path)."""
+
+    def outcome(counts: tuple[int, ...]) -> object:
+        try:
+            checked = _check_extra(usage, counts)
+        except PricingError:
+            return "refused"
+        return tuple(checked) if checked and any(checked) else None  # all 0: none
+
+    fast = outcome(extra)
+    assert fast == outcome(tuple(_Int(x) for x in extra))
+    if fast not in ("refused", None) and min(usage) >= 0:
+        i, c, w, o, r = usage
+        book = PriceBook()
+        args = ("anthropic", "claude-sonnet-4-5", i, c, w, o, min(r, o), EPOCH)
+
+        def priced(counts: tuple[int, ...]) -> object:
+            try:
+                return book.price_nanos(*args, extra=counts)
+            except PricingError:
+                return "refused"
+
+        assert priced(extra) == priced(tuple(_Int(x) for x in extra))
