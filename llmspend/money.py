@@ -60,6 +60,7 @@ def without_thousands(text: str, given: object = None) -> str:
     typed, for the message."""
     if "," not in text:
         return text
+    text = text.strip()  # "$ 1,000" once its "$" is taken off, as Decimal reads " 1000"
     if not _THOUSANDS.fullmatch(text):
         raise ValidationError(
             f"not an amount of money: {text if given is None else given!r} (use '.' for "

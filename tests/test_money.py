@@ -67,3 +67,12 @@ def test_a_comma_that_separates_no_thousands_is_refused(text: str) -> None:
 )
 def test_commas_between_thousands_are_read(text: str, value: str) -> None:
     assert parse_usd(text) == Decimal(value)
+
+
+@pytest.mark.parametrize("text", ["$ 1,000", "$1,000 ", " 1,000"])
+def test_spaces_around_an_amount_with_thousands_are_read_as_before(text: str) -> None:
+    """``"$ 1,000"`` was $1000 (as ``"$ 1000"`` still is) until commas were checked."""
+    from llmspend.budgets.spec import parse_limit
+
+    assert parse_usd(text) == Decimal(1000)
+    assert parse_limit(text) == 1000 * 10**9
