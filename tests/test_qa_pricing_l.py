@@ -122,6 +122,19 @@ def test_the_makers_price_is_not_used_where_the_provider_lists_the_model() -> No
     assert llmspend.price("my-deployment", provider="azure").status == "unknown"
 
 
+@pytest.mark.parametrize(
+    ("provider", "model"),
+    [("together", "deepseek-r1"), ("fireworks", "deepseek-r1"), ("groq", "gpt-oss-120b"),
+     ("together", "gpt-oss-120b"), ("mistral", "gpt-4o"), ("aws", "deepseek-r1")],
+)  # fmt: skip
+def test_a_host_that_sets_its_own_prices_does_not_get_the_makers(provider: str, model: str) -> None:
+    """Only clouds that resell a maker's models at its list price get the maker's price for
+    a name they do not list: Together, Fireworks or Bedrock bill DeepSeek-R1 at several
+    times DeepSeek's price, and Groq gpt-oss-120b at ~4x what the price data lists as
+    OpenAI's, so a hard budget would let calls through at a fraction of their cost."""
+    assert llmspend.price(model, provider=provider, input_tokens=1000).status == "unknown"
+
+
 @pytest.mark.parametrize("suffix", [":nitro", ":floor", ":online", ":exacto"])
 @pytest.mark.parametrize("provider", ["openrouter", None])
 def test_openrouter_routing_variants_are_priced_as_their_model(

@@ -4,10 +4,10 @@ A name is looked up in the override file (``[[model]]``, then ``[[alias]]``), th
 genai-prices; failing both, its variants are tried in turn: OpenRouter's routing suffixes
 (``:nitro``, ``:floor``, ``:online``, ``:exacto``) as the model they route, ``models/…``
 prefixes, ``ft:base:org::id`` fine-tunes (priced as the base model, with a note),
-``vendor/model`` (OpenRouter style), the model's maker for a provider that does not list it
-(a Claude name from the anthropic SDK's AWS clients: Anthropic's list price, with a note)
-and dated snapshots (``gpt-4o-2024-08-06`` as ``gpt-4o``). An Azure deployment name is
-priced by the response's model unless the override file names it.
+``vendor/model`` (OpenRouter style), the model's maker for a cloud that resells its models
+but does not list this one (a Claude name from the anthropic SDK's AWS clients: Anthropic's
+list price, with a note) and dated snapshots (``gpt-4o-2024-08-06`` as ``gpt-4o``). An
+Azure deployment name is priced by the response's model unless the override file names it.
 """
 
 from __future__ import annotations
@@ -28,6 +28,15 @@ _MAX_DEPTH = 8
 #: OpenRouter's model suffixes that choose how a request is routed, not another model
 #: (``:free``, ``:extended``, ``:thinking`` are listed models of their own).
 _ROUTING = frozenset({"nitro", "floor", "online", "exacto"})
+#: Clouds that resell these makers' models at the makers' list prices: a name such a cloud
+#: does not list is priced at its maker's. Other hosts (Together, Groq, Fireworks...) set
+#: their own prices for a maker's open-weight models, often several times the maker's:
+#: such a name stays unknown there.
+_RESELLERS = {
+    "aws": frozenset({"anthropic"}),
+    "google": frozenset({"anthropic"}),
+    "azure": frozenset({"openai"}),
+}
 
 
 class Variant(NamedTuple):
@@ -135,9 +144,9 @@ def variants(req: str | None, name: str) -> list[Variant]:
         out.append(Variant(vendor_p.id, name, f"priced at {vendor_p.id}'s list price (no "
                            f"OpenRouter price for {name})"))  # fmt: skip
     elif (
-        req not in (None, "openai-compatible")
+        req in _RESELLERS
         and (maker := infer_provider(name)) is not None
-        and maker.id != req  # a cloud that resells the model (aws) but does not list it
+        and maker.id in _RESELLERS[req]  # a cloud that resells the model but does not list it
     ):
         out.append(Variant(maker.id, name, f"priced at {maker.id}'s list price (no {req} "
                            f"price for {name})"))  # fmt: skip
