@@ -120,6 +120,14 @@ def _journaled_row(data: Any) -> dict[str, Any]:
     return row
 
 
+def _parsed(raw: bytes) -> Any:
+    """A journal file's JSON; ``ValueError`` if it is none (bytes that are not UTF-8 too)."""
+    try:
+        return json.loads(raw.decode("utf-8"))
+    except RecursionError:  # "[[[[…": no row nests
+        raise ValueError("JSON nested too deeply to be a row") from None
+
+
 def _user_tag() -> str:
     getuid = getattr(os, "getuid", None)
     if getuid is not None:
@@ -285,14 +293,14 @@ class Spool:
         with self._lock:
             for path in self.pending():
                 try:
-                    text = path.read_text(encoding="utf-8")
+                    raw = path.read_bytes()
                 except FileNotFoundError:
                     continue  # another kernel replayed it
                 except OSError as e:
                     log.error("llmspend: unreadable spool file %s left in place: %s", path, e)
                     continue
                 try:
-                    data = _journaled_row(json.loads(text))
+                    data = _journaled_row(_parsed(raw))
                     inserted += self._insert(tracker, data, wait)
                 except _ROW_ERRORS as e:
                     self._reject(path, e)

@@ -195,3 +195,18 @@ def test_a_store_that_cannot_take_the_replay_sets_nothing_aside(locked_sqlite) -
         other.execute("COMMIT")
     assert tracker.replay_spool() == 1 and tracker.spool.pending() == []
     assert len(llmspend.records()) == 2
+
+
+@pytest.mark.parametrize("content", [b"\xff\xfe{", b"[" * 200_000], ids=["not utf-8", "deep"])
+def test_a_spool_file_of_damaged_bytes_is_set_aside(tmp_path, content) -> None:  # type: ignore[no-untyped-def]
+    """Bytes that are not UTF-8 (a damaged disk block) or JSON nested past the recursion
+    limit are no call either: set aside as they were (opening the store raised
+    UnicodeDecodeError or RecursionError, every time)."""
+    url = f"sqlite:///{tmp_path / 'store.sqlite'}"
+    spool = llmspend.Tracker(url).spool
+    spool.dir.mkdir(parents=True, exist_ok=True)
+    (spool.dir / f"{'0' * 32}.json").write_bytes(content)
+    tracker = llmspend.Tracker(url)
+    assert tracker.spool.pending() == []
+    (kept,) = tracker.spool.rejected()
+    assert kept.read_bytes() == content
