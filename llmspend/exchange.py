@@ -10,9 +10,12 @@ from __future__ import annotations
 import contextlib
 import json
 import os
+import shutil
+import stat
+import tempfile
 from decimal import Decimal
 from pathlib import Path
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, BinaryIO
 
 from .errors import ValidationError
 from .extras import PARQUET, require_extra
@@ -20,7 +23,7 @@ from .extras import PARQUET, require_extra
 if TYPE_CHECKING:
     import pandas as pd
 
-__all__ = ["FORMATS", "detect_format", "read_records", "write_records"]
+__all__ = ["FORMATS", "detect_format", "read_records", "write_records", "write_to_stream"]
 
 FORMATS = ("csv", "parquet")
 _INT = (
@@ -56,12 +59,21 @@ def _require_pyarrow() -> None:
 def write_records(frame: pd.DataFrame, path: str | os.PathLike[str], fmt: str | None = None) -> int:
     """Write a ``records()`` frame to CSV or Parquet; returns the number of rows.
 
-    The file appears whole or not at all (written to a temporary name, then renamed).
+    A file appears whole or not at all (written to a temporary name, then renamed); a
+    symlink is written through to its target (``latest.csv -> 2026-12.csv`` stays a link);
+    a target that is not a regular file (``/dev/stdout``, a named pipe) is written into,
+    never replaced.
     """
     fmt = detect_format(path, fmt)
-    target = Path(path).expanduser()
+    target = Path(os.path.realpath(Path(path).expanduser()))
     if not target.parent.is_dir():
         raise ValidationError(f"no such directory: {str(target.parent)!r}")
+    try:
+        special = not stat.S_ISREG(target.stat().st_mode)
+    except OSError:  # not there yet
+        special = False
+    if special:
+        return _write_into(frame, target, fmt)
     tmp = target.with_name(f".{target.name}.tmp")
     try:
         n = _write(frame, tmp, fmt)
@@ -71,6 +83,25 @@ def write_records(frame: pd.DataFrame, path: str | os.PathLike[str], fmt: str | 
     finally:
         tmp.unlink(missing_ok=True)
     return n
+
+
+def write_to_stream(frame: pd.DataFrame, stream: BinaryIO, fmt: str) -> int:
+    """Write a ``records()`` frame to an open binary stream (stdout); returns the rows.
+    The bytes are made whole first, so a failure writes nothing."""
+    with tempfile.TemporaryDirectory(prefix="llmspend-export-") as tmp:
+        made = Path(tmp) / f"records.{fmt}"
+        n = _write(frame, made, fmt)
+        with open(made, "rb") as src:
+            shutil.copyfileobj(src, stream)
+    return n
+
+
+def _write_into(frame: pd.DataFrame, target: Path, fmt: str) -> int:
+    try:
+        with open(target, "wb") as dst:
+            return write_to_stream(frame, dst, fmt)
+    except OSError as exc:
+        raise ValidationError(f"cannot write {str(target)!r}: {exc.strerror or exc}") from None
 
 
 def _write(frame: pd.DataFrame, path: Path, fmt: str) -> int:

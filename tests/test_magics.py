@@ -500,3 +500,28 @@ def test_magic_commands_are_plain_functions(installed: Any) -> None:
     assert "no LLM calls" in commands.spend_cell().text or "no cell" in commands.spend_cell().text
     past = dt.datetime.now(dt.UTC) - dt.timedelta(days=1)
     assert len(commands.budget_alerts(past, include_acknowledged=True)) == 0
+
+
+def test_spend_export_writes_through_a_symlink_and_into_a_pipe(
+    ip: InteractiveShell, tmp_path: Path
+) -> None:
+    import os
+    import threading
+
+    ok(ip, "chat(client)")
+    real = tmp_path / "2026-12.csv"
+    real.write_text("old\n")
+    link = tmp_path / "latest.csv"
+    link.symlink_to(real.name)
+    ok(ip, f"%spend export {link}")
+    assert link.is_symlink() and os.readlink(link) == real.name  # still a link
+    assert real.read_text().startswith("id,ts,")
+    fifo = tmp_path / "pipe.csv"
+    os.mkfifo(fifo)
+    got: list[bytes] = []
+    reader = threading.Thread(target=lambda: got.append(fifo.read_bytes()))
+    reader.start()
+    ok(ip, f"%spend export {fifo}")
+    reader.join(timeout=120)
+    assert got and got[0] == real.read_bytes()
+    assert fifo.is_fifo()  # not replaced by a regular file

@@ -10,10 +10,7 @@ from __future__ import annotations
 
 import argparse
 import os
-import shutil
-import stat
 import sys
-import tempfile
 from pathlib import Path
 from typing import Any
 
@@ -64,46 +61,20 @@ def check_window(since: str | None, until: str | None) -> None:
         )
 
 
-def _in_place(file: str) -> bool:
-    """Whether ``file`` is stdout or exists and is not a regular file (a device, a pipe)."""
-    if file == "-":
-        return True
-    try:
-        return not stat.S_ISREG(os.stat(Path(file).expanduser()).st_mode)
-    except OSError:
-        return False
-
-
 def _write(frame: Any, file: str, fmt: str | None) -> int:
     from ..errors import ValidationError
-    from ..exchange import detect_format, write_records
+    from ..exchange import detect_format, write_records, write_to_stream
 
-    if not _in_place(file):
-        # through a symlink (latest.csv -> 2026-12.csv) to its target, as `>` and pandas
-        # write, rather than replacing the link by a file
-        target = os.path.realpath(Path(file).expanduser()) if os.path.islink(file) else file
-        return write_records(frame, target, fmt or detect_format(file))
-    fmt = fmt or ("csv" if file == "-" else detect_format(file))
-    with tempfile.TemporaryDirectory(prefix="llmspend-export-") as tmp:
-        n = write_records(frame, Path(tmp) / f"records.{fmt}", fmt)
-        with open(Path(tmp) / f"records.{fmt}", "rb") as src:
-            if file == "-":
-                try:
-                    sys.stdout.flush()
-                    shutil.copyfileobj(src, sys.stdout.buffer)
-                    sys.stdout.buffer.flush()
-                except BrokenPipeError:  # `| head`: main() ends quietly
-                    raise
-                except OSError as exc:  # a full disk behind `> file`
-                    raise ValidationError(
-                        f"cannot write to stdout: {exc.strerror or exc}"
-                    ) from None
-            else:
-                try:
-                    with open(Path(file).expanduser(), "wb") as dst:
-                        shutil.copyfileobj(src, dst)
-                except OSError as exc:
-                    raise ValidationError(f"cannot write {file!r}: {exc.strerror or exc}") from None
+    if file != "-":  # a symlink written through, a device or pipe into (see exchange)
+        return write_records(frame, file, fmt or detect_format(file))
+    try:
+        sys.stdout.flush()
+        n = write_to_stream(frame, sys.stdout.buffer, fmt or "csv")
+        sys.stdout.buffer.flush()
+    except BrokenPipeError:  # `| head`: main() ends quietly
+        raise
+    except OSError as exc:  # a full disk behind `> file`
+        raise ValidationError(f"cannot write to stdout: {exc.strerror or exc}") from None
     return n
 
 
