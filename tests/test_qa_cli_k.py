@@ -288,3 +288,31 @@ def test_a_decimal_comma_is_refused_not_read_as_thousands(sqlite_url: str) -> No
     assert "use '.' for decimals" in out.stderr
     (budget,) = _budgets(sqlite_url)
     assert budget.limit_usd == 10  # was set to $55
+
+
+@pytest.mark.skipif(not os.path.exists("/dev/fd/1"), reason="needs /dev/stdout")
+@pytest.mark.parametrize("target", ["/dev/stdout", "/dev/fd/1"])
+def test_export_to_dev_stdout_appended_to_a_file_keeps_the_file(
+    sqlite_url: str, tmp_path: Path, target: str
+) -> None:
+    """``export /dev/stdout >> log.txt``: the rows are added to log.txt as by ``export -``
+    (/dev/stdout was followed to log.txt, which a renamed file replaced: its lines lost)."""
+    llmspend.Tracker(sqlite_url).ingest(_rows(2))
+    log = tmp_path / "log.txt"
+    log.write_text("kept\n")
+    env = {k: v for k, v in os.environ.items() if not k.startswith("LLMSPEND_")}
+    argv = ["export", target, "--format", "csv", "--database-url", sqlite_url]
+    with open(log, "a") as out_file:
+        out = subprocess.run(
+            [sys.executable, "-m", "llmspend", *argv],
+            stdout=out_file,
+            stderr=subprocess.PIPE,
+            text=True,
+            env=env,
+            timeout=120,
+        )
+    assert out.returncode == 0, out.stderr
+    text = log.read_text()
+    assert text.startswith("kept\n")
+    assert len(pd.read_csv(io.StringIO(text.removeprefix("kept\n")))) == 2
+    assert out.stderr.strip() == f"exported 2 records to {target}"

@@ -65,11 +65,16 @@ def _write(frame: Any, file: str, fmt: str | None) -> int:
     from ..errors import ValidationError
     from ..exchange import detect_format, write_records, write_to_stream
 
-    if file != "-":  # a symlink written through, a device or pipe into (see exchange)
+    # /dev/stdout behind `>> log.txt` resolves to log.txt: written to fd 1 as `-` is (a
+    # renamed file replaced log.txt, its lines lost)
+    if file != "-" and not _is_stdout(file):
+        # a symlink written through, a device or pipe into (see exchange)
         return write_records(frame, file, fmt or detect_format(file))
     try:
         sys.stdout.flush()
-        n = write_to_stream(frame, sys.stdout.buffer, fmt or "csv")
+        n = write_to_stream(
+            frame, sys.stdout.buffer, fmt or ("csv" if file == "-" else detect_format(file))
+        )
         sys.stdout.buffer.flush()
     except BrokenPipeError:  # `| head`: main() ends quietly
         raise
