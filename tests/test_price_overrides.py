@@ -325,6 +325,22 @@ BAD = {
         "missing required field",
     ),
     "bad_toml": ('[[model]]\nid = "m\n', None, None, "invalid TOML"),
+    # a cached audio (image) token without its own rate costs cached + audio - input
+    "cached_audio_below_nothing": (
+        '[[model]]\nid = "m"\ninput_mtok = 1\ncached_input_mtok = "0.5"\n'
+        'input_audio_mtok = "0.1"\noutput_mtok = 2\n',
+        "model #1 (m)",
+        "cached_audio_input_mtok",
+        "less than nothing",
+    ),
+    "cached_image_below_nothing_in_a_tier": (
+        '[[model]]\nid = "m"\ninput_mtok = 1\ncached_input_mtok = "0.5"\n'
+        "input_image_mtok = 1\noutput_mtok = 2\n"
+        "[[model.tiers]]\nabove_input_tokens = 1000\ninput_mtok = 2\n",
+        "model #1 (m)",
+        "cached_image_input_mtok",
+        "above 1000 input tokens",
+    ),
 }
 
 

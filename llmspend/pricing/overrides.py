@@ -337,6 +337,8 @@ def _parse_model(path: str, index: int, raw: object) -> ModelOverride:
             if key not in base:
                 e.fail(f"{field}.{tfield}", f"tier price without a base price {tfield!r}")
             tiers.setdefault(key, []).append(TierPrice(start, value))
+    for start in (0, *sorted(seen)):
+        _check_cached_parts(e, start, {k: _at(base[k], tiers.get(k, []), start) for k in base})
     for key, value in base.items():
         if key in tiers:
             prices[key] = Tiered(value, tuple(sorted(tiers[key])))
@@ -354,6 +356,37 @@ def _parse_model(path: str, index: int, raw: object) -> ModelOverride:
         effective=e.date("effective"),
         max_output_tokens=max_out,
     )
+
+
+def _at(base: Decimal, tiers: list[TierPrice], start: int) -> Decimal:
+    """A price in force above ``start`` input tokens."""
+    found = [t for t in tiers if t.start <= start]
+    return max(found).price if found else base
+
+
+#: (cached modality, modality) price keys: a cached audio (image) token is priced as the
+#: cached token it is plus the audio (image) token it is, minus the input token it is
+_CACHED_PARTS = (
+    ("cache_audio_read_mtok", "input_audio_mtok", "cached_audio_input_mtok"),
+    ("cache_image_read_mtok", "input_image_mtok", "cached_image_input_mtok"),
+)
+
+
+def _check_cached_parts(e: _Entry, start: int, rate: dict[str, Decimal]) -> None:
+    """Refuse an entry that leaves a cached audio (image) token costing less than nothing:
+    without its own rate it costs cached + audio - input."""
+    for key, part, field in _CACHED_PARTS:
+        if key in rate or part not in rate or "cache_read_mtok" not in rate:
+            continue
+        cost = rate["cache_read_mtok"] + rate[part] - rate["input_mtok"]
+        if cost < 0:
+            where = f" above {start} input tokens" if start else ""
+            e.fail(
+                field,
+                f"missing: without it a cached {part.split('_')[1]} token{where} costs "
+                f"cached_input_mtok + {part} - input_mtok = {cost} per million, less than "
+                "nothing; give its rate",
+            )
 
 
 def _parse_alias(path: str, index: int, raw: object) -> Alias:
