@@ -89,6 +89,31 @@ def test_recover_takes_damage_only_integrity_check_finds(tmp_path, capsys) -> No
     assert main(["db", "check", "--full", "--database-url", url]) == 0
 
 
+@pytest.mark.parametrize("force", [False, True])
+def test_recover_refuses_a_store_another_process_holds_locked(tmp_path, capsys, force) -> None:  # type: ignore[no-untyped-def]
+    """A sound store that is only locked (a kernel writing, in rollback-journal mode) is no
+    damaged one: recover read every table as "lost (database is locked)", renamed the
+    sound file ``.corrupt-…`` and put an empty store in its place (budgets gone)."""
+    import sqlite3
+
+    path = tmp_path / "store.sqlite"
+    url = _a_store(path)
+    holder = sqlite3.connect(path, isolation_level=None)
+    try:
+        holder.execute("PRAGMA journal_mode = DELETE").fetchall()
+        holder.execute("BEGIN EXCLUSIVE")
+        argv = ["db", "recover", "--database-url", url] + (["--force"] if force else [])
+        assert main(argv) == 1
+        err = capsys.readouterr().err
+        assert "locked by another process" in err and "Traceback" not in err
+    finally:
+        holder.execute("COMMIT")
+        holder.close()
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["store.sqlite"]
+    assert main(["db", "check", "--database-url", url, "--json"]) == 0
+    assert json.loads(capsys.readouterr().out)["rows"]["llmspend_budgets"] == 1
+
+
 def test_recover_refuses_a_store_of_a_newer_llmspend(tmp_path, capsys) -> None:  # type: ignore[no-untyped-def]
     """A store migrated by a newer llmspend is never rebuilt by this one, not even forced (it
     rebuilt it at this llmspend's schema: what the newer one added was dropped)."""

@@ -240,7 +240,10 @@ def recover(url: str, *, force: bool = False) -> dict[str, Any]:
     _refuse_newer(path)
     # integrity_check, as `db check --full`: quick_check misses an index that no longer
     # matches its table (a unique index so damaged lets a replayed call in twice)
-    if not force and not (check_file(path, full=True) or _schema_problems(path)):
+    found = check_file(path, full=True)
+    if found and _locked(found[0]):  # a sound store in use: copying it would lose it all
+        raise _locked_error(path, found[0])
+    if not force and not (found or _schema_problems(path)):
         raise StoreError(
             f"the store file {path} passed SQLite's integrity_check: there is no damage to "
             "recover from (`--force` copies it into a fresh store anyway: budget periods "
@@ -258,6 +261,9 @@ def recover(url: str, *, force: bool = False) -> dict[str, Any]:
         forget_store(fresh_url)
         tables = [t.name for t in Base.metadata.sorted_tables]
         result = salvage(path, fresh, tables)
+        said = next((why for why in result.unreadable.values() if _locked(why)), None)
+        if said is not None:  # locked since the check: not damage either
+            raise _locked_error(path, said)
         store = open_store(fresh_url)
         rollups = rebuild_rollups(store)
         forget_store(fresh_url)
@@ -284,6 +290,19 @@ def recover(url: str, *, force: bool = False) -> dict[str, Any]:
         "rollups": rollups,
         "replayed": max(replayed, 0),
     }
+
+
+def _locked(said: str) -> bool:
+    return "database is locked" in said or "database table is locked" in said
+
+
+def _locked_error(path: str, said: str) -> Exception:
+    from ..errors import StoreError
+
+    return StoreError(
+        f"the store file {path} is locked by another process ({said}): nothing was changed; "
+        "try again when it is free (a kernel writing to it, a `db` command running)"
+    )
 
 
 def _refuse_newer(path: str) -> None:
