@@ -27,6 +27,18 @@ def test_looking_at_a_store_file_that_is_not_there_makes_none(tmp_path, capsys, 
     assert not path.exists() and list(tmp_path.iterdir()) == []
 
 
+@pytest.mark.parametrize("action", ["check", "current"])
+def test_looking_through_a_dangling_symlink_makes_no_store(tmp_path, capsys, action) -> None:  # type: ignore[no-untyped-def]
+    """``store.sqlite -> data/store.sqlite`` with no file there yet: said so, and nothing
+    made (``db check`` made an empty store at the link's target, world-readable)."""
+    link = tmp_path / "store.sqlite"
+    link.symlink_to(tmp_path / "elsewhere.sqlite")
+    assert main(["db", action, "--database-url", f"sqlite:///{link}"]) == 0
+    out = capsys.readouterr().out
+    assert "none yet" in out or "no store file yet" in out
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["store.sqlite"]
+
+
 def _a_store(path) -> str:  # type: ignore[no-untyped-def]
     import llmspend
 

@@ -125,7 +125,7 @@ def missing_file(url: str) -> str | None:
     except LLMSpendError:
         return None  # said by open_store
     path = file_path(parsed) if parsed.get_backend_name() == "sqlite" else None
-    if path is None or os.path.lexists(os.path.expanduser(path)):
+    if path is None or os.path.exists(os.path.expanduser(path)):  # a dangling link: none
         return None
     return path
 
