@@ -10,6 +10,7 @@ from __future__ import annotations
 import contextlib
 import json
 import os
+import re
 import shutil
 import stat
 import tempfile
@@ -65,6 +66,13 @@ def write_records(frame: pd.DataFrame, path: str | os.PathLike[str], fmt: str | 
     never replaced.
     """
     fmt = detect_format(path, fmt)
+    fd = _own_fd(str(Path(path).expanduser()))
+    if fd is not None:  # /dev/stdout behind `>> log`: resolved, it would replace log
+        try:
+            with os.fdopen(os.dup(fd), "wb") as stream:
+                return write_to_stream(frame, stream, fmt)
+        except OSError as exc:
+            raise ValidationError(f"cannot write {str(path)!r}: {exc.strerror or exc}") from None
     target = Path(os.path.realpath(Path(path).expanduser()))
     if not target.parent.is_dir():
         raise ValidationError(f"no such directory: {str(target.parent)!r}")
@@ -77,12 +85,32 @@ def write_records(frame: pd.DataFrame, path: str | os.PathLike[str], fmt: str | 
     tmp = target.with_name(f".{target.name}.tmp")
     try:
         n = _write(frame, tmp, fmt)
+        if target.exists():  # a 0600 report stays 0600
+            shutil.copymode(target, tmp)
         os.replace(tmp, target)
     except OSError as exc:
         raise ValidationError(f"cannot write {str(target)!r}: {exc.strerror or exc}") from None
     finally:
         tmp.unlink(missing_ok=True)
     return n
+
+
+_FD_PATH = re.compile(r"/(?:dev|proc/(self|\d+))/fd/(\d+)")
+
+
+def _own_fd(path: str) -> int | None:
+    """The descriptor of this process that ``path`` names (``/dev/stdout``, ``/dev/fd/3``,
+    ``/proc/self/fd/1``, through symlinks), or ``None``."""
+    here = os.path.abspath(path)
+    for _ in range(16):
+        m = _FD_PATH.fullmatch(here)
+        if m is not None:
+            pid = m.group(1)
+            return int(m.group(2)) if pid in (None, "self") or int(pid) == os.getpid() else None
+        if not os.path.islink(here):
+            return None
+        here = os.path.normpath(os.path.join(os.path.dirname(here), os.readlink(here)))
+    return None
 
 
 def write_to_stream(frame: pd.DataFrame, stream: BinaryIO, fmt: str) -> int:

@@ -525,3 +525,32 @@ def test_spend_export_writes_through_a_symlink_and_into_a_pipe(
     reader.join(timeout=120)
     assert got and got[0] == real.read_bytes()
     assert fifo.is_fifo()  # not replaced by a regular file
+
+
+def test_spend_export_keeps_a_files_mode_and_appends_to_a_stdout_file(
+    ip: InteractiveShell, installed: Any, tmp_path: Path
+) -> None:
+    import os
+    import subprocess
+    import sys
+
+    ok(ip, "chat(client)")
+    report = tmp_path / "private.csv"
+    report.write_text("old\n")
+    report.chmod(0o600)
+    ok(ip, f"%spend export {report}")
+    assert report.read_text().startswith("id,ts,")
+    assert report.stat().st_mode & 0o777 == 0o600  # was 0644 (the umask's) after export
+    # a process whose stdout is a file opened to append: /dev/stdout is written into it
+    log = tmp_path / "log.txt"
+    log.write_text("earlier line\n")
+    code = (
+        "import sys, llmspend; from llmspend.exchange import write_records; "
+        "write_records(llmspend.records(), '/dev/stdout', 'csv')"
+    )
+    env = {**os.environ, "LLMSPEND_DATABASE_URL": installed.store.url}
+    with open(log, "ab") as out:
+        subprocess.run([sys.executable, "-c", code], stdout=out, env=env, check=True, timeout=120)
+    text = log.read_text()
+    assert text.startswith("earlier line\nid,ts,"), text[:200]
+    assert text.count("\n") == 3  # the earlier line, the header, one call
