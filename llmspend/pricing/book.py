@@ -43,6 +43,17 @@ _UNKNOWN: PriceNanos = (None, "unknown", None)  # the fast path's answer for no 
 _now = time.time
 
 
+def _count(name: str, value: object) -> int:
+    """A token count as an int (numpy's integers too), or :class:`PricingError`."""
+    if type(value) is not int:
+        if isinstance(value, bool) or not isinstance(value, numbers.Integral):
+            raise PricingError(f"{name} must be an int, got {type(value).__name__} {value!r}")
+        value = int(value)
+    if value < 0:
+        raise PricingError(f"{name} must not be negative, got {value}")
+    return value
+
+
 def _check_usage(
     *usage: object,
 ) -> tuple[int, int, int, int, int]:
@@ -52,14 +63,7 @@ def _check_usage(
     names = ("input_tokens", "cached_input_tokens", "cache_write_tokens", "output_tokens")
     ints = []
     for name, value in zip((*names, "reasoning_tokens"), usage, strict=True):
-        if type(value) is not int:
-            if isinstance(value, bool) or not isinstance(value, numbers.Integral):
-                kind = type(value).__name__
-                raise PricingError(f"{name} must be an int, got {kind} {value!r}")
-            value = int(value)
-        if value < 0:
-            raise PricingError(f"{name} must not be negative, got {value}")
-        ints.append(value)
+        ints.append(_count(name, value))
     i, c, w, o, r = ints
     for name, part in ((names[1], c), (names[2], w)):
         if part > i:
@@ -111,13 +115,7 @@ def _check_extra(usage: tuple[int, int, int, int, int], extra: object) -> tuple[
         raise PricingError(f"extra must be a tuple of {len(EXTRA)} counts {EXTRA}, got {extra!r}")
     ints = []
     for name, value in zip(EXTRA, extra, strict=True):
-        if type(value) is not int:
-            if isinstance(value, bool) or not isinstance(value, numbers.Integral):
-                kind = type(value).__name__
-                raise PricingError(f"{name} must be an int, got {kind} {value!r}")
-            value = int(value)
-        if value < 0:
-            raise PricingError(f"{name} must not be negative, got {value}")
+        value = _count(name, value)
         at, parent = _WITHIN[name]
         if value > usage[at]:
             raise PricingError(
