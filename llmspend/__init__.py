@@ -226,12 +226,22 @@ def price(
     ``status="unknown"`` and no cost. Opens no store: the price book is the process-wide
     one the tracker shares.
     """
-    extra = (cache_write_1h_tokens, input_audio_tokens, cache_audio_read_tokens,
-             output_audio_tokens, input_image_tokens, cache_image_read_tokens,
-             output_image_tokens)  # fmt: skip
+    extra = None
+    if (
+        cache_write_1h_tokens
+        or input_audio_tokens
+        or cache_audio_read_tokens
+        or output_audio_tokens
+        or input_image_tokens
+        or cache_image_read_tokens
+        or output_image_tokens
+    ):  # fmt: skip  (no tuple made for the usual text call)
+        extra = (cache_write_1h_tokens, input_audio_tokens, cache_audio_read_tokens,
+                 output_audio_tokens, input_image_tokens, cache_image_read_tokens,
+                 output_image_tokens)  # fmt: skip
     return _price_book().quote(model, provider, input_tokens, cached_input_tokens,
                                cache_write_tokens, output_tokens, reasoning_tokens, at,
-                               extra=extra if any(extra) else None)  # fmt: skip
+                               None, None, extra)  # fmt: skip
 
 
 def _price_book() -> PriceBook:
