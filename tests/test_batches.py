@@ -467,7 +467,7 @@ def test_an_unbounded_batch_refusal_says_why(installed: Any, fresh_sim: SimServe
     llmspend.set_budget("project", "acme/churn", "100", mode="hard")
     c = openai.OpenAI(api_key="x", base_url=fresh_sim.openai_base_url, max_retries=0)
     with warnings.catch_warnings():
-        warnings.simplefilter("ignore", UnknownModelWarning)
+        warnings.simplefilter("error", UnknownModelWarning)  # no "no price for model ''"
         with pytest.raises(llmspend.BudgetExceeded, match="uploaded elsewhere") as refused:
             c.batches.create(input_file_id="file-elsewhere", endpoint="/v1/chat/completions",
                              completion_window="24h")  # fmt: skip

@@ -500,6 +500,8 @@ class PriceBook:
                 self._plans[key] = plan
             if plan.first is None and (provider, model) not in self._warned:
                 self._warned.add((provider, model))
+                if model in ("", "unknown"):  # no model named (``Call`` says "unknown"; a
+                    return plan  # batch not bounded here): nothing to add to a price file
                 msg = (
                     f"llmspend has no price for model {model!r} (provider {provider!r}); its "
                     "cost is recorded as unknown. Add it to a price-override file "
