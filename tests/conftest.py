@@ -2,6 +2,7 @@ from __future__ import annotations
 
 import os
 from collections.abc import Iterator
+from typing import Any
 
 import pytest
 
@@ -165,3 +166,46 @@ def installed_pg(pg_server):  # type: ignore[no-untyped-def]
     yield tracker
     llmspend.uninstall()
     forget_store(url)
+
+
+@pytest.fixture
+def moved(fresh_sim, tmp_path, monkeypatch):  # type: ignore[no-untyped-def]
+    """An OpenAI endpoint that answers 307 to the simulator; llmspend installed. Its URL
+    (tests/test_http_redirects.py, and tests/compat/test_dspy.py for dspy's transport)."""
+    import threading
+    from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+
+    import llmspend
+    from llmspend.dialects import hosts
+
+    class Moved(BaseHTTPRequestHandler):
+        protocol_version = "HTTP/1.1"
+
+        def log_message(self, format: str, *args: Any) -> None:
+            pass
+
+        def do_POST(self) -> None:
+            self.rfile.read(int(self.headers.get("content-length", 0)))
+            body = b"<html>moved</html>"
+            self.send_response(307)
+            self.send_header("Location", fresh_sim.url + self.path)
+            self.send_header("Content-Type", "text/html")
+            self.send_header("Content-Length", str(len(body)))
+            self.end_headers()
+            self.wfile.write(body)
+
+    server = ThreadingHTTPServer(("127.0.0.1", 0), Moved)
+    server.daemon_threads = True
+    thread = threading.Thread(target=server.serve_forever, daemon=True)
+    thread.start()
+    monkeypatch.setattr(hosts, "_declared", [])
+    monkeypatch.delenv("LLMSPEND_ENDPOINTS", raising=False)
+    base = f"http://127.0.0.1:{server.server_address[1]}/v1"
+    llmspend.install(f"sqlite:///{tmp_path / 't.sqlite'}", org="acme", user="ana")
+    llmspend.declare_endpoint(base, "openai")
+    llmspend.declare_endpoint(fresh_sim.openai_base_url, "openai")
+    yield base + "/chat/completions"
+    llmspend.uninstall()
+    server.shutdown()
+    server.server_close()
+    thread.join(5)

@@ -4,9 +4,14 @@ by llmspend's dspy tap) and with ``engine="litellm"``; ``Predict`` sync and asyn
 
 from __future__ import annotations
 
+import asyncio
+import json
 from typing import Any
 
 import pytest
+
+from llmspend.sim import SimServer
+from tests.test_http_redirects import CHAT, settled
 
 from .matrix import Probe, run
 
@@ -87,3 +92,51 @@ def test_a_refusal_surfaces_as_a_dspy_error(engine: str, shown: str, spend: Prob
     assert type(refusal.exc).__name__ == shown, refusal.type_name
     assert refusal.budget_exceeded is not None
     assert refusal.names_the_budget
+
+
+# -- dspy's own transport (the dspy tap), past a redirect and closed early -----------------
+# (here because dspy is installed for the compatibility matrix only; the fixture ``moved``
+# is in tests/conftest.py)
+
+
+def test_a_redirect_to_the_dspy_transport_costs_nothing(moved: str) -> None:
+    from dspy._vendor.lm15.transports._sync import StdlibTransport
+    from dspy._vendor.lm15.transports._types import TransportRequest
+
+    request = TransportRequest(
+        "POST", moved, [("content-type", "application/json")], json.dumps(CHAT).encode()
+    )
+    with StdlibTransport() as transport, transport.stream(request) as r:
+        assert (r.status, r.read()) == (307, b"<html>moved</html>")
+    assert settled() == [("error", 0, 0, 0)]
+
+
+def test_a_dspy_response_closed_early_is_settled_then(moved: str, fresh_sim: SimServer) -> None:
+    """A body closed before its end is one ``partial`` row at once, though the caller still
+    holds the response (it waited for the response's collection before)."""
+    from dspy._vendor.lm15.transports._async import StdlibAsyncTransport
+    from dspy._vendor.lm15.transports._sync import StdlibTransport
+    from dspy._vendor.lm15.transports._types import TransportRequest
+
+    body = json.dumps({**CHAT, "stream": True}).encode()
+    url = fresh_sim.openai_base_url + "/chat/completions"
+    held: list[Any] = []
+
+    def request() -> Any:
+        return TransportRequest("POST", url, [("content-type", "application/json")], body)
+
+    with StdlibTransport() as transport:
+        held.append(transport.stream(request()))
+        held[-1].close()  # unread
+        assert [s for s, *_ in settled()] == ["partial"]
+
+    async def read_one_then_close() -> None:
+        async with StdlibAsyncTransport() as transport:
+            held.append(await transport.stream(request()))
+            chunks = held[-1].__aiter__()
+            await chunks.__anext__()
+            held.append(chunks)
+            await held[-2].aclose()
+            assert [s for s, *_ in settled()] == ["partial", "partial"]
+
+    asyncio.run(read_one_then_close())
