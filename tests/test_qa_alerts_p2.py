@@ -7,7 +7,7 @@ sender's own drain, and compare the receiver's recorded times with >= only.
 
 from __future__ import annotations
 
-import datetime as dt
+import dataclasses
 import email.utils
 import http.server
 import json
@@ -32,6 +32,7 @@ from llmspend.alerting.webhooks import MAX_RETRY_AFTER, WebhookSender, retry_aft
 from llmspend.call import Usage
 from llmspend.pipeline import begin_call
 from llmspend.tracker import Tracker
+from tests.test_webhook_safety import _event as safety_event
 
 # An answer: (status, headers); a receiver's behaviour maps the request's index to one.
 Behaviour = Callable[[int], tuple[int, dict[str, str]]]
@@ -100,21 +101,8 @@ def _receiver(running: list[Receiver], behave: Behaviour | None = None, **kw: An
 
 
 def _event(n: int = 1) -> BudgetThresholdReached:
-    return BudgetThresholdReached(
-        id=None,  # type: ignore[arg-type]
-        ts=dt.datetime(2026, 12, 5),
-        budget=f"acme-{n}",
-        scope="org",
-        org="acme",
-        project=None,
-        user=None,
-        threshold=Decimal(1),
-        percent_used=100.0,
-        spent_usd=Decimal(5),
-        limit_usd=Decimal(5),
-        call_cost_usd=None,
-        period_start=dt.datetime(2026, 12, 1, tzinfo=dt.UTC),
-    )
+    """test_webhook_safety's event, for a budget of its own (``acme-n``)."""
+    return dataclasses.replace(safety_event(), budget=f"acme-{n}")
 
 
 def _deliveries(tracker: Tracker) -> dict[str, dict[str, Any]]:
@@ -253,6 +241,7 @@ from decimal import Decimal
 from llmspend.alerting.events import BudgetThresholdReached
 from llmspend.alerting.webhooks import sender
 from llmspend.tracker import Tracker
+from tests.test_webhook_safety import _event as safety_event
 
 store = Tracker(sys.argv[1], org="acme", project="churn", user="ana").store
 event = BudgetThresholdReached(
